@@ -1,0 +1,111 @@
+#include "context/after_func.h"
+
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+#include <utility>
+
+#include "context/internal/context_access.h"
+#include "context/internal/executor.h"
+
+namespace reqctx {
+namespace internal {
+
+// Shared by the handle, the context's listener list (raw, while linked) and
+// the executor task (while scheduled).
+class AfterFuncState final
+    : public Listener,
+      public std::enable_shared_from_this<AfterFuncState> {
+ public:
+  AfterFuncState(CancelNode* node, std::function<void()> f)
+      : node_(NodeRef<CancelNode>::Share(node)), f_(std::move(f)) {}
+
+  // Registers with the context; schedules f at once if it is already done.
+  void Arm() {
+    if (node_) node_->AddListener(this);
+  }
+
+  bool Stop() {
+    int expected = kPending;
+    if (!phase_.compare_exchange_strong(expected, kStopped)) return false;
+    if (node_) node_->RemoveListener(this);
+    f_ = nullptr;  // Never runs: release what it captured now.
+    return true;
+  }
+
+  // Blocks until f has returned, if it was scheduled and is not running on
+  // this very thread.
+  void WaitUnlessSelf() {
+    if (phase_.load() != kScheduled) return;
+    std::unique_lock<std::mutex> lock(mu_);
+    if (runner_ == std::this_thread::get_id()) return;
+    finished_cv_.wait(lock, [this] { return finished_; });
+  }
+
+  void OnParentDone(DoneReason, const absl::Status&) override {
+    int expected = kPending;
+    if (phase_.compare_exchange_strong(expected, kScheduled)) {
+      Executor::Get().Submit([self = shared_from_this()] { self->Run(); });
+    }
+  }
+
+ private:
+  enum Phase : int { kPending, kStopped, kScheduled };
+
+  void Run() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      runner_ = std::this_thread::get_id();
+    }
+    f_();
+    f_ = nullptr;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      finished_ = true;
+    }
+    finished_cv_.notify_all();
+  }
+
+  std::atomic<int> phase_{kPending};
+  const NodeRef<CancelNode> node_;
+  std::function<void()> f_;  // Owned by whoever moved phase_ off kPending.
+
+  std::mutex mu_;
+  std::condition_variable finished_cv_;
+  std::thread::id runner_;  // Guarded by mu_.
+  bool finished_ = false;   // Guarded by mu_.
+};
+
+}  // namespace internal
+
+AfterFuncHandle::AfterFuncHandle(
+    std::shared_ptr<internal::AfterFuncState> state)
+    : state_(std::move(state)) {}
+
+AfterFuncHandle::AfterFuncHandle(AfterFuncHandle&& other) noexcept = default;
+
+AfterFuncHandle& AfterFuncHandle::operator=(AfterFuncHandle&& other) noexcept {
+  if (this != &other) {
+    AfterFuncHandle old(std::move(*this));  // Stops (and waits) like ~.
+    state_ = std::move(other.state_);
+  }
+  return *this;
+}
+
+AfterFuncHandle::~AfterFuncHandle() {
+  if (!state_) return;
+  state_->Stop();
+  state_->WaitUnlessSelf();
+}
+
+bool AfterFuncHandle::Stop() { return state_ && state_->Stop(); }
+
+AfterFuncHandle AfterFunc(const Context& ctx, std::function<void()> f) {
+  auto state = std::make_shared<internal::AfterFuncState>(
+      ContextAccess::CancelLayer(ctx), std::move(f));
+  state->Arm();
+  return AfterFuncHandle(std::move(state));
+}
+
+}  // namespace reqctx

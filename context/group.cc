@@ -1,0 +1,62 @@
+#include "context/group.h"
+
+namespace reqctx {
+
+Group::Group(const Context& parent) : Group(WithCancelCause(parent)) {}
+
+Group::Group(std::pair<Context, CancelCauseFunc> ctx_and_cancel)
+    : ctx_(std::move(ctx_and_cancel.first)),
+      cancel_(std::move(ctx_and_cancel.second)) {}
+
+Group::~Group() { Wait().IgnoreError(); }
+
+void Group::SetLimit(int n) {
+  std::lock_guard<std::mutex> lock(mu_);
+  limit_ = n;
+  slot_freed_.notify_all();
+}
+
+void Group::Go(std::function<absl::Status(const Context&)> task) {
+  std::unique_lock<std::mutex> lock(mu_);
+  slot_freed_.wait(lock, [this] { return limit_ <= 0 || active_ < limit_; });
+  ++active_;
+  threads_.emplace_back(
+      [this, task = std::move(task)] { RunTask(task); });
+}
+
+void Group::RunTask(const std::function<absl::Status(const Context&)>& task) {
+  absl::Status status = task(ctx_);
+  bool first_error = false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!status.ok() && first_error_.ok()) {
+      first_error_ = status;
+      first_error = true;
+    }
+    --active_;
+  }
+  slot_freed_.notify_all();
+  if (first_error) cancel_(status);
+}
+
+absl::Status Group::Wait() {
+  // Tasks may call Go() while we join, so drain until no thread is left.
+  for (;;) {
+    std::vector<std::thread> threads;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      threads.swap(threads_);
+    }
+    if (threads.empty()) break;
+    for (std::thread& t : threads) t.join();
+  }
+  absl::Status err;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    err = first_error_;
+  }
+  cancel_(err);
+  return err;
+}
+
+}  // namespace reqctx

@@ -1,0 +1,216 @@
+#include "context/internal/node.h"
+
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+
+#include "context/internal/timer_service.h"
+
+namespace reqctx::internal {
+
+const absl::Status& ErrStatus(DoneReason reason) {
+  // Built once: Err() on a done context then costs a refcount, no allocation.
+  static const absl::Status* const kCanceled =
+      new absl::Status(absl::StatusCode::kCancelled, "context canceled");
+  static const absl::Status* const kDeadline = new absl::Status(
+      absl::StatusCode::kDeadlineExceeded, "context deadline exceeded");
+  static const absl::Status* const kOk = new absl::Status();
+  switch (reason) {
+    case DoneReason::kCanceled:
+      return *kCanceled;
+    case DoneReason::kDeadline:
+      return *kDeadline;
+    case DoneReason::kNotDone:
+      break;
+  }
+  return *kOk;
+}
+
+Node::Node(NodeKind kind, const Node* parent, CancelNode* cancel_layer)
+    : kind_(kind), parent_(parent), cancel_layer_(cancel_layer) {
+  if (parent_ != nullptr) parent_->Ref();
+}
+
+void Node::Unref() const {
+  // Iterative, so that releasing the last handle to a long chain does not
+  // recurse once per layer.
+  const Node* n = this;
+  while (n != nullptr &&
+         n->refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+    const Node* parent = n->parent_;
+    delete n;
+    n = parent;
+  }
+}
+
+const ValueNodeBase* FindValue(const Node* n, const KeyBase* key) {
+  for (; n != nullptr; n = n->parent()) {
+    if (n->kind() == NodeKind::kValue) {
+      const auto* v = static_cast<const ValueNodeBase*>(n);
+      if (v->key() == key) return v;
+    }
+  }
+  return nullptr;
+}
+
+// --- CancelNode --------------------------------------------------------------
+
+CancelNode::CancelNode(NodeKind kind, const Node* parent)
+    : Node(kind, parent, this) {}
+
+CancelNode* CancelNode::New(const Node* parent) {
+  auto* n = new CancelNode(NodeKind::kCancel, parent);
+  n->PropagateFromParent();
+  return n;
+}
+
+void CancelNode::PropagateFromParent() {
+  // A parent chain that can never be done keeps no child list at all.
+  CancelNode* p = parent() == nullptr ? nullptr : parent()->cancel_layer();
+  if (p != nullptr) p->AddListener(this);
+}
+
+void CancelNode::Cancel(DoneReason reason, const absl::Status& cause,
+                        bool remove_from_parent) {
+  {
+    std::lock_guard<SmallMutex> lock(mu_);
+    if (reason_.load(std::memory_order_relaxed) != DoneReason::kNotDone) {
+      return;  // First cancel wins; Err() and cause never change.
+    }
+    cause_ = cause.ok() ? ErrStatus(reason) : cause;
+    reason_.store(reason, std::memory_order_release);
+    OnDoneLocked();
+    // Notify every listener before returning (Go holds the parent's lock while
+    // canceling children, too): when Cancel returns, all descendants are done.
+    Listener* l = std::exchange(listeners_, nullptr);
+    while (l != nullptr) {
+      Listener* next = l->next_;
+      l->prev_ = l->next_ = nullptr;
+      l->linked_ = false;
+      l->OnParentDone(reason, cause_);
+      l = next;
+    }
+  }
+  if (remove_from_parent) {
+    CancelNode* p = parent() == nullptr ? nullptr : parent()->cancel_layer();
+    if (p != nullptr) p->RemoveListener(this);
+  }
+}
+
+void CancelNode::OnParentDone(DoneReason reason, const absl::Status& cause) {
+  // The parent already unlinked us; it passes its own cause down.
+  Cancel(reason, cause, /*remove_from_parent=*/false);
+}
+
+void CancelNode::AddListener(Listener* l) {
+  std::lock_guard<SmallMutex> lock(mu_);
+  DoneReason r = reason_.load(std::memory_order_relaxed);
+  if (r != DoneReason::kNotDone) {
+    l->OnParentDone(r, cause_);
+    return;
+  }
+  l->prev_ = nullptr;
+  l->next_ = listeners_;
+  if (listeners_ != nullptr) listeners_->prev_ = l;
+  listeners_ = l;
+  l->linked_ = true;
+}
+
+void CancelNode::RemoveListener(Listener* l) {
+  std::lock_guard<SmallMutex> lock(mu_);
+  if (!l->linked_) return;
+  if (l->prev_ != nullptr) {
+    l->prev_->next_ = l->next_;
+  } else {
+    listeners_ = l->next_;
+  }
+  if (l->next_ != nullptr) l->next_->prev_ = l->prev_;
+  l->prev_ = l->next_ = nullptr;
+  l->linked_ = false;
+}
+
+size_t CancelNode::ListenerCountForTesting() {
+  std::lock_guard<SmallMutex> lock(mu_);
+  size_t n = 0;
+  for (Listener* l = listeners_; l != nullptr; l = l->next_) ++n;
+  return n;
+}
+
+void CancelNode::DropCanceler() {
+  if (cancelers_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+    Cancel(DoneReason::kCanceled, absl::OkStatus(), /*remove_from_parent=*/true);
+  }
+}
+
+namespace {
+
+// A thread blocked in WaitUntil. Lives on that thread's stack; the canceler
+// wakes it through its own condition variable.
+class Waiter final : public Listener {
+ public:
+  void OnParentDone(DoneReason, const absl::Status&) override {
+    std::lock_guard<std::mutex> lock(mu);
+    done = true;
+    cv.notify_all();
+  }
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;  // Guarded by mu.
+};
+
+}  // namespace
+
+bool CancelNode::WaitUntil(std::optional<absl::Time> deadline) {
+  if (IsDone()) return true;
+  if (deadline.has_value() && *deadline <= absl::Now()) return false;
+  Waiter w;
+  AddListener(&w);
+  {
+    std::unique_lock<std::mutex> lock(w.mu);
+    while (!w.done) {
+      if (!deadline.has_value()) {
+        w.cv.wait(lock);
+        continue;
+      }
+      absl::Duration left = *deadline - absl::Now();
+      if (left <= absl::ZeroDuration()) break;
+      // Waits in bounded slices, so absurd deadlines cannot overflow chrono.
+      w.cv.wait_for(lock, absl::ToChronoNanoseconds(
+                              std::min(left, absl::Hours(1))));
+    }
+  }
+  // Unlinking takes mu_, which a canceler holds while notifying: once this
+  // returns, nobody touches `w` any more.
+  RemoveListener(&w);
+  return IsDone();
+}
+
+// --- TimerNode ---------------------------------------------------------------
+
+TimerNode::TimerNode(const Node* parent, absl::Time deadline,
+                     absl::Status cause)
+    : CancelNode(NodeKind::kTimer, parent),
+      deadline_(deadline),
+      deadline_cause_(std::move(cause)) {}
+
+TimerNode* TimerNode::New(const Node* parent, absl::Time deadline,
+                          absl::Status cause) {
+  auto* n = new TimerNode(parent, deadline, std::move(cause));
+  n->PropagateFromParent();
+  if (deadline <= absl::Now()) {
+    n->Cancel(DoneReason::kDeadline, n->deadline_cause_,
+              /*remove_from_parent=*/true);
+    return n;
+  }
+  std::lock_guard<SmallMutex> lock(n->mu_);
+  if (!n->IsDone()) TimerService::Get().Add(n);  // Else: parent was done.
+  return n;
+}
+
+void TimerNode::OnDoneLocked() {
+  // Whatever canceled us, the timer goes now: nothing piles up in the queue.
+  TimerService::Get().Remove(this);
+}
+
+}  // namespace reqctx::internal

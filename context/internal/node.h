@@ -1,0 +1,253 @@
+// Internals of reqctx::Context: the tree of immutable nodes behind the handle.
+//
+// Not part of the public API; include "context/context.h" instead.
+//
+// Shape (mirrors Go's context.go):
+//   Node        one layer: Background/TODO, WithValue, WithoutCancel, ...
+//   CancelNode  a cancelable layer (Go's cancelCtx): done state, cause, and an
+//               intrusive list of Listeners (child CancelNodes, waiters,
+//               AfterFuncs) notified synchronously when it is canceled.
+//   TimerNode   a CancelNode with a deadline (Go's timerCtx), registered with
+//               the shared TimerService.
+//
+// Lifetime: nodes are intrusively reference counted (NodeRef). A node holds a
+// reference to its parent, so a chain lives while any descendant handle does.
+// Listeners are linked into their CancelNode by raw pointer; each unlinks
+// itself under the node's mutex before it goes away, so a linked pointer is
+// always valid while that mutex is held.
+//
+// Locking: each CancelNode's `mu` guards its listener list and cause. Locks
+// are only ever nested parent -> child (cancellation walks down) and then
+// node -> TimerService -> Executor, so there are no cycles. The done state is
+// an atomic read without the lock (the fast path of Err() and IsDone()).
+#ifndef REQCTX_CONTEXT_INTERNAL_NODE_H_
+#define REQCTX_CONTEXT_INTERNAL_NODE_H_
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string_view>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "context/internal/small_mutex.h"
+
+namespace reqctx::internal {
+
+class CancelNode;
+
+// Why a context is done. Stored in one atomic byte.
+enum class DoneReason : uint8_t { kNotDone = 0, kCanceled = 1, kDeadline = 2 };
+
+// The status Err() reports for `reason` (OK for kNotDone). Messages match Go.
+const absl::Status& ErrStatus(DoneReason reason);
+
+enum class NodeKind : uint8_t { kTodo, kValue, kWithoutCancel, kCancel, kTimer };
+
+// Untyped base of Key<T>: its address is the key's identity.
+class KeyBase {
+ public:
+  explicit constexpr KeyBase(std::string_view debug_name)
+      : debug_name_(debug_name) {}
+  KeyBase(const KeyBase&) = delete;
+  KeyBase& operator=(const KeyBase&) = delete;
+  constexpr std::string_view debug_name() const { return debug_name_; }
+
+ private:
+  std::string_view debug_name_;
+};
+
+class Node {
+ public:
+  Node(const Node&) = delete;
+  Node& operator=(const Node&) = delete;
+
+  NodeKind kind() const { return kind_; }
+  const Node* parent() const { return parent_; }
+  // Nearest cancelable layer at or above this node; nullptr when the chain up
+  // to Background (or to a WithoutCancel) has none: such a context can never
+  // be done.
+  CancelNode* cancel_layer() const { return cancel_layer_; }
+
+  void Ref() const { refs_.fetch_add(1, std::memory_order_relaxed); }
+  // Drops one reference; frees this node (and, iteratively, any ancestors
+  // that it kept alive alone) when it was the last.
+  void Unref() const;
+
+ protected:
+  // Takes a reference to `parent` (which may be null: Background).
+  Node(NodeKind kind, const Node* parent, CancelNode* cancel_layer);
+  virtual ~Node() = default;
+
+ private:
+  mutable std::atomic<uint32_t> refs_{1};
+  const NodeKind kind_;
+  const Node* const parent_;  // Owned reference; released in Unref().
+  CancelNode* const cancel_layer_;
+};
+
+// Owning pointer to a Node subtype. Null means Background.
+template <typename T>
+class NodeRef {
+ public:
+  NodeRef() = default;
+  // Adopts one reference already taken by the caller.
+  static NodeRef Adopt(T* p) { return NodeRef(p); }
+  // Takes a new reference.
+  static NodeRef Share(T* p) {
+    if (p != nullptr) p->Ref();
+    return NodeRef(p);
+  }
+  NodeRef(const NodeRef& o) : p_(o.p_) {
+    if (p_ != nullptr) p_->Ref();
+  }
+  NodeRef(NodeRef&& o) noexcept : p_(std::exchange(o.p_, nullptr)) {}
+  NodeRef& operator=(NodeRef o) noexcept {
+    std::swap(p_, o.p_);
+    return *this;
+  }
+  ~NodeRef() {
+    if (p_ != nullptr) p_->Unref();
+  }
+  T* get() const { return p_; }
+  T* operator->() const { return p_; }
+  explicit operator bool() const { return p_ != nullptr; }
+
+ private:
+  explicit NodeRef(T* p) : p_(p) {}
+  T* p_ = nullptr;
+};
+
+// Something a CancelNode notifies when it is canceled.
+class Listener {
+ public:
+  Listener(const Listener&) = delete;
+  Listener& operator=(const Listener&) = delete;
+
+  // Called once, with the notifying node's mutex held, when that node is
+  // canceled. Must not block and must not lock the notifying node.
+  virtual void OnParentDone(DoneReason reason, const absl::Status& cause) = 0;
+
+ protected:
+  Listener() = default;
+  ~Listener() = default;
+
+ private:
+  friend class CancelNode;
+  Listener* prev_ = nullptr;  // Guarded by the owning CancelNode's mu_.
+  Listener* next_ = nullptr;
+  bool linked_ = false;
+};
+
+class CancelNode : public Node, public Listener {
+ public:
+  // A new cancelable child of `parent`, already linked to (or, if the parent
+  // is done, canceled by) the parent's cancel layer. Holds one reference.
+  static CancelNode* New(const Node* parent);
+
+  DoneReason reason() const { return reason_.load(std::memory_order_acquire); }
+  bool IsDone() const { return reason() != DoneReason::kNotDone; }
+  // The cause; only meaningful once IsDone() (it is immutable from then on).
+  const absl::Status& cause() const { return cause_; }
+
+  // Cancels this node and, before returning, every descendant. A no-op if it
+  // is already done. An OK `cause` means "no cause" (cause becomes the err).
+  // With `remove_from_parent`, also unlinks this node from its parent.
+  void Cancel(DoneReason reason, const absl::Status& cause,
+              bool remove_from_parent);
+
+  // Links `l` so that it is notified when this node is canceled, or, if this
+  // node is already done, calls l->OnParentDone at once (under the lock).
+  void AddListener(Listener* l);
+  // Unlinks `l` if it is still linked. After this returns, no notification of
+  // `l` is in progress.
+  void RemoveListener(Listener* l);
+
+  // Blocks until done or until `deadline` (nullopt: no limit). Returns
+  // IsDone(). No thread is created; the caller sleeps on its own condvar.
+  bool WaitUntil(std::optional<absl::Time> deadline);
+
+  // CancelFunc bookkeeping: the context is canceled when the last CancelFunc
+  // copy is dropped.
+  void AddCanceler() { cancelers_.fetch_add(1, std::memory_order_relaxed); }
+  void DropCanceler();
+
+  // Number of linked listeners (children, waiters, AfterFuncs). For tests.
+  size_t ListenerCountForTesting();
+
+  void OnParentDone(DoneReason reason, const absl::Status& cause) override;
+
+ protected:
+  CancelNode(NodeKind kind, const Node* parent);
+  ~CancelNode() override = default;
+  // Links this node under its parent's cancel layer (Go's propagateCancel).
+  void PropagateFromParent();
+  // Hook for TimerNode: called with mu_ held, right after the node is done.
+  virtual void OnDoneLocked() {}
+
+  SmallMutex mu_;
+
+ private:
+  std::atomic<DoneReason> reason_{DoneReason::kNotDone};
+  std::atomic<uint32_t> cancelers_{0};
+  absl::Status cause_;             // Written once under mu_ before reason_.
+  Listener* listeners_ = nullptr;  // Guarded by mu_.
+};
+
+class TimerNode final : public CancelNode {
+ public:
+  // A child of `parent` that is canceled with kDeadline (cause `cause`, OK
+  // for none) at `deadline`; done at once if the deadline has passed.
+  static TimerNode* New(const Node* parent, absl::Time deadline,
+                        absl::Status cause);
+
+  absl::Time deadline() const { return deadline_; }
+  const absl::Status& deadline_cause() const { return deadline_cause_; }
+
+  // Owned by TimerService (guarded by its mutex): index in its heap.
+  static constexpr size_t kNotQueued = ~size_t{0};
+  size_t heap_index = kNotQueued;
+
+ private:
+  TimerNode(const Node* parent, absl::Time deadline, absl::Status cause);
+  void OnDoneLocked() override;
+
+  const absl::Time deadline_;
+  const absl::Status deadline_cause_;
+};
+
+// A WithValue layer. The key's address identifies the value's type, so a
+// lookup through Key<T> may downcast to ValueNode<T>.
+class ValueNodeBase : public Node {
+ public:
+  const KeyBase* key() const { return key_; }
+
+ protected:
+  ValueNodeBase(const Node* parent, const KeyBase* key)
+      : Node(NodeKind::kValue, parent,
+             parent == nullptr ? nullptr : parent->cancel_layer()),
+        key_(key) {}
+
+ private:
+  const KeyBase* const key_;
+};
+
+template <typename T>
+class ValueNode final : public ValueNodeBase {
+ public:
+  ValueNode(const Node* parent, const KeyBase* key, T value)
+      : ValueNodeBase(parent, key), value_(std::move(value)) {}
+  const T& value() const { return value_; }
+
+ private:
+  const T value_;
+};
+
+// The nearest ancestor (or `n` itself) that is a value layer for `key`.
+const ValueNodeBase* FindValue(const Node* n, const KeyBase* key);
+
+}  // namespace reqctx::internal
+
+#endif  // REQCTX_CONTEXT_INTERNAL_NODE_H_

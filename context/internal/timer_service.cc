@@ -1,0 +1,119 @@
+#include "context/internal/timer_service.h"
+
+#include <algorithm>
+#include <cstdlib>
+
+#include "absl/time/clock.h"
+
+namespace reqctx::internal {
+
+TimerService& TimerService::Get() {
+  static TimerService* const service = new TimerService();
+  return *service;
+}
+
+void TimerService::Add(TimerNode* n) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (stopping_) return;  // Process exit: deadlines are no longer armed.
+  if (!started_) {
+    started_ = true;
+    thread_ = std::thread([this] { Run(); });
+    std::atexit([] { Get().Shutdown(); });
+  }
+  heap_.push_back(Entry{n->deadline(), n});
+  n->heap_index = heap_.size() - 1;
+  SiftUp(heap_.size() - 1);
+  if (n->heap_index == 0) wake_.notify_one();  // New earliest deadline.
+}
+
+void TimerService::Remove(TimerNode* n) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (n->heap_index == TimerNode::kNotQueued) return;
+  RemoveAt(n->heap_index);
+  // Give memory back after a burst (e.g. a million timers then none).
+  if (heap_.capacity() > 1024 && heap_.size() < heap_.capacity() / 4) {
+    heap_.shrink_to_fit();
+  }
+}
+
+size_t TimerService::PendingCount() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return heap_.size();
+}
+
+void TimerService::Run() {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (!stopping_) {
+    if (heap_.empty()) {
+      wake_.wait(lock);
+      continue;
+    }
+    absl::Duration left = heap_.front().when - absl::Now();
+    if (left > absl::ZeroDuration()) {
+      wake_.wait_for(lock, absl::ToChronoNanoseconds(
+                               std::min(left, absl::Hours(1))));
+      continue;
+    }
+    TimerNode* n = heap_.front().node;
+    RemoveAt(0);
+    // Queued implies a live CancelFunc holds a reference (the last one
+    // cancels, which dequeues under mu_), so this Ref is safe.
+    n->Ref();
+    lock.unlock();
+    n->Cancel(DoneReason::kDeadline, n->deadline_cause(),
+              /*remove_from_parent=*/true);
+    n->Unref();
+    lock.lock();
+  }
+}
+
+void TimerService::Shutdown() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+  }
+  wake_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void TimerService::Place(size_t i, Entry e) {
+  heap_[i] = e;
+  e.node->heap_index = i;
+}
+
+void TimerService::SiftUp(size_t i) {
+  Entry e = heap_[i];
+  while (i > 0) {
+    size_t parent = (i - 1) / 2;
+    if (!(e.when < heap_[parent].when)) break;
+    Place(i, heap_[parent]);
+    i = parent;
+  }
+  Place(i, e);
+}
+
+void TimerService::SiftDown(size_t i) {
+  Entry e = heap_[i];
+  const size_t n = heap_.size();
+  for (;;) {
+    size_t child = 2 * i + 1;
+    if (child >= n) break;
+    if (child + 1 < n && heap_[child + 1].when < heap_[child].when) ++child;
+    if (!(heap_[child].when < e.when)) break;
+    Place(i, heap_[child]);
+    i = child;
+  }
+  Place(i, e);
+}
+
+void TimerService::RemoveAt(size_t i) {
+  heap_[i].node->heap_index = TimerNode::kNotQueued;
+  Entry last = heap_.back();
+  heap_.pop_back();
+  if (i == heap_.size()) return;
+  Place(i, last);
+  SiftDown(i);
+  SiftUp(last.node->heap_index);
+}
+
+}  // namespace reqctx::internal
