@@ -1,0 +1,228 @@
+// AfterFunc: runs once after done, on another thread, never blocking the
+// canceler; Stop() semantics; the handle's destructor waits for a running f.
+#include <atomic>
+#include <condition_variable>
+#include <latch>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "context/context.h"
+#include "context/debug.h"
+#include "gtest/gtest.h"
+
+namespace reqctx {
+namespace {
+
+constexpr absl::Duration kLongWait = absl::Seconds(10);
+
+// A one-shot event with a bounded wait.
+class Event {
+ public:
+  void Notify() {
+    std::lock_guard<std::mutex> lock(mu_);
+    fired_ = true;
+    cv_.notify_all();
+  }
+  bool WaitFor(absl::Duration d) {
+    std::unique_lock<std::mutex> lock(mu_);
+    return cv_.wait_for(lock, absl::ToChronoNanoseconds(d),
+                        [this] { return fired_; });
+  }
+  bool HasFired() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return fired_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool fired_ = false;
+};
+
+TEST(AfterFuncTest, RunsOnceAfterCancelOnAnotherThread) {
+  auto [ctx, cancel] = WithCancel(Background());
+  std::atomic<int> runs{0};
+  std::thread::id ran_on;
+  Event ran;
+  AfterFuncHandle h = AfterFunc(ctx, [&] {
+    ran_on = std::this_thread::get_id();
+    runs.fetch_add(1);
+    ran.Notify();
+  });
+  EXPECT_EQ(debug::ListenerCount(ctx), 1u);
+  EXPECT_FALSE(ran.HasFired());
+  cancel();
+  cancel();
+  ASSERT_TRUE(ran.WaitFor(kLongWait));
+  EXPECT_NE(ran_on, std::this_thread::get_id());
+  EXPECT_FALSE(h.Stop());  // Already started.
+  h = AfterFuncHandle();    // Waits for f to finish; then runs is final.
+  EXPECT_EQ(runs.load(), 1);
+}
+
+TEST(AfterFuncTest, RunsAtOnceIfAlreadyDoneEvenForATemporaryContext) {
+  Event ran;
+  AfterFuncHandle h = AfterFunc(WithTimeout(Background(), absl::ZeroDuration()).first,
+                                [&] { ran.Notify(); });
+  EXPECT_TRUE(ran.WaitFor(kLongWait));
+}
+
+TEST(AfterFuncTest, TemporaryContextStillFiresOnDeadline) {
+  Event ran;
+  AfterFuncHandle h;
+  {
+    auto [ctx, cancel] = WithTimeout(Background(), absl::Milliseconds(5));
+    // `cancel` stays alive through the copy below; ctx is dropped.
+    CancelFunc keep = cancel;
+    h = AfterFunc(ctx, [&] { ran.Notify(); });
+    ASSERT_TRUE(ran.WaitFor(kLongWait));
+  }
+}
+
+TEST(AfterFuncTest, CancelDoesNotWaitForF) {
+  auto [ctx, cancel] = WithCancel(Background());
+  Event release;
+  Event started;
+  AfterFuncHandle h = AfterFunc(ctx, [&] {
+    started.Notify();
+    release.WaitFor(kLongWait);
+  });
+  cancel();  // Returns although f is blocked.
+  EXPECT_TRUE(ctx.Done().IsDone());
+  EXPECT_TRUE(started.WaitFor(kLongWait));
+  release.Notify();
+}
+
+TEST(AfterFuncTest, BlockingFDoesNotDelayOthers) {
+  auto [ctx, cancel] = WithCancel(Background());
+  Event release;
+  Event blocked_started;
+  Event other_ran;
+  AfterFuncHandle blocker = AfterFunc(ctx, [&] {
+    blocked_started.Notify();
+    release.WaitFor(kLongWait);
+  });
+  AfterFuncHandle other = AfterFunc(ctx, [&] { other_ran.Notify(); });
+  cancel();
+  ASSERT_TRUE(blocked_started.WaitFor(kLongWait));
+  EXPECT_TRUE(other_ran.WaitFor(kLongWait));  // Not stuck behind blocker.
+  release.Notify();
+}
+
+TEST(AfterFuncTest, StopPreventsRunAndLaterStopsReturnFalse) {
+  auto [ctx, cancel] = WithCancel(Background());
+  std::atomic<bool> ran{false};
+  AfterFuncHandle h = AfterFunc(ctx, [&] { ran = true; });
+  EXPECT_TRUE(h.Stop());
+  EXPECT_FALSE(h.Stop());
+  EXPECT_EQ(debug::ListenerCount(ctx), 0u);
+  cancel();
+  // f was unlinked, so cancel() had nothing to schedule; give a would-be
+  // runner every chance by waiting for an AfterFunc registered afterwards.
+  Event probe;
+  AfterFuncHandle p = AfterFunc(ctx, [&] { probe.Notify(); });
+  ASSERT_TRUE(probe.WaitFor(kLongWait));
+  EXPECT_FALSE(ran.load());
+}
+
+TEST(AfterFuncTest, NeverDoneContextNeverRunsAndFirstStopIsTrue) {
+  std::atomic<bool> ran{false};
+  AfterFuncHandle h = AfterFunc(Background(), [&] { ran = true; });
+  AfterFuncHandle h2 = AfterFunc(WithoutCancel(TODO()), [&] { ran = true; });
+  EXPECT_TRUE(h.Stop());
+  EXPECT_FALSE(h.Stop());
+  EXPECT_TRUE(h2.Stop());
+  EXPECT_FALSE(ran.load());
+  AfterFuncHandle empty;
+  EXPECT_FALSE(empty.Stop());
+}
+
+TEST(AfterFuncTest, DestructorStopsPendingF) {
+  auto [ctx, cancel] = WithCancel(Background());
+  std::atomic<bool> ran{false};
+  { AfterFuncHandle h = AfterFunc(ctx, [&] { ran = true; }); }
+  EXPECT_EQ(debug::ListenerCount(ctx), 0u);
+  cancel();
+  Event probe;
+  AfterFuncHandle p = AfterFunc(ctx, [&] { probe.Notify(); });
+  ASSERT_TRUE(probe.WaitFor(kLongWait));
+  EXPECT_FALSE(ran.load());
+}
+
+TEST(AfterFuncTest, DestructorWaitsForRunningF) {
+  auto [ctx, cancel] = WithCancel(Background());
+  Event started;
+  std::atomic<bool> finished{false};
+  auto h = std::make_unique<AfterFuncHandle>(AfterFunc(ctx, [&] {
+    started.Notify();
+    absl::SleepFor(absl::Milliseconds(30));  // Work, not synchronisation.
+    finished = true;
+  }));
+  cancel();
+  ASSERT_TRUE(started.WaitFor(kLongWait));
+  h.reset();
+  EXPECT_TRUE(finished.load());
+}
+
+TEST(AfterFuncTest, HandleDestroyedInsideFDoesNotDeadlock) {
+  auto [ctx, cancel] = WithCancel(Background());
+  Event done;
+  auto holder = std::make_shared<std::unique_ptr<AfterFuncHandle>>();
+  *holder = std::make_unique<AfterFuncHandle>(AfterFunc(ctx, [holder, &done] {
+    holder->reset();  // Destroys our own handle from inside f.
+    done.Notify();
+  }));
+  cancel();
+  EXPECT_TRUE(done.WaitFor(kLongWait));
+}
+
+TEST(AfterFuncTest, StopRacesWithCancelExactlyOneWins) {
+  for (int i = 0; i < 500; ++i) {
+    auto [ctx, cancel] = WithCancel(Background());
+    std::atomic<int> runs{0};
+    AfterFuncHandle h = AfterFunc(ctx, [&] { runs.fetch_add(1); });
+    std::latch go(2);
+    bool stopped = false;
+    std::thread stopper([&] {
+      go.arrive_and_wait();
+      stopped = h.Stop();
+    });
+    go.arrive_and_wait();
+    cancel();
+    stopper.join();
+    h = AfterFuncHandle();  // Waits for a running f.
+    EXPECT_EQ(runs.load() + (stopped ? 1 : 0), 1) << "iteration " << i;
+  }
+}
+
+TEST(AfterFuncTest, CancelFuncCalledFromInsideF) {
+  auto [ctx, cancel] = WithCancel(Background());
+  auto [other, cancel_other] = WithCancel(Background());
+  AfterFuncHandle h = AfterFunc(ctx, [cancel_other = cancel_other, cancel = cancel] {
+    cancel();        // Own context, already done: no-op.
+    cancel_other();  // Another one: fine, no deadlock.
+  });
+  cancel();
+  EXPECT_TRUE(other.Done().WaitFor(kLongWait));
+}
+
+TEST(AfterFuncTest, ManyAfterFuncsAllRunAndThreadsStayBounded) {
+  auto [ctx, cancel] = WithCancel(Background());
+  constexpr int kFuncs = 200;
+  std::atomic<int> runs{0};
+  std::vector<AfterFuncHandle> handles;
+  for (int i = 0; i < kFuncs; ++i) {
+    handles.push_back(AfterFunc(ctx, [&] { runs.fetch_add(1); }));
+  }
+  cancel();
+  handles.clear();  // Each destructor waits for its f.
+  EXPECT_EQ(runs.load(), kFuncs);
+  // Short callbacks reuse idle workers: far fewer threads than callbacks.
+  EXPECT_LT(debug::AfterFuncThreadCount(), static_cast<size_t>(kFuncs));
+}
+
+}  // namespace
+}  // namespace reqctx

@@ -1,0 +1,188 @@
+// Concurrency and growth: many threads canceling, deriving and waiting at
+// once; no growth of a long-lived parent's child list or the timer queue.
+#include <atomic>
+#include <latch>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "context/context.h"
+#include "context/debug.h"
+#include "gtest/gtest.h"
+
+namespace reqctx {
+namespace {
+
+constexpr absl::Duration kLongWait = absl::Seconds(20);
+
+// Smaller sizes under sanitizers keep the suite fast; the property is the same.
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+constexpr int kScale = 10;
+#else
+constexpr int kScale = 1;
+#endif
+
+TEST(ConcurrencyTest, ConcurrentCancelsDeriveAndWait) {
+  constexpr int kThreads = 8;
+  for (int round = 0; round < 50 / kScale + 5; ++round) {
+    auto [root, cancel] = WithCancel(Background());
+    std::latch start(kThreads * 3 + 1);
+    std::atomic<int> observed_done{0};
+    std::mutex derived_mu;
+    std::vector<std::vector<std::pair<Context, CancelFunc>>> derived(kThreads);
+    std::vector<std::thread> threads;
+    for (int i = 0; i < kThreads; ++i) {
+      // Cancelers.
+      threads.emplace_back([&, cancel = cancel] {
+        start.arrive_and_wait();
+        cancel();
+      });
+      // Derivers: a child of a parent already seen done is born done
+      // (deriving waits for an in-progress cancel to finish notifying);
+      // every child is done once all cancels have returned.
+      threads.emplace_back([&, root = root, i] {
+        start.arrive_and_wait();
+        for (int j = 0; j < 20; ++j) {
+          const bool root_was_done = root.Done().IsDone();
+          auto [child, cancel_child] = WithCancel(root);
+          auto [timed, cancel_timed] = WithTimeout(child, absl::Hours(1));
+          if (root_was_done) {
+            EXPECT_TRUE(child.Done().IsDone());
+            EXPECT_TRUE(timed.Done().IsDone());
+          }
+          std::lock_guard<std::mutex> lock(derived_mu);
+          derived[i].push_back({child, cancel_child});
+          derived[i].push_back({timed, cancel_timed});
+        }
+      });
+      // Waiters.
+      threads.emplace_back([&, root = root] {
+        start.arrive_and_wait();
+        if (root.Done().WaitFor(kLongWait)) observed_done.fetch_add(1);
+      });
+    }
+    start.arrive_and_wait();
+    for (std::thread& t : threads) t.join();
+    EXPECT_EQ(observed_done.load(), kThreads);
+    EXPECT_EQ(root.Err().code(), absl::StatusCode::kCancelled);
+    for (const auto& per_thread : derived) {
+      for (const auto& [ctx, cancel_ctx] : per_thread) {
+        EXPECT_EQ(ctx.Err().code(), absl::StatusCode::kCancelled);
+      }
+    }
+    EXPECT_EQ(debug::ListenerCount(root), 0u);
+  }
+  EXPECT_EQ(debug::PendingTimerCount(), 0u);
+}
+
+TEST(ConcurrencyTest, DeepTreeCanceledFromManyLevelsAtOnce) {
+  // A chain; threads cancel different levels concurrently. Whatever the
+  // interleaving, every level below a canceled one ends done, and each
+  // level's error is Canceled.
+  constexpr int kDepth = 200;
+  for (int round = 0; round < 20; ++round) {
+    std::vector<std::pair<Context, CancelFunc>> chain;
+    chain.push_back(WithCancel(Background()));
+    for (int i = 1; i < kDepth; ++i) chain.push_back(WithCancel(chain.back().first));
+    std::latch start(5);
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 4; ++t) {
+      threads.emplace_back([&, level = (t * 53 + round) % kDepth] {
+        start.arrive_and_wait();
+        chain[level].second();
+      });
+    }
+    start.arrive_and_wait();
+    for (std::thread& t : threads) t.join();
+    chain[0].second();
+    for (auto& [ctx, cancel] : chain) {
+      EXPECT_EQ(ctx.Err().code(), absl::StatusCode::kCancelled);
+    }
+  }
+}
+
+TEST(ConcurrencyTest, ManyThreadsWaitOnOneContext) {
+  auto [ctx, cancel] = WithCancel(Background());
+  constexpr int kWaiters = 32;
+  std::latch waiting(kWaiters);
+  std::atomic<int> woke{0};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kWaiters; ++i) {
+    threads.emplace_back([&, ctx = ctx] {
+      waiting.count_down();
+      if (ctx.Done().WaitFor(kLongWait)) woke.fetch_add(1);
+    });
+  }
+  waiting.wait();
+  cancel();
+  for (std::thread& t : threads) t.join();
+  EXPECT_EQ(woke.load(), kWaiters);
+  EXPECT_EQ(debug::ListenerCount(ctx), 0u);
+}
+
+TEST(ConcurrencyTest, TimersFireAcrossThreads) {
+  constexpr int kThreads = 4;
+  const int per_thread = 500 / kScale;
+  std::atomic<int> fired{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      std::vector<std::pair<Context, CancelFunc>> live;
+      for (int i = 0; i < per_thread; ++i) {
+        live.push_back(WithTimeout(Background(),
+                                   absl::Microseconds((i * 37 + t) % 5000)));
+      }
+      for (auto& [ctx, cancel] : live) {
+        if (ctx.Done().WaitFor(kLongWait) &&
+            ctx.Err().code() == absl::StatusCode::kDeadlineExceeded) {
+          fired.fetch_add(1);
+        }
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  EXPECT_EQ(fired.load(), kThreads * per_thread);
+  EXPECT_EQ(debug::PendingTimerCount(), 0u);
+}
+
+TEST(GrowthTest, MillionCanceledChildrenLeaveParentEmpty) {
+  auto [parent, cancel] = WithCancel(Background());
+  const int children = 1'000'000 / kScale;
+  for (int i = 0; i < children; ++i) {
+    auto [child, cancel_child] = WithCancel(parent);
+    if (i % 2 == 0) cancel_child();  // Else: dropped CancelFunc cancels.
+  }
+  EXPECT_EQ(debug::ListenerCount(parent), 0u);
+  EXPECT_FALSE(parent.Done().IsDone());
+}
+
+TEST(GrowthTest, HundredThousandCanceledTimersLeaveNonePending) {
+  const size_t before = debug::PendingTimerCount();
+  const int timers = 100'000 / kScale;
+  {
+    std::vector<std::pair<Context, CancelFunc>> live;
+    live.reserve(timers);
+    for (int i = 0; i < timers; ++i) {
+      live.push_back(WithTimeout(Background(), absl::Hours(1) + absl::Seconds(i)));
+    }
+    EXPECT_EQ(debug::PendingTimerCount(), before + timers);
+    for (int i = 0; i < timers; i += 2) live[i].second();  // Explicit cancel.
+  }  // The rest: last CancelFunc dropped.
+  EXPECT_EQ(debug::PendingTimerCount(), before);
+}
+
+TEST(GrowthTest, ChildrenOfNeverDoneParentsRegisterNothing) {
+  Context detached = WithoutCancel(WithValue(Background(), Key<int>("k"), 1));
+  for (int i = 0; i < 1000; ++i) {
+    auto [child, cancel] = WithCancel(detached);
+    EXPECT_FALSE(child.Done().IsDone());
+  }
+  EXPECT_EQ(debug::ListenerCount(detached), 0u);
+  EXPECT_EQ(debug::ListenerCount(Background()), 0u);
+}
+
+}  // namespace
+}  // namespace reqctx

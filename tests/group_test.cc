@@ -1,0 +1,151 @@
+// Group (errgroup): first error wins and cancels the group's context; Wait
+// returns after every task; SetLimit bounds concurrency.
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <latch>
+#include <mutex>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "context/context.h"
+#include "gtest/gtest.h"
+
+namespace reqctx {
+namespace {
+
+constexpr absl::Duration kLongWait = absl::Seconds(10);
+
+TEST(GroupTest, AllOkReturnsOkAndCancelsContextAfterWait) {
+  Group g(Background());
+  std::atomic<int> ran{0};
+  for (int i = 0; i < 10; ++i) {
+    g.Go([&](const Context& ctx) {
+      EXPECT_TRUE(ctx.Err().ok());
+      ran.fetch_add(1);
+      return absl::OkStatus();
+    });
+  }
+  EXPECT_TRUE(g.Wait().ok());
+  EXPECT_EQ(ran.load(), 10);
+  EXPECT_EQ(g.context().Err().code(), absl::StatusCode::kCancelled);
+}
+
+TEST(GroupTest, FirstErrorCancelsOthersAndIsReturned) {
+  Group g(Background());
+  for (int i = 0; i < 4; ++i) {
+    g.Go([](const Context& ctx) {
+      // Blocks until the failing task cancels the group (bounded).
+      if (!ctx.Done().WaitFor(kLongWait)) return absl::InternalError("stuck");
+      return ctx.Err();
+    });
+  }
+  g.Go([](const Context&) { return absl::NotFoundError("first"); });
+  EXPECT_EQ(g.Wait(), absl::NotFoundError("first"));
+  EXPECT_EQ(Cause(g.context()), absl::NotFoundError("first"));
+}
+
+TEST(GroupTest, FirstErrorInTimeWins) {
+  Group g(Background());
+  std::latch first_done(1);
+  g.Go([&](const Context&) {
+    first_done.count_down();
+    return absl::AbortedError("early");
+  });
+  g.Go([&](const Context&) {
+    first_done.wait();
+    return absl::InternalError("late");
+  });
+  EXPECT_EQ(g.Wait(), absl::AbortedError("early"));
+}
+
+TEST(GroupTest, ParentCancelReachesTasks) {
+  auto [parent, cancel] = WithCancel(Background());
+  Group g(parent);
+  g.Go([](const Context& ctx) {
+    ctx.Done().WaitFor(kLongWait);
+    return ctx.Err();
+  });
+  cancel();
+  EXPECT_EQ(g.Wait().code(), absl::StatusCode::kCancelled);
+}
+
+TEST(GroupTest, SetLimitBoundsConcurrency) {
+  Group g(Background());
+  g.SetLimit(2);
+  std::mutex mu;
+  int running = 0;
+  int max_running = 0;
+  for (int i = 0; i < 12; ++i) {
+    g.Go([&](const Context&) {
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        max_running = std::max(max_running, ++running);
+      }
+      absl::SleepFor(absl::Milliseconds(2));  // Work, to overlap tasks.
+      std::lock_guard<std::mutex> lock(mu);
+      --running;
+      return absl::OkStatus();
+    });
+  }
+  EXPECT_TRUE(g.Wait().ok());
+  EXPECT_LE(max_running, 2);
+  EXPECT_GE(max_running, 1);
+}
+
+TEST(GroupTest, NonPositiveLimitMeansNoLimit) {
+  Group g(Background());
+  g.SetLimit(0);
+  constexpr int kTasks = 6;
+  // Every task waits (bounded) until all are running at once: only possible
+  // if Go() did not limit them.
+  std::mutex mu;
+  std::condition_variable cv;
+  int arrived = 0;
+  std::atomic<int> met{0};
+  for (int i = 0; i < kTasks; ++i) {
+    g.Go([&](const Context&) {
+      std::unique_lock<std::mutex> lock(mu);
+      ++arrived;
+      cv.notify_all();
+      if (cv.wait_for(lock, std::chrono::seconds(10),
+                      [&] { return arrived == kTasks; })) {
+        met.fetch_add(1);
+      }
+      return absl::OkStatus();
+    });
+  }
+  EXPECT_TRUE(g.Wait().ok());
+  EXPECT_EQ(met.load(), kTasks);
+}
+
+TEST(GroupTest, TasksMayStartTasks) {
+  Group g(Background());
+  std::atomic<int> ran{0};
+  g.Go([&](const Context&) {
+    g.Go([&](const Context&) {
+      ran.fetch_add(1);
+      return absl::OkStatus();
+    });
+    ran.fetch_add(1);
+    return absl::OkStatus();
+  });
+  EXPECT_TRUE(g.Wait().ok());
+  EXPECT_EQ(ran.load(), 2);
+}
+
+TEST(GroupTest, DestructorWaits) {
+  std::atomic<bool> finished{false};
+  {
+    Group g(Background());
+    g.Go([&](const Context&) {
+      absl::SleepFor(absl::Milliseconds(10));
+      finished = true;
+      return absl::OkStatus();
+    });
+  }
+  EXPECT_TRUE(finished.load());
+}
+
+}  // namespace
+}  // namespace reqctx
