@@ -47,13 +47,10 @@ TEST(GroupTest, FirstErrorCancelsOthersAndIsReturned) {
 
 TEST(GroupTest, FirstErrorInTimeWins) {
   Group g(Background());
-  std::latch first_done(1);
-  g.Go([&](const Context&) {
-    first_done.count_down();
-    return absl::AbortedError("early");
-  });
-  g.Go([&](const Context&) {
-    first_done.wait();
+  g.Go([](const Context&) { return absl::AbortedError("early"); });
+  g.Go([](const Context& ctx) {
+    // Returns only after the first error has canceled the group.
+    ctx.Done().WaitFor(kLongWait);
     return absl::InternalError("late");
   });
   EXPECT_EQ(g.Wait(), absl::AbortedError("early"));
