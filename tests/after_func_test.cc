@@ -42,6 +42,16 @@ class Event {
   bool fired_ = false;
 };
 
+// After canceling `ctx`: a stopped f was unlinked, so the cancel had nothing
+// to schedule for it. Gives a would-be runner every chance (an AfterFunc
+// registered afterwards has run) before checking that `ran` stayed false.
+void ExpectDidNotRun(const Context& ctx, const std::atomic<bool>& ran) {
+  Event probe;
+  AfterFuncHandle p = AfterFunc(ctx, [&] { probe.Notify(); });
+  ASSERT_TRUE(probe.WaitFor(kLongWait));
+  EXPECT_FALSE(ran.load());
+}
+
 TEST(AfterFuncTest, RunsOnceAfterCancelOnAnotherThread) {
   auto [ctx, cancel] = WithCancel(Background());
   std::atomic<int> runs{0};
@@ -120,12 +130,7 @@ TEST(AfterFuncTest, StopPreventsRunAndLaterStopsReturnFalse) {
   EXPECT_FALSE(h.Stop());
   EXPECT_EQ(debug::ListenerCount(ctx), 0u);
   cancel();
-  // f was unlinked, so cancel() had nothing to schedule; give a would-be
-  // runner every chance by waiting for an AfterFunc registered afterwards.
-  Event probe;
-  AfterFuncHandle p = AfterFunc(ctx, [&] { probe.Notify(); });
-  ASSERT_TRUE(probe.WaitFor(kLongWait));
-  EXPECT_FALSE(ran.load());
+  ExpectDidNotRun(ctx, ran);
 }
 
 TEST(AfterFuncTest, NeverDoneContextNeverRunsAndFirstStopIsTrue) {
@@ -146,10 +151,7 @@ TEST(AfterFuncTest, DestructorStopsPendingF) {
   { AfterFuncHandle h = AfterFunc(ctx, [&] { ran = true; }); }
   EXPECT_EQ(debug::ListenerCount(ctx), 0u);
   cancel();
-  Event probe;
-  AfterFuncHandle p = AfterFunc(ctx, [&] { probe.Notify(); });
-  ASSERT_TRUE(probe.WaitFor(kLongWait));
-  EXPECT_FALSE(ran.load());
+  ExpectDidNotRun(ctx, ran);
 }
 
 TEST(AfterFuncTest, DestructorWaitsForRunningF) {
