@@ -17,6 +17,7 @@ namespace reqctx {
 namespace {
 
 constexpr absl::Duration kLongWait = absl::Seconds(20);
+inline constexpr Key<int> kIntKey("int");
 
 // Smaller sizes under sanitizers keep the suite fast; the property is the same.
 #if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
@@ -175,7 +176,7 @@ TEST(GrowthTest, HundredThousandCanceledTimersLeaveNonePending) {
 }
 
 TEST(GrowthTest, ChildrenOfNeverDoneParentsRegisterNothing) {
-  Context detached = WithoutCancel(WithValue(Background(), Key<int>("k"), 1));
+  Context detached = WithoutCancel(WithValue(Background(), kIntKey, 1));
   for (int i = 0; i < 1000; ++i) {
     auto [child, cancel] = WithCancel(detached);
     EXPECT_FALSE(child.Done().IsDone());
