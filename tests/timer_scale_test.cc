@@ -1,0 +1,82 @@
+// The shared timer service at scale: every deadline fires, none early, and the
+// queue returns to empty. Lateness is measured by //bench:timer_bench, not
+// asserted here.
+#include <algorithm>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "context/context.h"
+#include "context/debug.h"
+#include "gtest/gtest.h"
+
+namespace reqctx {
+namespace {
+
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+constexpr int kScale = 10;  // Same property, smaller sizes under sanitizers.
+#else
+constexpr int kScale = 1;
+#endif
+
+constexpr absl::Duration kLongWait = absl::Seconds(30);
+
+TEST(TimerScaleTest, TenThousandDeadlinesOverOneSecondAllFireNoneEarly) {
+  const int n = 10'000 / kScale;
+  const absl::Time start = absl::Now();
+  std::vector<std::pair<Context, CancelFunc>> contexts;
+  contexts.reserve(n);
+  for (int i = 0; i < n; ++i) {
+    contexts.push_back(WithDeadline(
+        Background(), start + absl::Milliseconds(100) + absl::Seconds(1) * i / n));
+  }
+  // Contexts are in deadline order: walk them, checking each before and
+  // after it fires.
+  int fired = 0;
+  int early = 0;
+  for (auto& [ctx, cancel] : contexts) {
+    const absl::Time deadline = *ctx.Deadline();
+    if (ctx.Done().IsDone() && absl::Now() < deadline) ++early;
+    if (ctx.Done().WaitFor(kLongWait)) {
+      ++fired;
+      if (absl::Now() < deadline) ++early;
+      EXPECT_EQ(ctx.Err().code(), absl::StatusCode::kDeadlineExceeded);
+    }
+  }
+  EXPECT_EQ(fired, n);
+  EXPECT_EQ(early, 0);
+  EXPECT_EQ(debug::PendingTimerCount(), 0u);
+}
+
+TEST(TimerScaleTest, MillionLiveDeadlinesAllFireOrCancelAndQueueEmpties) {
+  const int n = 1'000'000 / kScale;
+  const absl::Time start = absl::Now();
+  std::vector<std::pair<Context, CancelFunc>> contexts;
+  contexts.reserve(n);
+  for (int i = 0; i < n; ++i) {
+    // Interleaved (unsorted) deadlines over one second, after creation ends.
+    contexts.push_back(WithDeadline(
+        Background(), start + absl::Seconds(2) +
+                          absl::Microseconds((i * 7919LL) % 1'000'000)));
+  }
+  // A third are canceled; whether each cancel beats its deadline depends on
+  // the machine's speed, so only the outcome of each context is asserted.
+  for (int i = 0; i < n; i += 3) contexts[i].second();
+  int canceled = 0;
+  int expired = 0;
+  for (int i = 0; i < n; ++i) {
+    const Context& ctx = contexts[i].first;
+    ASSERT_TRUE(ctx.Done().WaitFor(kLongWait));
+    const absl::StatusCode code = ctx.Err().code();
+    if (code == absl::StatusCode::kCancelled) ++canceled;
+    if (code == absl::StatusCode::kDeadlineExceeded) ++expired;
+    if (i % 3 != 0) EXPECT_EQ(code, absl::StatusCode::kDeadlineExceeded);
+  }
+  EXPECT_EQ(canceled + expired, n);
+  EXPECT_EQ(debug::PendingTimerCount(), 0u);
+}
+
+}  // namespace
+}  // namespace reqctx
