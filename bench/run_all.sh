@@ -21,6 +21,10 @@ cd "$(dirname "$0")/.."
 OUT="${BENCH_OUT:-$(mktemp -d -t reqctx-bench.XXXXXX)}"
 mkdir -p "${OUT}"
 log() { echo "run_all: $*" >&2; }
+for tool in bazel go "${PYTHON}"; do
+  command -v "${tool}" >/dev/null ||
+    { log "${tool} not found (Debian: bazel-bootstrap, golang-go, python3)"; exit 1; }
+done
 log "raw outputs in ${OUT}"
 
 # --- Build (optimized) -----------------------------------------------------------
