@@ -172,10 +172,9 @@ Context TODO() {
 
 namespace {
 
-// The (Context, CancelFunc) pair for a new node that holds one reference.
+// The (Context, CancelFunc) pair for a new node, which already holds their
+// two references and one canceler (set at construction: no atomic updates).
 std::pair<NodeRef<Node>, NodeRef<CancelNode>> ShareNewNode(CancelNode* n) {
-  n->Ref();
-  n->AddCanceler();
   return {NodeRef<Node>::Adopt(n), NodeRef<CancelNode>::Adopt(n)};
 }
 

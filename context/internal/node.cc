@@ -27,17 +27,25 @@ const absl::Status& ErrStatus(DoneReason reason) {
   return *kOk;
 }
 
-Node::Node(NodeKind kind, const Node* parent, CancelNode* cancel_layer)
-    : kind_(kind), parent_(parent), cancel_layer_(cancel_layer) {
+Node::Node(NodeKind kind, const Node* parent, CancelNode* cancel_layer,
+           uint32_t initial_refs)
+    : refs_(initial_refs),
+      kind_(kind),
+      parent_(parent),
+      cancel_layer_(cancel_layer) {
   if (parent_ != nullptr) parent_->Ref();
 }
 
 void Node::Unref() const {
   // Iterative, so that releasing the last handle to a long chain does not
   // recurse once per layer.
+  // A holder of the only reference skips the atomic decrement: nobody else
+  // can take a new reference concurrently (as absl::Status does). The acquire
+  // load pairs with the release half of the other holders' decrements.
   const Node* n = this;
   while (n != nullptr &&
-         n->refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+         (n->refs_.load(std::memory_order_acquire) == 1 ||
+          n->refs_.fetch_sub(1, std::memory_order_acq_rel) == 1)) {
     const Node* parent = n->parent_;
     delete n;
     n = parent;
@@ -57,7 +65,7 @@ const ValueNodeBase* FindValue(const Node* n, const KeyBase* key) {
 // --- CancelNode --------------------------------------------------------------
 
 CancelNode::CancelNode(NodeKind kind, const Node* parent)
-    : Node(kind, parent, this) {}
+    : Node(kind, parent, this, /*initial_refs=*/2) {}
 
 CancelNode* CancelNode::New(const Node* parent) {
   auto* n = new CancelNode(NodeKind::kCancel, parent);
@@ -73,12 +81,22 @@ void CancelNode::PropagateFromParent() {
 
 void CancelNode::Cancel(DoneReason reason, const absl::Status& cause,
                         bool remove_from_parent) {
+  // Fast path for a redundant cancel, as in the usual `cancel();` followed by
+  // dropping the CancelFunc: already done, and no cancel still notifying
+  // listeners. The reason is stored and the listeners notified with mu_ held,
+  // so seeing mu_ unlocked after seeing the reason means that cancel has left
+  // its critical section: the same outcome as the locked check below, minus
+  // two atomic read-modify-writes.
+  if (reason_.load(std::memory_order_acquire) != DoneReason::kNotDone &&
+      mu_.IsUnlocked()) {
+    return;
+  }
   {
     std::lock_guard<SmallMutex> lock(mu_);
     if (reason_.load(std::memory_order_relaxed) != DoneReason::kNotDone) {
       return;  // First cancel wins; Err() and cause never change.
     }
-    cause_ = cause.ok() ? ErrStatus(reason) : cause;
+    if (!cause.ok()) cause_ = cause;  // Else cause() reports the err.
     reason_.store(reason, std::memory_order_release);
     OnDoneLocked();
     // Notify every listener before returning (Go holds the parent's lock while
@@ -138,7 +156,10 @@ size_t CancelNode::ListenerCountForTesting() {
 }
 
 void CancelNode::DropCanceler() {
-  if (cancelers_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+  // The only canceler skips the atomic decrement (nobody can copy it
+  // concurrently), as Node::Unref does for the last reference.
+  if (cancelers_.load(std::memory_order_acquire) == 1 ||
+      cancelers_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
     Cancel(DoneReason::kCanceled, absl::OkStatus(), /*remove_from_parent=*/true);
   }
 }

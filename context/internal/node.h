@@ -77,12 +77,15 @@ class Node {
   void Unref() const;
 
  protected:
-  // Takes a reference to `parent` (which may be null: Background).
-  Node(NodeKind kind, const Node* parent, CancelNode* cancel_layer);
+  // Takes a reference to `parent` (which may be null: Background). The new
+  // node holds `initial_refs` references for its creator to adopt (set here,
+  // before the node is published, so no atomic read-modify-write is needed).
+  Node(NodeKind kind, const Node* parent, CancelNode* cancel_layer,
+       uint32_t initial_refs = 1);
   virtual ~Node() = default;
 
  private:
-  mutable std::atomic<uint32_t> refs_{1};
+  mutable std::atomic<uint32_t> refs_;
   const NodeKind kind_;
   const Node* const parent_;  // Owned reference; released in Unref().
   CancelNode* const cancel_layer_;
@@ -144,13 +147,18 @@ class Listener {
 class CancelNode : public Node, public Listener {
  public:
   // A new cancelable child of `parent`, already linked to (or, if the parent
-  // is done, canceled by) the parent's cancel layer. Holds one reference.
+  // is done, canceled by) the parent's cancel layer. Holds two references
+  // (for the Context and the CancelFunc to adopt) and one canceler.
   static CancelNode* New(const Node* parent);
 
   DoneReason reason() const { return reason_.load(std::memory_order_acquire); }
   bool IsDone() const { return reason() != DoneReason::kNotDone; }
   // The cause; only meaningful once IsDone() (it is immutable from then on).
-  const absl::Status& cause() const { return cause_; }
+  // Without a cause of its own, the err (cause_ stays OK: storing a copy of
+  // the shared err status would cost two atomic refcount updates per node).
+  const absl::Status& cause() const {
+    return cause_.ok() ? ErrStatus(reason()) : cause_;
+  }
 
   // Cancels this node and, before returning, every descendant. A no-op if it
   // is already done. An OK `cause` means "no cause" (cause becomes the err).
@@ -191,15 +199,16 @@ class CancelNode : public Node, public Listener {
 
  private:
   std::atomic<DoneReason> reason_{DoneReason::kNotDone};
-  std::atomic<uint32_t> cancelers_{0};
-  absl::Status cause_;             // Written once under mu_ before reason_.
+  std::atomic<uint32_t> cancelers_{1};  // The creator's CancelFunc.
+  absl::Status cause_;  // OK: no cause. Written once under mu_ before reason_.
   Listener* listeners_ = nullptr;  // Guarded by mu_.
 };
 
 class TimerNode final : public CancelNode {
  public:
   // A child of `parent` that is canceled with kDeadline (cause `cause`, OK
-  // for none) at `deadline`; done at once if the deadline has passed.
+  // for none) at `deadline`; done at once if the deadline has passed. Holds
+  // two references and one canceler, as CancelNode::New.
   static TimerNode* New(const Node* parent, absl::Time deadline,
                         absl::Status cause);
 

@@ -45,6 +45,13 @@ class SmallMutex {
                                           std::memory_order_acquire);
   }
 
+  // True if nobody held the lock at the moment of the read. If true, all
+  // that earlier holders did under the lock happens-before the caller's next
+  // reads (acquire). A snapshot, for fast paths that lock when it is false.
+  bool IsUnlocked() const {
+    return state_.load(std::memory_order_acquire) == kUnlocked;
+  }
+
   void unlock() {
     if (state_.exchange(kUnlocked, std::memory_order_release) == kContended) {
       state_.notify_one();

@@ -23,7 +23,7 @@ void TimerService::Add(TimerNode* n) {
   heap_.push_back(Entry{n->deadline(), n});
   n->heap_index = heap_.size() - 1;
   SiftUp(heap_.size() - 1);
-  if (n->heap_index == 0) wake_.notify_one();  // New earliest deadline.
+  if (n->deadline() < sleep_until_) wake_.notify_one();  // Due before it wakes.
 }
 
 void TimerService::Remove(TimerNode* n) {
@@ -45,13 +45,18 @@ void TimerService::Run() {
   std::unique_lock<std::mutex> lock(mu_);
   while (!stopping_) {
     if (heap_.empty()) {
+      sleep_until_ = absl::InfiniteFuture();
       wake_.wait(lock);
+      sleep_until_ = absl::InfinitePast();
       continue;
     }
-    absl::Duration left = heap_.front().when - absl::Now();
+    const absl::Time now = absl::Now();
+    const absl::Duration left = heap_.front().when - now;
     if (left > absl::ZeroDuration()) {
-      wake_.wait_for(lock, absl::ToChronoNanoseconds(
-                               std::min(left, absl::Hours(1))));
+      const absl::Duration slice = std::min(left, absl::Hours(1));
+      sleep_until_ = now + slice;
+      wake_.wait_for(lock, absl::ToChronoNanoseconds(slice));
+      sleep_until_ = absl::InfinitePast();
       continue;
     }
     TimerNode* n = heap_.front().node;

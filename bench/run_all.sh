@@ -1,0 +1,215 @@
+#!/usr/bin/env bash
+# bench/run_all.sh: builds reqctx's benchmarks optimized, runs them next to Go's
+# own context benchmarks (local Go toolchain, offline) on this machine, in one
+# run, and prints one markdown table joining the cases by name.
+#
+# Usage: bench/run_all.sh            (from anywhere in the repository)
+# Knobs (environment), defaults keep the whole run to ~2 minutes on 2 cores:
+#   BENCH_MIN_TIME     Google Benchmark --benchmark_min_time, seconds (0.1)
+#   GO_BENCHTIME       go test -benchtime (100ms)
+#   BENCH_REPETITIONS  runs per case on both sides; the median is reported (3)
+#   BENCH_OUT          directory for the raw outputs (default: a temp dir)
+# Progress goes to stderr; stdout is only the report (paste it into the README).
+set -euo pipefail
+
+readonly MIN_TIME="${BENCH_MIN_TIME:-0.1}"
+readonly GO_BENCHTIME="${GO_BENCHTIME:-100ms}"
+readonly REPS="${BENCH_REPETITIONS:-3}"
+readonly PYTHON=/usr/bin/python3  # Debian's; stdlib only.
+
+cd "$(dirname "$0")/.."
+OUT="${BENCH_OUT:-$(mktemp -d -t reqctx-bench.XXXXXX)}"
+mkdir -p "${OUT}"
+log() { echo "run_all: $*" >&2; }
+for tool in bazel go "${PYTHON}"; do
+  command -v "${tool}" >/dev/null ||
+    { log "${tool} not found (Debian: bazel-bootstrap, golang-go, python3)"; exit 1; }
+done
+log "raw outputs in ${OUT}"
+
+# --- Build (optimized) -----------------------------------------------------------
+targets=(//bench:context_bench)
+# //bench:rpc_bench is written separately; until it exists, skip it, loudly.
+if bazel query //bench:rpc_bench >/dev/null 2>&1; then
+  targets+=(//bench:rpc_bench)
+else
+  log "//bench:rpc_bench does not exist yet: skipping the RPC benchmark"
+fi
+log "building ${targets[*]} with -c opt"
+bazel build -c opt "${targets[@]}" >&2
+BIN_DIR="$(bazel info -c opt bazel-bin 2>/dev/null)"
+
+# --- reqctx + std::stop_source ---------------------------------------------------
+log "running //bench:context_bench (min_time ${MIN_TIME}s x ${REPS})"
+"${BIN_DIR}/bench/context_bench" \
+  --benchmark_min_time="${MIN_TIME}" \
+  --benchmark_repetitions="${REPS}" \
+  --benchmark_report_aggregates_only=true \
+  --benchmark_out="${OUT}/context_bench.json" \
+  --benchmark_out_format=json >"${OUT}/context_bench.txt" 2>&1
+
+# --- Go's context benchmarks, offline, with a throwaway cache ---------------------
+log "running Go's context benchmarks ($(go version | cut -d' ' -f3), benchtime ${GO_BENCHTIME} x ${REPS})"
+GO_TMP="$(mktemp -d -t reqctx-go.XXXXXX)"
+trap 'chmod -R u+w "${GO_TMP}" 2>/dev/null; rm -rf "${GO_TMP}"' EXIT
+(
+  cd "${GO_TMP}"  # Outside any module: `context` is the standard library's.
+  env GOCACHE="${GO_TMP}/cache" GOPATH="${GO_TMP}/gopath" GOTMPDIR="${GO_TMP}" \
+    GOFLAGS= GOPROXY=off GOTOOLCHAIN=local \
+    go test -run=NONE -bench . -benchmem -benchtime="${GO_BENCHTIME}" \
+    -count="${REPS}" context
+) >"${OUT}/go_context.txt" 2>&1 || {
+  log "go test failed; its output:"; cat "${OUT}/go_context.txt" >&2; exit 1; }
+
+# --- RPC benchmark (when it exists) ----------------------------------------------
+if [[ " ${targets[*]} " == *" //bench:rpc_bench "* ]]; then
+  log "running //bench:rpc_bench"
+  "${BIN_DIR}/bench/rpc_bench" >"${OUT}/rpc_bench.txt" 2>&1
+fi
+
+# --- One table ---------------------------------------------------------------------
+"${PYTHON}" - "${OUT}" <<'PY'
+# Joins Go's `go test -bench` text and Google Benchmark's JSON by case name.
+import json, os, re, statistics, subprocess, sys, datetime, platform
+
+out = sys.argv[1]
+
+def median(xs):
+    return statistics.median(xs) if xs else None
+
+# Go: "BenchmarkX/sub-2   1000   12.3 ns/op   80 B/op   2 allocs/op".
+go = {}
+line_re = re.compile(r"^(Benchmark\S+?)(?:-\d+)?\s+\d+\s+([\d.]+) ns/op"
+                     r"(?:\s+([\d.]+) B/op)?(?:\s+([\d.]+) allocs/op)?")
+go_order = []
+with open(os.path.join(out, "go_context.txt")) as f:
+    for line in f:
+        m = line_re.match(line)
+        if not m:
+            continue
+        name = m.group(1)
+        if name not in go:
+            go[name] = {"ns": [], "B": [], "allocs": []}
+            go_order.append(name)
+        go[name]["ns"].append(float(m.group(2)))
+        if m.group(3) is not None:
+            go[name]["B"].append(float(m.group(3)))
+            go[name]["allocs"].append(float(m.group(4)))
+
+# C++: keep the median aggregate (or the single run); drop Google Benchmark's
+# name decorations so names match Go's.
+decor = re.compile(r"^(real_time|process_time|manual_time|threads:\d+|"
+                   r"min_time:.*|min_warmup_time:.*|iterations:\d+|"
+                   r"repeats:\d+)$")
+to_ns = {"ns": 1.0, "us": 1e3, "ms": 1e6, "s": 1e9}
+cc = {}
+cc_order = []
+with open(os.path.join(out, "context_bench.json")) as f:
+    data = json.load(f)
+for b in data["benchmarks"]:
+    if b.get("run_type") == "aggregate" and b.get("aggregate_name") != "median":
+        continue
+    base = b.get("run_name", b["name"])
+    name = "/".join(p for p in base.split("/") if not decor.match(p))
+    if b.get("error_occurred"):
+        sys.exit("context_bench: %s failed: %s" % (name, b.get("error_message")))
+    if name not in cc:
+        cc_order.append(name)
+    cc[name] = {
+        "ns": b["real_time"] * to_ns[b.get("time_unit", "ns")],
+        "B": b.get("bytes_per_op"),
+        "allocs": b.get("allocs_per_op"),
+    }
+
+def fmt_ns(x):
+    if x is None:
+        return "-"
+    return "%.3g" % x if x < 10 else "%.0f" % x
+
+def fmt_mem(b, a):
+    if b is None:
+        return "-"
+    return "%.0f (%.0f)" % (b, a)
+
+def short(name):
+    return name[len("Benchmark"):] if name.startswith("Benchmark") else name
+
+STD = "StopSource/"
+rows = [n for n in go_order] + [
+    n for n in cc_order if n not in go and not n.startswith(STD)]
+missing = [n for n in go_order if n not in cc]
+
+cpu = "unknown"
+try:
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+except OSError:
+    pass
+go_version = subprocess.run(["go", "version"], capture_output=True,
+                            text=True).stdout.split()[2:3] or ["?"]
+print("Context benchmarks, %s; %d cores, %s; Go %s; median of the runs." % (
+    datetime.date.today().isoformat(), os.cpu_count(), cpu,
+    go_version[0].removeprefix("go")))
+print()
+print("| case | Go ns/op | reqctx ns/op | reqctx/Go | std::stop_source ns/op "
+      "| reqctx B/op (allocs) | Go B/op (allocs) |")
+print("|---|---:|---:|---:|---:|---:|---:|")
+for n in rows:
+    g = go.get(n)
+    c = cc.get(n)
+    s = cc.get(STD + n)
+    g_ns = median(g["ns"]) if g else None
+    c_ns = c["ns"] if c else None
+    ratio = "%.2f" % (c_ns / g_ns) if g_ns and c_ns is not None else "-"
+    g_mem = fmt_mem(median(g["B"]), median(g["allocs"])) if g else "-"
+    c_mem = fmt_mem(c["B"], c["allocs"]) if c else "-"
+    print("| %s | %s | %s | %s | %s | %s | %s |" % (
+        short(n), fmt_ns(g_ns), fmt_ns(c_ns), ratio,
+        fmt_ns(s["ns"] if s else None), c_mem, g_mem))
+print()
+
+# The issue's targets, checked on this run.
+def check(ok, text):
+    print("- [%s] %s" % ("x" if ok else " ", text))
+
+print("Targets (issue 5):")
+slow = [n for n in go_order if n in cc
+        and cc[n]["ns"] > 0.5 * median(go[n]["ns"])]
+check(not slow and not missing,
+      "every Go case: reqctx <= 0.5x Go's ns/op" +
+      ("" if not slow else "; missed by: " + ", ".join(short(n) for n in slow)) +
+      ("" if not missing else "; no reqctx case for: " +
+       ", ".join(short(n) for n in missing)))
+
+def get(name, key="ns"):
+    v = cc.get(name)
+    return None if v is None else v[key]
+
+lc, ls = get("BenchmarkLinkedChildCancel"), get(STD + "BenchmarkLinkedChildCancel")
+if lc is not None and ls:
+    check(lc <= 1.5 * ls, "cancel of a child linked to a cancelable parent "
+          "<= 1.5x std::stop_source: %s vs %s ns (%.2fx)" % (
+              fmt_ns(lc), fmt_ns(ls), lc / ls))
+for n in ("BenchmarkCheckCanceled/Err", "BenchmarkCheckCanceled/Done"):
+    v = get(n)
+    if v is not None:
+        check(v <= 2.0, "%s <= 2 ns: %s ns" % (short(n), fmt_ns(v)))
+for n, limit, what in (
+        ("BenchmarkLinkedChildCancel", 96, "WithCancel child of a cancelable parent"),
+        ("BenchmarkWithTimeoutCancel", 160, "WithTimeout"),
+        ("BenchmarkWithValue", 64, "WithValue")):
+    b = get(n, "B")
+    if b is not None:
+        check(b <= limit, "<= %d B per %s: %.0f B" % (limit, what, b))
+
+rpc = os.path.join(out, "rpc_bench.txt")
+if os.path.exists(rpc):
+    print()
+    print("RPC benchmark (//bench:rpc_bench):")
+    print()
+    with open(rpc) as f:
+        sys.stdout.write(f.read())
+PY
