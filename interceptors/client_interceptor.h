@@ -44,7 +44,9 @@ namespace reqctx {
 std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>
 MakeClientInterceptorFactory();
 
-// A channel to `target` with reqctx's client interceptor installed.
+// A channel to `target` with reqctx's client interceptor installed. Call it
+// qualified (reqctx::CreateChannel): with grpc:: arguments, an unqualified
+// call also finds grpc::CreateChannel by argument-dependent lookup.
 std::shared_ptr<grpc::Channel> CreateChannel(
     const std::string& target,
     const std::shared_ptr<grpc::ChannelCredentials>& creds,

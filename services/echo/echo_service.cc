@@ -64,7 +64,7 @@ EchoService::EchoService(EchoServiceOptions options)
     : options_(std::move(options)),
       next_(options_.next.empty()
                 ? nullptr
-                : ::echo::v1::Echo::NewStub(CreateChannel(
+                : ::echo::v1::Echo::NewStub(reqctx::CreateChannel(
                       options_.next, grpc::InsecureChannelCredentials()))) {}
 
 Hop EchoService::ArrivalHop(const Context& ctx) const {
