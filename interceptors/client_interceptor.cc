@@ -41,7 +41,7 @@ class ClientCallInterceptor final : public grpc::experimental::Interceptor {
             InterceptionHookPoints::PRE_SEND_INITIAL_METADATA)) {
       hijack = StartCall(*methods->GetSendInitialMetadata());
     }
-    if (failed_) {
+    if (std::optional<grpc::Status> failure = Failure()) {
       // Hijacked: this interceptor answers in place of the server.
       if (methods->QueryInterceptionHookPoint(
               InterceptionHookPoints::PRE_RECV_MESSAGE)) {
@@ -49,7 +49,7 @@ class ClientCallInterceptor final : public grpc::experimental::Interceptor {
       }
       if (methods->QueryInterceptionHookPoint(
               InterceptionHookPoints::PRE_RECV_STATUS)) {
-        *methods->GetRecvStatus() = failure_;
+        *methods->GetRecvStatus() = *failure;
       }
     }
     if (methods->QueryInterceptionHookPoint(
@@ -73,7 +73,7 @@ class ClientCallInterceptor final : public grpc::experimental::Interceptor {
     if (!ctx.has_value()) return false;
     absl::Status err = ctx->Err();
     if (!err.ok()) {
-      failed_ = true;
+      std::lock_guard<std::mutex> lock(mu_);
       failure_ = ToGrpcStatus(err);
       return true;
     }
@@ -105,13 +105,18 @@ class ClientCallInterceptor final : public grpc::experimental::Interceptor {
     }
   }
 
-  grpc::ClientContext* const cc_;
-  // Set only while the first batch (initial metadata) is intercepted, before
-  // any other batch of the call; read-only afterwards.
-  bool failed_ = false;
-  grpc::Status failure_;
+  // Set if the call was hijacked: the status it fails with.
+  std::optional<grpc::Status> Failure() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return failure_;
+  }
 
+  grpc::ClientContext* const cc_;
+
+  // Batches of one call may be intercepted on different threads, ordered by
+  // gRPC core (which TSan cannot see); so all state is under mu_.
   std::mutex mu_;
+  std::optional<grpc::Status> failure_;  // Guarded by mu_.
   std::optional<Context> ctx_;      // Guarded by mu_.
   AfterFuncHandle cancel_on_done_;  // Guarded by mu_.
 };

@@ -7,7 +7,10 @@
 //
 // A call made with NewClientContext(ctx) on a channel from CreateChannel (or
 // any channel with MakeClientInterceptorFactory() installed):
-//   * has ctx's deadline as its gRPC deadline (sent as `grpc-timeout`);
+//   * has ctx's deadline as its gRPC deadline (sent as `grpc-timeout`, which
+//     gRPC C++ rounds up: exact in ms below 1 s, to 10 ms below 10 s, to
+//     100 ms below 100 s; so the next hop may see a deadline later by up to
+//     that much);
 //   * sends ctx's trace as W3C `traceparent` (the trace id and this hop's span
 //     id; a fresh trace if ctx has none) and its `tracestate`, if any;
 //   * is canceled (ClientContext::TryCancel) as soon as ctx is done;

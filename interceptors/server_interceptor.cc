@@ -1,6 +1,10 @@
 #include "interceptors/server_interceptor.h"
 
+#include <atomic>
 #include <chrono>
+#include <map>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -50,10 +54,9 @@ class ServerCallInterceptor final : public grpc::experimental::Interceptor {
       : sc_(info->server_context()) {}
 
   ~ServerCallInterceptor() override {
-    if (call_ == nullptr) return;
+    if (call() == nullptr) return;
     EndCall();
-    if (current_scope_ != nullptr &&
-        current_scope_thread_ != std::this_thread::get_id()) {
+    if (current_scope_ != nullptr && !OnScopeThread()) {
       // Never expected: a ScopedContext must die on its own thread, so
       // abandon it rather than corrupt this thread's Current().
       static_cast<void>(current_scope_.release());
@@ -64,7 +67,7 @@ class ServerCallInterceptor final : public grpc::experimental::Interceptor {
     if (methods->QueryInterceptionHookPoint(
             InterceptionHookPoints::PRE_SEND_CANCEL)) {
       // Server-side TryCancel (any thread; must not block; no Proceed).
-      if (call_ != nullptr) call_->OnCancelled();
+      if (std::shared_ptr<ServerCall> c = call()) c->OnCancelled();
       return;
     }
     if (methods->QueryInterceptionHookPoint(
@@ -76,19 +79,17 @@ class ServerCallInterceptor final : public grpc::experimental::Interceptor {
       status_sent_.store(true);
       EndCall();
       // Sync API: this runs on the handler's thread, after the handler.
-      if (current_scope_thread_ == std::this_thread::get_id()) {
-        current_scope_.reset();
-      }
+      if (OnScopeThread()) current_scope_.reset();
     }
     if (methods->QueryInterceptionHookPoint(
             InterceptionHookPoints::POST_RECV_CLOSE)) {
       // Closed before the status went out means canceled (client cancel,
       // deadline or shutdown); after it, the call simply ended.
-      if (call_ != nullptr) {
+      if (std::shared_ptr<ServerCall> c = call()) {
         if (status_sent_.load()) {
-          call_->End();
+          c->End();
         } else {
-          call_->OnCancelled();
+          c->OnCancelled();
         }
       }
     }
@@ -113,30 +114,47 @@ class ServerCallInterceptor final : public grpc::experimental::Interceptor {
     // grpc::ServerContext serves the sync (and async) API; the callback API
     // uses grpc::CallbackServerContext.
     auto* sync_context = dynamic_cast<grpc::ServerContext*>(sc);
-    call_ = std::make_shared<ServerCall>(sync_context, ctx, std::move(cancel),
-                                         deadline);
-    ServerCallRegistry::Get().Add(sc, call_);
+    auto call = std::make_shared<ServerCall>(sync_context, ctx,
+                                             std::move(cancel), deadline);
+    ServerCallRegistry::Get().Add(sc, call);
     if (sync_context != nullptr) {
       // The sync handler runs on this thread right after this hook returns.
       current_scope_ = std::make_unique<ScopedContext>(ctx);
-      current_scope_thread_ = std::this_thread::get_id();
     }
+    std::lock_guard<std::mutex> lock(mu_);
+    call_ = std::move(call);
+    if (sync_context != nullptr) scope_thread_ = std::this_thread::get_id();
   }
 
   void EndCall() {
-    if (call_ == nullptr) return;
-    ServerCallRegistry::Get().Remove(sc_, call_.get());
-    call_->End();
+    std::shared_ptr<ServerCall> c = call();
+    if (c == nullptr) return;
+    ServerCallRegistry::Get().Remove(sc_, c.get());
+    c->End();
+  }
+
+  // Later hooks may run on other threads (gRPC orders them through its core,
+  // which TSan cannot see), so the shared fields are read under mu_.
+  std::shared_ptr<ServerCall> call() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return call_;
+  }
+  bool OnScopeThread() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return scope_thread_ == std::this_thread::get_id();
   }
 
   // Used as a registry key only: this object may outlive the ServerContext.
   grpc::ServerContextBase* const sc_;
-  // Set by POST_RECV_INITIAL_METADATA, the first hook of every call, before
-  // the handler runs; read-only afterwards.
-  std::shared_ptr<ServerCall> call_;
   std::atomic<bool> status_sent_{false};
+  // Only touched on the sync handler's thread (and in the destructor).
   std::unique_ptr<ScopedContext> current_scope_;
-  std::thread::id current_scope_thread_;
+
+  mutable std::mutex mu_;
+  // Set by POST_RECV_INITIAL_METADATA, the first hook of every call, before
+  // the handler runs; never changed afterwards.
+  std::shared_ptr<ServerCall> call_;  // Guarded by mu_.
+  std::thread::id scope_thread_;      // Guarded by mu_. Sync API only.
 };
 
 class ServerInterceptorFactory final

@@ -43,6 +43,15 @@ absl::Status SimulateWork(const Context& ctx, absl::Duration work) {
   return ctx.Err();
 }
 
+// The client went away mid-stream (a Write failed). Say why: the glue
+// cancels the call's Context promptly when the client cancels, and near the
+// deadline lets the deadline fire instead; wait for that (bounded) rather
+// than guess, so a stream cut by its deadline counts as deadline-exceeded.
+absl::Status WhyClientLeft(const Context& ctx) {
+  if (ctx.Done().WaitFor(absl::Seconds(1))) return ctx.Err();
+  return absl::CancelledError("stream closed by the client");
+}
+
 // Counts one call as active for its lifetime and records how it ended.
 class RequestScope {
  public:
@@ -131,9 +140,7 @@ absl::Status EchoService::GenerateStream(
     response.set_message(absl::StrCat(request.message(), " #", n));
     response.set_trace_id(hop.trace_id());
     *response.add_hops() = hop;
-    if (!writer->Write(response)) {
-      return absl::CancelledError("stream closed by the client");
-    }
+    if (!writer->Write(response)) return WhyClientLeft(ctx);
   }
 }
 
@@ -158,7 +165,7 @@ absl::Status EchoService::RelayStream(const Context& ctx, const Hop& hop,
     }
   }
   absl::Status s = FromGrpcStatus(reader->Finish());
-  if (client_gone) return absl::CancelledError("stream closed by the client");
+  if (client_gone) return WhyClientLeft(ctx);
   return s;
 }
 
