@@ -1,0 +1,166 @@
+#include "interceptors/client_interceptor.h"
+
+#include <grpcpp/create_channel.h>
+
+#include <mutex>
+#include <optional>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "absl/time/time.h"
+#include "context/after_func.h"
+#include "interceptors/internal/client_binding_registry.h"
+#include "interceptors/internal/trace_propagation.h"
+#include "interceptors/status_mapping.h"
+
+namespace reqctx {
+namespace {
+
+using grpc::experimental::InterceptionHookPoints;
+using grpc::experimental::InterceptorBatchMethods;
+using internal::ClientBindingRegistry;
+
+// One per call; gRPC destroys it with the call's ClientContext.
+class ClientCallInterceptor final : public grpc::experimental::Interceptor {
+ public:
+  explicit ClientCallInterceptor(grpc::experimental::ClientRpcInfo* info)
+      : cc_(info->client_context()) {}
+
+  // A call whose status was never received (gRPC requires it to be) still
+  // drops its cancel registration here.
+  ~ClientCallInterceptor() override { FinishCall(nullptr); }
+
+  void Intercept(InterceptorBatchMethods* methods) override {
+    if (methods->QueryInterceptionHookPoint(
+            InterceptionHookPoints::PRE_SEND_CANCEL)) {
+      return;  // TryCancel, on any thread: nothing to do, no Proceed needed.
+    }
+    bool hijack = false;
+    if (methods->QueryInterceptionHookPoint(
+            InterceptionHookPoints::PRE_SEND_INITIAL_METADATA)) {
+      hijack = StartCall(*methods->GetSendInitialMetadata());
+    }
+    if (std::optional<grpc::Status> failure = Failure()) {
+      // Hijacked: this interceptor answers in place of the server.
+      if (methods->QueryInterceptionHookPoint(
+              InterceptionHookPoints::PRE_RECV_MESSAGE)) {
+        methods->FailHijackedRecvMessage();
+      }
+      if (methods->QueryInterceptionHookPoint(
+              InterceptionHookPoints::PRE_RECV_STATUS)) {
+        *methods->GetRecvStatus() = *failure;
+      }
+    }
+    if (methods->QueryInterceptionHookPoint(
+            InterceptionHookPoints::POST_RECV_STATUS)) {
+      FinishCall(methods->GetRecvStatus());
+    }
+    if (hijack) {
+      methods->Hijack();
+    } else {
+      methods->Proceed();
+    }
+  }
+
+ private:
+  // Returns true if the call must be hijacked (failed without the network).
+  bool StartCall(const std::multimap<std::string, std::string>& metadata) {
+    auto it = metadata.find(internal::kTraceparentHeader);
+    if (it == metadata.end()) return false;  // Not from NewClientContext.
+    std::optional<Context> ctx =
+        ClientBindingRegistry::Get().Take(cc_, it->second);
+    if (!ctx.has_value()) return false;
+    absl::Status err = ctx->Err();
+    if (!err.ok()) {
+      std::lock_guard<std::mutex> lock(mu_);
+      failure_ = ToGrpcStatus(err);
+      return true;
+    }
+    grpc::ClientContext* cc = cc_;
+    AfterFuncHandle cancel_on_done = AfterFunc(*ctx, [cc] { cc->TryCancel(); });
+    std::lock_guard<std::mutex> lock(mu_);
+    ctx_ = std::move(ctx);
+    cancel_on_done_ = std::move(cancel_on_done);
+    return false;
+  }
+
+  // Drops the cancel registration (waiting for a TryCancel in progress) and
+  // reports a cancel caused by ctx's deadline as DEADLINE_EXCEEDED.
+  void FinishCall(grpc::Status* status) {
+    std::optional<Context> ctx;
+    AfterFuncHandle cancel_on_done;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      ctx = std::exchange(ctx_, std::nullopt);
+      cancel_on_done = std::move(cancel_on_done_);
+    }
+    cancel_on_done = AfterFuncHandle();  // Stops f, or waits for it.
+    if (status == nullptr || !ctx.has_value()) return;
+    if (status->error_code() == grpc::StatusCode::CANCELLED) {
+      absl::Status err = ctx->Err();
+      if (err.code() == absl::StatusCode::kDeadlineExceeded) {
+        *status = ToGrpcStatus(err);
+      }
+    }
+  }
+
+  // Set if the call was hijacked: the status it fails with.
+  std::optional<grpc::Status> Failure() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return failure_;
+  }
+
+  grpc::ClientContext* const cc_;
+
+  // Batches of one call may be intercepted on different threads, ordered by
+  // gRPC core (which TSan cannot see); so all state is under mu_.
+  std::mutex mu_;
+  std::optional<grpc::Status> failure_;  // Guarded by mu_.
+  std::optional<Context> ctx_;      // Guarded by mu_.
+  AfterFuncHandle cancel_on_done_;  // Guarded by mu_.
+};
+
+class ClientInterceptorFactory final
+    : public grpc::experimental::ClientInterceptorFactoryInterface {
+ public:
+  grpc::experimental::Interceptor* CreateClientInterceptor(
+      grpc::experimental::ClientRpcInfo* info) override {
+    return new ClientCallInterceptor(info);
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>
+MakeClientInterceptorFactory() {
+  return std::make_unique<ClientInterceptorFactory>();
+}
+
+std::shared_ptr<grpc::Channel> CreateChannel(
+    const std::string& target,
+    const std::shared_ptr<grpc::ChannelCredentials>& creds,
+    const grpc::ChannelArguments& args) {
+  std::vector<
+      std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>>
+      factories;
+  factories.push_back(MakeClientInterceptorFactory());
+  return grpc::experimental::CreateCustomChannelWithInterceptors(
+      target, creds, args, std::move(factories));
+}
+
+std::unique_ptr<grpc::ClientContext> NewClientContext(const Context& ctx) {
+  auto cc = std::make_unique<grpc::ClientContext>();
+  if (std::optional<absl::Time> deadline = ctx.Deadline()) {
+    cc->set_deadline(absl::ToChronoTime(*deadline));
+  }
+  internal::OutgoingTrace trace = internal::OutgoingTraceFor(ctx);
+  cc->AddMetadata(internal::kTraceparentHeader, trace.traceparent);
+  if (trace.tracestate.has_value()) {
+    cc->AddMetadata(internal::kTracestateHeader, *trace.tracestate);
+  }
+  ClientBindingRegistry::Get().Bind(cc.get(), ctx, std::move(trace.traceparent));
+  return cc;
+}
+
+}  // namespace reqctx

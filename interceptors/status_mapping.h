@@ -1,0 +1,23 @@
+// Status conversion between abseil and gRPC.
+//
+// absl::StatusCode and grpc::StatusCode name the same 17 canonical codes
+// (OK .. UNAUTHENTICATED); each maps to its namesake and back, and the message
+// is kept verbatim. A code outside that set (possible only by casting an int)
+// becomes UNKNOWN, keeping the message. Error details/payloads are not carried.
+//
+// Thread-safety: pure functions. No ownership concerns (values in, values out).
+#ifndef REQCTX_INTERCEPTORS_STATUS_MAPPING_H_
+#define REQCTX_INTERCEPTORS_STATUS_MAPPING_H_
+
+#include <grpcpp/support/status.h>
+
+#include "absl/status/status.h"
+
+namespace reqctx {
+
+grpc::Status ToGrpcStatus(const absl::Status& status);
+absl::Status FromGrpcStatus(const grpc::Status& status);
+
+}  // namespace reqctx
+
+#endif  // REQCTX_INTERCEPTORS_STATUS_MAPPING_H_

@@ -1,0 +1,177 @@
+// The reqctx demo: three echo servers in one process (frontend -> middle ->
+// backend, free loopback ports), and three calls that show what the Context
+// does across hops:
+//   1. a 1 s deadline that shrinks at each hop, one trace id throughout;
+//   2. a deadline that runs out in the middle hop: every hop involved reports
+//      DEADLINE_EXCEEDED and every worker stops;
+//   3. a client cancel mid-call, and how long it takes to reach the backend
+//      and stop its workers.
+// Exits 0 by itself within a few seconds.
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "context/core.h"
+#include "interceptors/interceptors.h"
+#include "proto/echo.grpc.pb.h"
+#include "services/echo/echo_server.h"
+
+namespace {
+
+using reqctx::echo::EchoServer;
+using reqctx::echo::EchoStats;
+
+constexpr int kWorkers = 2;
+constexpr absl::Duration kWaitBound = absl::Seconds(5);
+
+struct Chain {
+  std::unique_ptr<EchoServer> backend, middle, frontend;
+  std::vector<const EchoServer*> all() const {
+    return {frontend.get(), middle.get(), backend.get()};
+  }
+};
+
+absl::StatusOr<std::unique_ptr<EchoServer>> StartHop(const std::string& name,
+                                                     const std::string& next) {
+  reqctx::echo::EchoServerOptions options;
+  options.name = name;
+  options.next = next;
+  options.workers = kWorkers;
+  return EchoServer::Start(options);
+}
+
+bool Idle(const EchoStats::Snapshot& s) {
+  return s.active_requests == 0 && s.active_workers == 0;
+}
+
+void PrintStats(const Chain& chain) {
+  for (const EchoServer* server : chain.all()) {
+    server->stats().WaitUntil(Idle, kWaitBound);
+    EchoStats::Snapshot s = server->stats().Get();
+    absl::PrintF(
+        "     %-8s active requests %d, active workers %d | completed %d, "
+        "canceled %d, deadline exceeded %d\n",
+        server->name(), s.active_requests, s.active_workers, s.completed_total,
+        s.canceled_total, s.deadline_exceeded_total);
+  }
+}
+
+std::string CodeName(const grpc::Status& status) {
+  return absl::StatusCodeToString(
+      reqctx::FromGrpcStatus(status).code());
+}
+
+void ShrinkingDeadline(echo::v1::Echo::Stub& stub) {
+  absl::PrintF("\n1) A call with a 1 s deadline, 50 ms of work per hop\n");
+  auto [ctx, cancel] = reqctx::WithTimeout(reqctx::Background(), absl::Seconds(1));
+  echo::v1::EchoRequest request;
+  request.set_message("hello");
+  request.set_work_ms(50);
+  echo::v1::EchoResponse response;
+  auto cc = reqctx::NewClientContext(ctx);
+  grpc::Status status = stub.Echo(cc.get(), request, &response);
+  absl::PrintF("   status %s\n", CodeName(status));
+  bool one_trace = true;
+  for (const echo::v1::Hop& hop : response.hops()) {
+    absl::PrintF("   %-8s trace %s  span %s  deadline remaining %4d ms\n",
+                 hop.service(), hop.trace_id(), hop.span_id(),
+                 hop.deadline_remaining_ms());
+    one_trace &= hop.trace_id() == response.trace_id();
+  }
+  absl::PrintF("   one trace id across all %d hops: %s\n", response.hops_size(),
+               one_trace ? "yes" : "NO");
+}
+
+void DeadlineInMiddle(echo::v1::Echo::Stub& stub, const Chain& chain) {
+  absl::PrintF(
+      "\n2) A call with a 250 ms deadline, 150 ms of work per hop: the deadline "
+      "runs out\n   while the middle hop works (the backend is never called)\n");
+  auto [ctx, cancel] =
+      reqctx::WithTimeout(reqctx::Background(), absl::Milliseconds(250));
+  echo::v1::EchoRequest request;
+  request.set_message("slow");
+  request.set_work_ms(150);
+  echo::v1::EchoResponse response;
+  auto cc = reqctx::NewClientContext(ctx);
+  absl::Time start = absl::Now();
+  grpc::Status status = stub.Echo(cc.get(), request, &response);
+  absl::PrintF("   client: %s after %d ms\n", CodeName(status),
+               absl::ToInt64Milliseconds(absl::Now() - start));
+  absl::PrintF("   stats once every hop is idle:\n");
+  PrintStats(chain);
+}
+
+void ClientCancel(echo::v1::Echo::Stub& stub, const Chain& chain) {
+  absl::PrintF(
+      "\n3) A call with no deadline and 300 ms of work per hop, canceled by the "
+      "client\n   as soon as the backend's workers are running\n");
+  auto [ctx, cancel] = reqctx::WithCancel(reqctx::Background());
+  echo::v1::EchoRequest request;
+  request.set_message("cancel me");
+  request.set_work_ms(300);
+  grpc::Status status;
+  std::thread caller([&stub, &request, &status, ctx = ctx] {
+    echo::v1::EchoResponse response;
+    auto cc = reqctx::NewClientContext(ctx);
+    status = stub.Echo(cc.get(), request, &response);
+  });
+  const EchoStats& backend = chain.backend->stats();
+  if (!backend.WaitUntil(
+          [](const EchoStats::Snapshot& s) {
+            return s.active_workers == kWorkers;
+          },
+          kWaitBound)) {
+    absl::PrintF("   the backend never started working\n");
+  }
+  absl::Time canceled_at = absl::Now();
+  cancel();
+  bool stopped = backend.WaitUntil(Idle, kWaitBound);
+  absl::Duration to_backend = absl::Now() - canceled_at;
+  caller.join();
+  absl::Duration to_client = absl::Now() - canceled_at;
+  absl::PrintF("   client: %s %.1f ms after the cancel\n", CodeName(status),
+               absl::ToDoubleMilliseconds(to_client));
+  absl::PrintF(
+      "   backend: context canceled and all workers stopped %s%.1f ms after "
+      "the cancel\n",
+      stopped ? "" : "NOT within ", absl::ToDoubleMilliseconds(to_backend));
+  absl::PrintF("   stats once every hop is idle:\n");
+  PrintStats(chain);
+}
+
+}  // namespace
+
+int main() {
+  Chain chain;
+  auto backend = StartHop("backend", "");
+  if (!backend.ok()) return absl::FPrintF(stderr, "%s\n", backend.status().ToString()), 1;
+  chain.backend = std::move(*backend);
+  auto middle = StartHop("middle", chain.backend->address());
+  if (!middle.ok()) return absl::FPrintF(stderr, "%s\n", middle.status().ToString()), 1;
+  chain.middle = std::move(*middle);
+  auto frontend = StartHop("frontend", chain.middle->address());
+  if (!frontend.ok()) return absl::FPrintF(stderr, "%s\n", frontend.status().ToString()), 1;
+  chain.frontend = std::move(*frontend);
+  absl::PrintF("reqctx demo: three echo servers in this process, %d workers each\n", kWorkers);
+  absl::PrintF("   frontend %s -> middle %s -> backend %s\n",
+               chain.frontend->address(), chain.middle->address(),
+               chain.backend->address());
+
+  auto stub = echo::v1::Echo::NewStub(reqctx::CreateChannel(
+      chain.frontend->address(), grpc::InsecureChannelCredentials()));
+  ShrinkingDeadline(*stub);
+  DeadlineInMiddle(*stub, chain);
+  ClientCancel(*stub, chain);
+
+  absl::PrintF("\nshutting down\n");
+  chain.frontend->Shutdown();
+  chain.middle->Shutdown();
+  chain.backend->Shutdown();
+  return 0;
+}

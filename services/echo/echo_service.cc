@@ -1,0 +1,199 @@
+#include "services/echo/echo_service.h"
+
+#include <grpcpp/security/credentials.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <optional>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "context/group.h"
+#include "context/sleep.h"
+#include "interceptors/interceptors.h"
+
+namespace reqctx::echo {
+namespace {
+
+using ::echo::v1::EchoRequest;
+using ::echo::v1::EchoResponse;
+using ::echo::v1::Hop;
+
+// Work happens in slices, as real work checks its Context between steps;
+// each slice is a SleepFor that a done Context cuts short at once.
+constexpr absl::Duration kWorkSlice = absl::Milliseconds(10);
+constexpr absl::Duration kDefaultStreamInterval = absl::Milliseconds(100);
+constexpr int64_t kMaxWorkMs = 3600 * 1000;  // Bounds every call's work.
+
+absl::Status CheckWork(int64_t work_ms) {
+  if (work_ms < 0 || work_ms > kMaxWorkMs) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("work_ms must be in [0, ", kMaxWorkMs, "], got ", work_ms));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SimulateWork(const Context& ctx, absl::Duration work) {
+  while (work > absl::ZeroDuration()) {
+    absl::Duration slice = std::min(work, kWorkSlice);
+    if (absl::Status s = SleepFor(ctx, slice); !s.ok()) return s;
+    work -= slice;
+  }
+  return ctx.Err();
+}
+
+// The client went away mid-stream (a Write failed). Say why: the glue
+// cancels the call's Context promptly when the client cancels, and near the
+// deadline lets the deadline fire instead; wait for that (bounded) rather
+// than guess, so a stream cut by its deadline counts as deadline-exceeded.
+absl::Status WhyClientLeft(const Context& ctx) {
+  if (ctx.Done().WaitFor(absl::Seconds(1))) return ctx.Err();
+  return absl::CancelledError("stream closed by the client");
+}
+
+// Counts one call as active for its lifetime and records how it ended.
+class RequestScope {
+ public:
+  RequestScope(EchoStats& stats, const Context& ctx) : stats_(stats), ctx_(ctx) {
+    stats_.RequestStarted();
+  }
+  ~RequestScope() { stats_.RequestFinished(ctx_, result_); }
+  void set_result(absl::Status result) { result_ = std::move(result); }
+
+ private:
+  EchoStats& stats_;
+  const Context& ctx_;
+  absl::Status result_;
+};
+
+}  // namespace
+
+EchoService::EchoService(EchoServiceOptions options)
+    : options_(std::move(options)),
+      next_(options_.next.empty()
+                ? nullptr
+                : ::echo::v1::Echo::NewStub(reqctx::CreateChannel(
+                      options_.next, grpc::InsecureChannelCredentials()))) {}
+
+Hop EchoService::ArrivalHop(const Context& ctx) const {
+  Hop hop;
+  hop.set_service(options_.name);
+  if (std::optional<TraceContext> tc = GetTraceContext(ctx)) {
+    hop.set_trace_id(tc->trace_id);
+    hop.set_span_id(tc->span_id);
+  }
+  int64_t remaining_ms = -1;
+  if (std::optional<absl::Time> deadline = ctx.Deadline()) {
+    remaining_ms = std::max<int64_t>(
+        0, absl::ToInt64Milliseconds(*deadline - absl::Now()));
+  }
+  hop.set_deadline_remaining_ms(remaining_ms);
+  return hop;
+}
+
+absl::Status EchoService::RunWorkers(const Context& ctx, absl::Duration work) {
+  if (work <= absl::ZeroDuration()) return ctx.Err();
+  Group group(ctx);
+  for (int i = 0; i < std::max(1, options_.workers); ++i) {
+    group.Go([this, work](const Context& worker_ctx) {
+      stats_.WorkerStarted();
+      absl::Status s = SimulateWork(worker_ctx, work);
+      stats_.WorkerFinished();
+      return s;
+    });
+  }
+  return group.Wait();
+}
+
+grpc::Status EchoService::Echo(grpc::ServerContext* sc,
+                               const EchoRequest* request,
+                               EchoResponse* response) {
+  Context ctx = FromServerContext(sc);
+  Hop hop = ArrivalHop(ctx);
+  RequestScope scope(stats_, ctx);
+  absl::Status s = CheckWork(request->work_ms());
+  if (s.ok()) s = RunWorkers(ctx, absl::Milliseconds(request->work_ms()));
+  EchoResponse downstream;
+  if (s.ok() && next_ != nullptr) {
+    std::unique_ptr<grpc::ClientContext> cc = NewClientContext(ctx);
+    s = FromGrpcStatus(next_->Echo(cc.get(), *request, &downstream));
+  }
+  scope.set_result(s);
+  if (!s.ok()) return ToGrpcStatus(s);
+  response->set_message(request->message());
+  response->set_trace_id(hop.trace_id());
+  *response->add_hops() = std::move(hop);
+  for (Hop& h : *downstream.mutable_hops()) *response->add_hops() = std::move(h);
+  return grpc::Status::OK;
+}
+
+absl::Status EchoService::GenerateStream(
+    const Context& ctx, const Hop& hop, const EchoRequest& request,
+    grpc::ServerWriter<EchoResponse>* writer) {
+  absl::Duration interval = request.work_ms() > 0
+                                ? absl::Milliseconds(request.work_ms())
+                                : kDefaultStreamInterval;
+  for (int64_t n = 1;; ++n) {
+    if (absl::Status s = SleepFor(ctx, interval); !s.ok()) return s;
+    EchoResponse response;
+    response.set_message(absl::StrCat(request.message(), " #", n));
+    response.set_trace_id(hop.trace_id());
+    *response.add_hops() = hop;
+    if (!writer->Write(response)) return WhyClientLeft(ctx);
+  }
+}
+
+absl::Status EchoService::RelayStream(const Context& ctx, const Hop& hop,
+                                      const EchoRequest& request,
+                                      grpc::ServerWriter<EchoResponse>* writer) {
+  std::unique_ptr<grpc::ClientContext> cc = NewClientContext(ctx);
+  std::unique_ptr<grpc::ClientReader<EchoResponse>> reader =
+      next_->EchoStream(cc.get(), request);
+  EchoResponse in;
+  bool client_gone = false;
+  while (reader->Read(&in)) {
+    EchoResponse out;
+    out.set_message(in.message());
+    out.set_trace_id(hop.trace_id());
+    *out.add_hops() = hop;
+    for (Hop& h : *in.mutable_hops()) *out.add_hops() = std::move(h);
+    if (!writer->Write(out)) {
+      client_gone = true;
+      cc->TryCancel();  // Don't wait for our Context's cancel to arrive.
+      break;
+    }
+  }
+  absl::Status s = FromGrpcStatus(reader->Finish());
+  if (client_gone) return WhyClientLeft(ctx);
+  return s;
+}
+
+grpc::Status EchoService::EchoStream(grpc::ServerContext* sc,
+                                     const EchoRequest* request,
+                                     grpc::ServerWriter<EchoResponse>* writer) {
+  Context ctx = FromServerContext(sc);
+  Hop hop = ArrivalHop(ctx);
+  RequestScope scope(stats_, ctx);
+  absl::Status s = CheckWork(request->work_ms());
+  if (s.ok()) {
+    s = next_ != nullptr ? RelayStream(ctx, hop, *request, writer)
+                         : GenerateStream(ctx, hop, *request, writer);
+  }
+  scope.set_result(s);
+  return ToGrpcStatus(s);
+}
+
+grpc::Status EchoService::Stats(grpc::ServerContext*,
+                                const ::echo::v1::StatsRequest*,
+                                ::echo::v1::StatsResponse* response) {
+  EchoStats::Snapshot s = stats_.Get();
+  response->set_active_requests(s.active_requests);
+  response->set_active_workers(s.active_workers);
+  response->set_completed_total(s.completed_total);
+  response->set_canceled_total(s.canceled_total);
+  response->set_deadline_exceeded_total(s.deadline_exceeded_total);
+  return grpc::Status::OK;
+}
+
+}  // namespace reqctx::echo

@@ -1,0 +1,71 @@
+// EchoService: the echo.v1.Echo service (proto/echo.proto) on reqctx.
+//
+// Echo does `work_ms` of simulated work on K worker threads (each worker
+// works for work_ms, in 10 ms slices, and stops as soon as the call's Context
+// is done), then, if a next hop is configured, calls Echo on it with a
+// Context derived from the call's (so the deadline shrinks, cancellation
+// propagates and the trace continues), and returns one Hop per server.
+// EchoStream sends one numbered response per work_ms (100 ms if work_ms is 0)
+// until the client cancels or the deadline passes, or relays the next hop's
+// stream with this hop prepended. Stats reports EchoStats.
+//
+// Thread-safety: gRPC calls the handlers concurrently; the service's state
+// is its immutable options, a thread-safe stub and EchoStats.
+// Lifetime: must outlive the grpc::Server it is registered with; needs the
+// server's reqctx interceptor (InstallServerInterceptors).
+#ifndef REQCTX_SERVICES_ECHO_ECHO_SERVICE_H_
+#define REQCTX_SERVICES_ECHO_ECHO_SERVICE_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "context/core.h"
+#include "proto/echo.grpc.pb.h"
+#include "services/echo/echo_stats.h"
+
+namespace reqctx::echo {
+
+struct EchoServiceOptions {
+  std::string name = "echo";  // Reported as Hop.service.
+  std::string next;           // host:port of the next hop; empty: last hop.
+  int workers = 2;            // K worker threads per Echo call (>= 1).
+};
+
+class EchoService final : public ::echo::v1::Echo::Service {
+ public:
+  explicit EchoService(EchoServiceOptions options);
+
+  grpc::Status Echo(grpc::ServerContext* sc,
+                    const ::echo::v1::EchoRequest* request,
+                    ::echo::v1::EchoResponse* response) override;
+  grpc::Status EchoStream(
+      grpc::ServerContext* sc, const ::echo::v1::EchoRequest* request,
+      grpc::ServerWriter<::echo::v1::EchoResponse>* writer) override;
+  grpc::Status Stats(grpc::ServerContext* sc,
+                     const ::echo::v1::StatsRequest* request,
+                     ::echo::v1::StatsResponse* response) override;
+
+  const EchoStats& stats() const { return stats_; }
+  const std::string& name() const { return options_.name; }
+
+ private:
+  ::echo::v1::Hop ArrivalHop(const Context& ctx) const;
+  absl::Status RunWorkers(const Context& ctx, absl::Duration work);
+  absl::Status GenerateStream(
+      const Context& ctx, const ::echo::v1::Hop& hop,
+      const ::echo::v1::EchoRequest& request,
+      grpc::ServerWriter<::echo::v1::EchoResponse>* writer);
+  absl::Status RelayStream(const Context& ctx, const ::echo::v1::Hop& hop,
+                           const ::echo::v1::EchoRequest& request,
+                           grpc::ServerWriter<::echo::v1::EchoResponse>* writer);
+
+  const EchoServiceOptions options_;
+  const std::unique_ptr<::echo::v1::Echo::Stub> next_;  // Null: last hop.
+  EchoStats stats_;
+};
+
+}  // namespace reqctx::echo
+
+#endif  // REQCTX_SERVICES_ECHO_ECHO_SERVICE_H_

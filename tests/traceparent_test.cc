@@ -1,0 +1,161 @@
+// W3C traceparent parsing/formatting and TraceContext in a Context.
+#include <string>
+#include <string_view>
+
+#include "context/core.h"
+#include "gtest/gtest.h"
+#include "interceptors/internal/trace_propagation.h"
+#include "interceptors/trace_context.h"
+
+namespace reqctx {
+namespace {
+
+constexpr std::string_view kValid =
+    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+TEST(ParseTraceparent, AcceptsValidHeader) {
+  std::optional<TraceContext> tc = ParseTraceparent(kValid);
+  ASSERT_TRUE(tc.has_value());
+  EXPECT_EQ(tc->trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+  EXPECT_EQ(tc->span_id, "00f067aa0ba902b7");
+  EXPECT_TRUE(tc->sampled);
+}
+
+TEST(ParseTraceparent, ReadsSampledFlagFromBitZero) {
+  auto unsampled = ParseTraceparent(
+      "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00");
+  ASSERT_TRUE(unsampled.has_value());
+  EXPECT_FALSE(unsampled->sampled);
+  // Unknown flag bits are allowed; only bit 0 means "sampled".
+  auto other_bits = ParseTraceparent(
+      "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-fe");
+  ASSERT_TRUE(other_bits.has_value());
+  EXPECT_FALSE(other_bits->sampled);
+  auto both = ParseTraceparent(
+      "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-03");
+  ASSERT_TRUE(both.has_value());
+  EXPECT_TRUE(both->sampled);
+}
+
+// Each malformed shape, derived from the valid header by one change.
+TEST(ParseTraceparent, RejectsEveryMalformedShape) {
+  const std::string valid(kValid);
+  auto with = [&valid](size_t pos, char c) {
+    std::string s = valid;
+    s[pos] = c;
+    return s;
+  };
+  const std::string cases[] = {
+      "",
+      "00",
+      valid.substr(0, 54),                                 // one short
+      valid + "0",                                         // one long
+      valid + "-",                                         // trailing field
+      " " + valid.substr(1),                               // leading space
+      valid.substr(0, 54) + " ",                           // trailing space
+      "ff" + valid.substr(2),                              // version ff
+      "01" + valid.substr(2),                              // unknown version
+      "0g" + valid.substr(2),                              // non-hex version
+      with(2, '_'),                                        // separators
+      with(35, '_'),
+      with(52, '_'),
+      with(3, 'A'),                                        // uppercase
+      with(40, 'F'),
+      with(53, 'A'),
+      with(10, 'g'),                                       // non-hex
+      with(45, 'z'),
+      with(54, 'x'),
+      "00-00000000000000000000000000000000-00f067aa0ba902b7-01",  // zero trace
+      "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",  // zero span
+      "00-4bf92f3577b34da6a3ce929d0e0e473-600f067aa0ba902b7-01",  // shifted
+      "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1",
+      "00_4bf92f3577b34da6a3ce929d0e0e4736_00f067aa0ba902b7_01",
+      "garbage-garbage-garbage-garbage-garbage-garbage-garbage",
+      std::string(55, '-'),
+      std::string("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0\0", 55),
+  };
+  for (const std::string& c : cases) {
+    EXPECT_FALSE(ParseTraceparent(c).has_value()) << "accepted: \"" << c << "\"";
+  }
+}
+
+TEST(ParseTraceparent, RejectsOversizedInputCheaply) {
+  std::string huge(1 << 20, 'a');
+  EXPECT_FALSE(ParseTraceparent(huge).has_value());
+  EXPECT_FALSE(ParseTraceparent(std::string(kValid) + std::string(4096, '0'))
+                   .has_value());
+}
+
+TEST(FormatTraceparent, RoundTrips) {
+  for (bool sampled : {true, false}) {
+    TraceContext tc{"0123456789abcdef0123456789abcdef", "fedcba9876543210",
+                    sampled};
+    std::string header = FormatTraceparent(tc);
+    EXPECT_EQ(header.size(), 55u);
+    std::optional<TraceContext> back = ParseTraceparent(header);
+    ASSERT_TRUE(back.has_value());
+    EXPECT_EQ(back->trace_id, tc.trace_id);
+    EXPECT_EQ(back->span_id, tc.span_id);
+    EXPECT_EQ(back->sampled, sampled);
+  }
+  EXPECT_EQ(FormatTraceparent(*ParseTraceparent(kValid)), kValid);
+}
+
+TEST(TraceContextInContext, StoredAndInherited) {
+  EXPECT_FALSE(GetTraceContext(Background()).has_value());
+  Context ctx = WithTraceContext(
+      Background(), TraceContext{"0123456789abcdef0123456789abcdef",
+                                 "fedcba9876543210", false});
+  auto [child, cancel] = WithCancel(ctx);
+  std::optional<TraceContext> tc = GetTraceContext(child);
+  ASSERT_TRUE(tc.has_value());
+  EXPECT_EQ(tc->trace_id, "0123456789abcdef0123456789abcdef");
+  EXPECT_EQ(tc->span_id, "fedcba9876543210");
+  EXPECT_FALSE(tc->sampled);
+}
+
+TEST(ContinueTrace, KeepsTraceIdWithFreshSpan) {
+  internal::IncomingTrace in =
+      internal::ContinueTrace({kValid}, {"vendor=value"});
+  EXPECT_EQ(in.trace.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+  EXPECT_NE(in.trace.span_id, "00f067aa0ba902b7");
+  EXPECT_TRUE(ParseTraceparent(FormatTraceparent(in.trace)).has_value());
+  ASSERT_TRUE(in.tracestate.has_value());
+  EXPECT_EQ(*in.tracestate, "vendor=value");
+}
+
+TEST(ContinueTrace, StartsFreshTraceOnBadInput) {
+  const std::vector<std::vector<std::string_view>> bad = {
+      {}, {"junk"}, {kValid, kValid}, {std::string_view("00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01")}};
+  for (const auto& headers : bad) {
+    internal::IncomingTrace in = internal::ContinueTrace(headers, {"a=b"});
+    EXPECT_NE(in.trace.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+    EXPECT_TRUE(ParseTraceparent(FormatTraceparent(in.trace)).has_value());
+    EXPECT_FALSE(in.tracestate.has_value());  // Meaningless without parent.
+  }
+}
+
+TEST(ContinueTrace, BoundsTracestate) {
+  std::string at_limit(internal::kMaxTracestateSize, 'x');
+  EXPECT_TRUE(internal::ContinueTrace({kValid}, {at_limit}).tracestate);
+  std::string over(internal::kMaxTracestateSize + 1, 'x');
+  EXPECT_FALSE(internal::ContinueTrace({kValid}, {over}).tracestate);
+  // Repeated headers are one list, bounded as a whole.
+  auto joined = internal::ContinueTrace({kValid}, {"a=1", "b=2"}).tracestate;
+  ASSERT_TRUE(joined.has_value());
+  EXPECT_EQ(*joined, "a=1,b=2");
+  std::string half(internal::kMaxTracestateSize / 2, 'y');
+  EXPECT_FALSE(internal::ContinueTrace({kValid}, {half, half}).tracestate);
+}
+
+TEST(NewIds, AreValidAndDistinct) {
+  std::string a = internal::NewTraceId(), b = internal::NewTraceId();
+  EXPECT_NE(a, b);
+  EXPECT_NE(internal::NewSpanId(), internal::NewSpanId());
+  EXPECT_TRUE(ParseTraceparent(
+                  FormatTraceparent({a, internal::NewSpanId(), true}))
+                  .has_value());
+}
+
+}  // namespace
+}  // namespace reqctx

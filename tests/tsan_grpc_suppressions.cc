@@ -1,0 +1,30 @@
+// ThreadSanitizer suppressions for gRPC's own header templates.
+//
+// Why: Debian's gRPC is not instrumented, and ignore_noninstrumented_modules
+// hides its libraries -- but gRPC's header templates (CallOpSet,
+// CallbackUnaryHandler, ...) are compiled into our instrumented objects.
+// Their state is handed between threads through gRPC core's completion
+// queues, whose synchronization TSan cannot see, so it reports races between
+// two gRPC template frames (e.g. CallOpSet::ContinueFinalizeResultAfterInterception
+// writing done_intercepting_ and CallOpSet::FinalizeResult reading it on the
+// thread that receives the completion). Every entry is `race_top:` -- only a
+// report whose top frame is in one of these gRPC templates is suppressed, so
+// a race in reqctx code (top frame ours) is still reported. One exception:
+// with an interceptor, a callback-API client's callback may run on another
+// thread than the one that parsed the response into the caller's message
+// (gRPC core hands it over), so races whose stack contains gRPC's
+// CallOpRecvMessage -- gRPC writing a received message -- are suppressed too.
+//
+// Linked (alwayslink) into the test binaries that run gRPC; TSan reads this
+// hook at startup. Harmless in non-TSan builds.
+extern "C" const char* __tsan_default_suppressions() {
+  return "race_top:grpc::internal::CallOpSet<\n"
+         "race_top:grpc::internal::CallbackUnaryHandler<\n"
+         "race_top:grpc::internal::CallbackServerStreamingHandler<\n"
+         "race_top:grpc::internal::ClientCallbackUnaryImpl\n"
+         "race_top:grpc::internal::ClientCallbackReaderImpl<\n"
+         "race_top:grpc::internal::CallbackWithStatusTag\n"
+         "race_top:grpc::internal::CallbackWithSuccessTag\n"
+         "race_top:grpc::internal::InterceptorBatchMethodsImpl\n"
+         "race:grpc::internal::CallOpRecvMessage<\n";
+}
