@@ -118,66 +118,66 @@ std::unique_ptr<grpc::Server> Serve(Service* service, int* port) {
 
 std::string Target(int port) { return "127.0.0.1:" + std::to_string(port); }
 
-TEST(CallbackApiTest, ClientCancelReachesHandlerContextWithin100ms) {
-  CallbackEcho service;
-  int port = 0;
-  auto server = Serve(&service, &port);
-  ASSERT_NE(server, nullptr);
-  auto stub = ::echo::v1::Echo::NewStub(
-      reqctx::CreateChannel(Target(port), grpc::InsecureChannelCredentials()));
+// A callback-API server with the reqctx interceptor, and a stub through a
+// reqctx channel.
+class CallbackApiTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    server_ = Serve(&service_, &port_);
+    ASSERT_NE(server_, nullptr);
+    stub_ = ::echo::v1::Echo::NewStub(reqctx::CreateChannel(
+        Target(port_), grpc::InsecureChannelCredentials()));
+  }
+  void TearDown() override {
+    if (server_ != nullptr) server_->Shutdown(std::chrono::system_clock::now());
+  }
+
+  CallbackEcho service_;
+  int port_ = 0;
+  std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<::echo::v1::Echo::Stub> stub_;
+};
+
+TEST_F(CallbackApiTest, ClientCancelReachesHandlerContextWithin100ms) {
   auto [ctx, cancel] = WithCancel(Background());
   grpc::Status status;
   std::thread caller([&, ctx = ctx] {
     auto cc = NewClientContext(ctx);
     EchoResponse response;
-    status = stub->Echo(cc.get(), EchoRequest(), &response);
+    status = stub_->Echo(cc.get(), EchoRequest(), &response);
   });
-  ASSERT_TRUE(service.WaitStarted());
+  ASSERT_TRUE(service_.WaitStarted());
   absl::Time canceled_at = absl::Now();
   cancel();
-  auto done = service.WaitDone();
+  auto done = service_.WaitDone();
   caller.join();
   ASSERT_TRUE(done.has_value());
   EXPECT_LT(done->first - canceled_at, absl::Milliseconds(100));
   EXPECT_EQ(done->second.code(), absl::StatusCode::kCancelled);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::CANCELLED);
-  server->Shutdown(std::chrono::system_clock::now());
 }
 
-TEST(CallbackApiTest, IncomingDeadlineEndsHandlerContext) {
-  CallbackEcho service;
-  int port = 0;
-  auto server = Serve(&service, &port);
-  ASSERT_NE(server, nullptr);
-  auto stub = ::echo::v1::Echo::NewStub(
-      reqctx::CreateChannel(Target(port), grpc::InsecureChannelCredentials()));
+TEST_F(CallbackApiTest, IncomingDeadlineEndsHandlerContext) {
   auto [ctx, cancel] = WithTimeout(Background(), absl::Milliseconds(200));
   auto cc = NewClientContext(ctx);
   EchoResponse response;
-  grpc::Status status = stub->Echo(cc.get(), EchoRequest(), &response);
+  grpc::Status status = stub_->Echo(cc.get(), EchoRequest(), &response);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
-  auto done = service.WaitDone();
+  auto done = service_.WaitDone();
   ASSERT_TRUE(done.has_value());
   EXPECT_EQ(done->second.code(), absl::StatusCode::kDeadlineExceeded);
-  server->Shutdown(std::chrono::system_clock::now());
 }
 
-TEST(CallbackApiTest, ServerShutdownCancelsHandlerContext) {
-  CallbackEcho service;
-  int port = 0;
-  auto server = Serve(&service, &port);
-  ASSERT_NE(server, nullptr);
-  auto stub = ::echo::v1::Echo::NewStub(
-      reqctx::CreateChannel(Target(port), grpc::InsecureChannelCredentials()));
+TEST_F(CallbackApiTest, ServerShutdownCancelsHandlerContext) {
   grpc::Status status;
   std::thread caller([&] {
     auto cc = NewClientContext(Background());
     EchoResponse response;
-    status = stub->Echo(cc.get(), EchoRequest(), &response);
+    status = stub_->Echo(cc.get(), EchoRequest(), &response);
   });
-  ASSERT_TRUE(service.WaitStarted());
-  server->Shutdown(std::chrono::system_clock::now());
-  auto done = service.WaitDone();
+  ASSERT_TRUE(service_.WaitStarted());
+  server_->Shutdown(std::chrono::system_clock::now());
+  auto done = service_.WaitDone();
   caller.join();
   ASSERT_TRUE(done.has_value());
   EXPECT_EQ(done->second.code(), absl::StatusCode::kCancelled);
