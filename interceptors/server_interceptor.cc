@@ -1,5 +1,7 @@
 #include "interceptors/server_interceptor.h"
 
+#include <grpc/support/time.h>
+
 #include <atomic>
 #include <chrono>
 #include <map>
@@ -38,12 +40,19 @@ std::vector<std::string_view> HeaderValues(
   return values;
 }
 
+// The call's deadline, from gRPC's raw gpr_timespec. Not from
+// ServerContextBase::deadline(): its conversion to system_clock::time_point
+// (nanoseconds in int64, +-292 years) overflows for a far but valid
+// `grpc-timeout` such as "99999999H" (~11,400 years), and the wrapped value
+// lies in the past, which failed such calls with DEADLINE_EXCEEDED at once.
+// absl::Time has the range (and saturates beyond it).
 std::optional<absl::Time> DeadlineOf(const grpc::ServerContextBase& sc) {
-  auto deadline = sc.deadline();
-  if (deadline == std::chrono::system_clock::time_point::max()) {
+  gpr_timespec raw = sc.raw_deadline();
+  if (gpr_time_cmp(raw, gpr_inf_future(raw.clock_type)) == 0) {
     return std::nullopt;
   }
-  return absl::FromChrono(deadline);
+  gpr_timespec real = gpr_convert_clock_type(raw, GPR_CLOCK_REALTIME);
+  return absl::FromUnixSeconds(real.tv_sec) + absl::Nanoseconds(real.tv_nsec);
 }
 
 // One per call (gRPC creates it with the call and destroys it after both the

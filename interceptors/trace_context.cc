@@ -1,36 +1,12 @@
+// TraceContext stored in a Context (the parser is in traceparent.cc).
 #include "interceptors/trace_context.h"
 
-#include <cstddef>
 #include <utility>
 
 namespace reqctx {
 namespace {
 
 inline constexpr Key<TraceContext> kTraceContextKey("reqctx.trace_context");
-
-// Field layout of a version-00 traceparent.
-constexpr size_t kTraceparentSize = 55;
-constexpr size_t kTraceIdOffset = 3;
-constexpr size_t kTraceIdSize = 32;
-constexpr size_t kSpanIdOffset = 36;
-constexpr size_t kSpanIdSize = 16;
-constexpr size_t kFlagsOffset = 53;
-
-constexpr bool IsLowerHex(char c) {
-  return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
-}
-
-constexpr int HexValue(char c) { return c <= '9' ? c - '0' : c - 'a' + 10; }
-
-// True if `s` is all lowercase hex and, when `nonzero`, not all '0'.
-bool IsHexField(std::string_view s, bool nonzero) {
-  bool any_nonzero = false;
-  for (char c : s) {
-    if (!IsLowerHex(c)) return false;
-    any_nonzero |= (c != '0');
-  }
-  return any_nonzero || !nonzero;
-}
 
 }  // namespace
 
@@ -42,41 +18,6 @@ std::optional<TraceContext> GetTraceContext(const Context& ctx) {
 
 Context WithTraceContext(const Context& parent, TraceContext tc) {
   return WithValue(parent, kTraceContextKey, std::move(tc));
-}
-
-std::optional<TraceContext> ParseTraceparent(std::string_view header) {
-  // Version 00 has exactly this size; this also bounds all further work.
-  if (header.size() != kTraceparentSize) return std::nullopt;
-  // Only version 00 is understood; "ff" is invalid by the spec anyway.
-  if (header.substr(0, 2) != "00") return std::nullopt;
-  if (header[2] != '-' || header[kSpanIdOffset - 1] != '-' ||
-      header[kFlagsOffset - 1] != '-') {
-    return std::nullopt;
-  }
-  std::string_view trace_id = header.substr(kTraceIdOffset, kTraceIdSize);
-  std::string_view span_id = header.substr(kSpanIdOffset, kSpanIdSize);
-  std::string_view flags = header.substr(kFlagsOffset, 2);
-  if (!IsHexField(trace_id, /*nonzero=*/true) ||
-      !IsHexField(span_id, /*nonzero=*/true) ||
-      !IsHexField(flags, /*nonzero=*/false)) {
-    return std::nullopt;
-  }
-  TraceContext tc;
-  tc.trace_id = std::string(trace_id);
-  tc.span_id = std::string(span_id);
-  tc.sampled = (HexValue(flags[1]) & 0x1) != 0;
-  return tc;
-}
-
-std::string FormatTraceparent(const TraceContext& tc) {
-  std::string out;
-  out.reserve(kTraceparentSize);
-  out.append("00-");
-  out.append(tc.trace_id);
-  out.push_back('-');
-  out.append(tc.span_id);
-  out.append(tc.sampled ? "-01" : "-00");
-  return out;
 }
 
 }  // namespace reqctx

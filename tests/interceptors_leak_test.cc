@@ -18,6 +18,7 @@
 #include "proto/echo.grpc.pb.h"
 #include "services/echo/echo_server.h"
 #include "tests/echo_chain.h"
+#include "tests/process_probe.h"
 
 namespace reqctx {
 namespace {
@@ -25,16 +26,11 @@ namespace {
 using ::echo::v1::EchoRequest;
 using ::echo::v1::EchoResponse;
 
-// Waits (bounded) until `f()` returns `want`. These debug counters have no
-// change event to wait on, so this looks again every millisecond.
+// Waits (bounded) until `f()` returns `want`.
 template <typename F>
 bool Eventually(F f, size_t want) {
-  absl::Time end = absl::Now() + testing::kWaitBound;
-  while (f() != want) {
-    if (absl::Now() > end) return false;
-    absl::SleepFor(absl::Milliseconds(1));
-  }
-  return true;
+  return testing::Eventually([&f, want] { return f() == want; },
+                             testing::kWaitBound);
 }
 
 void CallMany(echo::EchoServer& server, const Context& parent, int calls,

@@ -99,6 +99,13 @@ TEST(FormatTraceparent, RoundTrips) {
     EXPECT_EQ(back->sampled, sampled);
   }
   EXPECT_EQ(FormatTraceparent(*ParseTraceparent(kValid)), kValid);
+  // W3C: unknown flag bits MUST be set to zero when passed on.
+  EXPECT_EQ(FormatTraceparent(*ParseTraceparent(
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-ff")),
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+  EXPECT_EQ(FormatTraceparent(*ParseTraceparent(
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-fe")),
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00");
 }
 
 TEST(TraceContextInContext, StoredAndInherited) {

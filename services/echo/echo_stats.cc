@@ -14,7 +14,10 @@ void EchoStats::Update(F f) {
 }
 
 void EchoStats::RequestStarted() {
-  Update([](Snapshot& s) { ++s.active_requests; });
+  Update([](Snapshot& s) {
+    ++s.active_requests;
+    ++s.started_total;
+  });
 }
 
 void EchoStats::RequestFinished(const Context& ctx, const absl::Status& result) {

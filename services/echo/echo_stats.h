@@ -30,6 +30,10 @@ class EchoStats {
     int64_t completed_total = 0;
     int64_t canceled_total = 0;
     int64_t deadline_exceeded_total = 0;
+    // Calls that reached the handler (counted by RequestStarted), however
+    // they ended; last, so positional initializers of the fields above still
+    // compile. Once the server is idle it equals finished_total().
+    int64_t started_total = 0;
 
     int64_t finished_total() const {
       return completed_total + canceled_total + deadline_exceeded_total;

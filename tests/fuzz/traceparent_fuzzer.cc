@@ -1,0 +1,82 @@
+// libFuzzer target for ParseTraceparent (interceptors/traceparent.h).
+//
+// Besides "never crash, never read out of bounds" (ASan/UBSan in the clang
+// build, tools/fuzz_traceparent.sh), every input is checked against:
+//   1. an independent reference of the W3C version-00 grammar, written
+//      differently from the parser (per-position character classes), so a
+//      parser that accepts or rejects the wrong headers is caught;
+//   2. the round-trip property: whatever parses formats back to the same
+//      header -- exactly when its flags are 00 or 01; for other flags W3C
+//      (level 1, "Other Flags") says unknown bits MUST be set to zero, so the
+//      header comes back with only bit 0 kept (flags "01" or "00") and is
+//      otherwise byte-identical; and the formatted header parses to the same
+//      TraceContext (idempotence).
+// A violation calls __builtin_trap(), which libFuzzer reports as a crash and
+// the gcc-built regression test (traceparent_corpus_test) as a signal.
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "interceptors/traceparent.h"
+
+namespace {
+
+bool IsLowerHex(char c) {
+  return std::string_view("0123456789abcdef").find(c) != std::string_view::npos;
+}
+
+// The W3C grammar for version 00, position by position.
+bool ReferenceAccepts(std::string_view h) {
+  if (h.size() != 55) return false;
+  bool trace_nonzero = false;
+  bool span_nonzero = false;
+  for (size_t i = 0; i < h.size(); ++i) {
+    const char c = h[i];
+    if (i < 2) {
+      if (c != '0') return false;  // Version "00" only.
+    } else if (i == 2 || i == 35 || i == 52) {
+      if (c != '-') return false;
+    } else {
+      if (!IsLowerHex(c)) return false;
+      if (i < 35) trace_nonzero |= c != '0';
+      if (i > 35 && i < 52) span_nonzero |= c != '0';
+    }
+  }
+  return trace_nonzero && span_nonzero;
+}
+
+void Check(bool ok) {
+  if (!ok) __builtin_trap();
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  const std::string_view header(reinterpret_cast<const char*>(data), size);
+  const std::optional<reqctx::TraceContext> tc =
+      reqctx::ParseTraceparent(header);
+  Check(tc.has_value() == ReferenceAccepts(header));
+  if (!tc) return 0;
+
+  Check(tc->trace_id == header.substr(3, 32));
+  Check(tc->span_id == header.substr(36, 16));
+  const int flags_low_digit =
+      header[54] <= '9' ? header[54] - '0' : header[54] - 'a' + 10;
+  Check(tc->sampled == ((flags_low_digit & 1) != 0));
+
+  const std::string formatted = reqctx::FormatTraceparent(*tc);
+  const std::string canonical =
+      std::string(header.substr(0, 53)) + (tc->sampled ? "01" : "00");
+  Check(formatted == canonical);
+  const std::string_view flags = header.substr(53, 2);
+  if (flags == "00" || flags == "01") Check(formatted == header);
+
+  const std::optional<reqctx::TraceContext> again =
+      reqctx::ParseTraceparent(formatted);
+  Check(again.has_value());
+  Check(again->trace_id == tc->trace_id && again->span_id == tc->span_id &&
+        again->sampled == tc->sampled);
+  return 0;
+}

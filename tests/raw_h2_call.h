@@ -1,0 +1,51 @@
+// Test helper: one gRPC unary call written as raw HTTP/2 frames over a plain
+// TCP socket, so a test can put ANY header bytes on the wire -- including
+// `grpc-timeout` values and non-printable header values that gRPC's own
+// clients (C++ and Python alike) parse, normalize or refuse before sending.
+// The server under test is a normal gRPC server; what is exercised is its
+// real HPACK parser, its grpc-timeout parsing into ServerContext::deadline()
+// and reqctx's interceptor on top.
+//
+// Deliberately minimal: prior-knowledge h2c, one stream, HPACK literals
+// without indexing (never Huffman) on the way out; on the way back it reads
+// the response message and finds grpc-status in the header blocks (gRPC's
+// encoder writes new names and non-binary values as plain literals), and
+// reports RST_STREAM/GOAWAY. Not a general HTTP/2 client.
+//
+// Thread-safety: RawUnaryCall is reentrant (each call has its own socket).
+#ifndef REQCTX_TESTS_RAW_H2_CALL_H_
+#define REQCTX_TESTS_RAW_H2_CALL_H_
+
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/time/time.h"
+
+namespace reqctx::testing {
+
+struct RawCallResult {
+  bool connected = false;
+  // The response message's bytes (without gRPC's 5-byte prefix), if any.
+  std::optional<std::string> message;
+  // grpc-status from the trailers (or trailers-only headers), if found.
+  std::optional<int> grpc_status;
+  std::optional<int> rst_stream_error;  // HTTP/2 error code of RST_STREAM.
+  bool goaway = false;
+  bool timed_out = false;  // Nothing ended the stream within the bound.
+  absl::Duration took;
+};
+
+// Calls `path` (e.g. "/echo.v1.Echo/Echo") on 127.0.0.1:`port` with the
+// serialized request `message`, the standard gRPC request headers, then
+// `extra_headers` exactly as given (names and values are raw bytes, in
+// order; repeated names are sent repeatedly). Waits at most `bound`.
+RawCallResult RawUnaryCall(
+    int port, const std::string& path, const std::string& message,
+    const std::vector<std::pair<std::string, std::string>>& extra_headers,
+    absl::Duration bound);
+
+}  // namespace reqctx::testing
+
+#endif  // REQCTX_TESTS_RAW_H2_CALL_H_
