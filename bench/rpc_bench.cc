@@ -1,0 +1,589 @@
+// //bench:rpc_bench -- what reqctx's gRPC interceptors cost, against plain
+// gRPC, and how fast a cancel crosses three hops. Real servers on 127.0.0.1,
+// client and servers in this one process for both sides.
+//
+//   1. Throughput: unary Echo, sync-API server with a minimal handler (copy
+//      the message; no simulated work, so the glue's cost is what differs),
+//      `--callers` client threads with blocking stubs on one channel, the
+//      same payload and the same per-call deadline on both sides. "plain" has
+//      no interceptors; "reqctx" installs them on server and channel, the
+//      client calls through NewClientContext(ctx) and the handler takes its
+//      Context with FromServerContext (what every reqctx handler does).
+//      Phases are time-bounded and alternate plain/reqctx (order flipped
+//      every round, to cancel drift); each mode's median over the rounds is
+//      reported. CPU per RPC is process CPU time (CLOCK_PROCESS_CPUTIME_ID:
+//      client and server together) over the phase / RPCs completed.
+//   2. Cancellation across 3 hops: client -> hop1 -> hop2 -> hop3, each hop
+//      a server deriving its outbound call from the call's Context. The
+//      client cancels its Context once hop3's handler is running; the trial's
+//      time is from that cancel() to hop3's Context being done.
+//      (a) callback API (the glue is notified by gRPC): hop3 timestamps in an
+//          AfterFunc on its Context.
+//      (b) sync API: services/echo's EchoServer chain (the shared watcher
+//          polls IsCancelled()); hop3 is seen done when its EchoStats count
+//          the request canceled (an upper bound: it adds the worker's exit).
+//
+//          Each hop works --sync_work_ms before calling the next, so a
+//          cancel slower than that is counted as a failed trial.
+// --profile_mode=plain|reqctx runs only that mode's throughput phases, to
+// put one side under `perf record` or `perf stat`.
+//
+// Output: a markdown table on stdout (bench/run_all.sh includes it), the
+// numbers as JSON in --json_out (run_all.sh checks the targets
+// against them), progress on stderr.
+#include <grpcpp/grpcpp.h>
+#include <time.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/time.h"
+#include "context/after_func.h"
+#include "context/core.h"
+#include "interceptors/interceptors.h"
+#include "proto/echo.grpc.pb.h"
+#include "services/echo/echo_server.h"
+
+ABSL_FLAG(double, phase_seconds, 5.0, "measured seconds per throughput phase");
+ABSL_FLAG(double, warmup_seconds, 1.0, "unmeasured seconds before each phase");
+ABSL_FLAG(int, rounds, 5, "plain/reqctx phase pairs; medians are reported");
+ABSL_FLAG(int, callers, 8, "client threads (blocking stubs, one channel)");
+ABSL_FLAG(int, payload_bytes, 64, "Echo message size");
+ABSL_FLAG(int, cancel_trials, 1000, "3-hop cancellation trials per API");
+ABSL_FLAG(std::string, profile_mode, "",
+          "plain or reqctx: run only throughput phases of that mode (for perf)");
+ABSL_FLAG(int, sync_work_ms, 30,
+          "sync 3-hop trials: work per hop before it calls the next");
+ABSL_FLAG(std::string, json_out, "", "also write the numbers here as JSON");
+
+namespace {
+
+using ::echo::v1::EchoRequest;
+using ::echo::v1::EchoResponse;
+using Clock = std::chrono::steady_clock;
+
+// Every wait is bounded by this; a trial that hits it is counted as failed.
+constexpr auto kWaitBound = std::chrono::seconds(10);
+// Bounds each caller's loop whatever the phase length.
+constexpr int64_t kMaxCallsPerCaller = 50'000'000;
+
+void Log(const std::string& s) { std::fprintf(stderr, "rpc_bench: %s\n", s.c_str()); }
+
+double ProcessCpuSeconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + ts.tv_nsec * 1e-9;
+}
+
+double Micros(Clock::duration d) {
+  return std::chrono::duration<double, std::micro>(d).count();
+}
+
+// Nearest-rank percentile; sorts `v`.
+double Percentile(std::vector<double>& v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  size_t i = std::min(v.size() - 1, static_cast<size_t>(p * v.size()));
+  return v[i];
+}
+
+double Median(std::vector<double> v) { return Percentile(v, 0.5); }
+
+std::string Target(int port) { return absl::StrCat("127.0.0.1:", port); }
+
+std::unique_ptr<grpc::Server> Serve(grpc::Service* service, bool with_reqctx,
+                                    int* port) {
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(),
+                           port);
+  builder.RegisterService(service);
+  if (with_reqctx) reqctx::InstallServerInterceptors(builder);
+  return builder.BuildAndStart();
+}
+
+std::shared_ptr<grpc::Channel> Connect(int port, bool with_reqctx) {
+  auto creds = grpc::InsecureChannelCredentials();
+  auto channel = with_reqctx ? reqctx::CreateChannel(Target(port), creds)
+                             : grpc::CreateChannel(Target(port), creds);
+  channel->WaitForConnected(std::chrono::system_clock::now() + kWaitBound);
+  return channel;
+}
+
+// --- 1. Throughput -------------------------------------------------------------
+
+// The minimal handler; with reqctx it also takes the call's Context, as any
+// reqctx handler would, and answers with its error if it is already done.
+class MinimalEcho final : public ::echo::v1::Echo::Service {
+ public:
+  explicit MinimalEcho(bool with_reqctx) : with_reqctx_(with_reqctx) {}
+  grpc::Status Echo(grpc::ServerContext* sc, const EchoRequest* request,
+                    EchoResponse* response) override {
+    if (with_reqctx_) {
+      reqctx::Context ctx = reqctx::FromServerContext(sc);
+      if (absl::Status err = ctx.Err(); !err.ok()) {
+        return reqctx::ToGrpcStatus(err);
+      }
+    }
+    response->set_message(request->message());
+    return grpc::Status::OK;
+  }
+
+ private:
+  const bool with_reqctx_;
+};
+
+struct PhaseResult {
+  double qps = 0, p50_us = 0, p99_us = 0, cpu_us_per_rpc = 0;
+  int64_t rpcs = 0, errors = 0;
+};
+
+PhaseResult RunThroughputPhase(bool with_reqctx) {
+  MinimalEcho service(with_reqctx);
+  int port = 0;
+  std::unique_ptr<grpc::Server> server = Serve(&service, with_reqctx, &port);
+  if (server == nullptr || port == 0) {
+    Log("cannot start a server on 127.0.0.1");
+    std::exit(1);
+  }
+  std::shared_ptr<grpc::Channel> channel = Connect(port, with_reqctx);
+  std::unique_ptr<::echo::v1::Echo::Stub> stub =
+      ::echo::v1::Echo::NewStub(channel);
+
+  const auto phase = absl::ToChronoNanoseconds(
+      absl::Seconds(absl::GetFlag(FLAGS_phase_seconds)));
+  const auto warmup = absl::ToChronoNanoseconds(
+      absl::Seconds(absl::GetFlag(FLAGS_warmup_seconds)));
+  // Both sides send the same deadline (so the same grpc-timeout header), far
+  // enough away never to fire; it bounds every call.
+  const auto deadline_sys = std::chrono::system_clock::now() + warmup + phase +
+                            std::chrono::seconds(30);
+  auto [caller_ctx, cancel_callers] = reqctx::WithDeadline(
+      reqctx::Background(), absl::FromChrono(deadline_sys));
+
+  enum State { kWarmup, kMeasure, kStop };
+  std::atomic<int> state{kWarmup};
+  const int callers = std::max(1, absl::GetFlag(FLAGS_callers));
+  std::vector<std::vector<double>> latencies(callers);
+  std::vector<int64_t> errors(callers, 0);
+  EchoRequest request;
+  request.set_message(std::string(absl::GetFlag(FLAGS_payload_bytes), 'x'));
+
+  std::vector<std::thread> threads;
+  for (int i = 0; i < callers; ++i) {
+    threads.emplace_back([&, i, ctx = caller_ctx] {
+      std::vector<double>& lat = latencies[i];
+      lat.reserve(1 << 16);
+      EchoResponse response;
+      for (int64_t n = 0; n < kMaxCallsPerCaller; ++n) {
+        if (state.load(std::memory_order_relaxed) == kStop) break;
+        const Clock::time_point start = Clock::now();
+        grpc::Status s;
+        if (with_reqctx) {
+          std::unique_ptr<grpc::ClientContext> cc = reqctx::NewClientContext(ctx);
+          s = stub->Echo(cc.get(), request, &response);
+        } else {
+          grpc::ClientContext cc;
+          cc.set_deadline(deadline_sys);
+          s = stub->Echo(&cc, request, &response);
+        }
+        const Clock::time_point end = Clock::now();
+        if (state.load(std::memory_order_relaxed) != kMeasure) continue;
+        if (s.ok()) {
+          lat.push_back(Micros(end - start));
+        } else {
+          ++errors[i];
+        }
+      }
+    });
+  }
+  std::this_thread::sleep_for(warmup);
+  const double cpu0 = ProcessCpuSeconds();
+  const Clock::time_point t0 = Clock::now();
+  state.store(kMeasure);
+  std::this_thread::sleep_for(phase);
+  state.store(kStop);
+  const Clock::time_point t1 = Clock::now();
+  const double cpu1 = ProcessCpuSeconds();
+  for (std::thread& t : threads) t.join();
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+  server->Wait();
+
+  PhaseResult r;
+  std::vector<double> all;
+  for (int i = 0; i < callers; ++i) {
+    all.insert(all.end(), latencies[i].begin(), latencies[i].end());
+    r.errors += errors[i];
+  }
+  r.rpcs = static_cast<int64_t>(all.size());
+  const double wall = std::chrono::duration<double>(t1 - t0).count();
+  r.qps = r.rpcs / wall;
+  r.cpu_us_per_rpc = r.rpcs > 0 ? (cpu1 - cpu0) * 1e6 / r.rpcs : 0;
+  r.p50_us = Percentile(all, 0.50);
+  r.p99_us = Percentile(all, 0.99);
+  return r;
+}
+
+// --- 2a. Cancellation, callback API ---------------------------------------------
+
+// Records when the last hop's Context is done (one trial at a time).
+class DoneProbe {
+ public:
+  // Called by the last hop's handler: the trial's call has arrived.
+  void Arrived(reqctx::AfterFuncHandle handle) {
+    std::lock_guard<std::mutex> lock(mu_);
+    handle_ = std::move(handle);
+    arrived_ = true;
+    changed_.notify_all();
+  }
+  // Called from the AfterFunc, once the last hop's Context is done.
+  void Done(Clock::time_point at) {
+    std::lock_guard<std::mutex> lock(mu_);
+    done_at_ = at;
+    changed_.notify_all();
+  }
+  bool WaitArrived() {
+    std::unique_lock<std::mutex> lock(mu_);
+    return changed_.wait_for(lock, kWaitBound, [this] { return arrived_; });
+  }
+  std::optional<Clock::time_point> WaitDone() {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (!changed_.wait_for(lock, kWaitBound,
+                           [this] { return done_at_.has_value(); })) {
+      return std::nullopt;
+    }
+    return done_at_;
+  }
+  // Between trials; the previous trial's AfterFunc has run (or never will).
+  void Reset() {
+    reqctx::AfterFuncHandle old;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      old = std::move(handle_);
+      arrived_ = false;
+      done_at_.reset();
+    }
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable changed_;
+  bool arrived_ = false;
+  std::optional<Clock::time_point> done_at_;
+  reqctx::AfterFuncHandle handle_;
+};
+
+// A callback-API hop: relays Echo to the next hop under the call's Context,
+// or (last hop) holds the call until its Context is done.
+class CallbackRelay final : public ::echo::v1::Echo::CallbackService {
+ public:
+  CallbackRelay(std::shared_ptr<grpc::Channel> next, DoneProbe* probe)
+      : next_(next ? ::echo::v1::Echo::NewStub(next) : nullptr), probe_(probe) {}
+
+  grpc::ServerUnaryReactor* Echo(grpc::CallbackServerContext* sc,
+                                 const EchoRequest* request,
+                                 EchoResponse* response) override {
+    reqctx::Context ctx = reqctx::FromServerContext(sc);
+    grpc::ServerUnaryReactor* reactor = sc->DefaultReactor();
+    if (next_ == nullptr) {
+      probe_->Arrived(reqctx::AfterFunc(ctx, [this, reactor, ctx] {
+        probe_->Done(Clock::now());
+        reactor->Finish(reqctx::ToGrpcStatus(ctx.Err()));
+      }));
+      return reactor;
+    }
+    struct Outbound {
+      std::unique_ptr<grpc::ClientContext> cc;
+      EchoResponse response;
+    };
+    auto* out = new Outbound{reqctx::NewClientContext(ctx), {}};
+    next_->async()->Echo(out->cc.get(), request, &out->response,
+                         [out, reactor, response](grpc::Status s) {
+                           if (s.ok()) *response = std::move(out->response);
+                           delete out;
+                           reactor->Finish(s);
+                         });
+    return reactor;
+  }
+
+ private:
+  const std::unique_ptr<::echo::v1::Echo::Stub> next_;
+  DoneProbe* const probe_;
+};
+
+// Waits (bounded) for a callback-API client call to end.
+class CallEnd {
+ public:
+  void Finished() {
+    std::lock_guard<std::mutex> lock(mu_);
+    done_ = true;
+    changed_.notify_all();
+  }
+  bool Wait() {
+    std::unique_lock<std::mutex> lock(mu_);
+    return changed_.wait_for(lock, kWaitBound, [this] { return done_; });
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable changed_;
+  bool done_ = false;
+};
+
+struct CancelResult {
+  double p50_us = 0, p99_us = 0, max_us = 0;
+  int trials = 0, failed = 0;
+};
+
+CancelResult Summarize(std::vector<double> us, int failed) {
+  CancelResult r;
+  r.trials = static_cast<int>(us.size());
+  r.failed = failed;
+  r.p50_us = Percentile(us, 0.50);
+  r.p99_us = Percentile(us, 0.99);
+  r.max_us = us.empty() ? 0 : us.back();
+  return r;
+}
+
+CancelResult RunCallbackCancel(int trials) {
+  DoneProbe probe;
+  CallbackRelay hop3(nullptr, &probe);
+  int port3 = 0, port2 = 0, port1 = 0;
+  std::unique_ptr<grpc::Server> s3 = Serve(&hop3, true, &port3);
+  CallbackRelay hop2(Connect(port3, true), &probe);
+  std::unique_ptr<grpc::Server> s2 = Serve(&hop2, true, &port2);
+  CallbackRelay hop1(Connect(port2, true), &probe);
+  std::unique_ptr<grpc::Server> s1 = Serve(&hop1, true, &port1);
+  auto stub = ::echo::v1::Echo::NewStub(Connect(port1, true));
+
+  std::vector<double> us;
+  int failed = 0;
+  EchoRequest request;
+  request.set_message("cancel me");
+  for (int i = 0; i < trials; ++i) {
+    probe.Reset();
+    auto [ctx, cancel] = reqctx::WithTimeout(reqctx::Background(),
+                                             absl::FromChrono(kWaitBound));
+    std::unique_ptr<grpc::ClientContext> cc = reqctx::NewClientContext(ctx);
+    EchoResponse response;
+    CallEnd end;
+    stub->async()->Echo(cc.get(), &request, &response,
+                        [&end](grpc::Status) { end.Finished(); });
+    if (!probe.WaitArrived()) {
+      ++failed;
+      cancel();
+      end.Wait();
+      continue;
+    }
+    const Clock::time_point t0 = Clock::now();
+    cancel();
+    std::optional<Clock::time_point> t1 = probe.WaitDone();
+    if (!end.Wait() || !t1.has_value()) {
+      ++failed;
+      continue;
+    }
+    us.push_back(Micros(*t1 - t0));
+  }
+  for (grpc::Server* s : {s1.get(), s2.get(), s3.get()}) {
+    s->Shutdown(std::chrono::system_clock::now());
+    s->Wait();
+  }
+  return Summarize(std::move(us), failed);
+}
+
+// --- 2b. Cancellation, sync API (services/echo) ----------------------------------
+
+CancelResult RunSyncCancel(int trials) {
+  using reqctx::echo::EchoServer;
+  using Snapshot = reqctx::echo::EchoStats::Snapshot;
+  // One worker per hop: the last hop's request ends as soon as it notices.
+  auto backend = EchoServer::Start({"hop3", 0, "", 1});
+  if (!backend.ok()) return {};
+  auto middle = EchoServer::Start({"hop2", 0, (*backend)->address(), 1});
+  if (!middle.ok()) return {};
+  auto frontend = EchoServer::Start({"hop1", 0, (*middle)->address(), 1});
+  if (!frontend.ok()) return {};
+  auto stub = ::echo::v1::Echo::NewStub(Connect((*frontend)->port(), true));
+  const reqctx::echo::EchoStats& last = (*backend)->stats();
+  auto idle = [](const Snapshot& s) { return s.active_requests == 0; };
+
+  std::vector<double> us;
+  int failed = 0;
+  EchoRequest request;
+  request.set_message("cancel me");
+  // Each hop works this long before calling the next, so hop 3 is reached
+  // after 2x and ends by itself after 3x: a cancel slower than this counts
+  // as failed (hop 3 completes instead of being canceled).
+  request.set_work_ms(absl::GetFlag(FLAGS_sync_work_ms));
+  const absl::Duration bound = absl::FromChrono(kWaitBound);
+  for (int i = 0; i < trials; ++i) {
+    const Snapshot before = last.Get();
+    auto [ctx, cancel] = reqctx::WithTimeout(reqctx::Background(), bound);
+    std::unique_ptr<grpc::ClientContext> cc = reqctx::NewClientContext(ctx);
+    EchoResponse response;
+    CallEnd end;
+    stub->async()->Echo(cc.get(), &request, &response,
+                        [&end](grpc::Status) { end.Finished(); });
+    if (!last.WaitUntil([](const Snapshot& s) { return s.active_workers > 0; },
+                        bound)) {
+      ++failed;
+      cancel();
+      end.Wait();
+      continue;
+    }
+    const Clock::time_point t0 = Clock::now();
+    cancel();
+    bool seen = last.WaitUntil(
+        [&](const Snapshot& s) {
+          return s.finished_total() > before.finished_total();
+        },
+        bound);
+    const Clock::time_point t1 = Clock::now();
+    bool canceled = last.Get().canceled_total > before.canceled_total;
+    bool ended = end.Wait() && (*frontend)->stats().WaitUntil(idle, bound) &&
+                 (*middle)->stats().WaitUntil(idle, bound) &&
+                 last.WaitUntil(idle, bound);
+    if (!seen || !canceled || !ended) {
+      ++failed;
+      continue;
+    }
+    us.push_back(Micros(t1 - t0));
+  }
+  (*frontend)->Shutdown();
+  (*middle)->Shutdown();
+  (*backend)->Shutdown();
+  return Summarize(std::move(us), failed);
+}
+
+// --- Report -----------------------------------------------------------------------
+
+std::string Fmt(double v) {
+  return v >= 100 ? absl::StrFormat("%.0f", v) : absl::StrFormat("%.3g", v);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::ParseCommandLine(argc, argv);
+  const int rounds = std::max(0, absl::GetFlag(FLAGS_rounds));
+  const int cancel_trials = std::max(1, absl::GetFlag(FLAGS_cancel_trials));
+
+  if (const std::string mode = absl::GetFlag(FLAGS_profile_mode); !mode.empty()) {
+    for (int r = 0; r < std::max(1, rounds); ++r) {
+      PhaseResult p = RunThroughputPhase(mode == "reqctx");
+      std::printf("%s: %.0f QPS, p50 %.1f us, p99 %.1f us, %.2f us CPU/RPC\n",
+                  mode.c_str(), p.qps, p.p50_us, p.p99_us, p.cpu_us_per_rpc);
+    }
+    return 0;
+  }
+
+  // Throughput: alternate the modes, flipping the order each round.
+  std::vector<PhaseResult> plain, with;
+  for (int r = 0; r < rounds; ++r) {
+    for (int k = 0; k < 2; ++k) {
+      const bool with_reqctx = (k == 0) == (r % 2 == 1);
+      PhaseResult p = RunThroughputPhase(with_reqctx);
+      Log(absl::StrFormat(
+          "round %d %-6s: %.0f QPS, p50 %.1f us, p99 %.1f us, "
+          "%.2f us CPU/RPC, %d errors",
+          r + 1, with_reqctx ? "reqctx" : "plain", p.qps, p.p50_us, p.p99_us,
+          p.cpu_us_per_rpc, p.errors));
+      (with_reqctx ? with : plain).push_back(p);
+    }
+  }
+  auto median_of = [](const std::vector<PhaseResult>& v,
+                       double PhaseResult::*field) {
+    std::vector<double> xs;
+    for (const PhaseResult& p : v) xs.push_back(p.*field);
+    return Median(xs);
+  };
+  // Paired per round (adjacent phases share the machine's mood), then median.
+  std::vector<double> qps_loss, cpu_extra;
+  int64_t errors = 0;
+  for (int r = 0; r < rounds; ++r) {
+    qps_loss.push_back(100.0 * (1.0 - with[r].qps / plain[r].qps));
+    cpu_extra.push_back(with[r].cpu_us_per_rpc - plain[r].cpu_us_per_rpc);
+    errors += plain[r].errors + with[r].errors;
+  }
+
+  Log(absl::StrCat("3-hop cancellation, callback API: ", cancel_trials, " trials"));
+  CancelResult cb = RunCallbackCancel(cancel_trials);
+  Log(absl::StrCat("3-hop cancellation, sync API: ", cancel_trials, " trials"));
+  CancelResult sy = RunSyncCancel(cancel_trials);
+
+  const double qps_p = median_of(plain, &PhaseResult::qps);
+  const double qps_r = median_of(with, &PhaseResult::qps);
+  const double cpu_p = median_of(plain, &PhaseResult::cpu_us_per_rpc);
+  const double cpu_r = median_of(with, &PhaseResult::cpu_us_per_rpc);
+  const double loss = Median(qps_loss);
+  const double extra = Median(cpu_extra);
+
+  std::printf(
+      "Unary Echo on 127.0.0.1, sync-API server, minimal handler, %d-byte "
+      "message, %d client threads (blocking stubs, one channel), client and "
+      "server in one process; %d rounds of %.0f s per mode, alternating; "
+      "median over rounds.\n\n",
+      absl::GetFlag(FLAGS_payload_bytes), absl::GetFlag(FLAGS_callers), rounds,
+      absl::GetFlag(FLAGS_phase_seconds));
+  std::printf("| unary Echo | QPS | p50 us | p99 us | CPU us/RPC |\n");
+  std::printf("|---|---:|---:|---:|---:|\n");
+  std::printf("| plain gRPC | %.0f | %s | %s | %s |\n", qps_p,
+              Fmt(median_of(plain, &PhaseResult::p50_us)).c_str(),
+              Fmt(median_of(plain, &PhaseResult::p99_us)).c_str(),
+              Fmt(cpu_p).c_str());
+  std::printf("| reqctx interceptors | %.0f | %s | %s | %s |\n", qps_r,
+              Fmt(median_of(with, &PhaseResult::p50_us)).c_str(),
+              Fmt(median_of(with, &PhaseResult::p99_us)).c_str(),
+              Fmt(cpu_r).c_str());
+  std::printf(
+      "| reqctx vs plain (median of per-round pairs) | %+.1f%% | | | %+.2f |"
+      "\n\n",
+      -loss, extra);
+  std::printf(
+      "| 3-hop cancellation (client cancel -> hop 3 Context done) | trials | "
+      "p50 us | p99 us | max us |\n");
+  std::printf("|---|---:|---:|---:|---:|\n");
+  std::printf("| callback API (pushed) | %d | %s | %s | %s |\n", cb.trials,
+              Fmt(cb.p50_us).c_str(), Fmt(cb.p99_us).c_str(),
+              Fmt(cb.max_us).c_str());
+  std::printf(
+      "| sync API, services/echo chain (polled; hop 3 seen via its stats) "
+      "| %d | %s | %s | %s |\n",
+      sy.trials,
+      Fmt(sy.p50_us).c_str(), Fmt(sy.p99_us).c_str(), Fmt(sy.max_us).c_str());
+  if (errors > 0 || cb.failed > 0 || sy.failed > 0) {
+    std::printf("\nFailures: %lld throughput RPC errors, %d + %d cancellation "
+                "trials timed out.\n",
+                static_cast<long long>(errors), cb.failed, sy.failed);
+  }
+
+  if (const std::string path = absl::GetFlag(FLAGS_json_out); !path.empty()) {
+    std::ofstream json(path);
+    json << absl::StrFormat(
+        "{\"qps_plain\": %.1f, \"qps_reqctx\": %.1f, \"qps_loss_pct\": %.3f, "
+        "\"cpu_us_plain\": %.3f, \"cpu_us_reqctx\": %.3f, "
+        "\"cpu_extra_us\": %.3f, \"rpc_errors\": %d, "
+        "\"cancel_callback\": {\"trials\": %d, \"failed\": %d, "
+        "\"p50_us\": %.1f, \"p99_us\": %.1f}, "
+        "\"cancel_sync\": {\"trials\": %d, \"failed\": %d, "
+        "\"p50_us\": %.1f, \"p99_us\": %.1f}}\n",
+        qps_p, qps_r, loss, cpu_p, cpu_r, extra, errors, cb.trials, cb.failed,
+        cb.p50_us, cb.p99_us, sy.trials, sy.failed, sy.p50_us, sy.p99_us);
+  }
+  return 0;
+}
