@@ -215,9 +215,12 @@ class TimerNode final : public CancelNode {
   absl::Time deadline() const { return deadline_; }
   const absl::Status& deadline_cause() const { return deadline_cause_; }
 
-  // Owned by TimerService (guarded by its mutex): index in its heap.
-  static constexpr size_t kNotQueued = ~size_t{0};
-  size_t heap_index = kNotQueued;
+  // Owned by TimerService: the shard holding this node (set by Add, under
+  // the node's mutex) and the index in that shard's heap (guarded by the
+  // shard's mutex).
+  static constexpr uint32_t kNotQueued = ~uint32_t{0};
+  uint32_t heap_index = kNotQueued;
+  uint32_t shard = 0;
 
  private:
   TimerNode(const Node* parent, absl::Time deadline, absl::Status cause);

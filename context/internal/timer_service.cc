@@ -1,5 +1,7 @@
 #include "context/internal/timer_service.h"
 
+#include <sched.h>
+
 #include <algorithm>
 #include <cstdlib>
 
@@ -12,21 +14,46 @@ TimerService& TimerService::Get() {
   return *service;
 }
 
+TimerService::TimerService()
+    : num_shards_(std::clamp<size_t>(std::thread::hardware_concurrency(), 1,
+                                     kMaxShards)) {
+  std::atexit([] { Get().Shutdown(); });
+}
+
 void TimerService::Add(TimerNode* n) {
+  // The creating thread's CPU picks the shard: threads on different cores
+  // use different locks and heaps.
+  const int cpu = sched_getcpu();
+  n->shard = cpu < 0 ? 0 : static_cast<uint32_t>(cpu) % num_shards_;
+  shards_[n->shard].Add(n);
+}
+
+void TimerService::Remove(TimerNode* n) { shards_[n->shard].Remove(n); }
+
+size_t TimerService::PendingCount() {
+  size_t total = 0;
+  for (size_t i = 0; i < num_shards_; ++i) total += shards_[i].PendingCount();
+  return total;
+}
+
+void TimerService::Shutdown() {
+  for (size_t i = 0; i < num_shards_; ++i) shards_[i].Shutdown();
+}
+
+void TimerService::Shard::Add(TimerNode* n) {
   std::lock_guard<std::mutex> lock(mu_);
   if (stopping_) return;  // Process exit: deadlines are no longer armed.
   if (!started_) {
     started_ = true;
     thread_ = std::thread([this] { Run(); });
-    std::atexit([] { Get().Shutdown(); });
   }
   heap_.push_back(Entry{n->deadline(), n});
-  n->heap_index = heap_.size() - 1;
+  n->heap_index = static_cast<uint32_t>(heap_.size() - 1);
   SiftUp(heap_.size() - 1);
   if (n->deadline() < sleep_until_) wake_.notify_one();  // Due before it wakes.
 }
 
-void TimerService::Remove(TimerNode* n) {
+void TimerService::Shard::Remove(TimerNode* n) {
   std::lock_guard<std::mutex> lock(mu_);
   if (n->heap_index == TimerNode::kNotQueued) return;
   RemoveAt(n->heap_index);
@@ -36,12 +63,12 @@ void TimerService::Remove(TimerNode* n) {
   }
 }
 
-size_t TimerService::PendingCount() {
+size_t TimerService::Shard::PendingCount() {
   std::lock_guard<std::mutex> lock(mu_);
   return heap_.size();
 }
 
-void TimerService::Run() {
+void TimerService::Shard::Run() {
   std::unique_lock<std::mutex> lock(mu_);
   while (!stopping_) {
     if (heap_.empty()) {
@@ -72,7 +99,7 @@ void TimerService::Run() {
   }
 }
 
-void TimerService::Shutdown() {
+void TimerService::Shard::Shutdown() {
   {
     std::lock_guard<std::mutex> lock(mu_);
     stopping_ = true;
@@ -81,12 +108,12 @@ void TimerService::Shutdown() {
   if (thread_.joinable()) thread_.join();
 }
 
-void TimerService::Place(size_t i, Entry e) {
+void TimerService::Shard::Place(size_t i, Entry e) {
   heap_[i] = e;
-  e.node->heap_index = i;
+  e.node->heap_index = static_cast<uint32_t>(i);
 }
 
-void TimerService::SiftUp(size_t i) {
+void TimerService::Shard::SiftUp(size_t i) {
   Entry e = heap_[i];
   while (i > 0) {
     size_t parent = (i - 1) / 2;
@@ -97,7 +124,7 @@ void TimerService::SiftUp(size_t i) {
   Place(i, e);
 }
 
-void TimerService::SiftDown(size_t i) {
+void TimerService::Shard::SiftDown(size_t i) {
   Entry e = heap_[i];
   const size_t n = heap_.size();
   for (;;) {
@@ -111,7 +138,7 @@ void TimerService::SiftDown(size_t i) {
   Place(i, e);
 }
 
-void TimerService::RemoveAt(size_t i) {
+void TimerService::Shard::RemoveAt(size_t i) {
   heap_[i].node->heap_index = TimerNode::kNotQueued;
   Entry last = heap_.back();
   heap_.pop_back();

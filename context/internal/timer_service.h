@@ -1,16 +1,20 @@
-// TimerService: the one thread that fires every context deadline.
+// TimerService: the shared timer threads that fire every context deadline.
 //
-// A min-heap of (deadline, TimerNode*) guarded by a std::mutex; the thread
-// sleeps until the earliest deadline, then cancels that node with kDeadline.
-// Each TimerNode records its heap index, so removal on cancel is O(log n):
-// canceled contexts leave nothing behind.
+// The service is a few shards (at most kMaxShards, one per CPU), each a
+// min-heap of (deadline, TimerNode*) guarded by its own std::mutex and served
+// by its own thread, which sleeps until the shard's earliest deadline and then
+// cancels that node with kDeadline. A deadline goes to the shard of the CPU
+// that creates it, so threads on different cores arming and canceling
+// timeouts do not contend on one lock or bounce one heap between caches (as
+// Go keeps a timer heap per P). Each TimerNode records its shard and heap
+// index, so removal on cancel is O(log n): canceled contexts leave nothing.
 //
-// Lifetime: a leaked singleton (safe to use from static destructors). The
-// thread starts with the first deadline and is stopped and joined at process
-// exit (atexit); after that, new deadlines are not armed.
+// Lifetime: a leaked singleton (safe to use from static destructors). A
+// shard's thread starts with its first deadline; all are stopped and joined
+// at process exit (atexit); after that, new deadlines are not armed.
 //
 // Locking: Add/Remove are called with the TimerNode's mutex held (node ->
-// service order); the thread never holds the service mutex while canceling.
+// shard order); a shard thread never holds its mutex while canceling.
 #ifndef REQCTX_CONTEXT_INTERNAL_TIMER_SERVICE_H_
 #define REQCTX_CONTEXT_INTERNAL_TIMER_SERVICE_H_
 
@@ -37,32 +41,47 @@ class TimerService {
   size_t PendingCount();
 
  private:
-  struct Entry {
-    absl::Time when;
-    TimerNode* node;
+  static constexpr size_t kMaxShards = 8;
+
+  // One heap and the thread that serves it.
+  class Shard {
+   public:
+    void Add(TimerNode* n);
+    void Remove(TimerNode* n);
+    size_t PendingCount();
+    void Shutdown();
+
+   private:
+    struct Entry {
+      absl::Time when;
+      TimerNode* node;
+    };
+    void Run();
+    // Heap helpers; mu_ held.
+    void Place(size_t i, Entry e);
+    void SiftUp(size_t i);
+    void SiftDown(size_t i);
+    void RemoveAt(size_t i);
+
+    std::mutex mu_;
+    std::condition_variable wake_;
+    std::vector<Entry> heap_;  // Guarded by mu_.
+    std::thread thread_;       // Guarded by mu_ (started once).
+    bool started_ = false;     // Guarded by mu_.
+    bool stopping_ = false;    // Guarded by mu_.
+    // When the thread will next wake on its own: InfinitePast while it is
+    // awake (it re-reads the heap before sleeping), InfiniteFuture while it
+    // waits on an empty heap. Add wakes it only for a deadline before this,
+    // so a steady stream of later deadlines (the usual: same timeout, later
+    // start) costs no context switch. Guarded by mu_.
+    absl::Time sleep_until_ = absl::InfinitePast();
   };
 
-  TimerService() = default;
-  void Run();
+  TimerService();
   void Shutdown();
-  // Heap helpers; mu_ held.
-  void Place(size_t i, Entry e);
-  void SiftUp(size_t i);
-  void SiftDown(size_t i);
-  void RemoveAt(size_t i);
 
-  std::mutex mu_;
-  std::condition_variable wake_;
-  std::vector<Entry> heap_;  // Guarded by mu_.
-  std::thread thread_;       // Guarded by mu_ (started once).
-  bool started_ = false;     // Guarded by mu_.
-  bool stopping_ = false;    // Guarded by mu_.
-  // When the thread will next wake on its own: InfinitePast while it is awake
-  // (it re-reads the heap before sleeping), InfiniteFuture while it waits on
-  // an empty heap. Add wakes it only for a deadline before this, so a steady
-  // stream of later deadlines (the usual: same timeout, later start) costs no
-  // context switch. Guarded by mu_.
-  absl::Time sleep_until_ = absl::InfinitePast();
+  const size_t num_shards_;
+  Shard shards_[kMaxShards];
 };
 
 }  // namespace reqctx::internal
