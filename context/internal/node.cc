@@ -76,7 +76,17 @@ CancelNode* CancelNode::New(const Node* parent) {
 void CancelNode::PropagateFromParent() {
   // A parent chain that can never be done keeps no child list at all.
   CancelNode* p = parent() == nullptr ? nullptr : parent()->cancel_layer();
-  if (p != nullptr) p->AddListener(this);
+  if (p == nullptr) return;
+  // As Go's propagateCancel, check for a done parent before locking it. This
+  // node is not visible to any other thread yet (no handle, no listener, no
+  // timer), so it is marked done without its own lock too. The parent's cause
+  // was written before its reason was released, so it is safe to read here.
+  if (DoneReason r = p->reason(); r != DoneReason::kNotDone) {
+    if (!p->cause_.ok()) cause_ = p->cause_;
+    reason_.store(r, std::memory_order_release);
+    return;
+  }
+  p->AddListener(this);
 }
 
 void CancelNode::Cancel(DoneReason reason, const absl::Status& cause,
