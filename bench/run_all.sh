@@ -37,7 +37,7 @@ done
 log "raw outputs in ${OUT}"
 
 # --- Build (optimized) -----------------------------------------------------------
-targets=(//bench:context_bench //bench:rpc_bench)
+targets=(//bench:context_bench //bench:rpc_bench //bench:timer_bench)
 log "building ${targets[*]} with -c opt"
 bazel build -c opt "${targets[@]}" >&2
 BIN_DIR="$(bazel info -c opt bazel-bin 2>/dev/null)"
@@ -241,3 +241,11 @@ for key, what in (("cancel_callback", "callback API"),
 if rpc["rpc_errors"]:
     check(False, "throughput RPCs without errors: %d failed" % rpc["rpc_errors"])
 PY
+
+# --- Timer service at scale (issue 6): lateness and memory per deadline -------------
+log "running //bench:timer_bench (10,000 deadlines over 1 s; 1,000,000 live deadlines)"
+echo
+echo "Timer service (//bench:timer_bench): deadline lateness over 10,000 deadlines"
+echo "spread over 1 s, and memory per live deadline at 1,000,000."
+echo
+"${BIN_DIR}/bench/timer_bench" | tee "${OUT}/timer_bench.txt"
