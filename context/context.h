@@ -9,8 +9,9 @@
 //   context/group.h       Group (errgroup)
 // Each header states its own contract. In short: every function is
 // thread-safe; handles are cheap to copy and keep what they refer to alive;
-// nothing here creates a thread per context, deadline or waiter (one shared
-// timer thread serves all deadlines, started lazily and stopped at exit).
+// nothing here creates a thread per context, deadline or waiter (a shared
+// timer service, one heap and thread per CPU, serves all deadlines; its
+// threads start lazily and stop at exit).
 //
 // The //context target has no gRPC dependency; //interceptors adds the glue.
 #ifndef REQCTX_CONTEXT_CONTEXT_H_
