@@ -144,9 +144,11 @@ class ServerCallInterceptor final : public grpc::experimental::Interceptor {
     if (sync_context != nullptr) scope_thread_ = std::this_thread::get_id();
   }
 
+  // Once per call: PRE_SEND_STATUS ends it, and the destructor only if that
+  // never ran (a second registry removal per call would be pure overhead).
   void EndCall() {
     std::shared_ptr<ServerCall> c = call();
-    if (c == nullptr) return;
+    if (c == nullptr || ended_.exchange(true)) return;
     ServerCallRegistry::Get().Remove(sc_, c.get());
     c->End();
   }
@@ -165,6 +167,7 @@ class ServerCallInterceptor final : public grpc::experimental::Interceptor {
   // Used as a registry key only: this object may outlive the ServerContext.
   grpc::ServerContextBase* const sc_;
   std::atomic<bool> status_sent_{false};
+  std::atomic<bool> ended_{false};  // EndCall has run.
   // Only touched on the sync handler's thread (and in the destructor).
   std::unique_ptr<ScopedContext> current_scope_;
 
