@@ -6,12 +6,16 @@
 //      the message; no simulated work, so the glue's cost is what differs),
 //      `--callers` client threads with blocking stubs on one channel, the
 //      same payload and the same per-call deadline on both sides. "plain" has
-//      no interceptors; "reqctx" installs them on server and channel, the
-//      client calls through NewClientContext(ctx) and the handler takes its
-//      Context with FromServerContext (what every reqctx handler does).
-//      Phases are time-bounded and alternate plain/reqctx (order flipped
-//      every round, to cancel drift); each mode's median over the rounds is
-//      reported. CPU per RPC is process CPU time (CLOCK_PROCESS_CPUTIME_ID:
+//      no interceptors; "noop" installs interceptors on server and channel
+//      that only Proceed() (gRPC's own cost of having interceptors at all:
+//      InterceptorBatchMethodsImpl, a hook pass per batch); "reqctx" installs
+//      reqctx's on server and channel, the client calls through
+//      NewClientContext(ctx) and the handler takes its Context with
+//      FromServerContext (what every reqctx handler does). "reqctx over
+//      noop" is thus reqctx's own cost.
+//      Phases are time-bounded and rotate plain/noop/reqctx (the order
+//      rotates and flips every round, to cancel drift); each mode's median
+//      over the rounds is reported. CPU per RPC is process CPU time (CLOCK_PROCESS_CPUTIME_ID:
 //      client and server together) over the phase / RPCs completed.
 //   2. Cancellation across 3 hops: client -> hop1 -> hop2 -> hop3, each hop
 //      a server deriving its outbound call from the call's Context. The
@@ -25,7 +29,7 @@
 //
 //          Each hop works --sync_work_ms before calling the next, so a
 //          cancel slower than that is counted as a failed trial.
-// --profile_mode=plain|reqctx runs only that mode's throughput phases, to
+// --profile_mode=plain|noop|reqctx runs only that mode's throughput phases, to
 // put one side under `perf record` or `perf stat`.
 //
 // Output: a markdown table on stdout (bench/run_all.sh includes it), the
@@ -60,14 +64,16 @@
 #include "proto/echo.grpc.pb.h"
 #include "services/echo/echo_server.h"
 
-ABSL_FLAG(double, phase_seconds, 5.0, "measured seconds per throughput phase");
+ABSL_FLAG(double, phase_seconds, 3.0, "measured seconds per throughput phase");
 ABSL_FLAG(double, warmup_seconds, 1.0, "unmeasured seconds before each phase");
-ABSL_FLAG(int, rounds, 5, "plain/reqctx phase pairs; medians are reported");
+ABSL_FLAG(int, rounds, 5,
+          "rounds of plain/noop/reqctx phases; medians are reported");
 ABSL_FLAG(int, callers, 8, "client threads (blocking stubs, one channel)");
 ABSL_FLAG(int, payload_bytes, 64, "Echo message size");
 ABSL_FLAG(int, cancel_trials, 1000, "3-hop cancellation trials per API");
 ABSL_FLAG(std::string, profile_mode, "",
-          "plain or reqctx: run only throughput phases of that mode (for perf)");
+          "plain, noop or reqctx: run only throughput phases of that mode "
+          "(for perf)");
 ABSL_FLAG(int, sync_work_ms, 30,
           "sync 3-hop trials: work per hop before it calls the next");
 ABSL_FLAG(std::string, json_out, "", "also write the numbers here as JSON");
@@ -107,22 +113,99 @@ double Median(std::vector<double> v) { return Percentile(v, 0.5); }
 
 std::string Target(int port) { return absl::StrCat("127.0.0.1:", port); }
 
-std::unique_ptr<grpc::Server> Serve(grpc::Service* service, bool with_reqctx,
+// What a throughput phase installs on its server and channel.
+enum class Mode { kPlain, kNoop, kReqctx };
+constexpr Mode kModes[] = {Mode::kPlain, Mode::kNoop, Mode::kReqctx};
+
+const char* ModeName(Mode m) {
+  switch (m) {
+    case Mode::kPlain: return "plain";
+    case Mode::kNoop: return "noop";
+    case Mode::kReqctx: return "reqctx";
+  }
+  return "?";
+}
+
+// Interceptors that do nothing but let every batch through: what gRPC itself
+// charges for a call that has interceptors (the baseline reqctx's own cost is
+// measured against). PRE_SEND_CANCEL must not Proceed (gRPC's rule).
+class NoopInterceptor final : public grpc::experimental::Interceptor {
+ public:
+  void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+    if (methods->QueryInterceptionHookPoint(
+            grpc::experimental::InterceptionHookPoints::PRE_SEND_CANCEL)) {
+      return;
+    }
+    methods->Proceed();
+  }
+};
+
+class NoopServerFactory final
+    : public grpc::experimental::ServerInterceptorFactoryInterface {
+ public:
+  grpc::experimental::Interceptor* CreateServerInterceptor(
+      grpc::experimental::ServerRpcInfo*) override {
+    return new NoopInterceptor();
+  }
+};
+
+class NoopClientFactory final
+    : public grpc::experimental::ClientInterceptorFactoryInterface {
+ public:
+  grpc::experimental::Interceptor* CreateClientInterceptor(
+      grpc::experimental::ClientRpcInfo*) override {
+    return new NoopInterceptor();
+  }
+};
+
+std::unique_ptr<grpc::Server> Serve(grpc::Service* service, Mode mode,
                                     int* port) {
   grpc::ServerBuilder builder;
   builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(),
                            port);
   builder.RegisterService(service);
-  if (with_reqctx) reqctx::InstallServerInterceptors(builder);
+  if (mode == Mode::kReqctx) reqctx::InstallServerInterceptors(builder);
+  if (mode == Mode::kNoop) {
+    std::vector<
+        std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>
+        creators;
+    creators.push_back(std::make_unique<NoopServerFactory>());
+    builder.experimental().SetInterceptorCreators(std::move(creators));
+  }
   return builder.BuildAndStart();
 }
 
-std::shared_ptr<grpc::Channel> Connect(int port, bool with_reqctx) {
+std::unique_ptr<grpc::Server> Serve(grpc::Service* service, bool with_reqctx,
+                                    int* port) {
+  return Serve(service, with_reqctx ? Mode::kReqctx : Mode::kPlain, port);
+}
+
+std::shared_ptr<grpc::Channel> Connect(int port, Mode mode) {
   auto creds = grpc::InsecureChannelCredentials();
-  auto channel = with_reqctx ? reqctx::CreateChannel(Target(port), creds)
-                             : grpc::CreateChannel(Target(port), creds);
+  std::shared_ptr<grpc::Channel> channel;
+  switch (mode) {
+    case Mode::kPlain:
+      channel = grpc::CreateChannel(Target(port), creds);
+      break;
+    case Mode::kReqctx:
+      channel = reqctx::CreateChannel(Target(port), creds);
+      break;
+    case Mode::kNoop: {
+      std::vector<std::unique_ptr<
+          grpc::experimental::ClientInterceptorFactoryInterface>>
+          factories;
+      factories.push_back(std::make_unique<NoopClientFactory>());
+      channel = grpc::experimental::CreateCustomChannelWithInterceptors(
+          Target(port), creds, grpc::ChannelArguments(), std::move(factories));
+      break;
+    }
+  }
   channel->WaitForConnected(std::chrono::system_clock::now() + kWaitBound);
   return channel;
+}
+
+std::shared_ptr<grpc::Channel> Connect(int port, bool with_reqctx) {
+  return Connect(port, with_reqctx ? Mode::kReqctx : Mode::kPlain);
 }
 
 // --- 1. Throughput -------------------------------------------------------------
@@ -153,15 +236,16 @@ struct PhaseResult {
   int64_t rpcs = 0, errors = 0;
 };
 
-PhaseResult RunThroughputPhase(bool with_reqctx) {
+PhaseResult RunThroughputPhase(Mode mode) {
+  const bool with_reqctx = mode == Mode::kReqctx;
   MinimalEcho service(with_reqctx);
   int port = 0;
-  std::unique_ptr<grpc::Server> server = Serve(&service, with_reqctx, &port);
+  std::unique_ptr<grpc::Server> server = Serve(&service, mode, &port);
   if (server == nullptr || port == 0) {
     Log("cannot start a server on 127.0.0.1");
     std::exit(1);
   }
-  std::shared_ptr<grpc::Channel> channel = Connect(port, with_reqctx);
+  std::shared_ptr<grpc::Channel> channel = Connect(port, mode);
   std::unique_ptr<::echo::v1::Echo::Stub> stub =
       ::echo::v1::Echo::NewStub(channel);
 
@@ -484,26 +568,37 @@ int main(int argc, char** argv) {
   const int cancel_trials = std::max(1, absl::GetFlag(FLAGS_cancel_trials));
 
   if (const std::string mode = absl::GetFlag(FLAGS_profile_mode); !mode.empty()) {
+    if (mode != "plain" && mode != "noop" && mode != "reqctx") {
+      Log("--profile_mode must be plain, noop or reqctx");
+      return 2;
+    }
+    const Mode m = mode == "reqctx" ? Mode::kReqctx
+                   : mode == "noop" ? Mode::kNoop
+                                    : Mode::kPlain;
     for (int r = 0; r < std::max(1, rounds); ++r) {
-      PhaseResult p = RunThroughputPhase(mode == "reqctx");
+      PhaseResult p = RunThroughputPhase(m);
       std::printf("%s: %.0f QPS, p50 %.1f us, p99 %.1f us, %.2f us CPU/RPC\n",
                   mode.c_str(), p.qps, p.p50_us, p.p99_us, p.cpu_us_per_rpc);
     }
     return 0;
   }
 
-  // Throughput: alternate the modes, flipping the order each round.
-  std::vector<PhaseResult> plain, with;
+  // Throughput: the three modes back to back each round; the order rotates
+  // and flips from round to round, so no mode always runs first or last, or
+  // always after the same other mode.
+  std::vector<PhaseResult> plain, noop, with;
   for (int r = 0; r < rounds; ++r) {
-    for (int k = 0; k < 2; ++k) {
-      const bool with_reqctx = (k == 0) == (r % 2 == 1);
-      PhaseResult p = RunThroughputPhase(with_reqctx);
+    for (int k = 0; k < 3; ++k) {
+      const int slot = (r / 2) % 2 == 0 ? k : 2 - k;
+      const Mode mode = kModes[(slot + r) % 3];
+      PhaseResult p = RunThroughputPhase(mode);
       Log(absl::StrFormat(
           "round %d %-6s: %.0f QPS, p50 %.1f us, p99 %.1f us, "
           "%.2f us CPU/RPC, %d errors",
-          r + 1, with_reqctx ? "reqctx" : "plain", p.qps, p.p50_us, p.p99_us,
-          p.cpu_us_per_rpc, p.errors));
-      (with_reqctx ? with : plain).push_back(p);
+          r + 1, ModeName(mode), p.qps, p.p50_us, p.p99_us, p.cpu_us_per_rpc,
+          p.errors));
+      (mode == Mode::kPlain ? plain : mode == Mode::kNoop ? noop : with)
+          .push_back(p);
     }
   }
   auto median_of = [](const std::vector<PhaseResult>& v,
@@ -513,12 +608,17 @@ int main(int argc, char** argv) {
     return Median(xs);
   };
   // Paired per round (adjacent phases share the machine's mood), then median.
-  std::vector<double> qps_loss, cpu_extra;
+  std::vector<double> qps_loss, cpu_extra, noop_loss, noop_extra,
+      own_loss, own_extra;
   int64_t errors = 0;
   for (int r = 0; r < rounds; ++r) {
     qps_loss.push_back(100.0 * (1.0 - with[r].qps / plain[r].qps));
     cpu_extra.push_back(with[r].cpu_us_per_rpc - plain[r].cpu_us_per_rpc);
-    errors += plain[r].errors + with[r].errors;
+    noop_loss.push_back(100.0 * (1.0 - noop[r].qps / plain[r].qps));
+    noop_extra.push_back(noop[r].cpu_us_per_rpc - plain[r].cpu_us_per_rpc);
+    own_loss.push_back(100.0 * (1.0 - with[r].qps / noop[r].qps));
+    own_extra.push_back(with[r].cpu_us_per_rpc - noop[r].cpu_us_per_rpc);
+    errors += plain[r].errors + noop[r].errors + with[r].errors;
   }
 
   Log(absl::StrCat("3-hop cancellation, callback API: ", cancel_trials, " trials"));
@@ -532,12 +632,15 @@ int main(int argc, char** argv) {
   const double cpu_r = median_of(with, &PhaseResult::cpu_us_per_rpc);
   const double loss = Median(qps_loss);
   const double extra = Median(cpu_extra);
+  const double qps_n = median_of(noop, &PhaseResult::qps);
+  const double cpu_n = median_of(noop, &PhaseResult::cpu_us_per_rpc);
 
   std::printf(
       "Unary Echo on 127.0.0.1, sync-API server, minimal handler, %d-byte "
       "message, %d client threads (blocking stubs, one channel), client and "
       "server in one process; %d rounds of %.0f s per mode, alternating; "
-      "median over rounds.\n\n",
+      "median over rounds. The no-op interceptors only Proceed(): gRPC's own "
+      "cost of interceptors, so reqctx over no-op is reqctx's own code.\n\n",
       absl::GetFlag(FLAGS_payload_bytes), absl::GetFlag(FLAGS_callers), rounds,
       absl::GetFlag(FLAGS_phase_seconds));
   std::printf("| unary Echo | QPS | p50 us | p99 us | CPU us/RPC |\n");
@@ -546,10 +649,21 @@ int main(int argc, char** argv) {
               Fmt(median_of(plain, &PhaseResult::p50_us)).c_str(),
               Fmt(median_of(plain, &PhaseResult::p99_us)).c_str(),
               Fmt(cpu_p).c_str());
+  std::printf("| gRPC with no-op interceptors | %.0f | %s | %s | %s |\n",
+              qps_n, Fmt(median_of(noop, &PhaseResult::p50_us)).c_str(),
+              Fmt(median_of(noop, &PhaseResult::p99_us)).c_str(),
+              Fmt(cpu_n).c_str());
   std::printf("| reqctx interceptors | %.0f | %s | %s | %s |\n", qps_r,
               Fmt(median_of(with, &PhaseResult::p50_us)).c_str(),
               Fmt(median_of(with, &PhaseResult::p99_us)).c_str(),
               Fmt(cpu_r).c_str());
+  std::printf(
+      "| no-op vs plain (median of per-round pairs) | %+.1f%% | | | %+.2f |\n",
+      -Median(noop_loss), Median(noop_extra));
+  std::printf(
+      "| reqctx vs no-op: reqctx's own cost (median of per-round pairs) "
+      "| %+.1f%% | | | %+.2f |\n",
+      -Median(own_loss), Median(own_extra));
   std::printf(
       "| reqctx vs plain (median of per-round pairs) | %+.1f%% | | | %+.2f |"
       "\n\n",
@@ -578,11 +692,17 @@ int main(int argc, char** argv) {
         "{\"qps_plain\": %.1f, \"qps_reqctx\": %.1f, \"qps_loss_pct\": %.3f, "
         "\"cpu_us_plain\": %.3f, \"cpu_us_reqctx\": %.3f, "
         "\"cpu_extra_us\": %.3f, \"rpc_errors\": %d, "
+        "\"qps_noop\": %.1f, \"cpu_us_noop\": %.3f, "
+        "\"noop_qps_loss_pct\": %.3f, \"noop_cpu_extra_us\": %.3f, "
+        "\"reqctx_over_noop_qps_loss_pct\": %.3f, "
+        "\"reqctx_over_noop_cpu_extra_us\": %.3f, "
         "\"cancel_callback\": {\"trials\": %d, \"failed\": %d, "
         "\"p50_us\": %.1f, \"p99_us\": %.1f}, "
         "\"cancel_sync\": {\"trials\": %d, \"failed\": %d, "
         "\"p50_us\": %.1f, \"p99_us\": %.1f}}\n",
-        qps_p, qps_r, loss, cpu_p, cpu_r, extra, errors, cb.trials, cb.failed,
+        qps_p, qps_r, loss, cpu_p, cpu_r, extra, errors, qps_n, cpu_n,
+        Median(noop_loss), Median(noop_extra), Median(own_loss),
+        Median(own_extra), cb.trials, cb.failed,
         cb.p50_us, cb.p99_us, sy.trials, sy.failed, sy.p50_us, sy.p99_us);
   }
   return 0;

@@ -2,8 +2,8 @@
 # bench/run_all.sh: builds reqctx's benchmarks optimized, runs them next to Go's
 # own context benchmarks (local Go toolchain, offline) on this machine, in one
 # run, and prints one markdown table joining the cases by name, then
-# //bench:rpc_bench's table (plain gRPC vs reqctx interceptors, 3-hop
-# cancellation) and the targets checked against this run.
+# //bench:rpc_bench's table (plain gRPC, gRPC with no-op interceptors, reqctx
+# interceptors; 3-hop cancellation) and the targets checked against this run.
 #
 # Usage: bench/run_all.sh            (from anywhere in the repository)
 # Knobs (environment), defaults keep the whole run to ~5 minutes on 2 cores
@@ -11,8 +11,9 @@
 #   BENCH_MIN_TIME     Google Benchmark --benchmark_min_time, seconds (0.1)
 #   GO_BENCHTIME       go test -benchtime (100ms)
 #   BENCH_REPETITIONS  runs per case on both sides; the median is reported (3)
-#   RPC_PHASE_SECONDS  rpc_bench seconds per throughput phase (5)
-#   RPC_ROUNDS         rpc_bench plain/reqctx phase pairs; medians reported (5)
+#   RPC_PHASE_SECONDS  rpc_bench seconds per throughput phase (3)
+#   RPC_ROUNDS         rpc_bench rounds of plain/noop/reqctx phases; medians
+#                      reported (5)
 #   RPC_CANCEL_TRIALS  rpc_bench 3-hop cancellation trials per API (1000)
 #   BENCH_OUT          directory for the raw outputs (default: a temp dir)
 # Progress goes to stderr; stdout is only the report (paste it into the README).
@@ -21,7 +22,7 @@ set -euo pipefail
 readonly MIN_TIME="${BENCH_MIN_TIME:-0.1}"
 readonly GO_BENCHTIME="${GO_BENCHTIME:-100ms}"
 readonly REPS="${BENCH_REPETITIONS:-3}"
-readonly RPC_PHASE_SECONDS="${RPC_PHASE_SECONDS:-5}"
+readonly RPC_PHASE_SECONDS="${RPC_PHASE_SECONDS:-3}"
 readonly RPC_ROUNDS="${RPC_ROUNDS:-5}"
 readonly RPC_CANCEL_TRIALS="${RPC_CANCEL_TRIALS:-1000}"
 readonly PYTHON=/usr/bin/python3  # Debian's; stdlib only.
@@ -64,9 +65,9 @@ trap 'chmod -R u+w "${GO_TMP}" 2>/dev/null; rm -rf "${GO_TMP}"' EXIT
 ) >"${OUT}/go_context.txt" 2>&1 || {
   log "go test failed; its output:"; cat "${OUT}/go_context.txt" >&2; exit 1; }
 
-# --- RPC benchmark: plain gRPC vs reqctx interceptors, 3-hop cancellation ------------
+# --- RPC benchmark: plain gRPC, no-op and reqctx interceptors, 3-hop cancellation ---
 # Its stdout is a markdown table; the numbers for the target checks are in JSON.
-log "running //bench:rpc_bench (${RPC_ROUNDS} x 2 phases of ${RPC_PHASE_SECONDS}s, ${RPC_CANCEL_TRIALS} cancel trials per API)"
+log "running //bench:rpc_bench (${RPC_ROUNDS} x 3 phases of ${RPC_PHASE_SECONDS}s, ${RPC_CANCEL_TRIALS} cancel trials per API)"
 "${BIN_DIR}/bench/rpc_bench" \
   --phase_seconds="${RPC_PHASE_SECONDS}" \
   --rounds="${RPC_ROUNDS}" \
@@ -231,6 +232,18 @@ check(rpc["qps_loss_pct"] <= 3.0,
 check(rpc["cpu_extra_us"] <= 2.0,
       "interceptors: <= 2 us extra CPU per RPC: %+.2f us (%.1f vs %.1f us)" % (
           rpc["cpu_extra_us"], rpc["cpu_us_reqctx"], rpc["cpu_us_plain"]))
+# Not targets, the split of the above: what gRPC charges for having any
+# interceptor (no-op ones that only Proceed) and what reqctx's own code adds
+# on top of that (rpc_bench's per-round pairs, median).
+if "cpu_us_noop" in rpc:
+    print("  - gRPC's own cost of no-op interceptors: %+.2f us/RPC, %+.1f%% QPS "
+          "(%.1f vs %.1f us, %.0f vs %.0f QPS)" % (
+              rpc["noop_cpu_extra_us"], -rpc["noop_qps_loss_pct"],
+              rpc["cpu_us_noop"], rpc["cpu_us_plain"], rpc["qps_noop"],
+              rpc["qps_plain"]))
+    print("  - reqctx's own cost over no-op interceptors: %+.2f us/RPC, "
+          "%+.1f%% QPS" % (rpc["reqctx_over_noop_cpu_extra_us"],
+                           -rpc["reqctx_over_noop_qps_loss_pct"]))
 for key, what in (("cancel_callback", "callback API"),
                   ("cancel_sync", "sync API (polled)")):
     c = rpc[key]

@@ -14,6 +14,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/container/inlined_vector.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "context/current.h"
@@ -29,10 +30,14 @@ using grpc::experimental::InterceptorBatchMethods;
 using internal::ServerCall;
 using internal::ServerCallRegistry;
 
-std::vector<std::string_view> HeaderValues(
+// Inline for the usual single value: gathering the headers costs no heap
+// allocation per call.
+using HeaderList = absl::InlinedVector<std::string_view, 2>;
+
+HeaderList HeaderValues(
     const std::multimap<grpc::string_ref, grpc::string_ref>& metadata,
     std::string_view key) {
-  std::vector<std::string_view> values;
+  HeaderList values;
   auto range = metadata.equal_range(grpc::string_ref(key.data(), key.size()));
   for (auto it = range.first; it != range.second; ++it) {
     values.emplace_back(it->second.data(), it->second.size());
@@ -113,9 +118,13 @@ class ServerCallInterceptor final : public grpc::experimental::Interceptor {
     auto [base, cancel] = deadline.has_value()
                               ? WithDeadline(Background(), *deadline)
                               : WithCancel(Background());
-    internal::IncomingTrace trace = internal::ContinueTrace(
-        HeaderValues(metadata, internal::kTraceparentHeader),
-        HeaderValues(metadata, internal::kTracestateHeader));
+    const HeaderList traceparents =
+        HeaderValues(metadata, internal::kTraceparentHeader);
+    const HeaderList tracestates =
+        HeaderValues(metadata, internal::kTracestateHeader);
+    internal::IncomingTrace trace = internal::ContinueTraceOf(
+        {traceparents.data(), traceparents.size()},
+        {tracestates.data(), tracestates.size()});
     Context ctx = WithTraceContext(base, std::move(trace.trace));
     if (trace.tracestate.has_value()) {
       ctx = internal::WithTracestate(ctx, std::move(*trace.tracestate));
@@ -135,9 +144,11 @@ class ServerCallInterceptor final : public grpc::experimental::Interceptor {
     if (sync_context != nullptr) scope_thread_ = std::this_thread::get_id();
   }
 
+  // Once per call: PRE_SEND_STATUS ends it, and the destructor only if that
+  // never ran (a second registry removal per call would be pure overhead).
   void EndCall() {
     std::shared_ptr<ServerCall> c = call();
-    if (c == nullptr) return;
+    if (c == nullptr || ended_.exchange(true)) return;
     ServerCallRegistry::Get().Remove(sc_, c.get());
     c->End();
   }
@@ -156,6 +167,7 @@ class ServerCallInterceptor final : public grpc::experimental::Interceptor {
   // Used as a registry key only: this object may outlive the ServerContext.
   grpc::ServerContextBase* const sc_;
   std::atomic<bool> status_sent_{false};
+  std::atomic<bool> ended_{false};  // EndCall has run.
   // Only touched on the sync handler's thread (and in the destructor).
   std::unique_ptr<ScopedContext> current_scope_;
 

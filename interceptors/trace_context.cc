@@ -10,8 +10,14 @@ inline constexpr Key<TraceContext> kTraceContextKey("reqctx.trace_context");
 
 }  // namespace
 
+namespace internal {
+const TraceContext* FindTraceContext(const Context& ctx) {
+  return ctx.Value(kTraceContextKey);
+}
+}  // namespace internal
+
 std::optional<TraceContext> GetTraceContext(const Context& ctx) {
-  const TraceContext* tc = ctx.Value(kTraceContextKey);
+  const TraceContext* tc = internal::FindTraceContext(ctx);
   if (tc == nullptr) return std::nullopt;
   return *tc;
 }

@@ -6,7 +6,11 @@
 // ends. Removal names the owner, so a late removal by a finished call cannot
 // erase a newer call that reuses the same ServerContext address.
 //
-// Thread-safety: all methods are safe from any thread (one std::mutex).
+// Thread-safety: all methods are safe from any thread. The map is split into
+// kShards shards by key, each with its own std::mutex and an open-addressing
+// absl::flat_hash_map: every call adds, finds and removes an entry, so one
+// global lock would be contended by all server threads and a node-based map
+// would cost a malloc/free per call.
 // Lifetime: a leaked singleton.
 #ifndef REQCTX_INTERCEPTORS_INTERNAL_SERVER_CALL_REGISTRY_H_
 #define REQCTX_INTERCEPTORS_INTERNAL_SERVER_CALL_REGISTRY_H_
@@ -14,8 +18,8 @@
 #include <cstddef>
 #include <memory>
 #include <mutex>
-#include <unordered_map>
 
+#include "absl/container/flat_hash_map.h"
 #include "interceptors/internal/server_call.h"
 
 namespace grpc {
@@ -35,11 +39,18 @@ class ServerCallRegistry {
   size_t Size();
 
  private:
-  ServerCallRegistry() = default;
+  static constexpr size_t kShards = 16;
+  struct alignas(64) Shard {  // One cache line each: no false sharing.
+    std::mutex mu;
+    absl::flat_hash_map<const grpc::ServerContextBase*,
+                        std::shared_ptr<ServerCall>>
+        calls;  // Guarded by mu.
+  };
 
-  std::mutex mu_;
-  std::unordered_map<const grpc::ServerContextBase*, std::shared_ptr<ServerCall>>
-      calls_;  // Guarded by mu_.
+  ServerCallRegistry() = default;
+  Shard& ShardFor(const grpc::ServerContextBase* sc);
+
+  Shard shards_[kShards];
 };
 
 }  // namespace reqctx::internal

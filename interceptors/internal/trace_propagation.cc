@@ -4,7 +4,6 @@
 #include <utility>
 
 #include "absl/random/random.h"
-#include "absl/strings/str_cat.h"
 
 namespace reqctx::internal {
 namespace {
@@ -18,21 +17,45 @@ uint64_t RandomNonZero() {
   return v;
 }
 
-std::string Hex16(uint64_t v) {
-  return absl::StrCat(absl::Hex(v, absl::kZeroPad16));
+// Writes `v` as 16 lowercase hex digits at `out`. Ids are made on every call
+// (a span id per hop, a trace id per new trace), so they are written in place
+// rather than through StrCat and concatenation (one allocation per id, and
+// the traceparent of a new trace in a single one).
+void WriteHex16(uint64_t v, char* out) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  for (int i = 15; i >= 0; --i) {
+    out[i] = kDigits[v & 0xf];
+    v >>= 4;
+  }
+}
+
+// Both halves non-zero: trivially not all zeros, still 126 random bits.
+void WriteNewTraceId(char* out) {
+  WriteHex16(RandomNonZero(), out);
+  WriteHex16(RandomNonZero(), out + 16);
 }
 
 }  // namespace
 
 std::string NewTraceId() {
-  // Both halves non-zero: trivially not all zeros, still 126 random bits.
-  return Hex16(RandomNonZero()) + Hex16(RandomNonZero());
+  std::string id(32, '0');
+  WriteNewTraceId(id.data());
+  return id;
 }
 
-std::string NewSpanId() { return Hex16(RandomNonZero()); }
+std::string NewSpanId() {
+  std::string id(16, '0');
+  WriteHex16(RandomNonZero(), id.data());
+  return id;
+}
 
 IncomingTrace ContinueTrace(const std::vector<std::string_view>& traceparents,
                             const std::vector<std::string_view>& tracestates) {
+  return ContinueTraceOf(traceparents, tracestates);
+}
+
+IncomingTrace ContinueTraceOf(std::span<const std::string_view> traceparents,
+                              std::span<const std::string_view> tracestates) {
   IncomingTrace in;
   std::optional<TraceContext> parent;
   // More than one traceparent is ambiguous: treat it as invalid.
@@ -44,7 +67,11 @@ IncomingTrace ContinueTrace(const std::vector<std::string_view>& traceparents,
     return in;  // tracestate is meaningless without a valid traceparent.
   }
   in.trace.trace_id = std::move(parent->trace_id);
-  in.trace.span_id = NewSpanId();
+  // The parent's span id (16 digits, as parsed) is overwritten in place with
+  // this hop's: one allocation fewer than a new string.
+  in.trace.span_id = std::move(parent->span_id);
+  in.trace.span_id.resize(16);
+  WriteHex16(RandomNonZero(), in.trace.span_id.data());
   in.trace.sampled = parent->sampled;
   // Repeated tracestate headers form one comma-separated list (RFC 9110).
   size_t total = 0;
@@ -71,11 +98,15 @@ const std::string* GetTracestate(const Context& ctx) {
 
 OutgoingTrace OutgoingTraceFor(const Context& ctx) {
   OutgoingTrace out;
-  std::optional<TraceContext> tc = GetTraceContext(ctx);
-  if (!tc) {
+  const TraceContext* tc = FindTraceContext(ctx);
+  if (tc == nullptr) {
     // A call made outside any trace starts one; the callee continues it.
-    out.traceparent = FormatTraceparent(
-        TraceContext{NewTraceId(), NewSpanId(), /*sampled=*/true});
+    // Written in place: what FormatTraceparent would make of
+    // TraceContext{NewTraceId(), NewSpanId(), /*sampled=*/true}.
+    std::string& h = out.traceparent;
+    h.assign("00-................................-................-01");
+    WriteNewTraceId(h.data() + 3);
+    WriteHex16(RandomNonZero(), h.data() + 36);
     return out;
   }
   out.traceparent = FormatTraceparent(*tc);

@@ -14,6 +14,7 @@
 
 #include <cstddef>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -39,6 +40,10 @@ struct IncomingTrace {
 };
 IncomingTrace ContinueTrace(const std::vector<std::string_view>& traceparents,
                             const std::vector<std::string_view>& tracestates);
+// The same over any contiguous storage, so the server glue can gather the
+// header values without a heap allocation per call.
+IncomingTrace ContinueTraceOf(std::span<const std::string_view> traceparents,
+                              std::span<const std::string_view> tracestates);
 
 // A child of `parent` that also carries `tracestate` for outbound calls.
 Context WithTracestate(const Context& parent, std::string tracestate);
@@ -51,6 +56,10 @@ struct OutgoingTrace {
   std::optional<std::string> tracestate;
 };
 OutgoingTrace OutgoingTraceFor(const Context& ctx);
+
+// The TraceContext stored in `ctx` (by WithTraceContext), or nullptr; unlike
+// GetTraceContext it does not copy the ids. Defined in trace_context.cc.
+const TraceContext* FindTraceContext(const Context& ctx);
 
 }  // namespace reqctx::internal
 
