@@ -1,6 +1,5 @@
 #include "interceptors/internal/client_binding_registry.h"
 
-#include <cstdint>
 #include <utility>
 
 namespace reqctx::internal {
@@ -12,11 +11,7 @@ ClientBindingRegistry& ClientBindingRegistry::Get() {
 
 ClientBindingRegistry::Shard& ClientBindingRegistry::ShardFor(
     const grpc::ClientContext* cc) {
-  static_assert(kShards == 16, "the shard is the top 4 bits of the hash");
-  // Heap addresses share their low bits (alignment): mix, take the top bits.
-  const uint64_t h = static_cast<uint64_t>(reinterpret_cast<uintptr_t>(cc)) *
-                     0x9E3779B97F4A7C15ull;
-  return shards_[h >> 60];  // 16 shards.
+  return shards_[PointerShard(cc)];
 }
 
 void ClientBindingRegistry::Bind(const grpc::ClientContext* cc, Context ctx,

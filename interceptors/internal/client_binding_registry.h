@@ -13,10 +13,10 @@
 // another NewClientContext (which replaces it).
 //
 // Thread-safety: all methods are safe from any thread. As in
-// ServerCallRegistry, the map is split into kShards shards by key, each with
-// its own std::mutex and an absl::flat_hash_map (no global lock shared by all
-// client threads, no map node allocated per call).
-// Lifetime: a leaked singleton.
+// ServerCallRegistry, the map is split into 16 shards by key (PointerShard),
+// each with its own std::mutex and an absl::flat_hash_map (no global lock
+// shared by all client threads, no map node allocated per call). Lifetime: a
+// leaked singleton.
 #ifndef REQCTX_INTERCEPTORS_INTERNAL_CLIENT_BINDING_REGISTRY_H_
 #define REQCTX_INTERCEPTORS_INTERNAL_CLIENT_BINDING_REGISTRY_H_
 
@@ -28,6 +28,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "context/core.h"
+#include "interceptors/internal/pointer_shard.h"
 
 namespace grpc {
 class ClientContext;
@@ -51,7 +52,6 @@ class ClientBindingRegistry {
     Context ctx;
     std::string traceparent;
   };
-  static constexpr size_t kShards = 16;
   struct alignas(64) Shard {  // One cache line each: no false sharing.
     std::mutex mu;
     absl::flat_hash_map<const grpc::ClientContext*, Binding>
@@ -61,7 +61,7 @@ class ClientBindingRegistry {
   ClientBindingRegistry() = default;
   Shard& ShardFor(const grpc::ClientContext* cc);
 
-  Shard shards_[kShards];
+  Shard shards_[kPointerShards];
 };
 
 }  // namespace reqctx::internal

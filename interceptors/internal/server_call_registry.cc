@@ -1,6 +1,5 @@
 #include "interceptors/internal/server_call_registry.h"
 
-#include <cstdint>
 #include <utility>
 
 namespace reqctx::internal {
@@ -12,11 +11,7 @@ ServerCallRegistry& ServerCallRegistry::Get() {
 
 ServerCallRegistry::Shard& ServerCallRegistry::ShardFor(
     const grpc::ServerContextBase* sc) {
-  static_assert(kShards == 16, "the shard is the top 4 bits of the hash");
-  // Heap addresses share their low bits (alignment): mix, take the top bits.
-  const uint64_t h = static_cast<uint64_t>(reinterpret_cast<uintptr_t>(sc)) *
-                     0x9E3779B97F4A7C15ull;
-  return shards_[h >> 60];  // 16 shards.
+  return shards_[PointerShard(sc)];
 }
 
 void ServerCallRegistry::Add(const grpc::ServerContextBase* sc,

@@ -6,12 +6,11 @@
 // ends. Removal names the owner, so a late removal by a finished call cannot
 // erase a newer call that reuses the same ServerContext address.
 //
-// Thread-safety: all methods are safe from any thread. The map is split into
-// kShards shards by key, each with its own std::mutex and an open-addressing
-// absl::flat_hash_map: every call adds, finds and removes an entry, so one
-// global lock would be contended by all server threads and a node-based map
-// would cost a malloc/free per call.
-// Lifetime: a leaked singleton.
+// Thread-safety: all methods are safe from any thread. The map is split into 16
+// shards by key (PointerShard), each with its own std::mutex and an open-
+// addressing absl::flat_hash_map: every call adds, finds and removes an entry,
+// so one global lock would be contended by all server threads and a node-based
+// map would cost a malloc/free per call. Lifetime: a leaked singleton.
 #ifndef REQCTX_INTERCEPTORS_INTERNAL_SERVER_CALL_REGISTRY_H_
 #define REQCTX_INTERCEPTORS_INTERNAL_SERVER_CALL_REGISTRY_H_
 
@@ -20,6 +19,7 @@
 #include <mutex>
 
 #include "absl/container/flat_hash_map.h"
+#include "interceptors/internal/pointer_shard.h"
 #include "interceptors/internal/server_call.h"
 
 namespace grpc {
@@ -39,7 +39,6 @@ class ServerCallRegistry {
   size_t Size();
 
  private:
-  static constexpr size_t kShards = 16;
   struct alignas(64) Shard {  // One cache line each: no false sharing.
     std::mutex mu;
     absl::flat_hash_map<const grpc::ServerContextBase*,
@@ -50,7 +49,7 @@ class ServerCallRegistry {
   ServerCallRegistry() = default;
   Shard& ShardFor(const grpc::ServerContextBase* sc);
 
-  Shard shards_[kShards];
+  Shard shards_[kPointerShards];
 };
 
 }  // namespace reqctx::internal
