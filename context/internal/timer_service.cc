@@ -25,6 +25,11 @@ void TimerService::Add(TimerNode* n) {
   // use different locks and heaps.
   const int cpu = sched_getcpu();
   n->shard = cpu < 0 ? 0 : static_cast<uint32_t>(cpu) % num_shards_;
+  // The first deadline starts every shard's thread, so the service's thread
+  // count is fixed from then on (it does not grow as other CPUs join in).
+  std::call_once(started_, [this] {
+    for (size_t i = 0; i < num_shards_; ++i) shards_[i].Start();
+  });
   shards_[n->shard].Add(n);
 }
 
@@ -40,13 +45,16 @@ void TimerService::Shutdown() {
   for (size_t i = 0; i < num_shards_; ++i) shards_[i].Shutdown();
 }
 
+void TimerService::Shard::Start() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (started_ || stopping_) return;
+  started_ = true;
+  thread_ = std::thread([this] { Run(); });
+}
+
 void TimerService::Shard::Add(TimerNode* n) {
   std::lock_guard<std::mutex> lock(mu_);
   if (stopping_) return;  // Process exit: deadlines are no longer armed.
-  if (!started_) {
-    started_ = true;
-    thread_ = std::thread([this] { Run(); });
-  }
   heap_.push_back(Entry{n->deadline(), n});
   n->heap_index = static_cast<uint32_t>(heap_.size() - 1);
   SiftUp(heap_.size() - 1);

@@ -9,9 +9,10 @@
 // Go keeps a timer heap per P). Each TimerNode records its shard and heap
 // index, so removal on cancel is O(log n): canceled contexts leave nothing.
 //
-// Lifetime: a leaked singleton (safe to use from static destructors). A
-// shard's thread starts with its first deadline; all are stopped and joined
-// at process exit (atexit); after that, new deadlines are not armed.
+// Lifetime: a leaked singleton (safe to use from static destructors). The
+// first deadline starts every shard's thread (so the thread count is fixed
+// from then on); all are stopped and joined at process exit (atexit); after
+// that, new deadlines are not armed.
 //
 // Locking: Add/Remove are called with the TimerNode's mutex held (node ->
 // shard order); a shard thread never holds its mutex while canceling.
@@ -46,6 +47,7 @@ class TimerService {
   // One heap and the thread that serves it.
   class Shard {
    public:
+    void Start();
     void Add(TimerNode* n);
     void Remove(TimerNode* n);
     size_t PendingCount();
@@ -81,6 +83,7 @@ class TimerService {
   void Shutdown();
 
   const size_t num_shards_;
+  std::once_flag started_;
   Shard shards_[kMaxShards];
 };
 
