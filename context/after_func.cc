@@ -13,9 +13,10 @@ namespace reqctx {
 namespace internal {
 
 // Shared by the handle, the context's listener list (raw, while linked) and
-// the executor task (while scheduled).
+// the executor (while scheduled: `self_` keeps it alive until f returned).
 class AfterFuncState final
     : public Listener,
+      public Task,
       public std::enable_shared_from_this<AfterFuncState> {
  public:
   AfterFuncState(CancelNode* node, std::function<void()> f)
@@ -23,7 +24,10 @@ class AfterFuncState final
 
   // Registers with the context; schedules f at once if it is already done.
   void Arm() {
-    if (node_) node_->AddListener(this);
+    if (!node_ || node_->AddListener(this)) return;
+    TaskList now;
+    Schedule(now);
+    Executor::Get().Submit(std::move(now));
   }
 
   bool Stop() {
@@ -43,17 +47,23 @@ class AfterFuncState final
     finished_cv_.wait(lock, [this] { return finished_; });
   }
 
-  void OnParentDone(DoneReason, const absl::Status&) override {
-    int expected = kPending;
-    if (phase_.compare_exchange_strong(expected, kScheduled)) {
-      Executor::Get().Submit([self = shared_from_this()] { self->Run(); });
-    }
+  void OnParentDone(DoneReason, const absl::Status&,
+                    TaskList& deferred) noexcept override {
+    Schedule(deferred);
   }
 
  private:
   enum Phase : int { kPending, kStopped, kScheduled };
 
-  void Run() {
+  void Schedule(TaskList& out) noexcept {
+    int expected = kPending;
+    if (phase_.compare_exchange_strong(expected, kScheduled)) {
+      self_ = shared_from_this();  // No allocation: a refcount.
+      out.Push(this);
+    }
+  }
+
+  void Run() noexcept override {
     {
       std::lock_guard<std::mutex> lock(mu_);
       runner_ = std::this_thread::get_id();
@@ -65,11 +75,13 @@ class AfterFuncState final
       finished_ = true;
     }
     finished_cv_.notify_all();
+    std::shared_ptr<AfterFuncState> self = std::move(self_);  // May free us.
   }
 
   std::atomic<int> phase_{kPending};
   const NodeRef<CancelNode> node_;
   std::function<void()> f_;  // Owned by whoever moved phase_ off kPending.
+  std::shared_ptr<AfterFuncState> self_;  // Set while scheduled.
 
   std::mutex mu_;
   std::condition_variable finished_cv_;

@@ -1,9 +1,12 @@
 #include "context/core.h"
 
+#include <algorithm>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "context/internal/clock.h"
+#include "context/internal/context_access.h"
 
 namespace reqctx {
 namespace {
@@ -34,43 +37,47 @@ absl::string_view ToAbsl(std::string_view s) {
 
 // --- DoneSignal ----------------------------------------------------------------
 
-void DoneSignal::Wait() const {
-  if (!node_) {
-    for (;;) absl::SleepFor(absl::Hours(24));  // Never done: block forever.
+namespace {
+
+// Sleeps until the monotonic time `until` (never-done contexts).
+void SleepUntilMono(internal::MonoTime until) {
+  for (;;) {
+    const absl::Duration left = internal::MonoUntil(internal::MonoNow(), until);
+    if (left <= absl::ZeroDuration()) return;
+    absl::SleepFor(std::min(left, absl::Hours(24)));
   }
-  node_->WaitUntil(std::nullopt);
 }
+
+bool WaitMono(const internal::NodeRef<CancelNode>& node,
+              internal::MonoTime until) {
+  if (!node) {
+    SleepUntilMono(until);
+    return false;
+  }
+  return node->WaitUntil(until);
+}
+
+}  // namespace
+
+void DoneSignal::Wait() const { WaitMono(node_, internal::kMonoNever); }
 
 bool DoneSignal::WaitFor(absl::Duration timeout) const {
   if (timeout <= absl::ZeroDuration()) return IsDone();
-  return WaitUntil(absl::Now() + timeout);
+  return WaitMono(node_, internal::MonoAdd(internal::MonoNow(), timeout));
 }
 
 bool DoneSignal::WaitUntil(absl::Time deadline) const {
-  if (!node_) {
-    absl::Duration left = deadline - absl::Now();
-    if (left > absl::ZeroDuration()) absl::SleepFor(left);
-    return false;
-  }
-  if (deadline == absl::InfiniteFuture()) return node_->WaitUntil(std::nullopt);
-  return node_->WaitUntil(deadline);
+  // Converted to the monotonic clock once, here: a clock step during the
+  // wait does not move its end.
+  return WaitMono(node_, internal::MonoFromWall(deadline));
 }
 
 // --- Context -------------------------------------------------------------------
 
 std::optional<absl::Time> Context::Deadline() const {
-  // Only timer layers have deadlines, and each is already the earliest of its
-  // chain (WithDeadline makes no timer when the parent's is earlier), so the
-  // nearest one answers.
-  for (const Node* n = node_.get(); n != nullptr;) {
-    CancelNode* c = n->cancel_layer();
-    if (c == nullptr) return std::nullopt;
-    if (c->kind() == NodeKind::kTimer) {
-      return static_cast<const internal::TimerNode*>(c)->deadline();
-    }
-    n = c->parent();
-  }
-  return std::nullopt;
+  const internal::TimerNode* t = internal::NearestTimer(node_.get());
+  if (t == nullptr) return std::nullopt;
+  return t->deadline();
 }
 
 DoneSignal Context::Done() const {
@@ -115,7 +122,11 @@ std::string Context::DebugString() const {
         absl::Time d = static_cast<const internal::TimerNode*>(n)->deadline();
         absl::StrAppend(&out, ".WithDeadline(",
                         absl::FormatTime(d, absl::UTCTimeZone()), " [",
-                        absl::FormatDuration(d - absl::Now()), "])");
+                        absl::FormatDuration(internal::MonoUntil(
+                            internal::MonoNow(),
+                            static_cast<const internal::TimerNode*>(n)
+                                ->mono_deadline())),
+                        "])");
         break;
       }
     }
@@ -190,6 +201,30 @@ std::pair<Context, CancelCauseFunc> WithCancelCause(const Context& parent) {
   return {std::move(ctx), CancelCauseFunc(std::move(cancel))};
 }
 
+namespace {
+
+// The timer child of `parent` for a deadline at `wall` on the wall clock and
+// `mono` on the monotonic one, or a plain cancelable child when the parent's
+// deadline comes first (compared on the monotonic clock, as Go compares
+// times that carry monotonic readings) or there is none of our own.
+std::pair<Context, CancelFunc> NewDeadlineChild(const Context& parent,
+                                                absl::Time wall,
+                                                internal::MonoTime mono,
+                                                absl::Status cause) {
+  const internal::TimerNode* current =
+      internal::NearestTimer(ContextAccess::NodeOf(parent));
+  if (mono == internal::kMonoNever ||
+      (current != nullptr && current->mono_deadline() <= mono)) {
+    return WithCancel(parent);
+  }
+  auto [ctx, canceler] = ShareNewNode(internal::TimerNode::New(
+      ContextAccess::NodeOf(parent), wall, mono, std::move(cause)));
+  return {ContextAccess::FromNode(std::move(ctx)),
+          ContextAccess::MakeCancelFunc(std::move(canceler))};
+}
+
+}  // namespace
+
 std::pair<Context, CancelFunc> WithDeadline(const Context& parent,
                                             absl::Time d) {
   return WithDeadlineCause(parent, d, absl::OkStatus());
@@ -197,27 +232,25 @@ std::pair<Context, CancelFunc> WithDeadline(const Context& parent,
 
 std::pair<Context, CancelFunc> WithTimeout(const Context& parent,
                                            absl::Duration t) {
-  return WithDeadlineCause(parent, absl::Now() + t, absl::OkStatus());
+  return WithTimeoutCause(parent, t, absl::OkStatus());
 }
 
 std::pair<Context, CancelFunc> WithDeadlineCause(const Context& parent,
                                                  absl::Time d,
                                                  absl::Status cause) {
-  std::optional<absl::Time> current = parent.Deadline();
-  if (d == absl::InfiniteFuture() || (current.has_value() && *current < d)) {
-    // The parent's deadline comes first (or there is none of our own): as in
-    // Go, this is a plain cancelable child.
-    return WithCancel(parent);
-  }
-  auto [ctx, canceler] = ShareNewNode(
-      internal::TimerNode::New(parent.node_.get(), d, std::move(cause)));
-  return {Context(std::move(ctx)), CancelFunc(std::move(canceler))};
+  if (d == absl::InfiniteFuture()) return WithCancel(parent);
+  return NewDeadlineChild(parent, d, internal::MonoFromWall(d),
+                          std::move(cause));
 }
 
 std::pair<Context, CancelFunc> WithTimeoutCause(const Context& parent,
                                                 absl::Duration t,
                                                 absl::Status cause) {
-  return WithDeadlineCause(parent, absl::Now() + t, std::move(cause));
+  // Measured on the monotonic clock from now, as Go's WithTimeout.
+  if (t == absl::InfiniteDuration()) return WithCancel(parent);
+  return NewDeadlineChild(parent, internal::WallNow() + t,
+                          internal::MonoAdd(internal::MonoNow(), t),
+                          std::move(cause));
 }
 
 Context WithoutCancel(const Context& parent) {

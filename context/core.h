@@ -146,6 +146,7 @@ class CancelFunc {
                                                           absl::Time,
                                                           absl::Status);
   friend class CancelCauseFunc;
+  friend class ContextAccess;
   explicit CancelFunc(internal::NodeRef<internal::CancelNode> node)
       : node_(std::move(node)) {}
   internal::NodeRef<internal::CancelNode> node_;

@@ -3,6 +3,8 @@
 #ifndef REQCTX_CONTEXT_INTERNAL_CONTEXT_ACCESS_H_
 #define REQCTX_CONTEXT_INTERNAL_CONTEXT_ACCESS_H_
 
+#include <utility>
+
 #include "context/core.h"
 
 namespace reqctx {
@@ -12,6 +14,16 @@ class ContextAccess {
   // The nearest cancelable layer of `ctx`, or nullptr if it can never be done.
   static internal::CancelNode* CancelLayer(const Context& ctx) {
     return ctx.node_ ? ctx.node_->cancel_layer() : nullptr;
+  }
+  // The innermost node of `ctx` (nullptr: Background).
+  static const internal::Node* NodeOf(const Context& ctx) {
+    return ctx.node_.get();
+  }
+  static Context FromNode(internal::NodeRef<internal::Node> node) {
+    return Context(std::move(node));
+  }
+  static CancelFunc MakeCancelFunc(internal::NodeRef<internal::CancelNode> n) {
+    return CancelFunc(std::move(n));
   }
 };
 

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
+#include <new>
 
 #include "context/internal/timer_service.h"
 
@@ -65,7 +66,8 @@ const ValueNodeBase* FindValue(const Node* n, const KeyBase* key) {
 // --- CancelNode --------------------------------------------------------------
 
 CancelNode::CancelNode(NodeKind kind, const Node* parent)
-    : Node(kind, parent, this, /*initial_refs=*/2) {}
+    : Node(kind, parent, this, /*initial_refs=*/2),
+      Listener(/*is_cancel_node=*/true) {}
 
 CancelNode* CancelNode::New(const Node* parent) {
   auto* n = new CancelNode(NodeKind::kCancel, parent);
@@ -73,76 +75,104 @@ CancelNode* CancelNode::New(const Node* parent) {
   return n;
 }
 
+void CancelNode::InheritDone(const CancelNode* p) {
+  // This node is not visible to any other thread yet (no handle, no
+  // listener, no timer), so it is marked done without its own lock. The
+  // parent's cause was written before its reason was released.
+  if (!p->cause_.ok()) cause_ = p->cause_;
+  reason_.store(p->reason(), std::memory_order_release);
+}
+
 void CancelNode::PropagateFromParent() {
   // A parent chain that can never be done keeps no child list at all.
   CancelNode* p = parent() == nullptr ? nullptr : parent()->cancel_layer();
   if (p == nullptr) return;
-  // As Go's propagateCancel, check for a done parent before locking it. This
-  // node is not visible to any other thread yet (no handle, no listener, no
-  // timer), so it is marked done without its own lock too. The parent's cause
-  // was written before its reason was released, so it is safe to read here.
-  if (DoneReason r = p->reason(); r != DoneReason::kNotDone) {
-    if (!p->cause_.ok()) cause_ = p->cause_;
-    reason_.store(r, std::memory_order_release);
-    return;
-  }
-  p->AddListener(this);
+  // As Go's propagateCancel, check for a done parent before locking it.
+  if (p->IsDone() || !p->AddListener(this)) InheritDone(p);
 }
 
 void CancelNode::Cancel(DoneReason reason, const absl::Status& cause,
-                        bool remove_from_parent) {
+                        bool remove_from_parent) noexcept {
   // Fast path for a redundant cancel, as in the usual `cancel();` followed by
-  // dropping the CancelFunc: already done, and no cancel still notifying
-  // listeners. The reason is stored and the listeners notified with mu_ held,
-  // so seeing mu_ unlocked after seeing the reason means that cancel has left
-  // its critical section: the same outcome as the locked check below, minus
-  // two atomic read-modify-writes.
+  // dropping the CancelFunc: already done, and no cancel still walking below
+  // this node. A walk holds mu_ from marking this node done until every
+  // descendant is done, so seeing mu_ unlocked after seeing the reason means
+  // that walk is over: the same outcome as the locked check below, minus two
+  // atomic read-modify-writes.
   if (reason_.load(std::memory_order_acquire) != DoneReason::kNotDone &&
       mu_.IsUnlocked()) {
     return;
   }
-  {
-    std::lock_guard<SmallMutex> lock(mu_);
-    if (reason_.load(std::memory_order_relaxed) != DoneReason::kNotDone) {
-      return;  // First cancel wins; Err() and cause never change.
-    }
-    if (!cause.ok()) cause_ = cause;  // Else cause() reports the err.
-    reason_.store(reason, std::memory_order_release);
-    OnDoneLocked();
-    // Notify every listener before returning (Go holds the parent's lock while
-    // canceling children, too): when Cancel returns, all descendants are done.
-    Listener* l = std::exchange(listeners_, nullptr);
-    while (l != nullptr) {
-      Listener* next = l->next_;
-      l->prev_ = l->next_ = nullptr;
-      l->linked_ = false;
-      l->OnParentDone(reason, cause_);
-      l = next;
-    }
+  TaskList deferred;
+  mu_.lock();
+  if (reason_.load(std::memory_order_relaxed) != DoneReason::kNotDone) {
+    mu_.unlock();
+    return;  // First cancel wins; Err() and cause never change.
   }
+  if (!cause.ok()) cause_ = cause;  // Else cause() reports the err.
+  reason_.store(reason, std::memory_order_release);
+  OnDoneLocked();
+  CancelDescendantsAndUnlock(deferred);
   if (remove_from_parent) {
     CancelNode* p = parent() == nullptr ? nullptr : parent()->cancel_layer();
     if (p != nullptr) p->RemoveListener(this);
   }
+  // AfterFuncs start only now that no node lock is held.
+  if (!deferred.empty()) Executor::Get().Submit(std::move(deferred));
 }
 
-void CancelNode::OnParentDone(DoneReason reason, const absl::Status& cause) {
-  // The parent already unlinked us; it passes its own cause down.
-  Cancel(reason, cause, /*remove_from_parent=*/false);
+void CancelNode::CancelDescendantsAndUnlock(TaskList& deferred) noexcept {
+  // Depth first. `cur` is locked and done; its listener list holds what is
+  // left to notify. Every node on the path from `this` to `cur` is locked, so
+  // a concurrent cancel of any of them waits until its subtree is done, and
+  // no listener on a locked node's list can go away (each unlinks itself
+  // under that lock). The way back up is the parent's cancel layer: a child
+  // is only ever linked under exactly that node.
+  CancelNode* cur = this;
+  for (;;) {
+    Listener* l = cur->listeners_;
+    if (l == nullptr) {
+      CancelNode* up = cur == this ? nullptr : cur->parent()->cancel_layer();
+      cur->mu_.unlock();
+      if (up == nullptr) return;
+      cur = up;
+      continue;
+    }
+    cur->listeners_ = l->next_;
+    if (l->next_ != nullptr) l->next_->prev_ = nullptr;
+    l->prev_ = l->next_ = nullptr;
+    l->linked_ = false;
+    if (!l->is_cancel_node_) {
+      l->OnParentDone(cur->reason(), cur->cause_, deferred);
+      continue;
+    }
+    auto* child = static_cast<CancelNode*>(l);
+    child->mu_.lock();
+    if (child->reason_.load(std::memory_order_relaxed) !=
+        DoneReason::kNotDone) {
+      // Canceled on its own and about to unlink itself (it waits for our
+      // lock to do so); its own walk already ran.
+      child->mu_.unlock();
+      continue;
+    }
+    if (!cur->cause_.ok()) child->cause_ = cur->cause_;
+    child->reason_.store(cur->reason(), std::memory_order_release);
+    child->OnDoneLocked();
+    cur = child;
+  }
 }
 
-void CancelNode::AddListener(Listener* l) {
+bool CancelNode::AddListener(Listener* l) {
   std::lock_guard<SmallMutex> lock(mu_);
-  DoneReason r = reason_.load(std::memory_order_relaxed);
-  if (r != DoneReason::kNotDone) {
-    l->OnParentDone(r, cause_);
-    return;
+  if (reason_.load(std::memory_order_relaxed) != DoneReason::kNotDone) {
+    return false;
   }
   l->prev_ = nullptr;
   l->next_ = listeners_;
   if (listeners_ != nullptr) listeners_->prev_ = l;
   listeners_ = l;
   l->linked_ = true;
+  return true;
 }
 
 void CancelNode::RemoveListener(Listener* l) {
@@ -180,7 +210,8 @@ namespace {
 // wakes it through its own condition variable.
 class Waiter final : public Listener {
  public:
-  void OnParentDone(DoneReason, const absl::Status&) override {
+  void OnParentDone(DoneReason, const absl::Status&,
+                    TaskList&) noexcept override {
     std::lock_guard<std::mutex> lock(mu);
     done = true;
     cv.notify_all();
@@ -192,21 +223,22 @@ class Waiter final : public Listener {
 
 }  // namespace
 
-bool CancelNode::WaitUntil(std::optional<absl::Time> deadline) {
+bool CancelNode::WaitUntil(MonoTime deadline) {
   if (IsDone()) return true;
-  if (deadline.has_value() && *deadline <= absl::Now()) return false;
+  if (deadline <= MonoNow()) return false;
   Waiter w;
-  AddListener(&w);
+  if (!AddListener(&w)) return true;
   {
     std::unique_lock<std::mutex> lock(w.mu);
     while (!w.done) {
-      if (!deadline.has_value()) {
+      if (deadline == kMonoNever) {
         w.cv.wait(lock);
         continue;
       }
-      absl::Duration left = *deadline - absl::Now();
+      const absl::Duration left = MonoUntil(MonoNow(), deadline);
       if (left <= absl::ZeroDuration()) break;
-      // Waits in bounded slices, so absurd deadlines cannot overflow chrono.
+      // Waits in bounded slices (steady clock), so absurd deadlines cannot
+      // overflow chrono.
       w.cv.wait_for(lock, absl::ToChronoNanoseconds(
                               std::min(left, absl::Hours(1))));
     }
@@ -220,28 +252,53 @@ bool CancelNode::WaitUntil(std::optional<absl::Time> deadline) {
 // --- TimerNode ---------------------------------------------------------------
 
 TimerNode::TimerNode(const Node* parent, absl::Time deadline,
-                     absl::Status cause)
+                     MonoTime mono_deadline, absl::Status cause)
     : CancelNode(NodeKind::kTimer, parent),
       deadline_(deadline),
+      mono_deadline_(mono_deadline),
       deadline_cause_(std::move(cause)) {}
 
 TimerNode* TimerNode::New(const Node* parent, absl::Time deadline,
-                          absl::Status cause) {
-  auto* n = new TimerNode(parent, deadline, std::move(cause));
+                          MonoTime mono_deadline, absl::Status cause) {
+  auto* n = new TimerNode(parent, deadline, mono_deadline, std::move(cause));
   n->PropagateFromParent();
-  if (deadline <= absl::Now()) {
+  if (mono_deadline <= MonoNow()) {
     n->Cancel(DoneReason::kDeadline, n->deadline_cause_,
               /*remove_from_parent=*/true);
     return n;
   }
-  std::lock_guard<SmallMutex> lock(n->mu_);
-  if (!n->IsDone()) TimerService::Get().Add(n);  // Else: parent was done.
+  bool queued;
+  {
+    std::lock_guard<SmallMutex> lock(n->mu_);
+    // Else the parent was done: nothing to queue.
+    queued = n->IsDone() || TimerService::Get().Add(n);
+  }
+  if (!queued) {
+    // Out of memory for the timer heap: undo, and say so.
+    n->Cancel(DoneReason::kCanceled, absl::OkStatus(),
+              /*remove_from_parent=*/true);
+    n->Unref();
+    n->Unref();
+    throw std::bad_alloc();
+  }
   return n;
 }
 
 void TimerNode::OnDoneLocked() {
   // Whatever canceled us, the timer goes now: nothing piles up in the queue.
   TimerService::Get().Remove(this);
+}
+
+const TimerNode* NearestTimer(const Node* n) {
+  // Only timer layers have deadlines, and each is already the earliest of its
+  // chain (WithDeadline makes no timer when the parent's is earlier).
+  while (n != nullptr) {
+    CancelNode* c = n->cancel_layer();
+    if (c == nullptr) return nullptr;
+    if (c->kind() == NodeKind::kTimer) return static_cast<const TimerNode*>(c);
+    n = c->parent();
+  }
+  return nullptr;
 }
 
 }  // namespace reqctx::internal

@@ -6,20 +6,26 @@
 //   Node        one layer: Background/TODO, WithValue, WithoutCancel, ...
 //   CancelNode  a cancelable layer (Go's cancelCtx): done state, cause, and an
 //               intrusive list of Listeners (child CancelNodes, waiters,
-//               AfterFuncs) notified synchronously when it is canceled.
+//               AfterFuncs) notified when it is canceled.
 //   TimerNode   a CancelNode with a deadline (Go's timerCtx), registered with
-//               the shared TimerService.
+//               the shared TimerService. The deadline fires by the monotonic
+//               clock (see clock.h).
 //
 // Lifetime: nodes are intrusively reference counted (NodeRef). A node holds a
 // reference to its parent, so a chain lives while any descendant handle does.
 // Listeners are linked into their CancelNode by raw pointer; each unlinks
 // itself under the node's mutex before it goes away, so a linked pointer is
-// always valid while that mutex is held.
+// always valid while that mutex is held. Releasing a chain is iterative.
 //
-// Locking: each CancelNode's `mu` guards its listener list and cause. Locks
-// are only ever nested parent -> child (cancellation walks down) and then
-// node -> TimerService -> Executor, so there are no cycles. The done state is
-// an atomic read without the lock (the fast path of Err() and IsDone()).
+// Locking (the one lock order): CancelNode::mu_ locks nest parent -> child
+// only (a cancel walks down the tree holding the locks along its path, as
+// Go's recursive cancel does), then node -> TimerService shard. Nothing else
+// is locked under a node lock: AfterFuncs found by a cancel are handed to the
+// Executor only after the walk has released every node lock. The done state
+// is an atomic read without the lock (the fast path of Err() and IsDone()).
+//
+// Cancel never throws, never recurses (a chain a million deep cancels in
+// constant stack), and returns only when every descendant is done.
 #ifndef REQCTX_CONTEXT_INTERNAL_NODE_H_
 #define REQCTX_CONTEXT_INTERNAL_NODE_H_
 
@@ -32,6 +38,8 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "context/internal/clock.h"
+#include "context/internal/executor.h"
 #include "context/internal/small_mutex.h"
 
 namespace reqctx::internal {
@@ -130,11 +138,18 @@ class Listener {
   Listener& operator=(const Listener&) = delete;
 
   // Called once, with the notifying node's mutex held, when that node is
-  // canceled. Must not block and must not lock the notifying node.
-  virtual void OnParentDone(DoneReason reason, const absl::Status& cause) = 0;
+  // canceled. Must not block, must not lock any node and must not throw.
+  // Work that might do any of these (running user code, starting a thread)
+  // goes into `deferred`, which the canceler submits to the Executor after it
+  // has released every node lock.
+  virtual void OnParentDone(DoneReason reason, const absl::Status& cause,
+                            TaskList& deferred) noexcept = 0;
 
  protected:
-  Listener() = default;
+  // `is_cancel_node`: this listener is a child CancelNode, which the cancel
+  // walk cancels itself (iteratively) instead of calling OnParentDone.
+  explicit Listener(bool is_cancel_node = false)
+      : is_cancel_node_(is_cancel_node) {}
   ~Listener() = default;
 
  private:
@@ -142,6 +157,7 @@ class Listener {
   Listener* prev_ = nullptr;  // Guarded by the owning CancelNode's mu_.
   Listener* next_ = nullptr;
   bool linked_ = false;
+  const bool is_cancel_node_;
 };
 
 class CancelNode : public Node, public Listener {
@@ -160,22 +176,26 @@ class CancelNode : public Node, public Listener {
     return cause_.ok() ? ErrStatus(reason()) : cause_;
   }
 
-  // Cancels this node and, before returning, every descendant. A no-op if it
-  // is already done. An OK `cause` means "no cause" (cause becomes the err).
-  // With `remove_from_parent`, also unlinks this node from its parent.
+  // Cancels this node and, before returning, every descendant; then submits
+  // the AfterFuncs that fired to the Executor (with no lock held). A no-op if
+  // it is already done. An OK `cause` means "no cause" (cause becomes the
+  // err). With `remove_from_parent`, also unlinks this node from its parent.
+  // Never throws; iterative, whatever the depth of the tree.
   void Cancel(DoneReason reason, const absl::Status& cause,
-              bool remove_from_parent);
+              bool remove_from_parent) noexcept;
 
-  // Links `l` so that it is notified when this node is canceled, or, if this
-  // node is already done, calls l->OnParentDone at once (under the lock).
-  void AddListener(Listener* l);
+  // Links `l` so that it is notified when this node is canceled and returns
+  // true; or, if this node is already done, links nothing and returns false
+  // (the caller then acts as if notified, outside any lock).
+  [[nodiscard]] bool AddListener(Listener* l);
   // Unlinks `l` if it is still linked. After this returns, no notification of
   // `l` is in progress.
   void RemoveListener(Listener* l);
 
-  // Blocks until done or until `deadline` (nullopt: no limit). Returns
-  // IsDone(). No thread is created; the caller sleeps on its own condvar.
-  bool WaitUntil(std::optional<absl::Time> deadline);
+  // Blocks until done or until the monotonic time `deadline` (kMonoNever: no
+  // limit). Returns IsDone(). No thread is created; the caller sleeps on its
+  // own condvar.
+  bool WaitUntil(MonoTime deadline);
 
   // CancelFunc bookkeeping: the context is canceled when the last CancelFunc
   // copy is dropped.
@@ -185,19 +205,28 @@ class CancelNode : public Node, public Listener {
   // Number of linked listeners (children, waiters, AfterFuncs). For tests.
   size_t ListenerCountForTesting();
 
-  void OnParentDone(DoneReason reason, const absl::Status& cause) override;
+  // Never called: a cancel walk cancels child nodes itself.
+  void OnParentDone(DoneReason, const absl::Status&,
+                    TaskList&) noexcept override {}
 
  protected:
   CancelNode(NodeKind kind, const Node* parent);
   ~CancelNode() override = default;
   // Links this node under its parent's cancel layer (Go's propagateCancel).
   void PropagateFromParent();
+  // Marks this unpublished node done as its done parent `p` is.
+  void InheritDone(const CancelNode* p);
   // Hook for TimerNode: called with mu_ held, right after the node is done.
   virtual void OnDoneLocked() {}
 
   SmallMutex mu_;
 
  private:
+  // With mu_ held and this node just marked done: cancels every descendant,
+  // depth first, holding the locks along the path from this node (as Go's
+  // recursive cancel does) but using no stack per level; unlocks mu_.
+  void CancelDescendantsAndUnlock(TaskList& deferred) noexcept;
+
   std::atomic<DoneReason> reason_{DoneReason::kNotDone};
   std::atomic<uint32_t> cancelers_{1};  // The creator's CancelFunc.
   absl::Status cause_;  // OK: no cause. Written once under mu_ before reason_.
@@ -207,12 +236,16 @@ class CancelNode : public Node, public Listener {
 class TimerNode final : public CancelNode {
  public:
   // A child of `parent` that is canceled with kDeadline (cause `cause`, OK
-  // for none) at `deadline`; done at once if the deadline has passed. Holds
-  // two references and one canceler, as CancelNode::New.
+  // for none) when the monotonic clock reaches `mono_deadline`; done at once
+  // if it has. `deadline` is the same instant on the wall clock, for
+  // Deadline(). Holds two references and one canceler, as CancelNode::New.
+  // Throws std::bad_alloc (leaving nothing behind) if the timer cannot be
+  // queued.
   static TimerNode* New(const Node* parent, absl::Time deadline,
-                        absl::Status cause);
+                        MonoTime mono_deadline, absl::Status cause);
 
   absl::Time deadline() const { return deadline_; }
+  MonoTime mono_deadline() const { return mono_deadline_; }
   const absl::Status& deadline_cause() const { return deadline_cause_; }
 
   // Owned by TimerService: the shard holding this node (set by Add, under
@@ -223,10 +256,12 @@ class TimerNode final : public CancelNode {
   uint32_t shard = 0;
 
  private:
-  TimerNode(const Node* parent, absl::Time deadline, absl::Status cause);
+  TimerNode(const Node* parent, absl::Time deadline, MonoTime mono_deadline,
+            absl::Status cause);
   void OnDoneLocked() override;
 
   const absl::Time deadline_;
+  const MonoTime mono_deadline_;
   const absl::Status deadline_cause_;
 };
 
@@ -256,6 +291,10 @@ class ValueNode final : public ValueNodeBase {
  private:
   const T value_;
 };
+
+// The timer layer that bounds `n`'s deadline (the nearest one: each is the
+// earliest of its chain), or nullptr if `n` has no deadline.
+const TimerNode* NearestTimer(const Node* n);
 
 // The nearest ancestor (or `n` itself) that is a value layer for `key`.
 const ValueNodeBase* FindValue(const Node* n, const KeyBase* key);
