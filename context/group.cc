@@ -1,5 +1,10 @@
 #include "context/group.h"
 
+#include <exception>
+
+#include "absl/strings/str_cat.h"
+#include "context/internal/thread_start.h"
+
 namespace reqctx {
 
 Group::Group(const Context& parent) : Group(WithCancelCause(parent)) {}
@@ -20,23 +25,41 @@ void Group::Go(std::function<absl::Status(const Context&)> task) {
   std::unique_lock<std::mutex> lock(mu_);
   slot_freed_.wait(lock, [this] { return limit_ <= 0 || active_ < limit_; });
   ++active_;
-  threads_.emplace_back(
-      [this, task = std::move(task)] { RunTask(task); });
+  try {
+    threads_.reserve(threads_.size() + 1);
+    threads_.push_back(internal::StartThread(
+        [this, task = std::move(task)] { RunTask(task); }));
+  } catch (const std::exception& e) {
+    // No thread (or no memory): the slot is given back and the task counts
+    // as failed, so Wait() reports it and the limit never leaks a slot.
+    --active_;
+    lock.unlock();
+    slot_freed_.notify_all();
+    Fail(absl::ResourceExhaustedError(
+        absl::StrCat("reqctx::Group: cannot start a task: ", e.what())));
+  }
+}
+
+void Group::Fail(const absl::Status& status) {
+  bool first_error = false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (first_error_.ok()) {
+      first_error_ = status;
+      first_error = true;
+    }
+  }
+  if (first_error) cancel_(status);
 }
 
 void Group::RunTask(const std::function<absl::Status(const Context&)>& task) {
   absl::Status status = task(ctx_);
-  bool first_error = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (!status.ok() && first_error_.ok()) {
-      first_error_ = status;
-      first_error = true;
-    }
     --active_;
   }
   slot_freed_.notify_all();
-  if (first_error) cancel_(status);
+  if (!status.ok()) Fail(status);
 }
 
 absl::Status Group::Wait() {

@@ -41,7 +41,10 @@ class Group {
   const Context& context() const { return ctx_; }
   void SetLimit(int n);
   // Starts `task(context())` on a new thread, after waiting for a free slot
-  // if a limit is set.
+  // if a limit is set. Never throws: if the thread cannot be started (thread
+  // limit, memory), the task does not run, its slot is given back at once,
+  // and it counts as a task that failed with kResourceExhausted (so the
+  // group is canceled and Wait() returns that error, unless an earlier one).
   void Go(std::function<absl::Status(const Context&)> task);
   // Waits for all tasks; returns the first error. Cancels context().
   absl::Status Wait();
@@ -49,6 +52,8 @@ class Group {
  private:
   explicit Group(std::pair<Context, CancelCauseFunc> ctx_and_cancel);
   void RunTask(const std::function<absl::Status(const Context&)>& task);
+  // Records `status` if it is the first error, then cancels the group.
+  void Fail(const absl::Status& status);
 
   const Context ctx_;
   const CancelCauseFunc cancel_;

@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "context/internal/clock.h"
+#include "context/internal/thread_start.h"
 
 namespace reqctx::internal {
 
@@ -34,12 +35,8 @@ Executor::Executor() : soft_cap_(SoftCap()), hard_cap_(HardCap()) {
 
 bool Executor::TryStartThread(void (Executor::*fn)()) {
   // Called with mu_ held: the new thread blocks on mu_ until we return.
-  if (fail_starts_ > 0) {
-    --fail_starts_;
-    return false;
-  }
   try {
-    std::thread([this, fn] { (this->*fn)(); }).detach();
+    StartThread([this, fn] { (this->*fn)(); }).detach();
     return true;
   } catch (...) {  // std::system_error (EAGAIN) or std::bad_alloc.
     return false;
@@ -167,11 +164,6 @@ size_t Executor::ThreadCount() {
 size_t Executor::PeakThreadCount() {
   std::lock_guard<std::mutex> lock(mu_);
   return peak_threads_;
-}
-
-void Executor::FailThreadStartsForTesting(int n) {
-  std::lock_guard<std::mutex> lock(mu_);
-  fail_starts_ = n;
 }
 
 void Executor::StopAtExit() {

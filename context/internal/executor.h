@@ -136,15 +136,11 @@ class Executor {
   // The most workers that were ever alive at once. For tests and benchmarks.
   size_t PeakThreadCount();
 
-  // Testing hook: the next `n` attempts to start a pool thread (supervisor
-  // or worker) fail as if the system refused them.
-  void FailThreadStartsForTesting(int n);
-
  private:
   Executor();
   void SupervisorLoop();
   void WorkerLoop();
-  // Starts a thread running `fn` detached-by-join-list; false on failure.
+  // Starts a detached thread running `fn`; false if it cannot be started.
   bool TryStartThread(void (Executor::*fn)());
   void StopAtExit();
   void ForkPrepare();
@@ -166,7 +162,6 @@ class Executor {
   size_t peak_threads_ = 0;             // Guarded by mu_.
   bool supervisor_running_ = false;     // Guarded by mu_.
   bool stopping_ = false;               // Guarded by mu_: exit began.
-  int fail_starts_ = 0;                 // Guarded by mu_.
   // When a queued task was last picked up, or the queue became non-empty:
   // the supervisor adds a worker past the soft cap only when this is older
   // than kBlockedThreshold. Guarded by mu_.

@@ -7,6 +7,8 @@
 #include <limits>
 #include <new>
 
+#include "context/internal/thread_start.h"
+
 namespace reqctx::internal {
 namespace {
 constexpr MonoTime kAwake = std::numeric_limits<MonoTime>::min();
@@ -84,7 +86,7 @@ void TimerService::Shard::StartLocked() {
   // A thread that cannot start now is retried by the shard's next Add; until
   // then its deadlines wait (and no With* call throws for it).
   try {
-    thread_ = std::thread([this] { Run(); });
+    thread_ = StartThread([this] { Run(); });
     started_ = true;
   } catch (...) {
   }
