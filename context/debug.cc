@@ -2,6 +2,7 @@
 
 #include "context/internal/context_access.h"
 #include "context/internal/executor.h"
+#include "context/internal/thread_start.h"
 #include "context/internal/timer_service.h"
 
 namespace reqctx::debug {
@@ -16,5 +17,24 @@ size_t PendingTimerCount() {
 }
 
 size_t AfterFuncThreadCount() { return internal::Executor::Get().ThreadCount(); }
+
+size_t AfterFuncPeakThreadCount() {
+  return internal::Executor::Get().PeakThreadCount();
+}
+
+size_t AfterFuncSoftThreadCap() { return internal::Executor::SoftCap(); }
+size_t AfterFuncHardThreadCap() { return internal::Executor::HardCap(); }
+
+size_t TimerHeapReservedBytes() {
+  return internal::TimerService::Get().ReservedBytesForTesting();
+}
+
+void FailThreadStartsForTesting(int n) {
+  internal::FailThreadStartsForTesting(n);
+}
+
+void SetWallClockOffsetForTesting(absl::Duration offset) {
+  internal::SetWallClockOffsetForTesting(offset);
+}
 
 }  // namespace reqctx::debug

@@ -7,6 +7,7 @@
 
 #include <cstddef>
 
+#include "absl/time/time.h"
 #include "context/core.h"
 
 namespace reqctx::debug {
@@ -18,6 +19,22 @@ size_t ListenerCount(const Context& ctx);
 size_t PendingTimerCount();
 // Threads the AfterFunc executor currently owns (busy or idle).
 size_t AfterFuncThreadCount();
+// The most AfterFunc executor threads alive at once since the process began.
+size_t AfterFuncPeakThreadCount();
+// The executor's caps: threads started at once while fewer than the soft cap
+// exist; beyond it only when every worker is blocked; never more than the
+// hard cap.
+size_t AfterFuncSoftThreadCap();
+size_t AfterFuncHardThreadCap();
+// Bytes the timer service's heaps hold reserved (capacity, not entries).
+size_t TimerHeapReservedBytes();
+// Testing hook: the next `n` thread starts of the core (AfterFunc executor,
+// Group tasks, timer shards) fail as on a system out of threads.
+void FailThreadStartsForTesting(int n);
+// Testing hook: the core reads the wall clock as absl::Now() + `offset`, as
+// if the system clock had been stepped by `offset` (deadlines fire by the
+// monotonic clock and must not move). Zero restores the real clock.
+void SetWallClockOffsetForTesting(absl::Duration offset);
 
 }  // namespace reqctx::debug
 

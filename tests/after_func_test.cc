@@ -12,6 +12,7 @@
 #include "context/context.h"
 #include "context/debug.h"
 #include "gtest/gtest.h"
+#include "tests/process_probe.h"
 
 namespace reqctx {
 namespace {
@@ -155,18 +156,28 @@ TEST(AfterFuncTest, DestructorStopsPendingF) {
 }
 
 TEST(AfterFuncTest, DestructorWaitsForRunningF) {
+  // f is held until the owner is known to be blocked (in the handle's
+  // destructor): a destructor that did not wait would return while f is
+  // still held, and `finished` would be false.
   auto [ctx, cancel] = WithCancel(Background());
   Event started;
+  std::atomic<bool> gate{false};
   std::atomic<bool> finished{false};
   auto h = std::make_unique<AfterFuncHandle>(AfterFunc(ctx, [&] {
     started.Notify();
-    absl::SleepFor(absl::Milliseconds(30));  // Work, not synchronisation.
+    while (!gate.load()) std::this_thread::yield();
     finished = true;
   }));
   cancel();
   ASSERT_TRUE(started.WaitFor(kLongWait));
+  const int owner = testing::CurrentThreadId();
+  std::thread releaser([&] {
+    testing::WaitUntilThreadBlocked(owner);
+    gate = true;
+  });
   h.reset();
   EXPECT_TRUE(finished.load());
+  releaser.join();
 }
 
 TEST(AfterFuncTest, HandleDestroyedInsideFDoesNotDeadlock) {

@@ -1,5 +1,6 @@
 // Concurrency and growth: many threads canceling, deriving and waiting at
 // once; no growth of a long-lived parent's child list or the timer queue.
+#include <algorithm>
 #include <atomic>
 #include <latch>
 #include <mutex>
@@ -81,8 +82,9 @@ TEST(ConcurrencyTest, ConcurrentCancelsDeriveAndWait) {
 
 TEST(ConcurrencyTest, DeepTreeCanceledFromManyLevelsAtOnce) {
   // A chain; threads cancel different levels concurrently. Whatever the
-  // interleaving, every level below a canceled one ends done, and each
-  // level's error is Canceled.
+  // interleaving, once they are done exactly the levels at or below the
+  // shallowest canceled one are done (Canceled), and the levels above it are
+  // still live; then canceling the root finishes the rest.
   constexpr int kDepth = 200;
   for (int round = 0; round < 20; ++round) {
     std::vector<std::pair<Context, CancelFunc>> chain;
@@ -90,14 +92,25 @@ TEST(ConcurrencyTest, DeepTreeCanceledFromManyLevelsAtOnce) {
     for (int i = 1; i < kDepth; ++i) chain.push_back(WithCancel(chain.back().first));
     std::latch start(5);
     std::vector<std::thread> threads;
+    int shallowest = kDepth;
     for (int t = 0; t < 4; ++t) {
-      threads.emplace_back([&, level = (t * 53 + round) % kDepth] {
+      const int level = 1 + (t * 53 + round) % (kDepth - 1);  // Never 0.
+      shallowest = std::min(shallowest, level);
+      threads.emplace_back([&, level] {
         start.arrive_and_wait();
         chain[level].second();
       });
     }
     start.arrive_and_wait();
     for (std::thread& t : threads) t.join();
+    for (int i = 0; i < kDepth; ++i) {
+      if (i < shallowest) {
+        EXPECT_TRUE(chain[i].first.Err().ok()) << "level " << i;
+      } else {
+        EXPECT_EQ(chain[i].first.Err().code(), absl::StatusCode::kCancelled)
+            << "level " << i;
+      }
+    }
     chain[0].second();
     for (auto& [ctx, cancel] : chain) {
       EXPECT_EQ(ctx.Err().code(), absl::StatusCode::kCancelled);

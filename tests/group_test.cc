@@ -1,15 +1,18 @@
 // Group (errgroup): first error wins and cancels the group's context; Wait
 // returns after every task; SetLimit bounds concurrency.
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <latch>
 #include <mutex>
+#include <thread>
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "context/context.h"
 #include "gtest/gtest.h"
+#include "tests/process_probe.h"
 
 namespace reqctx {
 namespace {
@@ -68,26 +71,36 @@ TEST(GroupTest, ParentCancelReachesTasks) {
 }
 
 TEST(GroupTest, SetLimitBoundsConcurrency) {
+  // Each task waits (bounded) until two tasks run at once, or every task has
+  // started (the last one may be alone). A limit that admitted more than two
+  // shows in max_running; one that admitted fewer leaves the pair unmet.
   Group g(Background());
   g.SetLimit(2);
+  constexpr int kTasks = 12;
   std::mutex mu;
+  std::condition_variable cv;
   int running = 0;
+  int started = 0;
   int max_running = 0;
-  for (int i = 0; i < 12; ++i) {
+  bool pair_unmet = false;
+  for (int i = 0; i < kTasks; ++i) {
     g.Go([&](const Context&) {
-      {
-        std::lock_guard<std::mutex> lock(mu);
-        max_running = std::max(max_running, ++running);
+      std::unique_lock<std::mutex> lock(mu);
+      max_running = std::max(max_running, ++running);
+      ++started;
+      cv.notify_all();
+      if (!cv.wait_for(lock, std::chrono::seconds(10), [&] {
+            return running >= 2 || started == kTasks;
+          })) {
+        pair_unmet = true;
       }
-      absl::SleepFor(absl::Milliseconds(2));  // Work, to overlap tasks.
-      std::lock_guard<std::mutex> lock(mu);
       --running;
       return absl::OkStatus();
     });
   }
   EXPECT_TRUE(g.Wait().ok());
-  EXPECT_LE(max_running, 2);
-  EXPECT_GE(max_running, 1);
+  EXPECT_EQ(max_running, 2);
+  EXPECT_FALSE(pair_unmet);
 }
 
 TEST(GroupTest, NonPositiveLimitMeansNoLimit) {
@@ -132,16 +145,25 @@ TEST(GroupTest, TasksMayStartTasks) {
 }
 
 TEST(GroupTest, DestructorWaits) {
+  // The task is held until the owner is known to be blocked (in ~Group): a
+  // destructor that did not wait would return while the task is still held.
   std::atomic<bool> finished{false};
+  std::atomic<bool> gate{false};
+  const int owner = testing::CurrentThreadId();
+  std::thread releaser([&] {
+    testing::WaitUntilThreadBlocked(owner);
+    gate = true;
+  });
   {
     Group g(Background());
     g.Go([&](const Context&) {
-      absl::SleepFor(absl::Milliseconds(10));
+      while (!gate.load()) std::this_thread::yield();
       finished = true;
       return absl::OkStatus();
     });
   }
   EXPECT_TRUE(finished.load());
+  releaser.join();
 }
 
 }  // namespace

@@ -21,6 +21,27 @@ int ThreadCount() {
   return -1;
 }
 
+int CurrentThreadId() { return static_cast<int>(gettid()); }
+
+bool WaitUntilThreadBlocked(int tid, absl::Duration bound) {
+  const std::string path =
+      "/proc/self/task/" + std::to_string(tid) + "/stat";
+  return Eventually(
+      [&] {
+        std::ifstream stat(path);
+        std::string all;
+        std::getline(stat, all);
+        // "pid (comm) S ...": the state follows the last ')'.
+        const size_t paren = all.rfind(')');
+        if (paren == std::string::npos || paren + 2 >= all.size()) {
+          return false;
+        }
+        const char state = all[paren + 2];
+        return state == 'S' || state == 'D';
+      },
+      bound);
+}
+
 int64_t ResidentBytes() {
   std::ifstream statm("/proc/self/statm");
   int64_t size_pages = 0;

@@ -24,6 +24,13 @@ int64_t ResidentBytes();
 // unless another process takes it meanwhile (unlikely: the kernel hands out
 // ephemeral ports in sequence).
 int UnusedLoopbackPort();
+// The calling thread's kernel id (gettid).
+int CurrentThreadId();
+// Waits until thread `tid` of this process is asleep in the kernel (state S
+// or D in /proc/self/task/TID/stat), e.g. blocked in a join or a condition
+// wait; false if that did not happen within `bound`. Lets a test release a
+// gate only once another thread is known to wait on it.
+bool WaitUntilThreadBlocked(int tid, absl::Duration bound = absl::Seconds(20));
 // Polls `done` every millisecond until it returns true or `bound` passes;
 // returns the last result. Only for conditions with no change event.
 bool Eventually(const std::function<bool()>& done,
