@@ -48,7 +48,8 @@ inline MonoTime MonoAdd(MonoTime from, absl::Duration d) {
 // The duration from `from` to `to` (may be negative; infinite for kMonoNever).
 inline absl::Duration MonoUntil(MonoTime from, MonoTime to) {
   if (to == kMonoNever) return absl::InfiniteDuration();
-  return absl::Nanoseconds(to - from);
+  // absl::Duration spans far more than int64 nanoseconds: no overflow.
+  return absl::Nanoseconds(to) - absl::Nanoseconds(from);
 }
 
 namespace clock_internal {
