@@ -25,6 +25,14 @@
 // is gone. Key<T> objects must outlive every context that uses them (declare
 // them at namespace scope).
 //
+// Cancellation never throws, whatever the depth of the tree or the state of
+// the system (thread or memory limits), and when a cancel call returns every
+// descendant is done.
+//
+// Memory ordering: everything a thread did before canceling a context
+// happens-before whatever another thread does after it observed the context
+// done (IsDone(), Err(), a Wait that returned true, an AfterFunc running).
+//
 // Errors: Err() is OK while the context is live, then kCancelled "context
 // canceled" or kDeadlineExceeded "context deadline exceeded", and never
 // changes once set.
@@ -73,7 +81,9 @@ class DoneSignal {
   // for timeout <= 0. On a never-done context, sleeps the whole timeout and
   // returns false.
   bool WaitFor(absl::Duration timeout) const;
-  // Like WaitFor, until the absolute time `deadline`.
+  // Like WaitFor, until the absolute time `deadline`, which is converted to
+  // the monotonic clock once, at the call (a clock step during the wait does
+  // not move its end).
   bool WaitUntil(absl::Time deadline) const;
 
  private:
@@ -180,12 +190,19 @@ std::pair<Context, CancelFunc> WithCancel(const Context& parent);
 std::pair<Context, CancelCauseFunc> WithCancelCause(const Context& parent);
 // A child whose deadline is the earlier of `d` and the parent's deadline; it
 // is done with kDeadlineExceeded when that deadline passes (at once if it
-// already has). Uses the shared timer service: no thread per context; the
-// timer is removed as soon as the context is done. InfiniteFuture means no
-// deadline of its own (like WithCancel); InfinitePast is already expired.
+// already has). As Go's WithDeadline, `d` is turned into a time on the
+// monotonic clock once, here (the time left until `d` now): the deadline then
+// fires by the monotonic clock, so a later step of the system clock neither
+// delays nor hurries it; Deadline() keeps reporting `d`. Uses the shared timer
+// service: no thread per context; the timer is removed as soon as the context
+// is done. InfiniteFuture means no deadline of its own (like WithCancel);
+// InfinitePast is already expired. Throws std::bad_alloc only when memory
+// for the timer cannot be had (leaving nothing behind).
 std::pair<Context, CancelFunc> WithDeadline(const Context& parent,
                                             absl::Time d);
-// WithDeadline(parent, Now() + t). t <= 0: done at creation.
+// A child that is done with kDeadlineExceeded `t` from now, measured on the
+// monotonic clock (Go's WithTimeout); Deadline() reports Now() + t.
+// t <= 0: done at creation; InfiniteDuration: no deadline of its own.
 std::pair<Context, CancelFunc> WithTimeout(const Context& parent,
                                            absl::Duration t);
 // Like WithDeadline, but when the deadline passes Cause(ctx) is `cause` (OK:
