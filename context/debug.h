@@ -15,6 +15,11 @@ namespace reqctx::debug {
 // Listeners linked to ctx's nearest cancelable layer: live children, waiters
 // and pending AfterFuncs. 0 for a context that can never be done.
 size_t ListenerCount(const Context& ctx);
+// Whether ctx's nearest cancelable layer registers its listeners per CPU
+// (it does once its lock was found contended by a registering child).
+bool ListenersArePerCpu(const Context& ctx);
+// Testing hook: makes ctx's nearest cancelable layer register per CPU now.
+void MakeListenersPerCpuForTesting(const Context& ctx);
 // Deadlines queued in the shared timer service.
 size_t PendingTimerCount();
 // Threads the AfterFunc executor currently owns (busy or idle).
