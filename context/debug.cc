@@ -35,6 +35,10 @@ size_t AfterFuncPeakThreadCount() {
 size_t AfterFuncSoftThreadCap() { return internal::Executor::SoftCap(); }
 size_t AfterFuncHardThreadCap() { return internal::Executor::HardCap(); }
 
+size_t TimerThreadWakeups() {
+  return internal::TimerService::Get().WakeupsForTesting();
+}
+
 size_t TimerHeapReservedBytes() {
   return internal::TimerService::Get().ReservedBytesForTesting();
 }

@@ -31,6 +31,9 @@ size_t AfterFuncPeakThreadCount();
 // hard cap.
 size_t AfterFuncSoftThreadCap();
 size_t AfterFuncHardThreadCap();
+// How many times creating a deadline woke a timer thread (it wakes one only
+// for a deadline due before that thread would wake anyway).
+size_t TimerThreadWakeups();
 // Bytes the timer service's heaps hold reserved (capacity, not entries).
 size_t TimerHeapReservedBytes();
 // Testing hook: the next `n` thread starts of the core (AfterFunc executor,
