@@ -17,9 +17,9 @@
 //   * b.N loop                -> `for (auto _ : state)`.
 //   * b.RunParallel(...)      -> ->Threads(n)->UseRealTime() for each n of
 //     --threads (default 1,2,4,8,16 and this machine's CPU count), as Go runs
-//     GOMAXPROCS goroutines under `go test -cpu n`. With UseRealTime, Google
-//     Benchmark reports wall time / iterations summed over all threads, which
-//     is exactly RunParallel's ns/op. Per-goroutine setup inside the closure
+//     GOMAXPROCS goroutines under `go test -cpu n`. ns/op is RunParallel's:
+//     wall time / iterations summed over all threads, the wall time measured
+//     by ParallelWallTime (below). Per-goroutine setup inside the closure
 //     (e.g. `wcf := make(...)`) becomes per-thread setup before the loop.
 //   * a goroutine per op      -> a std::thread per op (DeepValueNewGoRoutine).
 //   * `ctx, _ := WithCancel()` -> reqctx cancels a context when its last
@@ -32,6 +32,7 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -200,6 +201,53 @@ class Shared {
   const bool owner_;
 };
 
+// The wall time of a parallel case, as Go's RunParallel measures it: from the
+// moment every thread is running (the last one reached the barrier at the
+// loop's start) to the loop's end (the barrier after the last thread's last
+// iteration), reported as the run's manual time (registered with
+// UseManualTime). Google Benchmark's UseRealTime instead averages the threads'
+// own timers, each started when that thread got a CPU after the barrier, which
+// leaves out the time threads wait for a CPU when there are more threads than
+// CPUs and so reports too little. Construct it right before the loop and call
+// Report() right after; it costs nothing per iteration. Thread 0 reports for
+// all, so a late wake-up of thread 0 can only overstate the time.
+class ParallelWallTime {
+ public:
+  explicit ParallelWallTime(State& state) : state_(state) {
+    const int64_t now = NowNs();
+    int64_t seen = LastStart().load(std::memory_order_relaxed);
+    while (seen < now && !LastStart().compare_exchange_weak(
+                             seen, now, std::memory_order_relaxed)) {
+    }
+  }
+  ParallelWallTime(const ParallelWallTime&) = delete;
+  ParallelWallTime& operator=(const ParallelWallTime&) = delete;
+
+  // After the loop. Every thread's start was recorded before the start
+  // barrier, which orders it before this read; the reset is for the next run,
+  // whose threads start after this run's have been joined.
+  void Report() {
+    if (state_.thread_index() != 0) return;
+    const int64_t end = NowNs();
+    const int64_t start = LastStart().exchange(0, std::memory_order_relaxed);
+    // The runner divides the threads' summed manual time by their number.
+    state_.SetIterationTime(static_cast<double>(end - start) * 1e-9 *
+                            state_.threads());
+  }
+
+ private:
+  static int64_t NowNs() {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(
+               std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+  }
+  static std::atomic<int64_t>& LastStart() {
+    static std::atomic<int64_t> last{0};
+    return last;
+  }
+  State& state_;
+};
+
 // A live cancelable context (a server-lifetime context) and its CancelFunc.
 struct LiveContext {
   LiveContext() { std::tie(ctx, cancel) = reqctx::WithCancel(Background()); }
@@ -240,6 +288,7 @@ void BM_CommonParentCancel(State& state) {
   Shared<ValueParent> shared(state);
   int64_t x = 0;
   AllocCounter allocs;  // After the setup: counts only the loop.
+  ParallelWallTime wall(state);
   for (auto _ : state) {
     auto [ctx, cancel] = reqctx::WithCancel(shared->ctx);
     const std::string* v = ctx.Value(kStringKey);
@@ -248,6 +297,7 @@ void BM_CommonParentCancel(State& state) {
     cancel();
     DivideLoop(x);
   }
+  wall.Report();
   allocs.Report(state);
 }
 
@@ -257,6 +307,7 @@ void BM_StopSource_CommonParentCancel(State& state) {
   Shared<std::stop_source> shared(state);
   int64_t x = 0;
   AllocCounter allocs;
+  ParallelWallTime wall(state);
   for (auto _ : state) {
     std::optional<StopLink> child;
     child.emplace(shared->get_token());
@@ -265,6 +316,7 @@ void BM_StopSource_CommonParentCancel(State& state) {
     child.reset();
     DivideLoop(x);
   }
+  wall.Report();
   allocs.Report(state);
 }
 
@@ -281,6 +333,7 @@ void BM_WithTimeout(State& state, int64_t concurrency) {
   }
   std::array<CancelFunc, 10> wcf;
   AllocCounter allocs;
+  ParallelWallTime wall(state);
   for (auto _ : state) {
     for (CancelFunc& f : wcf) {
       // Reassigning drops the previous op's (already canceled) CancelFunc.
@@ -288,6 +341,7 @@ void BM_WithTimeout(State& state, int64_t concurrency) {
     }
     for (const CancelFunc& f : wcf) f();
   }
+  wall.Report();
   allocs.Report(state);
   wcf = {};
   background.clear();  // Untimed, as Go's b.StopTimer() cleanup.
@@ -438,20 +492,24 @@ void BM_StopSource_CheckCanceled(State& state) {
 void BM_ContextCancelDone(State& state) {
   Shared<LiveContext> shared(state);
   AllocCounter allocs;
+  ParallelWallTime wall(state);
   for (auto _ : state) {
     bool done = shared->ctx.Done().IsDone();
     benchmark::DoNotOptimize(done);
   }
+  wall.Report();
   allocs.Report(state);
 }
 
 void BM_StopSource_ContextCancelDone(State& state) {
   Shared<std::stop_source> shared(state);
   AllocCounter allocs;
+  ParallelWallTime wall(state);
   for (auto _ : state) {
     bool done = shared->stop_requested();
     benchmark::DoNotOptimize(done);
   }
+  wall.Report();
   allocs.Report(state);
 }
 
@@ -461,30 +519,36 @@ void BM_StopSource_ContextCancelDone(State& state) {
 void BM_CheckCanceledParallel_Err(State& state) {
   Shared<CanceledContext> shared(state);
   AllocCounter allocs;
+  ParallelWallTime wall(state);
   for (auto _ : state) {
     const absl::Status& err = shared->ctx.Err();
     benchmark::DoNotOptimize(&err);
   }
+  wall.Report();
   allocs.Report(state);
 }
 
 void BM_CheckCanceledParallel_Done(State& state) {
   Shared<CanceledContext> shared(state);
   AllocCounter allocs;
+  ParallelWallTime wall(state);
   for (auto _ : state) {
     bool done = shared->ctx.Done().IsDone();
     benchmark::DoNotOptimize(done);
   }
+  wall.Report();
   allocs.Report(state);
 }
 
 void BM_StopSource_CheckCanceledParallel(State& state) {
   Shared<StoppedSource> shared(state);
   AllocCounter allocs;
+  ParallelWallTime wall(state);
   for (auto _ : state) {
     bool done = shared->source.stop_requested();
     benchmark::DoNotOptimize(done);
   }
+  wall.Report();
   allocs.Report(state);
 }
 
@@ -501,6 +565,7 @@ void BM_ServerShaped(State& state) {
   Shared<LiveContext> server(state);
   int64_t x = 0;
   AllocCounter allocs;
+  ParallelWallTime wall(state);
   for (auto _ : state) {
     auto [ctx, cancel] = reqctx::WithTimeout(server->ctx, kRequestTimeout);
     for (int i = 0; i < kPollsPerRequest; ++i) {
@@ -512,6 +577,7 @@ void BM_ServerShaped(State& state) {
     }
     cancel();
   }
+  wall.Report();
   allocs.Report(state);
 }
 
@@ -522,6 +588,7 @@ void BM_StopSource_ServerShaped(State& state) {
   Shared<std::stop_source> server(state);
   int64_t x = 0;
   AllocCounter allocs;
+  ParallelWallTime wall(state);
   for (auto _ : state) {
     StopLink request(server->get_token());
     for (int i = 0; i < kPollsPerRequest; ++i) {
@@ -533,6 +600,7 @@ void BM_StopSource_ServerShaped(State& state) {
     }
     request.source.request_stop();
   }
+  wall.Report();
   allocs.Report(state);
 }
 
@@ -622,12 +690,13 @@ benchmark::internal::Benchmark* Register(const std::string& name, Fn&& fn) {
   return benchmark::RegisterBenchmark(name.c_str(), std::forward<Fn>(fn));
 }
 
-// A RunParallel case: one run per thread count, ns/op = wall time / all ops.
+// A RunParallel case: one run per thread count, ns/op = wall time / all ops
+// (the case measures its wall time with ParallelWallTime).
 template <typename Fn>
 void RegisterParallel(const std::string& name, Fn&& fn,
                       const std::vector<int>& threads) {
   benchmark::internal::Benchmark* b =
-      Register(name, std::forward<Fn>(fn))->UseRealTime();
+      Register(name, std::forward<Fn>(fn))->UseManualTime();
   for (int n : threads) b->Threads(n);
 }
 
