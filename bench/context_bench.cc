@@ -208,9 +208,11 @@ class Shared {
 // UseManualTime). Google Benchmark's UseRealTime instead averages the threads'
 // own timers, each started when that thread got a CPU after the barrier, which
 // leaves out the time threads wait for a CPU when there are more threads than
-// CPUs and so reports too little. Construct it right before the loop and call
-// Report() right after; it costs nothing per iteration. Thread 0 reports for
-// all, so a late wake-up of thread 0 can only overstate the time.
+// CPUs and so reports too little. The start is the latest time a thread
+// recorded before the start barrier, the end the earliest a thread recorded
+// after the end barrier, so a thread that is slow to wake up after a barrier
+// does not add its delay. Construct it right before the loop and call
+// Report() right after, on every thread; nothing is done per iteration.
 class ParallelWallTime {
  public:
   explicit ParallelWallTime(State& state) : state_(state) {
@@ -223,19 +225,32 @@ class ParallelWallTime {
   ParallelWallTime(const ParallelWallTime&) = delete;
   ParallelWallTime& operator=(const ParallelWallTime&) = delete;
 
-  // After the loop. Every thread's start was recorded before the start
-  // barrier, which orders it before this read; the reset is for the next run,
-  // whose threads start after this run's have been joined.
+  // After the loop. The last thread to get here reports the run's wall time
+  // (the runner divides the threads' summed manual time by their number) and
+  // resets the shared records for the next run, whose threads start after
+  // this run's have been joined. Every start was recorded before the start
+  // barrier; every end before the release increment on Reported(), which the
+  // last thread's increment acquires.
   void Report() {
-    if (state_.thread_index() != 0) return;
-    const int64_t end = NowNs();
+    const int64_t now = NowNs();
+    int64_t seen = FirstEnd().load(std::memory_order_relaxed);
+    while (seen > now && !FirstEnd().compare_exchange_weak(
+                             seen, now, std::memory_order_relaxed)) {
+    }
+    if (Reported().fetch_add(1, std::memory_order_acq_rel) + 1 !=
+        state_.threads()) {
+      return;
+    }
     const int64_t start = LastStart().exchange(0, std::memory_order_relaxed);
-    // The runner divides the threads' summed manual time by their number.
+    const int64_t end =
+        FirstEnd().exchange(kNoEnd, std::memory_order_relaxed);
+    Reported().store(0, std::memory_order_relaxed);
     state_.SetIterationTime(static_cast<double>(end - start) * 1e-9 *
                             state_.threads());
   }
 
  private:
+  static constexpr int64_t kNoEnd = INT64_MAX;
   static int64_t NowNs() {
     return std::chrono::duration_cast<std::chrono::nanoseconds>(
                std::chrono::steady_clock::now().time_since_epoch())
@@ -244,6 +259,14 @@ class ParallelWallTime {
   static std::atomic<int64_t>& LastStart() {
     static std::atomic<int64_t> last{0};
     return last;
+  }
+  static std::atomic<int64_t>& FirstEnd() {
+    static std::atomic<int64_t> first{kNoEnd};
+    return first;
+  }
+  static std::atomic<int>& Reported() {
+    static std::atomic<int> reported{0};
+    return reported;
   }
   State& state_;
 };
