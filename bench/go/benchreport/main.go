@@ -130,6 +130,8 @@ func readGo(paths []string) (map[key]*goResult, []string) {
 var decor = regexp.MustCompile(`^(real_time|process_time|manual_time|threads:\d+|` +
 	`min_time:.*|min_warmup_time:.*|iterations:\d+|repeats:\d+)$`)
 
+var nonFinite = regexp.MustCompile(`:\s*-?(?i:nan|inf|infinity)\b`)
+
 var toNs = map[string]float64{"ns": 1, "us": 1e3, "ms": 1e6, "s": 1e9}
 
 // readCC parses context_bench's JSON into results by (name, threads), keeping
@@ -142,6 +144,9 @@ func readCC(path string) (map[key]ccResult, []string, map[string]bool) {
 	var data struct {
 		Benchmarks []map[string]interface{} `json:"benchmarks"`
 	}
+	// Google Benchmark writes NaN/inf for some aggregates (the cv of a
+	// counter that is always 0), which JSON has no word for.
+	raw = nonFinite.ReplaceAll(raw, []byte(": null"))
 	if err := json.Unmarshal(raw, &data); err != nil {
 		fail("%s: %v", path, err)
 	}
