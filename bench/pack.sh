@@ -81,9 +81,10 @@ here="\$(cd "\$(dirname "\$0")" && pwd)"
 exec "\${here}/measure.sh" "\${here}/bin" "\${here}/lib/${loader}" "\${here}/lib"
 RUN
 chmod a+rx "${DIR}/run.sh" "${DIR}/measure.sh"
-commit="$(cd "${REPO}" && git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+commit="$(cd "${REPO}" && git describe --always --dirty 2>/dev/null || echo unknown)"
 cat >"${DIR}/README.txt" <<TXT
-reqctx benchmark pack (reqctx ${commit}, built $(date -u +%Y-%m-%d) on $(. /etc/os-release && echo "${PRETTY_NAME}"), x86-64 Linux.
+reqctx benchmark pack for x86-64 Linux: reqctx ${commit}, built $(date -u +%Y-%m-%d)
+on $(. /etc/os-release && echo "${PRETTY_NAME}").
 Run ./run.sh (about 7 minutes on 2 cores; more threads take longer); it prints
 markdown tables and the targets to stdout. Knobs are listed in measure.sh.
 The C++ binaries run through lib/${loader} with the libraries in lib/; the Go

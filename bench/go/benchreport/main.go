@@ -366,7 +366,7 @@ func (r *report) scalingTable() {
 		"goroutines), ns/op = wall time / all operations, median of the runs; "+
 		"%d cores here, so columns above %d are oversubscribed. "+
 		"reqctx/Go below 1 is reqctx faster.\n\n", r.cpus, r.cpus)
-	head := "| case | threads |"
+	head := "| case | measure / threads |"
 	rule := "|---|---|"
 	for _, t := range ts {
 		head += fmt.Sprintf(" %d |", t)
@@ -383,7 +383,7 @@ func (r *report) scalingTable() {
 			cells []string
 			any   bool
 		}
-		rows := []*row{{label: "reqctx ns/op"}, {label: "Go ns/op"},
+		rows := []*row{{label: "reqctx ns/op"}, {label: "Go ns/op (-cpu N)"},
 			{label: "std::stop_source ns/op"}, {label: "reqctx/Go"}}
 		for _, t := range ts {
 			c, cOk := r.cc[key{n, t}]
