@@ -3,19 +3,19 @@
 //
 // Each "Benchmark..." case mirrors the Go benchmark of the same name in Go's
 // src/context/benchmark_test.go (Go 1.19), with the same work per iteration,
-// so that bench/run_all.sh can join the two outputs by name. Cases named
-// "StopSource/<Go name>" do the nearest std::stop_source equivalent of that
-// case. A few reqctx-only cases (no Go counterpart) measure the issue's
-// targets directly: LinkedChildCancel, WithTimeoutCancel, WithValue and
-// CheckCanceled/DoneHoisted. Two parallel cases have no Go counterpart in Go's
-// file and are mirrored by bench/go/server_shaped_test.go instead:
-// CheckCanceledParallel/{Err,Done} (every thread checks one canceled context)
-// and ServerShaped (every thread derives request contexts from one shared
-// parent and polls them while it works).
+// so that bench/go/benchreport (run by bench/run_all.sh) can join the two
+// outputs by name. Cases named "StopSource/<Go name>" do the nearest
+// std::stop_source equivalent of that case. A few reqctx-only cases (no Go
+// counterpart) measure the targets directly: LinkedChildCancel,
+// WithTimeoutCancel, WithValue and CheckCanceled/DoneHoisted. Two parallel
+// cases that Go's file lacks have their Go side in
+// bench/go/server_shaped_test.go: CheckCanceledParallel/{Err,Done} (every
+// thread checks one canceled context) and ServerShaped (every thread derives
+// request contexts from one shared parent and polls them while it works).
 //
 // Mapping of Go's benchmark mechanics:
 //   * b.N loop                -> `for (auto _ : state)`.
-//   * b.RunParallel(...)      -> ->Threads(n)->UseRealTime() for each n of
+//   * b.RunParallel(...)      -> ->Threads(n)->UseManualTime() for each n of
 //     --threads (default 1,2,4,8,16 and this machine's CPU count), as Go runs
 //     GOMAXPROCS goroutines under `go test -cpu n`. ns/op is RunParallel's:
 //     wall time / iterations summed over all threads, the wall time measured

@@ -10,7 +10,7 @@
 #   context.test (Go's `go test -c context`), bench.test (bench/go's cases)
 #   and benchreport (bench/go/benchreport). With LOADER and LIB_DIR, the C++
 #   binaries run as `LOADER --library-path LIB_DIR BINARY ...`.
-# Knobs (environment), defaults keep the whole run to ~7 minutes on 2 cores:
+# Knobs (environment), defaults keep the whole run to ~5 minutes on 2 cores:
 #   BENCH_THREADS      thread counts of the parallel cases, and Go's -cpu
 #                      list; this machine's CPU count is always added
 #                      (1,2,4,8,16)

@@ -85,7 +85,7 @@ commit="$(cd "${REPO}" && git describe --always --dirty 2>/dev/null || echo unkn
 cat >"${DIR}/README.txt" <<TXT
 reqctx benchmark pack for x86-64 Linux: reqctx ${commit}, built $(date -u +%Y-%m-%d)
 on $(. /etc/os-release && echo "${PRETTY_NAME}").
-Run ./run.sh (about 7 minutes on 2 cores; more threads take longer); it prints
+Run ./run.sh (about 5 minutes on 2 cores; more threads take longer); it prints
 markdown tables and the targets to stdout. Knobs are listed in measure.sh.
 The C++ binaries run through lib/${loader} with the libraries in lib/; the Go
 binaries are static. Nothing is installed or written outside a temp directory

@@ -12,7 +12,7 @@
 # Knobs (environment): see bench/measure.sh (BENCH_THREADS, BENCH_MIN_TIME,
 # GO_BENCHTIME, BENCH_REPETITIONS, RPC_PHASE_SECONDS, RPC_ROUNDS,
 # RPC_CANCEL_TRIALS, BENCH_SKIP_RPC, BENCH_OUT); the defaults keep the whole
-# run to ~7 minutes on 2 cores.
+# run to ~5 minutes on 2 cores.
 # Progress goes to stderr; stdout is only the report (paste it into the README).
 # To measure on another machine with nothing installed there: bench/pack.sh.
 set -euo pipefail
