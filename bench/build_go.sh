@@ -21,4 +21,5 @@ go_offline() {
 (cd "${GO_TMP}" && go_offline test -c -o "${DEST}/context.test" context)
 cd "$(dirname "$0")/go"
 go_offline test -c -o "${DEST}/bench.test" .
+go_offline test -count=1 ./benchreport >&2  # The report's parsers, checked.
 go_offline build -o "${DEST}/benchreport" ./benchreport
