@@ -174,7 +174,13 @@ absl::StatusOr<std::unique_ptr<LocalServer>> LocalServer::Start() {
   server->dir_ = tmpl;
   const std::string& dir = server->dir_;
   if (as.drop && chown(dir.c_str(), as.uid, as.gid) != 0) {
-    return absl::InternalError(absl::StrCat("chown: ", strerror(errno)));
+    // EINVAL: a user namespace without that uid (e.g. Bazel's linux-sandbox;
+    // such tests are tagged no-sandbox).
+    return absl::InternalError(absl::StrCat(
+        "chown ", dir, " to postgres: ", strerror(errno),
+        errno == EINVAL ? " (a user namespace that does not map the postgres "
+                          "uid: run outside the sandbox)"
+                        : ""));
   }
   const std::string log = dir + "/log";
   const Command initdb(log, {bin + "/initdb", "-D", dir + "/data", "-A",

@@ -91,7 +91,7 @@ const std::optional<std::string>& Result::at(size_t row,
 }
 
 std::optional<std::string> SqlState(const absl::Status& status) {
-  std::optional<absl::Cord> p = status.GetPayload(kSqlStatePayload);
+  absl::optional<absl::Cord> p = status.GetPayload(kSqlStatePayload);
   if (!p.has_value()) return std::nullopt;
   return std::string(*p);
 }
@@ -184,7 +184,7 @@ absl::StatusOr<Result> Connection::Query(
   absl::StatusOr<DoneFd> done = DoneFd::Open(ctx);
   if (!done.ok()) return done.status();
 
-  auto broken = [this](std::string_view what) {
+  auto broken = [this](const char* what) {
     absl::Status s = absl::UnavailableError(absl::StrCat(
         "postgres: ", what, ": ", Trimmed(PQerrorMessage(conn_))));
     Close();
