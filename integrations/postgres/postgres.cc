@@ -328,4 +328,29 @@ absl::StatusOr<Result> Connection::Query(
   return result;
 }
 
+absl::StatusOr<Result> Pool::Query(
+    const Context& ctx, std::string_view sql,
+    const std::vector<std::optional<std::string>>& params) {
+  std::unique_ptr<Connection> conn;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!idle_.empty()) {
+      conn = std::move(idle_.back());
+      idle_.pop_back();
+    }
+  }
+  if (conn == nullptr) {
+    absl::StatusOr<std::unique_ptr<Connection>> c =
+        Connection::Connect(ctx, conninfo_);
+    if (!c.ok()) return c.status();
+    conn = std::move(*c);
+  }
+  absl::StatusOr<Result> r = conn->Query(ctx, sql, params);
+  if (conn->ok()) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (idle_.size() < max_idle_) idle_.push_back(std::move(conn));
+  }
+  return r;  // A connection not kept is closed here, outside the lock.
+}
+
 }  // namespace reqctx::postgres

@@ -41,6 +41,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -122,6 +123,35 @@ class Connection {
   pg_conn* conn_;
   pg_cancel* cancel_;
   std::atomic<bool> busy_{false};
+};
+
+// A set of Connections to one server for concurrent callers: Query takes an
+// idle connection (or connects a new one, bound to the same Context), runs
+// the query and keeps the connection for the next caller if it is still
+// ok() and fewer than `max_idle` are idle.
+//
+// Thread-safety: Query may be called from any number of threads at once.
+// Lifetime: must outlive its Query calls; closes the idle connections.
+class Pool {
+ public:
+  explicit Pool(std::string conninfo, size_t max_idle = 8)
+      : conninfo_(std::move(conninfo)), max_idle_(max_idle) {}
+  Pool(const Pool&) = delete;
+  Pool& operator=(const Pool&) = delete;
+
+  // Connection::Query on a pooled connection; a Connect failure is returned
+  // as is (the Context's error, or kUnavailable).
+  absl::StatusOr<Result> Query(
+      const Context& ctx, std::string_view sql,
+      const std::vector<std::optional<std::string>>& params = {});
+
+  const std::string& conninfo() const { return conninfo_; }
+
+ private:
+  const std::string conninfo_;
+  const size_t max_idle_;
+  std::mutex mu_;
+  std::vector<std::unique_ptr<Connection>> idle_;  // Guarded by mu_.
 };
 
 }  // namespace reqctx::postgres
