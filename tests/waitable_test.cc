@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdio>
 #include <chrono>
 #include <condition_variable>
 #include <latch>
@@ -135,6 +136,9 @@ TEST(DoneFdTest, PollWakesWithinMillisecondsOfCancel) {
   const int64_t woke_ns = absl::GetCurrentTimeNanos();
   t.join();
   EXPECT_LT(woke_ns - canceled_ns.load(), 50'000'000);  // Direct write: fast.
+  std::printf("cancel -> poll() on the DoneFd woke: %s\n",
+              absl::FormatDuration(absl::Nanoseconds(
+                  woke_ns - canceled_ns.load())).c_str());
 }
 
 // Opens, drops and cancels from many threads at once: every descriptor is
@@ -258,6 +262,29 @@ TEST(CvWaitTest, NeverDoneContextIsPlainWait) {
   EXPECT_TRUE(Wait(Background(), cv, lock, [&] { return n == 3; }));
   lock.unlock();
   producer.join();
+}
+
+TEST(CvWaitTest, CancelWakesTheWaiter) {
+  std::mutex mu;
+  std::condition_variable cv;
+  auto [ctx, cancel] = WithCancel(Background());
+  std::atomic<int64_t> canceled_ns{0};
+  std::thread t([&, c = cancel] {
+    {
+      std::lock_guard<std::mutex> lock(mu);  // The waiter is in cv.wait.
+    }
+    canceled_ns = absl::GetCurrentTimeNanos();
+    c();
+  });
+  std::unique_lock<std::mutex> lock(mu);
+  EXPECT_FALSE(Wait(ctx, cv, lock, [] { return false; }));
+  const int64_t woke_ns = absl::GetCurrentTimeNanos();
+  lock.unlock();
+  t.join();
+  EXPECT_LT(woke_ns - canceled_ns.load(), 1'000'000'000);
+  std::printf("cancel -> Wait(ctx, cv, lock, pred) returned: %s\n",
+              absl::FormatDuration(absl::Nanoseconds(
+                  woke_ns - canceled_ns.load())).c_str());
 }
 
 // A cancel racing with notifies, with the mutex and condvar destroyed right
