@@ -24,8 +24,8 @@ constexpr char kSetStatementTimeout[] =
 enum class Ready { kSocket, kDone, kTimeout, kError };
 
 // Waits until `sock` has one of `events`, the descriptor `done_fd` (-1: none)
-// is readable, or `end` passes. Readiness of the socket wins a tie: what
-// arrived is consumed first.
+// is readable, or `end` passes. A done Context wins a tie, so a server that
+// keeps the socket busy (a long result) cannot delay the cancel.
 Ready WaitFor(int sock, short events, int done_fd, absl::Time end) {
   for (;;) {
     pollfd fds[2] = {{sock, events, 0}, {done_fd, POLLIN, 0}};
@@ -42,8 +42,8 @@ Ready WaitFor(int sock, short events, int done_fd, absl::Time end) {
       return Ready::kError;
     }
     if (n == 0) continue;  // Re-checks `end`.
+    if (done_fd >= 0 && fds[1].revents != 0) return Ready::kDone;
     if (fds[0].revents != 0) return Ready::kSocket;  // Incl. POLLERR/HUP.
-    if (fds[1].revents != 0) return Ready::kDone;
   }
 }
 

@@ -14,7 +14,12 @@
 // is also sent as a server-side backstop: `set_config('statement_timeout',
 // <ms>, true)` (SET LOCAL) in the query's own transaction, in the same round
 // trip (pipeline mode), so even a client that vanishes cannot leave the
-// query running past the deadline.
+// query running past the deadline. Inside a transaction the caller opened
+// (BEGIN ... COMMIT through Query), that setting lasts until the transaction
+// ends, so later statements of it keep that limit unless they have their own
+// deadline. The cancel request itself is a short extra connection to the
+// server (libpq's PQcancel, blocking: on loopback ~1 ms; to an unreachable
+// server bounded only by the OS connect timeout).
 //
 // Errors:
 //   * the Context's error (kDeadlineExceeded / kCancelled): the Context was
