@@ -280,6 +280,35 @@ TEST_F(PostgresTest, RandomCancelsLeaveEveryConnectionUsable) {
               ok.load(), canceled.load(), deadline.load());
 }
 
+// Pool: threads share connections; canceled queries leave their connection
+// reusable (it goes back to the pool) and nothing running on the server.
+TEST_F(PostgresTest, PoolSharesConnectionsAcrossCancels) {
+  Pool pool(PostgresEnv::server->conninfo(), /*max_idle=*/3);
+  std::atomic<int> other{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 6; ++t) {
+    threads.emplace_back([&] {
+      absl::BitGen rng;
+      for (int i = 0; i < 100 / kScale; ++i) {
+        auto [ctx, cancel] = WithTimeout(
+            Background(), absl::Microseconds(absl::Uniform(rng, 0, 10000)));
+        absl::StatusOr<Result> r = pool.Query(ctx, "SELECT pg_sleep(0.005)");
+        const absl::StatusCode c = r.status().code();
+        if (c != absl::StatusCode::kOk &&
+            c != absl::StatusCode::kDeadlineExceeded) {
+          ++other;
+          ADD_FAILURE() << r.status();
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(other.load(), 0);
+  absl::StatusOr<Result> r = pool.Query(Background(), "SELECT 1");
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(ActiveQueries(0), 0);
+}
+
 }  // namespace
 }  // namespace reqctx::postgres
 
