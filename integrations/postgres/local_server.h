@@ -44,6 +44,8 @@ class LocalServer {
   // "host=127.0.0.1 port=N user=postgres dbname=postgres".
   const std::string& conninfo() const { return conninfo_; }
   int port() const { return port_; }
+  // The server's log file (stdout and stderr of initdb and the server).
+  std::string log_path() const { return dir_ + "/log"; }
   pid_t pid() const { return pid_; }
 
  private:

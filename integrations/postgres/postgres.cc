@@ -21,6 +21,8 @@ constexpr char kSqlStatePayload[] = "reqctx.postgres/sqlstate";
 constexpr char kSetStatementTimeout[] =
     "SELECT set_config('statement_timeout', $1, true)";
 
+constexpr absl::Duration kBackstopGrace = absl::Milliseconds(5);
+
 enum class Ready { kSocket, kDone, kTimeout, kError };
 
 // Waits until `sock` has one of `events`, the descriptor `done_fd` (-1: none)
@@ -195,8 +197,11 @@ absl::StatusOr<Result> Connection::Query(
   const std::optional<absl::Time> deadline = ctx.Deadline();
   const bool pipeline = deadline.has_value();
   if (pipeline) {
+    // The time left plus a small grace: the client's own cancel (which
+    // reports exactly this Context's error) normally acts first; the
+    // backstop is for a client that stalls or vanishes.
     const int64_t ms = std::max<int64_t>(
-        1, absl::ToInt64Milliseconds(*deadline - absl::Now()) + 1);
+        1, absl::ToInt64Milliseconds(*deadline - absl::Now() + kBackstopGrace));
     const std::string timeout = std::to_string(ms);
     const char* v[1] = {timeout.c_str()};
     if (PQenterPipelineMode(conn_) != 1 ||

@@ -11,7 +11,8 @@
 // stopped the query and the connection is idle again, and returns the
 // Context's error: kDeadlineExceeded or kCancelled. The connection stays
 // usable for the next query. When the Context has a deadline, the time left
-// is also sent as a server-side backstop: `set_config('statement_timeout',
+// (plus 5 ms of grace, so the client's own cancel normally acts first) is
+// also sent as a server-side backstop: `set_config('statement_timeout',
 // <ms>, true)` (SET LOCAL) in the query's own transaction, in the same round
 // trip (pipeline mode), so even a client that vanishes cannot leave the
 // query running past the deadline. Inside a transaction the caller opened

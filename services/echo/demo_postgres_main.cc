@@ -9,6 +9,7 @@
 //      took, and pg_stat_activity showing the query gone.
 // Stops everything it started (the database by pid) and exits 0 by itself.
 #include <cstdio>
+#include <fstream>
 #include <memory>
 #include <string>
 #include <thread>
@@ -67,6 +68,26 @@ bool AwaitSleeps(Connection& admin, int64_t want) {
   return false;
 }
 
+// Statements the server itself reports as canceled, by a cancel request
+// (PQcancel: "user request") or by the deadline's server-side backstop
+// ("statement timeout"), from the PostgreSQL log.
+struct Canceled {
+  int by_request = 0;
+  int by_timeout = 0;
+  int total() const { return by_request + by_timeout; }
+};
+Canceled CanceledOnServer(const std::string& log_path) {
+  std::ifstream in(log_path);
+  Canceled c;
+  for (std::string line; std::getline(in, line);) {
+    c.by_request += line.find("canceling statement due to user request") !=
+                    std::string::npos;
+    c.by_timeout += line.find("canceling statement due to statement timeout") !=
+                    std::string::npos;
+  }
+  return c;
+}
+
 grpc::Status Call(echo::v1::Echo::Stub& stub, const reqctx::Context& ctx,
                   int64_t work_ms) {
   echo::v1::EchoRequest request;
@@ -87,10 +108,10 @@ void PrintBackend(const Chain& chain) {
 
 bool InDeadline(echo::v1::Echo::Stub& stub, const Chain& chain) {
   absl::PrintF(
-      "\n1) 1 s deadline, 100 ms of work per hop (the backend's is "
+      "\n1) 2 s deadline, 100 ms of work per hop (the backend's is "
       "pg_sleep(0.1))\n");
   auto [ctx, cancel] =
-      reqctx::WithTimeout(reqctx::Background(), absl::Seconds(1));
+      reqctx::WithTimeout(reqctx::Background(), absl::Seconds(2));
   const absl::Time start = absl::Now();
   grpc::Status status = Call(stub, ctx, 100);
   absl::PrintF("   client: %s after %d ms\n", CodeName(status),
@@ -100,26 +121,32 @@ bool InDeadline(echo::v1::Echo::Stub& stub, const Chain& chain) {
 }
 
 bool DeadlineDuringQuery(echo::v1::Echo::Stub& stub, const Chain& chain,
-                         Connection& admin) {
+                         Connection& admin, const std::string& log) {
   absl::PrintF(
-      "\n2) 500 ms deadline, 200 ms of work per hop: the backend's query "
-      "starts with\n   ~100 ms left and the deadline runs out while it runs\n");
+      "\n2) 2.6 s deadline, 1 s of work per hop: the backend's "
+      "pg_sleep(1) starts with\n   ~0.6 s left and the deadline runs out "
+      "while it runs\n");
   auto [ctx, cancel] =
-      reqctx::WithTimeout(reqctx::Background(), absl::Milliseconds(500));
+      reqctx::WithTimeout(reqctx::Background(), absl::Milliseconds(2600));
   const absl::Time start = absl::Now();
-  grpc::Status status = Call(stub, ctx, 200);
+  grpc::Status status = Call(stub, ctx, 1000);
   absl::PrintF("   client: %s after %d ms\n", CodeName(status),
                absl::ToInt64Milliseconds(absl::Now() - start));
   PrintBackend(chain);
   const int64_t left = RunningSleeps(admin);
   absl::PrintF("   pg_sleep queries still running on the database: %d\n",
                left);
+  const Canceled canceled = CanceledOnServer(log);
+  absl::PrintF(
+      "   the server's log: %d statement canceled (%d by the cancel request, "
+      "%d by the\n   server-side statement_timeout backstop)\n",
+      canceled.total(), canceled.by_request, canceled.by_timeout);
   return status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED &&
-         left == 0;
+         left == 0 && canceled.total() == 1;
 }
 
 bool ClientCancel(echo::v1::Echo::Stub& stub, const Chain& chain,
-                  Connection& admin) {
+                  Connection& admin, const std::string& log) {
   absl::PrintF(
       "\n3) no deadline, 600 ms of work per hop; the client cancels as soon "
       "as the\n   backend's pg_sleep(0.6) is running on the database\n");
@@ -141,8 +168,14 @@ bool ClientCancel(echo::v1::Echo::Stub& stub, const Chain& chain,
       absl::ToDoubleMilliseconds(to_gone), gone ? "yes" : "NOT within 10 s");
   absl::PrintF("   pg_stat_activity after: %d pg_sleep queries\n",
                RunningSleeps(admin));
+  const Canceled canceled = CanceledOnServer(log);
+  absl::PrintF(
+      "   the server's log: %d statements canceled so far, %d by a cancel "
+      "request\n",
+      canceled.total(), canceled.by_request);
   PrintBackend(chain);
-  return started && gone && idle &&
+  return started && gone && idle && canceled.total() == 2 &&
+         canceled.by_request >= 1 &&
          status.error_code() == grpc::StatusCode::CANCELLED;
 }
 
@@ -187,8 +220,8 @@ int Run() {
   auto stub = echo::v1::Echo::NewStub(reqctx::CreateChannel(
       chain.frontend->address(), grpc::InsecureChannelCredentials()));
   bool ok = InDeadline(*stub, chain);
-  ok &= DeadlineDuringQuery(*stub, chain, **admin);
-  ok &= ClientCancel(*stub, chain, **admin);
+  ok &= DeadlineDuringQuery(*stub, chain, **admin, (*db)->log_path());
+  ok &= ClientCancel(*stub, chain, **admin, (*db)->log_path());
 
   absl::PrintF("\nshutting down the servers and PostgreSQL (pid %d)\n",
                (*db)->pid());
