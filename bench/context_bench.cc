@@ -3,18 +3,23 @@
 //
 // Each "Benchmark..." case mirrors the Go benchmark of the same name in Go's
 // src/context/benchmark_test.go (Go 1.19), with the same work per iteration,
-// so that bench/run_all.sh can join the two outputs by name. Cases named
-// "StopSource/<Go name>" do the nearest std::stop_source equivalent of that
-// case. A few reqctx-only cases (no Go counterpart) measure the issue's
-// targets directly: LinkedChildCancel, WithTimeoutCancel, WithValue and
-// CheckCanceled/DoneHoisted.
+// so that bench/go/benchreport (run by bench/run_all.sh) can join the two
+// outputs by name. Cases named "StopSource/<Go name>" do the nearest
+// std::stop_source equivalent of that case. A few reqctx-only cases (no Go
+// counterpart) measure the targets directly: LinkedChildCancel,
+// WithTimeoutCancel, WithValue and CheckCanceled/DoneHoisted. Two parallel
+// cases that Go's file lacks have their Go side in
+// bench/go/server_shaped_test.go: CheckCanceledParallel/{Err,Done} (every
+// thread checks one canceled context) and ServerShaped (every thread derives
+// request contexts from one shared parent and polls them while it works).
 //
 // Mapping of Go's benchmark mechanics:
 //   * b.N loop                -> `for (auto _ : state)`.
-//   * b.RunParallel(...)      -> ->ThreadPerCpu()->UseRealTime(): one thread per
-//     CPU, as Go runs GOMAXPROCS (= CPUs) goroutines. With UseRealTime, Google
-//     Benchmark reports wall time / iterations summed over all threads, which
-//     is exactly RunParallel's ns/op. Per-goroutine setup inside the closure
+//   * b.RunParallel(...)      -> ->Threads(n)->UseManualTime() for each n of
+//     --threads (default 1,2,4,8,16 and this machine's CPU count), as Go runs
+//     GOMAXPROCS goroutines under `go test -cpu n`. ns/op is RunParallel's:
+//     wall time / iterations summed over all threads, the wall time measured
+//     by ParallelWallTime (below). Per-goroutine setup inside the closure
 //     (e.g. `wcf := make(...)`) becomes per-thread setup before the loop.
 //   * a goroutine per op      -> a std::thread per op (DeepValueNewGoRoutine).
 //   * `ctx, _ := WithCancel()` -> reqctx cancels a context when its last
@@ -24,9 +29,12 @@
 //     measured cost, since a C++ caller cannot avoid it.
 //   * Go's B/op, allocs/op    -> counters bytes_per_op and allocs_per_op, from
 //     the operator new replaced below (requested bytes, not size classes).
+#include <algorithm>
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <deque>
 #include <new>
@@ -34,12 +42,22 @@
 #include <stop_token>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <utility>
 #include <vector>
 
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/strings/numbers.h"
 #include "absl/time/time.h"
 #include "benchmark/benchmark.h"
 #include "context/core.h"
+
+ABSL_FLAG(std::vector<std::string>, threads,
+          std::vector<std::string>({"1", "2", "4", "8", "16"}),
+          "Thread counts at which each parallel case runs (Go's RunParallel "
+          "cases, CheckCanceledParallel, ServerShaped), like go test -cpu; "
+          "this machine's CPU count is always added.");
 
 // --- Allocation counting -----------------------------------------------------
 // Thread-local, so counting adds no shared-cache-line traffic to the parallel
@@ -110,12 +128,12 @@ class AllocCounter {
   uint64_t count_;
 };
 
-// Go's `for i := 0; i < 100; i++ { x /= x + 1 }`: a dependent chain of 100
-// 64-bit divisions (Go's int is 64 bits). x is laundered through
+// Go's `for i := 0; i < 100; i++ { x /= x + 1 }`: a dependent chain of `n`
+// (Go: 100) 64-bit divisions (Go's int is 64 bits). x is laundered through
 // DoNotOptimize so the compiler cannot fold the chain (x starts at 0).
-inline void DivideLoop(int64_t& x) {
+inline void DivideLoop(int64_t& x, int n = 100) {
   benchmark::DoNotOptimize(x);
-  for (int i = 0; i < 100; ++i) x /= x + 1;
+  for (int i = 0; i < n; ++i) x /= x + 1;
   benchmark::DoNotOptimize(x);
 }
 
@@ -153,43 +171,166 @@ const Key<int>& DepthKey(int i) {
   return (*keys)[i];
 }
 
+// --- State shared by the threads of a parallel case ----------------------------
+// Thread 0 builds a T before the loop and destroys it after. The other threads
+// first touch it inside the loop, after the barrier Google Benchmark runs at
+// the loop's start, and last touch it before the barrier at the loop's end, so
+// no thread sees it half-built or gone. Use it only inside the loop.
+template <typename T>
+class Shared {
+ public:
+  explicit Shared(const State& state) : owner_(state.thread_index() == 0) {
+    if (owner_) Slot() = new T();
+  }
+  ~Shared() {
+    if (owner_) {
+      delete Slot();
+      Slot() = nullptr;
+    }
+  }
+  Shared(const Shared&) = delete;
+  Shared& operator=(const Shared&) = delete;
+
+  T* operator->() const { return Slot(); }
+
+ private:
+  static T*& Slot() {
+    static T* value = nullptr;
+    return value;
+  }
+  const bool owner_;
+};
+
+// The wall time of a parallel case, as Go's RunParallel measures it: from the
+// moment every thread is running (the last one reached the barrier at the
+// loop's start) to the loop's end (the barrier after the last thread's last
+// iteration), reported as the run's manual time (registered with
+// UseManualTime). Google Benchmark's UseRealTime instead averages the threads'
+// own timers, each started when that thread got a CPU after the barrier, which
+// leaves out the time threads wait for a CPU when there are more threads than
+// CPUs and so reports too little. The start is the latest time a thread
+// recorded before the start barrier, the end the earliest a thread recorded
+// after the end barrier, so a thread that is slow to wake up after a barrier
+// does not add its delay. Construct it right before the loop and call
+// Report() right after, on every thread; nothing is done per iteration.
+class ParallelWallTime {
+ public:
+  explicit ParallelWallTime(State& state) : state_(state) {
+    const int64_t now = NowNs();
+    int64_t seen = LastStart().load(std::memory_order_relaxed);
+    while (seen < now && !LastStart().compare_exchange_weak(
+                             seen, now, std::memory_order_relaxed)) {
+    }
+  }
+  ParallelWallTime(const ParallelWallTime&) = delete;
+  ParallelWallTime& operator=(const ParallelWallTime&) = delete;
+
+  // After the loop. The last thread to get here reports the run's wall time
+  // (the runner divides the threads' summed manual time by their number) and
+  // resets the shared records for the next run, whose threads start after
+  // this run's have been joined. Every start was recorded before the start
+  // barrier; every end before the release increment on Reported(), which the
+  // last thread's increment acquires.
+  void Report() {
+    const int64_t now = NowNs();
+    int64_t seen = FirstEnd().load(std::memory_order_relaxed);
+    while (seen > now && !FirstEnd().compare_exchange_weak(
+                             seen, now, std::memory_order_relaxed)) {
+    }
+    if (Reported().fetch_add(1, std::memory_order_acq_rel) + 1 !=
+        state_.threads()) {
+      return;
+    }
+    const int64_t start = LastStart().exchange(0, std::memory_order_relaxed);
+    const int64_t end =
+        FirstEnd().exchange(kNoEnd, std::memory_order_relaxed);
+    Reported().store(0, std::memory_order_relaxed);
+    state_.SetIterationTime(static_cast<double>(end - start) * 1e-9 *
+                            state_.threads());
+  }
+
+ private:
+  static constexpr int64_t kNoEnd = INT64_MAX;
+  static int64_t NowNs() {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(
+               std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+  }
+  static std::atomic<int64_t>& LastStart() {
+    static std::atomic<int64_t> last{0};
+    return last;
+  }
+  static std::atomic<int64_t>& FirstEnd() {
+    static std::atomic<int64_t> first{kNoEnd};
+    return first;
+  }
+  static std::atomic<int>& Reported() {
+    static std::atomic<int> reported{0};
+    return reported;
+  }
+  State& state_;
+};
+
+// A live cancelable context (a server-lifetime context) and its CancelFunc.
+struct LiveContext {
+  LiveContext() { std::tie(ctx, cancel) = reqctx::WithCancel(Background()); }
+  Context ctx;
+  CancelFunc cancel;
+};
+
+// A canceled context.
+struct CanceledContext {
+  Context ctx = [] {
+    auto [c, cancel] = reqctx::WithCancel(Background());
+    cancel();
+    return c;
+  }();
+};
+
+// Go's CommonParentCancel root: WithCancel(WithValue(Background, "key",
+// "value")).
+struct ValueParent {
+  ValueParent() {
+    Context root = reqctx::WithValue(Background(), kStringKey, StringValue());
+    std::tie(ctx, cancel) = reqctx::WithCancel(root);
+  }
+  Context ctx;
+  CancelFunc cancel;
+};
+
+// A std::stop_source whose stop was requested.
+struct StoppedSource {
+  StoppedSource() { source.request_stop(); }
+  std::stop_source source;
+};
+
 // --- CommonParentCancel ------------------------------------------------------
 // Go: RunParallel; per op: WithCancel(shared), a Value lookup through it,
 // 100 divisions, cancel(), 100 divisions.
 void BM_CommonParentCancel(State& state) {
-  // Built by thread 0; the others first read it after the barrier that
-  // Google Benchmark runs at the loop's start (and one at its end).
-  static Context shared;
-  static CancelFunc shared_cancel;
-  if (state.thread_index() == 0) {
-    Context root = reqctx::WithValue(Background(), kStringKey, StringValue());
-    std::tie(shared, shared_cancel) = reqctx::WithCancel(root);
-  }
+  Shared<ValueParent> shared(state);
   int64_t x = 0;
   AllocCounter allocs;  // After the setup: counts only the loop.
+  ParallelWallTime wall(state);
   for (auto _ : state) {
-    auto [ctx, cancel] = reqctx::WithCancel(shared);
+    auto [ctx, cancel] = reqctx::WithCancel(shared->ctx);
     const std::string* v = ctx.Value(kStringKey);
     if (v == nullptr || *v != "value") state.SkipWithError("bad value");
     DivideLoop(x);
     cancel();
     DivideLoop(x);
   }
+  wall.Report();
   allocs.Report(state);
-  // Google Benchmark joins all threads at the loop's end; thread 0 cleans up.
-  if (state.thread_index() == 0) {
-    shared_cancel = CancelFunc();
-    shared = Context();
-  }
 }
 
 // stop_source has no values; otherwise the same: link a child to the shared
 // parent, stop it, unlink it (the callback's destructor).
 void BM_StopSource_CommonParentCancel(State& state) {
-  static std::stop_source* shared = nullptr;
-  if (state.thread_index() == 0) shared = new std::stop_source();
+  Shared<std::stop_source> shared(state);
   int64_t x = 0;
   AllocCounter allocs;
+  ParallelWallTime wall(state);
   for (auto _ : state) {
     std::optional<StopLink> child;
     child.emplace(shared->get_token());
@@ -198,11 +339,8 @@ void BM_StopSource_CommonParentCancel(State& state) {
     child.reset();
     DivideLoop(x);
   }
+  wall.Report();
   allocs.Report(state);
-  if (state.thread_index() == 0) {
-    delete shared;
-    shared = nullptr;
-  }
 }
 
 // --- WithTimeout/concurrency=N -------------------------------------------------
@@ -218,6 +356,7 @@ void BM_WithTimeout(State& state, int64_t concurrency) {
   }
   std::array<CancelFunc, 10> wcf;
   AllocCounter allocs;
+  ParallelWallTime wall(state);
   for (auto _ : state) {
     for (CancelFunc& f : wcf) {
       // Reassigning drops the previous op's (already canceled) CancelFunc.
@@ -225,6 +364,7 @@ void BM_WithTimeout(State& state, int64_t concurrency) {
     }
     for (const CancelFunc& f : wcf) f();
   }
+  wall.Report();
   allocs.Report(state);
   wcf = {};
   background.clear();  // Untimed, as Go's b.StopTimer() cleanup.
@@ -324,8 +464,9 @@ void BM_CheckCanceled_Err(State& state) {
   cancel();
   AllocCounter allocs;
   for (auto _ : state) {
-    absl::Status err = ctx.Err();
-    benchmark::DoNotOptimize(err);
+    // As Go's `err := ctx.Err()`: the error value itself, not a copy.
+    const absl::Status& err = ctx.Err();
+    benchmark::DoNotOptimize(&err);
   }
   allocs.Report(state);
 }
@@ -372,38 +513,118 @@ void BM_StopSource_CheckCanceled(State& state) {
 // Go: a live WithCancel(Background); RunParallel, per op a non-blocking
 // receive on ctx.Done() from every P at once.
 void BM_ContextCancelDone(State& state) {
-  static Context* ctx = nullptr;
-  static CancelFunc* cancel = nullptr;
-  if (state.thread_index() == 0) {
-    auto [c, f] = reqctx::WithCancel(Background());
-    ctx = new Context(std::move(c));
-    cancel = new CancelFunc(std::move(f));
-  }
+  Shared<LiveContext> shared(state);
   AllocCounter allocs;
+  ParallelWallTime wall(state);
   for (auto _ : state) {
-    bool done = ctx->Done().IsDone();
+    bool done = shared->ctx.Done().IsDone();
     benchmark::DoNotOptimize(done);
   }
+  wall.Report();
   allocs.Report(state);
-  if (state.thread_index() == 0) {
-    delete cancel;
-    delete ctx;
-  }
 }
 
 void BM_StopSource_ContextCancelDone(State& state) {
-  static std::stop_source* source = nullptr;
-  if (state.thread_index() == 0) source = new std::stop_source();
+  Shared<std::stop_source> shared(state);
   AllocCounter allocs;
+  ParallelWallTime wall(state);
   for (auto _ : state) {
-    bool done = source->stop_requested();
+    bool done = shared->stop_requested();
     benchmark::DoNotOptimize(done);
   }
+  wall.Report();
   allocs.Report(state);
-  if (state.thread_index() == 0) {
-    delete source;
-    source = nullptr;
+}
+
+// --- CheckCanceledParallel/{Err,Done} (Go peer: bench/go) ------------------------
+// CheckCanceled with every thread checking one shared canceled context at once
+// (a server whose threads all see the server context end).
+void BM_CheckCanceledParallel_Err(State& state) {
+  Shared<CanceledContext> shared(state);
+  AllocCounter allocs;
+  ParallelWallTime wall(state);
+  for (auto _ : state) {
+    const absl::Status& err = shared->ctx.Err();
+    benchmark::DoNotOptimize(&err);
   }
+  wall.Report();
+  allocs.Report(state);
+}
+
+void BM_CheckCanceledParallel_Done(State& state) {
+  Shared<CanceledContext> shared(state);
+  AllocCounter allocs;
+  ParallelWallTime wall(state);
+  for (auto _ : state) {
+    bool done = shared->ctx.Done().IsDone();
+    benchmark::DoNotOptimize(done);
+  }
+  wall.Report();
+  allocs.Report(state);
+}
+
+void BM_StopSource_CheckCanceledParallel(State& state) {
+  Shared<StoppedSource> shared(state);
+  AllocCounter allocs;
+  ParallelWallTime wall(state);
+  for (auto _ : state) {
+    bool done = shared->source.stop_requested();
+    benchmark::DoNotOptimize(done);
+  }
+  wall.Report();
+  allocs.Report(state);
+}
+
+// --- ServerShaped (Go peer: bench/go) ---------------------------------------------
+// A server: one live server-lifetime context; every thread serves requests,
+// each a WithTimeout child of it (kRequestTimeout, never reached) that the
+// handler polls before each of kPollsPerRequest slices of work
+// (kDivisionsPerSlice divisions each), then cancels as it returns.
+constexpr int kPollsPerRequest = 10;
+constexpr int kDivisionsPerSlice = 10;
+constexpr absl::Duration kRequestTimeout = absl::Seconds(10);
+
+void BM_ServerShaped(State& state) {
+  Shared<LiveContext> server(state);
+  int64_t x = 0;
+  AllocCounter allocs;
+  ParallelWallTime wall(state);
+  for (auto _ : state) {
+    auto [ctx, cancel] = reqctx::WithTimeout(server->ctx, kRequestTimeout);
+    for (int i = 0; i < kPollsPerRequest; ++i) {
+      if (ctx.Done().IsDone()) {
+        state.SkipWithError("request context done early");
+        break;
+      }
+      DivideLoop(x, kDivisionsPerSlice);
+    }
+    cancel();
+  }
+  wall.Report();
+  allocs.Report(state);
+}
+
+// std::stop_source has no timers: the request is only linked to the server's
+// source (a callback on its token), polled, stopped and unlinked -- the cost
+// of the link alone, a lower bound for WithTimeout's.
+void BM_StopSource_ServerShaped(State& state) {
+  Shared<std::stop_source> server(state);
+  int64_t x = 0;
+  AllocCounter allocs;
+  ParallelWallTime wall(state);
+  for (auto _ : state) {
+    StopLink request(server->get_token());
+    for (int i = 0; i < kPollsPerRequest; ++i) {
+      if (request.source.stop_requested()) {
+        state.SkipWithError("request stopped early");
+        break;
+      }
+      DivideLoop(x, kDivisionsPerSlice);
+    }
+    request.source.request_stop();
+  }
+  wall.Report();
+  allocs.Report(state);
 }
 
 // --- DeepValue{Same,New}GoRoutine/depth=D --------------------------------------
@@ -484,28 +705,35 @@ void BM_WithValue(State& state) {
 
 // --- Registration -----------------------------------------------------------------
 // Names are Go's benchmark names (without Go's -GOMAXPROCS suffix), so that
-// run_all.sh joins the two outputs by name. Google Benchmark appends
-// "/real_time" and "/threads:N"; the join strips them.
+// bench/go/benchreport joins the two outputs by name. Google Benchmark appends
+// "/real_time" and "/threads:N"; the join strips them and reads the thread
+// count from the JSON.
 template <typename Fn>
 benchmark::internal::Benchmark* Register(const std::string& name, Fn&& fn) {
   return benchmark::RegisterBenchmark(name.c_str(), std::forward<Fn>(fn));
 }
 
+// A RunParallel case: one run per thread count, ns/op = wall time / all ops
+// (the case measures its wall time with ParallelWallTime).
+template <typename Fn>
+void RegisterParallel(const std::string& name, Fn&& fn,
+                      const std::vector<int>& threads) {
+  benchmark::internal::Benchmark* b =
+      Register(name, std::forward<Fn>(fn))->UseManualTime();
+  for (int n : threads) b->Threads(n);
+}
+
 // Each case in both flavors: reqctx under `name`, std under "StopSource/name".
-void RegisterAll() {
-  Register("BenchmarkCommonParentCancel", BM_CommonParentCancel)
-      ->ThreadPerCpu()
-      ->UseRealTime();
-  Register("StopSource/BenchmarkCommonParentCancel",
-           BM_StopSource_CommonParentCancel)
-      ->ThreadPerCpu()
-      ->UseRealTime();
+void RegisterAll(const std::vector<int>& threads) {
+  RegisterParallel("BenchmarkCommonParentCancel", BM_CommonParentCancel,
+                   threads);
+  RegisterParallel("StopSource/BenchmarkCommonParentCancel",
+                   BM_StopSource_CommonParentCancel, threads);
 
   for (int64_t concurrency : {40, 4000, 400000}) {
-    Register("BenchmarkWithTimeout/concurrency=" + std::to_string(concurrency),
-             [concurrency](State& s) { BM_WithTimeout(s, concurrency); })
-        ->ThreadPerCpu()
-        ->UseRealTime();
+    RegisterParallel(
+        "BenchmarkWithTimeout/concurrency=" + std::to_string(concurrency),
+        [concurrency](State& s) { BM_WithTimeout(s, concurrency); }, threads);
   }
 
   const std::pair<const char*, Root> roots[] = {
@@ -533,13 +761,23 @@ void RegisterAll() {
            BM_StopSource_CheckCanceled);
   Register("BenchmarkCheckCanceled/DoneHoisted", BM_CheckCanceled_DoneHoisted);
 
-  Register("BenchmarkContextCancelDone", BM_ContextCancelDone)
-      ->ThreadPerCpu()
-      ->UseRealTime();
-  Register("StopSource/BenchmarkContextCancelDone",
-           BM_StopSource_ContextCancelDone)
-      ->ThreadPerCpu()
-      ->UseRealTime();
+  RegisterParallel("BenchmarkContextCancelDone", BM_ContextCancelDone,
+                   threads);
+  RegisterParallel("StopSource/BenchmarkContextCancelDone",
+                   BM_StopSource_ContextCancelDone, threads);
+
+  RegisterParallel("BenchmarkCheckCanceledParallel/Err",
+                   BM_CheckCanceledParallel_Err, threads);
+  RegisterParallel("StopSource/BenchmarkCheckCanceledParallel/Err",
+                   BM_StopSource_CheckCanceledParallel, threads);
+  RegisterParallel("BenchmarkCheckCanceledParallel/Done",
+                   BM_CheckCanceledParallel_Done, threads);
+  RegisterParallel("StopSource/BenchmarkCheckCanceledParallel/Done",
+                   BM_StopSource_CheckCanceledParallel, threads);
+
+  RegisterParallel("BenchmarkServerShaped", BM_ServerShaped, threads);
+  RegisterParallel("StopSource/BenchmarkServerShaped",
+                   BM_StopSource_ServerShaped, threads);
 
   for (int depth : {10, 20, 30, 50, 100}) {
     const std::string d = "/depth=" + std::to_string(depth);
@@ -557,7 +795,42 @@ void RegisterAll() {
   Register("BenchmarkWithValue", BM_WithValue);
 }
 
-// Registers before benchmark_main's main() runs.
-const bool kRegistered = (RegisterAll(), true);
+// Parses --threads: positive counts up to kMaxThreads, plus this machine's
+// CPU count (the main table's column), sorted and deduplicated. Returns false
+// with a message on stderr for anything else.
+constexpr int kMaxThreads = 1024;
+
+bool ParseThreads(const std::vector<std::string>& flag, std::vector<int>& out) {
+  out.clear();
+  for (const std::string& s : flag) {
+    int n = 0;
+    if (!absl::SimpleAtoi(s, &n) || n < 1 || n > kMaxThreads) {
+      std::fprintf(stderr,
+                   "context_bench: --threads: \"%s\" is not a thread count "
+                   "(1..%d)\n",
+                   s.c_str(), kMaxThreads);
+      return false;
+    }
+    out.push_back(n);
+  }
+  const int cpus = static_cast<int>(std::thread::hardware_concurrency());
+  if (cpus > 0) out.push_back(std::min(cpus, kMaxThreads));
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return true;
+}
 
 }  // namespace
+
+// Google Benchmark takes its --benchmark_* flags out of argv first; what is
+// left is parsed as absl flags (--threads), so an unknown flag is an error.
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  absl::ParseCommandLine(argc, argv);
+  std::vector<int> threads;
+  if (!ParseThreads(absl::GetFlag(FLAGS_threads), threads)) return 2;
+  RegisterAll(threads);
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

@@ -48,8 +48,7 @@ void SleepUntilMono(internal::MonoTime until) {
   }
 }
 
-bool WaitMono(const internal::NodeRef<CancelNode>& node,
-              internal::MonoTime until) {
+bool WaitMono(CancelNode* node, internal::MonoTime until) {
   if (!node) {
     SleepUntilMono(until);
     return false;
@@ -57,19 +56,36 @@ bool WaitMono(const internal::NodeRef<CancelNode>& node,
   return node->WaitUntil(until);
 }
 
-}  // namespace
-
-void DoneSignal::Wait() const { WaitMono(node_, internal::kMonoNever); }
-
-bool DoneSignal::WaitFor(absl::Duration timeout) const {
-  if (timeout <= absl::ZeroDuration()) return IsDone();
-  return WaitMono(node_, internal::MonoAdd(internal::MonoNow(), timeout));
+bool WaitForImpl(CancelNode* node, absl::Duration timeout) {
+  if (timeout <= absl::ZeroDuration()) return node != nullptr && node->IsDone();
+  return WaitMono(node, internal::MonoAdd(internal::MonoNow(), timeout));
 }
 
-bool DoneSignal::WaitUntil(absl::Time deadline) const {
+bool WaitUntilImpl(CancelNode* node, absl::Time deadline) {
   // Converted to the monotonic clock once, here: a clock step during the
   // wait does not move its end.
-  return WaitMono(node_, internal::MonoFromWall(deadline));
+  return WaitMono(node, internal::MonoFromWall(deadline));
+}
+
+}  // namespace
+
+void DoneSignal::Wait() const { WaitMono(node_.get(), internal::kMonoNever); }
+bool DoneSignal::WaitFor(absl::Duration timeout) const {
+  return WaitForImpl(node_.get(), timeout);
+}
+bool DoneSignal::WaitUntil(absl::Time deadline) const {
+  return WaitUntilImpl(node_.get(), deadline);
+}
+
+void DoneRef::Wait() const&& { WaitMono(node_, internal::kMonoNever); }
+bool DoneRef::WaitFor(absl::Duration timeout) const&& {
+  return WaitForImpl(node_, timeout);
+}
+bool DoneRef::WaitUntil(absl::Time deadline) const&& {
+  return WaitUntilImpl(node_, deadline);
+}
+DoneRef::operator DoneSignal() const&& {
+  return DoneSignal(NodeRef<CancelNode>::Share(node_));
 }
 
 // --- Context -------------------------------------------------------------------
@@ -78,17 +94,6 @@ std::optional<absl::Time> Context::Deadline() const {
   const internal::TimerNode* t = internal::NearestTimer(node_.get());
   if (t == nullptr) return std::nullopt;
   return t->deadline();
-}
-
-DoneSignal Context::Done() const {
-  CancelNode* c = node_ ? node_->cancel_layer() : nullptr;
-  return DoneSignal(NodeRef<CancelNode>::Share(c));
-}
-
-absl::Status Context::Err() const {
-  CancelNode* c = node_ ? node_->cancel_layer() : nullptr;
-  if (c == nullptr) return absl::OkStatus();
-  return internal::ErrStatus(c->reason());
 }
 
 std::string Context::DebugString() const {

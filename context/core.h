@@ -64,14 +64,19 @@ class Key : public internal::KeyBase {
       : internal::KeyBase(debug_name) {}
 };
 
-// Observes whether a context is done (Go's <-ctx.Done()). A handle: a signal
-// taken before the cancel still observes it. Signals of contexts that can
-// never be done (Background, TODO, WithoutCancel chains) hold nothing.
+class DoneRef;
+
+// Observes whether a context is done (Go's <-ctx.Done()). A handle that owns
+// what it observes: a signal taken before the cancel still observes it, and
+// it may outlive the Context it came from. Signals of contexts that can never
+// be done (Background, TODO, WithoutCancel chains) hold nothing. Copying one
+// updates a reference count; to poll, prefer ctx.IsDone() or
+// ctx.Done().IsDone(), which write nothing.
 class DoneSignal {
  public:
   DoneSignal() = default;  // Never done.
 
-  // True once the context is done. A lock-free atomic read.
+  // True once the context is done. One atomic load; writes nothing.
   bool IsDone() const { return node_ && node_->IsDone(); }
   // False if the context can never be done (nothing can cancel it).
   bool CanBeDone() const { return static_cast<bool>(node_); }
@@ -87,10 +92,38 @@ class DoneSignal {
   bool WaitUntil(absl::Time deadline) const;
 
  private:
-  friend class Context;
+  friend class DoneRef;
   explicit DoneSignal(internal::NodeRef<internal::CancelNode> node)
       : node_(std::move(node)) {}
   internal::NodeRef<internal::CancelNode> node_;
+};
+
+// What Context::Done() returns: the context's done signal, not owned, for use
+// within the expression that called Done() -- `ctx.Done().IsDone()`,
+// `ctx.Done().WaitFor(t)` -- at the cost of plain loads (no reference count
+// is touched, so any number of threads may poll one context without sharing
+// a written cache line). To keep the signal, convert it: `DoneSignal d =
+// ctx.Done();` takes a reference. The members can only be called on the
+// temporary itself, so a DoneRef cannot be kept past the Context by mistake:
+// `auto d = ctx.Done(); d.IsDone();` does not compile (write DoneSignal).
+class DoneRef {
+ public:
+  DoneRef(const DoneRef&) = delete;
+  DoneRef& operator=(const DoneRef&) = delete;
+
+  // As DoneSignal's members of the same names.
+  bool IsDone() const&& { return node_ != nullptr && node_->IsDone(); }
+  bool CanBeDone() const&& { return node_ != nullptr; }
+  void Wait() const&&;
+  bool WaitFor(absl::Duration timeout) const&&;
+  bool WaitUntil(absl::Time deadline) const&&;
+  // An owning DoneSignal for the same context (one reference count update).
+  operator DoneSignal() const&&;  // NOLINT: implicit by design.
+
+ private:
+  friend class Context;
+  explicit DoneRef(internal::CancelNode* node) : node_(node) {}
+  internal::CancelNode* const node_;
 };
 
 // A request-scoped context: cancellation, deadline, values. Immutable; derive
@@ -102,11 +135,27 @@ class Context {
   // The time at which this context will be canceled with
   // kDeadlineExceeded: the earliest deadline along its chain, nullopt if none.
   std::optional<absl::Time> Deadline() const;
-  // A signal that fires when this context is done. Allocates nothing.
-  DoneSignal Done() const;
+  // True once this context is done (Go's `select { case <-ctx.Done(): }`
+  // without blocking). One or two dependent loads and no store: any number
+  // of threads may poll one context at once without contention.
+  bool IsDone() const {
+    internal::CancelNode* c = node_ ? node_->cancel_layer() : nullptr;
+    return c != nullptr && c->IsDone();
+  }
+  // A signal that fires when this context is done (see DoneRef: use it in
+  // the same expression, or store it as a DoneSignal). Allocates nothing.
+  DoneRef Done() const {
+    return DoneRef(node_ ? node_->cancel_layer() : nullptr);
+  }
   // OK while live; then kCancelled "context canceled" or kDeadlineExceeded
-  // "context deadline exceeded". Lock-free; never changes once non-OK.
-  absl::Status Err() const;
+  // "context deadline exceeded"; never changes once non-OK. A reference to a
+  // process-wide status that outlives every context: reading it writes
+  // nothing (copy it, `absl::Status s = ctx.Err();`, to keep it).
+  const absl::Status& Err() const {
+    internal::CancelNode* c = node_ ? node_->cancel_layer() : nullptr;
+    return internal::ErrStatus(c == nullptr ? internal::DoneReason::kNotDone
+                                            : c->reason());
+  }
   // The value stored under `key` by the nearest ancestor (or this context),
   // or nullptr. The pointer is valid while this Context (or any context
   // derived from it) is alive. Values survive cancellation.

@@ -12,6 +12,16 @@ size_t ListenerCount(const Context& ctx) {
   return c == nullptr ? 0 : c->ListenerCountForTesting();
 }
 
+bool ListenersArePerCpu(const Context& ctx) {
+  internal::CancelNode* c = ContextAccess::CancelLayer(ctx);
+  return c != nullptr && c->IsShardedForTesting();
+}
+
+void MakeListenersPerCpuForTesting(const Context& ctx) {
+  internal::CancelNode* c = ContextAccess::CancelLayer(ctx);
+  if (c != nullptr) c->ShardForTesting();
+}
+
 size_t PendingTimerCount() {
   return internal::TimerService::Get().PendingCount();
 }
@@ -24,6 +34,10 @@ size_t AfterFuncPeakThreadCount() {
 
 size_t AfterFuncSoftThreadCap() { return internal::Executor::SoftCap(); }
 size_t AfterFuncHardThreadCap() { return internal::Executor::HardCap(); }
+
+size_t TimerThreadWakeups() {
+  return internal::TimerService::Get().WakeupsForTesting();
+}
 
 size_t TimerHeapReservedBytes() {
   return internal::TimerService::Get().ReservedBytesForTesting();

@@ -15,6 +15,11 @@ namespace reqctx::debug {
 // Listeners linked to ctx's nearest cancelable layer: live children, waiters
 // and pending AfterFuncs. 0 for a context that can never be done.
 size_t ListenerCount(const Context& ctx);
+// Whether ctx's nearest cancelable layer registers its listeners per CPU
+// (it does once its lock was found contended by a registering child).
+bool ListenersArePerCpu(const Context& ctx);
+// Testing hook: makes ctx's nearest cancelable layer register per CPU now.
+void MakeListenersPerCpuForTesting(const Context& ctx);
 // Deadlines queued in the shared timer service.
 size_t PendingTimerCount();
 // Threads the AfterFunc executor currently owns (busy or idle).
@@ -26,6 +31,9 @@ size_t AfterFuncPeakThreadCount();
 // hard cap.
 size_t AfterFuncSoftThreadCap();
 size_t AfterFuncHardThreadCap();
+// How many times creating a deadline woke a timer thread (it wakes one only
+// for a deadline due before that thread would wake anyway).
+size_t TimerThreadWakeups();
 // Bytes the timer service's heaps hold reserved (capacity, not entries).
 size_t TimerHeapReservedBytes();
 // Testing hook: the next `n` thread starts of the core (AfterFunc executor,

@@ -56,15 +56,40 @@ static_assert(std::is_same_v<decltype(&Current), Context (*)()>);
 static_assert(std::is_same_v<decltype(&Context::Deadline),
                              std::optional<absl::Time> (Context::*)() const>);
 static_assert(std::is_same_v<decltype(&Context::Done),
-                             DoneSignal (Context::*)() const>);
+                             DoneRef (Context::*)() const>);
+static_assert(std::is_same_v<decltype(&Context::IsDone),
+                             bool (Context::*)() const>);
+// Err() returns a reference to a status that outlives the context: reading
+// it writes nothing. `absl::Status s = ctx.Err();` still copies.
 static_assert(std::is_same_v<decltype(&Context::Err),
-                             absl::Status (Context::*)() const>);
+                             const absl::Status& (Context::*)() const>);
 static_assert(std::is_same_v<decltype(&Context::Value<int>),
                              const int* (Context::*)(const Key<int>&) const>);
 static_assert(std::is_same_v<decltype(&Context::DebugString),
                              std::string (Context::*)() const>);
 static_assert(std::is_copy_constructible_v<Context>);
 static_assert(std::is_default_constructible_v<Context>);
+
+// DoneRef: usable only as the temporary Done() returns, or converted to an
+// owning DoneSignal.
+static_assert(std::is_same_v<decltype(&DoneRef::IsDone),
+                             bool (DoneRef::*)() const&&>);
+static_assert(std::is_same_v<decltype(&DoneRef::CanBeDone),
+                             bool (DoneRef::*)() const&&>);
+static_assert(std::is_same_v<decltype(&DoneRef::Wait),
+                             void (DoneRef::*)() const&&>);
+static_assert(std::is_same_v<decltype(&DoneRef::WaitFor),
+                             bool (DoneRef::*)(absl::Duration) const&&>);
+static_assert(std::is_same_v<decltype(&DoneRef::WaitUntil),
+                             bool (DoneRef::*)(absl::Time) const&&>);
+static_assert(std::is_convertible_v<DoneRef, DoneSignal>);
+static_assert(!std::is_copy_constructible_v<DoneRef>);
+// Existing code keeps compiling: `DoneSignal d = ctx.Done();`,
+// `absl::Status s = ctx.Err();`, `ctx.Done().IsDone()`.
+static_assert(std::is_same_v<decltype(std::declval<Context>().Done().IsDone()),
+                             bool>);
+static_assert(std::is_constructible_v<absl::Status,
+                                      decltype(std::declval<Context>().Err())>);
 
 // DoneSignal.
 static_assert(std::is_same_v<decltype(&DoneSignal::IsDone),

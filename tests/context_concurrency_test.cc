@@ -13,6 +13,7 @@
 #include "context/context.h"
 #include "context/debug.h"
 #include "gtest/gtest.h"
+#include "tests/process_probe.h"
 
 namespace reqctx {
 namespace {
@@ -160,6 +161,84 @@ TEST(ConcurrencyTest, TimersFireAcrossThreads) {
   for (std::thread& t : threads) t.join();
   EXPECT_EQ(fired.load(), kThreads * per_thread);
   EXPECT_EQ(debug::PendingTimerCount(), 0u);
+}
+
+// A shared parent whose registration went per-CPU (as contention makes it):
+// children, timers, waiters and AfterFuncs registered from several threads
+// land on different lists; a cancel racing with registration still reaches
+// every one of them, and canceled children unlink from their own list.
+void SharedParentCancelReachesEveryone(bool per_cpu) {
+  auto [parent, cancel] = WithCancel(Background());
+  if (per_cpu) debug::MakeListenersPerCpuForTesting(parent);
+  EXPECT_EQ(debug::ListenersArePerCpu(parent), per_cpu);
+  constexpr int kThreads = 4;
+  const int per_thread = 4000 / kScale;
+  std::latch halfway(kThreads + 1);
+  std::vector<std::vector<std::pair<Context, CancelFunc>>> kept(kThreads);
+  std::atomic<int> after_funcs_ran{0};
+  std::vector<std::vector<AfterFuncHandle>> handles(kThreads);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < per_thread; ++i) {
+        if (i == per_thread / 2) halfway.count_down();
+        auto child = i % 3 == 0 ? WithTimeout(parent, absl::Hours(1))
+                                : WithCancel(parent);
+        if (i % 2 == 0) {
+          child.second();  // Canceled on its own: unlinks itself.
+        } else {
+          kept[t].push_back(std::move(child));
+        }
+        if (i % 50 == 0) {
+          handles[t].push_back(
+              AfterFunc(parent, [&] { after_funcs_ran.fetch_add(1); }));
+        }
+      }
+    });
+  }
+  std::thread waiter([&, p = parent] {
+    EXPECT_TRUE(p.Done().WaitFor(kLongWait));
+  });
+  halfway.arrive_and_wait();
+  cancel();  // Races with the second half of the registrations.
+  for (std::thread& t : threads) t.join();
+  waiter.join();
+  size_t expected_after_funcs = 0;
+  for (int t = 0; t < kThreads; ++t) {
+    expected_after_funcs += handles[t].size();
+    for (auto& [ctx, c] : kept[t]) {
+      ASSERT_EQ(ctx.Err().code(), absl::StatusCode::kCancelled);
+    }
+  }
+  EXPECT_EQ(debug::ListenerCount(parent), 0u);
+  EXPECT_TRUE(testing::Eventually([&] {
+    return after_funcs_ran.load() == static_cast<int>(expected_after_funcs);
+  }));
+}
+
+TEST(ConcurrencyTest, SharedParentCancelReachesEveryonePerCpu) {
+  SharedParentCancelReachesEveryone(/*per_cpu=*/true);
+}
+
+TEST(ConcurrencyTest, SharedParentCancelReachesEveryoneMainList) {
+  SharedParentCancelReachesEveryone(/*per_cpu=*/false);
+}
+
+TEST(ConcurrencyTest, PerCpuChildrenOfALiveParentUnlink) {
+  auto [parent, cancel] = WithCancel(Background());
+  debug::MakeListenersPerCpuForTesting(parent);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([p = parent] {
+      for (int i = 0; i < 20000 / kScale; ++i) {
+        auto [c, f] = WithCancel(p);
+        auto [d, g] = WithTimeout(c, absl::Hours(1));
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  EXPECT_EQ(debug::ListenerCount(parent), 0u);
+  EXPECT_TRUE(parent.Err().ok());
 }
 
 TEST(GrowthTest, MillionCanceledChildrenLeaveParentEmpty) {

@@ -1,6 +1,8 @@
 // The shared timer service at scale: every deadline fires, none early, and the
 // queue returns to empty. Lateness is measured by //bench:timer_bench, not
 // asserted here.
+#include <sched.h>
+
 #include <algorithm>
 #include <utility>
 #include <vector>
@@ -76,6 +78,59 @@ TEST(TimerScaleTest, MillionLiveDeadlinesAllFireOrCancelAndQueueEmpties) {
   }
   EXPECT_EQ(canceled + expired, n);
   EXPECT_EQ(debug::PendingTimerCount(), 0u);
+}
+
+// Pins the calling thread to one CPU (so its deadlines go to one shard)
+// while alive.
+class PinnedToOneCpu {
+ public:
+  PinnedToOneCpu() {
+    sched_getaffinity(0, sizeof(saved_), &saved_);
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    for (int c = 0; c < CPU_SETSIZE; ++c) {
+      if (CPU_ISSET(c, &saved_)) {
+        CPU_SET(c, &one);
+        break;
+      }
+    }
+    sched_setaffinity(0, sizeof(one), &one);
+  }
+  ~PinnedToOneCpu() { sched_setaffinity(0, sizeof(saved_), &saved_); }
+
+ private:
+  cpu_set_t saved_;
+};
+
+TEST(TimerScaleTest, LaterDeadlinesWakeNoTimerThread) {
+  PinnedToOneCpu pin;
+  // A deadline due at once wakes this shard's thread, which fires it and
+  // finds its heap empty.
+  auto soon = WithTimeout(Background(), absl::Milliseconds(1));
+  ASSERT_TRUE(soon.first.Done().WaitFor(absl::Seconds(20)));
+  const absl::Time fired = absl::Now();
+  const size_t wakeups = debug::TimerThreadWakeups();
+  EXPECT_GT(wakeups, 0u);
+  // The next request's deadline, right after the heap emptied, wakes
+  // nothing: the thread keeps a wake-up planned for a while.
+  auto first = WithTimeout(Background(), absl::Seconds(30));
+  if (absl::Now() - fired < absl::Milliseconds(500)) {  // Inside the horizon.
+    EXPECT_EQ(debug::TimerThreadWakeups(), wakeups);
+  }
+  const size_t after_first = debug::TimerThreadWakeups();
+  // Later deadlines (the usual stream: same timeout, later start) wake
+  // nothing, whether kept or canceled at once, and neither do removals.
+  std::vector<std::pair<Context, CancelFunc>> kept;
+  for (int i = 0; i < 1000; ++i) {
+    kept.push_back(WithTimeout(Background(), absl::Seconds(40)));
+    auto [c, cancel] = WithTimeout(Background(), absl::Seconds(40));
+  }
+  kept.clear();
+  first.second();
+  for (int i = 0; i < 100; ++i) {
+    auto [c, cancel] = WithTimeout(Background(), absl::Seconds(40));
+  }
+  EXPECT_EQ(debug::TimerThreadWakeups(), after_first);
 }
 
 }  // namespace

@@ -1,10 +1,13 @@
 #include "context/internal/node.h"
 
+#include <sched.h>
+
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
 #include <new>
+#include <thread>
 
 #include "context/internal/timer_service.h"
 
@@ -122,26 +125,39 @@ void CancelNode::Cancel(DoneReason reason, const absl::Status& cause,
 }
 
 void CancelNode::CancelDescendantsAndUnlock(TaskList& deferred) noexcept {
-  // Depth first. `cur` is locked and done; its listener list holds what is
-  // left to notify. Every node on the path from `this` to `cur` is locked, so
-  // a concurrent cancel of any of them waits until its subtree is done, and
-  // no listener on a locked node's list can go away (each unlinks itself
-  // under that lock). The way back up is the parent's cancel layer: a child
-  // is only ever linked under exactly that node.
+  // Depth first. `cur` is locked and done; `list` says which of its lists
+  // (main, or a shard, whose lock is then held too) is being emptied. Every
+  // node on the path from `this` to `cur` is locked, with the list it is
+  // working on, so a concurrent cancel of any of them waits until its
+  // subtree is done, and no listener on a held list can go away (each
+  // unlinks itself under that list's lock). The way back up is the parent's
+  // cancel layer (a child is only ever linked under exactly that node), in
+  // the list the child was linked to.
   CancelNode* cur = this;
+  uint8_t list = Listener::kMainList;
   for (;;) {
-    Listener* l = cur->listeners_;
+    ListenerShards* sh = cur->shards_.load(std::memory_order_acquire);
+    ListenerList& from = list == Listener::kMainList
+                             ? cur->listeners_
+                             : sh->shards[list].list;
+    Listener* l = from.Pop();
     if (l == nullptr) {
+      // This list is empty: on to the node's next shard, else back up.
+      uint32_t next = list == Listener::kMainList ? 0 : list + 1u;
+      if (list != Listener::kMainList) sh->shards[list].mu.unlock();
+      if (sh != nullptr && next < sh->count) {
+        sh->shards[next].mu.lock();
+        list = static_cast<uint8_t>(next);
+        continue;
+      }
       CancelNode* up = cur == this ? nullptr : cur->parent()->cancel_layer();
+      const uint8_t up_list = cur->list_;
       cur->mu_.unlock();
       if (up == nullptr) return;
       cur = up;
+      list = up_list;
       continue;
     }
-    cur->listeners_ = l->next_;
-    if (l->next_ != nullptr) l->next_->prev_ = nullptr;
-    l->prev_ = l->next_ = nullptr;
-    l->linked_ = false;
     if (!l->is_cancel_node_) {
       l->OnParentDone(cur->reason(), cur->cause_, deferred);
       continue;
@@ -159,39 +175,119 @@ void CancelNode::CancelDescendantsAndUnlock(TaskList& deferred) noexcept {
     child->reason_.store(cur->reason(), std::memory_order_release);
     child->OnDoneLocked();
     cur = child;
+    list = Listener::kMainList;
   }
 }
 
-bool CancelNode::AddListener(Listener* l) {
-  std::lock_guard<SmallMutex> lock(mu_);
+bool CancelNode::AddToMainLocked(Listener* l) {
   if (reason_.load(std::memory_order_relaxed) != DoneReason::kNotDone) {
     return false;
   }
-  l->prev_ = nullptr;
-  l->next_ = listeners_;
-  if (listeners_ != nullptr) listeners_->prev_ = l;
-  listeners_ = l;
-  l->linked_ = true;
+  l->list_ = Listener::kMainList;
+  listeners_.Push(l);
+  return true;
+}
+
+ListenerShards* CancelNode::Shards() {
+  std::lock_guard<SmallMutex> lock(mu_);
+  ListenerShards* sh = shards_.load(std::memory_order_relaxed);
+  if (sh == nullptr) {
+    static const uint32_t kCount = static_cast<uint32_t>(
+        std::clamp<unsigned>(std::thread::hardware_concurrency(), 1, 64));
+    try {
+      sh = new ListenerShards(kCount);
+    } catch (const std::bad_alloc&) {
+      return nullptr;  // Stay on the main list.
+    }
+    shards_.store(sh, std::memory_order_release);
+  }
+  return sh;
+}
+
+bool CancelNode::AddListener(Listener* l) {
+  ListenerShards* sh = shards_.load(std::memory_order_acquire);
+  if (sh == nullptr) {
+    if (mu_.try_lock()) {  // Uncontended: the main list.
+      const bool added = AddToMainLocked(l);
+      mu_.unlock();
+      return added;
+    }
+    sh = Shards();  // Contended: go per-CPU from now on.
+    if (sh == nullptr) {
+      std::lock_guard<SmallMutex> lock(mu_);
+      return AddToMainLocked(l);
+    }
+  }
+  const int cpu = sched_getcpu();
+  const uint32_t i = cpu < 0 ? 0 : static_cast<uint32_t>(cpu) % sh->count;
+  ListenerShard& shard = sh->shards[i];
+  std::lock_guard<SmallMutex> lock(shard.mu);
+  // A cancel sets the reason before it takes any shard lock; if it has not
+  // reached this shard yet it will find `l` here.
+  if (reason_.load(std::memory_order_acquire) != DoneReason::kNotDone) {
+    return false;
+  }
+  l->list_ = static_cast<uint8_t>(i);
+  shard.list.Push(l);
   return true;
 }
 
 void CancelNode::RemoveListener(Listener* l) {
+  if (l->list_ == Listener::kMainList) {
+    std::lock_guard<SmallMutex> lock(mu_);
+    if (l->linked_) listeners_.Unlink(l);
+    return;
+  }
+  ListenerShard& shard =
+      shards_.load(std::memory_order_acquire)->shards[l->list_];
+  std::lock_guard<SmallMutex> lock(shard.mu);
+  if (l->linked_) shard.list.Unlink(l);
+}
+
+CancelNode::~CancelNode() { delete shards_.load(std::memory_order_relaxed); }
+
+size_t CancelNode::ListenerCountForTesting() {
   std::lock_guard<SmallMutex> lock(mu_);
-  if (!l->linked_) return;
+  size_t n = listeners_.Count();
+  if (ListenerShards* sh = shards_.load(std::memory_order_acquire)) {
+    for (uint32_t i = 0; i < sh->count; ++i) {
+      std::lock_guard<SmallMutex> shard_lock(sh->shards[i].mu);
+      n += sh->shards[i].list.Count();
+    }
+  }
+  return n;
+}
+
+// --- ListenerList ------------------------------------------------------------
+
+void ListenerList::Push(Listener* l) {
+  l->prev_ = nullptr;
+  l->next_ = head_;
+  if (head_ != nullptr) head_->prev_ = l;
+  head_ = l;
+  l->linked_ = true;
+}
+
+void ListenerList::Unlink(Listener* l) {
   if (l->prev_ != nullptr) {
     l->prev_->next_ = l->next_;
   } else {
-    listeners_ = l->next_;
+    head_ = l->next_;
   }
   if (l->next_ != nullptr) l->next_->prev_ = l->prev_;
   l->prev_ = l->next_ = nullptr;
   l->linked_ = false;
 }
 
-size_t CancelNode::ListenerCountForTesting() {
-  std::lock_guard<SmallMutex> lock(mu_);
+Listener* ListenerList::Pop() {
+  Listener* l = head_;
+  if (l != nullptr) Unlink(l);
+  return l;
+}
+
+size_t ListenerList::Count() const {
   size_t n = 0;
-  for (Listener* l = listeners_; l != nullptr; l = l->next_) ++n;
+  for (Listener* l = head_; l != nullptr; l = l->next_) ++n;
   return n;
 }
 

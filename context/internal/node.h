@@ -32,6 +32,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string_view>
 #include <utility>
@@ -45,6 +46,19 @@
 namespace reqctx::internal {
 
 class CancelNode;
+class Listener;
+
+// Listeners linked through themselves; guarded by whichever lock owns it.
+class ListenerList {
+ public:
+  void Push(Listener* l);    // Links l at the head.
+  void Unlink(Listener* l);  // l must be linked here.
+  Listener* Pop();           // Unlinks and returns the head, or nullptr.
+  size_t Count() const;
+
+ private:
+  Listener* head_ = nullptr;
+};
 
 // Why a context is done. Stored in one atomic byte.
 enum class DoneReason : uint8_t { kNotDone = 0, kCanceled = 1, kDeadline = 2 };
@@ -154,10 +168,32 @@ class Listener {
 
  private:
   friend class CancelNode;
-  Listener* prev_ = nullptr;  // Guarded by the owning CancelNode's mu_.
+  friend class ListenerList;
+  static constexpr uint8_t kMainList = 0xff;
+  // Guarded by the lock of the list it is on (the node's mu_ or a shard's).
+  Listener* prev_ = nullptr;
   Listener* next_ = nullptr;
   bool linked_ = false;
   const bool is_cancel_node_;
+  // Which list of the node it was linked to: kMainList or a shard index.
+  // Written once, before the link is published.
+  uint8_t list_ = kMainList;
+};
+
+// The per-CPU listener lists of a contended CancelNode: a node whose lock
+// was once found taken when a listener came to register (the usual case: a
+// server-lifetime context that every request derives from) registers later
+// listeners in the list of the registering thread's CPU, each under its own
+// lock on its own cache line, so threads on different CPUs do not serialise
+// on one mutex. Created once (under the node's mu_), freed with the node.
+struct alignas(64) ListenerShard {
+  SmallMutex mu;
+  ListenerList list;  // Guarded by mu.
+};
+struct ListenerShards {
+  explicit ListenerShards(uint32_t n) : count(n), shards(new ListenerShard[n]) {}
+  const uint32_t count;
+  const std::unique_ptr<ListenerShard[]> shards;
 };
 
 class CancelNode : public Node, public Listener {
@@ -186,7 +222,9 @@ class CancelNode : public Node, public Listener {
 
   // Links `l` so that it is notified when this node is canceled and returns
   // true; or, if this node is already done, links nothing and returns false
-  // (the caller then acts as if notified, outside any lock).
+  // (the caller then acts as if notified, outside any lock). Once the node's
+  // lock has been seen contended here, listeners go to per-CPU lists (see
+  // ListenerShards).
   [[nodiscard]] bool AddListener(Listener* l);
   // Unlinks `l` if it is still linked. After this returns, no notification of
   // `l` is in progress.
@@ -204,6 +242,12 @@ class CancelNode : public Node, public Listener {
 
   // Number of linked listeners (children, waiters, AfterFuncs). For tests.
   size_t ListenerCountForTesting();
+  // Whether registration has gone per-CPU (see AddListener). For tests.
+  bool IsShardedForTesting() const {
+    return shards_.load(std::memory_order_acquire) != nullptr;
+  }
+  // Makes registration per-CPU now, as contention would. For tests.
+  void ShardForTesting() { Shards(); }
 
   // Never called: a cancel walk cancels child nodes itself.
   void OnParentDone(DoneReason, const absl::Status&,
@@ -211,7 +255,7 @@ class CancelNode : public Node, public Listener {
 
  protected:
   CancelNode(NodeKind kind, const Node* parent);
-  ~CancelNode() override = default;
+  ~CancelNode() override;
   // Links this node under its parent's cancel layer (Go's propagateCancel).
   void PropagateFromParent();
   // Marks this unpublished node done as its done parent `p` is.
@@ -226,11 +270,16 @@ class CancelNode : public Node, public Listener {
   // depth first, holding the locks along the path from this node (as Go's
   // recursive cancel does) but using no stack per level; unlocks mu_.
   void CancelDescendantsAndUnlock(TaskList& deferred) noexcept;
+  // Links `l` into the main list if not done; mu_ held.
+  bool AddToMainLocked(Listener* l);
+  // The per-CPU lists, created on first call; nullptr if out of memory.
+  ListenerShards* Shards();
 
   std::atomic<DoneReason> reason_{DoneReason::kNotDone};
   std::atomic<uint32_t> cancelers_{1};  // The creator's CancelFunc.
   absl::Status cause_;  // OK: no cause. Written once under mu_ before reason_.
-  Listener* listeners_ = nullptr;  // Guarded by mu_.
+  ListenerList listeners_;  // The main list. Guarded by mu_.
+  std::atomic<ListenerShards*> shards_{nullptr};  // Owned; set once, mu_ held.
 };
 
 class TimerNode final : public CancelNode {

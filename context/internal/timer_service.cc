@@ -52,6 +52,14 @@ size_t TimerService::PendingCount() {
   return total;
 }
 
+size_t TimerService::WakeupsForTesting() {
+  size_t total = 0;
+  for (size_t i = 0; i < num_shards_; ++i) {
+    total += shards_[i].wakeups_.load(std::memory_order_relaxed);
+  }
+  return total;
+}
+
 size_t TimerService::ReservedBytesForTesting() {
   size_t total = 0;
   for (size_t i = 0; i < num_shards_; ++i) total += shards_[i].ReservedBytes();
@@ -103,7 +111,10 @@ bool TimerService::Shard::Add(TimerNode* n) {
   SiftUp(heap_.size() - 1);
   if (!started_) StartLocked();
   // Due before the thread wakes on its own.
-  if (n->mono_deadline() < sleep_until_) wake_.notify_one();
+  if (n->mono_deadline() < sleep_until_) {
+    wakeups_.fetch_add(1, std::memory_order_relaxed);
+    wake_.notify_one();
+  }
   return true;
 }
 
@@ -125,13 +136,26 @@ size_t TimerService::Shard::ReservedBytes() {
 
 void TimerService::Shard::Run() {
   std::unique_lock<std::mutex> lock(mu_);
+  // Set after a whole kIdleHorizon passed with an empty heap.
+  bool parked = false;
   for (;;) {
     if (heap_.empty()) {
-      sleep_until_ = kMonoNever;
-      wake_.wait(lock);
+      if (parked) {
+        sleep_until_ = kMonoNever;  // Idle: the next Add wakes us.
+        wake_.wait(lock);
+      } else {
+        // Just emptied: stay "due to wake" for a while, so that a deadline
+        // added meanwhile (the next request's) wakes nothing unless it is
+        // due before then.
+        const MonoTime until = MonoAdd(MonoNow(), kIdleHorizon);
+        sleep_until_ = until;
+        wake_.wait_for(lock, absl::ToChronoNanoseconds(kIdleHorizon));
+        parked = heap_.empty() && MonoNow() >= until;
+      }
       sleep_until_ = kAwake;
       continue;
     }
+    parked = false;
     const MonoTime now = MonoNow();
     const absl::Duration left = MonoUntil(now, heap_.front().when);
     if (left > absl::ZeroDuration()) {

@@ -1,6 +1,6 @@
 // TimerService: the shared timer threads that fire every context deadline.
 //
-// The service is a few shards (at most kMaxShards, one per CPU), each a
+// The service is one shard per CPU (at most kMaxShards), each a
 // min-heap of (monotonic deadline, TimerNode*) guarded by its own std::mutex
 // and served by its own thread, which sleeps on the monotonic clock until the
 // shard's earliest deadline and then cancels that node with kDeadline. A
@@ -56,9 +56,14 @@ class TimerService {
   size_t PendingCount();
   // Bytes reserved by the heaps (capacity, not size). For tests.
   size_t ReservedBytesForTesting();
+  // How many times Add woke a shard thread. For tests and benchmarks.
+  size_t WakeupsForTesting();
 
  private:
-  static constexpr size_t kMaxShards = 8;
+  static constexpr size_t kMaxShards = 64;
+  // How long a shard's thread keeps a wake-up planned after its heap empties
+  // (see Shard::sleep_until_).
+  static constexpr absl::Duration kIdleHorizon = absl::Seconds(1);
 
   // One heap and the thread that serves it.
   class Shard {
@@ -72,6 +77,8 @@ class TimerService {
     void ForkParent();
     // Returns true if the child must start this shard's thread now.
     bool ForkChild();
+
+    std::atomic<size_t> wakeups_{0};  // Add's notifications; for tests.
 
    private:
     struct Entry {
@@ -95,10 +102,12 @@ class TimerService {
     std::thread thread_;       // Guarded by mu_ (started once per process).
     bool started_ = false;     // Guarded by mu_.
     // When the thread will next wake on its own: at most 0 while it is awake
-    // (it re-reads the heap before sleeping), kMonoNever while it waits on an
-    // empty heap. Add wakes it only for a deadline before this, so a steady
-    // stream of later deadlines (the usual: same timeout, later start) costs
-    // no context switch. Guarded by mu_.
+    // (it re-reads the heap before sleeping); its earliest deadline while it
+    // waits for one; kIdleHorizon after the heap emptied; kMonoNever once it
+    // stayed empty that long. Add wakes it only for a deadline before this,
+    // so a steady stream of later deadlines (the usual: same timeout, later
+    // start; one request's deadline after the previous one's was removed)
+    // costs no context switch. Guarded by mu_.
     MonoTime sleep_until_ = 0;
   };
 
