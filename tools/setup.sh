@@ -19,6 +19,9 @@ PACKAGES=(
   clang                    # libFuzzer target
   libclang-rt-14-dev       # libFuzzer and sanitizer runtimes for clang
   python3                  # tools/count_test_cases.py, bench/run_all.sh
+  postgresql               # PostgreSQL 15 server: //integrations/postgres tests, demo_postgres
+  libpq-dev                # libpq: //integrations/postgres
+  libcurl4-openssl-dev     # libcurl: //integrations/http
 )
 
 missing=()
