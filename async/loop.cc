@@ -5,6 +5,7 @@
 #include <mutex>
 #include <utility>
 
+#include "absl/time/clock.h"
 #include "async/task.h"
 
 namespace reqctx {

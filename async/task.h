@@ -60,6 +60,8 @@
 namespace reqctx {
 
 class Loop;
+template <typename T>
+class Task;
 
 namespace internal {
 
@@ -88,6 +90,9 @@ using LoopRef = std::shared_ptr<LoopQueue>;
 // Reports a broken usage contract (awaiting an empty Task) and aborts.
 [[noreturn]] void TaskMisuse(const char* what);
 
+template <typename T>
+class WhenAllAwaiter;
+
 class PromiseBase {
  public:
   std::suspend_always initial_suspend() noexcept { return {}; }
@@ -103,10 +108,7 @@ class PromiseBase {
   // The loop this task runs on (set when it is started).
   const LoopRef& loop() const { return loop_; }
 
- protected:
-  template <typename T>
-  friend class ::reqctx::Task;
-  friend class ::reqctx::Loop;
+  // Set by whoever starts the task (Task's awaiter, Loop::Spawn, WhenAll).
   LoopRef loop_;
   std::coroutine_handle<> continuation_;  // The awaiting task, if any.
   Loop* owner_ = nullptr;                 // The Loop that spawned it, if any.
@@ -182,25 +184,26 @@ class [[nodiscard]] Task {
   // `co_await std::move(task)` (or a temporary): runs the task on the
   // awaiting task's loop and yields its result (rethrows its exception).
   // The task is consumed. Awaiting an empty Task aborts with a message.
-  auto operator co_await() && noexcept {
-    struct Awaiter {
-      Task task;
-      bool await_ready() const noexcept { return false; }
-      template <typename P>
-      std::coroutine_handle<> await_suspend(std::coroutine_handle<P> parent) {
-        if (!task.h_) internal::TaskMisuse("co_await on an empty reqctx::Task");
-        task.h_.promise().loop_ = internal::LoopOf(parent);
-        task.h_.promise().continuation_ = parent;
-        return task.h_;
-      }
-      T await_resume() { return task.h_.promise().Result(); }
-    };
-    return Awaiter{std::move(*this)};
-  }
+  auto operator co_await() && noexcept { return Awaiter{std::move(*this)}; }
 
  private:
+  struct Awaiter {
+    Task task;
+    bool await_ready() const noexcept { return false; }
+    template <typename P>
+    std::coroutine_handle<> await_suspend(std::coroutine_handle<P> parent) {
+      if (!task.h_) internal::TaskMisuse("co_await on an empty reqctx::Task");
+      task.h_.promise().loop_ = internal::LoopOf(parent);
+      task.h_.promise().continuation_ = parent;
+      return task.h_;
+    }
+    T await_resume() { return task.h_.promise().Result(); }
+  };
+
   friend class internal::TaskPromise<T>;
   friend class Loop;
+  template <typename U>
+  friend class internal::WhenAllAwaiter;
   explicit Task(std::coroutine_handle<promise_type> h) : h_(h) {}
   void Reset() {
     if (h_) std::exchange(h_, {}).destroy();
