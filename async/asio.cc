@@ -19,9 +19,14 @@ std::pair<Context, CancelFunc> WithCancellationSlot(
 asio::awaitable<std::pair<Context, CancelFunc>> ContextFromCancellationState(
     Context parent, asio::cancellation_type accept) {
   auto [ctx, cancel] = WithCancel(parent);
-  co_await asio::this_coro::reset_cancellation_state(
-      internal::CancelContextFilter{cancel, accept},
-      [accept](asio::cancellation_type type) { return type & accept; });
+  // Named, not built inside the co_await expression: g++ 12 destroys
+  // brace-initialized and lambda temporaries of a co_await expression twice.
+  internal::CancelContextFilter in_filter{cancel, accept};
+  auto out_filter = [accept](asio::cancellation_type type) {
+    return type & accept;
+  };
+  co_await asio::this_coro::reset_cancellation_state(std::move(in_filter),
+                                                     std::move(out_filter));
   co_return std::pair<Context, CancelFunc>(std::move(ctx), std::move(cancel));
 }
 

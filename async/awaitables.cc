@@ -6,9 +6,9 @@
 namespace reqctx {
 namespace internal {
 
-bool Wakeup::Fire() {
+bool Wakeup::Fire(std::shared_ptr<void> keep) {
   if (fired_.exchange(true, std::memory_order_acq_rel)) return false;
-  loop_->Post([self = shared_from_this()] {
+  loop_->Post([self = shared_from_this(), keep = std::move(keep)] {
     if (!self->abandoned_.load(std::memory_order_acquire)) self->h_.resume();
   });
   return true;

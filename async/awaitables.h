@@ -44,8 +44,9 @@ class Wakeup : public std::enable_shared_from_this<Wakeup> {
   Wakeup(LoopRef loop, std::coroutine_handle<> h)
       : loop_(std::move(loop)), h_(h) {}
   // Any thread. The first call queues the resumption on the loop; later
-  // calls do nothing. Returns true for the first call.
-  bool Fire();
+  // calls do nothing. Returns true for the first call. `keep` is released on
+  // the loop's thread after the resumption (or where the loop drops it).
+  bool Fire(std::shared_ptr<void> keep = nullptr);
   // The loop's thread, from the awaitable's destructor: a queued resumption
   // will not run.
   void Abandon() { abandoned_.store(true, std::memory_order_release); }

@@ -21,17 +21,23 @@
 // Lifetime: `stub` is taken by reference: it must outlive the returned Task.
 // ctx and request are copied into the task. While suspended, the task shares
 // the call's state (ClientContext, request, response) with gRPC's callback.
-// Destroying the suspended task cancels the call (ClientContext::TryCancel);
-// the state is freed when gRPC's callback has run; nothing resumes the task.
+// Destroying the suspended task cancels the call (ClientContext::TryCancel)
+// and waits for gRPC's callback (it follows a cancel promptly); nothing
+// resumes the task. The call's state is released on the Loop's thread, never
+// on gRPC's callback thread (so a stub/channel dropped meanwhile is never
+// destroyed there).
 #ifndef REQCTX_ASYNC_CALL_H_
 #define REQCTX_ASYNC_CALL_H_
 
 #include <grpcpp/client_context.h>
 #include <grpcpp/support/status.h>
 
+#include <atomic>
+#include <condition_variable>
 #include <coroutine>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <type_traits>
 #include <utility>
 
@@ -58,8 +64,9 @@ class GrpcCallAwaiter {
                   std::shared_ptr<void> keep_alive, Start start);
   GrpcCallAwaiter(const GrpcCallAwaiter&) = delete;
   GrpcCallAwaiter& operator=(const GrpcCallAwaiter&) = delete;
-  // If the call is still running: it will not resume the coroutine, and is
-  // canceled.
+  // If the call is still running: it is canceled, and the destructor waits
+  // for gRPC's callback (prompt after a cancel); it will not resume the
+  // coroutine. So nothing of the call outlives the awaiter.
   ~GrpcCallAwaiter();
 
   bool await_ready() const noexcept { return false; }
@@ -73,7 +80,24 @@ class GrpcCallAwaiter {
   struct Shared {
     std::unique_ptr<grpc::ClientContext> client_context;
     std::shared_ptr<void> keep_alive;
-    grpc::Status status;  // Written by gRPC's callback before it fires.
+    grpc::Status status;  // Written by gRPC's callback, before `done`.
+    std::atomic<bool> started{false};
+    std::mutex mu;
+    std::condition_variable cv;
+    bool done = false;  // gRPC's callback has run. Guarded by mu.
+  };
+  // gRPC's callback: records the status, then hands its reference to the
+  // shared state to the loop with the resumption, so the ClientContext is
+  // never destroyed on gRPC's callback thread (destroying the last reference
+  // to a grpc::Channel there breaks gRPC 1.51's callback thread pool). A
+  // named type (not a lambda) so that TSan reports about gRPC handing this
+  // functor to its callback thread (through gRPC core, which TSan cannot
+  // see) can be suppressed by name without hiding races in what it does
+  // (see tests/tsan_grpc_suppressions.cc).
+  struct Done {
+    mutable std::shared_ptr<Shared> shared;
+    std::shared_ptr<Wakeup> wakeup;
+    void operator()(grpc::Status status) const;
   };
   void Arm(const LoopRef& loop, std::coroutine_handle<> h);
 
@@ -112,13 +136,17 @@ Task<absl::StatusOr<Response>> Call(
   auto messages = std::make_shared<internal::UnaryMessages<Request, Response>>();
   messages->request = std::move(request);
   auto* async = internal::AsyncStub(stub);
-  grpc::Status status = co_await internal::GrpcCallAwaiter(
-      NewClientContext(ctx), messages,
+  internal::GrpcCallAwaiter::Start start =
       [async, method, messages](grpc::ClientContext* cc,
                                 std::function<void(grpc::Status)> done) {
         (async->*method)(cc, &messages->request, &messages->response,
                          std::move(done));
-      });
+      };
+  // A named awaiter, not a temporary built inside the co_await expression:
+  // g++ 12 destroys some temporaries of a co_await expression twice.
+  internal::GrpcCallAwaiter call(NewClientContext(ctx), messages,
+                                 std::move(start));
+  grpc::Status status = co_await call;
   if (!status.ok()) co_return FromGrpcStatus(status);
   co_return std::move(messages->response);
 }
