@@ -19,6 +19,10 @@ PACKAGES=(
   clang                    # libFuzzer target
   libclang-rt-14-dev       # libFuzzer and sanitizer runtimes for clang
   python3                  # tools/count_test_cases.py, bench/run_all.sh
+  cmake                    # the CMake build (tools/ci_cmake.sh)
+  make                     # CMake's generator; the pkg-config consumer
+  pkg-config               # the pkg-config consumer
+  libasio-dev              # standalone asio 1.22 (//async:asio)
 )
 
 missing=()
