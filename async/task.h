@@ -11,7 +11,7 @@
 // and yields its result; Loop::Spawn runs a Task<void> on its own;
 // RunSync runs one to completion on the calling thread. A Task's steps and
 // every resumption after a reqctx awaitable (Sleep, Done, Call, WhenAll) run
-// on its Loop's thread (see async/loop.h below).
+// on its Loop's thread (see Loop below).
 //
 // Lifetime -- what a suspended coroutine holds:
 //   * its frame: parameters (copied or moved in: take a Context by value, not
