@@ -25,10 +25,12 @@
 //   * Destroying a suspended Task (dropping it, or the Loop that owns it, or
 //     the task awaiting it) destroys the frame: its awaitable stops its
 //     AfterFuncs (waiting for one already running, which only queues a
-//     resumption that is then discarded), cancels its gRPC call (gRPC's
-//     callback later frees the call's state), and destroys WhenAll's child
-//     tasks the same way. Nothing resumes a destroyed frame. Destroy a
-//     suspended Task on its Loop's thread (or once no thread runs the Loop).
+//     resumption that is then discarded), cancels its gRPC call and waits
+//     for gRPC's callback, and destroys WhenAll's child tasks the same way.
+//     Nothing resumes a destroyed frame. Destroy a suspended Task on its
+//     Loop's thread (or once no thread runs the Loop).
+//   * g++ 12 destroys a lambda or brace-initialized temporary created inside
+//     a co_await expression twice: name such objects in a variable first.
 //   * A Task that was never started owns only its frame (its parameters).
 //
 // Cancellation never throws: reqctx awaitables report it as a Status. An
