@@ -16,6 +16,7 @@
 #include "async/coro.h"
 #include "context/context.h"
 #include "gtest/gtest.h"
+#include "interceptors/trace_context.h"
 #include "proto/echo.grpc.pb.h"
 #include "services/echo/echo_server.h"
 
@@ -182,6 +183,59 @@ TEST_F(CoroCallTest, FanOutReturnsResultsInOrder) {
     EXPECT_NE(results[i]->message().find("m" + std::to_string(i)),
               std::string::npos);
   }
+}
+
+TEST_F(CoroCallTest, CarriesTheContextsTrace) {
+  TraceContext tc{"4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7", true};
+  Context ctx = WithTraceContext(Background(), tc);
+  absl::StatusOr<EchoResponse> r = RunSync(CallOnce(ctx, &stub_, Request("t", 0)));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->hops(0).trace_id(), tc.trace_id);
+  EXPECT_NE(r->hops(0).span_id(), tc.span_id);  // The server's own span.
+}
+
+// Many concurrent calls; half of them on a group that is canceled while
+// they run: the canceled half ends CANCELLED, the rest complete, and the
+// server's books balance.
+TEST_F(CoroCallTest, ConcurrentCallsWithAGroupCanceledMidway) {
+  constexpr int kEach = 8;
+  auto [group, cancel_group] = WithCancel(Background());
+  Loop loop;
+  std::vector<absl::StatusOr<EchoResponse>> canceled, completed;
+  loop.Spawn([](Context g, std::unique_ptr<Echo::Stub>* stub,
+                std::vector<absl::StatusOr<EchoResponse>>* out) -> Task<void> {
+    std::vector<Task<absl::StatusOr<EchoResponse>>> calls;
+    for (int i = 0; i < kEach; ++i) {
+      calls.push_back(Call(g, *stub, &Echo::Stub::async::Echo,
+                           Request("slow", kLongWorkMs)));
+    }
+    *out = co_await WhenAll(std::move(calls));
+  }(group, &stub_, &canceled));
+  loop.Spawn([](std::unique_ptr<Echo::Stub>* stub,
+                std::vector<absl::StatusOr<EchoResponse>>* out) -> Task<void> {
+    std::vector<Task<absl::StatusOr<EchoResponse>>> calls;
+    for (int i = 0; i < kEach; ++i) {
+      calls.push_back(Call(Background(), *stub, &Echo::Stub::async::Echo,
+                           Request("quick", 0)));
+    }
+    *out = co_await WhenAll(std::move(calls));
+  }(&stub_, &completed));
+  EXPECT_FALSE(loop.RunFor(absl::Milliseconds(1)));
+  ASSERT_TRUE(server_->stats().WaitUntil(
+      [](const Snapshot& s) { return s.active_requests >= kEach; }, kBound));
+  cancel_group();
+  EXPECT_TRUE(loop.RunFor(kBound));
+  ASSERT_EQ(canceled.size(), static_cast<size_t>(kEach));
+  ASSERT_EQ(completed.size(), static_cast<size_t>(kEach));
+  for (const auto& r : canceled) {
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kCancelled);
+  }
+  for (const auto& r : completed) EXPECT_TRUE(r.ok()) << r.status();
+  ASSERT_TRUE(WaitIdle());
+  Snapshot st = server_->stats().Get();
+  EXPECT_EQ(st.canceled_total, kEach);
+  EXPECT_EQ(st.completed_total, kEach);
+  EXPECT_EQ(st.started_total, st.finished_total());
 }
 
 // Destroying the task suspended in a call cancels the call; nothing resumes

@@ -274,6 +274,62 @@ TEST(CoroWhenAll, RethrowsTheFirstExceptionAfterAllFinish) {
   EXPECT_THROW(RunSync(all(job)), std::runtime_error);
 }
 
+TEST(CoroLoop, PostFromOtherThreadsRunsOnTheLoopInOrder) {
+  auto [ctx, cancel] = WithCancel(Background());
+  Loop loop;
+  // The loop runs while a task is pending: this one waits for the last post.
+  loop.Spawn([](Context c) -> Task<void> { (void)co_await Done(c); }(ctx));
+  std::vector<int> order;  // Touched on the loop's thread only.
+  std::thread::id ran_on;
+  std::thread poster([&loop, &order, &ran_on, c = cancel] {
+    for (int i = 0; i < 3; ++i) {
+      loop.Post([i, &order, &ran_on] {
+        order.push_back(i);
+        ran_on = std::this_thread::get_id();
+      });
+    }
+    loop.Post([c] { c(); });
+  });
+  EXPECT_TRUE(loop.RunFor(kBound));
+  poster.join();
+  EXPECT_EQ(order, (std::vector<int>{0, 1, 2}));
+  EXPECT_EQ(ran_on, std::this_thread::get_id());
+  loop.Spawn(Task<void>());  // An empty task is ignored.
+  EXPECT_EQ(loop.pending(), 0u);
+}
+
+TEST(CoroLoop, PostAfterTheLoopIsGoneIsDropped) {
+  std::shared_ptr<internal::LoopQueue> ref;
+  {
+    Loop loop;
+    ref = loop.ref();
+  }
+  auto token = std::make_shared<int>(0);
+  std::weak_ptr<int> weak = token;
+  EXPECT_FALSE(ref->Post([t = std::move(token)] { ++*t; }));
+  EXPECT_TRUE(weak.expired());  // Dropped, not run, not leaked.
+}
+
+TEST(CoroDone, NeverDoneContextWaitsUntilTheTaskIsDestroyed) {
+  std::atomic<bool> destroyed{false};
+  {
+    Loop loop;
+    loop.Spawn([](std::atomic<bool>* d) -> Task<void> {
+      DestroyFlag flag{d};
+      (void)co_await Done(Background());
+      ADD_FAILURE() << "Background() is never done";
+    }(&destroyed));
+    EXPECT_FALSE(loop.RunFor(absl::Milliseconds(20)));
+  }
+  EXPECT_TRUE(destroyed.load());
+}
+
+TEST(CoroTaskDeathTest, AwaitingAnEmptyTaskAbortsWithAMessage) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");  // Timer threads exist.
+  auto await_empty = []() -> Task<void> { co_await Task<void>(); };
+  EXPECT_DEATH(RunSync(await_empty()), "co_await on an empty reqctx::Task");
+}
+
 // Many tasks, a deadline and a cancel racing their sleeps: every task ends
 // with OK, its deadline or the cancel, and the loop drains.
 TEST(CoroStress, ManyTasksRacingCancelAndDeadlines) {
