@@ -21,7 +21,7 @@ import xml.etree.ElementTree as ET
 
 # Packages CMake mirrors (bench/ and third_party/ are Bazel-only).
 PACKAGES = ["context", "interceptors", "async", "proto", "services", "tests",
-            "examples"]
+            "examples", "integrations"]
 KINDS = "cc_library|cc_test|cc_binary"
 
 
