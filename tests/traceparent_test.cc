@@ -54,8 +54,14 @@ TEST(ParseTraceparent, RejectsEveryMalformedShape) {
       " " + valid.substr(1),                               // leading space
       valid.substr(0, 54) + " ",                           // trailing space
       "ff" + valid.substr(2),                              // version ff
-      "01" + valid.substr(2),                              // unknown version
+      "ff" + valid.substr(2) + "-x",
       "0g" + valid.substr(2),                              // non-hex version
+      "0A" + valid.substr(2),                              // uppercase version
+      "01" + valid.substr(2, 52),                          // later, too short
+      "01" + valid.substr(2) + "x",                        // no '-' after flags
+      "cc" + valid.substr(2) + "0-extra",
+      "01" + valid.substr(2, 30) + "A" + valid.substr(33), // 00 rules apply
+      "01-00000000000000000000000000000000-00f067aa0ba902b7-01",
       with(2, '_'),                                        // separators
       with(35, '_'),
       with(52, '_'),
@@ -77,6 +83,33 @@ TEST(ParseTraceparent, RejectsEveryMalformedShape) {
   for (const std::string& c : cases) {
     EXPECT_FALSE(ParseTraceparent(c).has_value()) << "accepted: \"" << c << "\"";
   }
+}
+
+// W3C Trace Context level 1, "Versioning of traceparent": a version above
+// 00 (and not ff) is parsed by the version-00 rules when it is at least as
+// long, ignoring fields after the flags (each after a '-').
+TEST(ParseTraceparent, LaterVersionsAreReadByVersion00Rules) {
+  const std::string ids = "4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7";
+  const std::string accepted[] = {
+      "01-" + ids + "-01",
+      "cc-" + ids + "-01-what-the-future-holds",
+      "fe-" + ids + "-01-",
+      "9a-" + ids + "-01-" + std::string(3000, 'z'),
+  };
+  for (const std::string& h : accepted) {
+    std::optional<TraceContext> tc = ParseTraceparent(h);
+    ASSERT_TRUE(tc.has_value()) << h;
+    EXPECT_EQ(tc->trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+    EXPECT_EQ(tc->span_id, "00f067aa0ba902b7");
+    EXPECT_TRUE(tc->sampled);
+    // Passed on as the version this library writes.
+    EXPECT_EQ(FormatTraceparent(*tc), "00-" + ids + "-01");
+  }
+  std::optional<TraceContext> unsampled = ParseTraceparent("42-" + ids + "-02");
+  ASSERT_TRUE(unsampled.has_value());
+  EXPECT_FALSE(unsampled->sampled);
+  // Version 00 stays exact: no extra fields.
+  EXPECT_FALSE(ParseTraceparent("00-" + ids + "-01-extra").has_value());
 }
 
 TEST(ParseTraceparent, RejectsOversizedInputCheaply) {
