@@ -32,7 +32,7 @@ using echo::EchoStats;
 constexpr int kCalls = 8;
 constexpr absl::Duration kDeadline = absl::Seconds(15);
 // kCalls offsets spread over one 100 ms grpc-timeout unit.
-constexpr absl::Duration kSpread = absl::Milliseconds(100) / kCalls;
+const absl::Duration kSpread = absl::Milliseconds(100 / kCalls);
 
 // The last hop: waits for its call's Context and counts how it ended.
 class WaitingBackend final : public ::echo::v1::Echo::Service {
