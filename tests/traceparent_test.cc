@@ -1,4 +1,8 @@
 // W3C traceparent parsing/formatting and TraceContext in a Context.
+#include <poll.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <string>
 #include <string_view>
 
@@ -195,6 +199,42 @@ TEST(NewIds, AreValidAndDistinct) {
   EXPECT_TRUE(ParseTraceparent(
                   FormatTraceparent({a, internal::NewSpanId(), true}))
                   .has_value());
+}
+
+// After fork() the child must not repeat the parent's ids: the per-thread
+// generator (used in the parent before the fork, so its state is copied into
+// the child) is reseeded in the child.
+TEST(NewIds, ForkedChildDrawsDifferentIds) {
+  ASSERT_FALSE(internal::NewTraceId().empty());  // Generator state exists.
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    close(fds[0]);
+    const std::string ids = internal::NewTraceId() + internal::NewSpanId();
+    _exit(write(fds[1], ids.data(), ids.size()) ==
+                  static_cast<ssize_t>(ids.size())
+              ? 0
+              : 1);
+  }
+  close(fds[1]);
+  const std::string parent = internal::NewTraceId() + internal::NewSpanId();
+  std::string child;
+  char buf[64];
+  pollfd p{fds[0], POLLIN, 0};
+  while (child.size() < 48 && poll(&p, 1, 20000) == 1) {
+    ssize_t n = read(fds[0], buf, sizeof(buf));
+    if (n <= 0) break;
+    child.append(buf, static_cast<size_t>(n));
+  }
+  close(fds[0]);
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  ASSERT_EQ(child.size(), 48u);
+  EXPECT_NE(child.substr(0, 32), parent.substr(0, 32)) << "same trace id";
+  EXPECT_NE(child.substr(32), parent.substr(32)) << "same span id";
 }
 
 }  // namespace

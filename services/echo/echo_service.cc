@@ -24,12 +24,15 @@ using ::echo::v1::Hop;
 // each slice is a SleepFor that a done Context cuts short at once.
 constexpr absl::Duration kWorkSlice = absl::Milliseconds(10);
 constexpr absl::Duration kDefaultStreamInterval = absl::Milliseconds(100);
-constexpr int64_t kMaxWorkMs = 3600 * 1000;  // Bounds every call's work.
-
-absl::Status CheckWork(int64_t work_ms) {
-  if (work_ms < 0 || work_ms > kMaxWorkMs) {
+absl::Status CheckWork(int64_t work_ms, int64_t max_work_ms) {
+  if (work_ms < 0) {
     return absl::InvalidArgumentError(
-        absl::StrCat("work_ms must be in [0, ", kMaxWorkMs, "], got ", work_ms));
+        absl::StrCat("work_ms must be >= 0, got ", work_ms));
+  }
+  if (work_ms > max_work_ms) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("work_ms ", work_ms, " exceeds this server's limit of ",
+                     max_work_ms, " (--max_work_ms)"));
   }
   return absl::OkStatus();
 }
@@ -112,7 +115,7 @@ grpc::Status EchoService::Echo(grpc::ServerContext* sc,
   Context ctx = FromServerContext(sc);
   Hop hop = ArrivalHop(ctx);
   RequestScope scope(stats_, ctx);
-  absl::Status s = CheckWork(request->work_ms());
+  absl::Status s = CheckWork(request->work_ms(), options_.max_work_ms);
   if (s.ok()) s = RunWorkers(ctx, absl::Milliseconds(request->work_ms()));
   EchoResponse downstream;
   if (s.ok() && next_ != nullptr) {
@@ -175,7 +178,7 @@ grpc::Status EchoService::EchoStream(grpc::ServerContext* sc,
   Context ctx = FromServerContext(sc);
   Hop hop = ArrivalHop(ctx);
   RequestScope scope(stats_, ctx);
-  absl::Status s = CheckWork(request->work_ms());
+  absl::Status s = CheckWork(request->work_ms(), options_.max_work_ms);
   if (s.ok()) {
     s = next_ != nullptr ? RelayStream(ctx, hop, *request, writer)
                          : GenerateStream(ctx, hop, *request, writer);

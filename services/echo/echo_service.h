@@ -1,6 +1,6 @@
 // EchoService: the echo.v1.Echo service (proto/echo.proto) on reqctx.
 //
-// Echo does `work_ms` of simulated work on K worker threads (each worker
+// Echo does `work_ms` (at most options.max_work_ms) of simulated work on K worker threads (each worker
 // works for work_ms, in 10 ms slices, and stops as soon as the call's Context
 // is done), then, if a next hop is configured, calls Echo on it with a
 // Context derived from the call's (so the deadline shrinks, cancellation
@@ -16,6 +16,7 @@
 #ifndef REQCTX_SERVICES_ECHO_ECHO_SERVICE_H_
 #define REQCTX_SERVICES_ECHO_ECHO_SERVICE_H_
 
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -31,6 +32,9 @@ struct EchoServiceOptions {
   std::string name = "echo";  // Reported as Hop.service.
   std::string next;           // host:port of the next hop; empty: last hop.
   int workers = 2;            // K worker threads per Echo call (>= 1).
+  // The most work_ms a request may ask for; more fails the call with
+  // INVALID_ARGUMENT naming the limit (bounds the work one call can cause).
+  int64_t max_work_ms = 3600 * 1000;
 };
 
 class EchoService final : public ::echo::v1::Echo::Service {
