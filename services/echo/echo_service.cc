@@ -47,11 +47,19 @@ absl::Status SimulateWork(const Context& ctx, absl::Duration work) {
 }
 
 // The client went away mid-stream (a Write failed). Say why: the glue
-// cancels the call's Context promptly when the client cancels, and near the
-// deadline lets the deadline fire instead; wait for that (bounded) rather
-// than guess, so a stream cut by its deadline counts as deadline-exceeded.
+// cancels the call's Context promptly when the client cancels, and when the
+// cancel is really the caller's deadline it lets this call's own deadline
+// fire instead, within the grpc-timeout rounding (up to ~1% of the timeout;
+// see interceptors/server_interceptor.h). Wait for that (bounded by the
+// deadline, at most an hour away, plus a second) rather than guess, so a
+// stream cut by its deadline counts as deadline-exceeded.
 absl::Status WhyClientLeft(const Context& ctx) {
-  if (ctx.Done().WaitFor(absl::Seconds(1))) return ctx.Err();
+  absl::Duration bound = absl::Seconds(1);
+  if (std::optional<absl::Time> deadline = ctx.Deadline()) {
+    bound += std::clamp(*deadline - absl::Now(), absl::ZeroDuration(),
+                        absl::Hours(1));
+  }
+  if (ctx.Done().WaitFor(bound)) return ctx.Err();
   return absl::CancelledError("stream closed by the client");
 }
 
