@@ -38,7 +38,7 @@ done
 log "raw outputs in ${OUT}"
 
 # --- Build (optimized) -----------------------------------------------------------
-targets=(//bench:context_bench //bench:rpc_bench //bench:timer_bench)
+targets=(//bench:context_bench //bench:rpc_bench //bench:timer_bench //bench:watcher_bench)
 log "building ${targets[*]} with -c opt"
 bazel build -c opt "${targets[@]}" >&2
 BIN_DIR="$(bazel info -c opt bazel-bin 2>/dev/null)"
@@ -262,3 +262,14 @@ echo "Timer service (//bench:timer_bench): deadline lateness over 10,000 deadlin
 echo "spread over 1 s, and memory per live deadline at 1,000,000."
 echo
 "${BIN_DIR}/bench/timer_bench" | tee "${OUT}/timer_bench.txt"
+
+# --- Sync cancel watcher (issue 10): poll pass at 10,000 in-flight calls -------------
+log "running //bench:watcher_bench (poll pass at 10,000 watched sync calls)"
+echo
+echo "Sync cancel watcher (//bench:watcher_bench): one poll pass at 10,000"
+echo "in-flight sync calls, a pass dropping 10,000 finished ones, and the"
+echo "previous removal (std::find inside std::partition) for comparison."
+echo
+"${BIN_DIR}/bench/watcher_bench" --benchmark_repetitions="${REPS}" \
+  --benchmark_report_aggregates_only=true 2>/dev/null |
+  grep -E '^(Benchmark|BM_.*_median)' | tee "${OUT}/watcher_bench.txt"

@@ -126,17 +126,19 @@ TEST_F(EchoE2ETest, TraceIdCarriedAndSpanIdsFresh) {
 }
 
 TEST_F(EchoE2ETest, DeadlineExceededEndToEnd) {
-  // 200 ms of work per hop, 500 ms deadline: it runs out in the backend, so
-  // every hop is involved and every hop must report DEADLINE_EXCEEDED.
-  auto [ctx, cancel] = WithTimeout(Background(), absl::Milliseconds(500));
+  // 1 s of work per hop, 2.5 s deadline: it runs out in the backend, half a
+  // hop's work away from either edge (so a loaded machine cannot move it to
+  // another hop), every hop is involved and every hop must report
+  // DEADLINE_EXCEEDED.
+  auto [ctx, cancel] = WithTimeout(Background(), absl::Milliseconds(2500));
   absl::Time start = absl::Now();
   EchoResponse response;
-  grpc::Status s = Call(ctx, Request("late", 200), &response);
+  grpc::Status s = Call(ctx, Request("late", 1000), &response);
   absl::Duration took = absl::Now() - start;
   EXPECT_EQ(s.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED)
       << s.error_message();
-  EXPECT_GE(took, absl::Milliseconds(450));
-  EXPECT_LT(took, absl::Milliseconds(500) + absl::Seconds(1));
+  EXPECT_GE(took, absl::Milliseconds(2450));
+  EXPECT_LT(took, absl::Milliseconds(2500) + absl::Seconds(1));
   ASSERT_TRUE(chain_.WaitAllIdle());
   for (echo::EchoServer* hop : Hops()) {
     EchoStats::Snapshot st = hop->stats().Get();
