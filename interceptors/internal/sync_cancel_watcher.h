@@ -17,7 +17,12 @@
 // lock, polls it, compacts the survivors in place (linear in the calls
 // polled) and appends them back, so a pass is O(watched calls) and no
 // shard's lock is held while gRPC is called. //bench:watcher_bench measures
-// a pass at 10,000 watched calls.
+// the watcher's own cost at 10,000 watched calls (~12 ns per call per pass)
+// and gRPC's IsCancelled() on live sync calls, which dominates (~19 us of
+// CPU per call: it polls the call's completion queue). So a pass over
+// 10,000 in-flight sync calls costs ~0.2 s of CPU; the thread sleeps at
+// least as long as its last pass took (at most half a core), and the cancel
+// latency grows to about two passes at that scale.
 //
 // Lifetime: Get() is a leaked singleton; its thread starts with the first
 // Watch() and is stopped and joined at process exit (atexit). Calls are
