@@ -24,6 +24,7 @@ using ::echo::v1::Hop;
 // each slice is a SleepFor that a done Context cuts short at once.
 constexpr absl::Duration kWorkSlice = absl::Milliseconds(10);
 constexpr absl::Duration kDefaultStreamInterval = absl::Milliseconds(100);
+
 absl::Status CheckWork(int64_t work_ms, int64_t max_work_ms) {
   if (work_ms < 0) {
     return absl::InvalidArgumentError(
