@@ -345,6 +345,8 @@ TEST_P(AsyncApiTest, ClientCancelReachesUnaryAndStreamContexts) {
     EXPECT_TRUE(s.ctx.Err().ok()) << s.kind << ": done before the cancel";
     EXPECT_TRUE(s.current_was_background) << s.kind;
   }
+  // Only async calls are in flight: the sync watcher polls none of them.
+  EXPECT_EQ(debug::WatchedServerCallCount(), 0u);
   const absl::Time canceled_at = absl::Now();
   cancel();
   for (size_t i = 0; i < 2; ++i) {
