@@ -14,6 +14,7 @@
 #include "absl/time/time.h"
 #include "context/core.h"
 #include "context/current.h"
+#include "context/debug.h"
 #include "gtest/gtest.h"
 #include "interceptors/debug.h"
 #include "interceptors/interceptors.h"
@@ -203,6 +204,26 @@ TEST_F(CallbackApiTest, IncomingDeadlineEndsHandlerContext) {
   auto done = service_.WaitDone();
   ASSERT_TRUE(done.has_value());
   EXPECT_EQ(done->second.code(), absl::StatusCode::kDeadlineExceeded);
+}
+
+// Deadlines fire by the monotonic clock end to end: with the wall clock
+// stepped back an hour (test hook), the client's outbound deadline and the
+// handler's Context still end after ~200 ms, not an hour later.
+TEST_F(CallbackApiTest, DeadlinesIgnoreAWallClockStep) {
+  struct Restore {
+    ~Restore() { debug::SetWallClockOffsetForTesting(absl::ZeroDuration()); }
+  } restore;
+  auto [ctx, cancel] = WithTimeout(Background(), absl::Milliseconds(200));
+  debug::SetWallClockOffsetForTesting(-absl::Hours(1));
+  const absl::Time start = absl::Now();
+  auto cc = NewClientContext(ctx);
+  EchoResponse response;
+  grpc::Status status = stub_->Echo(cc.get(), EchoRequest(), &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  auto done = service_.WaitDone();
+  ASSERT_TRUE(done.has_value());
+  EXPECT_EQ(done->second.code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_LT(done->first - start, absl::Seconds(30));
 }
 
 TEST_F(CallbackApiTest, ServerShutdownCancelsHandlerContext) {
