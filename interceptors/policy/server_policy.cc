@@ -104,13 +104,6 @@ void RunOnceDone(const Context& ctx, std::function<void()> f) {
   if (!keep->ran) keep->handle = std::move(h);
 }
 
-// Answers a refused callback-API call: a reactor that finishes at once.
-class RejectReactor final : public grpc::ServerUnaryReactor {
- public:
-  explicit RejectReactor(grpc::Status s) { Finish(std::move(s)); }
-  void OnDone() override { delete this; }
-};
-
 class PolicyHandler final : public MethodHandler {
  public:
   PolicyHandler(ServerPolicy* policy, ServerPolicy::MethodState* state,
@@ -291,9 +284,12 @@ class PolicyHandler final : public MethodHandler {
     // once: it sends the status and ends the call, whatever the method's
     // streaming shape (the client reads the status).
     grpc::internal::CallbackUnaryHandler<grpc::ByteBuffer, grpc::ByteBuffer>
-        answer([status](grpc::CallbackServerContext*, const grpc::ByteBuffer*,
-                        grpc::ByteBuffer*) {
-          return new RejectReactor(status);
+        answer([status](grpc::CallbackServerContext* ctx,
+                        const grpc::ByteBuffer*, grpc::ByteBuffer*) {
+          // The context's own reactor: gRPC owns and ends it with the call.
+          grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+          reactor->Finish(status);
+          return reactor;
         });
     answer.RunHandler(HandlerParameter(param.call, param.server_context,
                                        holder->request(), grpc::Status::OK,
