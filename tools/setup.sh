@@ -19,6 +19,13 @@ PACKAGES=(
   clang                    # libFuzzer target
   libclang-rt-14-dev       # libFuzzer and sanitizer runtimes for clang
   python3                  # tools/count_test_cases.py, bench/run_all.sh
+  postgresql               # PostgreSQL 15 server: //integrations/postgres tests, demo_postgres
+  libpq-dev                # libpq: //integrations/postgres
+  libcurl4-openssl-dev     # libcurl: //integrations/http
+  cmake                    # the CMake build (tools/ci_cmake.sh)
+  make                     # CMake's generator; the pkg-config consumer
+  pkg-config               # the pkg-config consumer
+  libasio-dev              # standalone asio 1.22 (//async:asio)
 )
 
 missing=()
