@@ -2,6 +2,7 @@
 // servers on 127.0.0.1, sync and callback API, the policy enforced before
 // the handler by the method-handler wrapping.
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -24,6 +25,17 @@ using policy::ServerPolicyOptions;
 using Api = PolicyTestServer::Api;
 
 constexpr absl::Duration kBound = absl::Seconds(20);
+
+// Waits (bounded) until `done()` holds. The policy's slot counts have no
+// event to wait on, so this polls every millisecond.
+bool PollUntil(const std::function<bool()>& done) {
+  const absl::Time end = absl::Now() + kBound;
+  while (!done()) {
+    if (absl::Now() > end) return false;
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  return true;
+}
 
 class PolicyServerTest : public ::testing::TestWithParam<Api> {};
 
@@ -93,7 +105,8 @@ TEST_P(PolicyServerTest, ConcurrencyLimitShedsWithPushback) {
   EXPECT_EQ(server.handled(), 1);
   EXPECT_EQ(policy.Counters()[PolicyCounter::kShedQueueFull], 1);
   busy.join();
-  // The slot is free again.
+  // The slot is given back just after the busy call's status went out.
+  ASSERT_TRUE(PollUntil([&] { return policy.Running() == 0; }));
   EXPECT_TRUE(CallEcho(*stub, absl::Seconds(5), 0).status.ok());
 }
 
@@ -136,11 +149,9 @@ TEST_P(PolicyServerTest, QueuedCallIsDroppedWhenItsDeadlinePasses) {
   EXPECT_EQ(policy.Counters()[PolicyCounter::kQueued], 1);
   // Dropped by the server at its deadline (the client may see its own
   // deadline first; the server's drop is what the counter records).
-  for (int i = 0; i < 2000 &&
-                  policy.Counters()[PolicyCounter::kShedExpired] == 0;
-       ++i) {
-    absl::SleepFor(absl::Milliseconds(10));
-  }
+  EXPECT_TRUE(PollUntil([&] {
+    return policy.Counters()[PolicyCounter::kShedExpired] == 1;
+  }));
   EXPECT_EQ(policy.Counters()[PolicyCounter::kShedExpired], 1);
 }
 
@@ -180,11 +191,7 @@ TEST_P(PolicyServerTest, CriticalCallEvictsSheddableOne) {
                          "criticality=sheddable");
   });
   // Wait until the sheddable call is queued.
-  for (int i = 0; i < 2000 && policy.Counters()[PolicyCounter::kQueued] == 0;
-       ++i) {
-    absl::SleepFor(absl::Milliseconds(5));
-  }
-  ASSERT_EQ(policy.Counters()[PolicyCounter::kQueued], 1);
+  ASSERT_TRUE(PollUntil([&] { return policy.Queued() == 1; }));
   CallResult critical =
       CallEcho(*stub, absl::Seconds(10), 0, "a=b,criticality=critical");
   queued.join();

@@ -343,6 +343,22 @@ absl::Status ServerPolicy::Validate() const {
   return absl::OkStatus();
 }
 
+int ServerPolicy::Running() const {
+  int n = default_state_->shedder ? default_state_->shedder->running() : 0;
+  for (const auto& [name, ps] : method_states_) {
+    if (ps->shedder) n += ps->shedder->running();
+  }
+  return n;
+}
+
+int ServerPolicy::Queued() const {
+  int n = default_state_->shedder ? default_state_->shedder->queued() : 0;
+  for (const auto& [name, ps] : method_states_) {
+    if (ps->shedder) n += ps->shedder->queued();
+  }
+  return n;
+}
+
 const MethodPolicy& ServerPolicy::PolicyFor(std::string_view full_method) const {
   auto it = method_states_.find(full_method);
   return it == method_states_.end() ? default_state_->policy

@@ -119,6 +119,11 @@ class ServerPolicy {
   const MethodPolicy& PolicyFor(std::string_view full_method) const;
 
   PolicyCountersSnapshot Counters() const { return counters_.Snapshot(); }
+  // Calls holding a concurrency slot now, and calls queued for one, over
+  // every limit of this policy (a slot is given back just after the
+  // handler's status is sent).
+  int Running() const;
+  int Queued() const;
   PolicyCounters& counters() { return counters_; }
 
   // Per-method state, shared by the wrappers (internal; public so the
