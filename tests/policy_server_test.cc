@@ -254,6 +254,124 @@ TEST_P(PolicyServerTest, ManyConcurrentCallsBalance) {
   ASSERT_TRUE(server.WaitFinished(server.handled(), kBound));
 }
 
+// The handler's remaining deadline, seen by the service at arrival.
+absl::Duration HandlerRemaining(const PolicyTestServer& server) {
+  std::vector<Arrival> a = server.arrivals();
+  if (a.empty() || !a.back().remaining.has_value()) {
+    return absl::InfiniteDuration();
+  }
+  return *a.back().remaining;
+}
+
+TEST_P(PolicyServerTest, ReplyMarginMovesTheHandlersDeadlineEarlier) {
+  ServerPolicyOptions o;
+  o.defaults.reply_margin = absl::Milliseconds(300);
+  ServerPolicy policy(o);
+  PolicyTestServer server(GetParam(), SleepWork, &policy);
+  ASSERT_TRUE(server.ok());
+  auto stub = server.NewStub();
+  ASSERT_TRUE(CallEcho(*stub, absl::Seconds(1), 0).status.ok());
+  EXPECT_LE(HandlerRemaining(server), absl::Milliseconds(720));  // grpc-timeout rounding.
+  EXPECT_GT(HandlerRemaining(server), absl::Milliseconds(400));
+  EXPECT_EQ(policy.Counters()[PolicyCounter::kReplyMarginApplied], 1);
+  // A margin larger than the budget leaves the handler "now", not earlier:
+  // its Context is done at once and the call ends DEADLINE_EXCEEDED well
+  // before the caller's deadline.
+  ServerPolicyOptions big;
+  big.defaults.reply_margin = absl::Seconds(30);
+  ServerPolicy policy2(big);
+  PolicyTestServer server2(GetParam(), SleepWork, &policy2);
+  ASSERT_TRUE(server2.ok());
+  auto stub2 = server2.NewStub();
+  CallResult r = CallEcho(*stub2, absl::Seconds(5), 1000);
+  EXPECT_EQ(r.status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  EXPECT_LT(r.elapsed, absl::Seconds(2));
+  EXPECT_LE(HandlerRemaining(server2), absl::ZeroDuration());
+  EXPECT_GT(HandlerRemaining(server2), -absl::Seconds(1));
+}
+
+TEST_P(PolicyServerTest, DefaultAndMaximumDeadline) {
+  ServerPolicyOptions o;
+  o.defaults.default_deadline = absl::Milliseconds(800);
+  o.defaults.max_deadline = absl::Seconds(2);
+  ServerPolicy policy(o);
+  PolicyTestServer server(GetParam(), SleepWork, &policy);
+  ASSERT_TRUE(server.ok());
+  auto stub = server.NewStub();
+  // No deadline: the default.
+  ASSERT_TRUE(CallEcho(*stub, absl::InfiniteDuration(), 0).status.ok());
+  EXPECT_LE(HandlerRemaining(server), absl::Milliseconds(800));
+  EXPECT_GT(HandlerRemaining(server), absl::Milliseconds(500));
+  // A long deadline: capped.
+  ASSERT_TRUE(CallEcho(*stub, absl::Seconds(60), 0).status.ok());
+  EXPECT_LE(HandlerRemaining(server), absl::Seconds(2));
+  EXPECT_GT(HandlerRemaining(server), absl::Milliseconds(1500));
+  // A short one: unchanged.
+  ASSERT_TRUE(CallEcho(*stub, absl::Seconds(1), 0).status.ok());
+  EXPECT_LE(HandlerRemaining(server), absl::Milliseconds(1020));  // grpc-timeout rounds up to 10 ms above 1 s.
+  EXPECT_GT(HandlerRemaining(server), absl::Milliseconds(700));
+  policy::PolicyCountersSnapshot c = policy.Counters();
+  EXPECT_EQ(c[PolicyCounter::kDeadlineDefaulted], 1);
+  EXPECT_EQ(c[PolicyCounter::kDeadlineCapped], 1);
+  // The default deadline ends a call that has none.
+  CallResult r = CallEcho(*stub, absl::InfiniteDuration(), 5000);
+  EXPECT_EQ(r.status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  EXPECT_LT(r.elapsed, absl::Seconds(3));
+}
+
+TEST_P(PolicyServerTest, CriticalityReachesTheHandlersContext) {
+  ServerPolicy policy(ServerPolicyOptions{});
+  PolicyTestServer server(GetParam(), SleepWork, &policy);
+  ASSERT_TRUE(server.ok());
+  auto stub = server.NewStub();
+  ASSERT_TRUE(
+      CallEcho(*stub, absl::Seconds(5), 0, "x=1,criticality=critical").status.ok());
+  ASSERT_TRUE(CallEcho(*stub, absl::Seconds(5), 0).status.ok());
+  ASSERT_TRUE(
+      CallEcho(*stub, absl::Seconds(5), 0, "criticality=bogus").status.ok());
+  std::vector<Arrival> a = server.arrivals();
+  ASSERT_EQ(a.size(), 3u);
+  EXPECT_EQ(a[0].criticality, policy::Criticality::kCritical);
+  EXPECT_EQ(a[1].criticality, policy::Criticality::kDefault);
+  EXPECT_EQ(a[2].criticality, policy::Criticality::kDefault);
+}
+
+// Every policy at once: margin, default, minimum budget, shedding.
+TEST_P(PolicyServerTest, PoliciesCombine) {
+  ServerPolicyOptions o;
+  o.defaults.reply_margin = absl::Milliseconds(50);
+  o.defaults.default_deadline = absl::Seconds(2);
+  o.defaults.min_budget = absl::Milliseconds(100);
+  o.defaults.max_concurrency = 1;
+  o.defaults.max_queue = 4;
+  o.defaults.expected_handling = absl::Milliseconds(200);
+  ServerPolicy policy(o);
+  PolicyTestServer server(GetParam(), SleepWork, &policy);
+  ASSERT_TRUE(server.ok());
+  auto stub = server.NewStub();
+  std::thread busy([&] { CallEcho(*stub, absl::InfiniteDuration(), 300); });
+  ASSERT_TRUE(server.WaitHandled(1, kBound));
+  // Below the minimum: refused by the budget rule first.
+  EXPECT_EQ(CallEcho(*stub, absl::Milliseconds(60), 0).status.error_code(),
+            grpc::StatusCode::DEADLINE_EXCEEDED);
+  // Enough for the minimum but not for the queue: shed at arrival.
+  CallResult shed = CallEcho(*stub, absl::Milliseconds(300), 0);
+  EXPECT_EQ(shed.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  // Enough for both: queued, then served with the margin applied.
+  CallResult ok = CallEcho(*stub, absl::Seconds(3), 0);
+  EXPECT_TRUE(ok.status.ok()) << ok.status.error_message();
+  busy.join();
+  EXPECT_EQ(server.handled(), 2);
+  // The busy call had no deadline: it got the default, minus the margin.
+  std::vector<Arrival> a = server.arrivals();
+  ASSERT_TRUE(a[0].remaining.has_value());
+  EXPECT_LE(*a[0].remaining, absl::Milliseconds(1950));
+  policy::PolicyCountersSnapshot c = policy.Counters();
+  EXPECT_EQ(c[PolicyCounter::kMinBudgetRejected], 1);
+  EXPECT_EQ(c[PolicyCounter::kShedAtArrival], 1);
+  EXPECT_EQ(c[PolicyCounter::kDeadlineDefaulted], 1);
+}
+
 INSTANTIATE_TEST_SUITE_P(Apis, PolicyServerTest,
                          ::testing::Values(Api::kSync, Api::kCallback),
                          [](const auto& info) {

@@ -108,6 +108,7 @@ grpc::Status PolicyTestServer::Handle(grpc::ServerContextBase* sc,
   Arrival a;
   a.at = absl::Now();
   if (std::optional<absl::Time> d = ctx.Deadline()) a.remaining = *d - a.at;
+  a.criticality = policy::CriticalityOf(ctx);
   if (std::optional<TraceContext> tc = GetTraceContext(ctx)) {
     a.trace_id = tc->trace_id;
   }

@@ -24,6 +24,7 @@
 
 #include "absl/time/time.h"
 #include "context/core.h"
+#include "interceptors/policy/criticality.h"
 #include "interceptors/policy/server_policy.h"
 #include "proto/echo.grpc.pb.h"
 
@@ -36,6 +37,8 @@ struct Arrival {
   std::string trace_id;
   std::string span_id;  // The caller's span id (from traceparent).
   std::string baggage;
+  // The handler Context's criticality (from `baggage`, via the policy).
+  policy::Criticality criticality = policy::Criticality::kDefault;
 };
 
 using Behavior = std::function<grpc::Status(int index, const Context& ctx,

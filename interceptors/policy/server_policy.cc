@@ -402,7 +402,33 @@ absl::Status ServerPolicy::Apply(grpc::Service* service) {
 }
 
 void ServerPolicy::InstallInterceptors(grpc::ServerBuilder& builder) {
-  InstallServerInterceptors(builder);
+  InstallServerInterceptors(builder, CallRules());
+}
+
+ServerCallRules ServerPolicy::CallRules() const {
+  ServerCallRules rules;
+  rules.deadline = [this](std::string_view method,
+                          std::optional<absl::Duration> remaining)
+      -> std::optional<absl::Duration> {
+    const MethodPolicy& p = PolicyFor(method);
+    const absl::Time now = absl::Now();
+    std::optional<absl::Time> incoming;
+    if (remaining.has_value()) incoming = now + *remaining;
+    std::optional<absl::Time> d = HandlerDeadline(
+        p, EffectiveDeadline(p, incoming, now, nullptr, nullptr), now);
+    if (!d.has_value()) return std::nullopt;
+    return *d - now;
+  };
+  rules.values =
+      [](std::string_view, const Context& ctx,
+         const std::multimap<grpc::string_ref, grpc::string_ref>& metadata) {
+        auto it = metadata.find(kBaggageHeader);
+        if (it == metadata.end()) return ctx;
+        Criticality c = CriticalityFromBaggage(
+            std::string_view(it->second.data(), it->second.size()));
+        return c == Criticality::kDefault ? ctx : WithCriticality(ctx, c);
+      };
+  return rules;
 }
 
 ServerPolicy::Admission ServerPolicy::AdmitAsync(

@@ -58,6 +58,7 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "interceptors/server_interceptor.h"
 #include "interceptors/policy/criticality.h"
 #include "interceptors/policy/deadline_policy.h"
 #include "interceptors/policy/latency_window.h"
@@ -101,6 +102,9 @@ class ServerPolicy {
   // Sets `builder`'s interceptors to reqctx's server interceptor, with this
   // policy's per-call deadline and criticality rules.
   void InstallInterceptors(grpc::ServerBuilder& builder);
+  // The same rules, to combine reqctx's interceptor with others
+  // (MakeServerInterceptorFactory(policy.CallRules())).
+  ServerCallRules CallRules() const;
 
   // For the async API: decides a call that just arrived on method
   // `full_method` (e.g. "/echo.v1.Echo/Echo") under `sc`. OK: serve it, then
