@@ -91,6 +91,13 @@ void RetryChannelState::RecordOutcome(grpc::StatusCode code) {
   accepts_.Add(absl::Now(), 1);
 }
 
+void PropagateCriticality(const Context& ctx, grpc::ClientContext* cc) {
+  Criticality c = CriticalityOf(ctx);
+  if (c != Criticality::kDefault) {
+    cc->AddMetadata(kBaggageHeader, BaggageWithCriticality("", c));
+  }
+}
+
 // ---- CallWithRetry ----
 
 namespace {
@@ -178,10 +185,7 @@ class Retrier {
                       std::optional<absl::Duration>* pushback,
                       bool* no_retry) {
     std::unique_ptr<grpc::ClientContext> cc = NewClientContext(a.ctx);
-    Criticality c = CriticalityOf(a.ctx);
-    if (c != Criticality::kDefault) {
-      cc->AddMetadata(kBaggageHeader, BaggageWithCriticality("", c));
-    }
+    PropagateCriticality(a.ctx, cc.get());
     grpc::Status s = f(cc.get(), n);
     if (channel_ != nullptr) channel_->RecordOutcome(s.error_code());
     const auto& trailers = cc->GetServerTrailingMetadata();

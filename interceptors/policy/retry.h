@@ -125,6 +125,11 @@ class RetryChannelState {
   std::mt19937_64 rng_;    // Guarded by mu_.
 };
 
+// Adds ctx's criticality (if not default) to `cc` as a W3C `baggage`
+// entry, so the next hop sheds by it. CallWithRetry does this for every
+// attempt; call it for calls made with NewClientContext directly.
+void PropagateCriticality(const Context& ctx, grpc::ClientContext* cc);
+
 // One attempt: make the call with `cc` (which must not be used for anything
 // else) and return its status. `attempt` is 0 for the first one.
 using AttemptFunction =

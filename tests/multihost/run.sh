@@ -20,7 +20,9 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 
 latency_ms=${MULTIHOST_LATENCY_MS:-50}
-margin_ms=${MULTIHOST_MARGIN_MS:-50}
+# The reply margin covers the round trip to the next hop (see
+# multihost_check.cc: gRPC's relative grpc-timeout does not carry transit).
+margin_ms=${MULTIHOST_MARGIN_MS:-$((2 * latency_ms))}
 min_budget_ms=600
 timeout_s=${MULTIHOST_TIMEOUT:-180}
 
@@ -60,7 +62,9 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'echo "multihost: FAILED: timed out after ${timeout_s} s"; exit 1' USR1
-( sleep "$timeout_s"; kill -USR1 $$ ) &
+# The watchdog's own sleep is stopped with it (a plain `sleep; kill` subshell
+# would keep the EXIT trap's wait blocked until the sleep ends).
+( sleep "$timeout_s" & s=$!; trap 'kill $s; exit 0' TERM; wait $s; kill -USR1 $$ ) &
 watchdog=$!
 
 if ! ip netns add "$ns_f" 2>"$tmp/netns.err"; then
@@ -132,7 +136,7 @@ start middle_relay "$ns_m" "$relay" --listen=10.231.1.2:7201 \
 start frontend "$ns_f" "$server" --name=frontend --port=7100 \
   --next=10.231.1.2:7201 "${policy[@]}"
 
-in_ns "$ns_f" "$check" --frontend=127.0.0.1:7100 \
+in_ns "$ns_f" timeout 120 "$check" --frontend=127.0.0.1:7100 \
   --middle_stats=10.231.1.2:7201 --backend_stats=10.231.2.2:7301 \
   --latency_ms="$latency_ms" --margin_ms="$margin_ms" \
   --backend_min_budget_ms="$min_budget_ms" | tee "$tmp/check.out"
