@@ -269,17 +269,26 @@ Context CanceledContext() {
 
 }  // namespace
 
-void InstallServerInterceptors(grpc::ServerBuilder& builder,
-                               ServerCallRules rules) {
+void InstallServerInterceptors(grpc::ServerBuilder& builder) {
+  InstallServerInterceptorsWithRules(builder, ServerCallRules());
+}
+
+std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>
+MakeServerInterceptorFactory() {
+  return MakeServerInterceptorFactoryWithRules(ServerCallRules());
+}
+
+void InstallServerInterceptorsWithRules(grpc::ServerBuilder& builder,
+                                        ServerCallRules rules) {
   std::vector<
       std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>
       creators;
-  creators.push_back(MakeServerInterceptorFactory(std::move(rules)));
+  creators.push_back(MakeServerInterceptorFactoryWithRules(std::move(rules)));
   builder.experimental().SetInterceptorCreators(std::move(creators));
 }
 
 std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>
-MakeServerInterceptorFactory(ServerCallRules rules) {
+MakeServerInterceptorFactoryWithRules(ServerCallRules rules) {
   return std::make_unique<ServerInterceptorFactory>(std::move(rules));
 }
 

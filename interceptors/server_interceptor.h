@@ -106,10 +106,14 @@ struct ServerCallRules {
 // Sets `builder`'s interceptor list to reqctx's server interceptor. (To
 // combine it with other interceptors, build the list yourself with
 // MakeServerInterceptorFactory(): SetInterceptorCreators replaces the list.)
-void InstallServerInterceptors(grpc::ServerBuilder& builder,
-                               ServerCallRules rules = {});
+void InstallServerInterceptors(grpc::ServerBuilder& builder);
 std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>
-MakeServerInterceptorFactory(ServerCallRules rules = {});
+MakeServerInterceptorFactory();
+// The same with per-call rules added (see ServerCallRules).
+void InstallServerInterceptorsWithRules(grpc::ServerBuilder& builder,
+                                        ServerCallRules rules);
+std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>
+MakeServerInterceptorFactoryWithRules(ServerCallRules rules);
 
 // The Context of the live call served under `sc`. If `sc` has no live call
 // known to the interceptor (not installed, or the call has ended), returns an

@@ -402,7 +402,7 @@ absl::Status ServerPolicy::Apply(grpc::Service* service) {
 }
 
 void ServerPolicy::InstallInterceptors(grpc::ServerBuilder& builder) {
-  InstallServerInterceptors(builder, CallRules());
+  InstallServerInterceptorsWithRules(builder, CallRules());
 }
 
 ServerCallRules ServerPolicy::CallRules() const {

@@ -103,7 +103,7 @@ class ServerPolicy {
   // policy's per-call deadline and criticality rules.
   void InstallInterceptors(grpc::ServerBuilder& builder);
   // The same rules, to combine reqctx's interceptor with others
-  // (MakeServerInterceptorFactory(policy.CallRules())).
+  // (MakeServerInterceptorFactoryWithRules(policy.CallRules())).
   ServerCallRules CallRules() const;
 
   // For the async API: decides a call that just arrived on method
