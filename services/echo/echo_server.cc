@@ -36,6 +36,9 @@ absl::StatusOr<std::unique_ptr<EchoServer>> EchoServer::Start(
                                      options.workers, options.postgres,
                                      options.max_work_ms};
   service_options.server_policy = options.server_policy;
+  // Stats is monitoring: it must answer under overload, so the policies
+  // leave it alone unless it has an entry of its own.
+  service_options.server_policy.methods.try_emplace("/echo.v1.Echo/Stats");
   service_options.retry = options.retry;
   service_options.retry_channel = options.retry_channel;
   auto service = std::make_unique<EchoService>(std::move(service_options));
@@ -56,11 +59,10 @@ absl::StatusOr<std::unique_ptr<EchoServer>> EchoServer::Start(
   builder.AddListeningPort(absl::StrCat("127.0.0.1:", options.port),
                            grpc::InsecureServerCredentials(), &port);
   builder.RegisterService(service.get());
-  if (policy_on) {
-    service->server_policy().InstallInterceptors(builder);
-  } else {
-    InstallServerInterceptors(builder);
-  }
+  // The policy's per-call rules always: with no policy on they change no
+  // deadline, and they still carry the incoming criticality into the
+  // handler's Context, so it travels on to the next hop.
+  service->server_policy().InstallInterceptors(builder);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) {
     return absl::UnavailableError(

@@ -37,7 +37,9 @@ struct EchoServerOptions {
   // (0: cancel at once).
   absl::Duration shutdown_grace = absl::ZeroDuration();
   // Production policies (issue 12); see EchoServiceOptions. Invalid ones
-  // make Start() fail with InvalidArgument naming the field.
+  // make Start() fail with InvalidArgument naming the field. Stats is
+  // exempt (no policy) unless `server_policy.methods` has an entry for
+  // "/echo.v1.Echo/Stats".
   policy::ServerPolicyOptions server_policy;
   policy::RetryPolicy retry = EchoServiceOptions::NoRetries();
   policy::RetryChannelOptions retry_channel;
