@@ -108,8 +108,12 @@ thread_local const ServerCall* t_dispatching = nullptr;
 // ServerContext and the call's close notification are gone).
 class ServerCallInterceptor final : public grpc::experimental::Interceptor {
  public:
-  explicit ServerCallInterceptor(grpc::experimental::ServerRpcInfo* info)
-      : sc_(info->server_context()) {}
+  // `rules` belongs to the factory, which outlives its server's calls.
+  ServerCallInterceptor(grpc::experimental::ServerRpcInfo* info,
+                        const ServerCallRules* rules)
+      : sc_(info->server_context()),
+        method_(info->method() != nullptr ? info->method() : ""),
+        rules_(rules) {}
 
   ~ServerCallInterceptor() override {
     if (call() != nullptr) EndCall();
@@ -175,8 +179,12 @@ class ServerCallInterceptor final : public grpc::experimental::Interceptor {
     grpc::ServerContextBase* sc = sc_;
     api_ = ApiOf(sc);
     std::optional<absl::Duration> remaining = RemainingOf(*sc);
-    auto [base, cancel] = remaining.has_value()
-                              ? WithTimeout(Background(), *remaining)
+    std::optional<absl::Duration> handler_remaining = remaining;
+    if (rules_->deadline) {
+      handler_remaining = rules_->deadline(method_, remaining);
+    }
+    auto [base, cancel] = handler_remaining.has_value()
+                              ? WithTimeout(Background(), *handler_remaining)
                               : WithCancel(Background());
     const HeaderList traceparents =
         HeaderValues(metadata, internal::kTraceparentHeader);
@@ -189,6 +197,7 @@ class ServerCallInterceptor final : public grpc::experimental::Interceptor {
     if (trace.tracestate.has_value()) {
       ctx = internal::WithTracestate(ctx, std::move(*trace.tracestate));
     }
+    if (rules_->values) ctx = rules_->values(method_, ctx, metadata);
     std::optional<internal::IncomingDeadline> deadline;
     if (remaining.has_value()) deadline.emplace(*remaining);
     auto call = std::make_shared<ServerCall>(ctx, std::move(cancel),
@@ -226,6 +235,9 @@ class ServerCallInterceptor final : public grpc::experimental::Interceptor {
   std::atomic<bool> status_sent_{false};
   std::atomic<bool> ended_{false};  // EndCall has run.
 
+  const std::string_view method_;  // Static storage in generated code.
+  const ServerCallRules* const rules_;
+
   mutable std::mutex mu_;
   // Set by POST_RECV_INITIAL_METADATA, the first hook of every call, before
   // the handler runs; never changed afterwards.
@@ -235,10 +247,15 @@ class ServerCallInterceptor final : public grpc::experimental::Interceptor {
 class ServerInterceptorFactory final
     : public grpc::experimental::ServerInterceptorFactoryInterface {
  public:
+  explicit ServerInterceptorFactory(ServerCallRules rules)
+      : rules_(std::move(rules)) {}
   grpc::experimental::Interceptor* CreateServerInterceptor(
       grpc::experimental::ServerRpcInfo* info) override {
-    return new ServerCallInterceptor(info);
+    return new ServerCallInterceptor(info, &rules_);
   }
+
+ private:
+  const ServerCallRules rules_;
 };
 
 Context CanceledContext() {
@@ -253,16 +270,26 @@ Context CanceledContext() {
 }  // namespace
 
 void InstallServerInterceptors(grpc::ServerBuilder& builder) {
-  std::vector<
-      std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>
-      creators;
-  creators.push_back(MakeServerInterceptorFactory());
-  builder.experimental().SetInterceptorCreators(std::move(creators));
+  InstallServerInterceptorsWithRules(builder, ServerCallRules());
 }
 
 std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>
 MakeServerInterceptorFactory() {
-  return std::make_unique<ServerInterceptorFactory>();
+  return MakeServerInterceptorFactoryWithRules(ServerCallRules());
+}
+
+void InstallServerInterceptorsWithRules(grpc::ServerBuilder& builder,
+                                        ServerCallRules rules) {
+  std::vector<
+      std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>
+      creators;
+  creators.push_back(MakeServerInterceptorFactoryWithRules(std::move(rules)));
+  builder.experimental().SetInterceptorCreators(std::move(creators));
+}
+
+std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>
+MakeServerInterceptorFactoryWithRules(ServerCallRules rules) {
+  return std::make_unique<ServerInterceptorFactory>(std::move(rules));
 }
 
 Context FromServerContext(const grpc::ServerContextBase* sc) {

@@ -72,11 +72,36 @@
 #include <grpcpp/server_context.h>
 #include <grpcpp/support/server_interceptor.h>
 
+#include <functional>
+#include <map>
 #include <memory>
+#include <optional>
+#include <string_view>
 
+#include "absl/time/time.h"
 #include "context/core.h"
 
 namespace reqctx {
+
+// Optional per-call rules a server adds to the glue (reqctx::policy's
+// ServerPolicy installs its deadline policies and criticality this way).
+// Both run once per call, when its metadata arrives, before the handler; a
+// rule left empty changes nothing.
+struct ServerCallRules {
+  // Given the full method name ("/pkg.Service/Method") and the call's
+  // remaining time at arrival (nullopt: no deadline), the remaining time the
+  // handler's Context gets. The caller's own deadline still decides whether
+  // a client cancel is reported as DEADLINE_EXCEEDED.
+  std::function<std::optional<absl::Duration>(
+      std::string_view method, std::optional<absl::Duration> remaining)>
+      deadline;
+  // Derives the handler's Context from the glue's (values only: it must not
+  // add a cancel layer), given the method and the incoming metadata.
+  std::function<Context(
+      std::string_view method, const Context& ctx,
+      const std::multimap<grpc::string_ref, grpc::string_ref>& metadata)>
+      values;
+};
 
 // Sets `builder`'s interceptor list to reqctx's server interceptor. (To
 // combine it with other interceptors, build the list yourself with
@@ -84,6 +109,11 @@ namespace reqctx {
 void InstallServerInterceptors(grpc::ServerBuilder& builder);
 std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>
 MakeServerInterceptorFactory();
+// The same with per-call rules added (see ServerCallRules).
+void InstallServerInterceptorsWithRules(grpc::ServerBuilder& builder,
+                                        ServerCallRules rules);
+std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>
+MakeServerInterceptorFactoryWithRules(ServerCallRules rules);
 
 // The Context of the live call served under `sc`. If `sc` has no live call
 // known to the interceptor (not installed, or the call has ended), returns an

@@ -14,6 +14,11 @@
 // thread than the one that parsed the response into the caller's message
 // (gRPC core hands it over), so races whose stack contains gRPC's
 // CallOpRecvMessage -- gRPC writing a received message -- are suppressed too.
+// Likewise on the server: a callback handler that finishes from its own
+// thread has gRPC serialize the response there (CallOpSendMessage) and
+// destroy it on the thread that completes the call.
+// ServerUnaryReactor guards its binding and a Finish() from another thread
+// with reactor_mu_, a grpc::internal::Mutex (absl::Mutex, invisible to TSan).
 // Likewise gRPC stores a unary call's std::function callback on the caller's
 // thread and invokes it on its own: the read of reqctx's coroutine-call
 // callback object (//async:grpc_call, GrpcCallAwaiter::Done) inside
@@ -33,6 +38,8 @@ extern "C" const char* __tsan_default_suppressions() {
          "race_top:grpc::internal::CallbackWithStatusTag\n"
          "race_top:grpc::internal::CallbackWithSuccessTag\n"
          "race_top:grpc::internal::InterceptorBatchMethodsImpl\n"
+         "race_top:grpc::ServerUnaryReactor::\n"
+         "race:grpc::internal::CallOpSendMessage::SendMessagePtr<\n"
          "race:grpc::internal::CallOpRecvMessage<\n"
          "race_top:std::_Function_handler<void (grpc::Status), "
          "reqctx::internal::GrpcCallAwaiter::Done>\n"

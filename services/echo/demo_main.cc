@@ -5,8 +5,12 @@
 //   2. a deadline that runs out in the middle hop: every hop involved reports
 //      DEADLINE_EXCEEDED and every worker stops;
 //   3. a client cancel mid-call, and how long it takes to reach the backend
-//      and stop its workers.
+//      and stop its workers;
+//   4. production policies (issue 12): a hopeless call refused at the first
+//      hop by its minimum budget, and a follow-up detached from a call (with
+//      a bound) that outlives it.
 // Exits 0 by itself within a few seconds.
+#include <algorithm>
 #include <cstdio>
 #include <memory>
 #include <string>
@@ -18,7 +22,9 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "context/core.h"
+#include "context/sleep.h"
 #include "interceptors/interceptors.h"
+#include "interceptors/policy/detach.h"
 #include "proto/echo.grpc.pb.h"
 #include "services/echo/echo_server.h"
 
@@ -145,6 +151,61 @@ void ClientCancel(echo::v1::Echo::Stub& stub, const Chain& chain) {
   PrintStats(chain);
 }
 
+void Policies() {
+  absl::PrintF(
+      "\n4) Production policies: a server with a 50 ms minimum budget\n");
+  reqctx::echo::EchoServerOptions options;
+  options.name = "guarded";
+  options.server_policy.defaults.min_budget = absl::Milliseconds(50);
+  auto guarded = EchoServer::Start(options);
+  if (!guarded.ok()) {
+    absl::PrintF("   cannot start: %s\n", guarded.status().ToString());
+    return;
+  }
+  auto stub = echo::v1::Echo::NewStub(reqctx::CreateChannel(
+      (*guarded)->address(), grpc::InsecureChannelCredentials()));
+  echo::v1::EchoRequest request;
+  request.set_message("hopeless");
+  echo::v1::EchoResponse response;
+  // The best of a few tries, on a connected channel: one loopback round trip.
+  absl::Duration best = absl::InfiniteDuration();
+  grpc::Status status;
+  for (int i = 0; i < 5; ++i) {
+    auto [ctx, cancel] =
+        reqctx::WithTimeout(reqctx::Background(), absl::Milliseconds(10));
+    auto cc = reqctx::NewClientContext(ctx);
+    absl::Time start = absl::Now();
+    status = stub->Echo(cc.get(), request, &response);
+    best = std::min(best, absl::Now() - start);
+  }
+  absl::PrintF(
+      "   hopeless call (10 ms left, 50 ms needed): %s in %.3f ms (best of 5, "
+      "connected channel), handler "
+      "never ran (%d calls handled, min_budget_rejected %d)\n",
+      CodeName(status), absl::ToDoubleMilliseconds(best),
+      (*guarded)->stats().Get().started_total,
+      (*guarded)->policy_counts()[reqctx::policy::PolicyCounter::
+                                      kMinBudgetRejected]);
+  (*guarded)->Shutdown();
+
+  // A follow-up (say, flushing an audit record) that must not be cut short
+  // by the end of the call, but must not run forever either.
+  auto [call, end_call] =
+      reqctx::WithTimeout(reqctx::Background(), absl::Milliseconds(100));
+  auto [follow_up, done] =
+      reqctx::policy::DetachWithBound(call, absl::Seconds(1));
+  absl::Time call_ended = absl::Now();
+  end_call();
+  absl::Status flushed = reqctx::SleepFor(follow_up, absl::Milliseconds(200));
+  done();
+  absl::PrintF(
+      "   detached follow-up: call ended (%s), follow-up ran %d ms more and "
+      "finished %s (bounded by its own 1 s)\n",
+      absl::StatusCodeToString(call.Err().code()),
+      absl::ToInt64Milliseconds(absl::Now() - call_ended),
+      flushed.ok() ? "OK" : flushed.ToString());
+}
+
 }  // namespace
 
 int main() {
@@ -168,6 +229,7 @@ int main() {
   ShrinkingDeadline(*stub);
   DeadlineInMiddle(*stub, chain);
   ClientCancel(*stub, chain);
+  Policies();
 
   absl::PrintF("\nshutting down\n");
   chain.frontend->Shutdown();

@@ -26,15 +26,43 @@ absl::StatusOr<std::unique_ptr<EchoServer>> EchoServer::Start(
   if (options.shutdown_grace < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("shutdown_grace must be >= 0");
   }
-  auto service = std::make_unique<EchoService>(EchoServiceOptions{
-      options.name, options.next, options.workers, options.postgres,
-      options.max_work_ms});
+  if (options.retry.max_attempts < 1) {
+    return absl::InvalidArgumentError("retry max_attempts must be >= 1");
+  }
+  if (!(options.retry_channel.ratio >= 0)) {
+    return absl::InvalidArgumentError("retry budget must be >= 0");
+  }
+  EchoServiceOptions service_options{options.name, options.next,
+                                     options.workers, options.postgres,
+                                     options.max_work_ms};
+  service_options.server_policy = options.server_policy;
+  // Stats is monitoring: it must answer under overload, so the policies
+  // leave it alone unless it has an entry of its own.
+  service_options.server_policy.methods.try_emplace("/echo.v1.Echo/Stats");
+  service_options.retry = options.retry;
+  service_options.retry_channel = options.retry_channel;
+  auto service = std::make_unique<EchoService>(std::move(service_options));
+  // Invalid policies fail Start even when they would switch nothing on.
+  if (absl::Status s = service->server_policy().Validate(); !s.ok()) {
+    return s;
+  }
+  const bool policy_on =
+      EchoServiceOptions::ServerPolicyOn(options.server_policy);
+  if (policy_on) {
+    if (absl::Status s = service->server_policy().Apply(service.get());
+        !s.ok()) {
+      return s;
+    }
+  }
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(absl::StrCat("127.0.0.1:", options.port),
                            grpc::InsecureServerCredentials(), &port);
   builder.RegisterService(service.get());
-  InstallServerInterceptors(builder);
+  // The policy's per-call rules always: with no policy on they change no
+  // deadline, and they still carry the incoming criticality into the
+  // handler's Context, so it travels on to the next hop.
+  service->server_policy().InstallInterceptors(builder);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) {
     return absl::UnavailableError(

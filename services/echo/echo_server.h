@@ -36,6 +36,13 @@ struct EchoServerOptions {
   // How long Shutdown() lets in-flight calls finish before canceling them
   // (0: cancel at once).
   absl::Duration shutdown_grace = absl::ZeroDuration();
+  // Production policies (issue 12); see EchoServiceOptions. Invalid ones
+  // make Start() fail with InvalidArgument naming the field. Stats is
+  // exempt (no policy) unless `server_policy.methods` has an entry for
+  // "/echo.v1.Echo/Stats".
+  policy::ServerPolicyOptions server_policy;
+  policy::RetryPolicy retry = EchoServiceOptions::NoRetries();
+  policy::RetryChannelOptions retry_channel;
 };
 
 class EchoServer {
@@ -50,6 +57,10 @@ class EchoServer {
   std::string address() const;  // "127.0.0.1:<port>"
   const std::string& name() const { return service_->name(); }
   const EchoStats& stats() const { return service_->stats(); }
+  // What the server policy and the retry helper did.
+  policy::PolicyCountersSnapshot policy_counts() const {
+    return service_->PolicyCounts();
+  }
 
   void Shutdown();
 

@@ -91,7 +91,31 @@ EchoService::EchoService(EchoServiceOptions options)
                       options_.next, grpc::InsecureChannelCredentials()))),
       postgres_(options_.postgres.empty()
                     ? nullptr
-                    : std::make_unique<postgres::Pool>(options_.postgres)) {}
+                    : std::make_unique<postgres::Pool>(options_.postgres)),
+      server_policy_(options_.server_policy),
+      retry_state_(options_.retry_channel) {}
+
+bool EchoServiceOptions::ServerPolicyOn(const policy::ServerPolicyOptions& o) {
+  auto on = [](const policy::MethodPolicy& p) {
+    return p.min_budget > absl::ZeroDuration() ||
+           p.learned_min_budget_quantile > 0 ||
+           p.reply_margin > absl::ZeroDuration() ||
+           p.default_deadline.has_value() || p.max_deadline.has_value() ||
+           p.max_concurrency > 0;
+  };
+  if (on(o.defaults)) return true;
+  for (const auto& [name, p] : o.methods) {
+    if (on(p)) return true;
+  }
+  return false;
+}
+
+policy::PolicyCountersSnapshot EchoService::PolicyCounts() const {
+  policy::PolicyCountersSnapshot a = server_policy_.Counters();
+  policy::PolicyCountersSnapshot b = retry_state_.Counters();
+  for (size_t i = 0; i < a.values.size(); ++i) a.values[i] += b.values[i];
+  return a;
+}
 
 Hop EchoService::ArrivalHop(const Context& ctx) const {
   Hop hop;
@@ -146,8 +170,20 @@ grpc::Status EchoService::Echo(grpc::ServerContext* sc,
   }
   EchoResponse downstream;
   if (s.ok() && next_ != nullptr) {
-    std::unique_ptr<grpc::ClientContext> cc = NewClientContext(ctx);
-    s = FromGrpcStatus(next_->Echo(cc.get(), *request, &downstream));
+    if (options_.retry.max_attempts > 1 ||
+        options_.retry.hedging_delay.has_value()) {
+      auto out = policy::CallWithRetry<EchoResponse>(
+          ctx, options_.retry, &retry_state_,
+          [&](grpc::ClientContext* cc, EchoResponse* r) {
+            return next_->Echo(cc, *request, r);
+          });
+      s = FromGrpcStatus(out.status);
+      downstream = std::move(out.response);
+    } else {
+      std::unique_ptr<grpc::ClientContext> cc = NewClientContext(ctx);
+      policy::PropagateCriticality(ctx, cc.get());
+      s = FromGrpcStatus(next_->Echo(cc.get(), *request, &downstream));
+    }
   }
   scope.set_result(s);
   if (!s.ok()) return ToGrpcStatus(s);
@@ -178,6 +214,7 @@ absl::Status EchoService::RelayStream(const Context& ctx, const Hop& hop,
                                       const EchoRequest& request,
                                       grpc::ServerWriter<EchoResponse>* writer) {
   std::unique_ptr<grpc::ClientContext> cc = NewClientContext(ctx);
+  policy::PropagateCriticality(ctx, cc.get());
   std::unique_ptr<grpc::ClientReader<EchoResponse>> reader =
       next_->EchoStream(cc.get(), request);
   EchoResponse in;
@@ -223,6 +260,13 @@ grpc::Status EchoService::Stats(grpc::ServerContext*,
   response->set_completed_total(s.completed_total);
   response->set_canceled_total(s.canceled_total);
   response->set_deadline_exceeded_total(s.deadline_exceeded_total);
+  policy::PolicyCountersSnapshot counts = PolicyCounts();
+  for (size_t i = 0; i < policy::kPolicyCounterCount; ++i) {
+    if (counts.values[i] == 0) continue;
+    (*response->mutable_policy_counts())[std::string(
+        policy::PolicyCounterName(static_cast<policy::PolicyCounter>(i)))] =
+        counts.values[i];
+  }
   return grpc::Status::OK;
 }
 

@@ -25,6 +25,8 @@
 #include "absl/time/time.h"
 #include "context/core.h"
 #include "integrations/postgres/postgres.h"
+#include "interceptors/policy/retry.h"
+#include "interceptors/policy/server_policy.h"
 #include "proto/echo.grpc.pb.h"
 #include "services/echo/echo_stats.h"
 
@@ -41,6 +43,23 @@ struct EchoServiceOptions {
   // The most work_ms a request may ask for; more fails the call with
   // INVALID_ARGUMENT naming the limit (bounds the work one call can cause).
   int64_t max_work_ms = 3600 * 1000;
+  // Production policies (issue 12), all off by default. `server_policy`
+  // is enforced by EchoServer (ServerPolicy::Apply on this service); its
+  // counts and the retry helper's appear in Stats.policy_counts.
+  policy::ServerPolicyOptions server_policy;
+  // Calls to the next hop go through the retry helper when
+  // retry.max_attempts > 1 or hedging is set (with `retry_channel`'s budget
+  // and throttling); either way they carry the call's criticality.
+  policy::RetryPolicy retry = NoRetries();
+  policy::RetryChannelOptions retry_channel;
+
+  static policy::RetryPolicy NoRetries() {
+    policy::RetryPolicy p;
+    p.max_attempts = 1;
+    return p;
+  }
+  // True if any policy in `o` is on (EchoServer then applies it).
+  static bool ServerPolicyOn(const policy::ServerPolicyOptions& o);
 };
 
 class EchoService final : public ::echo::v1::Echo::Service {
@@ -58,6 +77,9 @@ class EchoService final : public ::echo::v1::Echo::Service {
                      ::echo::v1::StatsResponse* response) override;
 
   const EchoStats& stats() const { return stats_; }
+  policy::ServerPolicy& server_policy() { return server_policy_; }
+  // Server policy and retry counts together.
+  policy::PolicyCountersSnapshot PolicyCounts() const;
   const std::string& name() const { return options_.name; }
 
  private:
@@ -75,6 +97,8 @@ class EchoService final : public ::echo::v1::Echo::Service {
   const EchoServiceOptions options_;
   const std::unique_ptr<::echo::v1::Echo::Stub> next_;  // Null: last hop.
   const std::unique_ptr<postgres::Pool> postgres_;  // Null: simulated work.
+  policy::ServerPolicy server_policy_;
+  policy::RetryChannelState retry_state_;
   EchoStats stats_;
 };
 

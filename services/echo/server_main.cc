@@ -11,6 +11,13 @@
 // canceled), waits for their handlers, and exits 0. A second SIGINT/SIGTERM
 // while that shutdown is still going (a hung handler, a long grace) exits at
 // once with status 1, without waiting for anything.
+// Production policies (issue 12), all off by default: --min_budget_ms,
+// --learned_min_budget_quantile/--learned_warmup, --reply_margin_ms,
+// --default_deadline_ms, --max_deadline_ms, --max_concurrency/--max_queue/
+// --expected_handling_ms (server), --retry_max_attempts, --retry_budget,
+// --retry_attempt_timeout_ms, --retry_backoff_ms,
+// --retry_expected_latency_ms, --hedging_delay_ms (calls to --next). Their
+// counts are in Stats.policy_counts and printed at exit.
 #include <pthread.h>
 #include <signal.h>
 
@@ -36,6 +43,41 @@ ABSL_FLAG(std::string, postgres, "",
           "/ 1000.0) on this PostgreSQL server, bound to the call's Context");
 ABSL_FLAG(int64_t, max_work_ms, 3600 * 1000,
           "most work_ms one request may ask for (more: INVALID_ARGUMENT)");
+// Production policies (issue 12); all off by default. See README "Running in
+// production".
+ABSL_FLAG(int64_t, min_budget_ms, 0,
+          "refuse (DEADLINE_EXCEEDED, before the handler) calls with less "
+          "than this left of their deadline");
+ABSL_FLAG(double, learned_min_budget_quantile, 0,
+          "also refuse calls with less left than this quantile (e.g. 0.9) of "
+          "recent handling times, after --learned_warmup calls (0: off)");
+ABSL_FLAG(int, learned_warmup, 100,
+          "handled calls before the learned minimum budget acts");
+ABSL_FLAG(int64_t, reply_margin_ms, 0,
+          "the handler's deadline is this much earlier than the call's");
+ABSL_FLAG(int64_t, default_deadline_ms, 0,
+          "deadline for calls that have none (0: none)");
+ABSL_FLAG(int64_t, max_deadline_ms, 0,
+          "cap on incoming deadlines (0: no cap)");
+ABSL_FLAG(int, max_concurrency, 0,
+          "calls run at once; more wait in a deadline-aware queue or are "
+          "shed with RESOURCE_EXHAUSTED (0: no limit)");
+ABSL_FLAG(int, max_queue, -1,
+          "calls that may wait for a slot (-1: 4 x --max_concurrency)");
+ABSL_FLAG(int64_t, expected_handling_ms, 1,
+          "handling time the shedder assumes until it has measured one");
+ABSL_FLAG(int, retry_max_attempts, 1,
+          "attempts per call to --next (1: no retries)");
+ABSL_FLAG(double, retry_budget, 0.1,
+          "retries at most this fraction of calls to --next (plus 10/s)");
+ABSL_FLAG(int64_t, retry_attempt_timeout_ms, 0,
+          "cap on each attempt's deadline (0: the call's deadline)");
+ABSL_FLAG(int64_t, retry_backoff_ms, 10, "first retry backoff");
+ABSL_FLAG(int64_t, retry_expected_latency_ms, 0,
+          "no attempt when less than this is left of the deadline");
+ABSL_FLAG(int64_t, hedging_delay_ms, 0,
+          "start another attempt after this long without an answer (0: no "
+          "hedging)");
 ABSL_FLAG(int64_t, shutdown_grace_ms, 0,
           "on SIGTERM, how long in-flight calls may still run before they "
           "are canceled");
@@ -43,7 +85,10 @@ ABSL_FLAG(int64_t, shutdown_grace_ms, 0,
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "echo server: --name=N --port=P [--next=host:port] [--workers=K] "
-      "[--max_work_ms=MS] [--shutdown_grace_ms=MS]");
+      "[--max_work_ms=MS] [--shutdown_grace_ms=MS] [policy flags: "
+      "--min_budget_ms --learned_min_budget_quantile --reply_margin_ms "
+      "--default_deadline_ms --max_deadline_ms --max_concurrency "
+      "--retry_max_attempts --retry_budget ...; see --help]");
   absl::ParseCommandLine(argc, argv);
 
   // Block the stop signals in every thread (gRPC's threads inherit this
@@ -65,6 +110,34 @@ int main(int argc, char** argv) {
   options.max_work_ms = absl::GetFlag(FLAGS_max_work_ms);
   options.shutdown_grace =
       absl::Milliseconds(absl::GetFlag(FLAGS_shutdown_grace_ms));
+  reqctx::policy::MethodPolicy& p = options.server_policy.defaults;
+  p.min_budget = absl::Milliseconds(absl::GetFlag(FLAGS_min_budget_ms));
+  p.learned_min_budget_quantile =
+      absl::GetFlag(FLAGS_learned_min_budget_quantile);
+  p.learned_warmup = absl::GetFlag(FLAGS_learned_warmup);
+  p.reply_margin = absl::Milliseconds(absl::GetFlag(FLAGS_reply_margin_ms));
+  if (int64_t ms = absl::GetFlag(FLAGS_default_deadline_ms); ms != 0) {
+    p.default_deadline = absl::Milliseconds(ms);
+  }
+  if (int64_t ms = absl::GetFlag(FLAGS_max_deadline_ms); ms != 0) {
+    p.max_deadline = absl::Milliseconds(ms);
+  }
+  p.max_concurrency = absl::GetFlag(FLAGS_max_concurrency);
+  p.max_queue = absl::GetFlag(FLAGS_max_queue);
+  p.expected_handling =
+      absl::Milliseconds(absl::GetFlag(FLAGS_expected_handling_ms));
+  options.retry.max_attempts = absl::GetFlag(FLAGS_retry_max_attempts);
+  if (int64_t ms = absl::GetFlag(FLAGS_retry_attempt_timeout_ms); ms > 0) {
+    options.retry.attempt_timeout = absl::Milliseconds(ms);
+  }
+  options.retry.initial_backoff =
+      absl::Milliseconds(absl::GetFlag(FLAGS_retry_backoff_ms));
+  options.retry.expected_latency =
+      absl::Milliseconds(absl::GetFlag(FLAGS_retry_expected_latency_ms));
+  if (int64_t ms = absl::GetFlag(FLAGS_hedging_delay_ms); ms > 0) {
+    options.retry.hedging_delay = absl::Milliseconds(ms);
+  }
+  options.retry_channel.ratio = absl::GetFlag(FLAGS_retry_budget);
   absl::StatusOr<std::unique_ptr<reqctx::echo::EchoServer>> server =
       reqctx::echo::EchoServer::Start(options);
   if (!server.ok()) {
@@ -99,5 +172,13 @@ int main(int argc, char** argv) {
       "%s: stopped (completed %d, canceled %d, deadline exceeded %d)\n",
       options.name, s.completed_total, s.canceled_total,
       s.deadline_exceeded_total);
+  reqctx::policy::PolicyCountersSnapshot counts = (*server)->policy_counts();
+  for (size_t i = 0; i < reqctx::policy::kPolicyCounterCount; ++i) {
+    if (counts.values[i] == 0) continue;
+    absl::PrintF("%s: policy %s %d\n", options.name,
+                 std::string(reqctx::policy::PolicyCounterName(
+                     static_cast<reqctx::policy::PolicyCounter>(i))),
+                 counts.values[i]);
+  }
   return 0;
 }

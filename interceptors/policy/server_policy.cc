@@ -1,0 +1,464 @@
+#include "interceptors/policy/server_policy.h"
+
+#include <grpc/support/time.h>
+#include <grpcpp/impl/codegen/method_handler.h>
+#include <grpcpp/impl/codegen/server_callback_handlers.h>
+#include <grpcpp/impl/rpc_service_method.h>
+#include <grpcpp/impl/service_type.h>
+#include <grpcpp/server_context.h>
+#include <grpcpp/support/byte_buffer.h>
+#include <grpcpp/support/server_callback.h>
+
+#include <condition_variable>
+#include <mutex>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "context/after_func.h"
+#include "google/protobuf/message_lite.h"
+#include "interceptors/server_interceptor.h"
+
+namespace reqctx::policy {
+
+struct ServerPolicy::PolicyState {
+  MethodPolicy policy;
+  std::unique_ptr<LoadShedder> shedder;  // Null: no concurrency limit.
+};
+
+struct ServerPolicy::MethodState {
+  MethodState(std::string n, PolicyState* p)
+      : name(std::move(n)),
+        ps(p),
+        window(static_cast<size_t>(std::max(p->policy.learned_window, 1)),
+               static_cast<size_t>(std::max(p->policy.learned_warmup, 1))) {}
+  const std::string name;
+  PolicyState* const ps;
+  LatencyWindow window;
+};
+
+namespace {
+
+using grpc::internal::MethodHandler;
+using grpc::internal::RpcMethod;
+using grpc::internal::RpcServiceMethod;
+
+// grpc::Service keeps its methods in a private vector that only grpc::Server
+// reads. Apply() must swap each method's handler without destroying it
+// (RpcServiceMethod::SetHandler would), so it reaches the vector through
+// the one standard-conforming way to name a private member: an explicit
+// template instantiation, whose arguments are not access-checked. The
+// member's exact type is checked at compile time, so a gRPC that changes it
+// fails to build here instead of misbehaving.
+using ServiceMethods =
+    std::vector<std::unique_ptr<RpcServiceMethod>> grpc::Service::*;
+struct ServiceMethodsTag {
+  friend ServiceMethods MethodsMember(ServiceMethodsTag);
+};
+template <ServiceMethods M>
+struct ServiceMethodsAccess {
+  friend ServiceMethods MethodsMember(ServiceMethodsTag) { return M; }
+};
+template struct ServiceMethodsAccess<&grpc::Service::methods_>;
+
+std::optional<absl::Time> DeadlineOf(const grpc::ServerContextBase& sc) {
+  gpr_timespec raw = sc.raw_deadline();
+  if (gpr_time_cmp(raw, gpr_inf_future(raw.clock_type)) == 0) {
+    return std::nullopt;
+  }
+  gpr_timespec real = gpr_convert_clock_type(raw, GPR_CLOCK_REALTIME);
+  return absl::FromUnixSeconds(real.tv_sec) + absl::Nanoseconds(real.tv_nsec);
+}
+
+Criticality CriticalityOfCall(const grpc::ServerContextBase& sc) {
+  const auto& md = sc.client_metadata();
+  auto it = md.find(kBaggageHeader);
+  if (it == md.end()) return Criticality::kDefault;
+  return CriticalityFromBaggage(
+      std::string_view(it->second.data(), it->second.size()));
+}
+
+std::string PushbackValue(absl::Duration pushback) {
+  return absl::StrCat(std::max<int64_t>(1, absl::ToInt64Milliseconds(
+                                               absl::Ceil(pushback, absl::Milliseconds(1)))));
+}
+
+// Runs `f` once `ctx` is done, keeping its own AfterFunc armed until then
+// (the call's Context is always done when the call ends).
+void RunOnceDone(const Context& ctx, std::function<void()> f) {
+  struct Keep {
+    std::mutex mu;
+    AfterFuncHandle handle;
+    bool ran = false;
+  };
+  auto keep = std::make_shared<Keep>();
+  AfterFuncHandle h = AfterFunc(ctx, [keep, f = std::move(f)] {
+    f();
+    AfterFuncHandle self;  // Destroyed inside f: does not wait.
+    std::lock_guard<std::mutex> lock(keep->mu);
+    keep->ran = true;
+    self = std::move(keep->handle);
+  });
+  std::lock_guard<std::mutex> lock(keep->mu);
+  if (!keep->ran) keep->handle = std::move(h);
+}
+
+class PolicyHandler final : public MethodHandler {
+ public:
+  PolicyHandler(ServerPolicy* policy, ServerPolicy::MethodState* state,
+                std::unique_ptr<RpcServiceMethod> original)
+      : policy_(policy),
+        state_(state),
+        original_(std::move(original)),
+        inner_(original_->handler()),
+        callback_(original_->api_type() ==
+                      RpcServiceMethod::ApiType::CALL_BACK ||
+                  original_->api_type() ==
+                      RpcServiceMethod::ApiType::RAW_CALL_BACK),
+        raw_(original_->api_type() ==
+             RpcServiceMethod::ApiType::RAW_CALL_BACK) {}
+
+  void* Deserialize(grpc_call* call, grpc_byte_buffer* req,
+                    grpc::Status* status, void** handler_data) override {
+    return inner_->Deserialize(call, req, status, handler_data);
+  }
+
+  void RunHandler(const HandlerParameter& param) override {
+    grpc::ServerContextBase& sc = *param.server_context;
+    const MethodPolicy& p = state_->ps->policy;
+    PolicyCounters& counters = policy_->counters();
+    const absl::Time now = absl::Now();
+    bool defaulted = false;
+    bool capped = false;
+    std::optional<absl::Time> deadline =
+        EffectiveDeadline(p, DeadlineOf(sc), now, &defaulted, &capped);
+    if (defaulted) counters.Add(PolicyCounter::kDeadlineDefaulted);
+    if (capped) counters.Add(PolicyCounter::kDeadlineCapped);
+    if (deadline.has_value() && p.reply_margin > absl::ZeroDuration()) {
+      counters.Add(PolicyCounter::kReplyMarginApplied);
+    }
+    // 1. Minimum budget.
+    if (deadline.has_value() && param.status.ok()) {
+      const absl::Duration min = MinimumBudget(
+          p, p.learned_min_budget_quantile > 0
+                 ? state_->window.Quantile(p.learned_min_budget_quantile)
+                 : std::nullopt);
+      const absl::Duration budget = *deadline - now;
+      if (budget < min) {
+        counters.Add(PolicyCounter::kMinBudgetRejected);
+        Reject(param, grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
+                                   absl::StrCat("remaining budget ",
+                                                absl::FormatDuration(budget),
+                                                " is below ", state_->name,
+                                                "'s minimum of ",
+                                                absl::FormatDuration(min))),
+               std::nullopt);
+        return;
+      }
+    }
+    // 2. Load shedding.
+    LoadShedder* shedder = state_->ps->shedder.get();
+    if (shedder == nullptr || !param.status.ok()) {
+      Run(param, /*release=*/false);
+      return;
+    }
+    Context call_ctx = FromServerContext(&sc);
+    const absl::Duration expected =
+        state_->window.Mean().value_or(p.expected_handling);
+    if (callback_) {
+      HandlerParameter copy = param;
+      shedder->Acquire(call_ctx, CriticalityOfCall(sc), expected,
+                       [this, copy](ShedDecision d) {
+                         Decided(copy, std::move(d));
+                       });
+      return;
+    }
+    std::mutex mu;
+    std::condition_variable cv;
+    std::optional<ShedDecision> decision;
+    shedder->Acquire(call_ctx, CriticalityOfCall(sc), expected,
+                     [&](ShedDecision d) {
+                       std::lock_guard<std::mutex> lock(mu);
+                       decision = std::move(d);
+                       cv.notify_all();
+                     });
+    {
+      std::unique_lock<std::mutex> lock(mu);
+      // Bounded: the shedder decides at the latest when the call's Context
+      // is done (deadline, cancel, end of the call).
+      cv.wait(lock, [&] { return decision.has_value(); });
+    }
+    Decided(param, std::move(*decision));
+  }
+
+ private:
+  void Decided(const HandlerParameter& param, ShedDecision d) {
+    if (d.status.ok()) {
+      Run(param, /*release=*/true);
+      return;
+    }
+    std::optional<absl::Duration> pushback;
+    if (d.status.code() == absl::StatusCode::kResourceExhausted) {
+      pushback = d.pushback;
+    }
+    Reject(param,
+           grpc::Status(static_cast<grpc::StatusCode>(d.status.code()),
+                        std::string(d.status.message())),
+           pushback);
+  }
+
+  // Passes the call to the original handler, timing it; `release`: give
+  // the shedder slot back when done.
+  void Run(const HandlerParameter& param, bool release) {
+    const absl::Time start = absl::Now();
+    ServerPolicy::MethodState* state = state_;
+    LoadShedder* shedder = release ? state_->ps->shedder.get() : nullptr;
+    if (callback_) {
+      // The handler only starts the call; it ends when the call's Context
+      // is done (the glue cancels it when the call ends).
+      RunOnceDone(FromServerContext(param.server_context),
+                  [state, shedder, start] {
+                    state->window.Add(absl::Now() - start);
+                    if (shedder != nullptr) shedder->Release();
+                  });
+      inner_->RunHandler(param);
+      return;
+    }
+    inner_->RunHandler(param);
+    state->window.Add(absl::Now() - start);
+    if (shedder != nullptr) shedder->Release();
+  }
+
+  // Destroys the request the original handler deserialized (it would have
+  // done so after running the handler), then answers with `status`.
+  void Reject(const HandlerParameter& param, grpc::Status status,
+              std::optional<absl::Duration> pushback) {
+    if (callback_ && original_->method_type() == RpcMethod::NORMAL_RPC) {
+      // Callback unary: request and response live in a MessageHolder in
+      // the call's arena (grpc::internal::DefaultMessageHolder).
+      if (param.internal_data != nullptr) {
+        static_cast<grpc::RpcAllocatorState*>(param.internal_data)
+            ->~RpcAllocatorState();
+      }
+    } else if (param.request != nullptr) {
+      if (raw_) {
+        static_cast<grpc::ByteBuffer*>(param.request)->~ByteBuffer();
+      } else {
+        static_cast<google::protobuf::MessageLite*>(param.request)
+            ->~MessageLite();
+      }
+    }
+    if (callback_) {
+      RejectCallback(param, std::move(status), pushback);
+    } else {
+      RejectSync(param, status, pushback);
+    }
+  }
+
+  // gRPC's own unary handler, given the refusal as the request's status:
+  // it sends initial metadata and the status (with the ServerContext's
+  // trailing metadata) without calling anything.
+  void RejectSync(const HandlerParameter& param, const grpc::Status& status,
+                  std::optional<absl::Duration> pushback) {
+    if (pushback.has_value()) {
+      static_cast<grpc::ServerContext*>(param.server_context)
+          ->AddTrailingMetadata(kRetryPushbackHeader, PushbackValue(*pushback));
+    }
+    reject_sync_.RunHandler(HandlerParameter(param.call, param.server_context,
+                                             nullptr, status, nullptr,
+                                             nullptr));
+  }
+
+  void RejectCallback(const HandlerParameter& param, grpc::Status status,
+                      std::optional<absl::Duration> pushback) {
+    auto* cbc = static_cast<grpc::CallbackServerContext*>(param.server_context);
+    if (pushback.has_value()) {
+      cbc->AddTrailingMetadata(kRetryPushbackHeader, PushbackValue(*pushback));
+    }
+    using Holder =
+        grpc::internal::DefaultMessageHolder<grpc::ByteBuffer, grpc::ByteBuffer>;
+    auto* holder = new (grpc_call_arena_alloc(param.call->call(),
+                                              sizeof(Holder))) Holder();
+    // A unary callback handler over raw bytes whose reactor finishes at
+    // once: it sends the status and ends the call, whatever the method's
+    // streaming shape (the client reads the status).
+    grpc::internal::CallbackUnaryHandler<grpc::ByteBuffer, grpc::ByteBuffer>
+        answer([status](grpc::CallbackServerContext* ctx,
+                        const grpc::ByteBuffer*, grpc::ByteBuffer*) {
+          // The context's own reactor: gRPC owns and ends it with the call.
+          grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+          reactor->Finish(status);
+          return reactor;
+        });
+    answer.RunHandler(HandlerParameter(param.call, param.server_context,
+                                       holder->request(), grpc::Status::OK,
+                                       holder, param.call_requester));
+  }
+
+  ServerPolicy* const policy_;
+  ServerPolicy::MethodState* const state_;
+  const std::unique_ptr<RpcServiceMethod> original_;
+  MethodHandler* const inner_;
+  const bool callback_;
+  const bool raw_;
+  grpc::internal::RpcMethodHandler<grpc::Service, grpc::ByteBuffer,
+                                   grpc::ByteBuffer>
+      reject_sync_{[](grpc::Service*, grpc::ServerContext*,
+                      const grpc::ByteBuffer*, grpc::ByteBuffer*) {
+                     return grpc::Status::OK;  // Never called.
+                   },
+                   nullptr};
+};
+
+}  // namespace
+
+ServerPolicy::ServerPolicy(ServerPolicyOptions options)
+    : options_(std::move(options)) {
+  auto make = [this](const MethodPolicy& p) {
+    auto ps = std::make_unique<PolicyState>();
+    ps->policy = p;
+    if (p.max_concurrency > 0) {
+      ps->shedder = std::make_unique<LoadShedder>(
+          LoadShedderOptions{p.max_concurrency, p.max_queue, p.lifo_after},
+          &counters_);
+    }
+    return ps;
+  };
+  default_state_ = make(options_.defaults);
+  for (const auto& [name, p] : options_.methods) {
+    method_states_.emplace(name, make(p));
+  }
+}
+
+ServerPolicy::~ServerPolicy() = default;
+
+absl::Status ServerPolicy::Validate() const {
+  absl::Status s = ValidateMethodPolicy(options_.defaults);
+  if (!s.ok()) return absl::InvalidArgumentError(absl::StrCat("defaults: ", s.message()));
+  for (const auto& [name, p] : options_.methods) {
+    s = ValidateMethodPolicy(p);
+    if (!s.ok()) return absl::InvalidArgumentError(absl::StrCat(name, ": ", s.message()));
+  }
+  return absl::OkStatus();
+}
+
+int ServerPolicy::Running() const {
+  int n = default_state_->shedder ? default_state_->shedder->running() : 0;
+  for (const auto& [name, ps] : method_states_) {
+    if (ps->shedder) n += ps->shedder->running();
+  }
+  return n;
+}
+
+int ServerPolicy::Queued() const {
+  int n = default_state_->shedder ? default_state_->shedder->queued() : 0;
+  for (const auto& [name, ps] : method_states_) {
+    if (ps->shedder) n += ps->shedder->queued();
+  }
+  return n;
+}
+
+const MethodPolicy& ServerPolicy::PolicyFor(std::string_view full_method) const {
+  auto it = method_states_.find(full_method);
+  return it == method_states_.end() ? default_state_->policy
+                                    : it->second->policy;
+}
+
+ServerPolicy::MethodState* ServerPolicy::StateFor(std::string_view full_method) {
+  std::lock_guard<std::mutex> lock(states_mu_);
+  auto it = methods_.find(full_method);
+  if (it != methods_.end()) return it->second.get();
+  auto ps = method_states_.find(full_method);
+  PolicyState* p =
+      ps == method_states_.end() ? default_state_.get() : ps->second.get();
+  auto state = std::make_unique<MethodState>(std::string(full_method), p);
+  MethodState* raw = state.get();
+  methods_.emplace(std::string(full_method), std::move(state));
+  return raw;
+}
+
+absl::Status ServerPolicy::Apply(grpc::Service* service) {
+  if (service == nullptr) {
+    return absl::FailedPreconditionError("ServerPolicy::Apply: null service");
+  }
+  if (absl::Status s = Validate(); !s.ok()) {
+    return absl::FailedPreconditionError(s.message());
+  }
+  auto& methods = service->*MethodsMember(ServiceMethodsTag{});
+  for (std::unique_ptr<RpcServiceMethod>& m : methods) {
+    // Null: a generic method; no handler: served through the async API.
+    if (m == nullptr || m->handler() == nullptr) continue;
+    const RpcServiceMethod::ApiType api = m->api_type();
+    const char* name = m->name();
+    const RpcMethod::RpcType type = m->method_type();
+    MethodState* state = StateFor(name);
+    std::unique_ptr<RpcServiceMethod> original = std::move(m);
+    auto* wrapper = new PolicyHandler(this, state, std::move(original));
+    m = std::make_unique<RpcServiceMethod>(name, type, wrapper);
+    m->SetServerApiType(api);
+  }
+  return absl::OkStatus();
+}
+
+void ServerPolicy::InstallInterceptors(grpc::ServerBuilder& builder) {
+  InstallServerInterceptorsWithRules(builder, CallRules());
+}
+
+ServerCallRules ServerPolicy::CallRules() const {
+  ServerCallRules rules;
+  rules.deadline = [this](std::string_view method,
+                          std::optional<absl::Duration> remaining)
+      -> std::optional<absl::Duration> {
+    const MethodPolicy& p = PolicyFor(method);
+    const absl::Time now = absl::Now();
+    std::optional<absl::Time> incoming;
+    if (remaining.has_value()) incoming = now + *remaining;
+    std::optional<absl::Time> d = HandlerDeadline(
+        p, EffectiveDeadline(p, incoming, now, nullptr, nullptr), now);
+    if (!d.has_value()) return std::nullopt;
+    return *d - now;
+  };
+  rules.values =
+      [](std::string_view, const Context& ctx,
+         const std::multimap<grpc::string_ref, grpc::string_ref>& metadata) {
+        auto it = metadata.find(kBaggageHeader);
+        if (it == metadata.end()) return ctx;
+        Criticality c = CriticalityFromBaggage(
+            std::string_view(it->second.data(), it->second.size()));
+        return c == Criticality::kDefault ? ctx : WithCriticality(ctx, c);
+      };
+  return rules;
+}
+
+ServerPolicy::Admission ServerPolicy::AdmitAsync(
+    std::string_view full_method, const grpc::ServerContextBase& sc) {
+  MethodState* state = StateFor(full_method);
+  const MethodPolicy& p = state->ps->policy;
+  const absl::Time now = absl::Now();
+  std::optional<absl::Time> deadline =
+      EffectiveDeadline(p, DeadlineOf(sc), now, nullptr, nullptr);
+  if (deadline.has_value()) {
+    const absl::Duration min = MinimumBudget(
+        p, p.learned_min_budget_quantile > 0
+               ? state->window.Quantile(p.learned_min_budget_quantile)
+               : std::nullopt);
+    if (*deadline - now < min) {
+      counters_.Add(PolicyCounter::kMinBudgetRejected);
+      return {absl::DeadlineExceededError(absl::StrCat(
+                  "remaining budget ", absl::FormatDuration(*deadline - now),
+                  " is below ", absl::string_view(full_method.data(), full_method.size()),
+                  "'s minimum of ",
+                  absl::FormatDuration(min))),
+              std::nullopt};
+    }
+  }
+  return {absl::OkStatus(), std::nullopt};
+}
+
+void ServerPolicy::DoneAsync(std::string_view full_method,
+                             absl::Duration handling) {
+  StateFor(full_method)->window.Add(handling);
+}
+
+}  // namespace reqctx::policy

@@ -1,0 +1,152 @@
+// ServerPolicy: deadline policies and load shedding enforced on a gRPC
+// service's methods before their handlers run (issue 12, sections 1 and 3).
+//
+//   reqctx::policy::ServerPolicyOptions options;
+//   options.defaults.min_budget = absl::Milliseconds(5);
+//   options.defaults.max_concurrency = 16;
+//   reqctx::policy::ServerPolicy policy(options);
+//   MyService service;
+//   policy.Apply(&service);                 // before RegisterService
+//   builder.RegisterService(&service);
+//   policy.InstallInterceptors(builder);    // instead of
+//                                           // InstallServerInterceptors
+//
+// Mechanism. gRPC 1.51's server interceptors cannot fail a call, so Apply()
+// wraps each method handler of the service (the objects gRPC's server runs a
+// call through: grpc::internal::MethodHandler). The wrapper runs after the
+// interceptors (so the call's Context exists) and before the handler; it
+// either refuses the call -- sending its status with no handler code run --
+// or passes the call on to the original handler, unchanged. It works for the
+// synchronous and the callback API, unary and streaming; handler code does
+// not change. The completion-queue (async) API has no handler objects: an
+// async server calls Admit() itself right after a call arrives (see below).
+// What is checked, in order:
+//   1. Minimum budget (deadline_policy.h): DEADLINE_EXCEEDED.
+//   2. Load shedding (load_shedder.h), when max_concurrency > 0:
+//      RESOURCE_EXHAUSTED with trailing metadata `grpc-retry-pushback-ms`,
+//      or the call's own error if it ends while queued. Sync calls wait in
+//      the queue on their gRPC thread; callback calls are queued without
+//      blocking a thread and started by the call that frees their slot.
+// Each method's handling time (admission to handler return, or to the end of
+// the call on the callback API) feeds its LatencyWindow, from which the
+// learned minimum budget and the shedder's expected handling time come.
+// The handler's Context gets the effective deadline (default/cap) minus the
+// reply margin and the call's criticality (from the `baggage` header),
+// through the server interceptor installed by InstallInterceptors.
+//
+// Requirements: Apply() before the service is registered with a
+// ServerBuilder (gRPC reads the handlers then), once per service; the
+// request messages of sync and (non-raw) callback methods are protobuf
+// messages (true of all generated code).
+//
+// Thread-safety: Apply() and SetMethodPolicy are for set-up, on one thread;
+// everything else is safe from any thread.
+// Lifetime: the ServerPolicy must outlive the servers its services are
+// registered with (the wrappers point at it).
+#ifndef REQCTX_INTERCEPTORS_POLICY_SERVER_POLICY_H_
+#define REQCTX_INTERCEPTORS_POLICY_SERVER_POLICY_H_
+
+#include <grpcpp/server_builder.h>
+#include <grpcpp/server_context.h>
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "interceptors/server_interceptor.h"
+#include "interceptors/policy/criticality.h"
+#include "interceptors/policy/deadline_policy.h"
+#include "interceptors/policy/latency_window.h"
+#include "interceptors/policy/load_shedder.h"
+#include "interceptors/policy/policy_counters.h"
+
+namespace grpc {
+class Service;
+}  // namespace grpc
+
+namespace reqctx::policy {
+
+inline constexpr char kRetryPushbackHeader[] = "grpc-retry-pushback-ms";
+
+struct ServerPolicyOptions {
+  // For every method without its own entry. Its shedder (if
+  // max_concurrency > 0) is one limit shared by all those methods: a
+  // per-server limit.
+  MethodPolicy defaults;
+  // By full method name, e.g. "/echo.v1.Echo/Echo": a per-method policy
+  // with its own shedder.
+  std::map<std::string, MethodPolicy> methods;
+};
+
+class ServerPolicy {
+ public:
+  // Invalid options are reported by Apply (and by Validate()).
+  explicit ServerPolicy(ServerPolicyOptions options);
+  ~ServerPolicy();
+  ServerPolicy(const ServerPolicy&) = delete;
+  ServerPolicy& operator=(const ServerPolicy&) = delete;
+
+  // InvalidArgument naming the method and field, if any policy is invalid.
+  absl::Status Validate() const;
+
+  // Wraps every sync and callback method handler of `service` (see the file
+  // comment). FailedPrecondition if the options are invalid or `service` is
+  // null. Methods served through the async API are left alone.
+  absl::Status Apply(grpc::Service* service);
+
+  // Sets `builder`'s interceptors to reqctx's server interceptor, with this
+  // policy's per-call deadline and criticality rules.
+  void InstallInterceptors(grpc::ServerBuilder& builder);
+  // The same rules, to combine reqctx's interceptor with others
+  // (MakeServerInterceptorFactoryWithRules(policy.CallRules())).
+  ServerCallRules CallRules() const;
+
+  // For the async API: decides a call that just arrived on method
+  // `full_method` (e.g. "/echo.v1.Echo/Echo") under `sc`. OK: serve it, then
+  // call Done(full_method, handling time) when finished; otherwise answer
+  // the call with ToGrpc(status) (adding kRetryPushbackHeader if pushback is
+  // set). Never queues: an async server that wants queueing keeps its own.
+  struct Admission {
+    absl::Status status;
+    std::optional<absl::Duration> pushback;
+  };
+  Admission AdmitAsync(std::string_view full_method,
+                       const grpc::ServerContextBase& sc);
+  void DoneAsync(std::string_view full_method, absl::Duration handling);
+
+  // The policy for `full_method`.
+  const MethodPolicy& PolicyFor(std::string_view full_method) const;
+
+  PolicyCountersSnapshot Counters() const { return counters_.Snapshot(); }
+  // Calls holding a concurrency slot now, and calls queued for one, over
+  // every limit of this policy (a slot is given back just after the
+  // handler's status is sent).
+  int Running() const;
+  int Queued() const;
+  PolicyCounters& counters() { return counters_; }
+
+  // Per-method state, shared by the wrappers (internal; public so the
+  // wrappers in server_policy.cc can name it).
+  struct MethodState;
+  MethodState* StateFor(std::string_view full_method);
+
+ private:
+  struct PolicyState;
+
+  const ServerPolicyOptions options_;
+  PolicyCounters counters_;
+  std::unique_ptr<PolicyState> default_state_;
+  std::map<std::string, std::unique_ptr<PolicyState>, std::less<>> method_states_;
+  std::mutex states_mu_;
+  // Created on first use, never removed. Guarded by states_mu_.
+  std::map<std::string, std::unique_ptr<MethodState>, std::less<>> methods_;
+};
+
+}  // namespace reqctx::policy
+
+#endif  // REQCTX_INTERCEPTORS_POLICY_SERVER_POLICY_H_

@@ -1,0 +1,183 @@
+#include "tests/policy_test_server.h"
+
+#include <grpcpp/create_channel.h>
+#include <grpcpp/security/credentials.h>
+#include <grpcpp/security/server_credentials.h>
+#include <grpcpp/server_builder.h>
+
+#include <chrono>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "context/sleep.h"
+#include "interceptors/interceptors.h"
+
+namespace reqctx::testing {
+
+grpc::Status SleepWork(int, const Context& ctx,
+                       const ::echo::v1::EchoRequest& request) {
+  absl::Status s = SleepFor(ctx, absl::Milliseconds(request.work_ms()));
+  return ToGrpcStatus(s);
+}
+
+class PolicyTestServer::SyncImpl final : public ::echo::v1::Echo::Service {
+ public:
+  explicit SyncImpl(PolicyTestServer* owner) : owner_(owner) {}
+  grpc::Status Echo(grpc::ServerContext* sc,
+                    const ::echo::v1::EchoRequest* request,
+                    ::echo::v1::EchoResponse* response) override {
+    response->set_message(request->message());
+    return owner_->Handle(sc, *request);
+  }
+
+ private:
+  PolicyTestServer* const owner_;
+};
+
+class PolicyTestServer::CallbackImpl final
+    : public ::echo::v1::Echo::CallbackService {
+ public:
+  explicit CallbackImpl(PolicyTestServer* owner) : owner_(owner) {}
+  grpc::ServerUnaryReactor* Echo(grpc::CallbackServerContext* sc,
+                                 const ::echo::v1::EchoRequest* request,
+                                 ::echo::v1::EchoResponse* response) override {
+    grpc::ServerUnaryReactor* reactor = sc->DefaultReactor();
+    response->set_message(request->message());
+    // The behavior may block: run it off the callback thread.
+    ::echo::v1::EchoRequest copy = *request;
+    std::thread([this, sc, reactor, copy] {
+      reactor->Finish(owner_->Handle(sc, copy));
+    }).detach();
+    return reactor;
+  }
+
+ private:
+  PolicyTestServer* const owner_;
+};
+
+PolicyTestServer::PolicyTestServer(Api api, Behavior behavior,
+                                   policy::ServerPolicy* policy)
+    : behavior_(std::move(behavior)) {
+  if (api == Api::kSync) {
+    service_ = std::make_unique<SyncImpl>(this);
+  } else {
+    service_ = std::make_unique<CallbackImpl>(this);
+  }
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(),
+                           &port_);
+  if (policy != nullptr) {
+    if (!policy->Apply(service_.get()).ok()) return;
+  }
+  builder.RegisterService(service_.get());
+  if (policy != nullptr) {
+    policy->InstallInterceptors(builder);
+  } else {
+    InstallServerInterceptors(builder);
+  }
+  server_ = builder.BuildAndStart();
+  if (port_ == 0) server_.reset();
+}
+
+PolicyTestServer::~PolicyTestServer() { Shutdown(); }
+
+void PolicyTestServer::Shutdown() {
+  std::call_once(shutdown_once_, [this] {
+    if (server_ == nullptr) return;
+    server_->Shutdown(std::chrono::system_clock::now());
+    server_->Wait();
+    // Callback handlers run on detached threads: wait for them.
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait_for(lock, std::chrono::seconds(20),
+                 [this] { return finished_ == started_; });
+  });
+}
+
+std::string PolicyTestServer::address() const {
+  return absl::StrCat("127.0.0.1:", port_);
+}
+
+std::unique_ptr<::echo::v1::Echo::Stub> PolicyTestServer::NewStub() const {
+  return ::echo::v1::Echo::NewStub(
+      reqctx::CreateChannel(address(), grpc::InsecureChannelCredentials()));
+}
+
+grpc::Status PolicyTestServer::Handle(grpc::ServerContextBase* sc,
+                                      const ::echo::v1::EchoRequest& request) {
+  Context ctx = FromServerContext(sc);
+  Arrival a;
+  a.at = absl::Now();
+  if (std::optional<absl::Time> d = ctx.Deadline()) a.remaining = *d - a.at;
+  a.criticality = policy::CriticalityOf(ctx);
+  if (std::optional<TraceContext> tc = GetTraceContext(ctx)) {
+    a.trace_id = tc->trace_id;
+  }
+  const auto& md = sc->client_metadata();
+  if (auto it = md.find("traceparent"); it != md.end()) {
+    std::optional<TraceContext> caller = ParseTraceparent(
+        std::string_view(it->second.data(), it->second.size()));
+    if (caller.has_value()) a.span_id = caller->span_id;
+  }
+  if (auto it = md.find("baggage"); it != md.end()) {
+    a.baggage.assign(it->second.data(), it->second.size());
+  }
+  int index;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    index = started_++;
+    a.index = index;
+    arrivals_.push_back(a);
+    cv_.notify_all();
+  }
+  ++handled_;
+  grpc::Status s = behavior_(index, ctx, request);
+  std::lock_guard<std::mutex> lock(mu_);
+  ++finished_;
+  cv_.notify_all();
+  return s;
+}
+
+std::vector<Arrival> PolicyTestServer::arrivals() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return arrivals_;
+}
+
+int PolicyTestServer::finished() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return finished_;
+}
+
+bool PolicyTestServer::WaitFinished(int n, absl::Duration timeout) const {
+  std::unique_lock<std::mutex> lock(mu_);
+  return cv_.wait_for(lock, absl::ToChronoNanoseconds(timeout),
+                      [&] { return finished_ >= n; });
+}
+
+bool PolicyTestServer::WaitHandled(int n, absl::Duration timeout) const {
+  std::unique_lock<std::mutex> lock(mu_);
+  return cv_.wait_for(lock, absl::ToChronoNanoseconds(timeout),
+                      [&] { return started_ >= n; });
+}
+
+CallResult CallEcho(::echo::v1::Echo::Stub& stub, absl::Duration timeout,
+                    int64_t work_ms, const std::string& baggage) {
+  grpc::ClientContext cc;
+  if (timeout != absl::InfiniteDuration()) {
+    cc.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+  }
+  if (!baggage.empty()) cc.AddMetadata("baggage", baggage);
+  ::echo::v1::EchoRequest request;
+  request.set_work_ms(work_ms);
+  ::echo::v1::EchoResponse response;
+  const absl::Time start = absl::Now();
+  CallResult r;
+  r.status = stub.Echo(&cc, request, &response);
+  r.elapsed = absl::Now() - start;
+  const auto& trailers = cc.GetServerTrailingMetadata();
+  if (auto it = trailers.find("grpc-retry-pushback-ms"); it != trailers.end()) {
+    r.pushback.assign(it->second.data(), it->second.size());
+  }
+  return r;
+}
+
+}  // namespace reqctx::testing

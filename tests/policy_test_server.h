@@ -1,0 +1,105 @@
+// Test helper for issue 12's policy tests: a scriptable echo.v1.Echo
+// service on the sync and the callback API, served on 127.0.0.1 with
+// reqctx's interceptors and, optionally, a ServerPolicy applied.
+//
+// Each Echo call runs `behavior(call_index, Context, request)` (the call's
+// Context from FromServerContext) and returns its status; the service counts
+// handler entries and records each call's arrival (remaining deadline, trace
+// ids, criticality seen in `baggage`).
+//
+// Thread-safety: all methods are safe from any thread. Lifetime: the server
+// is shut down (in-flight calls canceled) by the destructor.
+#ifndef REQCTX_TESTS_POLICY_TEST_SERVER_H_
+#define REQCTX_TESTS_POLICY_TEST_SERVER_H_
+
+#include <grpcpp/server.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "absl/time/time.h"
+#include "context/core.h"
+#include "interceptors/policy/criticality.h"
+#include "interceptors/policy/server_policy.h"
+#include "proto/echo.grpc.pb.h"
+
+namespace reqctx::testing {
+
+struct Arrival {
+  int index = 0;
+  absl::Time at;
+  std::optional<absl::Duration> remaining;  // Of the handler's Context.
+  std::string trace_id;
+  std::string span_id;  // The caller's span id (from traceparent).
+  std::string baggage;
+  // The handler Context's criticality (from `baggage`, via the policy).
+  policy::Criticality criticality = policy::Criticality::kDefault;
+};
+
+using Behavior = std::function<grpc::Status(int index, const Context& ctx,
+                                            const ::echo::v1::EchoRequest&)>;
+
+// Sleeps request.work_ms on ctx; OK unless ctx ends first.
+grpc::Status SleepWork(int index, const Context& ctx,
+                       const ::echo::v1::EchoRequest& request);
+
+class PolicyTestServer {
+ public:
+  enum class Api { kSync, kCallback };
+  // `policy` may be null (no policy); it must outlive the server.
+  PolicyTestServer(Api api, Behavior behavior,
+                   policy::ServerPolicy* policy = nullptr);
+  ~PolicyTestServer();
+
+  bool ok() const { return server_ != nullptr; }
+  std::string address() const;
+  std::unique_ptr<::echo::v1::Echo::Stub> NewStub() const;
+
+  int handled() const { return handled_.load(); }
+  std::vector<Arrival> arrivals() const;
+  // Handler calls that returned.
+  int finished() const;
+  // Waits (bounded by `timeout`) until `n` handlers have returned.
+  bool WaitFinished(int n, absl::Duration timeout) const;
+  // Waits until `n` handlers have started.
+  bool WaitHandled(int n, absl::Duration timeout) const;
+  void Shutdown();
+
+ private:
+  class SyncImpl;
+  class CallbackImpl;
+  grpc::Status Handle(grpc::ServerContextBase* sc,
+                      const ::echo::v1::EchoRequest& request);
+
+  Behavior behavior_;
+  std::unique_ptr<grpc::Service> service_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+  std::atomic<int> handled_{0};
+  mutable std::mutex mu_;
+  mutable std::condition_variable cv_;
+  std::vector<Arrival> arrivals_;  // Guarded by mu_.
+  int started_ = 0;                // Guarded by mu_.
+  int finished_ = 0;               // Guarded by mu_.
+  std::once_flag shutdown_once_;
+};
+
+// A sync-API stub call with a deadline `timeout` from now (none if
+// infinite) and optional `baggage`; returns the status and the server's
+// trailing metadata value of grpc-retry-pushback-ms ("" if none).
+struct CallResult {
+  grpc::Status status;
+  std::string pushback;
+  absl::Duration elapsed;
+};
+CallResult CallEcho(::echo::v1::Echo::Stub& stub, absl::Duration timeout,
+                    int64_t work_ms, const std::string& baggage = "");
+
+}  // namespace reqctx::testing
+
+#endif  // REQCTX_TESTS_POLICY_TEST_SERVER_H_

@@ -1,0 +1,409 @@
+// Unit tests of //interceptors/policy's gRPC-free parts (issue 12):
+// criticality in baggage, deadline rules, latency windows, the
+// deadline-aware shedder, detach with a bound.
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <thread>
+#include <string>
+#include <vector>
+
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "context/context.h"
+#include "gtest/gtest.h"
+#include "interceptors/policy/criticality.h"
+#include "interceptors/policy/deadline_policy.h"
+#include "interceptors/policy/detach.h"
+#include "interceptors/policy/latency_window.h"
+#include "interceptors/policy/load_shedder.h"
+#include "interceptors/policy/policy_counters.h"
+
+namespace reqctx::policy {
+namespace {
+
+constexpr absl::Duration kBound = absl::Seconds(20);
+
+TEST(CriticalityTest, ParsesTheEntryAmongOthers) {
+  EXPECT_EQ(CriticalityFromBaggage(""), Criticality::kDefault);
+  EXPECT_EQ(CriticalityFromBaggage("criticality=critical"),
+            Criticality::kCritical);
+  EXPECT_EQ(CriticalityFromBaggage("a=1, criticality = sheddable ;p=1,b=2"),
+            Criticality::kSheddable);
+  EXPECT_EQ(CriticalityFromBaggage("criticality=default"),
+            Criticality::kDefault);
+  // Unknown, empty or malformed values fall back to default.
+  EXPECT_EQ(CriticalityFromBaggage("criticality=urgent"),
+            Criticality::kDefault);
+  EXPECT_EQ(CriticalityFromBaggage("criticality="), Criticality::kDefault);
+  EXPECT_EQ(CriticalityFromBaggage("criticality"), Criticality::kDefault);
+  EXPECT_EQ(CriticalityFromBaggage(",,,=,"), Criticality::kDefault);
+  // A key that only starts with "criticality" is another key.
+  EXPECT_EQ(CriticalityFromBaggage("criticalityx=critical"),
+            Criticality::kDefault);
+  // The first entry wins.
+  EXPECT_EQ(CriticalityFromBaggage("criticality=critical,criticality=sheddable"),
+            Criticality::kCritical);
+}
+
+TEST(CriticalityTest, FormatsKeepingOtherEntries) {
+  EXPECT_EQ(BaggageWithCriticality("", Criticality::kCritical),
+            "criticality=critical");
+  EXPECT_EQ(BaggageWithCriticality("a=1, criticality=critical ,b=2",
+                                   Criticality::kSheddable),
+            "a=1,b=2,criticality=sheddable");
+  EXPECT_EQ(BaggageWithCriticality("criticality=critical",
+                                    Criticality::kDefault),
+            "");
+  for (Criticality c : {Criticality::kSheddable, Criticality::kDefault,
+                        Criticality::kCritical}) {
+    EXPECT_EQ(CriticalityFromBaggage(BaggageWithCriticality("x=y", c)), c);
+  }
+}
+
+TEST(CriticalityTest, TravelsInContext) {
+  Context ctx = Background();
+  EXPECT_EQ(CriticalityOf(ctx), Criticality::kDefault);
+  Context c = WithCriticality(ctx, Criticality::kSheddable);
+  auto [child, cancel] = WithCancel(c);
+  EXPECT_EQ(CriticalityOf(child), Criticality::kSheddable);
+}
+
+TEST(DeadlinePolicyTest, DefaultAndCap) {
+  const absl::Time now = absl::Now();
+  MethodPolicy p;
+  bool defaulted = true, capped = true;
+  EXPECT_EQ(EffectiveDeadline(p, std::nullopt, now, &defaulted, &capped),
+            std::nullopt);
+  EXPECT_FALSE(defaulted);
+  EXPECT_FALSE(capped);
+  p.default_deadline = absl::Milliseconds(100);
+  p.max_deadline = absl::Seconds(1);
+  EXPECT_EQ(EffectiveDeadline(p, std::nullopt, now, &defaulted, &capped),
+            now + absl::Milliseconds(100));
+  EXPECT_TRUE(defaulted);
+  EXPECT_FALSE(capped);
+  EXPECT_EQ(EffectiveDeadline(p, now + absl::Seconds(5), now, &defaulted,
+                              &capped),
+            now + absl::Seconds(1));
+  EXPECT_FALSE(defaulted);
+  EXPECT_TRUE(capped);
+  EXPECT_EQ(EffectiveDeadline(p, now + absl::Milliseconds(500), now,
+                              &defaulted, &capped),
+            now + absl::Milliseconds(500));
+  EXPECT_FALSE(capped);
+}
+
+TEST(DeadlinePolicyTest, ReplyMarginNeverBeforeNow) {
+  const absl::Time now = absl::Now();
+  MethodPolicy p;
+  EXPECT_EQ(HandlerDeadline(p, now + absl::Seconds(1), now),
+            now + absl::Seconds(1));
+  p.reply_margin = absl::Milliseconds(50);
+  EXPECT_EQ(HandlerDeadline(p, now + absl::Seconds(1), now),
+            now + absl::Milliseconds(950));
+  EXPECT_EQ(HandlerDeadline(p, now + absl::Milliseconds(20), now), now);
+  EXPECT_EQ(HandlerDeadline(p, now - absl::Seconds(1), now),
+            now - absl::Seconds(1));
+  EXPECT_EQ(HandlerDeadline(p, std::nullopt, now), std::nullopt);
+}
+
+TEST(DeadlinePolicyTest, MinimumBudgetIsTheLargerOfFixedAndLearned) {
+  MethodPolicy p;
+  p.min_budget = absl::Milliseconds(5);
+  EXPECT_EQ(MinimumBudget(p, absl::Milliseconds(50)), absl::Milliseconds(5));
+  p.learned_min_budget_quantile = 0.9;
+  EXPECT_EQ(MinimumBudget(p, absl::Milliseconds(50)), absl::Milliseconds(50));
+  EXPECT_EQ(MinimumBudget(p, std::nullopt), absl::Milliseconds(5));
+  EXPECT_EQ(MinimumBudget(p, absl::Milliseconds(1)), absl::Milliseconds(5));
+}
+
+TEST(DeadlinePolicyTest, ValidationNamesTheField) {
+  MethodPolicy p;
+  EXPECT_TRUE(ValidateMethodPolicy(p).ok());
+  p.learned_min_budget_quantile = 1.5;
+  absl::Status s = ValidateMethodPolicy(p);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("learned_min_budget_quantile"),
+            std::string::npos);
+  p = MethodPolicy();
+  p.reply_margin = absl::Milliseconds(-1);
+  EXPECT_NE(ValidateMethodPolicy(p).message().find("reply_margin"),
+            std::string::npos);
+  p = MethodPolicy();
+  p.default_deadline = absl::ZeroDuration();
+  EXPECT_FALSE(ValidateMethodPolicy(p).ok());
+}
+
+TEST(LatencyWindowTest, QuantileAfterWarmup) {
+  LatencyWindow w(100, 10);
+  for (int i = 1; i <= 9; ++i) w.Add(absl::Milliseconds(i));
+  EXPECT_EQ(w.Quantile(0.9), std::nullopt);
+  EXPECT_EQ(w.Mean(), std::nullopt);
+  w.Add(absl::Milliseconds(10));
+  EXPECT_EQ(w.Quantile(0.9), absl::Milliseconds(9));
+  EXPECT_EQ(w.Quantile(1.0), absl::Milliseconds(10));
+  EXPECT_EQ(w.Quantile(0.0), absl::Milliseconds(1));
+  EXPECT_EQ(w.Mean(), absl::Microseconds(5500));
+}
+
+TEST(LatencyWindowTest, KeepsOnlyTheRecentSamples) {
+  LatencyWindow w(10, 5);
+  for (int i = 0; i < 100; ++i) w.Add(absl::Seconds(1));
+  for (int i = 0; i < 10; ++i) w.Add(absl::Milliseconds(1));
+  EXPECT_EQ(w.Quantile(1.0), absl::Milliseconds(1));
+  EXPECT_EQ(w.count(), 110);
+  w.Add(absl::Milliseconds(-5));  // Counts as zero.
+  EXPECT_EQ(w.Quantile(0.0), absl::ZeroDuration());
+}
+
+// Collects decisions; waits for them without sleeping.
+class Decisions {
+ public:
+  std::function<void(ShedDecision)> Slot(int id) {
+    return [this, id](ShedDecision d) {
+      std::lock_guard<std::mutex> lock(mu_);
+      got_.emplace_back(id, std::move(d));
+      cv_.notify_all();
+    };
+  }
+  bool WaitFor(size_t n) {
+    std::unique_lock<std::mutex> lock(mu_);
+    return cv_.wait_for(lock, absl::ToChronoSeconds(kBound),
+                        [&] { return got_.size() >= n; });
+  }
+  std::vector<std::pair<int, ShedDecision>> Get() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return got_;
+  }
+  std::optional<ShedDecision> Of(int id) {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& [i, d] : got_) {
+      if (i == id) return d;
+    }
+    return std::nullopt;
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<std::pair<int, ShedDecision>> got_;
+};
+
+TEST(LoadShedderTest, RunsUpToTheLimitThenQueuesFifo) {
+  PolicyCounters counters;
+  LoadShedder s({/*max_concurrency=*/2, /*max_queue=*/4,
+                 /*lifo_after=*/absl::Hours(1)},
+                &counters);
+  Decisions d;
+  Context ctx = Background();
+  for (int i = 0; i < 4; ++i) {
+    s.Acquire(ctx, Criticality::kDefault, absl::Milliseconds(1), d.Slot(i));
+  }
+  ASSERT_TRUE(d.WaitFor(2));
+  EXPECT_EQ(d.Get().size(), 2u);  // 2 and 3 wait.
+  EXPECT_EQ(s.running(), 2);
+  EXPECT_EQ(s.queued(), 2);
+  s.Release();
+  ASSERT_TRUE(d.WaitFor(3));
+  EXPECT_EQ(d.Get()[2].first, 2);  // Oldest first while the queue is young.
+  s.Release();
+  s.Release();
+  s.Release();
+  ASSERT_TRUE(d.WaitFor(4));
+  EXPECT_EQ(s.running(), 0);
+  EXPECT_EQ(counters.Get(PolicyCounter::kAdmitted), 4);
+  EXPECT_EQ(counters.Get(PolicyCounter::kQueued), 2);
+}
+
+TEST(LoadShedderTest, NewestFirstOnceTheQueueIsOld) {
+  LoadShedder s({1, 8, /*lifo_after=*/absl::ZeroDuration()}, nullptr);
+  Decisions d;
+  Context ctx = Background();
+  for (int i = 0; i < 4; ++i) {
+    s.Acquire(ctx, Criticality::kDefault, absl::Milliseconds(1), d.Slot(i));
+  }
+  ASSERT_TRUE(d.WaitFor(1));
+  // The oldest entry has waited longer than lifo_after (zero): newest first.
+  absl::SleepFor(absl::Milliseconds(1));
+  s.Release();
+  ASSERT_TRUE(d.WaitFor(2));
+  EXPECT_EQ(d.Get()[1].first, 3);
+  s.Release();
+  s.Release();
+  ASSERT_TRUE(d.WaitFor(4));
+  EXPECT_EQ(d.Get()[2].first, 2);
+  EXPECT_EQ(d.Get()[3].first, 1);
+  s.Release();
+}
+
+TEST(LoadShedderTest, RefusesAtOnceWhatCannotFinishInTime) {
+  PolicyCounters counters;
+  LoadShedder s({1, 8, absl::Hours(1)}, &counters);
+  Decisions d;
+  s.Acquire(Background(), Criticality::kDefault, absl::Milliseconds(100),
+            d.Slot(0));
+  ASSERT_TRUE(d.WaitFor(1));
+  // Expected wait 100 ms + handling 100 ms > 150 ms budget.
+  auto [ctx, cancel] = WithTimeout(Background(), absl::Milliseconds(150));
+  const absl::Time before = absl::Now();
+  s.Acquire(ctx, Criticality::kDefault, absl::Milliseconds(100), d.Slot(1));
+  ASSERT_TRUE(d.WaitFor(2));
+  EXPECT_LT(absl::Now() - before, absl::Milliseconds(50));  // At once.
+  std::optional<ShedDecision> r = d.Of(1);
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_GE(r->pushback, absl::Milliseconds(100));
+  EXPECT_EQ(counters.Get(PolicyCounter::kShedAtArrival), 1);
+  EXPECT_EQ(s.queued(), 0);
+  s.Release();
+}
+
+TEST(LoadShedderTest, DropsAQueuedCallWhoseDeadlinePasses) {
+  PolicyCounters counters;
+  LoadShedder s({1, 8, absl::Hours(1)}, &counters);
+  Decisions d;
+  s.Acquire(Background(), Criticality::kDefault, absl::Milliseconds(1),
+            d.Slot(0));
+  auto [ctx, cancel] = WithTimeout(Background(), absl::Milliseconds(30));
+  s.Acquire(ctx, Criticality::kDefault, absl::Milliseconds(1), d.Slot(1));
+  ASSERT_TRUE(d.WaitFor(2));  // Dropped by its deadline, without a Release.
+  std::optional<ShedDecision> r = d.Of(1);
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status.code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(s.queued(), 0);
+  EXPECT_EQ(counters.Get(PolicyCounter::kShedExpired), 1);
+  s.Release();
+  EXPECT_EQ(s.running(), 0);
+}
+
+TEST(LoadShedderTest, DropsAQueuedCallThatIsCanceled) {
+  LoadShedder s({1, 8, absl::Hours(1)}, nullptr);
+  Decisions d;
+  s.Acquire(Background(), Criticality::kDefault, absl::Milliseconds(1),
+            d.Slot(0));
+  auto [ctx, cancel] = WithCancel(Background());
+  s.Acquire(ctx, Criticality::kDefault, absl::Milliseconds(1), d.Slot(1));
+  cancel();
+  ASSERT_TRUE(d.WaitFor(2));
+  EXPECT_EQ(d.Of(1)->status.code(), absl::StatusCode::kCancelled);
+  s.Release();
+}
+
+TEST(LoadShedderTest, SheddableFirstAndCriticalServedFirst) {
+  PolicyCounters counters;
+  LoadShedder s({1, /*max_queue=*/2, absl::Hours(1)}, &counters);
+  Decisions d;
+  Context ctx = Background();
+  s.Acquire(ctx, Criticality::kDefault, absl::Milliseconds(1), d.Slot(0));
+  s.Acquire(ctx, Criticality::kSheddable, absl::Milliseconds(1), d.Slot(1));
+  s.Acquire(ctx, Criticality::kDefault, absl::Milliseconds(1), d.Slot(2));
+  // Queue full: a critical call evicts the sheddable one.
+  s.Acquire(ctx, Criticality::kCritical, absl::Milliseconds(1), d.Slot(3));
+  ASSERT_TRUE(d.WaitFor(2));
+  EXPECT_EQ(d.Of(1)->status.code(), absl::StatusCode::kResourceExhausted);
+  // Queue full of calls at least as critical: a sheddable arrival is refused.
+  s.Acquire(ctx, Criticality::kSheddable, absl::Milliseconds(1), d.Slot(4));
+  ASSERT_TRUE(d.WaitFor(3));
+  EXPECT_EQ(d.Of(4)->status.code(), absl::StatusCode::kResourceExhausted);
+  // The critical call is served before the older default one.
+  s.Release();
+  ASSERT_TRUE(d.WaitFor(4));
+  EXPECT_EQ(d.Get()[3].first, 3);
+  s.Release();
+  ASSERT_TRUE(d.WaitFor(5));
+  EXPECT_EQ(d.Get()[4].first, 2);
+  s.Release();
+  EXPECT_EQ(counters.Get(PolicyCounter::kShedEvicted), 1);
+  EXPECT_EQ(counters.Get(PolicyCounter::kShedQueueFull), 1);
+  EXPECT_EQ(counters.Get(PolicyCounter::kShedSheddable), 2);
+}
+
+TEST(LoadShedderTest, DestructorRefusesQueuedCalls) {
+  Decisions d;
+  {
+    LoadShedder s({1, 8, absl::Hours(1)}, nullptr);
+    s.Acquire(Background(), Criticality::kDefault, absl::Milliseconds(1),
+              d.Slot(0));
+    s.Acquire(Background(), Criticality::kDefault, absl::Milliseconds(1),
+              d.Slot(1));
+  }
+  ASSERT_TRUE(d.WaitFor(2));
+  EXPECT_EQ(d.Of(1)->status.code(), absl::StatusCode::kUnavailable);
+}
+
+TEST(LoadShedderTest, ManyThreadsBalance) {
+  LoadShedder s({3, 16, absl::Milliseconds(1)}, nullptr);
+  std::atomic<int> running{0};
+  std::atomic<int> max_running{0};
+  std::atomic<int> finished{0};
+  constexpr int kThreads = 8;
+  constexpr int kPerThread = 200;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < kPerThread; ++i) {
+        std::mutex mu;
+        std::condition_variable cv;
+        std::optional<ShedDecision> got;
+        auto [ctx, cancel] = WithTimeout(Background(), absl::Seconds(5));
+        s.Acquire(ctx, Criticality::kDefault, absl::Microseconds(10),
+                  [&](ShedDecision d) {
+                    std::lock_guard<std::mutex> lock(mu);
+                    got = std::move(d);
+                    cv.notify_all();
+                  });
+        std::unique_lock<std::mutex> lock(mu);
+        cv.wait(lock, [&] { return got.has_value(); });
+        lock.unlock();
+        if (got->status.ok()) {
+          int now = ++running;
+          int seen = max_running.load();
+          while (now > seen && !max_running.compare_exchange_weak(seen, now)) {
+          }
+          --running;
+          s.Release();
+        }
+        ++finished;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(finished.load(), kThreads * kPerThread);
+  EXPECT_LE(max_running.load(), 3);
+  EXPECT_EQ(s.running(), 0);
+  EXPECT_EQ(s.queued(), 0);
+}
+
+TEST(DetachTest, OutlivesTheCallButNotTheGrace) {
+  static constexpr Key<std::string> kUser("user");
+  auto [call, end_call] = WithTimeout(WithValue(Background(), kUser,
+                                                std::string("ada")),
+                                      absl::Milliseconds(10));
+  auto [follow_up, cancel] = DetachWithBound(call, absl::Milliseconds(200));
+  end_call();
+  EXPECT_TRUE(call.IsDone());
+  EXPECT_FALSE(follow_up.IsDone());
+  ASSERT_NE(follow_up.Value(kUser), nullptr);
+  EXPECT_EQ(*follow_up.Value(kUser), "ada");
+  ASSERT_TRUE(follow_up.Done().WaitFor(kBound));
+  EXPECT_EQ(follow_up.Err().code(), absl::StatusCode::kDeadlineExceeded);
+  auto [none, c2] = DetachWithBound(call, absl::ZeroDuration());
+  EXPECT_TRUE(none.IsDone());
+}
+
+TEST(PolicyCountersTest, NamesAreStableAndUnique) {
+  std::set<std::string_view> names;
+  for (size_t i = 0; i < kPolicyCounterCount; ++i) {
+    std::string_view n = PolicyCounterName(static_cast<PolicyCounter>(i));
+    EXPECT_NE(n, "unknown");
+    EXPECT_TRUE(names.insert(n).second) << n;
+  }
+  EXPECT_EQ(PolicyCounterName(PolicyCounter::kMinBudgetRejected),
+            "min_budget_rejected");
+}
+
+}  // namespace
+}  // namespace reqctx::policy
