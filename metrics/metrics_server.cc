@@ -20,9 +20,9 @@ void InitCivetwebOnce() {
 
 // civetweb's own messages (bad requests, timeouts) are the peer's problem,
 // not the service's: not printed.
-int QuietLog(const struct mg_connection*, const char*) { return 1; }
+int QuietLog(const ::mg_connection*, const char*) { return 1; }
 
-void SendText(struct mg_connection* conn, int status, std::string_view reason,
+void SendText(::mg_connection* conn, int status, std::string_view reason,
               std::string_view body, bool head, std::string_view extra = {}) {
   std::string response = absl::StrCat(
       "HTTP/1.1 ", status, " ", absl::string_view(reason.data(), reason.size()),
@@ -59,6 +59,11 @@ absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(
         "metrics server: request_timeout must be at least 1 ms");
   }
   InitCivetwebOnce();
+  if (options.address.front() == '[' && !SupportsIpv6()) {
+    return absl::UnimplementedError(absl::StrCat(
+        "metrics server: this civetweb has no IPv6; cannot listen on ",
+        options.address));
+  }
   metrics::Registry* registry = options.registry != nullptr
                                     ? options.registry
                                     : &metrics::Registry::Default();
@@ -100,11 +105,16 @@ absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(
   return server;
 }
 
+bool MetricsServer::SupportsIpv6() {
+  InitCivetwebOnce();
+  return mg_check_feature(MG_FEATURES_IPV6) != 0;
+}
+
 MetricsServer::~MetricsServer() {
   if (ctx_ != nullptr) mg_stop(ctx_);
 }
 
-int MetricsServer::Handle(struct mg_connection* conn, void* self) {
+int MetricsServer::Handle(::mg_connection* conn, void* self) {
   const struct mg_request_info* info = mg_get_request_info(conn);
   const std::string_view method =
       info != nullptr && info->request_method ? info->request_method : "";

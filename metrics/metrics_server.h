@@ -33,12 +33,14 @@
 #include "metrics/metrics.h"
 
 struct mg_context;
+struct mg_connection;
 
 namespace reqctx {
 
 struct MetricsServerOptions {
   // Interface to listen on: an IPv4 address, or an IPv6 one in brackets
-  // ("[::1]"). Loopback by default; "0.0.0.0" for a remote Prometheus.
+  // ("[::1]") where civetweb was built with IPv6 (SupportsIpv6(); Debian
+  // 12's is not). Loopback by default; "0.0.0.0" for a remote Prometheus.
   std::string address = "127.0.0.1";
   // TCP port; 0 picks a free one (see port()).
   int port = 0;
@@ -54,9 +56,13 @@ struct MetricsServerOptions {
 class MetricsServer {
  public:
   // Starts serving. Errors: kInvalidArgument for bad options,
-  // kUnavailable if the address cannot be bound (with civetweb's reason).
+  // kUnimplemented for an IPv6 address without SupportsIpv6(), kUnavailable
+  // if the address cannot be bound (with civetweb's reason).
   static absl::StatusOr<std::unique_ptr<MetricsServer>> Start(
       MetricsServerOptions options);
+
+  // Whether the linked civetweb listens on IPv6 addresses.
+  static bool SupportsIpv6();
 
   ~MetricsServer();
   MetricsServer(const MetricsServer&) = delete;
@@ -67,7 +73,7 @@ class MetricsServer {
 
  private:
   MetricsServer(metrics::Registry* registry) : registry_(registry) {}
-  static int Handle(struct mg_connection* conn, void* self);
+  static int Handle(::mg_connection* conn, void* self);
 
   metrics::Registry* const registry_;
   struct mg_context* ctx_ = nullptr;
