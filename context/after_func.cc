@@ -8,6 +8,7 @@
 
 #include "context/internal/context_access.h"
 #include "context/internal/executor.h"
+#include "context/orphans.h"
 
 namespace reqctx {
 namespace internal {
@@ -68,7 +69,15 @@ class AfterFuncState final
       std::lock_guard<std::mutex> lock(mu_);
       runner_ = std::this_thread::get_id();
     }
-    f_();
+    if (OrphanDetectorEnabled()) {
+      // Runs because its context is done: orphaned once it runs too long.
+      const Context ctx = ContextAccess::FromNode(
+          NodeRef<Node>::Share(static_cast<Node*>(node_.get())));
+      OrphanWatch watch(ctx, "after_func", "");
+      f_();
+    } else {
+      f_();
+    }
     f_ = nullptr;
     {
       std::lock_guard<std::mutex> lock(mu_);

@@ -21,6 +21,7 @@
 #include "context/core.h"        // IWYU pragma: export
 #include "context/current.h"     // IWYU pragma: export
 #include "context/group.h"       // IWYU pragma: export
+#include "context/orphans.h"     // IWYU pragma: export
 #include "context/sleep.h"       // IWYU pragma: export
 
 #endif  // REQCTX_CONTEXT_CONTEXT_H_
