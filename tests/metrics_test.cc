@@ -2,6 +2,9 @@
 // exact text format 0.0.4 it exposes.
 #include "metrics/metrics.h"
 
+#include "metrics/call_log.h"
+#include "metrics/rpc_metrics.h"
+
 #include <cmath>
 #include <limits>
 #include <string>
@@ -133,6 +136,49 @@ TEST(Metrics, ConcurrentRecordingLosesNothing) {
   EXPECT_EQ(s.count, kThreads * kPerThread);
   EXPECT_EQ(s.buckets[0], kThreads / 2 * kPerThread);
   EXPECT_DOUBLE_EQ(s.sum, kThreads / 2 * kPerThread * 1.25);
+}
+
+TEST(RpcMetrics, FamiliesRegisterAndMethodHandlesAreShared) {
+  const ServerMethodMetrics& a = ServerMethod("/t.S/A");
+  EXPECT_EQ(&a, &ServerMethod(std::string("/t.S/A")));  // Cached per thread.
+  const ServerMethodMetrics* other_thread = nullptr;
+  std::thread([&] { other_thread = &ServerMethod("/t.S/A"); }).join();
+  EXPECT_EQ(other_thread, &a);  // And shared across threads.
+  a.handled[4]->Increment();
+  a.deadline_at_arrival->Observe(0.3);
+  ClientMethod("/t.S/A").started->Increment(2);
+  Policy().retries->WithLabels({"/t.S/A"}).Increment();
+  RegisterProcessGauges();
+  RegisterProcessGauges();  // Idempotent.
+  const std::string page = Registry::Default().Expose();
+  EXPECT_THAT(page, HasSubstr("reqctx_server_handled_total{method=\"/t.S/A\",code=\"DEADLINE_EXCEEDED\"} 1\n"));
+  EXPECT_THAT(page, HasSubstr("reqctx_server_deadline_at_arrival_seconds_bucket{method=\"/t.S/A\",le=\"0.5\"} 1\n"));
+  EXPECT_THAT(page, HasSubstr("reqctx_client_started_total{method=\"/t.S/A\"} 2\n"));
+  EXPECT_THAT(page, HasSubstr("reqctx_client_retries_total{method=\"/t.S/A\"} 1\n"));
+  EXPECT_THAT(page, HasSubstr("# TYPE reqctx_live_timers gauge\n"));
+  EXPECT_EQ(CodeName(0), "OK");
+  EXPECT_EQ(CodeName(16), "UNAUTHENTICATED");
+  EXPECT_EQ(CodeName(99), "UNKNOWN");
+}
+
+TEST(CallLog, JsonLineHasEveryFieldEscaped) {
+  CallLogRecord r;
+  r.side = "server";
+  r.method = "/a\"b\n";
+  r.code = 1;
+  r.trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+  r.span_id = "00f067aa0ba902b7";
+  r.parent_span_id = "";
+  r.deadline_at_arrival = absl::Milliseconds(250);
+  r.duration = absl::Microseconds(1500);
+  r.orphaned = absl::ZeroDuration();
+  EXPECT_EQ(FormatCallLogJson(r),
+            "{\"side\":\"server\",\"method\":\"/a\\\"b\\u000a\",\"code\":\"CANCELLED\","
+            "\"trace_id\":\"4bf92f3577b34da6a3ce929d0e0e4736\",\"span_id\":\"00f067aa0ba902b7\","
+            "\"parent_span_id\":\"\",\"deadline_at_arrival_s\":0.25,\"duration_s\":0.0015,"
+            "\"orphaned_s\":0}");
+  r.deadline_at_arrival.reset();
+  EXPECT_THAT(FormatCallLogJson(r), HasSubstr("\"deadline_at_arrival_s\":null"));
 }
 
 }  // namespace
