@@ -7,6 +7,9 @@
 //   context/sleep.h       SleepFor
 //   context/current.h     Current, ScopedContext
 //   context/group.h       Group (errgroup)
+//   context/waitable.h    DoneFd (a Context as a pollable descriptor)
+//   context/select.h      Select (first of several done), Wait (condvar)
+//   context/stop_token.h  StopTokenOf, WithStopToken (std::stop_token)
 // Each header states its own contract. In short: every function is
 // thread-safe; handles are cheap to copy and keep what they refer to alive;
 // nothing here creates a thread per context, deadline or waiter (a shared
@@ -22,6 +25,9 @@
 #include "context/current.h"     // IWYU pragma: export
 #include "context/group.h"       // IWYU pragma: export
 #include "context/orphans.h"     // IWYU pragma: export
+#include "context/select.h"      // IWYU pragma: export
 #include "context/sleep.h"       // IWYU pragma: export
+#include "context/stop_token.h"  // IWYU pragma: export
+#include "context/waitable.h"    // IWYU pragma: export
 
 #endif  // REQCTX_CONTEXT_CONTEXT_H_

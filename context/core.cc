@@ -218,8 +218,9 @@ std::pair<Context, CancelFunc> NewDeadlineChild(const Context& parent,
                                                 absl::Status cause) {
   const internal::TimerNode* current =
       internal::NearestTimer(ContextAccess::NodeOf(parent));
-  if (mono == internal::kMonoNever ||
-      (current != nullptr && current->mono_deadline() <= mono)) {
+  // A deadline too far away for the monotonic clock (past ~292 years) still
+  // gets a timer layer, so Deadline() reports it; it is never queued.
+  if (current != nullptr && current->mono_deadline() <= mono) {
     return WithCancel(parent);
   }
   auto [ctx, canceler] = ShareNewNode(internal::TimerNode::New(

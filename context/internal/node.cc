@@ -363,6 +363,7 @@ TimerNode* TimerNode::New(const Node* parent, absl::Time deadline,
               /*remove_from_parent=*/true);
     return n;
   }
+  if (mono_deadline == kMonoNever) return n;  // Beyond the clock: never fires.
   bool queued;
   {
     std::lock_guard<SmallMutex> lock(n->mu_);

@@ -21,7 +21,7 @@ absl::StatusOr<std::unique_ptr<EchoServer>> EchoServer::Start(
     return absl::InvalidArgumentError("workers must be >= 1");
   }
   auto service = std::make_unique<EchoService>(EchoServiceOptions{
-      options.name, options.next, options.workers});
+      options.name, options.next, options.workers, options.postgres});
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(absl::StrCat("127.0.0.1:", options.port),

@@ -28,6 +28,7 @@ struct EchoServerOptions {
   int port = 0;      // 0: any free port.
   std::string next;  // host:port of the next hop; empty: last hop.
   int workers = 2;
+  std::string postgres;  // libpq conninfo; see EchoServiceOptions.
 };
 
 class EchoServer {

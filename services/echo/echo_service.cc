@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <memory>
+#include <string>
 #include <optional>
 #include <utility>
 
@@ -74,7 +76,10 @@ EchoService::EchoService(EchoServiceOptions options)
       next_(options_.next.empty()
                 ? nullptr
                 : ::echo::v1::Echo::NewStub(reqctx::CreateChannel(
-                      options_.next, grpc::InsecureChannelCredentials()))) {}
+                      options_.next, grpc::InsecureChannelCredentials()))),
+      postgres_(options_.postgres.empty()
+                    ? nullptr
+                    : std::make_unique<postgres::Pool>(options_.postgres)) {}
 
 Hop EchoService::ArrivalHop(const Context& ctx) const {
   Hop hop;
@@ -106,6 +111,15 @@ absl::Status EchoService::RunWorkers(const Context& ctx, absl::Duration work) {
   return group.Wait();
 }
 
+absl::Status EchoService::QueryWork(const Context& ctx, int64_t work_ms) {
+  if (work_ms <= 0) return ctx.Err();
+  stats_.WorkerStarted();  // The query is this call's one worker.
+  absl::StatusOr<postgres::Result> r = postgres_->Query(
+      ctx, "SELECT pg_sleep($1::float8 / 1000.0)", {std::to_string(work_ms)});
+  stats_.WorkerFinished();
+  return r.status();
+}
+
 grpc::Status EchoService::Echo(grpc::ServerContext* sc,
                                const EchoRequest* request,
                                EchoResponse* response) {
@@ -113,7 +127,11 @@ grpc::Status EchoService::Echo(grpc::ServerContext* sc,
   Hop hop = ArrivalHop(ctx);
   RequestScope scope(stats_, ctx);
   absl::Status s = CheckWork(request->work_ms());
-  if (s.ok()) s = RunWorkers(ctx, absl::Milliseconds(request->work_ms()));
+  if (s.ok()) {
+    s = postgres_ != nullptr
+            ? QueryWork(ctx, request->work_ms())
+            : RunWorkers(ctx, absl::Milliseconds(request->work_ms()));
+  }
   EchoResponse downstream;
   if (s.ok() && next_ != nullptr) {
     std::unique_ptr<grpc::ClientContext> cc = NewClientContext(ctx);

@@ -2,7 +2,8 @@
 //
 // Echo does `work_ms` of simulated work on K worker threads (each worker
 // works for work_ms, in 10 ms slices, and stops as soon as the call's Context
-// is done), then, if a next hop is configured, calls Echo on it with a
+// is done) -- or, with a PostgreSQL server configured, runs `SELECT
+// pg_sleep(work_ms / 1000.0)` there under the call's Context -- then, if a next hop is configured, calls Echo on it with a
 // Context derived from the call's (so the deadline shrinks, cancellation
 // propagates and the trace continues), and returns one Hop per server.
 // EchoStream sends one numbered response per work_ms (100 ms if work_ms is 0)
@@ -22,6 +23,7 @@
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "context/core.h"
+#include "integrations/postgres/postgres.h"
 #include "proto/echo.grpc.pb.h"
 #include "services/echo/echo_stats.h"
 
@@ -31,6 +33,10 @@ struct EchoServiceOptions {
   std::string name = "echo";  // Reported as Hop.service.
   std::string next;           // host:port of the next hop; empty: last hop.
   int workers = 2;            // K worker threads per Echo call (>= 1).
+  // libpq conninfo. Non-empty: an Echo call's work is instead one query,
+  // `SELECT pg_sleep(work_ms / 1000.0)`, on this PostgreSQL server, bound
+  // to the call's Context (a cancel or deadline stops it on the server).
+  std::string postgres;
 };
 
 class EchoService final : public ::echo::v1::Echo::Service {
@@ -53,6 +59,7 @@ class EchoService final : public ::echo::v1::Echo::Service {
  private:
   ::echo::v1::Hop ArrivalHop(const Context& ctx) const;
   absl::Status RunWorkers(const Context& ctx, absl::Duration work);
+  absl::Status QueryWork(const Context& ctx, int64_t work_ms);
   absl::Status GenerateStream(
       const Context& ctx, const ::echo::v1::Hop& hop,
       const ::echo::v1::EchoRequest& request,
@@ -63,6 +70,7 @@ class EchoService final : public ::echo::v1::Echo::Service {
 
   const EchoServiceOptions options_;
   const std::unique_ptr<::echo::v1::Echo::Stub> next_;  // Null: last hop.
+  const std::unique_ptr<postgres::Pool> postgres_;  // Null: simulated work.
   EchoStats stats_;
 };
 

@@ -1,6 +1,7 @@
 // echo server: serves echo.v1.Echo on 127.0.0.1 until SIGINT or SIGTERM.
 //
 //   server --name=backend --port=0 [--next=127.0.0.1:PORT] [--workers=2]
+//          [--postgres="host=127.0.0.1 port=5432 user=postgres"]
 //
 // Prints "listening on 127.0.0.1:PORT" once serving. On SIGINT/SIGTERM it
 // cancels in-flight calls (their Contexts are canceled), waits for their
@@ -22,6 +23,9 @@ ABSL_FLAG(std::string, name, "echo", "service name reported in each Hop");
 ABSL_FLAG(int, port, 0, "port on 127.0.0.1 (0: pick a free one)");
 ABSL_FLAG(std::string, next, "", "host:port of the next hop (empty: none)");
 ABSL_FLAG(int, workers, 2, "worker threads per Echo call");
+ABSL_FLAG(std::string, postgres, "",
+          "libpq conninfo: do each Echo call's work as SELECT pg_sleep(work_ms "
+          "/ 1000.0) on this PostgreSQL server, bound to the call's Context");
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
@@ -41,6 +45,7 @@ int main(int argc, char** argv) {
   options.port = absl::GetFlag(FLAGS_port);
   options.next = absl::GetFlag(FLAGS_next);
   options.workers = absl::GetFlag(FLAGS_workers);
+  options.postgres = absl::GetFlag(FLAGS_postgres);
   absl::StatusOr<std::unique_ptr<reqctx::echo::EchoServer>> server =
       reqctx::echo::EchoServer::Start(options);
   if (!server.ok()) {
