@@ -93,6 +93,7 @@ class DoneSignal {
 
  private:
   friend class DoneRef;
+  friend class ContextAccess;
   explicit DoneSignal(internal::NodeRef<internal::CancelNode> node)
       : node_(std::move(node)) {}
   internal::NodeRef<internal::CancelNode> node_;

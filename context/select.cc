@@ -39,10 +39,9 @@ class SelectArm final : public Listener {
   bool linked = false;
 };
 
-std::optional<size_t> FirstDone(std::span<const Context> ctxs) {
-  for (size_t i = 0; i < ctxs.size(); ++i) {
-    const CancelNode* n = ContextAccess::CancelLayer(ctxs[i]);
-    if (n != nullptr && n->IsDone()) return i;
+std::optional<size_t> FirstDone(std::span<CancelNode* const> nodes) {
+  for (size_t i = 0; i < nodes.size(); ++i) {
+    if (nodes[i] != nullptr && nodes[i]->IsDone()) return i;
   }
   return std::nullopt;
 }
@@ -92,21 +91,20 @@ class CvWaker final : public Listener, public Task {
   bool ran_ = false;  // Guarded by mu_.
 };
 
-}  // namespace
-
-std::optional<size_t> Select(std::span<const Context> ctxs,
-                             absl::Duration timeout) {
-  if (std::optional<size_t> i = FirstDone(ctxs)) return i;
+// Select over the cancel layers (nullptr: never done) of what was given.
+std::optional<size_t> SelectNodes(std::span<CancelNode* const> nodes,
+                                  absl::Duration timeout) {
+  if (std::optional<size_t> i = FirstDone(nodes)) return i;
   if (timeout <= absl::ZeroDuration()) return std::nullopt;
   const internal::MonoTime end =
       internal::MonoAdd(internal::MonoNow(), timeout);
   SelectWaiter waiter;
-  std::unique_ptr<SelectArm[]> arms(new SelectArm[ctxs.size()]);
+  std::unique_ptr<SelectArm[]> arms(new SelectArm[nodes.size()]);
   bool done_at_link = false;
-  for (size_t i = 0; i < ctxs.size() && !done_at_link; ++i) {
+  for (size_t i = 0; i < nodes.size() && !done_at_link; ++i) {
     SelectArm& a = arms[i];
     a.waiter = &waiter;
-    a.node = ContextAccess::CancelLayer(ctxs[i]);
+    a.node = nodes[i];
     if (a.node == nullptr) continue;
     a.linked = a.node->AddListener(&a);
     done_at_link = !a.linked;
@@ -114,10 +112,41 @@ std::optional<size_t> Select(std::span<const Context> ctxs,
   if (!done_at_link) SleepUntil(waiter, end);
   // Unlinking takes each node's lock, which a canceler holds while
   // notifying: after this no arm is touched any more.
-  for (size_t i = 0; i < ctxs.size(); ++i) {
+  for (size_t i = 0; i < nodes.size(); ++i) {
     if (arms[i].linked) arms[i].node->RemoveListener(&arms[i]);
   }
-  return FirstDone(ctxs);
+  return FirstDone(nodes);
+}
+
+template <typename T, typename LayerOf>
+std::optional<size_t> SelectOver(std::span<const T> items,
+                                 absl::Duration timeout, LayerOf layer_of) {
+  std::unique_ptr<CancelNode*[]> nodes(new CancelNode*[items.size()]);
+  for (size_t i = 0; i < items.size(); ++i) nodes[i] = layer_of(items[i]);
+  return SelectNodes(std::span<CancelNode* const>(nodes.get(), items.size()),
+                     timeout);
+}
+
+}  // namespace
+
+std::optional<size_t> Select(std::span<const Context> ctxs,
+                             absl::Duration timeout) {
+  return SelectOver(ctxs, timeout, [](const Context& c) {
+    return ContextAccess::CancelLayer(c);
+  });
+}
+
+std::optional<size_t> Select(std::span<const DoneSignal> signals,
+                             absl::Duration timeout) {
+  return SelectOver(signals, timeout, [](const DoneSignal& d) {
+    return ContextAccess::CancelLayer(d);
+  });
+}
+
+std::optional<size_t> Select(std::initializer_list<DoneSignal> signals,
+                             absl::Duration timeout) {
+  return Select(std::span<const DoneSignal>(signals.begin(), signals.size()),
+                timeout);
 }
 
 std::optional<size_t> Select(std::initializer_list<Context> ctxs,

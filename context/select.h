@@ -10,8 +10,8 @@
 //     return ctx.Err();  // Done before anything arrived.
 //   }
 //
-// Select takes Contexts (a DoneSignal does not expose its node to this
-// library without a change to the core; Select({ctx}) is the same signal).
+// Select takes Contexts or DoneSignals (the same signal: Select({ctx}) and
+// Select({DoneSignal(ctx.Done())}) wait alike).
 //
 // Thread-safety: both functions may be called from any number of threads.
 // Neither creates a thread or a timer: the caller sleeps on a condition
@@ -46,6 +46,12 @@ namespace reqctx {
 std::optional<size_t> Select(std::span<const Context> ctxs,
                              absl::Duration timeout = absl::InfiniteDuration());
 std::optional<size_t> Select(std::initializer_list<Context> ctxs,
+                             absl::Duration timeout = absl::InfiniteDuration());
+// The same over done signals (Go's select over several ctx.Done() channels),
+// e.g. `Select({req.Done(), shutdown.Done()}, absl::Seconds(1))`.
+std::optional<size_t> Select(std::span<const DoneSignal> signals,
+                             absl::Duration timeout = absl::InfiniteDuration());
+std::optional<size_t> Select(std::initializer_list<DoneSignal> signals,
                              absl::Duration timeout = absl::InfiniteDuration());
 
 namespace internal {

@@ -10,10 +10,17 @@
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "context/context.h"
+#include "context/version.h"
 #include "gtest/gtest.h"
 
 namespace reqctx {
 namespace {
+
+// What version 0.1 promises (context/version.h, CHANGELOG.md): changing a
+// signature pinned in this file means a new minor version and a CHANGELOG
+// entry, and then this assertion too.
+static_assert(REQCTX_VERSION_MAJOR == 0 && REQCTX_VERSION_MINOR == 1,
+              "signatures pinned for reqctx 0.1");
 
 inline constexpr Key<int> kConstexprKey("constexpr");  // constexpr ctor.
 static_assert(!std::is_convertible_v<std::string_view, Key<int>>,

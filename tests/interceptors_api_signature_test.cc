@@ -7,10 +7,17 @@
 #include <type_traits>
 
 #include "interceptors/interceptors.h"
+#include "context/version.h"
 #include "gtest/gtest.h"
 
 namespace reqctx {
 namespace {
+
+// What version 0.1 promises (context/version.h, CHANGELOG.md): changing a
+// signature pinned in this file means a new minor version and a CHANGELOG
+// entry, and then this assertion too.
+static_assert(REQCTX_VERSION_MAJOR == 0 && REQCTX_VERSION_MINOR == 1,
+              "signatures pinned for reqctx 0.1");
 
 static_assert(std::is_same_v<decltype(TraceContext::trace_id), std::string>);
 static_assert(std::is_same_v<decltype(TraceContext::span_id), std::string>);

@@ -14,6 +14,13 @@
 // thread than the one that parsed the response into the caller's message
 // (gRPC core hands it over), so races whose stack contains gRPC's
 // CallOpRecvMessage -- gRPC writing a received message -- are suppressed too.
+// Likewise gRPC stores a unary call's std::function callback on the caller's
+// thread and invokes it on its own: the read of reqctx's coroutine-call
+// callback object (//async:grpc_call, GrpcCallAwaiter::Done) inside
+// std::function's invoker is suppressed (top frame only; what Done does is
+// still checked), and so is gRPC moving that std::function out of its tag on
+// its thread (CallbackWithStatusTag::Run; with -O1 -g the inlined move
+// constructor is the top frame).
 //
 // Linked (alwayslink) into the test binaries that run gRPC; TSan reads this
 // hook at startup. Harmless in non-TSan builds.
@@ -26,5 +33,9 @@ extern "C" const char* __tsan_default_suppressions() {
          "race_top:grpc::internal::CallbackWithStatusTag\n"
          "race_top:grpc::internal::CallbackWithSuccessTag\n"
          "race_top:grpc::internal::InterceptorBatchMethodsImpl\n"
-         "race:grpc::internal::CallOpRecvMessage<\n";
+         "race:grpc::internal::CallOpRecvMessage<\n"
+         "race_top:std::_Function_handler<void (grpc::Status), "
+         "reqctx::internal::GrpcCallAwaiter::Done>\n"
+         "race_top:std::function<void (grpc::Status)>::function("
+         "std::function<void (grpc::Status)>&&)\n";
 }

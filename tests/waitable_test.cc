@@ -178,6 +178,20 @@ TEST(SelectTest, ReturnsWhichIsDone) {
   EXPECT_EQ(Select({a, b}), std::optional<size_t>(0));  // Lowest done index.
 }
 
+TEST(SelectTest, OverDoneSignals) {
+  auto [a, cancel_a] = WithCancel(Background());
+  auto [b, cancel_b] = WithCancel(Background());
+  DoneSignal da = a.Done();
+  DoneSignal db = b.Done();
+  EXPECT_EQ(Select({da, db}, absl::ZeroDuration()), std::nullopt);
+  std::thread t([c = cancel_b] { c(); });
+  EXPECT_EQ(Select({da, db}, kBound), std::optional<size_t>(1));
+  t.join();
+  // Signals outlive their contexts' handles; never-done signals never win.
+  EXPECT_EQ(Select({DoneSignal(), Background().Done(), db}, kBound),
+            std::optional<size_t>(2));
+}
+
 TEST(SelectTest, TimeoutAndNeverDone) {
   const absl::Time start = absl::Now();
   EXPECT_EQ(Select({Background(), TODO()}, absl::Milliseconds(30)),

@@ -24,6 +24,10 @@ PACKAGES=(
   postgresql               # PostgreSQL 15 server: //integrations/postgres tests, demo_postgres
   libpq-dev                # libpq: //integrations/postgres
   libcurl4-openssl-dev     # libcurl: //integrations/http
+  cmake                    # the CMake build (tools/ci_cmake.sh)
+  make                     # CMake's generator; the pkg-config consumer
+  pkg-config               # the pkg-config consumer
+  libasio-dev              # standalone asio 1.22 (//async:asio)
 )
 
 missing=()

@@ -15,6 +15,10 @@ class ContextAccess {
   static internal::CancelNode* CancelLayer(const Context& ctx) {
     return ctx.node_ ? ctx.node_->cancel_layer() : nullptr;
   }
+  // The node a done signal observes, or nullptr if it can never be done.
+  static internal::CancelNode* CancelLayer(const DoneSignal& d) {
+    return d.node_.get();
+  }
   // The innermost node of `ctx` (nullptr: Background).
   static const internal::Node* NodeOf(const Context& ctx) {
     return ctx.node_.get();
