@@ -18,9 +18,11 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "context/current.h"
+#include "interceptors/internal/call_observer.h"
 #include "interceptors/internal/server_call.h"
 #include "interceptors/internal/server_call_registry.h"
 #include "interceptors/internal/trace_propagation.h"
+#include "w3c/baggage_context.h"
 
 namespace reqctx {
 namespace {
@@ -33,6 +35,19 @@ using internal::ServerCallRegistry;
 // Inline for the usual single value: gathering the headers costs no heap
 // allocation per call.
 using HeaderList = absl::InlinedVector<std::string_view, 2>;
+
+// `parent` with the baggage of the call's `baggage` headers (joined, as
+// repeated headers form one list), or `parent` itself if there is none.
+Context WithIncomingBaggage(const Context& parent, const HeaderList& values) {
+  if (values.empty()) return parent;
+  if (values.size() == 1) return WithBaggageHeader(parent, values[0]);
+  std::string joined;
+  for (std::string_view v : values) {
+    if (!joined.empty()) joined.push_back(',');
+    joined.append(v);
+  }
+  return WithBaggageHeader(parent, joined);
+}
 
 HeaderList HeaderValues(
     const std::multimap<grpc::string_ref, grpc::string_ref>& metadata,
@@ -65,11 +80,11 @@ std::optional<absl::Time> DeadlineOf(const grpc::ServerContextBase& sc) {
 class ServerCallInterceptor final : public grpc::experimental::Interceptor {
  public:
   explicit ServerCallInterceptor(grpc::experimental::ServerRpcInfo* info)
-      : sc_(info->server_context()) {}
+      : sc_(info->server_context()), method_(info->method()) {}
 
   ~ServerCallInterceptor() override {
     if (call() == nullptr) return;
-    EndCall();
+    EndCall(grpc::CANCELLED);  // No status was sent.
     if (current_scope_ != nullptr && !OnScopeThread()) {
       // Never expected: a ScopedContext must die on its own thread, so
       // abandon it rather than corrupt this thread's Current().
@@ -91,7 +106,7 @@ class ServerCallInterceptor final : public grpc::experimental::Interceptor {
     if (methods->QueryInterceptionHookPoint(
             InterceptionHookPoints::PRE_SEND_STATUS)) {
       status_sent_.store(true);
-      EndCall();
+      EndCall(methods->GetSendStatus().error_code());
       // Sync API: this runs on the handler's thread, after the handler.
       if (OnScopeThread()) current_scope_.reset();
     }
@@ -113,6 +128,7 @@ class ServerCallInterceptor final : public grpc::experimental::Interceptor {
  private:
   void BeginCall(
       const std::multimap<grpc::string_ref, grpc::string_ref>& metadata) {
+    const int64_t arrival_ns = internal::MonoNowNs();
     grpc::ServerContextBase* sc = sc_;
     std::optional<absl::Time> deadline = DeadlineOf(*sc);
     auto [base, cancel] = deadline.has_value()
@@ -129,6 +145,11 @@ class ServerCallInterceptor final : public grpc::experimental::Interceptor {
     if (trace.tracestate.has_value()) {
       ctx = internal::WithTracestate(ctx, std::move(*trace.tracestate));
     }
+    ctx = WithIncomingBaggage(ctx, HeaderValues(metadata, kBaggageHeader));
+    std::optional<absl::Duration> remaining;
+    if (deadline.has_value()) remaining = *deadline - absl::Now();
+    observer_.Start(method_, ctx, arrival_ns, remaining,
+                    {traceparents.data(), traceparents.size()});
     // grpc::ServerContext serves the sync (and async) API; the callback API
     // uses grpc::CallbackServerContext.
     auto* sync_context = dynamic_cast<grpc::ServerContext*>(sc);
@@ -146,10 +167,14 @@ class ServerCallInterceptor final : public grpc::experimental::Interceptor {
 
   // Once per call: PRE_SEND_STATUS ends it, and the destructor only if that
   // never ran (a second registry removal per call would be pure overhead).
-  void EndCall() {
+  // `code`: the status sent (or CANCELLED if none was).
+  void EndCall(int code) {
     std::shared_ptr<ServerCall> c = call();
     if (c == nullptr || ended_.exchange(true)) return;
     ServerCallRegistry::Get().Remove(sc_, c.get());
+    // Before End() cancels the Context: a Context done only by the call's
+    // end is not orphaned work.
+    observer_.Finish(code, c->context(), c->cancel_seen_ns());
     c->End();
   }
 
@@ -166,6 +191,10 @@ class ServerCallInterceptor final : public grpc::experimental::Interceptor {
 
   // Used as a registry key only: this object may outlive the ServerContext.
   grpc::ServerContextBase* const sc_;
+  const char* const method_;  // gRPC's, valid for the call.
+  // Started before call_ is published under mu_, finished by the one
+  // EndCall (which reads call_ under mu_ first).
+  internal::ServerCallObserver observer_;
   std::atomic<bool> status_sent_{false};
   std::atomic<bool> ended_{false};  // EndCall has run.
   // Only touched on the sync handler's thread (and in the destructor).

@@ -70,6 +70,12 @@ Context WithBaggageMembers(const Context& parent,
   return WithParsed(parent, ParseBaggage(FormatBaggage(members)));
 }
 
+Context WithBaggageHeader(const Context& parent, std::string_view header) {
+  std::vector<BaggageMember> members = ParseBaggage(header);
+  if (members.empty()) return parent;
+  return WithParsed(parent, std::move(members));
+}
+
 std::string BaggageHeaderFor(const Context& ctx) {
   const MemberList* m = ctx.Value(kBaggageKey);
   if (m == nullptr || *m == nullptr || (*m)->empty()) return "";

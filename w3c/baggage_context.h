@@ -66,6 +66,12 @@ Context WithBaggage(const Context& parent, std::string_view key,
 Context WithBaggageMembers(const Context& parent,
                            std::vector<BaggageMember> members);
 
+// A child of `parent` whose baggage is what ParseBaggage keeps of `header`
+// (a received header value; several received headers joined with ','), for
+// glue code that reads the header off the wire. Returns `parent` itself if
+// nothing is kept, so a call without baggage costs no Context layer.
+Context WithBaggageHeader(const Context& parent, std::string_view header);
+
 // The `baggage` header for an outbound call under `ctx`, or "" if it has none.
 std::string BaggageHeaderFor(const Context& ctx);
 

@@ -23,6 +23,7 @@ int64_t MonoNowNs() {
 }
 
 void ServerCallObserver::Start(const char* method, const Context& ctx,
+                               int64_t arrival_ns,
                                std::optional<absl::Duration> remaining,
                                std::span<const std::string_view> traceparents) {
   const bool metrics = MetricsOn();
@@ -32,7 +33,7 @@ void ServerCallObserver::Start(const char* method, const Context& ctx,
   }
   if (!metrics && !log_) return;
   method_ = method;
-  start_ns_ = MonoNowNs();
+  start_ns_ = arrival_ns;
   remaining_ = remaining;
   if (log_ && traceparents.size() == 1) {
     // The caller's span, if the trace was continued from it.
@@ -141,9 +142,9 @@ void ClientCallObserver::Finish(int code) {
   sink->Write(r);
 }
 
-void ClientCallObserver::CancelSent() const {
-  if (m_ == nullptr) return;
-  m_->cancel_propagation->ObserveDuration(SinceAfterFuncContextDone());
+void ClientCallObserver::CancelSent(const metrics::ClientMethodMetrics* m) {
+  if (m == nullptr) return;
+  m->cancel_propagation->ObserveDuration(SinceAfterFuncContextDone());
 }
 
 }  // namespace reqctx::internal

@@ -28,11 +28,12 @@ int64_t MonoNowNs();
 
 class ServerCallObserver {
  public:
-  // At the call's arrival: `remaining` is the time left to its deadline
-  // (nullopt: none), `traceparents` the incoming header values (for the
-  // parent span id in the call log). A no-op while metrics, orphan detection
-  // and the call log are all off.
-  void Start(const char* method, const Context& ctx,
+  // At the call's arrival (`arrival_ns`, MonoNowNs, read before the
+  // deadline): `remaining` is the time left to its deadline (nullopt: none),
+  // `traceparents` the incoming header values (for the parent span id in
+  // the call log). A no-op while metrics, orphan detection and the call log
+  // are all off.
+  void Start(const char* method, const Context& ctx, int64_t arrival_ns,
              std::optional<absl::Duration> remaining,
              std::span<const std::string_view> traceparents);
   // When the status `code` is sent (the handler returned). `cancel_seen_ns`:
@@ -57,9 +58,12 @@ class ClientCallObserver {
   void Start(const char* method, const Context* ctx);
   // When the call's status `code` is received. Idempotent.
   void Finish(int code);
+  // The method's handles once Start ran with metrics on, else nullptr.
+  const metrics::ClientMethodMetrics* metrics() const { return m_; }
   // In the AfterFunc that cancels the call once its Context is done, right
-  // after TryCancel(): records the time since the Context was done.
-  void CancelSent() const;
+  // after TryCancel(): records the time since the Context was done into
+  // `m` (metrics() of the call's observer; nothing if nullptr).
+  static void CancelSent(const metrics::ClientMethodMetrics* m);
 
  private:
   const metrics::ClientMethodMetrics* m_ = nullptr;

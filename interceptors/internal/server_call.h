@@ -21,6 +21,7 @@
 #define REQCTX_INTERCEPTORS_INTERNAL_SERVER_CALL_H_
 
 #include <atomic>
+#include <cstdint>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -54,6 +55,9 @@ class ServerCall : public std::enable_shared_from_this<ServerCall> {
   // The call was closed or canceled before the server sent its status:
   // client cancel, deadline, server shutdown or a server-side TryCancel.
   void OnCancelled();
+  // When OnCancelled first canceled the Context (the clock of MonoNowNs in
+  // call_observer.h), or 0 if it never did.
+  int64_t cancel_seen_ns() const { return cancel_seen_ns_.load(); }
   // The call is over (status sent, call closed, or interceptor gone): stops
   // watching and cancels (releases) the Context. Idempotent.
   void End();
@@ -71,6 +75,7 @@ class ServerCall : public std::enable_shared_from_this<ServerCall> {
   const CancelFunc cancel_;
   const std::optional<absl::Time> deadline_;
   std::atomic<bool> handler_started_{false};
+  std::atomic<int64_t> cancel_seen_ns_{0};
 
   std::mutex watch_mu_;
   bool watching_ = false;  // Guarded by watch_mu_.
