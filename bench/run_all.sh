@@ -27,7 +27,7 @@ done
 BIN="$(mktemp -d -t reqctx-bin.XXXXXX)"
 trap 'rm -rf "${BIN}"' EXIT
 
-targets=(//bench:context_bench //bench:rpc_bench //bench:timer_bench)
+targets=(//bench:context_bench //bench:rpc_bench //bench:timer_bench //bench:watcher_bench)
 log "building ${targets[*]} with -c opt"
 bazel build -c opt "${targets[@]}" >&2
 BAZEL_BIN="$(bazel info -c opt bazel-bin 2>/dev/null)"
@@ -38,3 +38,14 @@ log "building the Go side ($(go version | cut -d' ' -f3))"
 bench/build_go.sh "${BIN}" >&2
 
 bench/measure.sh "${BIN}"
+
+# --- Sync cancel watcher (issue 10): poll pass at 10,000 in-flight calls -------------
+log "running //bench:watcher_bench (poll pass at 10,000 watched sync calls)"
+echo
+echo "Sync cancel watcher (//bench:watcher_bench): one poll pass at 10,000"
+echo "in-flight sync calls, a pass dropping 10,000 finished ones, and the"
+echo "previous removal (std::find inside std::partition) for comparison."
+echo
+"${BIN}/watcher_bench" --benchmark_repetitions="${BENCH_REPETITIONS:-3}" \
+  --benchmark_report_aggregates_only=true 2>/dev/null |
+  grep -E '^(Benchmark|BM_.*_median)'

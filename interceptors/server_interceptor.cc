@@ -1,6 +1,7 @@
 #include "interceptors/server_interceptor.h"
 
 #include <grpc/support/time.h>
+#include <pthread.h>
 
 #include <atomic>
 #include <chrono>
@@ -19,6 +20,7 @@
 #include "absl/time/time.h"
 #include "context/current.h"
 #include "interceptors/internal/call_observer.h"
+#include "interceptors/internal/incoming_deadline.h"
 #include "interceptors/internal/server_call.h"
 #include "interceptors/internal/server_call_registry.h"
 #include "interceptors/internal/trace_propagation.h"
@@ -60,20 +62,62 @@ HeaderList HeaderValues(
   return values;
 }
 
-// The call's deadline, from gRPC's raw gpr_timespec. Not from
-// ServerContextBase::deadline(): its conversion to system_clock::time_point
-// (nanoseconds in int64, +-292 years) overflows for a far but valid
-// `grpc-timeout` such as "99999999H" (~11,400 years), and the wrapped value
-// lies in the past, which failed such calls with DEADLINE_EXCEEDED at once.
-// absl::Time has the range (and saturates beyond it).
-std::optional<absl::Time> DeadlineOf(const grpc::ServerContextBase& sc) {
+// The time left until the call's deadline, read once from gRPC's raw
+// gpr_timespec (nullopt: no deadline). Not from ServerContextBase::deadline():
+// its conversion to system_clock::time_point (nanoseconds in int64, +-292
+// years) overflows for a far but valid `grpc-timeout` such as "99999999H"
+// (~11,400 years), and the wrapped value lies in the past, which failed such
+// calls with DEADLINE_EXCEEDED at once. absl::Duration has the range. The
+// difference is taken on the deadline's own clock (gRPC keeps server
+// deadlines on the monotonic clock), and the Context is made with
+// WithTimeout, so the deadline fires by the monotonic clock however the wall
+// clock is stepped.
+std::optional<absl::Duration> RemainingOf(const grpc::ServerContextBase& sc) {
   gpr_timespec raw = sc.raw_deadline();
   if (gpr_time_cmp(raw, gpr_inf_future(raw.clock_type)) == 0) {
     return std::nullopt;
   }
-  gpr_timespec real = gpr_convert_clock_type(raw, GPR_CLOCK_REALTIME);
-  return absl::FromUnixSeconds(real.tv_sec) + absl::Nanoseconds(real.tv_nsec);
+  gpr_timespec left = gpr_time_sub(raw, gpr_now(raw.clock_type));
+  return absl::Seconds(left.tv_sec) + absl::Nanoseconds(left.tv_nsec);
 }
+
+// Which of gRPC's three server APIs serves a call (see the header).
+enum class Api {
+  kCallback,  // grpc::CallbackServerContext: close pushed (POST_RECV_CLOSE).
+  kSync,      // grpc::ServerContext on a gRPC sync-server thread: polled.
+  kAsync,     // Any other grpc::ServerContext: the completion-queue API (or
+              // a sync call on a thread gRPC did not name; see IsSyncThread).
+};
+
+// True on a thread of gRPC's synchronous server. gRPC 1.51 runs every sync
+// handler on a thread of its ThreadManager, created by grpc_core::Thread with
+// the name "grpcpp_sync_server" (truncated by Linux to 15 characters); an
+// async call's first hook runs on the application's thread that drains its
+// completion queue. Cached per thread (one prctl per thread's life).
+bool IsSyncThread() {
+  thread_local const bool sync = [] {
+    char name[32] = {};
+    if (pthread_getname_np(pthread_self(), name, sizeof(name)) != 0) {
+      return false;
+    }
+    return std::string_view(name).substr(0, 11) == "grpcpp_sync";
+  }();
+  return sync;
+}
+
+Api ApiOf(grpc::ServerContextBase* sc) {
+  if (dynamic_cast<grpc::CallbackServerContext*>(sc) != nullptr) {
+    return Api::kCallback;
+  }
+  return IsSyncThread() ? Api::kSync : Api::kAsync;
+}
+
+// The call whose initial hook is dispatching on this thread: gRPC runs a
+// sync handler inside the Proceed() of that hook (the handler is the
+// continuation of the initial batch), an async call's Proceed() only queues
+// its tag. So FromServerContext() for this call on this thread proves a sync
+// handler even where IsSyncThread() could not tell.
+thread_local const ServerCall* t_dispatching = nullptr;
 
 // One per call (gRPC creates it with the call and destroys it after both the
 // ServerContext and the call's close notification are gone).
@@ -83,13 +127,7 @@ class ServerCallInterceptor final : public grpc::experimental::Interceptor {
       : sc_(info->server_context()), method_(info->method()) {}
 
   ~ServerCallInterceptor() override {
-    if (call() == nullptr) return;
-    EndCall(grpc::CANCELLED);  // No status was sent.
-    if (current_scope_ != nullptr && !OnScopeThread()) {
-      // Never expected: a ScopedContext must die on its own thread, so
-      // abandon it rather than corrupt this thread's Current().
-      static_cast<void>(current_scope_.release());
-    }
+    if (call() != nullptr) EndCall(grpc::CANCELLED);  // No status was sent.
   }
 
   void Intercept(InterceptorBatchMethods* methods) override {
@@ -101,19 +139,24 @@ class ServerCallInterceptor final : public grpc::experimental::Interceptor {
     }
     if (methods->QueryInterceptionHookPoint(
             InterceptionHookPoints::POST_RECV_INITIAL_METADATA)) {
-      BeginCall(*methods->GetRecvInitialMetadata());
+      std::shared_ptr<ServerCall> c = BeginCall(*methods->GetRecvInitialMetadata());
+      if (api_ != Api::kCallback) {
+        Dispatch(methods, *c);
+        return;
+      }
     }
     if (methods->QueryInterceptionHookPoint(
             InterceptionHookPoints::PRE_SEND_STATUS)) {
       status_sent_.store(true);
       EndCall(methods->GetSendStatus().error_code());
-      // Sync API: this runs on the handler's thread, after the handler.
-      if (OnScopeThread()) current_scope_.reset();
     }
     if (methods->QueryInterceptionHookPoint(
             InterceptionHookPoints::POST_RECV_CLOSE)) {
       // Closed before the status went out means canceled (client cancel,
-      // deadline or shutdown); after it, the call simply ended.
+      // deadline or shutdown); after it, the call simply ended. Sync: seen
+      // by the watcher's IsCancelled() or when the handler returns; async:
+      // when the application's completion queue delivers the close (with or
+      // without an AsyncNotifyWhenDone tag); callback: pushed.
       if (std::shared_ptr<ServerCall> c = call()) {
         if (status_sent_.load()) {
           c->End();
@@ -126,13 +169,30 @@ class ServerCallInterceptor final : public grpc::experimental::Interceptor {
   }
 
  private:
-  void BeginCall(
+  // Proceeds with the initial batch of a sync or async call. A sync handler
+  // runs inside this Proceed(), on this thread: Current() is the call's
+  // Context exactly for that span (a scope opened and closed on this thread,
+  // around the handler). An async call's Proceed() only queues its tag: no
+  // scope, so nothing is left behind on the completion-queue thread.
+  void Dispatch(InterceptorBatchMethods* methods, const ServerCall& call) {
+    const ServerCall* outer = std::exchange(t_dispatching, &call);
+    if (api_ == Api::kSync) {
+      ScopedContext scope(call.context());
+      methods->Proceed();
+    } else {
+      methods->Proceed();
+    }
+    t_dispatching = outer;
+  }
+
+  std::shared_ptr<ServerCall> BeginCall(
       const std::multimap<grpc::string_ref, grpc::string_ref>& metadata) {
     const int64_t arrival_ns = internal::MonoNowNs();
     grpc::ServerContextBase* sc = sc_;
-    std::optional<absl::Time> deadline = DeadlineOf(*sc);
-    auto [base, cancel] = deadline.has_value()
-                              ? WithDeadline(Background(), *deadline)
+    api_ = ApiOf(sc);
+    std::optional<absl::Duration> remaining = RemainingOf(*sc);
+    auto [base, cancel] = remaining.has_value()
+                              ? WithTimeout(Background(), *remaining)
                               : WithCancel(Background());
     const HeaderList traceparents =
         HeaderValues(metadata, internal::kTraceparentHeader);
@@ -146,23 +206,19 @@ class ServerCallInterceptor final : public grpc::experimental::Interceptor {
       ctx = internal::WithTracestate(ctx, std::move(*trace.tracestate));
     }
     ctx = WithIncomingBaggage(ctx, HeaderValues(metadata, kBaggageHeader));
-    std::optional<absl::Duration> remaining;
-    if (deadline.has_value()) remaining = *deadline - absl::Now();
     observer_.Start(method_, ctx, arrival_ns, remaining,
                     {traceparents.data(), traceparents.size()});
-    // grpc::ServerContext serves the sync (and async) API; the callback API
-    // uses grpc::CallbackServerContext.
-    auto* sync_context = dynamic_cast<grpc::ServerContext*>(sc);
-    auto call = std::make_shared<ServerCall>(sync_context, ctx,
-                                             std::move(cancel), deadline);
+    std::optional<internal::IncomingDeadline> deadline;
+    if (remaining.has_value()) deadline.emplace(*remaining);
+    auto call = std::make_shared<ServerCall>(ctx, std::move(cancel),
+                                             std::move(deadline));
     ServerCallRegistry::Get().Add(sc, call);
-    if (sync_context != nullptr) {
-      // The sync handler runs on this thread right after this hook returns.
-      current_scope_ = std::make_unique<ScopedContext>(ctx);
-    }
+    // Sync: polled from now on (IsCancelled() is safe at any time on the
+    // sync API), so Current() alone sees a cancel, FromServerContext or not.
+    if (api_ == Api::kSync) call->StartWatching(sc);
     std::lock_guard<std::mutex> lock(mu_);
-    call_ = std::move(call);
-    if (sync_context != nullptr) scope_thread_ = std::this_thread::get_id();
+    call_ = call;
+    return call;
   }
 
   // Once per call: PRE_SEND_STATUS ends it, and the destructor only if that
@@ -184,27 +240,23 @@ class ServerCallInterceptor final : public grpc::experimental::Interceptor {
     std::lock_guard<std::mutex> lock(mu_);
     return call_;
   }
-  bool OnScopeThread() const {
-    std::lock_guard<std::mutex> lock(mu_);
-    return scope_thread_ == std::this_thread::get_id();
-  }
 
   // Used as a registry key only: this object may outlive the ServerContext.
   grpc::ServerContextBase* const sc_;
+  // Set by the first hook, before any other hook of the call can run; read
+  // only by Intercept's own initial batch.
+  Api api_ = Api::kAsync;
   const char* const method_;  // gRPC's, valid for the call.
   // Started before call_ is published under mu_, finished by the one
   // EndCall (which reads call_ under mu_ first).
   internal::ServerCallObserver observer_;
   std::atomic<bool> status_sent_{false};
   std::atomic<bool> ended_{false};  // EndCall has run.
-  // Only touched on the sync handler's thread (and in the destructor).
-  std::unique_ptr<ScopedContext> current_scope_;
 
   mutable std::mutex mu_;
   // Set by POST_RECV_INITIAL_METADATA, the first hook of every call, before
   // the handler runs; never changed afterwards.
   std::shared_ptr<ServerCall> call_;  // Guarded by mu_.
-  std::thread::id scope_thread_;      // Guarded by mu_. Sync API only.
 };
 
 class ServerInterceptorFactory final
@@ -243,7 +295,9 @@ MakeServerInterceptorFactory() {
 Context FromServerContext(const grpc::ServerContextBase* sc) {
   std::shared_ptr<ServerCall> call = ServerCallRegistry::Get().Find(sc);
   if (call == nullptr) return CanceledContext();
-  call->OnHandlerStarted();
+  // Asked from inside the call's own dispatch: a sync handler (see
+  // t_dispatching). A no-op if it is already watched.
+  if (t_dispatching == call.get()) call->StartWatching(sc);
   return call->context();
 }
 

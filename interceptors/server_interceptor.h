@@ -3,26 +3,61 @@
 // Install the interceptor on a server (InstallServerInterceptors, or add
 // MakeServerInterceptorFactory() to your own interceptor list), then in a
 // handler call FromServerContext(context) for the call's Context. For every
-// call, unary and streaming, on the sync and the callback API:
+// call, unary and streaming, on the sync, callback and completion-queue
+// (async) APIs, also mixed on one server:
 //   * the Context has the incoming deadline (`grpc-timeout`; none if the
-//     caller set none) and is done with DEADLINE_EXCEEDED when it passes;
+//     caller set none), taken as the time remaining when the call arrives
+//     (WithTimeout), and is done with DEADLINE_EXCEEDED when that time has
+//     passed (by the monotonic clock, as the core's WithTimeout measures);
 //   * it is canceled when the client cancels, when the server shuts down
 //     (grpc::Server::Shutdown(deadline) cancels in-flight calls once the
 //     deadline passes) and, at the latest, when the call ends (its status is
 //     sent), so nothing derived from it outlives the call;
+//   * a cancel that is really the caller's deadline is reported as
+//     DEADLINE_EXCEEDED, in every range of the grpc-timeout encoding: gRPC
+//     rounds the timeout up (100 ms units between 10 and 100 s, coarser
+//     above), so this hop's deadline is up to ~1% (+100 ms for transit)
+//     later than its caller's, and a cancel that arrives within that much of
+//     the deadline is left to the deadline, which then fires within that
+//     window (internal/incoming_deadline.h, the one place that decides); an
+//     earlier cancel cancels at once;
 //   * it carries the call's TraceContext: a valid incoming W3C `traceparent`
 //     keeps its trace id with a fresh span id for this hop, anything else
 //     starts a new trace (never failing the call); `tracestate` is passed on
 //     unchanged if at most 512 bytes;
 //   * in sync handlers, Current() is the call's Context for the handler's
-//     duration.
-// How cancellation is noticed: the callback API pushes it (POST_RECV_CLOSE).
-// The sync API has no push notification in gRPC 1.51, so a shared thread
-// polls IsCancelled() of running sync handlers every 5 ms; polling starts with
-// the handler's first FromServerContext() call (gRPC arms the call's close
-// notification just before the handler runs). A client cancel therefore
-// reaches a sync handler's Context within ~5 ms.
-// The completion-queue (async) API is not supported.
+//     duration (a scope opened and closed around the handler, on its
+//     thread), and sees a client cancel or a server shutdown within the same
+//     bound as FromServerContext(sc).Done(), whether or not the handler ever
+//     calls FromServerContext. Callback and async handlers get no Current()
+//     scope (their code runs on threads that serve many calls): pass the
+//     Context explicitly there.
+// How cancellation is noticed, by API:
+//   * callback API (grpc::CallbackServerContext): pushed by gRPC
+//     (POST_RECV_CLOSE), at once;
+//   * sync API: gRPC 1.51 has no push notification, so a shared thread polls
+//     IsCancelled() (documented as safe at any time on the sync API) of every
+//     sync call from the moment it arrives, every 5 ms (slower when a pass
+//     takes longer, with thousands of calls in flight); a client cancel or a
+//     shutdown reaches the Context within ~5 ms plus one pass
+//     (internal/sync_cancel_watcher.h);
+//   * async (completion-queue) API: gRPC delivers every call's close through
+//     the application's completion queue, whether or not the service asked
+//     for an AsyncNotifyWhenDone tag; the Context is canceled when the
+//     queue's Next() processes it. Nothing else is required of an async
+//     service: request calls as usual (with AsyncNotifyWhenDone if the
+//     service wants its own tag), call FromServerContext(&ctx) once the
+//     request's tag is delivered, keep draining the queue. The glue never
+//     calls IsCancelled() on an async call (unsafe before the
+//     AsyncNotifyWhenDone tag arrives; without one it crashes gRPC 1.51).
+// How the API is told apart: grpc::CallbackServerContext is the callback
+// API; a grpc::ServerContext whose call arrives on one of gRPC's sync-server
+// threads (gRPC 1.51 names them "grpcpp_sync_server") is the sync API; any
+// other grpc::ServerContext is the async API. Should a sync call not be
+// recognised (a gRPC build that does not name its threads), it is treated
+// as async until its handler calls FromServerContext on its own thread,
+// which proves it sync and starts the polling; Current() is then not set
+// for it.
 //
 // Thread-safety: all functions are safe from any thread. FromServerContext
 // may be called from any thread while the call is live (before the handler

@@ -1,6 +1,7 @@
 // W3C Trace Context (https://www.w3.org/TR/trace-context/) for reqctx: the
 // trace a request belongs to, carried in its Context and, between services,
-// in the `traceparent` header (version 00 only).
+// in the `traceparent` header (version 00; later versions are read by the
+// version-00 rules and passed on as version 00).
 //
 //   traceparent = "00-" <32 hex trace id> "-" <16 hex span id> "-" <2 hex flags>
 //

@@ -33,10 +33,21 @@ bool IsHexField(std::string_view s, bool nonzero) {
 }  // namespace
 
 std::optional<TraceContext> ParseTraceparent(std::string_view header) {
-  // Version 00 has exactly this size; this also bounds all further work.
-  if (header.size() != kTraceparentSize) return std::nullopt;
-  // Only version 00 is understood; "ff" is invalid by the spec anyway.
-  if (header.substr(0, 2) != "00") return std::nullopt;
+  // Every version is at least as long as version 00; this also bounds all
+  // further work (a longer header is only ever looked at up to here).
+  if (header.size() < kTraceparentSize) return std::nullopt;
+  const std::string_view version = header.substr(0, 2);
+  if (!IsHexField(version, /*nonzero=*/false) || version == "ff") {
+    return std::nullopt;  // "ff" is forbidden by the spec.
+  }
+  if (version == "00") {
+    // Version 00 has exactly this size.
+    if (header.size() != kTraceparentSize) return std::nullopt;
+  } else if (header.size() > kTraceparentSize &&
+             header[kTraceparentSize] != '-') {
+    // A later version may append fields, each after a '-'.
+    return std::nullopt;
+  }
   if (header[2] != '-' || header[kSpanIdOffset - 1] != '-' ||
       header[kFlagsOffset - 1] != '-') {
     return std::nullopt;

@@ -6,12 +6,18 @@
 //
 //   traceparent = "00-" <32 hex trace id> "-" <16 hex span id> "-" <2 hex flags>
 //
-// Parsing is strict and bounded: exactly 55 characters, lowercase hex only,
-// non-zero ids; anything else (uppercase, wrong lengths, other versions, ff,
-// junk, oversized input) is rejected, so a hostile header costs O(55) work.
-// Of the flags only bit 0 ("sampled") is kept: W3C Trace Context (level 1,
-// "Other Flags") says the other bits MUST be set to zero by vendors, so a
-// header with flags other than 00/01 formats back with them cleared.
+// Parsing is strict and bounded: lowercase hex only, non-zero ids; anything
+// else (uppercase, wrong lengths, version ff, junk) is rejected, and only the
+// first 56 bytes of any input are ever read, so a hostile header costs O(55)
+// work. Version 00 is exactly 55 characters. A header with a later version
+// (01..fe) is parsed by the version-00 rules, as W3C Trace Context (level 1,
+// "Versioning of traceparent") requires: it must be at least 55 characters,
+// and anything after the flags must start with '-' (fields a later version
+// adds, ignored). Such a header is passed on as version 00 (the only version
+// this library writes). Of the flags only bit 0 ("sampled") is kept: W3C
+// Trace Context (level 1, "Other Flags") says the other bits MUST be set to
+// zero by vendors, so a header with flags other than 00/01 formats back with
+// them cleared.
 //
 // Thread-safety: pure functions. Ownership: TraceContext is a plain value.
 #ifndef REQCTX_INTERCEPTORS_TRACEPARENT_H_
@@ -31,12 +37,15 @@ struct TraceContext {
   bool sampled = true;
 };
 
-// Parses a W3C version-00 traceparent header; nullopt if it is invalid.
+// Parses a W3C traceparent header (version 00, or a later version by the
+// version-00 rules; see above); nullopt if it is invalid.
 std::optional<TraceContext> ParseTraceparent(std::string_view header);
 // The version-00 header for `tc` ("...-01" when sampled, "...-00" if not).
 // ParseTraceparent(FormatTraceparent(tc)) == tc for every valid tc, and
 // FormatTraceparent(*ParseTraceparent(h)) == h for every valid h whose flags
-// are 00 or 01 (other flags come back with the unknown bits cleared).
+// are 00 or 01 and whose version is 00 (other flags come back with the
+// unknown bits cleared; a later version comes back as "00-" with the same ids
+// and no extra fields).
 std::string FormatTraceparent(const TraceContext& tc);
 
 }  // namespace reqctx

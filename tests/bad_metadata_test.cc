@@ -126,6 +126,12 @@ TEST_F(BadMetadataTest, ValidTraceparentIsContinued) {
   ExpectContinuedTrace({{"traceparent", kValid}}, "valid");
   ExpectContinuedTrace({{"traceparent", kValid}, {"tracestate", "a=1"}},
                        "valid with tracestate");
+  // W3C: a later version is read by the version-00 rules.
+  const std::string valid = kValid;
+  ExpectContinuedTrace({{"traceparent", "01" + valid.substr(2)}},
+                       "version 01");
+  ExpectContinuedTrace({{"traceparent", "cc" + valid.substr(2) + "-future"}},
+                       "version cc with a field added");
 }
 
 TEST_F(BadMetadataTest, MalformedTraceparentStartsFreshTrace) {
@@ -135,7 +141,7 @@ TEST_F(BadMetadataTest, MalformedTraceparentStartsFreshTrace) {
       {"junk", "junk"},
       {"uppercase", "00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01"},
       {"version ff", "ff" + valid.substr(2)},
-      {"version 01", "01" + valid.substr(2)},
+      {"version 01 without '-' after the flags", "01" + valid.substr(2) + "x"},
       {"zero trace id",
        "00-00000000000000000000000000000000-00f067aa0ba902b7-01"},
       {"zero span id", "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01"},

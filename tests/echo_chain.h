@@ -23,6 +23,15 @@ namespace reqctx::testing {
 // that hits it fails instead of hanging.
 inline constexpr absl::Duration kWaitBound = absl::Seconds(20);
 
+// How soon a cancel must reach a handler's Context (sync handlers poll every
+// 5 ms; three hops take a few polls). Ten times wider under the sanitizers,
+// which slow every hop; the property asserted is the same.
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+inline constexpr absl::Duration kPromptBound = absl::Seconds(1);
+#else
+inline constexpr absl::Duration kPromptBound = absl::Milliseconds(100);
+#endif
+
 class EchoChain {
  public:
   // Starts backend, middle and frontend; check status() before use.

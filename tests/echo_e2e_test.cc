@@ -29,6 +29,7 @@ using ::echo::v1::EchoResponse;
 using ::echo::v1::Hop;
 using echo::EchoStats;
 using testing::EchoChain;
+using testing::kPromptBound;
 using testing::kWaitBound;
 
 constexpr int kWorkers = 2;
@@ -125,17 +126,19 @@ TEST_F(EchoE2ETest, TraceIdCarriedAndSpanIdsFresh) {
 }
 
 TEST_F(EchoE2ETest, DeadlineExceededEndToEnd) {
-  // 200 ms of work per hop, 500 ms deadline: it runs out in the backend, so
-  // every hop is involved and every hop must report DEADLINE_EXCEEDED.
-  auto [ctx, cancel] = WithTimeout(Background(), absl::Milliseconds(500));
+  // 1 s of work per hop, 2.5 s deadline: it runs out in the backend, half a
+  // hop's work away from either edge (so a loaded machine cannot move it to
+  // another hop), every hop is involved and every hop must report
+  // DEADLINE_EXCEEDED.
+  auto [ctx, cancel] = WithTimeout(Background(), absl::Milliseconds(2500));
   absl::Time start = absl::Now();
   EchoResponse response;
-  grpc::Status s = Call(ctx, Request("late", 200), &response);
+  grpc::Status s = Call(ctx, Request("late", 1000), &response);
   absl::Duration took = absl::Now() - start;
   EXPECT_EQ(s.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED)
       << s.error_message();
-  EXPECT_GE(took, absl::Milliseconds(450));
-  EXPECT_LT(took, absl::Milliseconds(500) + absl::Seconds(1));
+  EXPECT_GE(took, absl::Milliseconds(2450));
+  EXPECT_LT(took, absl::Milliseconds(2500) + absl::Seconds(1));
   ASSERT_TRUE(chain_.WaitAllIdle());
   for (echo::EchoServer* hop : Hops()) {
     EchoStats::Snapshot st = hop->stats().Get();
@@ -145,7 +148,7 @@ TEST_F(EchoE2ETest, DeadlineExceededEndToEnd) {
   }
 }
 
-TEST_F(EchoE2ETest, ClientCancelReachesLastHopAndItsWorkersWithin100ms) {
+TEST_F(EchoE2ETest, ClientCancelReachesLastHopAndItsWorkersWithinPromptBound) {
   auto [ctx, cancel] = WithCancel(Background());
   grpc::Status status;
   std::thread caller([&, ctx = ctx] {
@@ -161,7 +164,7 @@ TEST_F(EchoE2ETest, ClientCancelReachesLastHopAndItsWorkersWithin100ms) {
   ASSERT_TRUE(backend.WaitUntil(testing::IsIdle, kWaitBound));
   absl::Duration to_backend = absl::Now() - canceled_at;
   caller.join();
-  EXPECT_LT(to_backend, absl::Milliseconds(100));
+  EXPECT_LT(to_backend, kPromptBound);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::CANCELLED);
   ASSERT_TRUE(chain_.WaitAllIdle());
   for (echo::EchoServer* hop : Hops()) {
@@ -195,7 +198,7 @@ TEST_F(EchoE2ETest, StreamingRelaysAndCancelStopsEveryHop) {
   grpc::Status s = reader->Finish();
   EXPECT_EQ(s.error_code(), grpc::StatusCode::CANCELLED) << s.error_message();
   ASSERT_TRUE(chain_.backend().stats().WaitUntil(testing::IsIdle, kWaitBound));
-  EXPECT_LT(absl::Now() - canceled_at, absl::Milliseconds(100));
+  EXPECT_LT(absl::Now() - canceled_at, kPromptBound);
   ASSERT_TRUE(chain_.WaitAllIdle());
   for (echo::EchoServer* hop : Hops()) {
     EXPECT_EQ(hop->stats().Get().canceled_total, 1) << hop->name();

@@ -40,8 +40,7 @@
 #include "services/echo/echo_stats.h"
 #include "tests/echo_chain.h"
 #include "tests/process_probe.h"
-
-extern char** environ;
+#include "tests/server_process.h"
 
 namespace reqctx {
 namespace {
@@ -372,95 +371,8 @@ TEST(ShutdownMidCallTest, InFlightCallsCanceledAndSamePortServesAgain) {
               kCalls, absl::FormatDuration(shutdown_took).c_str(), port);
 }
 
-// The real //services/echo:server binary (a data dependency), started as a
-// subprocess, stopped with SIGTERM by its pid in the middle of a call.
-class ServerProcess {
- public:
-  ~ServerProcess() {
-    if (pid_ > 0) {  // The test failed before a clean stop: don't leak it.
-      kill(pid_, SIGKILL);
-      waitpid(pid_, nullptr, 0);
-    }
-    if (out_ >= 0) close(out_);
-  }
-
-  // Starts it and waits (bounded) for its "listening on" line.
-  bool Start() {
-    const char* srcdir = std::getenv("TEST_SRCDIR");
-    const char* workspace = std::getenv("TEST_WORKSPACE");
-    if (srcdir == nullptr || workspace == nullptr) return false;
-    const std::string binary =
-        absl::StrCat(srcdir, "/", workspace, "/services/echo/server");
-    int fds[2];
-    if (pipe(fds) != 0) return false;
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_adddup2(&actions, fds[1], STDOUT_FILENO);
-    posix_spawn_file_actions_addclose(&actions, fds[0]);
-    posix_spawn_file_actions_addclose(&actions, fds[1]);
-    std::vector<std::string> args = {binary, "--name=subprocess", "--port=0"};
-    std::vector<char*> argv;
-    for (std::string& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    int rc = posix_spawn(&pid_, binary.c_str(), &actions, nullptr, argv.data(),
-                         environ);
-    posix_spawn_file_actions_destroy(&actions);
-    close(fds[1]);
-    out_ = fds[0];
-    if (rc != 0) {
-      pid_ = -1;
-      return false;
-    }
-    const std::string marker = "listening on ";
-    const absl::Time end = absl::Now() + kWaitBound;
-    while (output_.find('\n', output_.find(marker)) == std::string::npos ||
-           output_.find(marker) == std::string::npos) {
-      if (!ReadSome(end)) return false;
-    }
-    size_t at = output_.find(marker) + marker.size();
-    address_ = output_.substr(at, output_.find('\n', at) - at);
-    return true;
-  }
-
-  // Sends SIGTERM and waits (bounded) for the exit; the wait status, or -1.
-  int Terminate() {
-    if (kill(pid_, SIGTERM) != 0) return -1;
-    int status = 0;
-    const bool exited = Eventually([&] {
-      return waitpid(pid_, &status, WNOHANG) == pid_;
-    });
-    if (!exited) return -1;  // The destructor kills it.
-    pid_ = -1;
-    while (ReadSome(absl::Now() + absl::Seconds(1))) {
-    }
-    return status;
-  }
-
-  const std::string& address() const { return address_; }
-  const std::string& output() const { return output_; }
-
- private:
-  // Appends what the child wrote; false on EOF, error or `end`.
-  bool ReadSome(absl::Time end) {
-    pollfd p{out_, POLLIN, 0};
-    int ms = static_cast<int>(
-        std::max<int64_t>(0, absl::ToInt64Milliseconds(end - absl::Now())));
-    if (poll(&p, 1, ms) <= 0) return false;
-    char buf[4096];
-    ssize_t n = read(out_, buf, sizeof(buf));
-    if (n <= 0) return false;
-    output_.append(buf, static_cast<size_t>(n));
-    return true;
-  }
-
-  pid_t pid_ = -1;
-  int out_ = -1;
-  std::string output_;
-  std::string address_;
-};
-
 TEST(ShutdownMidCallTest, ServerProcessExitsZeroOnSigtermMidCall) {
-  ServerProcess process;
+  testing::ServerProcess process;
   ASSERT_TRUE(process.Start()) << process.output();
   auto stub = ::echo::v1::Echo::NewStub(reqctx::CreateChannel(
       process.address(), grpc::InsecureChannelCredentials()));

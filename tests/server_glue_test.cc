@@ -25,36 +25,25 @@ namespace {
 
 using ::echo::v1::EchoRequest;
 using ::echo::v1::EchoResponse;
+using testing::kPromptBound;
 using testing::kWaitBound;
 
-// Callback API: the handler hands the call's Context to a thread that waits
-// for it to be done, then finishes the call with the Context's error.
-class CallbackEcho final : public ::echo::v1::Echo::CallbackService {
+// What a handler saw: that it started, and when its Context was done.
+class HandlerProbe {
  public:
-  ~CallbackEcho() override {
-    for (std::thread& t : threads_) t.join();
-  }
-
-  grpc::ServerUnaryReactor* Echo(grpc::CallbackServerContext* sc,
-                                 const EchoRequest*, EchoResponse*) override {
-    Context ctx = FromServerContext(sc);
-    grpc::ServerUnaryReactor* reactor = sc->DefaultReactor();
+  void Started() {
     std::lock_guard<std::mutex> lock(mu_);
     started_ = true;
     changed_.notify_all();
-    threads_.emplace_back([this, ctx, reactor] {
-      ctx.Done().WaitFor(kWaitBound);
-      {
-        std::lock_guard<std::mutex> lock(mu_);
-        done_at_ = absl::Now();
-        err_ = ctx.Err();
-        changed_.notify_all();
-      }
-      reactor->Finish(ToGrpcStatus(ctx.Err()));
-    });
-    return reactor;
   }
-
+  // Waits (bounded) for `ctx` to be done and records when, and its error.
+  void AwaitDone(const Context& ctx) {
+    ctx.Done().WaitFor(kWaitBound);
+    std::lock_guard<std::mutex> lock(mu_);
+    done_at_ = absl::Now();
+    err_ = ctx.Err();
+    changed_.notify_all();
+  }
   bool WaitStarted() {
     std::unique_lock<std::mutex> lock(mu_);
     return changed_.wait_for(lock, absl::ToChronoNanoseconds(kWaitBound),
@@ -76,7 +65,55 @@ class CallbackEcho final : public ::echo::v1::Echo::CallbackService {
   bool started_ = false;
   std::optional<absl::Time> done_at_;
   absl::Status err_;
-  std::vector<std::thread> threads_;
+};
+
+// Callback API: the handler hands the call's Context to a thread that waits
+// for it to be done, then finishes the call with the Context's error.
+class CallbackEcho final : public ::echo::v1::Echo::CallbackService {
+ public:
+  ~CallbackEcho() override {
+    for (std::thread& t : threads_) t.join();
+  }
+
+  grpc::ServerUnaryReactor* Echo(grpc::CallbackServerContext* sc,
+                                 const EchoRequest*, EchoResponse*) override {
+    Context ctx = FromServerContext(sc);
+    grpc::ServerUnaryReactor* reactor = sc->DefaultReactor();
+    std::lock_guard<std::mutex> lock(mu_);
+    probe_.Started();
+    threads_.emplace_back([this, ctx, reactor] {
+      probe_.AwaitDone(ctx);
+      reactor->Finish(ToGrpcStatus(ctx.Err()));
+    });
+    return reactor;
+  }
+
+  bool WaitStarted() { return probe_.WaitStarted(); }
+  std::optional<std::pair<absl::Time, absl::Status>> WaitDone() {
+    return probe_.WaitDone();
+  }
+
+ private:
+  HandlerProbe probe_;
+  std::mutex mu_;
+  std::vector<std::thread> threads_;  // Guarded by mu_.
+};
+
+// Sync API: a handler that never calls FromServerContext and waits on
+// Current() alone, as code that cannot take a Context parameter does.
+class CurrentOnlyEcho final : public ::echo::v1::Echo::Service {
+ public:
+  grpc::Status Echo(grpc::ServerContext*, const EchoRequest*,
+                    EchoResponse*) override {
+    Context current = Current();
+    probe_.Started();
+    probe_.AwaitDone(current);
+    return ToGrpcStatus(current.Err());
+  }
+  HandlerProbe& probe() { return probe_; }
+
+ private:
+  HandlerProbe probe_;
 };
 
 // Sync API: reports whether Current() is the call's Context, and keeps the
@@ -138,7 +175,7 @@ class CallbackApiTest : public ::testing::Test {
   std::unique_ptr<::echo::v1::Echo::Stub> stub_;
 };
 
-TEST_F(CallbackApiTest, ClientCancelReachesHandlerContextWithin100ms) {
+TEST_F(CallbackApiTest, ClientCancelReachesHandlerContextWithinPromptBound) {
   auto [ctx, cancel] = WithCancel(Background());
   grpc::Status status;
   std::thread caller([&, ctx = ctx] {
@@ -152,7 +189,7 @@ TEST_F(CallbackApiTest, ClientCancelReachesHandlerContextWithin100ms) {
   auto done = service_.WaitDone();
   caller.join();
   ASSERT_TRUE(done.has_value());
-  EXPECT_LT(done->first - canceled_at, absl::Milliseconds(100));
+  EXPECT_LT(done->first - canceled_at, kPromptBound);
   EXPECT_EQ(done->second.code(), absl::StatusCode::kCancelled);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::CANCELLED);
 }
@@ -239,6 +276,65 @@ TEST_F(SyncProbeTest, HostileTraceHeadersNeverFailTheCall) {
     EXPECT_TRUE(ParseTraceparent(FormatTraceparent(
         {response.trace_id(), "00f067aa0ba902b7", true})));
   }
+}
+
+class CurrentOnlyTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    server_ = Serve(&service_, &port_);
+    ASSERT_NE(server_, nullptr);
+    stub_ = ::echo::v1::Echo::NewStub(reqctx::CreateChannel(
+        Target(port_), grpc::InsecureChannelCredentials()));
+  }
+  void TearDown() override {
+    if (server_ != nullptr) server_->Shutdown(std::chrono::system_clock::now());
+  }
+
+  CurrentOnlyEcho service_;
+  int port_ = 0;
+  std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<::echo::v1::Echo::Stub> stub_;
+};
+
+// Current() alone sees a client cancel within the same bound as
+// FromServerContext(sc).Done() (the watcher polls every sync call).
+TEST_F(CurrentOnlyTest, ClientCancelReachesCurrentWithinPromptBound) {
+  auto [ctx, cancel] = WithCancel(Background());
+  grpc::Status status;
+  std::thread caller([&, ctx = ctx] {
+    auto cc = NewClientContext(ctx);
+    EchoResponse response;
+    status = stub_->Echo(cc.get(), EchoRequest(), &response);
+  });
+  ASSERT_TRUE(service_.probe().WaitStarted());
+  const absl::Time canceled_at = absl::Now();
+  cancel();
+  auto done = service_.probe().WaitDone();
+  caller.join();
+  ASSERT_TRUE(done.has_value());
+  EXPECT_EQ(done->second.code(), absl::StatusCode::kCancelled);
+  EXPECT_LT(done->first - canceled_at, kPromptBound);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::CANCELLED);
+}
+
+TEST_F(CurrentOnlyTest, ServerShutdownReachesCurrentWithinPromptBound) {
+  grpc::Status status;
+  std::thread caller([&] {
+    auto cc = NewClientContext(Background());
+    EchoResponse response;
+    status = stub_->Echo(cc.get(), EchoRequest(), &response);
+  });
+  ASSERT_TRUE(service_.probe().WaitStarted());
+  const absl::Time shutdown_at = absl::Now();
+  std::thread stopper(
+      [this] { server_->Shutdown(std::chrono::system_clock::now()); });
+  auto done = service_.probe().WaitDone();
+  stopper.join();
+  caller.join();
+  ASSERT_TRUE(done.has_value());
+  EXPECT_EQ(done->second.code(), absl::StatusCode::kCancelled);
+  EXPECT_LT(done->first - shutdown_at, kPromptBound);
+  EXPECT_FALSE(status.ok());
 }
 
 TEST(FromServerContextTest, UnknownCallGetsCanceledContext) {

@@ -1,4 +1,8 @@
 // W3C traceparent parsing/formatting and TraceContext in a Context.
+#include <poll.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <string>
 #include <string_view>
 
@@ -54,8 +58,14 @@ TEST(ParseTraceparent, RejectsEveryMalformedShape) {
       " " + valid.substr(1),                               // leading space
       valid.substr(0, 54) + " ",                           // trailing space
       "ff" + valid.substr(2),                              // version ff
-      "01" + valid.substr(2),                              // unknown version
+      "ff" + valid.substr(2) + "-x",
       "0g" + valid.substr(2),                              // non-hex version
+      "0A" + valid.substr(2),                              // uppercase version
+      "01" + valid.substr(2, 52),                          // later, too short
+      "01" + valid.substr(2) + "x",                        // no '-' after flags
+      "cc" + valid.substr(2) + "0-extra",
+      "01" + valid.substr(2, 30) + "A" + valid.substr(33), // 00 rules apply
+      "01-00000000000000000000000000000000-00f067aa0ba902b7-01",
       with(2, '_'),                                        // separators
       with(35, '_'),
       with(52, '_'),
@@ -77,6 +87,33 @@ TEST(ParseTraceparent, RejectsEveryMalformedShape) {
   for (const std::string& c : cases) {
     EXPECT_FALSE(ParseTraceparent(c).has_value()) << "accepted: \"" << c << "\"";
   }
+}
+
+// W3C Trace Context level 1, "Versioning of traceparent": a version above
+// 00 (and not ff) is parsed by the version-00 rules when it is at least as
+// long, ignoring fields after the flags (each after a '-').
+TEST(ParseTraceparent, LaterVersionsAreReadByVersion00Rules) {
+  const std::string ids = "4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7";
+  const std::string accepted[] = {
+      "01-" + ids + "-01",
+      "cc-" + ids + "-01-what-the-future-holds",
+      "fe-" + ids + "-01-",
+      "9a-" + ids + "-01-" + std::string(3000, 'z'),
+  };
+  for (const std::string& h : accepted) {
+    std::optional<TraceContext> tc = ParseTraceparent(h);
+    ASSERT_TRUE(tc.has_value()) << h;
+    EXPECT_EQ(tc->trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+    EXPECT_EQ(tc->span_id, "00f067aa0ba902b7");
+    EXPECT_TRUE(tc->sampled);
+    // Passed on as the version this library writes.
+    EXPECT_EQ(FormatTraceparent(*tc), "00-" + ids + "-01");
+  }
+  std::optional<TraceContext> unsampled = ParseTraceparent("42-" + ids + "-02");
+  ASSERT_TRUE(unsampled.has_value());
+  EXPECT_FALSE(unsampled->sampled);
+  // Version 00 stays exact: no extra fields.
+  EXPECT_FALSE(ParseTraceparent("00-" + ids + "-01-extra").has_value());
 }
 
 TEST(ParseTraceparent, RejectsOversizedInputCheaply) {
@@ -162,6 +199,42 @@ TEST(NewIds, AreValidAndDistinct) {
   EXPECT_TRUE(ParseTraceparent(
                   FormatTraceparent({a, internal::NewSpanId(), true}))
                   .has_value());
+}
+
+// After fork() the child must not repeat the parent's ids: the per-thread
+// generator (used in the parent before the fork, so its state is copied into
+// the child) is reseeded in the child.
+TEST(NewIds, ForkedChildDrawsDifferentIds) {
+  ASSERT_FALSE(internal::NewTraceId().empty());  // Generator state exists.
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    close(fds[0]);
+    const std::string ids = internal::NewTraceId() + internal::NewSpanId();
+    _exit(write(fds[1], ids.data(), ids.size()) ==
+                  static_cast<ssize_t>(ids.size())
+              ? 0
+              : 1);
+  }
+  close(fds[1]);
+  const std::string parent = internal::NewTraceId() + internal::NewSpanId();
+  std::string child;
+  char buf[64];
+  pollfd p{fds[0], POLLIN, 0};
+  while (child.size() < 48 && poll(&p, 1, 20000) == 1) {
+    ssize_t n = read(fds[0], buf, sizeof(buf));
+    if (n <= 0) break;
+    child.append(buf, static_cast<size_t>(n));
+  }
+  close(fds[0]);
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  ASSERT_EQ(child.size(), 48u);
+  EXPECT_NE(child.substr(0, 32), parent.substr(0, 32)) << "same trace id";
+  EXPECT_NE(child.substr(32), parent.substr(32)) << "same span id";
 }
 
 }  // namespace

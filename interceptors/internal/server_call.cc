@@ -18,27 +18,27 @@ thread_local const ServerCall* t_polling = nullptr;
 
 }  // namespace
 
-ServerCall::ServerCall(grpc::ServerContext* sync_context, Context ctx,
-                       CancelFunc cancel, std::optional<absl::Time> deadline)
-    : sync_context_(sync_context),
-      ctx_(std::move(ctx)),
+ServerCall::ServerCall(Context ctx, CancelFunc cancel,
+                       std::optional<IncomingDeadline> deadline)
+    : ctx_(std::move(ctx)),
       cancel_(std::move(cancel)),
-      deadline_(deadline) {}
+      deadline_(std::move(deadline)) {}
 
-void ServerCall::OnHandlerStarted() {
-  if (sync_context_ == nullptr) return;  // Callback API: pushed, not polled.
-  if (handler_started_.exchange(true)) return;
-  {
-    std::lock_guard<std::mutex> lock(watch_mu_);
-    if (ended_) return;
-    watching_ = true;
-  }
-  SyncCancelWatcher::Get().Watch(shared_from_this());
+bool ServerCall::BeginWatching(const grpc::ServerContextBase* sc) {
+  std::lock_guard<std::mutex> lock(watch_mu_);
+  if (ended_ || sync_context_ != nullptr) return false;
+  sync_context_ = sc;
+  watching_ = true;
+  return true;
+}
+
+void ServerCall::StartWatching(const grpc::ServerContextBase* sc) {
+  if (BeginWatching(sc)) SyncCancelWatcher::Get().Watch(shared_from_this());
 }
 
 void ServerCall::OnCancelled() {
-  if (deadline_.has_value() && absl::Now() >= *deadline_ - kDeadlineSlack) {
-    return;  // The deadline timer reports it, within the slack (see header).
+  if (deadline_.has_value() && deadline_->CancelIsCallersDeadline()) {
+    return;  // The deadline timer reports it, within the window (see header).
   }
   int64_t unset = 0;
   cancel_seen_ns_.compare_exchange_strong(unset, MonoNowNs());

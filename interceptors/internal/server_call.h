@@ -7,11 +7,11 @@
 // canceled, at the latest, when the call ends (End()) or when the last owner
 // lets go (dropping the CancelFunc cancels), so no Context outlives its call.
 //
-// Deadline vs. cancel: when a client cancel arrives within kDeadlineSlack of
-// this call's deadline it is almost always the caller's own deadline firing
-// first (each hop's deadline is the caller's plus transit time). The Context
-// is then left to its own deadline timer, which fires within the slack, so
-// every hop reports DEADLINE_EXCEEDED rather than a race-dependent CANCELLED.
+// Deadline vs. cancel: OnCancelled() asks IncomingDeadline (the one place
+// that decides) whether a cancel seen now is the caller's deadline; if so the
+// Context is left to its own deadline timer, which fires within the
+// encoding's rounding (see incoming_deadline.h), so every hop reports
+// DEADLINE_EXCEEDED rather than a race-dependent CANCELLED.
 //
 // Thread-safety: every method may be called from any thread. PollCancelled
 // and StopWatching exclude each other per call (watch_mu_), so once
@@ -26,32 +26,35 @@
 #include <mutex>
 #include <optional>
 
-#include "absl/time/time.h"
 #include "context/core.h"
+#include "interceptors/internal/incoming_deadline.h"
 
 namespace grpc {
-class ServerContext;
+class ServerContextBase;
 }  // namespace grpc
 
 namespace reqctx::internal {
 
-inline constexpr absl::Duration kDeadlineSlack = absl::Milliseconds(20);
-
 class ServerCall : public std::enable_shared_from_this<ServerCall> {
  public:
-  // `sync_context` is the call's grpc::ServerContext if it is served by the
-  // synchronous API (whose cancellation must be polled), else nullptr.
-  ServerCall(grpc::ServerContext* sync_context, Context ctx, CancelFunc cancel,
-             std::optional<absl::Time> deadline);
+  ServerCall(Context ctx, CancelFunc cancel,
+             std::optional<IncomingDeadline> deadline);
   ServerCall(const ServerCall&) = delete;
   ServerCall& operator=(const ServerCall&) = delete;
 
   const Context& context() const { return ctx_; }
 
-  // The handler is running (it asked for its Context). For a sync call this
-  // starts the polling for client cancellation: only now is it safe, since
-  // gRPC sets up the call's close notification just before the handler.
-  void OnHandlerStarted();
+  // Starts polling `sc`, the call's context on gRPC's synchronous API (whose
+  // cancellation must be polled; see sync_cancel_watcher.h), on the shared
+  // SyncCancelWatcher. Only for the sync API: on the async API IsCancelled()
+  // is unsafe before the AsyncNotifyWhenDone tag is delivered. Once per
+  // call; a no-op after End().
+  void StartWatching(const grpc::ServerContextBase* sc);
+  // The first half of StartWatching: records `sc` and marks the call
+  // watched; returns false (nothing to watch) if it already was or the call
+  // has ended. The caller then hands shared_from_this() to a watcher.
+  bool BeginWatching(const grpc::ServerContextBase* sc);
+
   // The call was closed or canceled before the server sent its status:
   // client cancel, deadline, server shutdown or a server-side TryCancel.
   void OnCancelled();
@@ -62,22 +65,21 @@ class ServerCall : public std::enable_shared_from_this<ServerCall> {
   // watching and cancels (releases) the Context. Idempotent.
   void End();
 
-  // For SyncCancelWatcher: checks grpc::ServerContext::IsCancelled() and acts
-  // on it. Returns false once the call needs no more polling.
+  // For SyncCancelWatcher: checks IsCancelled() and acts on it. Returns
+  // false once the call needs no more polling.
   bool PollCancelled();
 
  private:
   // After this returns, PollCancelled no longer touches the ServerContext.
   void StopWatching();
 
-  grpc::ServerContext* const sync_context_;
   const Context ctx_;
   const CancelFunc cancel_;
-  const std::optional<absl::Time> deadline_;
-  std::atomic<bool> handler_started_{false};
+  const std::optional<IncomingDeadline> deadline_;
   std::atomic<int64_t> cancel_seen_ns_{0};
 
   std::mutex watch_mu_;
+  const grpc::ServerContextBase* sync_context_ = nullptr;  // Guarded.
   bool watching_ = false;  // Guarded by watch_mu_.
   bool ended_ = false;     // Guarded by watch_mu_.
 };

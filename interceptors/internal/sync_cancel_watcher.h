@@ -1,22 +1,41 @@
-// SyncCancelWatcher: notices client cancellation of synchronous-API calls
-// (internal to //interceptors).
+// SyncCancelWatcher: notices client cancellation and server shutdown of
+// synchronous-API calls (internal to //interceptors).
 //
 // Why polling: in gRPC 1.51 a sync-API call's close notification is queued on
 // a per-call completion queue that nobody drains until the handler returns or
 // calls ServerContext::IsCancelled(); there is no push notification (the
-// callback API has one, POST_RECV_CLOSE, and does not need this). So one
-// shared thread calls IsCancelled() on every watched call every kPollInterval;
-// a cancel therefore reaches a sync handler's Context within one interval.
-// The thread sleeps on a condition variable while nothing is watched.
+// callback API has one, POST_RECV_CLOSE, and so does the async API when its
+// completion queue delivers the close; neither needs this). So one shared
+// thread calls IsCancelled() (documented as thread-safe and always safe on
+// the sync API) on every watched call every kPollInterval; a cancel
+// therefore reaches a sync handler's Context within one interval plus one
+// pass. The thread sleeps on a condition variable while nothing is watched.
 //
-// Lifetime: a leaked singleton; its thread starts with the first Watch() and
-// is stopped and joined at process exit (atexit). Calls are dropped from the
-// list as soon as ServerCall::PollCancelled() says they need no more polling.
+// Cost: the calls are split over kPointerShards shards by address, each a
+// vector under its own std::mutex. Watch() locks one shard (no lock shared
+// by every call); the thread takes one shard's vector at a time out of its
+// lock, polls it, compacts the survivors in place (linear in the calls
+// polled) and appends them back, so a pass is O(watched calls) and no
+// shard's lock is held while gRPC is called. //bench:watcher_bench measures
+// the watcher's own cost at 10,000 watched calls (~12 ns per call per pass)
+// and gRPC's IsCancelled() on live sync calls, which dominates (~19 us of
+// CPU per call: it polls the call's completion queue). So a pass over
+// 10,000 in-flight sync calls costs ~0.2 s of CPU; the thread sleeps at
+// least as long as its last pass took (at most half a core), and the cancel
+// latency grows to about two passes at that scale.
 //
-// Thread-safety: Watch() may be called from any thread.
+// Lifetime: Get() is a leaked singleton; its thread starts with the first
+// Watch() and is stopped and joined at process exit (atexit). Calls are
+// dropped from the lists at the first pass after ServerCall::PollCancelled()
+// says they need no more polling.
+//
+// Thread-safety: Watch() and WatchedCount() may be called from any thread.
+// PollOnce() is called by one thread at a time (the watcher's own thread, or
+// the owner of a NewForTesting() instance).
 #ifndef REQCTX_INTERCEPTORS_INTERNAL_SYNC_CANCEL_WATCHER_H_
 #define REQCTX_INTERCEPTORS_INTERNAL_SYNC_CANCEL_WATCHER_H_
 
+#include <atomic>
 #include <condition_variable>
 #include <cstddef>
 #include <memory>
@@ -25,6 +44,7 @@
 #include <vector>
 
 #include "absl/time/time.h"
+#include "interceptors/internal/pointer_shard.h"
 #include "interceptors/internal/server_call.h"
 
 namespace reqctx::internal {
@@ -33,22 +53,45 @@ inline constexpr absl::Duration kPollInterval = absl::Milliseconds(5);
 
 class SyncCancelWatcher {
  public:
+  // The process-wide watcher, with its polling thread.
   static SyncCancelWatcher& Get();
+  // A watcher without a thread, polled only by PollOnce() (benchmarks and
+  // tests).
+  static std::unique_ptr<SyncCancelWatcher> NewForTesting();
+  ~SyncCancelWatcher();
+  SyncCancelWatcher(const SyncCancelWatcher&) = delete;
+  SyncCancelWatcher& operator=(const SyncCancelWatcher&) = delete;
 
+  // Polls `call` every kPollInterval until its PollCancelled() returns false.
   void Watch(std::shared_ptr<ServerCall> call);
-  size_t WatchedCount();
+  // Calls in the lists (those that finished since the last pass included).
+  size_t WatchedCount() const;
+  // One pass over every watched call; drops those that need no more
+  // polling. Returns how many remain watched.
+  size_t PollOnce();
 
  private:
-  SyncCancelWatcher() = default;
+  struct alignas(64) Shard {  // One cache line each: no false sharing.
+    std::mutex mu;
+    std::vector<std::shared_ptr<ServerCall>> calls;  // Guarded by mu.
+  };
+
+  explicit SyncCancelWatcher(bool with_thread);
+  void StartThread();
   void Run();
   void Shutdown();
 
-  std::mutex mu_;
+  const bool with_thread_;
+  Shard shards_[kPointerShards];
+  std::atomic<size_t> watched_{0};
+  // Only the polling thread touches it (reused between passes).
+  std::vector<std::shared_ptr<ServerCall>> polling_;
+
+  std::once_flag start_once_;
+  std::mutex wake_mu_;  // Only taken when the lists go from empty to not.
   std::condition_variable wake_;
-  std::vector<std::shared_ptr<ServerCall>> calls_;  // Guarded by mu_.
-  std::thread thread_;                              // Guarded by mu_.
-  bool started_ = false;                            // Guarded by mu_.
-  bool stopping_ = false;                           // Guarded by mu_.
+  bool stopping_ = false;  // Guarded by wake_mu_.
+  std::thread thread_;     // Guarded by wake_mu_. Set once; joined at exit.
 };
 
 }  // namespace reqctx::internal

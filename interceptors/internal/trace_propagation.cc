@@ -1,7 +1,14 @@
 #include "interceptors/internal/trace_propagation.h"
 
+#include <pthread.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
 #include <cstdint>
+#include <random>
 #include <utility>
+#include <vector>
 
 #include "absl/random/random.h"
 
@@ -10,10 +17,48 @@ namespace {
 
 inline constexpr Key<std::string> kTracestateKey("reqctx.tracestate");
 
+// Bumped in a forked child (pthread_atfork). The per-thread generators are
+// copied into the child with the rest of memory, so without a reseed the
+// parent and the child would draw the same trace and span ids.
+std::atomic<uint64_t> g_fork_generation{0};
+const bool kForkHandlerInstalled = [] {
+  return pthread_atfork(nullptr, nullptr, [] {
+           g_fork_generation.fetch_add(1, std::memory_order_relaxed);
+         }) == 0;
+}();
+
+// A generator seeded from the OS (std::random_device), mixed with the pid and
+// the monotonic clock, so a forked child's seed differs from its parent's
+// even where no OS entropy can be had. (absl::BitGen's default seed comes
+// from a process-wide pool that a child would inherit too.)
+absl::BitGen NewGenerator() {
+  std::vector<uint32_t> seed = {
+      static_cast<uint32_t>(getpid()),
+      static_cast<uint32_t>(
+          std::chrono::steady_clock::now().time_since_epoch().count())};
+  try {
+    std::random_device os;
+    for (int i = 0; i < 8; ++i) seed.push_back(os());
+  } catch (...) {  // No entropy source: the pid and clock still differ.
+  }
+  std::seed_seq seq(seed.begin(), seed.end());
+  return absl::BitGen(seq);
+}
+
+struct Generator {
+  uint64_t generation = g_fork_generation.load(std::memory_order_relaxed);
+  absl::BitGen gen = NewGenerator();
+};
+
 uint64_t RandomNonZero() {
-  thread_local absl::BitGen gen;
+  thread_local Generator g;
+  const uint64_t generation = g_fork_generation.load(std::memory_order_relaxed);
+  if (g.generation != generation) {  // First use in a forked child.
+    g.generation = generation;
+    g.gen = NewGenerator();
+  }
   uint64_t v = 0;
-  while (v == 0) v = absl::Uniform<uint64_t>(gen);  // 0 has odds 2^-64.
+  while (v == 0) v = absl::Uniform<uint64_t>(g.gen);  // 0 has odds 2^-64.
   return v;
 }
 

@@ -8,7 +8,10 @@
 // Outgoing: the Context's trace (or, if it has none, a fresh one) goes out as
 // `traceparent`, with its tracestate if any.
 //
-// Thread-safety: safe from any thread (ids come from a per-thread generator).
+// Thread-safety: safe from any thread (ids come from a per-thread generator,
+// seeded from the OS). fork(): a pthread_atfork child handler makes every
+// generator reseed at its first use in the child, so parent and child never
+// continue the same sequence of ids.
 #ifndef REQCTX_INTERCEPTORS_INTERNAL_TRACE_PROPAGATION_H_
 #define REQCTX_INTERCEPTORS_INTERNAL_TRACE_PROPAGATION_H_
 

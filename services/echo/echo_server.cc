@@ -20,8 +20,15 @@ absl::StatusOr<std::unique_ptr<EchoServer>> EchoServer::Start(
   if (options.workers < 1) {
     return absl::InvalidArgumentError("workers must be >= 1");
   }
+  if (options.max_work_ms < 0) {
+    return absl::InvalidArgumentError("max_work_ms must be >= 0");
+  }
+  if (options.shutdown_grace < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("shutdown_grace must be >= 0");
+  }
   auto service = std::make_unique<EchoService>(EchoServiceOptions{
-      options.name, options.next, options.workers, options.postgres});
+      options.name, options.next, options.workers, options.postgres,
+      options.max_work_ms});
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(absl::StrCat("127.0.0.1:", options.port),
@@ -34,12 +41,17 @@ absl::StatusOr<std::unique_ptr<EchoServer>> EchoServer::Start(
         absl::StrCat("cannot listen on 127.0.0.1:", options.port));
   }
   return std::unique_ptr<EchoServer>(
-      new EchoServer(std::move(service), std::move(server), port));
+      new EchoServer(std::move(service), std::move(server), port,
+                     options.shutdown_grace));
 }
 
 EchoServer::EchoServer(std::unique_ptr<EchoService> service,
-                       std::unique_ptr<grpc::Server> server, int port)
-    : service_(std::move(service)), server_(std::move(server)), port_(port) {}
+                       std::unique_ptr<grpc::Server> server, int port,
+                       absl::Duration shutdown_grace)
+    : service_(std::move(service)),
+      server_(std::move(server)),
+      port_(port),
+      shutdown_grace_(shutdown_grace) {}
 
 EchoServer::~EchoServer() { Shutdown(); }
 
@@ -49,9 +61,11 @@ std::string EchoServer::address() const {
 
 void EchoServer::Shutdown() {
   std::call_once(shutdown_once_, [this] {
-    // A deadline of "now" makes gRPC cancel every in-flight call at once;
-    // the interceptor turns that into canceled Contexts.
-    server_->Shutdown(std::chrono::system_clock::now());
+    // gRPC cancels the calls still in flight when this deadline passes (at
+    // once for a grace of 0); the interceptor turns that into canceled
+    // Contexts.
+    server_->Shutdown(std::chrono::system_clock::now() +
+                      absl::ToChronoNanoseconds(shutdown_grace_));
     server_->Wait();
   });
 }

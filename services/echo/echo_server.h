@@ -2,8 +2,9 @@
 //
 // Start() binds 127.0.0.1 only (port 0 picks a free port; port() tells which)
 // with reqctx's server interceptor installed. Shutdown() stops accepting
-// calls, cancels every in-flight call (their Contexts are canceled, so their
-// workers stop) and returns once all handlers have returned. The server
+// calls, lets in-flight calls run for up to options.shutdown_grace, then
+// cancels the rest (their Contexts are canceled, so their workers stop) and
+// returns once all handlers have returned. The server
 // binary, the demo and the end-to-end tests all use this class.
 //
 // Thread-safety: all methods are safe from any thread; Shutdown() is
@@ -13,11 +14,13 @@
 
 #include <grpcpp/server.h>
 
+#include <cstdint>
 #include <memory>
 #include <mutex>
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "services/echo/echo_service.h"
 #include "services/echo/echo_stats.h"
 
@@ -29,6 +32,10 @@ struct EchoServerOptions {
   std::string next;  // host:port of the next hop; empty: last hop.
   int workers = 2;
   std::string postgres;  // libpq conninfo; see EchoServiceOptions.
+  int64_t max_work_ms = 3600 * 1000;  // See EchoServiceOptions (>= 0).
+  // How long Shutdown() lets in-flight calls finish before canceling them
+  // (0: cancel at once).
+  absl::Duration shutdown_grace = absl::ZeroDuration();
 };
 
 class EchoServer {
@@ -48,11 +55,13 @@ class EchoServer {
 
  private:
   EchoServer(std::unique_ptr<EchoService> service,
-             std::unique_ptr<grpc::Server> server, int port);
+             std::unique_ptr<grpc::Server> server, int port,
+             absl::Duration shutdown_grace);
 
   const std::unique_ptr<EchoService> service_;
   const std::unique_ptr<grpc::Server> server_;
   const int port_;
+  const absl::Duration shutdown_grace_;
   std::once_flag shutdown_once_;
 };
 

@@ -1,6 +1,6 @@
 // EchoService: the echo.v1.Echo service (proto/echo.proto) on reqctx.
 //
-// Echo does `work_ms` of simulated work on K worker threads (each worker
+// Echo does `work_ms` (at most options.max_work_ms) of simulated work on K worker threads (each worker
 // works for work_ms, in 10 ms slices, and stops as soon as the call's Context
 // is done) -- or, with a PostgreSQL server configured, runs `SELECT
 // pg_sleep(work_ms / 1000.0)` there under the call's Context -- then, if a next hop is configured, calls Echo on it with a
@@ -17,6 +17,7 @@
 #ifndef REQCTX_SERVICES_ECHO_ECHO_SERVICE_H_
 #define REQCTX_SERVICES_ECHO_ECHO_SERVICE_H_
 
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -37,6 +38,9 @@ struct EchoServiceOptions {
   // `SELECT pg_sleep(work_ms / 1000.0)`, on this PostgreSQL server, bound
   // to the call's Context (a cancel or deadline stops it on the server).
   std::string postgres;
+  // The most work_ms a request may ask for; more fails the call with
+  // INVALID_ARGUMENT naming the limit (bounds the work one call can cause).
+  int64_t max_work_ms = 3600 * 1000;
 };
 
 class EchoService final : public ::echo::v1::Echo::Service {

@@ -2,6 +2,7 @@
 //
 //   server --name=backend --port=0 [--next=127.0.0.1:PORT] [--workers=2]
 //          [--postgres="host=127.0.0.1 port=5432 user=postgres"]
+//          [--max_work_ms=3600000] [--shutdown_grace_ms=0]
 //          [--metrics_port=9464] [--metrics_address=127.0.0.1]
 //          [--orphan_threshold_ms=1000] [--call_log]
 //
@@ -12,16 +13,22 @@
 // turns the detector off). --call_log writes one JSON line per finished call
 // to stderr.
 //
-// Prints "listening on 127.0.0.1:PORT" once serving. On SIGINT/SIGTERM it
-// cancels in-flight calls (their Contexts are canceled), waits for their
-// handlers, and exits 0.
+// Prints "listening on 127.0.0.1:PORT" once serving. A request asking for
+// more than --max_work_ms of work fails with INVALID_ARGUMENT naming the
+// limit. On SIGINT/SIGTERM it stops taking calls, lets in-flight calls run
+// for up to --shutdown_grace_ms, cancels the rest (their Contexts are
+// canceled), waits for their handlers, and exits 0. A second SIGINT/SIGTERM
+// while that shutdown is still going (a hung handler, a long grace) exits at
+// once with status 1, without waiting for anything.
 #include <pthread.h>
 #include <signal.h>
 
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <string>
+#include <thread>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -38,6 +45,11 @@ ABSL_FLAG(int, workers, 2, "worker threads per Echo call");
 ABSL_FLAG(std::string, postgres, "",
           "libpq conninfo: do each Echo call's work as SELECT pg_sleep(work_ms "
           "/ 1000.0) on this PostgreSQL server, bound to the call's Context");
+ABSL_FLAG(int64_t, max_work_ms, 3600 * 1000,
+          "most work_ms one request may ask for (more: INVALID_ARGUMENT)");
+ABSL_FLAG(int64_t, shutdown_grace_ms, 0,
+          "on SIGTERM, how long in-flight calls may still run before they "
+          "are canceled");
 
 ABSL_FLAG(int, metrics_port, -1,
           "serve Prometheus metrics on this port (0: a free one; -1: off)");
@@ -50,15 +62,18 @@ ABSL_FLAG(bool, call_log, false, "one JSON line per finished call on stderr");
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
-      "echo server: --name=N --port=P [--next=host:port] [--workers=K]");
+      "echo server: --name=N --port=P [--next=host:port] [--workers=K] "
+      "[--max_work_ms=MS] [--shutdown_grace_ms=MS]");
   absl::ParseCommandLine(argc, argv);
 
   // Block the stop signals in every thread (gRPC's threads inherit this
-  // mask) and take them synchronously with sigwait below.
+  // mask) and take them synchronously with sigwait below. SIGUSR1 is how the
+  // shutdown thread tells the main thread it is done.
   sigset_t stop_signals;
   sigemptyset(&stop_signals);
   sigaddset(&stop_signals, SIGINT);
   sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGUSR1);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
   std::unique_ptr<reqctx::MetricsServer> metrics;
@@ -92,6 +107,9 @@ int main(int argc, char** argv) {
   options.next = absl::GetFlag(FLAGS_next);
   options.workers = absl::GetFlag(FLAGS_workers);
   options.postgres = absl::GetFlag(FLAGS_postgres);
+  options.max_work_ms = absl::GetFlag(FLAGS_max_work_ms);
+  options.shutdown_grace =
+      absl::Milliseconds(absl::GetFlag(FLAGS_shutdown_grace_ms));
   absl::StatusOr<std::unique_ptr<reqctx::echo::EchoServer>> server =
       reqctx::echo::EchoServer::Start(options);
   if (!server.ok()) {
@@ -106,10 +124,25 @@ int main(int argc, char** argv) {
   std::fflush(stdout);
 
   int signal_number = 0;
-  sigwait(&stop_signals, &signal_number);
+  do {
+    sigwait(&stop_signals, &signal_number);
+  } while (signal_number == SIGUSR1);  // Not ours to act on yet.
   absl::PrintF("%s: signal %d, shutting down\n", options.name, signal_number);
   std::fflush(stdout);
-  (*server)->Shutdown();
+  const pthread_t main_thread = pthread_self();
+  std::thread stopper([&server, main_thread] {
+    (*server)->Shutdown();
+    pthread_kill(main_thread, SIGUSR1);
+  });
+  sigwait(&stop_signals, &signal_number);
+  if (signal_number != SIGUSR1) {
+    // The shutdown hangs (or takes its grace) and the operator insists.
+    absl::PrintF("%s: second signal %d during shutdown, exiting now\n",
+                 options.name, signal_number);
+    std::fflush(stdout);
+    std::_Exit(1);
+  }
+  stopper.join();
   reqctx::echo::EchoStats::Snapshot s = (*server)->stats().Get();
   absl::PrintF(
       "%s: stopped (completed %d, canceled %d, deadline exceeded %d)\n",

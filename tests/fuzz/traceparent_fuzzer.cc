@@ -2,11 +2,13 @@
 //
 // Besides "never crash, never read out of bounds" (ASan/UBSan in the clang
 // build, tools/fuzz_traceparent.sh), every input is checked against:
-//   1. an independent reference of the W3C version-00 grammar, written
+//   1. an independent reference of the W3C grammar (version 00, and later
+//      versions read by the version-00 rules), written
 //      differently from the parser (per-position character classes), so a
 //      parser that accepts or rejects the wrong headers is caught;
 //   2. the round-trip property: whatever parses formats back to the same
-//      header -- exactly when its flags are 00 or 01; for other flags W3C
+//      header as version 00 (a later version's extra fields dropped) --
+//      exactly when it is version 00 with flags 00 or 01; for other flags W3C
 //      (level 1, "Other Flags") says unknown bits MUST be set to zero, so the
 //      header comes back with only bit 0 kept (flags "01" or "00") and is
 //      otherwise byte-identical; and the formatted header parses to the same
@@ -27,16 +29,23 @@ bool IsLowerHex(char c) {
   return std::string_view("0123456789abcdef").find(c) != std::string_view::npos;
 }
 
-// The W3C grammar for version 00, position by position.
+// The W3C grammar, position by position: version 00 is exactly 55
+// characters; a later version (two lowercase hex digits, not "ff") is read by
+// the version-00 rules when it is at least that long, and whatever follows
+// the flags must begin with '-' (W3C Trace Context level 1, "Versioning of
+// traceparent").
 bool ReferenceAccepts(std::string_view h) {
-  if (h.size() != 55) return false;
+  if (h.size() < 55) return false;
+  if (!IsLowerHex(h[0]) || !IsLowerHex(h[1])) return false;
+  const bool version_00 = h[0] == '0' && h[1] == '0';
+  if (h[0] == 'f' && h[1] == 'f') return false;
+  if (version_00 && h.size() != 55) return false;
+  if (!version_00 && h.size() > 55 && h[55] != '-') return false;
   bool trace_nonzero = false;
   bool span_nonzero = false;
-  for (size_t i = 0; i < h.size(); ++i) {
+  for (size_t i = 2; i < 55; ++i) {
     const char c = h[i];
-    if (i < 2) {
-      if (c != '0') return false;  // Version "00" only.
-    } else if (i == 2 || i == 35 || i == 52) {
+    if (i == 2 || i == 35 || i == 52) {
       if (c != '-') return false;
     } else {
       if (!IsLowerHex(c)) return false;
@@ -66,12 +75,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       header[54] <= '9' ? header[54] - '0' : header[54] - 'a' + 10;
   Check(tc->sampled == ((flags_low_digit & 1) != 0));
 
+  // Passed on as version 00, the same ids, only the sampled flag.
   const std::string formatted = reqctx::FormatTraceparent(*tc);
-  const std::string canonical =
-      std::string(header.substr(0, 53)) + (tc->sampled ? "01" : "00");
+  const std::string canonical = "00" + std::string(header.substr(2, 51)) +
+                                (tc->sampled ? "01" : "00");
   Check(formatted == canonical);
   const std::string_view flags = header.substr(53, 2);
-  if (flags == "00" || flags == "01") Check(formatted == header);
+  if (header.substr(0, 2) == "00" && (flags == "00" || flags == "01")) {
+    Check(formatted == header);
+  }
 
   const std::optional<reqctx::TraceContext> again =
       reqctx::ParseTraceparent(formatted);

@@ -1,0 +1,122 @@
+// The echo server binary (//services/echo:server) as a subprocess: its
+// --max_work_ms cap, its --shutdown_grace_ms drain on SIGTERM, and a second
+// SIGTERM during a shutdown that hangs exiting at once.
+#include <grpcpp/grpcpp.h>
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "context/core.h"
+#include "gtest/gtest.h"
+#include "interceptors/interceptors.h"
+#include "proto/echo.grpc.pb.h"
+#include "tests/echo_chain.h"
+#include "tests/process_probe.h"
+#include "tests/server_process.h"
+
+namespace reqctx {
+namespace {
+
+using ::echo::v1::EchoRequest;
+using ::echo::v1::EchoResponse;
+using testing::Eventually;
+using testing::kPromptBound;
+using testing::kWaitBound;
+using testing::ServerProcess;
+
+EchoRequest Request(int64_t work_ms) {
+  EchoRequest r;
+  r.set_message("p");
+  r.set_work_ms(work_ms);
+  return r;
+}
+
+std::unique_ptr<::echo::v1::Echo::Stub> StubFor(const ServerProcess& p) {
+  return ::echo::v1::Echo::NewStub(reqctx::CreateChannel(
+      p.address(), grpc::InsecureChannelCredentials()));
+}
+
+// Waits (bounded) until the process reports `n` active requests over its
+// Stats RPC (another process has no event to wait on).
+bool WaitActive(::echo::v1::Echo::Stub& stub, int n) {
+  return Eventually([&] {
+    grpc::ClientContext cc;
+    ::echo::v1::StatsResponse stats;
+    return stub.Stats(&cc, ::echo::v1::StatsRequest(), &stats).ok() &&
+           stats.active_requests() == n;
+  });
+}
+
+TEST(EchoServerProcessTest, WorkOverMaxWorkMsFailsWithAClearStatus) {
+  ServerProcess process;
+  ASSERT_TRUE(process.Start({"--max_work_ms=50"})) << process.output();
+  auto stub = StubFor(process);
+  EchoResponse response;
+  auto cc = NewClientContext(Background());
+  grpc::Status s = stub->Echo(cc.get(), Request(51), &response);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(s.error_message().find("max_work_ms"), std::string::npos)
+      << s.error_message();
+  EXPECT_NE(s.error_message().find("50"), std::string::npos);
+  auto cc2 = NewClientContext(Background());
+  EXPECT_TRUE(stub->Echo(cc2.get(), Request(50), &response).ok());
+  const int status = process.Terminate();
+  ASSERT_NE(status, -1);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+}
+
+TEST(EchoServerProcessTest, ShutdownGraceLetsInFlightCallsFinish) {
+  ServerProcess process;
+  ASSERT_TRUE(process.Start({"--shutdown_grace_ms=20000"})) << process.output();
+  auto stub = StubFor(process);
+  grpc::Status status;
+  std::thread caller([&] {
+    auto cc = NewClientContext(Background());
+    EchoResponse response;
+    status = stub->Echo(cc.get(), Request(300), &response);
+  });
+  EXPECT_TRUE(WaitActive(*stub, 1));
+  const int wait_status = process.Terminate();
+  caller.join();
+  ASSERT_NE(wait_status, -1) << process.output();
+  EXPECT_TRUE(WIFEXITED(wait_status) && WEXITSTATUS(wait_status) == 0);
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  EXPECT_NE(process.output().find("completed 1, canceled 0"), std::string::npos)
+      << process.output();
+}
+
+TEST(EchoServerProcessTest, SecondSigtermDuringAHangingShutdownExitsAtOnce) {
+  ServerProcess process;
+  // A call of 60 s under a 60 s grace: the first SIGTERM's shutdown waits.
+  ASSERT_TRUE(process.Start({"--shutdown_grace_ms=60000"})) << process.output();
+  auto stub = StubFor(process);
+  std::thread caller([&] {
+    auto cc = NewClientContext(Background());
+    EchoResponse response;
+    stub->Echo(cc.get(), Request(60000), &response);
+  });
+  EXPECT_TRUE(WaitActive(*stub, 1));
+  ASSERT_TRUE(process.Signal(SIGTERM));
+  ASSERT_TRUE(process.WaitForOutput("shutting down", kWaitBound))
+      << process.output();
+  EXPECT_TRUE(process.Running()) << "the shutdown did not wait";
+  const absl::Time second_at = absl::Now();
+  ASSERT_TRUE(process.Signal(SIGTERM));
+  const int wait_status = process.WaitExit(kWaitBound);
+  const absl::Duration took = absl::Now() - second_at;
+  caller.join();  // Its server is gone: the call fails.
+  ASSERT_NE(wait_status, -1) << "still running; " << process.output();
+  EXPECT_TRUE(WIFEXITED(wait_status) && WEXITSTATUS(wait_status) == 1)
+      << wait_status;
+  EXPECT_NE(process.output().find("second signal"), std::string::npos)
+      << process.output();
+  EXPECT_LT(took, 10 * kPromptBound);
+}
+
+}  // namespace
+}  // namespace reqctx
