@@ -8,7 +8,7 @@
 #include "context/orphans.h"
 #include "interceptors/debug.h"
 #include "interceptors/internal/observability_state.h"
-#include "interceptors/internal/trace_propagation.h"
+#include "w3c/trace_propagation.h"
 #include "metrics/rpc_metrics.h"
 
 namespace reqctx {

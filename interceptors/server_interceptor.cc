@@ -23,7 +23,7 @@
 #include "interceptors/internal/incoming_deadline.h"
 #include "interceptors/internal/server_call.h"
 #include "interceptors/internal/server_call_registry.h"
-#include "interceptors/internal/trace_propagation.h"
+#include "w3c/trace_propagation.h"
 #include "w3c/baggage_context.h"
 
 namespace reqctx {

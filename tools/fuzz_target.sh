@@ -24,7 +24,7 @@ esac
 # past the 8,192-byte limit, so the limits are exercised too.
 case "$target" in
   traceparent)
-    srcs=(interceptors/traceparent.cc tests/fuzz/traceparent_fuzzer.cc)
+    srcs=(w3c/traceparent.cc tests/fuzz/traceparent_fuzzer.cc)
     corpus=tests/fuzz/corpus
     max_len=256
     ;;

@@ -6,7 +6,7 @@
 
 #include "context/after_func.h"
 #include "interceptors/internal/observability_state.h"
-#include "interceptors/internal/trace_propagation.h"
+#include "w3c/trace_propagation.h"
 #include "metrics/call_log.h"
 
 namespace reqctx::internal {
