@@ -30,7 +30,7 @@ thread_local int64_t t_done_ns = 0;
 // the executor (while scheduled: `self_` keeps it alive until f returned).
 class AfterFuncState final
     : public Listener,
-      public Task,
+      public Job,
       public std::enable_shared_from_this<AfterFuncState> {
  public:
   AfterFuncState(CancelNode* node, std::function<void()> f)
@@ -39,7 +39,7 @@ class AfterFuncState final
   // Registers with the context; schedules f at once if it is already done.
   void Arm() {
     if (!node_ || node_->AddListener(this)) return;
-    TaskList now;
+    JobList now;
     Schedule(now);
     Executor::Get().Submit(std::move(now));
   }
@@ -62,14 +62,14 @@ class AfterFuncState final
   }
 
   void OnParentDone(DoneReason, const absl::Status&,
-                    TaskList& deferred) noexcept override {
+                    JobList& deferred) noexcept override {
     Schedule(deferred);
   }
 
  private:
   enum Phase : int { kPending, kStopped, kScheduled };
 
-  void Schedule(TaskList& out) noexcept {
+  void Schedule(JobList& out) noexcept {
     int expected = kPending;
     if (phase_.compare_exchange_strong(expected, kScheduled)) {
       done_ns_ = MonoNowNs();  // Published to Run() by the executor's queue.

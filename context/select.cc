@@ -14,8 +14,8 @@ namespace {
 using internal::CancelNode;
 using internal::DoneReason;
 using internal::Listener;
-using internal::Task;
-using internal::TaskList;
+using internal::Job;
+using internal::JobList;
 
 // What the arms of one Select share: the waiting thread's own mutex and
 // condvar (a leaf lock: taking it under a node's lock cannot deadlock).
@@ -29,7 +29,7 @@ class SelectArm final : public Listener {
  public:
   SelectArm() = default;
   void OnParentDone(DoneReason, const absl::Status&,
-                    TaskList&) noexcept override {
+                    JobList&) noexcept override {
     std::lock_guard<std::mutex> lock(waiter->mu);
     waiter->woken = true;
     waiter->cv.notify_all();
@@ -63,14 +63,14 @@ void SleepUntil(SelectWaiter& w, internal::MonoTime end) {
   }
 }
 
-// Wakes a Wait() through the caller's mutex and condvar. Queued (as a Task)
+// Wakes a Wait() through the caller's mutex and condvar. Queued (as a Job)
 // by the cancel walk, so it runs after every node lock is released.
-class CvWaker final : public Listener, public Task {
+class CvWaker final : public Listener, public Job {
  public:
   CvWaker(std::condition_variable& cv, std::mutex& mu) : cv_(cv), mu_(mu) {}
 
   void OnParentDone(DoneReason, const absl::Status&,
-                    TaskList& deferred) noexcept override {
+                    JobList& deferred) noexcept override {
     fired_.store(true, std::memory_order_relaxed);  // Read after unlinking.
     deferred.Push(this);
   }

@@ -14,17 +14,17 @@ using internal::DoneReason;
 using internal::Executor;
 using internal::Listener;
 using internal::NodeRef;
-using internal::Task;
-using internal::TaskList;
+using internal::Job;
+using internal::JobList;
 
 // Owns itself: linked to the context until it is done, then queued, then
 // requests the stop and deletes itself on an executor thread.
-class StopRequester final : public Listener, public Task {
+class StopRequester final : public Listener, public Job {
  public:
   explicit StopRequester(std::stop_source source)
       : source_(std::move(source)) {}
   void OnParentDone(DoneReason, const absl::Status&,
-                    TaskList& deferred) noexcept override {
+                    JobList& deferred) noexcept override {
     deferred.Push(this);
   }
   void Run() noexcept override {
@@ -38,13 +38,13 @@ class StopRequester final : public Listener, public Task {
 
 // Owns itself once linked: holds the stop_callback that cancels `node_`, and
 // destroys it (deregistering from the token) when `node_` is done.
-class StopWatch final : public Listener, public Task {
+class StopWatch final : public Listener, public Job {
  public:
   StopWatch(NodeRef<CancelNode> node, std::stop_token token)
       : node_(std::move(node)), callback_(std::in_place, std::move(token),
                                           Canceler{node_.get()}) {}
   void OnParentDone(DoneReason, const absl::Status&,
-                    TaskList& deferred) noexcept override {
+                    JobList& deferred) noexcept override {
     deferred.Push(this);
   }
   // Destroying a stop_callback waits for its callback if that runs on

@@ -36,7 +36,7 @@ class DoneFdState final : public Listener {
   CancelNode* node() const { return node_.get(); }
 
   void OnParentDone(DoneReason, const absl::Status&,
-                    TaskList&) noexcept override {
+                    JobList&) noexcept override {
     Signal();
   }
 

@@ -43,7 +43,7 @@ bool Executor::TryStartThread(void (Executor::*fn)()) {
   }
 }
 
-void Executor::Submit(TaskList tasks) noexcept {
+void Executor::Submit(JobList tasks) noexcept {
   if (tasks.empty()) return;
   std::unique_lock<std::mutex> lock(mu_);
   if (stopping_) {
@@ -52,7 +52,7 @@ void Executor::Submit(TaskList tasks) noexcept {
     return;
   }
   size_t n = 0;
-  for (TaskList copy = std::move(tasks); Task* t = copy.Pop(); ++n) {
+  for (JobList copy = std::move(tasks); Job* t = copy.Pop(); ++n) {
     queue_.Push(t);
   }
   if (queued_ == 0) last_progress_ns_ = MonoNow();
@@ -76,8 +76,8 @@ void Executor::Submit(TaskList tasks) noexcept {
   if (threads_ > 0) return;  // A worker will get to them; retried on Submit.
   // No thread at all and none can be started: run here, outside the lock,
   // rather than lose them.
-  TaskList mine;
-  while (Task* t = queue_.Pop()) mine.Push(t);
+  JobList mine;
+  while (Job* t = queue_.Pop()) mine.Push(t);
   queued_ = 0;
   lock.unlock();
   mine.RunAll();
@@ -108,7 +108,7 @@ void Executor::SupervisorLoop() {
       }
       if (threads_ == 0) {
         // The system refuses every thread: run a task here so none is lost.
-        Task* t = queue_.Pop();
+        Job* t = queue_.Pop();
         --queued_;
         lock.unlock();
         t->Run();
@@ -144,7 +144,7 @@ void Executor::WorkerLoop() {
       if (!got_work) break;
       continue;
     }
-    Task* t = queue_.Pop();
+    Job* t = queue_.Pop();
     --queued_;
     last_progress_ns_ = MonoNow();
     lock.unlock();
@@ -180,8 +180,8 @@ void Executor::StopAtExit() {
     return threads_ == 0 && !supervisor_running_;
   });
   // Whatever is still queued (no worker came free in time) runs here.
-  TaskList rest;
-  while (Task* t = queue_.Pop()) rest.Push(t);
+  JobList rest;
+  while (Job* t = queue_.Pop()) rest.Push(t);
   queued_ = 0;
   lock.unlock();
   rest.RunAll();

@@ -46,72 +46,72 @@
 
 namespace reqctx::internal {
 
-class TaskList;
+class JobList;
 
 // A unit of work the executor runs. Intrusive: queuing one never allocates.
 // The submitter keeps the object alive until Run() starts; Run() must not
 // throw (an exception escaping it terminates the process, as from a thread).
-class Task {
+class Job {
  public:
-  Task(const Task&) = delete;
-  Task& operator=(const Task&) = delete;
+  Job(const Job&) = delete;
+  Job& operator=(const Job&) = delete;
   virtual void Run() noexcept = 0;
 
  protected:
-  Task() = default;
-  ~Task() = default;
+  Job() = default;
+  ~Job() = default;
 
  private:
-  friend class TaskList;
-  Task* next_task_ = nullptr;
+  friend class JobList;
+  Job* next_job_ = nullptr;
 };
 
 // A FIFO of Tasks linked through the tasks themselves. Not thread-safe.
-class TaskList {
+class JobList {
  public:
-  TaskList() = default;
-  TaskList(TaskList&& o) noexcept : head_(o.head_), tail_(o.tail_) {
+  JobList() = default;
+  JobList(JobList&& o) noexcept : head_(o.head_), tail_(o.tail_) {
     o.head_ = o.tail_ = nullptr;
   }
-  TaskList(const TaskList&) = delete;
-  TaskList& operator=(const TaskList&) = delete;
+  JobList(const JobList&) = delete;
+  JobList& operator=(const JobList&) = delete;
 
   bool empty() const { return head_ == nullptr; }
-  void Push(Task* t) {
-    t->next_task_ = nullptr;
+  void Push(Job* t) {
+    t->next_job_ = nullptr;
     if (tail_ == nullptr) {
       head_ = t;
     } else {
-      tail_->next_task_ = t;
+      tail_->next_job_ = t;
     }
     tail_ = t;
   }
-  void Append(TaskList&& other) {
+  void Append(JobList&& other) {
     if (other.head_ == nullptr) return;
     if (tail_ == nullptr) {
       head_ = other.head_;
     } else {
-      tail_->next_task_ = other.head_;
+      tail_->next_job_ = other.head_;
     }
     tail_ = other.tail_;
     other.head_ = other.tail_ = nullptr;
   }
-  Task* Pop() {
-    Task* t = head_;
+  Job* Pop() {
+    Job* t = head_;
     if (t == nullptr) return nullptr;
-    head_ = t->next_task_;
+    head_ = t->next_job_;
     if (head_ == nullptr) tail_ = nullptr;
-    t->next_task_ = nullptr;
+    t->next_job_ = nullptr;
     return t;
   }
   // Runs and removes every task, in order, on the calling thread.
   void RunAll() noexcept {
-    while (Task* t = Pop()) t->Run();
+    while (Job* t = Pop()) t->Run();
   }
 
  private:
-  Task* head_ = nullptr;
-  Task* tail_ = nullptr;
+  Job* head_ = nullptr;
+  Job* tail_ = nullptr;
 };
 
 class Executor {
@@ -129,7 +129,7 @@ class Executor {
   // submission. Never throws and never allocates. Call it with no context
   // lock held. Runs the tasks on the calling thread instead only when no
   // pool thread exists and none can be started, or after process exit began.
-  void Submit(TaskList tasks) noexcept;
+  void Submit(JobList tasks) noexcept;
 
   // Live pool threads (workers; the supervisor is not counted).
   size_t ThreadCount();
@@ -154,7 +154,7 @@ class Executor {
   std::condition_variable work_;        // Workers wait here for tasks.
   std::condition_variable supervise_;   // The supervisor waits here.
   std::condition_variable exited_;      // StopAtExit waits for workers.
-  TaskList queue_;                      // Guarded by mu_.
+  JobList queue_;                      // Guarded by mu_.
   size_t queued_ = 0;                   // Guarded by mu_.
   size_t idle_ = 0;                     // Guarded by mu_.
   size_t starting_ = 0;                 // Started, not yet looping. mu_.

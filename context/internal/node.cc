@@ -106,7 +106,7 @@ void CancelNode::Cancel(DoneReason reason, const absl::Status& cause,
       mu_.IsUnlocked()) {
     return;
   }
-  TaskList deferred;
+  JobList deferred;
   mu_.lock();
   if (reason_.load(std::memory_order_relaxed) != DoneReason::kNotDone) {
     mu_.unlock();
@@ -124,7 +124,7 @@ void CancelNode::Cancel(DoneReason reason, const absl::Status& cause,
   if (!deferred.empty()) Executor::Get().Submit(std::move(deferred));
 }
 
-void CancelNode::CancelDescendantsAndUnlock(TaskList& deferred) noexcept {
+void CancelNode::CancelDescendantsAndUnlock(JobList& deferred) noexcept {
   // Depth first. `cur` is locked and done; `list` says which of its lists
   // (main, or a shard, whose lock is then held too) is being emptied. Every
   // node on the path from `this` to `cur` is locked, with the list it is
@@ -307,7 +307,7 @@ namespace {
 class Waiter final : public Listener {
  public:
   void OnParentDone(DoneReason, const absl::Status&,
-                    TaskList&) noexcept override {
+                    JobList&) noexcept override {
     std::lock_guard<std::mutex> lock(mu);
     done = true;
     cv.notify_all();

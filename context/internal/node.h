@@ -157,7 +157,7 @@ class Listener {
   // goes into `deferred`, which the canceler submits to the Executor after it
   // has released every node lock.
   virtual void OnParentDone(DoneReason reason, const absl::Status& cause,
-                            TaskList& deferred) noexcept = 0;
+                            JobList& deferred) noexcept = 0;
 
  protected:
   // `is_cancel_node`: this listener is a child CancelNode, which the cancel
@@ -251,7 +251,7 @@ class CancelNode : public Node, public Listener {
 
   // Never called: a cancel walk cancels child nodes itself.
   void OnParentDone(DoneReason, const absl::Status&,
-                    TaskList&) noexcept override {}
+                    JobList&) noexcept override {}
 
  protected:
   CancelNode(NodeKind kind, const Node* parent);
@@ -269,7 +269,7 @@ class CancelNode : public Node, public Listener {
   // With mu_ held and this node just marked done: cancels every descendant,
   // depth first, holding the locks along the path from this node (as Go's
   // recursive cancel does) but using no stack per level; unlocks mu_.
-  void CancelDescendantsAndUnlock(TaskList& deferred) noexcept;
+  void CancelDescendantsAndUnlock(JobList& deferred) noexcept;
   // Links `l` into the main list if not done; mu_ held.
   bool AddToMainLocked(Listener* l);
   // The per-CPU lists, created on first call; nullptr if out of memory.
