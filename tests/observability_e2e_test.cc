@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -374,6 +375,73 @@ TEST_F(ObservabilityTest, HostileBaggageNeverFailsACall) {
   EchoResponse resp;
   ASSERT_TRUE(resp.ParseFromString(r.message.value_or("")));
   EXPECT_EQ(ParseBaggage(resp.message()).size(), kMaxBaggageMembers);
+}
+
+// Collects call log records (copied: the record's views die with the call).
+class CollectingSink final : public CallLogSink {
+ public:
+  struct Line {
+    std::string side, method, trace_id, span_id, parent_span_id, json;
+    int code;
+    std::optional<absl::Duration> deadline_at_arrival;
+  };
+  void Write(const CallLogRecord& r) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    lines_.push_back(Line{std::string(r.side), std::string(r.method),
+                          std::string(r.trace_id), std::string(r.span_id),
+                          std::string(r.parent_span_id), FormatCallLogJson(r),
+                          r.code, r.deadline_at_arrival});
+  }
+  std::vector<Line> lines() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return lines_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<Line> lines_;
+};
+
+TEST_F(ObservabilityTest, CallLogHasBothSidesOfACallWithTheirSpans) {
+  TestServer server("backend");
+  ASSERT_NE(server.server, nullptr);
+  auto stub = ::echo::v1::Echo::NewStub(server.Channel());
+  static CollectingSink* const sink = new CollectingSink();  // Outlives calls.
+  SetCallLogSink(sink);
+  const TraceContext caller{"4bf92f3577b34da6a3ce929d0e0e4736",
+                            "00f067aa0ba902b7", true};
+  auto [ctx, cancel] =
+      WithTimeout(WithTraceContext(Background(), caller), absl::Seconds(8));
+  std::unique_ptr<grpc::ClientContext> cc = NewClientContext(ctx);
+  EchoRequest req;
+  req.set_message("reject");
+  EchoResponse resp;
+  EXPECT_EQ(stub->Echo(cc.get(), req, &resp).error_code(),
+            grpc::INVALID_ARGUMENT);
+  SetCallLogSink(nullptr);
+  // The server writes its line before its status goes out, the client when
+  // the status arrives: both are in once the call has returned.
+  std::vector<CollectingSink::Line> lines = sink->lines();
+  ASSERT_EQ(lines.size(), 2u);
+  const auto& server_line = lines[0].side == "server" ? lines[0] : lines[1];
+  const auto& client_line = lines[0].side == "server" ? lines[1] : lines[0];
+  EXPECT_EQ(server_line.side, "server");
+  EXPECT_EQ(client_line.side, "client");
+  for (const auto* l : {&server_line, &client_line}) {
+    EXPECT_EQ(l->method, kMethod);
+    EXPECT_EQ(l->code, grpc::INVALID_ARGUMENT);
+    EXPECT_EQ(l->trace_id, caller.trace_id);
+    ASSERT_TRUE(l->deadline_at_arrival.has_value());
+    EXPECT_GT(*l->deadline_at_arrival, absl::Seconds(7));
+    // grpc-timeout rounds the server's up by a few ms.
+    EXPECT_LE(*l->deadline_at_arrival, absl::Seconds(8) + absl::Milliseconds(100));
+  }
+  EXPECT_EQ(client_line.span_id, caller.span_id);
+  EXPECT_EQ(server_line.parent_span_id, caller.span_id);
+  EXPECT_EQ(server_line.span_id.size(), 16u);
+  EXPECT_NE(server_line.span_id, caller.span_id);  // A fresh span per hop.
+  EXPECT_THAT(server_line.json,
+              HasSubstr("\"code\":\"INVALID_ARGUMENT\",\"trace_id\":\"4bf92f35"));
 }
 
 }  // namespace
