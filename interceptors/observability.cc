@@ -14,6 +14,7 @@
 namespace reqctx {
 
 void EnableRpcMetrics() {
+  metrics::RegisterRpcFamilies();
   metrics::RegisterProcessGauges();
   static std::once_flag once;
   std::call_once(once, [] {
@@ -21,7 +22,6 @@ void EnableRpcMetrics() {
         "reqctx_sync_watched_calls",
         "Sync-API calls polled for client cancellation by reqctx's watcher.",
         [] { return static_cast<double>(debug::WatchedServerCallCount()); });
-    (void)metrics::OrphanReports();
   });
   internal::g_metrics_on.store(true);
 }

@@ -198,6 +198,13 @@ CounterFamily& OrphanReports() {
   return *f;
 }
 
+void RegisterRpcFamilies() {
+  (void)Server();
+  (void)Client();
+  (void)Policy();
+  (void)OrphanReports();
+}
+
 void RegisterProcessGauges() {
   static std::once_flag once;
   std::call_once(once, [] {

@@ -77,6 +77,10 @@ const PolicyFamilies& Policy();
 // reqctx_orphan_reports_total{kind, method}.
 CounterFamily& OrphanReports();
 
+// Registers every family above now (idempotent), so a scrape shows their
+// HELP and TYPE lines before the first call.
+void RegisterRpcFamilies();
+
 // Registers the process-wide gauges of the core (idempotent):
 //   reqctx_live_timers            deadlines queued in the timer service
 //   reqctx_executor_threads       AfterFunc executor threads
