@@ -327,6 +327,24 @@ struct Registry::CallbackGauge final : FamilyBase {
   const std::function<double()> read;
 };
 
+// A family whose samples are read at scrape time.
+struct Registry::CallbackFamily final : FamilyBase {
+  CallbackFamily(std::string name, std::string help, Type type,
+                 std::vector<std::string> labels,
+                 std::function<std::vector<Sample>()> r)
+      : FamilyBase(std::move(name), std::move(help), std::move(labels), type),
+        read(std::move(r)) {}
+  void Expose(std::string& out) const override {
+    AppendHeader(*this, out);
+    for (const Sample& sample : read()) {
+      if (sample.label_values.size() != label_names().size()) continue;
+      AppendSample(name(), LabelBlock(label_names(), sample.label_values),
+                   FormatValue(sample.value), out);
+    }
+  }
+  const std::function<std::vector<Sample>()> read;
+};
+
 Registry::Registry() = default;
 Registry::~Registry() = default;
 
@@ -356,8 +374,11 @@ absl::StatusOr<FamilyBase*> Registry::Add(std::unique_ptr<FamilyBase> family,
   std::lock_guard<std::mutex> lock(mu_);
   for (const std::unique_ptr<FamilyBase>& f : families_) {
     if (f->name() != family->name()) continue;
-    const bool callback = dynamic_cast<CallbackGauge*>(f.get()) != nullptr ||
-                          dynamic_cast<CallbackGauge*>(family.get()) != nullptr;
+    auto is_callback = [](FamilyBase* x) {
+      return dynamic_cast<CallbackGauge*>(x) != nullptr ||
+             dynamic_cast<CallbackFamily*>(x) != nullptr;
+    };
+    const bool callback = is_callback(f.get()) || is_callback(family.get());
     bool same = !callback && f->type() == family->type() &&
                 f->label_names() == family->label_names();
     if (same && bounds != nullptr) {
@@ -411,6 +432,21 @@ absl::Status Registry::AddCallbackGauge(std::string name, std::string help,
                                         std::function<double()> read) {
   return Add(std::make_unique<CallbackGauge>(std::move(name), std::move(help),
                                              std::move(read)),
+             nullptr)
+      .status();
+}
+
+absl::Status Registry::AddCallbackFamily(
+    std::string name, std::string help, Type type,
+    std::vector<std::string> labels,
+    std::function<std::vector<Sample>()> read) {
+  if (type == Type::kHistogram) {
+    return absl::InvalidArgumentError(
+        "metrics: a callback family is a counter or a gauge");
+  }
+  return Add(std::make_unique<CallbackFamily>(std::move(name), std::move(help),
+                                              type, std::move(labels),
+                                              std::move(read)),
              nullptr)
       .status();
 }

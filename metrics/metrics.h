@@ -222,11 +222,30 @@ class Registry {
   absl::Status AddCallbackGauge(std::string name, std::string help,
                                 std::function<double()> read);
 
+  // One sample of a callback family: label values (one per label name, in
+  // order) and the value.
+  struct Sample {
+    std::vector<std::string> label_values;
+    double value = 0;
+  };
+  // A counter or gauge family (`type`: kCounter or kGauge) whose samples
+  // `read` returns at each scrape, for counts kept elsewhere -- e.g. a
+  // policy's own counter array exposed as
+  //   reqctx_policy_events_total{event="shed_at_arrival"} 3
+  // without changing the code that counts. `read` runs on the scraping
+  // thread; it must be thread-safe, quick, and not call into this registry.
+  // Samples with the wrong number of label values are skipped. Errors as
+  // AddCounter's (and kInvalidArgument for type kHistogram).
+  absl::Status AddCallbackFamily(std::string name, std::string help, Type type,
+                                 std::vector<std::string> labels,
+                                 std::function<std::vector<Sample>()> read);
+
   // Every family in the text format 0.0.4, in the order they were added.
   std::string Expose() const;
 
  private:
   struct CallbackGauge;
+  struct CallbackFamily;
   absl::StatusOr<FamilyBase*> Add(std::unique_ptr<FamilyBase> family,
                                   const std::vector<double>* bounds);
   mutable std::mutex mu_;

@@ -95,6 +95,38 @@ TEST(Metrics, RegistryRejectsBadNamesAndConflictsButSharesEqualFamilies) {
   EXPECT_FALSE(r.AddCallbackGauge("cb", "", [] { return 2.0; }).ok());
 }
 
+TEST(Metrics, CallbackFamilyExposesCountsKeptElsewhere) {
+  Registry r;
+  // Counts kept by other code (e.g. a policy's own counter array).
+  std::atomic<int64_t> shed{3}, admitted{40};
+  ASSERT_TRUE(r.AddCallbackFamily(
+                   "test_policy_events_total", "Policy events.", Type::kCounter,
+                   {"event"},
+                   [&] {
+                     return std::vector<Registry::Sample>{
+                         {{"shed_at_arrival"}, static_cast<double>(shed.load())},
+                         {{"admitted"}, static_cast<double>(admitted.load())},
+                         {{"wrong", "arity"}, 1}};
+                   })
+                  .ok());
+  EXPECT_EQ(r.Expose(),
+            "# HELP test_policy_events_total Policy events.\n"
+            "# TYPE test_policy_events_total counter\n"
+            "test_policy_events_total{event=\"shed_at_arrival\"} 3\n"
+            "test_policy_events_total{event=\"admitted\"} 40\n");
+  shed = 4;
+  EXPECT_THAT(r.Expose(), HasSubstr("{event=\"shed_at_arrival\"} 4\n"));
+  EXPECT_FALSE(r.AddCallbackFamily("test_policy_events_total", "", Type::kCounter,
+                                   {"event"}, [] { return std::vector<Registry::Sample>{}; })
+                   .ok());
+  EXPECT_FALSE(r.AddCallbackFamily("h", "", Type::kHistogram, {},
+                                   [] { return std::vector<Registry::Sample>{}; })
+                   .ok());
+  EXPECT_FALSE(r.AddCallbackFamily("ok_total", "", Type::kCounter, {"bad label"},
+                                   [] { return std::vector<Registry::Sample>{}; })
+                   .ok());
+}
+
 TEST(Metrics, CardinalityIsCappedWithAnOtherChild) {
   Registry r;
   CounterFamily* f = *r.AddCounter("test_capped_total", "", {"method"});
