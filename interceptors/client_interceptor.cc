@@ -2,7 +2,9 @@
 
 #include <grpcpp/create_channel.h>
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <mutex>
 #include <optional>
 #include <string_view>
@@ -175,8 +177,17 @@ std::shared_ptr<grpc::Channel> CreateChannel(
 
 std::unique_ptr<grpc::ClientContext> NewClientContext(const Context& ctx) {
   auto cc = std::make_unique<grpc::ClientContext>();
-  if (std::optional<absl::Time> deadline = ctx.Deadline()) {
-    cc->set_deadline(absl::ToChronoTime(*deadline));
+  // The time left on the monotonic clock, from now: a step of the system
+  // clock since the deadline was set does not move the outbound one.
+  if (std::optional<absl::Duration> left = ctx.TimeLeft()) {
+    cc->set_deadline(*left == absl::InfiniteDuration()
+                         ? std::chrono::system_clock::time_point::max()
+                         : std::chrono::system_clock::now() +
+                               std::chrono::duration_cast<
+                                   std::chrono::system_clock::duration>(
+                                   absl::ToChronoNanoseconds(std::clamp(
+                                       *left, absl::ZeroDuration(),
+                                       absl::Hours(24 * 365 * 100)))));
   }
   internal::OutgoingTrace trace = internal::OutgoingTraceFor(ctx);
   cc->AddMetadata(internal::kTraceparentHeader, trace.traceparent);
