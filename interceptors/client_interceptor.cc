@@ -15,9 +15,9 @@
 #include "context/after_func.h"
 #include "interceptors/internal/call_observer.h"
 #include "interceptors/internal/client_binding_registry.h"
-#include "w3c/trace_propagation.h"
 #include "interceptors/status_mapping.h"
 #include "w3c/baggage_context.h"
+#include "w3c/trace_propagation.h"
 
 namespace reqctx {
 namespace {

@@ -23,8 +23,8 @@
 #include "interceptors/internal/incoming_deadline.h"
 #include "interceptors/internal/server_call.h"
 #include "interceptors/internal/server_call_registry.h"
-#include "w3c/trace_propagation.h"
 #include "w3c/baggage_context.h"
+#include "w3c/trace_propagation.h"
 
 namespace reqctx {
 namespace {
