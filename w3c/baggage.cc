@@ -1,6 +1,7 @@
 #include "w3c/baggage.h"
 
 #include <optional>
+#include <unordered_map>
 
 namespace reqctx {
 namespace {
@@ -131,9 +132,11 @@ class LimitedList {
  public:
   // Adds `wire` (the member's formatted form) as `member`, replacing an
   // earlier member with the same key; false if the limits forbid it.
+  // O(1) per member (a hash lookup), so a header of thousands of members
+  // costs linear time however many are kept.
   bool Add(BaggageMember member, size_t wire_size) {
-    for (size_t i = 0; i < members_.size(); ++i) {
-      if (members_[i].key != member.key) continue;
+    if (auto it = index_.find(member.key); it != index_.end()) {
+      const size_t i = it->second;
       const size_t new_bytes = bytes_ - sizes_[i] + wire_size;
       if (new_bytes > kMaxBaggageBytes) return false;
       bytes_ = new_bytes;
@@ -146,6 +149,7 @@ class LimitedList {
     if (bytes_ + comma + wire_size > kMaxBaggageBytes) return false;
     bytes_ += comma + wire_size;
     sizes_.push_back(wire_size);
+    index_.emplace(member.key, members_.size());
     members_.push_back(std::move(member));
     return true;
   }
@@ -154,6 +158,7 @@ class LimitedList {
  private:
   std::vector<BaggageMember> members_;
   std::vector<size_t> sizes_;
+  std::unordered_map<std::string, size_t> index_;  // key -> position.
   size_t bytes_ = 0;
 };
 
