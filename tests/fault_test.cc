@@ -62,7 +62,7 @@ constexpr absl::Duration kTimingSlack = absl::Seconds(1);
 #else
 constexpr bool kSanitized = false;
 constexpr int kScale = 1;
-constexpr absl::Duration kTimingSlack = absl::Milliseconds(250);
+constexpr absl::Duration kTimingSlack = absl::Milliseconds(500);
 #endif
 
 constexpr int kWorkers = 2;

@@ -3,6 +3,7 @@
 #include <grpcpp/security/credentials.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -41,10 +42,17 @@ absl::Status CheckWork(int64_t work_ms, int64_t max_work_ms) {
 }
 
 absl::Status SimulateWork(const Context& ctx, absl::Duration work) {
-  while (work > absl::ZeroDuration()) {
-    absl::Duration slice = std::min(work, kWorkSlice);
-    if (absl::Status s = SleepFor(ctx, slice); !s.ok()) return s;
-    work -= slice;
+  // Against an end time on the monotonic clock, so the slices' wake-up
+  // delays do not add up: `work` takes `work`, even on a loaded machine.
+  const auto end = std::chrono::steady_clock::now() +
+                   absl::ToChronoNanoseconds(work);
+  for (;;) {
+    const absl::Duration left =
+        absl::FromChrono(end - std::chrono::steady_clock::now());
+    if (left <= absl::ZeroDuration()) break;
+    if (absl::Status s = SleepFor(ctx, std::min(left, kWorkSlice)); !s.ok()) {
+      return s;
+    }
   }
   return ctx.Err();
 }
