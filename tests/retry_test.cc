@@ -202,8 +202,9 @@ TEST(RetryTest, NoAttemptStartsPastTheDeadline) {
     // Every attempt started with at least the expected latency left.
     EXPECT_GE(deadline - t, p.expected_latency);
   }
-  // And the call ended without sleeping past the deadline.
-  EXPECT_LE(absl::Now(), deadline + absl::Milliseconds(50));
+  // And the call ended by its deadline (plus scheduling slack, wide for
+  // sanitizers on a loaded machine; the starts above are the property).
+  EXPECT_LE(absl::Now(), deadline + absl::Milliseconds(200));
   EXPECT_GE(state.Counters()[PolicyCounter::kAttemptSkippedDeadline], 1);
 }
 
