@@ -12,8 +12,10 @@
 //      reqctx's on server and channel, the client calls through
 //      NewClientContext(ctx) and the handler takes its Context with
 //      FromServerContext (what every reqctx handler does). "reqctx over
-//      noop" is thus reqctx's own cost.
-//      Phases are time-bounded and rotate plain/noop/reqctx (the order
+//      noop" is thus reqctx's own cost. "metrics" is "reqctx" with the
+//      reqctx_* Prometheus metrics recorded (EnableRpcMetrics), so "metrics
+//      over reqctx" is the cost of recording them.
+//      Phases are time-bounded and rotate plain/noop/reqctx/metrics (the order
 //      rotates and flips every round, to cancel drift); each mode's median
 //      over the rounds is reported. CPU per RPC is process CPU time (CLOCK_PROCESS_CPUTIME_ID:
 //      client and server together) over the phase / RPCs completed.
@@ -29,7 +31,7 @@
 //
 //          Each hop works --sync_work_ms before calling the next, so a
 //          cancel slower than that is counted as a failed trial.
-// --profile_mode=plain|noop|reqctx runs only that mode's throughput phases, to
+// --profile_mode=plain|noop|reqctx|metrics runs only that mode's throughput phases, to
 // put one side under `perf record` or `perf stat`.
 //
 // Output: a markdown table on stdout (bench/run_all.sh includes it), the
@@ -61,6 +63,7 @@
 #include "context/after_func.h"
 #include "context/core.h"
 #include "interceptors/interceptors.h"
+#include "interceptors/observability.h"
 #include "proto/echo.grpc.pb.h"
 #include "services/echo/echo_server.h"
 
@@ -114,14 +117,19 @@ double Median(std::vector<double> v) { return Percentile(v, 0.5); }
 std::string Target(int port) { return absl::StrCat("127.0.0.1:", port); }
 
 // What a throughput phase installs on its server and channel.
-enum class Mode { kPlain, kNoop, kReqctx };
-constexpr Mode kModes[] = {Mode::kPlain, Mode::kNoop, Mode::kReqctx};
+enum class Mode { kPlain, kNoop, kReqctx, kMetrics };
+constexpr Mode kModes[] = {Mode::kPlain, Mode::kNoop, Mode::kReqctx,
+                           Mode::kMetrics};
+constexpr int kModeCount = 4;
+
+bool WithReqctx(Mode m) { return m == Mode::kReqctx || m == Mode::kMetrics; }
 
 const char* ModeName(Mode m) {
   switch (m) {
     case Mode::kPlain: return "plain";
     case Mode::kNoop: return "noop";
     case Mode::kReqctx: return "reqctx";
+    case Mode::kMetrics: return "metrics";
   }
   return "?";
 }
@@ -164,7 +172,7 @@ std::unique_ptr<grpc::Server> Serve(grpc::Service* service, Mode mode,
   builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(),
                            port);
   builder.RegisterService(service);
-  if (mode == Mode::kReqctx) reqctx::InstallServerInterceptors(builder);
+  if (WithReqctx(mode)) reqctx::InstallServerInterceptors(builder);
   if (mode == Mode::kNoop) {
     std::vector<
         std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>
@@ -188,6 +196,7 @@ std::shared_ptr<grpc::Channel> Connect(int port, Mode mode) {
       channel = grpc::CreateChannel(Target(port), creds);
       break;
     case Mode::kReqctx:
+    case Mode::kMetrics:
       channel = reqctx::CreateChannel(Target(port), creds);
       break;
     case Mode::kNoop: {
@@ -237,7 +246,12 @@ struct PhaseResult {
 };
 
 PhaseResult RunThroughputPhase(Mode mode) {
-  const bool with_reqctx = mode == Mode::kReqctx;
+  const bool with_reqctx = WithReqctx(mode);
+  if (mode == Mode::kMetrics) {
+    reqctx::EnableRpcMetrics();
+  } else {
+    reqctx::DisableRpcMetrics();
+  }
   MinimalEcho service(with_reqctx);
   int port = 0;
   std::unique_ptr<grpc::Server> server = Serve(&service, mode, &port);
@@ -568,13 +582,15 @@ int main(int argc, char** argv) {
   const int cancel_trials = std::max(1, absl::GetFlag(FLAGS_cancel_trials));
 
   if (const std::string mode = absl::GetFlag(FLAGS_profile_mode); !mode.empty()) {
-    if (mode != "plain" && mode != "noop" && mode != "reqctx") {
-      Log("--profile_mode must be plain, noop or reqctx");
+    if (mode != "plain" && mode != "noop" && mode != "reqctx" &&
+        mode != "metrics") {
+      Log("--profile_mode must be plain, noop, reqctx or metrics");
       return 2;
     }
-    const Mode m = mode == "reqctx" ? Mode::kReqctx
-                   : mode == "noop" ? Mode::kNoop
-                                    : Mode::kPlain;
+    const Mode m = mode == "metrics" ? Mode::kMetrics
+                   : mode == "reqctx" ? Mode::kReqctx
+                   : mode == "noop"   ? Mode::kNoop
+                                      : Mode::kPlain;
     for (int r = 0; r < std::max(1, rounds); ++r) {
       PhaseResult p = RunThroughputPhase(m);
       std::printf("%s: %.0f QPS, p50 %.1f us, p99 %.1f us, %.2f us CPU/RPC\n",
@@ -583,21 +599,24 @@ int main(int argc, char** argv) {
     return 0;
   }
 
-  // Throughput: the three modes back to back each round; the order rotates
+  // Throughput: the four modes back to back each round; the order rotates
   // and flips from round to round, so no mode always runs first or last, or
   // always after the same other mode.
-  std::vector<PhaseResult> plain, noop, with;
+  std::vector<PhaseResult> plain, noop, with, metrics;
   for (int r = 0; r < rounds; ++r) {
-    for (int k = 0; k < 3; ++k) {
-      const int slot = (r / 2) % 2 == 0 ? k : 2 - k;
-      const Mode mode = kModes[(slot + r) % 3];
+    for (int k = 0; k < kModeCount; ++k) {
+      const int slot = (r / 2) % 2 == 0 ? k : kModeCount - 1 - k;
+      const Mode mode = kModes[(slot + r) % kModeCount];
       PhaseResult p = RunThroughputPhase(mode);
       Log(absl::StrFormat(
           "round %d %-6s: %.0f QPS, p50 %.1f us, p99 %.1f us, "
           "%.2f us CPU/RPC, %d errors",
           r + 1, ModeName(mode), p.qps, p.p50_us, p.p99_us, p.cpu_us_per_rpc,
           p.errors));
-      (mode == Mode::kPlain ? plain : mode == Mode::kNoop ? noop : with)
+      (mode == Mode::kPlain  ? plain
+       : mode == Mode::kNoop ? noop
+       : mode == Mode::kReqctx ? with
+                               : metrics)
           .push_back(p);
     }
   }
@@ -609,7 +628,7 @@ int main(int argc, char** argv) {
   };
   // Paired per round (adjacent phases share the machine's mood), then median.
   std::vector<double> qps_loss, cpu_extra, noop_loss, noop_extra,
-      own_loss, own_extra;
+      own_loss, own_extra, metrics_loss, metrics_extra;
   int64_t errors = 0;
   for (int r = 0; r < rounds; ++r) {
     qps_loss.push_back(100.0 * (1.0 - with[r].qps / plain[r].qps));
@@ -618,7 +637,10 @@ int main(int argc, char** argv) {
     noop_extra.push_back(noop[r].cpu_us_per_rpc - plain[r].cpu_us_per_rpc);
     own_loss.push_back(100.0 * (1.0 - with[r].qps / noop[r].qps));
     own_extra.push_back(with[r].cpu_us_per_rpc - noop[r].cpu_us_per_rpc);
-    errors += plain[r].errors + noop[r].errors + with[r].errors;
+    metrics_loss.push_back(100.0 * (1.0 - metrics[r].qps / with[r].qps));
+    metrics_extra.push_back(metrics[r].cpu_us_per_rpc - with[r].cpu_us_per_rpc);
+    errors += plain[r].errors + noop[r].errors + with[r].errors +
+              metrics[r].errors;
   }
 
   Log(absl::StrCat("3-hop cancellation, callback API: ", cancel_trials, " trials"));
@@ -634,13 +656,16 @@ int main(int argc, char** argv) {
   const double extra = Median(cpu_extra);
   const double qps_n = median_of(noop, &PhaseResult::qps);
   const double cpu_n = median_of(noop, &PhaseResult::cpu_us_per_rpc);
+  const double qps_m = median_of(metrics, &PhaseResult::qps);
+  const double cpu_m = median_of(metrics, &PhaseResult::cpu_us_per_rpc);
 
   std::printf(
       "Unary Echo on 127.0.0.1, sync-API server, minimal handler, %d-byte "
       "message, %d client threads (blocking stubs, one channel), client and "
       "server in one process; %d rounds of %.0f s per mode, alternating; "
       "median over rounds. The no-op interceptors only Proceed(): gRPC's own "
-      "cost of interceptors, so reqctx over no-op is reqctx's own code.\n\n",
+      "cost of interceptors, so reqctx over no-op is reqctx's own code; "
+      "\"with metrics\" also records the reqctx_* Prometheus metrics.\n\n",
       absl::GetFlag(FLAGS_payload_bytes), absl::GetFlag(FLAGS_callers), rounds,
       absl::GetFlag(FLAGS_phase_seconds));
   std::printf("| unary Echo | QPS | p50 us | p99 us | CPU us/RPC |\n");
@@ -657,6 +682,10 @@ int main(int argc, char** argv) {
               Fmt(median_of(with, &PhaseResult::p50_us)).c_str(),
               Fmt(median_of(with, &PhaseResult::p99_us)).c_str(),
               Fmt(cpu_r).c_str());
+  std::printf("| reqctx interceptors with metrics | %.0f | %s | %s | %s |\n",
+              qps_m, Fmt(median_of(metrics, &PhaseResult::p50_us)).c_str(),
+              Fmt(median_of(metrics, &PhaseResult::p99_us)).c_str(),
+              Fmt(cpu_m).c_str());
   std::printf(
       "| no-op vs plain (median of per-round pairs) | %+.1f%% | | | %+.2f |\n",
       -Median(noop_loss), Median(noop_extra));
@@ -666,8 +695,12 @@ int main(int argc, char** argv) {
       -Median(own_loss), Median(own_extra));
   std::printf(
       "| reqctx vs plain (median of per-round pairs) | %+.1f%% | | | %+.2f |"
-      "\n\n",
+      "\n",
       -loss, extra);
+  std::printf(
+      "| metrics vs reqctx: the cost of recording (median of per-round "
+      "pairs) | %+.1f%% | | | %+.2f |\n\n",
+      -Median(metrics_loss), Median(metrics_extra));
   std::printf(
       "| 3-hop cancellation (client cancel -> hop 3 Context done) | trials | "
       "p50 us | p99 us | max us |\n");
@@ -696,13 +729,17 @@ int main(int argc, char** argv) {
         "\"noop_qps_loss_pct\": %.3f, \"noop_cpu_extra_us\": %.3f, "
         "\"reqctx_over_noop_qps_loss_pct\": %.3f, "
         "\"reqctx_over_noop_cpu_extra_us\": %.3f, "
+        "\"qps_metrics\": %.1f, \"cpu_us_metrics\": %.3f, "
+        "\"metrics_over_reqctx_qps_loss_pct\": %.3f, "
+        "\"metrics_over_reqctx_cpu_extra_us\": %.3f, "
         "\"cancel_callback\": {\"trials\": %d, \"failed\": %d, "
         "\"p50_us\": %.1f, \"p99_us\": %.1f}, "
         "\"cancel_sync\": {\"trials\": %d, \"failed\": %d, "
         "\"p50_us\": %.1f, \"p99_us\": %.1f}}\n",
         qps_p, qps_r, loss, cpu_p, cpu_r, extra, errors, qps_n, cpu_n,
         Median(noop_loss), Median(noop_extra), Median(own_loss),
-        Median(own_extra), cb.trials, cb.failed,
+        Median(own_extra), qps_m, cpu_m, Median(metrics_loss),
+        Median(metrics_extra), cb.trials, cb.failed,
         cb.p50_us, cb.p99_us, sy.trials, sy.failed, sy.p50_us, sy.p99_us);
   }
   return 0;

@@ -1,6 +1,7 @@
 #include "context/after_func.h"
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <mutex>
 #include <thread>
@@ -8,9 +9,22 @@
 
 #include "context/internal/context_access.h"
 #include "context/internal/executor.h"
+#include "context/orphans.h"
 
 namespace reqctx {
 namespace internal {
+namespace {
+
+int64_t MonoNowNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// While an f runs on this thread: when its context was seen done (ns).
+thread_local int64_t t_done_ns = 0;
+
+}  // namespace
 
 // Shared by the handle, the context's listener list (raw, while linked) and
 // the executor (while scheduled: `self_` keeps it alive until f returned).
@@ -58,6 +72,7 @@ class AfterFuncState final
   void Schedule(JobList& out) noexcept {
     int expected = kPending;
     if (phase_.compare_exchange_strong(expected, kScheduled)) {
+      done_ns_ = MonoNowNs();  // Published to Run() by the executor's queue.
       self_ = shared_from_this();  // No allocation: a refcount.
       out.Push(this);
     }
@@ -68,7 +83,17 @@ class AfterFuncState final
       std::lock_guard<std::mutex> lock(mu_);
       runner_ = std::this_thread::get_id();
     }
-    f_();
+    const int64_t outer_done_ns = std::exchange(t_done_ns, done_ns_);
+    if (OrphanDetectorEnabled()) {
+      // Runs because its context is done: orphaned once it runs too long.
+      const Context ctx = ContextAccess::FromNode(
+          NodeRef<Node>::Share(static_cast<Node*>(node_.get())));
+      OrphanWatch watch(ctx, "after_func", "");
+      f_();
+    } else {
+      f_();
+    }
+    t_done_ns = outer_done_ns;
     f_ = nullptr;
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -82,12 +107,18 @@ class AfterFuncState final
   const NodeRef<CancelNode> node_;
   std::function<void()> f_;  // Owned by whoever moved phase_ off kPending.
   std::shared_ptr<AfterFuncState> self_;  // Set while scheduled.
+  int64_t done_ns_ = 0;  // Written by Schedule, read by Run.
 
   std::mutex mu_;
   std::condition_variable finished_cv_;
   std::thread::id runner_;  // Guarded by mu_.
   bool finished_ = false;   // Guarded by mu_.
 };
+
+absl::Duration SinceAfterFuncContextDone() {
+  if (t_done_ns == 0) return absl::ZeroDuration();
+  return absl::Nanoseconds(MonoNowNs() - t_done_ns);
+}
 
 }  // namespace internal
 

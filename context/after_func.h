@@ -70,6 +70,14 @@ class AfterFuncHandle {
 [[nodiscard]] AfterFuncHandle AfterFunc(const Context& ctx,
                                         std::function<void()> f);
 
+namespace internal {
+// Inside a running AfterFunc's f: how long ago its context was done, as seen
+// by the cancel walk (or the AfterFunc call, if it already was) -- the
+// executor's queueing delay plus f's run so far. Zero outside an f. For
+// metrics (the gRPC glue's cancel-propagation histogram).
+absl::Duration SinceAfterFuncContextDone();
+}  // namespace internal
+
 }  // namespace reqctx
 
 #endif  // REQCTX_CONTEXT_AFTER_FUNC_H_

@@ -24,6 +24,7 @@
 #include "context/core.h"        // IWYU pragma: export
 #include "context/current.h"     // IWYU pragma: export
 #include "context/group.h"       // IWYU pragma: export
+#include "context/orphans.h"     // IWYU pragma: export
 #include "context/select.h"      // IWYU pragma: export
 #include "context/sleep.h"       // IWYU pragma: export
 #include "context/stop_token.h"  // IWYU pragma: export

@@ -96,6 +96,12 @@ std::optional<absl::Time> Context::Deadline() const {
   return t->deadline();
 }
 
+std::optional<absl::Duration> Context::TimeLeft() const {
+  const internal::TimerNode* t = internal::NearestTimer(node_.get());
+  if (t == nullptr) return std::nullopt;
+  return internal::MonoUntil(internal::MonoNow(), t->mono_deadline());
+}
+
 std::string Context::DebugString() const {
   std::vector<const Node*> chain;
   for (const Node* n = node_.get(); n != nullptr; n = n->parent()) {

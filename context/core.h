@@ -136,6 +136,11 @@ class Context {
   // The time at which this context will be canceled with
   // kDeadlineExceeded: the earliest deadline along its chain, nullopt if none.
   std::optional<absl::Time> Deadline() const;
+  // How long until that deadline, on the monotonic clock it fires by; nullopt
+  // if there is none, zero or negative once it has passed. To pass a
+  // deadline on (as a relative timeout, e.g. gRPC's grpc-timeout), prefer
+  // this to Deadline() - Now(): a step of the system clock does not move it.
+  std::optional<absl::Duration> TimeLeft() const;
   // True once this context is done (Go's `select { case <-ctx.Done(): }`
   // without blocking). One or two dependent loads and no store: any number
   // of threads may poll one context at once without contention.

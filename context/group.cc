@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "context/internal/thread_start.h"
+#include "context/orphans.h"
 
 namespace reqctx {
 
@@ -53,7 +54,11 @@ void Group::Fail(const absl::Status& status) {
 }
 
 void Group::RunTask(const std::function<absl::Status(const Context&)>& task) {
-  absl::Status status = task(ctx_);
+  absl::Status status;
+  {
+    OrphanWatch watch(ctx_, "group_task", "");
+    status = task(ctx_);
+  }
   {
     std::lock_guard<std::mutex> lock(mu_);
     --active_;

@@ -2,7 +2,9 @@
 
 #include <grpcpp/create_channel.h>
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <mutex>
 #include <optional>
 #include <string_view>
@@ -11,9 +13,11 @@
 
 #include "absl/time/time.h"
 #include "context/after_func.h"
+#include "interceptors/internal/call_observer.h"
 #include "interceptors/internal/client_binding_registry.h"
-#include "interceptors/internal/trace_propagation.h"
 #include "interceptors/status_mapping.h"
+#include "w3c/baggage_context.h"
+#include "w3c/trace_propagation.h"
 
 namespace reqctx {
 namespace {
@@ -26,7 +30,7 @@ using internal::ClientBindingRegistry;
 class ClientCallInterceptor final : public grpc::experimental::Interceptor {
  public:
   explicit ClientCallInterceptor(grpc::experimental::ClientRpcInfo* info)
-      : cc_(info->client_context()) {}
+      : cc_(info->client_context()), method_(info->method()) {}
 
   // A call whose status was never received (gRPC requires it to be) still
   // drops its cancel registration here.
@@ -67,10 +71,15 @@ class ClientCallInterceptor final : public grpc::experimental::Interceptor {
  private:
   // Returns true if the call must be hijacked (failed without the network).
   bool StartCall(const std::multimap<std::string, std::string>& metadata) {
+    std::optional<Context> ctx;
     auto it = metadata.find(internal::kTraceparentHeader);
-    if (it == metadata.end()) return false;  // Not from NewClientContext.
-    std::optional<Context> ctx =
-        ClientBindingRegistry::Get().Take(cc_, it->second);
+    if (it != metadata.end()) {  // Else not from NewClientContext.
+      ctx = ClientBindingRegistry::Get().Take(cc_, it->second);
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      observer_.Start(method_, ctx.has_value() ? &*ctx : nullptr);
+    }
     if (!ctx.has_value()) return false;
     absl::Status err = ctx->Err();
     if (!err.ok()) {
@@ -80,7 +89,11 @@ class ClientCallInterceptor final : public grpc::experimental::Interceptor {
       return true;
     }
     grpc::ClientContext* cc = cc_;
-    AfterFuncHandle cancel_on_done = AfterFunc(*ctx, [cc] { cc->TryCancel(); });
+    const metrics::ClientMethodMetrics* m = observer_.metrics();
+    AfterFuncHandle cancel_on_done = AfterFunc(*ctx, [cc, m] {
+      cc->TryCancel();
+      internal::ClientCallObserver::CancelSent(m);
+    });
     std::lock_guard<std::mutex> lock(mu_);
     ctx_ = std::move(ctx);
     cancel_on_done_ = std::move(cancel_on_done);
@@ -98,13 +111,18 @@ class ClientCallInterceptor final : public grpc::experimental::Interceptor {
       cancel_on_done = std::move(cancel_on_done_);
     }
     cancel_on_done = AfterFuncHandle();  // Stops f, or waits for it.
-    if (status == nullptr || !ctx.has_value()) return;
-    if (status->error_code() == grpc::StatusCode::CANCELLED) {
+    if (status != nullptr && ctx.has_value() &&
+        status->error_code() == grpc::StatusCode::CANCELLED) {
       absl::Status err = ctx->Err();
       if (err.code() == absl::StatusCode::kDeadlineExceeded) {
         *status = ToGrpcStatus(err);
       }
     }
+    // No status ever received (the call was abandoned): counted CANCELLED.
+    const int code = status != nullptr ? static_cast<int>(status->error_code())
+                                       : static_cast<int>(grpc::CANCELLED);
+    std::lock_guard<std::mutex> lock(mu_);
+    observer_.Finish(code);
   }
 
   // Set if the call was hijacked: the status it fails with.
@@ -117,6 +135,7 @@ class ClientCallInterceptor final : public grpc::experimental::Interceptor {
   }
 
   grpc::ClientContext* const cc_;
+  const char* const method_;  // gRPC's, valid for the call.
 
   // Batches of one call may be intercepted on different threads, ordered by
   // gRPC core (which TSan cannot see); so all state is under mu_.
@@ -125,6 +144,7 @@ class ClientCallInterceptor final : public grpc::experimental::Interceptor {
   std::atomic<bool> failed_{false};      // failure_ is set.
   std::optional<Context> ctx_;      // Guarded by mu_.
   AfterFuncHandle cancel_on_done_;  // Guarded by mu_.
+  internal::ClientCallObserver observer_;  // Guarded by mu_.
 };
 
 class ClientInterceptorFactory final
@@ -157,13 +177,25 @@ std::shared_ptr<grpc::Channel> CreateChannel(
 
 std::unique_ptr<grpc::ClientContext> NewClientContext(const Context& ctx) {
   auto cc = std::make_unique<grpc::ClientContext>();
-  if (std::optional<absl::Time> deadline = ctx.Deadline()) {
-    cc->set_deadline(absl::ToChronoTime(*deadline));
+  // The time left on the monotonic clock, from now: a step of the system
+  // clock since the deadline was set does not move the outbound one.
+  if (std::optional<absl::Duration> left = ctx.TimeLeft()) {
+    cc->set_deadline(*left == absl::InfiniteDuration()
+                         ? std::chrono::system_clock::time_point::max()
+                         : std::chrono::system_clock::now() +
+                               std::chrono::duration_cast<
+                                   std::chrono::system_clock::duration>(
+                                   absl::ToChronoNanoseconds(std::clamp(
+                                       *left, absl::ZeroDuration(),
+                                       absl::Hours(24 * 365 * 100)))));
   }
   internal::OutgoingTrace trace = internal::OutgoingTraceFor(ctx);
   cc->AddMetadata(internal::kTraceparentHeader, trace.traceparent);
   if (trace.tracestate.has_value()) {
     cc->AddMetadata(internal::kTracestateHeader, *trace.tracestate);
+  }
+  if (std::string baggage = BaggageHeaderFor(ctx); !baggage.empty()) {
+    cc->AddMetadata(kBaggageHeader, baggage);
   }
   ClientBindingRegistry::Get().Bind(cc.get(), ctx, std::move(trace.traceparent));
   return cc;

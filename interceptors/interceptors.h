@@ -8,7 +8,9 @@
 // standard metadata crosses the wire, so peers in any language interoperate.
 //
 // This umbrella header is the public surface; each part states its contract:
-//   interceptors/trace_context.h       TraceContext, traceparent parse/format
+//   w3c/trace_context.h                TraceContext, traceparent parse/format
+//   w3c/baggage_context.h              W3C baggage as Context values
+//   interceptors/observability.h       metrics, orphan reports, call log
 //   interceptors/server_interceptor.h  InstallServerInterceptors,
 //                                      FromServerContext
 //   interceptors/client_interceptor.h  CreateChannel, NewClientContext
@@ -19,8 +21,10 @@
 #define REQCTX_INTERCEPTORS_INTERCEPTORS_H_
 
 #include "interceptors/client_interceptor.h"  // IWYU pragma: export
+#include "interceptors/observability.h"       // IWYU pragma: export
 #include "interceptors/server_interceptor.h"  // IWYU pragma: export
 #include "interceptors/status_mapping.h"      // IWYU pragma: export
-#include "interceptors/trace_context.h"       // IWYU pragma: export
+#include "w3c/baggage_context.h"              // IWYU pragma: export
+#include "w3c/trace_context.h"                // IWYU pragma: export
 
 #endif  // REQCTX_INTERCEPTORS_INTERCEPTORS_H_

@@ -19,10 +19,12 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "context/current.h"
+#include "interceptors/internal/call_observer.h"
 #include "interceptors/internal/incoming_deadline.h"
 #include "interceptors/internal/server_call.h"
 #include "interceptors/internal/server_call_registry.h"
-#include "interceptors/internal/trace_propagation.h"
+#include "w3c/baggage_context.h"
+#include "w3c/trace_propagation.h"
 
 namespace reqctx {
 namespace {
@@ -35,6 +37,19 @@ using internal::ServerCallRegistry;
 // Inline for the usual single value: gathering the headers costs no heap
 // allocation per call.
 using HeaderList = absl::InlinedVector<std::string_view, 2>;
+
+// `parent` with the baggage of the call's `baggage` headers (joined, as
+// repeated headers form one list), or `parent` itself if there is none.
+Context WithIncomingBaggage(const Context& parent, const HeaderList& values) {
+  if (values.empty()) return parent;
+  if (values.size() == 1) return WithBaggageHeader(parent, values[0]);
+  std::string joined;
+  for (std::string_view v : values) {
+    if (!joined.empty()) joined.push_back(',');
+    joined.append(v);
+  }
+  return WithBaggageHeader(parent, joined);
+}
 
 HeaderList HeaderValues(
     const std::multimap<grpc::string_ref, grpc::string_ref>& metadata,
@@ -116,7 +131,7 @@ class ServerCallInterceptor final : public grpc::experimental::Interceptor {
         rules_(rules) {}
 
   ~ServerCallInterceptor() override {
-    if (call() != nullptr) EndCall();
+    if (call() != nullptr) EndCall(grpc::CANCELLED);  // No status was sent.
   }
 
   void Intercept(InterceptorBatchMethods* methods) override {
@@ -137,7 +152,7 @@ class ServerCallInterceptor final : public grpc::experimental::Interceptor {
     if (methods->QueryInterceptionHookPoint(
             InterceptionHookPoints::PRE_SEND_STATUS)) {
       status_sent_.store(true);
-      EndCall();
+      EndCall(methods->GetSendStatus().error_code());
     }
     if (methods->QueryInterceptionHookPoint(
             InterceptionHookPoints::POST_RECV_CLOSE)) {
@@ -176,6 +191,7 @@ class ServerCallInterceptor final : public grpc::experimental::Interceptor {
 
   std::shared_ptr<ServerCall> BeginCall(
       const std::multimap<grpc::string_ref, grpc::string_ref>& metadata) {
+    const int64_t arrival_ns = internal::MonoNowNs();
     grpc::ServerContextBase* sc = sc_;
     api_ = ApiOf(sc);
     std::optional<absl::Duration> remaining = RemainingOf(*sc);
@@ -198,6 +214,9 @@ class ServerCallInterceptor final : public grpc::experimental::Interceptor {
       ctx = internal::WithTracestate(ctx, std::move(*trace.tracestate));
     }
     if (rules_->values) ctx = rules_->values(method_, ctx, metadata);
+    ctx = WithIncomingBaggage(ctx, HeaderValues(metadata, kBaggageHeader));
+    observer_.Start(method_, ctx, arrival_ns, remaining,
+                    {traceparents.data(), traceparents.size()});
     std::optional<internal::IncomingDeadline> deadline;
     if (remaining.has_value()) deadline.emplace(*remaining);
     auto call = std::make_shared<ServerCall>(ctx, std::move(cancel),
@@ -213,10 +232,14 @@ class ServerCallInterceptor final : public grpc::experimental::Interceptor {
 
   // Once per call: PRE_SEND_STATUS ends it, and the destructor only if that
   // never ran (a second registry removal per call would be pure overhead).
-  void EndCall() {
+  // `code`: the status sent (or CANCELLED if none was).
+  void EndCall(int code) {
     std::shared_ptr<ServerCall> c = call();
     if (c == nullptr || ended_.exchange(true)) return;
     ServerCallRegistry::Get().Remove(sc_, c.get());
+    // Before End() cancels the Context: a Context done only by the call's
+    // end is not orphaned work.
+    observer_.Finish(code, c->context(), c->cancel_seen_ns());
     c->End();
   }
 
@@ -232,10 +255,13 @@ class ServerCallInterceptor final : public grpc::experimental::Interceptor {
   // Set by the first hook, before any other hook of the call can run; read
   // only by Intercept's own initial batch.
   Api api_ = Api::kAsync;
+  const char* const method_;  // gRPC's (static in generated code), or "".
+  // Started before call_ is published under mu_, finished by the one
+  // EndCall (which reads call_ under mu_ first).
+  internal::ServerCallObserver observer_;
   std::atomic<bool> status_sent_{false};
   std::atomic<bool> ended_{false};  // EndCall has run.
 
-  const std::string_view method_;  // Static storage in generated code.
   const ServerCallRules* const rules_;
 
   mutable std::mutex mu_;

@@ -62,6 +62,8 @@ static_assert(std::is_same_v<decltype(&Current), Context (*)()>);
 // Context.
 static_assert(std::is_same_v<decltype(&Context::Deadline),
                              std::optional<absl::Time> (Context::*)() const>);
+static_assert(std::is_same_v<decltype(&Context::TimeLeft),
+                             std::optional<absl::Duration> (Context::*)() const>);
 static_assert(std::is_same_v<decltype(&Context::Done),
                              DoneRef (Context::*)() const>);
 static_assert(std::is_same_v<decltype(&Context::IsDone),

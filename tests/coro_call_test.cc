@@ -16,7 +16,7 @@
 #include "async/coro.h"
 #include "context/context.h"
 #include "gtest/gtest.h"
-#include "interceptors/trace_context.h"
+#include "w3c/trace_context.h"
 #include "proto/echo.grpc.pb.h"
 #include "services/echo/echo_server.h"
 

@@ -14,6 +14,7 @@
 #include "absl/time/time.h"
 #include "context/core.h"
 #include "context/current.h"
+#include "context/debug.h"
 #include "gtest/gtest.h"
 #include "interceptors/debug.h"
 #include "interceptors/interceptors.h"
@@ -88,10 +89,7 @@ class CallbackEcho final : public ::echo::v1::Echo::CallbackService {
     return reactor;
   }
 
-  bool WaitStarted() { return probe_.WaitStarted(); }
-  std::optional<std::pair<absl::Time, absl::Status>> WaitDone() {
-    return probe_.WaitDone();
-  }
+  HandlerProbe& probe() { return probe_; }
 
  private:
   HandlerProbe probe_;
@@ -157,7 +155,9 @@ std::string Target(int port) { return "127.0.0.1:" + std::to_string(port); }
 
 // A callback-API server with the reqctx interceptor, and a stub through a
 // reqctx channel.
-class CallbackApiTest : public ::testing::Test {
+// A server with `Service` on a free loopback port and a stub for it.
+template <typename Service>
+class ServedTest : public ::testing::Test {
  protected:
   void SetUp() override {
     server_ = Serve(&service_, &port_);
@@ -169,29 +169,60 @@ class CallbackApiTest : public ::testing::Test {
     if (server_ != nullptr) server_->Shutdown(std::chrono::system_clock::now());
   }
 
-  CallbackEcho service_;
+  // A client cancel reaches the handler's Context within the prompt bound,
+  // as CANCELLED on both sides.
+  void ExpectClientCancelReachesHandler() {
+    auto [ctx, cancel] = WithCancel(Background());
+    grpc::Status status;
+    std::thread caller([&, ctx = ctx] {
+      auto cc = NewClientContext(ctx);
+      EchoResponse response;
+      status = stub_->Echo(cc.get(), EchoRequest(), &response);
+    });
+    ASSERT_TRUE(service_.probe().WaitStarted());
+    const absl::Time canceled_at = absl::Now();
+    cancel();
+    auto done = service_.probe().WaitDone();
+    caller.join();
+    ASSERT_TRUE(done.has_value());
+    EXPECT_LT(done->first - canceled_at, kPromptBound);
+    EXPECT_EQ(done->second.code(), absl::StatusCode::kCancelled);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::CANCELLED);
+  }
+
+  // A server shutdown cancels the handler's Context; the client sees an
+  // error.
+  void ExpectShutdownCancelsHandler() {
+    grpc::Status status;
+    std::thread caller([&] {
+      auto cc = NewClientContext(Background());
+      EchoResponse response;
+      status = stub_->Echo(cc.get(), EchoRequest(), &response);
+    });
+    ASSERT_TRUE(service_.probe().WaitStarted());
+    const absl::Time shutdown_at = absl::Now();
+    // Shutdown waits for sync handlers to return: from another thread.
+    std::thread stopper(
+        [this] { server_->Shutdown(std::chrono::system_clock::now()); });
+    auto done = service_.probe().WaitDone();
+    stopper.join();
+    caller.join();
+    ASSERT_TRUE(done.has_value());
+    EXPECT_EQ(done->second.code(), absl::StatusCode::kCancelled);
+    EXPECT_LT(done->first - shutdown_at, kPromptBound);
+    EXPECT_FALSE(status.ok());
+  }
+
+  Service service_;
   int port_ = 0;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<::echo::v1::Echo::Stub> stub_;
 };
 
+using CallbackApiTest = ServedTest<CallbackEcho>;
+
 TEST_F(CallbackApiTest, ClientCancelReachesHandlerContextWithinPromptBound) {
-  auto [ctx, cancel] = WithCancel(Background());
-  grpc::Status status;
-  std::thread caller([&, ctx = ctx] {
-    auto cc = NewClientContext(ctx);
-    EchoResponse response;
-    status = stub_->Echo(cc.get(), EchoRequest(), &response);
-  });
-  ASSERT_TRUE(service_.WaitStarted());
-  absl::Time canceled_at = absl::Now();
-  cancel();
-  auto done = service_.WaitDone();
-  caller.join();
-  ASSERT_TRUE(done.has_value());
-  EXPECT_LT(done->first - canceled_at, kPromptBound);
-  EXPECT_EQ(done->second.code(), absl::StatusCode::kCancelled);
-  EXPECT_EQ(status.error_code(), grpc::StatusCode::CANCELLED);
+  ExpectClientCancelReachesHandler();
 }
 
 TEST_F(CallbackApiTest, IncomingDeadlineEndsHandlerContext) {
@@ -200,25 +231,33 @@ TEST_F(CallbackApiTest, IncomingDeadlineEndsHandlerContext) {
   EchoResponse response;
   grpc::Status status = stub_->Echo(cc.get(), EchoRequest(), &response);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
-  auto done = service_.WaitDone();
+  auto done = service_.probe().WaitDone();
   ASSERT_TRUE(done.has_value());
   EXPECT_EQ(done->second.code(), absl::StatusCode::kDeadlineExceeded);
 }
 
-TEST_F(CallbackApiTest, ServerShutdownCancelsHandlerContext) {
-  grpc::Status status;
-  std::thread caller([&] {
-    auto cc = NewClientContext(Background());
-    EchoResponse response;
-    status = stub_->Echo(cc.get(), EchoRequest(), &response);
-  });
-  ASSERT_TRUE(service_.WaitStarted());
-  server_->Shutdown(std::chrono::system_clock::now());
-  auto done = service_.WaitDone();
-  caller.join();
+// Deadlines fire by the monotonic clock end to end: with the wall clock
+// stepped back an hour (test hook), the client's outbound deadline and the
+// handler's Context still end after ~200 ms, not an hour later.
+TEST_F(CallbackApiTest, DeadlinesIgnoreAWallClockStep) {
+  struct Restore {
+    ~Restore() { debug::SetWallClockOffsetForTesting(absl::ZeroDuration()); }
+  } restore;
+  auto [ctx, cancel] = WithTimeout(Background(), absl::Milliseconds(200));
+  debug::SetWallClockOffsetForTesting(-absl::Hours(1));
+  const absl::Time start = absl::Now();
+  auto cc = NewClientContext(ctx);
+  EchoResponse response;
+  grpc::Status status = stub_->Echo(cc.get(), EchoRequest(), &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  auto done = service_.probe().WaitDone();
   ASSERT_TRUE(done.has_value());
-  EXPECT_EQ(done->second.code(), absl::StatusCode::kCancelled);
-  EXPECT_FALSE(status.ok());
+  EXPECT_EQ(done->second.code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_LT(done->first - start, absl::Seconds(30));
+}
+
+TEST_F(CallbackApiTest, ServerShutdownCancelsHandlerContext) {
+  ExpectShutdownCancelsHandler();
 }
 
 class SyncProbeTest : public ::testing::Test {
@@ -278,63 +317,16 @@ TEST_F(SyncProbeTest, HostileTraceHeadersNeverFailTheCall) {
   }
 }
 
-class CurrentOnlyTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    server_ = Serve(&service_, &port_);
-    ASSERT_NE(server_, nullptr);
-    stub_ = ::echo::v1::Echo::NewStub(reqctx::CreateChannel(
-        Target(port_), grpc::InsecureChannelCredentials()));
-  }
-  void TearDown() override {
-    if (server_ != nullptr) server_->Shutdown(std::chrono::system_clock::now());
-  }
-
-  CurrentOnlyEcho service_;
-  int port_ = 0;
-  std::unique_ptr<grpc::Server> server_;
-  std::unique_ptr<::echo::v1::Echo::Stub> stub_;
-};
+using CurrentOnlyTest = ServedTest<CurrentOnlyEcho>;
 
 // Current() alone sees a client cancel within the same bound as
 // FromServerContext(sc).Done() (the watcher polls every sync call).
 TEST_F(CurrentOnlyTest, ClientCancelReachesCurrentWithinPromptBound) {
-  auto [ctx, cancel] = WithCancel(Background());
-  grpc::Status status;
-  std::thread caller([&, ctx = ctx] {
-    auto cc = NewClientContext(ctx);
-    EchoResponse response;
-    status = stub_->Echo(cc.get(), EchoRequest(), &response);
-  });
-  ASSERT_TRUE(service_.probe().WaitStarted());
-  const absl::Time canceled_at = absl::Now();
-  cancel();
-  auto done = service_.probe().WaitDone();
-  caller.join();
-  ASSERT_TRUE(done.has_value());
-  EXPECT_EQ(done->second.code(), absl::StatusCode::kCancelled);
-  EXPECT_LT(done->first - canceled_at, kPromptBound);
-  EXPECT_EQ(status.error_code(), grpc::StatusCode::CANCELLED);
+  ExpectClientCancelReachesHandler();
 }
 
 TEST_F(CurrentOnlyTest, ServerShutdownReachesCurrentWithinPromptBound) {
-  grpc::Status status;
-  std::thread caller([&] {
-    auto cc = NewClientContext(Background());
-    EchoResponse response;
-    status = stub_->Echo(cc.get(), EchoRequest(), &response);
-  });
-  ASSERT_TRUE(service_.probe().WaitStarted());
-  const absl::Time shutdown_at = absl::Now();
-  std::thread stopper(
-      [this] { server_->Shutdown(std::chrono::system_clock::now()); });
-  auto done = service_.probe().WaitDone();
-  stopper.join();
-  caller.join();
-  ASSERT_TRUE(done.has_value());
-  EXPECT_EQ(done->second.code(), absl::StatusCode::kCancelled);
-  EXPECT_LT(done->first - shutdown_at, kPromptBound);
-  EXPECT_FALSE(status.ok());
+  ExpectShutdownCancelsHandler();
 }
 
 TEST(FromServerContextTest, UnknownCallGetsCanceledContext) {

@@ -8,8 +8,8 @@
 
 #include "context/core.h"
 #include "gtest/gtest.h"
-#include "interceptors/internal/trace_propagation.h"
-#include "interceptors/trace_context.h"
+#include "w3c/trace_propagation.h"
+#include "w3c/trace_context.h"
 
 namespace reqctx {
 namespace {

@@ -19,6 +19,8 @@ PACKAGES=(
   clang                    # libFuzzer target
   libclang-rt-14-dev       # libFuzzer and sanitizer runtimes for clang
   python3                  # tools/count_test_cases.py, bench/run_all.sh
+  libcivetweb-dev          # civetweb 1.15: the metrics HTTP endpoint
+  prometheus               # a real Prometheus scrapes the echo server in tests
   postgresql               # PostgreSQL 15 server: //integrations/postgres tests, demo_postgres
   libpq-dev                # libpq: //integrations/postgres
   libcurl4-openssl-dev     # libcurl: //integrations/http

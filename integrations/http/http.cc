@@ -14,7 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "context/waitable.h"
-#include "interceptors/internal/trace_propagation.h"
+#include "w3c/trace_propagation.h"
 
 namespace reqctx::http {
 namespace {

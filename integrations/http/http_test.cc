@@ -25,8 +25,8 @@
 #include "absl/time/time.h"
 #include "context/context.h"
 #include "gtest/gtest.h"
-#include "interceptors/internal/trace_propagation.h"
-#include "interceptors/trace_context.h"
+#include "w3c/trace_propagation.h"
+#include "w3c/trace_context.h"
 
 namespace reqctx::http {
 namespace {

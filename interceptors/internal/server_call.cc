@@ -1,5 +1,7 @@
 #include "interceptors/internal/server_call.h"
 
+#include "interceptors/internal/call_observer.h"
+
 #include <grpcpp/server_context.h>
 
 #include <utility>
@@ -38,6 +40,8 @@ void ServerCall::OnCancelled() {
   if (deadline_.has_value() && deadline_->CancelIsCallersDeadline()) {
     return;  // The deadline timer reports it, within the window (see header).
   }
+  int64_t unset = 0;
+  cancel_seen_ns_.compare_exchange_strong(unset, MonoNowNs());
   cancel_();
 }
 

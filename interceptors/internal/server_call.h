@@ -21,6 +21,7 @@
 #define REQCTX_INTERCEPTORS_INTERNAL_SERVER_CALL_H_
 
 #include <atomic>
+#include <cstdint>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -57,6 +58,9 @@ class ServerCall : public std::enable_shared_from_this<ServerCall> {
   // The call was closed or canceled before the server sent its status:
   // client cancel, deadline, server shutdown or a server-side TryCancel.
   void OnCancelled();
+  // When OnCancelled first canceled the Context (the clock of MonoNowNs in
+  // call_observer.h), or 0 if it never did.
+  int64_t cancel_seen_ns() const { return cancel_seen_ns_.load(); }
   // The call is over (status sent, call closed, or interceptor gone): stops
   // watching and cancels (releases) the Context. Idempotent.
   void End();
@@ -72,6 +76,7 @@ class ServerCall : public std::enable_shared_from_this<ServerCall> {
   const Context ctx_;
   const CancelFunc cancel_;
   const std::optional<IncomingDeadline> deadline_;
+  std::atomic<int64_t> cancel_seen_ns_{0};
 
   std::mutex watch_mu_;
   const grpc::ServerContextBase* sync_context_ = nullptr;  // Guarded.

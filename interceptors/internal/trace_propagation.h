@@ -1,69 +1,8 @@
-// How trace context crosses a gRPC hop (internal to //interceptors).
-//
-// Incoming: a valid `traceparent` keeps its trace id and this hop gets a
-// fresh span id; a missing, repeated, malformed or oversized one starts a new
-// random trace. `tracestate` is passed through unchanged when the
-// traceparent is valid and the combined value is at most kMaxTracestateSize
-// bytes (the W3C guidance); otherwise it is dropped. Nothing here fails a call.
-// Outgoing: the Context's trace (or, if it has none, a fresh one) goes out as
-// `traceparent`, with its tracestate if any.
-//
-// Thread-safety: safe from any thread (ids come from a per-thread generator,
-// seeded from the OS). fork(): a pthread_atfork child handler makes every
-// generator reseed at its first use in the child, so parent and child never
-// continue the same sequence of ids.
+// Forwarding header: trace propagation moved to the gRPC-free //w3c package
+// (w3c/trace_propagation.h). Kept so that existing includes keep working.
 #ifndef REQCTX_INTERCEPTORS_INTERNAL_TRACE_PROPAGATION_H_
 #define REQCTX_INTERCEPTORS_INTERNAL_TRACE_PROPAGATION_H_
 
-#include <cstddef>
-#include <optional>
-#include <span>
-#include <string>
-#include <string_view>
-#include <vector>
-
-#include "context/core.h"
-#include "interceptors/trace_context.h"
-
-namespace reqctx::internal {
-
-inline constexpr char kTraceparentHeader[] = "traceparent";
-inline constexpr char kTracestateHeader[] = "tracestate";
-inline constexpr size_t kMaxTracestateSize = 512;
-
-// 32 / 16 random lowercase hex digits, never all zeros.
-std::string NewTraceId();
-std::string NewSpanId();
-
-// The trace of an incoming call, given every value of its traceparent and
-// tracestate headers (in arrival order).
-struct IncomingTrace {
-  TraceContext trace;
-  std::optional<std::string> tracestate;
-};
-IncomingTrace ContinueTrace(const std::vector<std::string_view>& traceparents,
-                            const std::vector<std::string_view>& tracestates);
-// The same over any contiguous storage, so the server glue can gather the
-// header values without a heap allocation per call.
-IncomingTrace ContinueTraceOf(std::span<const std::string_view> traceparents,
-                              std::span<const std::string_view> tracestates);
-
-// A child of `parent` that also carries `tracestate` for outbound calls.
-Context WithTracestate(const Context& parent, std::string tracestate);
-// The tracestate stored in `ctx`, or nullptr.
-const std::string* GetTracestate(const Context& ctx);
-
-// The headers an outbound call made under `ctx` carries.
-struct OutgoingTrace {
-  std::string traceparent;
-  std::optional<std::string> tracestate;
-};
-OutgoingTrace OutgoingTraceFor(const Context& ctx);
-
-// The TraceContext stored in `ctx` (by WithTraceContext), or nullptr; unlike
-// GetTraceContext it does not copy the ids. Defined in trace_context.cc.
-const TraceContext* FindTraceContext(const Context& ctx);
-
-}  // namespace reqctx::internal
+#include "w3c/trace_propagation.h"  // IWYU pragma: export
 
 #endif  // REQCTX_INTERCEPTORS_INTERNAL_TRACE_PROPAGATION_H_

@@ -3,6 +3,15 @@
 //   server --name=backend --port=0 [--next=127.0.0.1:PORT] [--workers=2]
 //          [--postgres="host=127.0.0.1 port=5432 user=postgres"]
 //          [--max_work_ms=3600000] [--shutdown_grace_ms=0]
+//          [--metrics_port=9464] [--metrics_address=127.0.0.1]
+//          [--orphan_threshold_ms=1000] [--call_log]
+//
+// With --metrics_port (0: a free port) it records reqctx's metrics and serves
+// them for Prometheus at http://ADDRESS:PORT/metrics, printing "metrics on
+// ADDRESS:PORT". Handlers and workers still running --orphan_threshold_ms
+// after their Context is done are logged once on stderr and counted (0
+// turns the detector off). --call_log writes one JSON line per finished call
+// to stderr.
 //
 // Prints "listening on 127.0.0.1:PORT" once serving. A request asking for
 // more than --max_work_ms of work fails with INVALID_ARGUMENT naming the
@@ -32,6 +41,8 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_format.h"
+#include "interceptors/observability.h"
+#include "metrics/metrics_server.h"
 #include "services/echo/echo_server.h"
 
 ABSL_FLAG(std::string, name, "echo", "service name reported in each Hop");
@@ -82,6 +93,15 @@ ABSL_FLAG(int64_t, shutdown_grace_ms, 0,
           "on SIGTERM, how long in-flight calls may still run before they "
           "are canceled");
 
+ABSL_FLAG(int, metrics_port, -1,
+          "serve Prometheus metrics on this port (0: a free one; -1: off)");
+ABSL_FLAG(std::string, metrics_address, "127.0.0.1",
+          "interface for --metrics_port (0.0.0.0 for a remote Prometheus)");
+ABSL_FLAG(int64_t, orphan_threshold_ms, 1000,
+          "log and count handlers/workers still running this long after "
+          "their Context is done (0: off)");
+ABSL_FLAG(bool, call_log, false, "one JSON line per finished call on stderr");
+
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "echo server: --name=N --port=P [--next=host:port] [--workers=K] "
@@ -100,6 +120,31 @@ int main(int argc, char** argv) {
   sigaddset(&stop_signals, SIGTERM);
   sigaddset(&stop_signals, SIGUSR1);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+  std::unique_ptr<reqctx::MetricsServer> metrics;
+  if (const int port = absl::GetFlag(FLAGS_metrics_port); port >= 0) {
+    reqctx::EnableRpcMetrics();
+    reqctx::MetricsServerOptions mo;
+    mo.address = absl::GetFlag(FLAGS_metrics_address);
+    mo.port = port;
+    absl::StatusOr<std::unique_ptr<reqctx::MetricsServer>> m =
+        reqctx::MetricsServer::Start(mo);
+    if (!m.ok()) {
+      absl::FPrintF(stderr, "echo server: %s\n", m.status().ToString());
+      return 1;
+    }
+    metrics = std::move(*m);
+  }
+  if (const int64_t ms = absl::GetFlag(FLAGS_orphan_threshold_ms); ms > 0) {
+    if (absl::Status s = reqctx::EnableOrphanReports(absl::Milliseconds(ms));
+        !s.ok()) {
+      absl::FPrintF(stderr, "echo server: %s\n", s.ToString());
+      return 1;
+    }
+  }
+  if (absl::GetFlag(FLAGS_call_log)) {
+    reqctx::SetCallLogSink(reqctx::StderrJsonCallLogSink());
+  }
 
   reqctx::echo::EchoServerOptions options;
   options.name = absl::GetFlag(FLAGS_name);
@@ -143,6 +188,10 @@ int main(int argc, char** argv) {
   if (!server.ok()) {
     absl::FPrintF(stderr, "echo server: %s\n", server.status().ToString());
     return 1;
+  }
+  if (metrics != nullptr) {
+    absl::PrintF("%s metrics on %s:%d\n", options.name,
+                 absl::GetFlag(FLAGS_metrics_address), metrics->port());
   }
   absl::PrintF("%s listening on %s\n", options.name, (*server)->address());
   std::fflush(stdout);

@@ -1,4 +1,4 @@
-// libFuzzer target for ParseTraceparent (interceptors/traceparent.h).
+// libFuzzer target for ParseTraceparent (w3c/traceparent.h).
 //
 // Besides "never crash, never read out of bounds" (ASan/UBSan in the clang
 // build, tools/fuzz_traceparent.sh), every input is checked against:
@@ -21,7 +21,7 @@
 #include <string>
 #include <string_view>
 
-#include "interceptors/traceparent.h"
+#include "w3c/traceparent.h"
 
 namespace {
 

@@ -1,4 +1,4 @@
-#include "interceptors/internal/trace_propagation.h"
+#include "w3c/trace_propagation.h"
 
 #include <pthread.h>
 #include <unistd.h>

@@ -1,5 +1,5 @@
 // W3C traceparent parse/format (see traceparent.h); no gRPC, no //context.
-#include "interceptors/traceparent.h"
+#include "w3c/traceparent.h"
 
 #include <cstddef>
 

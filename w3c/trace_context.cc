@@ -1,5 +1,5 @@
 // TraceContext stored in a Context (the parser is in traceparent.cc).
-#include "interceptors/trace_context.h"
+#include "w3c/trace_context.h"
 
 #include <utility>
 

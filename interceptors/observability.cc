@@ -1,0 +1,56 @@
+#include "interceptors/observability.h"
+
+#include <cstdio>
+#include <mutex>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "context/orphans.h"
+#include "interceptors/debug.h"
+#include "interceptors/internal/observability_state.h"
+#include "w3c/trace_propagation.h"
+#include "metrics/rpc_metrics.h"
+
+namespace reqctx {
+
+void EnableRpcMetrics() {
+  metrics::RegisterRpcFamilies();
+  metrics::RegisterProcessGauges();
+  static std::once_flag once;
+  std::call_once(once, [] {
+    (void)metrics::Registry::Default().AddCallbackGauge(
+        "reqctx_sync_watched_calls",
+        "Sync-API calls polled for client cancellation by reqctx's watcher.",
+        [] { return static_cast<double>(debug::WatchedServerCallCount()); });
+  });
+  internal::g_metrics_on.store(true);
+}
+
+void DisableRpcMetrics() { internal::g_metrics_on.store(false); }
+
+bool RpcMetricsEnabled() { return internal::MetricsOn(); }
+
+absl::Status EnableOrphanReports(
+    absl::Duration threshold, std::function<void(const std::string&)> log) {
+  if (!log) {
+    log = [](const std::string& line) {
+      std::fprintf(stderr, "%s\n", line.c_str());
+    };
+  }
+  metrics::CounterFamily& reports = metrics::OrphanReports();
+  OrphanDetectorOptions options;
+  options.threshold = threshold;
+  options.reporter = [log = std::move(log), &reports](const OrphanReport& r) {
+    const TraceContext* tc = internal::FindTraceContext(r.ctx);
+    log(absl::StrCat(
+        "reqctx: orphaned ", absl::string_view(r.kind.data(), r.kind.size()),
+        " method=", absl::string_view(r.name.data(), r.name.size()),
+        " trace_id=", tc != nullptr ? tc->trace_id : "-",
+        " done_for=", absl::FormatDuration(r.done_for),
+        " context=", r.ctx.DebugString()));
+    reports.WithLabels({r.kind, r.name}).Increment();
+  };
+  return EnableOrphanDetector(std::move(options));
+}
+
+}  // namespace reqctx

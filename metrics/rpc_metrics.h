@@ -1,0 +1,94 @@
+// reqctx's own RPC metrics: the families the gRPC glue records into, in
+// metrics::Registry::Default(), and per-method handles to record with.
+//
+// Families (labels; see README "Observability" for meaning and PromQL):
+//   reqctx_server_started_total{method}
+//   reqctx_server_handled_total{method,code}
+//   reqctx_server_active_calls{method}
+//   reqctx_server_deadline_at_arrival_seconds{method}   histogram
+//   reqctx_server_no_deadline_total{method}
+//   reqctx_server_handling_seconds{method}              histogram
+//   reqctx_server_orphaned_seconds{method}              histogram
+//   reqctx_client_started_total{method}
+//   reqctx_client_handled_total{method,code}
+//   reqctx_client_active_calls{method}
+//   reqctx_client_cancel_propagation_seconds{method}    histogram
+//   reqctx_orphan_reports_total{kind,method}
+//   reqctx_policy_rejected_total{method,reason}         (policies)
+//   reqctx_client_retries_total{method}                 (policies)
+//   reqctx_client_hedges_total{method}                  (policies)
+//   reqctx_client_retry_budget_exhausted_total{method}  (policies)
+// plus process-wide gauges read at scrape (RegisterProcessGauges).
+//
+// Thread-safety: everything is safe from any thread. ServerMethod and
+// ClientMethod look a method up in a per-thread cache first (no shared
+// writes after a thread's first call of a method), then in a shared map.
+// Lifetime: handles live for the process.
+#ifndef REQCTX_METRICS_RPC_METRICS_H_
+#define REQCTX_METRICS_RPC_METRICS_H_
+
+#include <array>
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "metrics/metrics.h"
+
+namespace reqctx::metrics {
+
+// Status codes 0..16 (gRPC's and absl's canonical codes, same numbers).
+inline constexpr int kCodes = 17;
+
+// The Prometheus label value for `code`: its canonical name ("OK",
+// "DEADLINE_EXCEEDED", ...); "UNKNOWN" outside 0..16.
+std::string_view CodeName(int code);
+
+struct ServerMethodMetrics {
+  Counter* started;
+  Gauge* active;
+  Histogram* deadline_at_arrival;
+  Counter* no_deadline;
+  Histogram* handling;
+  Histogram* orphaned;
+  std::array<Counter*, kCodes> handled;
+};
+
+struct ClientMethodMetrics {
+  Counter* started;
+  Gauge* active;
+  Histogram* cancel_propagation;
+  std::array<Counter*, kCodes> handled;
+};
+
+// The handles for `method` (e.g. "/echo.Echo/Echo"). Past kMaxChildren
+// distinct methods, every new one shares the "_other" handles.
+const ServerMethodMetrics& ServerMethod(std::string_view method);
+const ClientMethodMetrics& ClientMethod(std::string_view method);
+
+// Counters of call policies (deadline budgets, load shedding, retries,
+// hedging), for the policy code to record into.
+struct PolicyFamilies {
+  CounterFamily* rejected;                // {method, reason}
+  CounterFamily* retries;                 // {method}
+  CounterFamily* hedges;                  // {method}
+  CounterFamily* retry_budget_exhausted;  // {method}
+};
+const PolicyFamilies& Policy();
+
+// reqctx_orphan_reports_total{kind, method}.
+CounterFamily& OrphanReports();
+
+// Registers every family above now (idempotent), so a scrape shows their
+// HELP and TYPE lines before the first call.
+void RegisterRpcFamilies();
+
+// Registers the process-wide gauges of the core (idempotent):
+//   reqctx_live_timers            deadlines queued in the timer service
+//   reqctx_executor_threads       AfterFunc executor threads
+//   reqctx_orphaned_handlers      \  watched work whose Context is done
+//   reqctx_orphaned_group_tasks    > (orphan detector on; 0 when off)
+//   reqctx_orphaned_after_funcs   /
+void RegisterProcessGauges();
+
+}  // namespace reqctx::metrics
+
+#endif  // REQCTX_METRICS_RPC_METRICS_H_
