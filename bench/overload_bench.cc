@@ -281,6 +281,13 @@ int main(int argc, char** argv) {
         "shedding: %.0f calls/s.\n",
         *goodput_2x_shed, goodput_1x, 100 * ratio,
         ratio >= 0.9 ? "met" : "missed", goodput_2x_plain.value_or(0));
+    if (goodput_1x < 0.9 * capacity) {
+      std::printf(
+          "WARNING: at 1x the server reached only %.0f%% of its nominal "
+          "capacity (%.0f calls/s): the machine is too busy for these numbers "
+          "to mean much; rerun when it is quiet.\n",
+          100 * goodput_1x / capacity, capacity);
+    }
   }
   return 0;
 }

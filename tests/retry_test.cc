@@ -173,7 +173,7 @@ TEST(RetryTest, AttemptDeadlineKeepsTheReserve) {
   std::vector<Arrival> a = server.arrivals();
   ASSERT_EQ(a.size(), 1u);
   ASSERT_TRUE(a[0].remaining.has_value());
-  EXPECT_LE(*a[0].remaining, absl::Milliseconds(700));
+  EXPECT_LE(*a[0].remaining, absl::Milliseconds(702));  // ms rounding up.
   EXPECT_GT(*a[0].remaining, absl::Milliseconds(400));
 }
 
@@ -202,8 +202,9 @@ TEST(RetryTest, NoAttemptStartsPastTheDeadline) {
     // Every attempt started with at least the expected latency left.
     EXPECT_GE(deadline - t, p.expected_latency);
   }
-  // And the call ended without sleeping past the deadline.
-  EXPECT_LE(absl::Now(), deadline + absl::Milliseconds(50));
+  // And the call ended by its deadline (plus scheduling slack, wide for
+  // sanitizers on a loaded machine; the starts above are the property).
+  EXPECT_LE(absl::Now(), deadline + absl::Milliseconds(200));
   EXPECT_GE(state.Counters()[PolicyCounter::kAttemptSkippedDeadline], 1);
 }
 

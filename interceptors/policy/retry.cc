@@ -18,6 +18,7 @@
 #include "interceptors/policy/server_policy.h"
 #include "interceptors/status_mapping.h"
 #include "interceptors/trace_context.h"
+#include "w3c/baggage_context.h"
 
 namespace reqctx::policy {
 
@@ -92,6 +93,9 @@ void RetryChannelState::RecordOutcome(grpc::StatusCode code) {
 }
 
 void PropagateCriticality(const Context& ctx, grpc::ClientContext* cc) {
+  // The call's own W3C baggage, which NewClientContext sends, has it
+  // already (it came in with the call).
+  if (Baggage(ctx).Get(kCriticalityKey).has_value()) return;
   Criticality c = CriticalityOf(ctx);
   if (c != Criticality::kDefault) {
     cc->AddMetadata(kBaggageHeader, BaggageWithCriticality("", c));

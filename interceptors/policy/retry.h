@@ -126,7 +126,8 @@ class RetryChannelState {
 };
 
 // Adds ctx's criticality (if not default) to `cc` as a W3C `baggage`
-// entry, so the next hop sheds by it. CallWithRetry does this for every
+// entry, so the next hop sheds by it -- unless ctx's W3C baggage (which
+// NewClientContext sends) already carries a `criticality` entry. CallWithRetry does this for every
 // attempt; call it for calls made with NewClientContext directly.
 void PropagateCriticality(const Context& ctx, grpc::ClientContext* cc);
 

@@ -24,17 +24,18 @@ namespace reqctx::policy {
 
 struct ServerPolicy::PolicyState {
   MethodPolicy policy;
+  std::shared_ptr<PolicyCounters> counters;  // The shedder counts here.
   std::unique_ptr<LoadShedder> shedder;  // Null: no concurrency limit.
 };
 
 struct ServerPolicy::MethodState {
-  MethodState(std::string n, PolicyState* p)
+  MethodState(std::string n, std::shared_ptr<PolicyState> p)
       : name(std::move(n)),
-        ps(p),
-        window(static_cast<size_t>(std::max(p->policy.learned_window, 1)),
-               static_cast<size_t>(std::max(p->policy.learned_warmup, 1))) {}
+        ps(std::move(p)),
+        window(static_cast<size_t>(std::max(ps->policy.learned_window, 1)),
+               static_cast<size_t>(std::max(ps->policy.learned_warmup, 1))) {}
   const std::string name;
-  PolicyState* const ps;
+  const std::shared_ptr<PolicyState> ps;
   LatencyWindow window;
 };
 
@@ -106,10 +107,11 @@ void RunOnceDone(const Context& ctx, std::function<void()> f) {
 
 class PolicyHandler final : public MethodHandler {
  public:
-  PolicyHandler(ServerPolicy* policy, ServerPolicy::MethodState* state,
+  PolicyHandler(ServerPolicy* policy,
+                std::shared_ptr<ServerPolicy::MethodState> state,
                 std::unique_ptr<RpcServiceMethod> original)
       : policy_(policy),
-        state_(state),
+        state_(std::move(state)),
         original_(std::move(original)),
         inner_(original_->handler()),
         callback_(original_->api_type() ==
@@ -212,7 +214,7 @@ class PolicyHandler final : public MethodHandler {
   // the shedder slot back when done.
   void Run(const HandlerParameter& param, bool release) {
     const absl::Time start = absl::Now();
-    ServerPolicy::MethodState* state = state_;
+    std::shared_ptr<ServerPolicy::MethodState> state = state_;
     LoadShedder* shedder = release ? state_->ps->shedder.get() : nullptr;
     if (callback_) {
       // The handler only starts the call; it ends when the call's Context
@@ -297,7 +299,7 @@ class PolicyHandler final : public MethodHandler {
   }
 
   ServerPolicy* const policy_;
-  ServerPolicy::MethodState* const state_;
+  const std::shared_ptr<ServerPolicy::MethodState> state_;
   const std::unique_ptr<RpcServiceMethod> original_;
   MethodHandler* const inner_;
   const bool callback_;
@@ -314,14 +316,16 @@ class PolicyHandler final : public MethodHandler {
 }  // namespace
 
 ServerPolicy::ServerPolicy(ServerPolicyOptions options)
-    : options_(std::move(options)) {
+    : options_(std::move(options)),
+      counters_(std::make_shared<PolicyCounters>()) {
   auto make = [this](const MethodPolicy& p) {
-    auto ps = std::make_unique<PolicyState>();
+    auto ps = std::make_shared<PolicyState>();
     ps->policy = p;
+    ps->counters = counters_;
     if (p.max_concurrency > 0) {
       ps->shedder = std::make_unique<LoadShedder>(
           LoadShedderOptions{p.max_concurrency, p.max_queue, p.lifo_after},
-          &counters_);
+          counters_.get());
     }
     return ps;
   };
@@ -365,17 +369,17 @@ const MethodPolicy& ServerPolicy::PolicyFor(std::string_view full_method) const 
                                     : it->second->policy;
 }
 
-ServerPolicy::MethodState* ServerPolicy::StateFor(std::string_view full_method) {
+std::shared_ptr<ServerPolicy::MethodState> ServerPolicy::StateFor(
+    std::string_view full_method) {
   std::lock_guard<std::mutex> lock(states_mu_);
   auto it = methods_.find(full_method);
-  if (it != methods_.end()) return it->second.get();
+  if (it != methods_.end()) return it->second;
   auto ps = method_states_.find(full_method);
-  PolicyState* p =
-      ps == method_states_.end() ? default_state_.get() : ps->second.get();
-  auto state = std::make_unique<MethodState>(std::string(full_method), p);
-  MethodState* raw = state.get();
-  methods_.emplace(std::string(full_method), std::move(state));
-  return raw;
+  std::shared_ptr<PolicyState> p =
+      ps == method_states_.end() ? default_state_ : ps->second;
+  auto state = std::make_shared<MethodState>(std::string(full_method), p);
+  methods_.emplace(std::string(full_method), state);
+  return state;
 }
 
 absl::Status ServerPolicy::Apply(grpc::Service* service) {
@@ -392,7 +396,7 @@ absl::Status ServerPolicy::Apply(grpc::Service* service) {
     const RpcServiceMethod::ApiType api = m->api_type();
     const char* name = m->name();
     const RpcMethod::RpcType type = m->method_type();
-    MethodState* state = StateFor(name);
+    std::shared_ptr<MethodState> state = StateFor(name);
     std::unique_ptr<RpcServiceMethod> original = std::move(m);
     auto* wrapper = new PolicyHandler(this, state, std::move(original));
     m = std::make_unique<RpcServiceMethod>(name, type, wrapper);
@@ -433,7 +437,7 @@ ServerCallRules ServerPolicy::CallRules() const {
 
 ServerPolicy::Admission ServerPolicy::AdmitAsync(
     std::string_view full_method, const grpc::ServerContextBase& sc) {
-  MethodState* state = StateFor(full_method);
+  std::shared_ptr<MethodState> state = StateFor(full_method);
   const MethodPolicy& p = state->ps->policy;
   const absl::Time now = absl::Now();
   std::optional<absl::Time> deadline =
@@ -444,7 +448,7 @@ ServerPolicy::Admission ServerPolicy::AdmitAsync(
                ? state->window.Quantile(p.learned_min_budget_quantile)
                : std::nullopt);
     if (*deadline - now < min) {
-      counters_.Add(PolicyCounter::kMinBudgetRejected);
+      counters_->Add(PolicyCounter::kMinBudgetRejected);
       return {absl::DeadlineExceededError(absl::StrCat(
                   "remaining budget ", absl::FormatDuration(*deadline - now),
                   " is below ", absl::string_view(full_method.data(), full_method.size()),

@@ -42,7 +42,9 @@
 // Thread-safety: Apply() and SetMethodPolicy are for set-up, on one thread;
 // everything else is safe from any thread.
 // Lifetime: the ServerPolicy must outlive the servers its services are
-// registered with (the wrappers point at it).
+// registered with (the wrappers point at it). What a callback-API call's end
+// updates (its method's timings, its shedder slot, the counters) is shared
+// with that call, so it may end after the policy is destroyed.
 #ifndef REQCTX_INTERCEPTORS_POLICY_SERVER_POLICY_H_
 #define REQCTX_INTERCEPTORS_POLICY_SERVER_POLICY_H_
 
@@ -122,29 +124,31 @@ class ServerPolicy {
   // The policy for `full_method`.
   const MethodPolicy& PolicyFor(std::string_view full_method) const;
 
-  PolicyCountersSnapshot Counters() const { return counters_.Snapshot(); }
+  PolicyCountersSnapshot Counters() const { return counters_->Snapshot(); }
   // Calls holding a concurrency slot now, and calls queued for one, over
   // every limit of this policy (a slot is given back just after the
   // handler's status is sent).
   int Running() const;
   int Queued() const;
-  PolicyCounters& counters() { return counters_; }
+  PolicyCounters& counters() { return *counters_; }
 
   // Per-method state, shared by the wrappers (internal; public so the
   // wrappers in server_policy.cc can name it).
+  // Shared: a callback-API call's end is reported on another thread, which
+  // may come after the policy is gone (it then updates state nobody reads).
   struct MethodState;
-  MethodState* StateFor(std::string_view full_method);
+  std::shared_ptr<MethodState> StateFor(std::string_view full_method);
 
  private:
   struct PolicyState;
 
   const ServerPolicyOptions options_;
-  PolicyCounters counters_;
-  std::unique_ptr<PolicyState> default_state_;
-  std::map<std::string, std::unique_ptr<PolicyState>, std::less<>> method_states_;
+  const std::shared_ptr<PolicyCounters> counters_;
+  std::shared_ptr<PolicyState> default_state_;
+  std::map<std::string, std::shared_ptr<PolicyState>, std::less<>> method_states_;
   std::mutex states_mu_;
   // Created on first use, never removed. Guarded by states_mu_.
-  std::map<std::string, std::unique_ptr<MethodState>, std::less<>> methods_;
+  std::map<std::string, std::shared_ptr<MethodState>, std::less<>> methods_;
 };
 
 }  // namespace reqctx::policy
