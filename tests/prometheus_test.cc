@@ -20,6 +20,7 @@
 #include "context/context.h"
 #include "gtest/gtest.h"
 #include "interceptors/interceptors.h"
+#include "interceptors/policy/policy_counters.h"
 #include "proto/echo.grpc.pb.h"
 #include "tests/child_process.h"
 #include "tests/http_client.h"
@@ -169,6 +170,10 @@ TEST(PrometheusTest, ScrapesEchoServerAndAnswersPromQL) {
                        9),
             9);
   EXPECT_EQ(AwaitValue(prom_port, "up{job=\"reqctx_echo\"}", 1), 1);
+  // The policies' own counters are exposed too, one series per event.
+  EXPECT_EQ(AwaitValue(prom_port, "count(reqctx_policy_events_total)",
+                       policy::kPolicyCounterCount),
+            policy::kPolicyCounterCount);
 
   EXPECT_NE(prometheus.Stop(kBound), -1);
   EXPECT_NE(echo.Stop(kBound), -1);

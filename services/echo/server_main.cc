@@ -36,12 +36,15 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_format.h"
 #include "interceptors/observability.h"
+#include "interceptors/policy/policy_counters.h"
+#include "metrics/metrics.h"
 #include "metrics/metrics_server.h"
 #include "services/echo/echo_server.h"
 
@@ -190,6 +193,25 @@ int main(int argc, char** argv) {
     return 1;
   }
   if (metrics != nullptr) {
+    // The policies' own counters, read at each scrape as
+    // reqctx_policy_events_total{event="shed_at_arrival"} and so on.
+    const reqctx::echo::EchoServer* srv = server->get();
+    (void)reqctx::metrics::Registry::Default().AddCallbackFamily(
+        "reqctx_policy_events_total",
+        "What the server policy and the retry helper did, by event "
+        "(interceptors/policy/policy_counters.h).",
+        reqctx::metrics::Type::kCounter, {"event"}, [srv] {
+          const reqctx::policy::PolicyCountersSnapshot counts =
+              srv->policy_counts();
+          std::vector<reqctx::metrics::Registry::Sample> samples;
+          for (size_t i = 0; i < reqctx::policy::kPolicyCounterCount; ++i) {
+            samples.push_back(
+                {{std::string(reqctx::policy::PolicyCounterName(
+                     static_cast<reqctx::policy::PolicyCounter>(i)))},
+                 static_cast<double>(counts.values[i])});
+          }
+          return samples;
+        });
     absl::PrintF("%s metrics on %s:%d\n", options.name,
                  absl::GetFlag(FLAGS_metrics_address), metrics->port());
   }
@@ -216,6 +238,7 @@ int main(int argc, char** argv) {
     std::_Exit(1);
   }
   stopper.join();
+  metrics.reset();  // No scrape may read the server's counters past here.
   reqctx::echo::EchoStats::Snapshot s = (*server)->stats().Get();
   absl::PrintF(
       "%s: stopped (completed %d, canceled %d, deadline exceeded %d)\n",
