@@ -49,18 +49,7 @@ std::optional<size_t> FirstDone(std::span<CancelNode* const> nodes) {
 // Sleeps on `w` until woken or the monotonic `end`.
 void SleepUntil(SelectWaiter& w, internal::MonoTime end) {
   std::unique_lock<std::mutex> lock(w.mu);
-  while (!w.woken) {
-    if (end == internal::kMonoNever) {
-      w.cv.wait(lock);
-      continue;
-    }
-    const absl::Duration left =
-        internal::MonoUntil(internal::MonoNow(), end);
-    if (left <= absl::ZeroDuration()) return;
-    // Bounded slices: an absurd timeout cannot overflow chrono.
-    w.cv.wait_for(lock,
-                  absl::ToChronoNanoseconds(std::min(left, absl::Hours(1))));
-  }
+  internal::WaitUntilMono(w.cv, lock, end, [&w] { return w.woken; });
 }
 
 // Wakes a Wait() through the caller's mutex and condvar. Queued (as a Job)

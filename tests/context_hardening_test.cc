@@ -59,6 +59,21 @@ void Say(const char* s) {
   (void)n;
 }
 
+// Waits for our child `pid` until `until`; its wait status, or nullopt if it
+// was still running then (it is killed: only the child we started).
+std::optional<int> WaitForChild(pid_t pid, absl::Time until) {
+  int status = 0;
+  for (;;) {
+    if (waitpid(pid, &status, WNOHANG) == pid) return status;
+    if (absl::Now() >= until) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);
+      return std::nullopt;
+    }
+    absl::SleepFor(absl::Milliseconds(2));
+  }
+}
+
 // --- Subprocess scenarios ------------------------------------------------------
 
 // Static destruction: constructed before main (so before any reqctx
@@ -173,21 +188,15 @@ void ScenarioFork() {
     if (!testing::Eventually([&] { return ran.load(); })) code |= 4;
     std::_Exit(code);
   }
-  int status = 0;
-  const absl::Time until = absl::Now() + absl::Seconds(60);
-  pid_t got = 0;
-  while ((got = waitpid(pid, &status, WNOHANG)) == 0 && absl::Now() < until) {
-    absl::SleepFor(absl::Milliseconds(2));
-  }
-  if (got == 0) {
-    kill(pid, SIGKILL);  // Our own child only.
-    waitpid(pid, &status, 0);
+  const std::optional<int> status =
+      WaitForChild(pid, absl::Now() + absl::Seconds(60));
+  if (!status.has_value()) {
     Say("forked child hung\n");
     std::_Exit(13);
   }
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+  if (!WIFEXITED(*status) || WEXITSTATUS(*status) != 0) {
     // Bit 1: new deadline, 2: inherited deadline, 4: AfterFunc.
-    std::_Exit(20 + (WIFEXITED(status) ? WEXITSTATUS(status) : 9));
+    std::_Exit(20 + (WIFEXITED(*status) ? WEXITSTATUS(*status) : 9));
   }
   if (!parent_long.Err().ok()) std::_Exit(14);
   Say("fork-ok\n");
@@ -248,18 +257,10 @@ ChildResult RunScenario(const std::string& name, absl::Duration bound) {
     r.out.append(buf, static_cast<size_t>(n));
   }
   close(fds[0]);
-  int status = 0;
-  for (;;) {
-    const pid_t w = waitpid(pid, &status, WNOHANG);
-    if (w == pid) break;
-    if (absl::Now() >= until) {
-      kill(pid, SIGKILL);  // Only the child we started.
-      waitpid(pid, &status, 0);
-      return r;
-    }
-    absl::SleepFor(absl::Milliseconds(2));
+  const std::optional<int> status = WaitForChild(pid, until);
+  if (status.has_value() && WIFEXITED(*status)) {
+    r.exit_code = WEXITSTATUS(*status);
   }
-  if (WIFEXITED(status)) r.exit_code = WEXITSTATUS(status);
   return r;
 }
 

@@ -11,10 +11,13 @@
 #ifndef REQCTX_CONTEXT_INTERNAL_CLOCK_H_
 #define REQCTX_CONTEXT_INTERNAL_CLOCK_H_
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <limits>
+#include <mutex>
 
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -68,6 +71,26 @@ inline absl::Time WallNow() {
 inline void SetWallClockOffsetForTesting(absl::Duration offset) {
   clock_internal::wall_offset_ns.store(absl::ToInt64Nanoseconds(offset),
                                        std::memory_order_relaxed);
+}
+
+// Waits on `cv` (`lock` held, as for std::condition_variable) until `pred()`
+// holds or the monotonic clock reaches `end` (kMonoNever: no limit); returns
+// pred(). Waits in bounded slices, so an absurd `end` cannot overflow chrono.
+template <typename Pred>
+bool WaitUntilMono(std::condition_variable& cv,
+                   std::unique_lock<std::mutex>& lock, MonoTime end,
+                   Pred pred) {
+  while (!pred()) {
+    if (end == kMonoNever) {
+      cv.wait(lock);
+      continue;
+    }
+    const absl::Duration left = MonoUntil(MonoNow(), end);
+    if (left <= absl::ZeroDuration()) return false;
+    cv.wait_for(lock,
+                absl::ToChronoNanoseconds(std::min(left, absl::Hours(1))));
+  }
+  return true;
 }
 
 // The monotonic point matching the wall time `t`, as of now.

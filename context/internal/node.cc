@@ -326,18 +326,7 @@ bool CancelNode::WaitUntil(MonoTime deadline) {
   if (!AddListener(&w)) return true;
   {
     std::unique_lock<std::mutex> lock(w.mu);
-    while (!w.done) {
-      if (deadline == kMonoNever) {
-        w.cv.wait(lock);
-        continue;
-      }
-      const absl::Duration left = MonoUntil(MonoNow(), deadline);
-      if (left <= absl::ZeroDuration()) break;
-      // Waits in bounded slices (steady clock), so absurd deadlines cannot
-      // overflow chrono.
-      w.cv.wait_for(lock, absl::ToChronoNanoseconds(
-                              std::min(left, absl::Hours(1))));
-    }
+    WaitUntilMono(w.cv, lock, deadline, [&w] { return w.done; });
   }
   // Unlinking takes mu_, which a canceler holds while notifying: once this
   // returns, nobody touches `w` any more.
