@@ -19,6 +19,7 @@
 #include "interceptors/policy/criticality.h"
 #include "interceptors/policy/retry.h"
 #include "tests/policy_test_server.h"
+#include "tests/test_timing.h"
 
 namespace reqctx::testing {
 namespace {
@@ -31,11 +32,7 @@ using policy::RetryPolicy;
 using Api = PolicyTestServer::Api;
 
 constexpr absl::Duration kBound = absl::Seconds(20);
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
-constexpr int kScale = 2;
-#else
-constexpr int kScale = 1;
-#endif
+constexpr int kScale = PlainOrSanitized(1, 2);
 // An attempt function reads the clock a little after CallWithRetry decided
 // (with the budget rules) to start it: its start time may be this much
 // later than the decision.
