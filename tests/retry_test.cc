@@ -445,14 +445,13 @@ TEST(LearnedHedgingDelayTest, ConcurrentRecordsAndReads) {
 }
 
 // A server whose latency the request's message picks. On a message's first
-// arrival: "fast..." answers at once, "mid..." after kMid, "slow..." after
-// kSlow (on the call's Context: a cancel ends it early, counted); any later
-// arrival of the same message (a hedge) answers at once, as a healthy
-// replica would.
+// arrival: "fast..." answers at once, "mid..." after kMid, "slow..." hangs
+// until its call is canceled (bounded by the call's deadline); a cancel
+// that cuts the work short is counted. Any later arrival of the same
+// message (a hedge) answers at once, as a healthy replica would.
 class LatencyScript {
  public:
   static constexpr absl::Duration kMid = absl::Milliseconds(100 * kScale);
-  static constexpr absl::Duration kSlow = absl::Milliseconds(400 * kScale);
 
   Behavior behavior() {
     return [this](int, const Context& ctx,
@@ -464,7 +463,7 @@ class LatencyScript {
       }
       absl::Duration work = absl::ZeroDuration();
       if (m.rfind("mid", 0) == 0) work = kMid;
-      if (m.rfind("slow", 0) == 0) work = kSlow;
+      if (m.rfind("slow", 0) == 0) work = absl::InfiniteDuration();
       absl::Status s = SleepFor(ctx, work);
       if (!s.ok()) cut_short_.fetch_add(1);
       return ToGrpcStatus(s);
@@ -479,12 +478,13 @@ class LatencyScript {
   std::atomic<int> cut_short_{0};
 };
 
-// Per 20 calls: 16 fast, 3 mid (15%), 1 slow (5%). Call k's message.
-std::string ScriptedMessage(int k) {
+// Call k's message. Per 20 calls: 16 fast, 3 mid (15%) and, from call
+// `slow_from` on, 1 slow (5%; before that, fast).
+std::string ScriptedMessage(int k, int slow_from) {
   const int r = k % 20;
-  const char* kind = r == 19 ? "slow" : (r == 5 || r == 11 || r == 17)
-                                            ? "mid"
-                                            : "fast";
+  const char* kind = "fast";
+  if (r == 5 || r == 11 || r == 17) kind = "mid";
+  if (r == 19 && k >= slow_from) kind = "slow";
   return absl::StrCat(kind, "-", k);
 }
 
@@ -494,55 +494,66 @@ TEST(RetryTest, LearnedHedgingDelayConvergesAndHedgesOnlyTheSlowCalls) {
   ASSERT_TRUE(rig.ok());
   RetryChannelState state(NoBudgetLimits());
   policy::LearnedHedgingOptions o;
-  // p90 of this mix lies inside the mid cluster: fast calls are well below
-  // it, slow ones well above.
+  // p90 of this mix lies inside the mid cluster: fast calls are far below
+  // it, slow ones (which never answer) far above.
   o.quantile = 0.9;
   o.window = 100;
   o.warmup = 40;
-  o.min_delay = absl::Milliseconds(40 * kScale);  // Above any fast call.
-  o.max_delay = absl::Seconds(2);
+  o.min_delay = absl::Milliseconds(40 * kScale);
+  o.max_delay = absl::Seconds(5);
   RetryPolicy p;
   p.max_attempts = 2;
   p.learned_hedging = std::make_shared<policy::LearnedHedgingDelay>(o);
+  // Slow calls only once the delay is learned: unhedged, they would hang
+  // until their deadline.
+  const int slow_from = static_cast<int>(o.warmup);
   constexpr int kCalls = 140;
-  int hedged = 0;
-  int slow_hedged = 0;
+  int hedged = 0, slow_calls = 0, slow_hedged = 0, fast_calls = 0,
+      fast_hedged = 0;
   for (int k = 0; k < kCalls; ++k) {
-    const bool warm = p.learned_hedging->Delay().has_value();
-    const std::string m = ScriptedMessage(k);
+    const std::optional<absl::Duration> delay = p.learned_hedging->Delay();
+    ASSERT_EQ(delay.has_value(), k >= slow_from) << k;  // One sample a call.
+    const std::string m = ScriptedMessage(k, slow_from);
     auto [ctx, cancel] = WithTimeout(Background(), absl::Seconds(10));
     const absl::Time start = absl::Now();
     auto out = rig.Call(ctx, p, &state, nullptr, m);
     const absl::Duration took = absl::Now() - start;
     ASSERT_TRUE(out.status.ok()) << m << ": " << out.status.error_message();
     EXPECT_EQ(out.response.message(), m);
-    if (out.attempts > 1) ++hedged;
-    if (!warm) {
-      // Warm-up: no fixed delay, so no hedging at all.
-      EXPECT_EQ(out.attempts, 1) << m;
-    } else if (m.rfind("fast", 0) == 0) {
-      EXPECT_EQ(out.attempts, 1) << m << " took " << took;
-    } else if (m.rfind("slow", 0) == 0) {
-      // Hedged after the learned delay; the hedge won long before kSlow.
-      EXPECT_EQ(out.attempts, 2) << m;
-      EXPECT_LT(took, LatencyScript::kSlow) << m;
-      ++slow_hedged;
+    const bool fast = m.rfind("fast", 0) == 0;
+    const bool slow = m.rfind("slow", 0) == 0;
+    if (delay.has_value()) {
+      fast_calls += fast;
+      slow_calls += slow;
     }
-    // "mid" calls sit at the quantile itself: some are hedged, some not.
+    if (out.attempts == 1) continue;
+    ASSERT_EQ(out.attempts, 2) << m;
+    // A hedge only ever fires after the delay with no answer: for a call
+    // that really was slower than the delay.
+    ASSERT_TRUE(delay.has_value()) << m << ": hedged before warm-up";
+    EXPECT_GE(took, *delay) << m;
+    ++hedged;
+    slow_hedged += slow;
+    fast_hedged += fast;
   }
-  // Warm-up took 40 samples: 2 slow calls of 7 were not hedged.
-  EXPECT_EQ(slow_hedged, kCalls / 20 - 2);
+  // Every slow call was hedged (the hedge won: each call above was OK) ...
+  EXPECT_EQ(slow_calls, (kCalls - slow_from) / 20);
+  EXPECT_EQ(slow_hedged, slow_calls);
+  // ... and a fast one only if the machine stalled it past the delay (the
+  // check above); on a quiet machine none is.
+  EXPECT_LE(fast_hedged, fast_calls / 10);
   EXPECT_EQ(state.Counters()[PolicyCounter::kHedges], hedged);
-  // The losers were canceled, not left to finish: every slow first attempt
-  // hedged was cut short (a hedged mid one may have finished first).
+  // The losers were canceled, not left to run: every slow first attempt
+  // was cut short (a hedged mid one may have finished first).
   ASSERT_TRUE(rig.server.WaitFinished(rig.server.handled(), kBound));
   EXPECT_GE(script.cut_short(), slow_hedged);
   EXPECT_LE(script.cut_short(), hedged);
+  // Converged into the mid cluster (p90 of the latencies seen), far from
+  // both min_delay and the hang.
   std::optional<absl::Duration> d = p.learned_hedging->Delay();
   ASSERT_TRUE(d.has_value());
-  // Converged into the mid cluster: p90 of the latencies seen.
   EXPECT_GE(*d, LatencyScript::kMid);
-  EXPECT_LT(*d, LatencyScript::kMid + absl::Milliseconds(100 * kScale));
+  EXPECT_LT(*d, 3 * LatencyScript::kMid);
 }
 
 TEST(RetryTest, LearnedHedgeNeverStartsPastTheDeadline) {
