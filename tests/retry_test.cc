@@ -587,6 +587,30 @@ TEST(RetryTest, LearnedHedgeNeverStartsPastTheDeadline) {
   EXPECT_EQ(p.learned_hedging->samples(), 10);
 }
 
+TEST(RetryTest, ACanceledCallTeachesTheLearnedDelayNothing) {
+  Rig rig(HangFirst(100));
+  ASSERT_TRUE(rig.ok());
+  policy::LearnedHedgingOptions o;
+  o.warmup = 5;
+  RetryPolicy p;
+  p.max_attempts = 3;
+  p.learned_hedging = std::make_shared<policy::LearnedHedgingDelay>(o);
+  for (int i = 0; i < 5; ++i) p.learned_hedging->Record(absl::Milliseconds(20));
+  auto [ctx, cancel] = WithTimeout(Background(), absl::Seconds(30));
+  std::thread canceler([&, cancel = cancel] {
+    // Both hedges went out after the learned 20 ms; then cancel.
+    rig.server.WaitHandled(3, kBound);
+    cancel();
+  });
+  auto out = rig.Call(ctx, p, nullptr);
+  canceler.join();
+  EXPECT_EQ(out.status.error_code(), grpc::StatusCode::CANCELLED);
+  EXPECT_EQ(out.attempts, 3);
+  // No attempt answered OK: no latency, not even a lower bound, recorded.
+  EXPECT_EQ(p.learned_hedging->samples(), 5);
+  EXPECT_TRUE(rig.server.WaitFinished(3, kBound));
+}
+
 TEST(RetryTest, BeforeWarmupTheFixedDelayOrNoHedge) {
   Rig rig(HangFirst(1));
   ASSERT_TRUE(rig.ok());

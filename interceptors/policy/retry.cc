@@ -400,9 +400,10 @@ class Retrier {
         shared->cv.wait(lock, [&] { return !shared->done.empty(); });
       }
     }
-    // Losers still running that ran at least the delay: their time so far
-    // is a lower bound of their latency (see LearnedHedgingDelay).
-    if (learner_ != nullptr) {
+    // Losers to an OK answer still running that ran at least the delay:
+    // their time so far is a lower bound of their latency (see
+    // LearnedHedgingDelay). Not when the call failed or ctx ended it.
+    if (learner_ != nullptr && r.status.ok()) {
       const absl::Time now = absl::Now();
       for (size_t i = 0; i < attempts.size(); ++i) {
         if (static_cast<int>(i) == r.winner || shared->returned[i]) continue;

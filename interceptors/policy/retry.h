@@ -92,9 +92,9 @@ struct LearnedHedgingOptions {
 // CallWithRetry records into it, for every call made with a policy that
 // points at it, hedged or not:
 //   * each attempt that returned OK: its latency (start to return);
-//   * each attempt canceled because another one won, if it had run at least
-//     the call's hedging delay: the time it ran, a lower bound of its
-//     latency. Without these the slow attempts that hedging cuts short
+//   * each attempt canceled because another one answered OK first, if it
+//     had run at least the call's hedging delay: the time it ran, a lower
+//     bound of its latency. Without these the slow attempts that hedging cuts short
 //     would never be seen, and the learned quantile would drift down;
 //     with them every slow attempt still counts as slower than the delay.
 // Failed attempts are not recorded (an error's latency is not the
