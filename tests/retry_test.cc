@@ -111,6 +111,13 @@ class Rig {
   std::unique_ptr<::echo::v1::Echo::Stub> stub_;
 };
 
+// A default policy of `n` attempts.
+RetryPolicy Attempts(int n) {
+  RetryPolicy p;
+  p.max_attempts = n;
+  return p;
+}
+
 RetryChannelOptions NoBudgetLimits() {
   RetryChannelOptions o;
   o.ratio = 1000;
@@ -122,8 +129,7 @@ TEST(RetryTest, RetriesUntilTheServerRecovers) {
   Rig rig(FailFirst(2, grpc::StatusCode::UNAVAILABLE));
   ASSERT_TRUE(rig.ok());
   RetryChannelState state(NoBudgetLimits());
-  RetryPolicy p;
-  p.max_attempts = 3;
+  RetryPolicy p = Attempts(3);
   p.initial_backoff = absl::Milliseconds(1);
   auto out = rig.CallFor(absl::Seconds(10), p, &state);
   rig.Expect(out, grpc::StatusCode::OK, 3, 3);
@@ -160,8 +166,7 @@ TEST(RetryTest, KeepsTheCallersTraceId) {
 TEST(RetryTest, DoesNotRetryOtherCodes) {
   Rig rig(FailFirst(5, grpc::StatusCode::INVALID_ARGUMENT));
   ASSERT_TRUE(rig.ok());
-  RetryPolicy p;
-  p.max_attempts = 5;
+  RetryPolicy p = Attempts(5);
   rig.Expect(rig.CallFor(absl::Seconds(10), p),
              grpc::StatusCode::INVALID_ARGUMENT, 1, 1);
 }
@@ -180,8 +185,7 @@ void ExpectRemaining(const std::vector<Arrival>& arrivals, size_t n,
 TEST(RetryTest, PerAttemptTimeoutRecoversFromAHangingServer) {
   Rig rig(HangFirst(1));
   ASSERT_TRUE(rig.ok());
-  RetryPolicy p;
-  p.max_attempts = 3;
+  RetryPolicy p = Attempts(3);
   p.attempt_timeout = absl::Milliseconds(200);
   p.initial_backoff = absl::Milliseconds(1);
   const absl::Time start = absl::Now();
@@ -212,8 +216,7 @@ TEST(RetryTest, NoAttemptStartsPastTheDeadline) {
     return grpc::Status(grpc::StatusCode::UNAVAILABLE, "down");
   });
   ASSERT_TRUE(rig.ok());
-  RetryPolicy p;
-  p.max_attempts = 16;
+  RetryPolicy p = Attempts(16);
   p.initial_backoff = absl::Milliseconds(2);
   p.max_backoff = absl::Milliseconds(20);
   p.expected_latency = absl::Milliseconds(30);
@@ -267,8 +270,7 @@ TEST(RetryTest, HonorsServerPushback) {
   auto blocker = rig.server.NewStub();
   std::thread busy([&] { CallEcho(*blocker, absl::Seconds(10), 300); });
   ASSERT_TRUE(rig.server.WaitHandled(1, kBound));
-  RetryPolicy p;
-  p.max_attempts = 10;
+  RetryPolicy p = Attempts(10);
   p.retryable_codes = {grpc::StatusCode::RESOURCE_EXHAUSTED};
   p.initial_backoff = absl::Milliseconds(1);
   std::vector<absl::Time> starts;
@@ -295,8 +297,7 @@ TEST(RetryTest, RetryBudgetCapsRetriesPerChannel) {
   o.min_retries_per_second = 0;
   o.throttle_k = 0;
   RetryChannelState state(o);
-  RetryPolicy p;
-  p.max_attempts = 3;
+  RetryPolicy p = Attempts(3);
   p.initial_backoff = absl::Microseconds(100);
   constexpr int kCalls = 50;
   CallRepeatedly(rig, kCalls, p, &state);
@@ -313,8 +314,7 @@ TEST(RetryTest, AdaptiveThrottlingRefusesLocally) {
   RetryChannelOptions o;
   o.throttle_k = 2;
   RetryChannelState state(o);
-  RetryPolicy p;
-  p.max_attempts = 1;
+  RetryPolicy p = Attempts(1);
   constexpr int kCalls = 200;
   CallRepeatedly(rig, kCalls, p, &state);
   // With no accepts, p = requests / (requests + 1): nearly every call after
@@ -328,8 +328,7 @@ TEST(RetryTest, HedgingCancelsTheLoserAtOnce) {
   Rig rig(HangFirst(1));
   ASSERT_TRUE(rig.ok());
   RetryChannelState state(NoBudgetLimits());
-  RetryPolicy p;
-  p.max_attempts = 2;
+  RetryPolicy p = Attempts(2);
   p.hedging_delay = absl::Milliseconds(50);
   const absl::Time start = absl::Now();
   auto out = rig.CallFor(absl::Seconds(10), p, &state);
@@ -346,15 +345,12 @@ TEST(RetryTest, HedgingCancelsTheLoserAtOnce) {
   EXPECT_NE(a[0].span_id, a[1].span_id);
 }
 
-TEST(RetryTest, CancelingTheContextCancelsEveryAttempt) {
-  Rig rig(HangFirst(100));
-  ASSERT_TRUE(rig.ok());
-  RetryPolicy p;
-  p.max_attempts = 3;
-  p.hedging_delay = absl::Milliseconds(20);
+// Calls under `p` (3 attempts, hedged) against a server that hangs them
+// all; once the three are on the server, cancels the call's Context, and
+// expects CANCELLED and every handler to see the cancel.
+void ExpectAllThreeCanceled(Rig& rig, const RetryPolicy& p) {
   auto [ctx, cancel] = WithTimeout(Background(), absl::Seconds(30));
   std::thread canceler([&, cancel = cancel] {
-    // All three attempts are hanging on the server; then cancel.
     rig.server.WaitHandled(3, kBound);
     cancel();
   });
@@ -362,7 +358,15 @@ TEST(RetryTest, CancelingTheContextCancelsEveryAttempt) {
   canceler.join();
   EXPECT_EQ(out.status.error_code(), grpc::StatusCode::CANCELLED);
   EXPECT_EQ(out.attempts, 3);
-  EXPECT_TRUE(rig.server.WaitFinished(3, kBound));  // Every handler saw it.
+  EXPECT_TRUE(rig.server.WaitFinished(3, kBound));
+}
+
+TEST(RetryTest, CancelingTheContextCancelsEveryAttempt) {
+  Rig rig(HangFirst(100));
+  ASSERT_TRUE(rig.ok());
+  RetryPolicy p = Attempts(3);
+  p.hedging_delay = absl::Milliseconds(20);
+  ExpectAllThreeCanceled(rig, p);
 }
 
 TEST(RetryTest, SendsTheCriticality) {
@@ -444,6 +448,16 @@ TEST(LearnedHedgingDelayTest, ConcurrentRecordsAndReads) {
   EXPECT_EQ(learned.samples(), kThreads * kEach);
 }
 
+// A policy of `max_attempts` that hedges after a delay learned with `o`,
+// its warm-up set to `warmup`.
+RetryPolicy LearnedPolicy(int max_attempts, size_t warmup,
+                          policy::LearnedHedgingOptions o = {}) {
+  o.warmup = warmup;
+  RetryPolicy p = Attempts(max_attempts);
+  p.learned_hedging = std::make_shared<policy::LearnedHedgingDelay>(o);
+  return p;
+}
+
 // A server whose latency the request's message picks. On a message's first
 // arrival: "fast..." answers at once, "mid..." after kMid, "slow..." hangs
 // until its call is canceled (bounded by the call's deadline); a cancel
@@ -498,15 +512,12 @@ TEST(RetryTest, LearnedHedgingDelayConvergesAndHedgesOnlyTheSlowCalls) {
   // it, slow ones (which never answer) far above.
   o.quantile = 0.9;
   o.window = 100;
-  o.warmup = 40;
   o.min_delay = absl::Milliseconds(40 * kScale);
   o.max_delay = absl::Seconds(5);
-  RetryPolicy p;
-  p.max_attempts = 2;
-  p.learned_hedging = std::make_shared<policy::LearnedHedgingDelay>(o);
+  RetryPolicy p = LearnedPolicy(2, 40, o);
   // Slow calls only once the delay is learned: unhedged, they would hang
   // until their deadline.
-  const int slow_from = static_cast<int>(o.warmup);
+  const int slow_from = 40;  // The warm-up.
   constexpr int kCalls = 140;
   int hedged = 0, slow_calls = 0, slow_hedged = 0, fast_calls = 0,
       fast_hedged = 0;
@@ -560,13 +571,8 @@ TEST(RetryTest, LearnedHedgeNeverStartsPastTheDeadline) {
   Rig rig(HangFirst(100));
   ASSERT_TRUE(rig.ok());
   RetryChannelState state(NoBudgetLimits());
-  policy::LearnedHedgingOptions o;
-  o.warmup = 10;
-  o.max_delay = absl::Seconds(5);
-  RetryPolicy p;
-  p.max_attempts = 3;
+  RetryPolicy p = LearnedPolicy(3, 10);
   p.expected_latency = absl::Milliseconds(150);
-  p.learned_hedging = std::make_shared<policy::LearnedHedgingDelay>(o);
   for (int i = 0; i < 10; ++i) {
     p.learned_hedging->Record(absl::Milliseconds(100));
   }
@@ -590,36 +596,19 @@ TEST(RetryTest, LearnedHedgeNeverStartsPastTheDeadline) {
 TEST(RetryTest, ACanceledCallTeachesTheLearnedDelayNothing) {
   Rig rig(HangFirst(100));
   ASSERT_TRUE(rig.ok());
-  policy::LearnedHedgingOptions o;
-  o.warmup = 5;
-  RetryPolicy p;
-  p.max_attempts = 3;
-  p.learned_hedging = std::make_shared<policy::LearnedHedgingDelay>(o);
+  RetryPolicy p = LearnedPolicy(3, 5);
   for (int i = 0; i < 5; ++i) p.learned_hedging->Record(absl::Milliseconds(20));
-  auto [ctx, cancel] = WithTimeout(Background(), absl::Seconds(30));
-  std::thread canceler([&, cancel = cancel] {
-    // Both hedges went out after the learned 20 ms; then cancel.
-    rig.server.WaitHandled(3, kBound);
-    cancel();
-  });
-  auto out = rig.Call(ctx, p, nullptr);
-  canceler.join();
-  EXPECT_EQ(out.status.error_code(), grpc::StatusCode::CANCELLED);
-  EXPECT_EQ(out.attempts, 3);
+  // Both hedges go out after the learned 20 ms.
+  ExpectAllThreeCanceled(rig, p);
   // No attempt answered OK: no latency, not even a lower bound, recorded.
   EXPECT_EQ(p.learned_hedging->samples(), 5);
-  EXPECT_TRUE(rig.server.WaitFinished(3, kBound));
 }
 
 TEST(RetryTest, BeforeWarmupTheFixedDelayOrNoHedge) {
   Rig rig(HangFirst(1));
   ASSERT_TRUE(rig.ok());
-  policy::LearnedHedgingOptions o;
-  o.warmup = 1000;
-  RetryPolicy p;
-  p.max_attempts = 2;
+  RetryPolicy p = LearnedPolicy(2, 1000);
   p.attempt_timeout = absl::Milliseconds(300);
-  p.learned_hedging = std::make_shared<policy::LearnedHedgingDelay>(o);
   // No fixed delay: not hedged; the hanging attempt is retried after its
   // attempt_timeout instead.
   const absl::Time start = absl::Now();
@@ -646,12 +635,9 @@ TEST(RetryTest, ConcurrentCallsShareOneLearnedDelay) {
   ASSERT_TRUE(rig.ok());
   RetryChannelState state(NoBudgetLimits());
   policy::LearnedHedgingOptions o;
-  o.warmup = 5;
   o.min_delay = absl::Seconds(5);  // Never reached: no hedges here.
   o.max_delay = absl::Seconds(5);
-  RetryPolicy p;
-  p.max_attempts = 2;
-  p.learned_hedging = std::make_shared<policy::LearnedHedgingDelay>(o);
+  RetryPolicy p = LearnedPolicy(2, 5, o);
   constexpr int kThreads = 4;
   constexpr int kEach = 10;
   std::atomic<int> ok{0};
