@@ -1,6 +1,6 @@
 // Tests of the client retry/hedging helper (issue 12, section 2) against
-// real servers on 127.0.0.1 that fail the first N attempts, hang, or push
-// back.
+// real servers on 127.0.0.1 that fail the first N attempts, hang, push
+// back, or answer with a scripted latency mix (the learned hedging delay).
 #include <atomic>
 #include <cmath>
 #include <memory>
