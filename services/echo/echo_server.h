@@ -30,10 +30,6 @@ namespace reqctx::echo {
 
 struct EchoServerOptions {
   std::string name = "echo";
-  // The interface to listen on: an IPv4 address ("127.0.0.1"; "0.0.0.0" for
-  // every interface) or an IPv6 one, bracketed or not ("[::1]", "::"). Host
-  // names are refused (see BindHost).
-  std::string bind_address = "127.0.0.1";
   int port = 0;      // 0: any free port.
   std::string next;  // host:port of the next hop; empty: last hop.
   int workers = 2;
@@ -49,6 +45,11 @@ struct EchoServerOptions {
   policy::ServerPolicyOptions server_policy;
   policy::RetryPolicy retry = EchoServiceOptions::NoRetries();
   policy::RetryChannelOptions retry_channel;
+  // The interface to listen on: an IPv4 address ("127.0.0.1"; "0.0.0.0" for
+  // every interface) or an IPv6 one, bracketed or not ("[::1]", "::"). Host
+  // names are refused (see BindHost). Last, so positional initializers of
+  // the fields above stay valid.
+  std::string bind_address = "127.0.0.1";
 };
 
 // `address` as the host part of a gRPC listening address: an IPv4 address
