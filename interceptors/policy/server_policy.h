@@ -51,7 +51,9 @@
 // Lifetime: the ServerPolicy must outlive the servers its services are
 // registered with (the wrappers point at it). What a callback-API call's end
 // updates (its method's timings, its shedder slot, the counters) is shared
-// with that call, so it may end after the policy is destroyed.
+// with that call, so it may end after the policy is destroyed. The same
+// holds for an async call's AsyncAdmission, and for an async call still in
+// the queue (decided when its Context ends, at the latest with the call).
 #ifndef REQCTX_INTERCEPTORS_POLICY_SERVER_POLICY_H_
 #define REQCTX_INTERCEPTORS_POLICY_SERVER_POLICY_H_
 
@@ -134,8 +136,11 @@ class ServerPolicy {
   //     forgotten);
   //   otherwise: answer with FinishWithError(admission->Refusal(sc), ...),
   //     which adds grpc-retry-pushback-ms for RESOURCE_EXHAUSTED.
-  // Requirements: `*admission` and `sc` stay alive, and `cq` is not shut
-  // down, until the tag is delivered; shut `cq` down only once Queued() is 0
+  // Requirements: the server runs this policy's interceptors
+  // (InstallInterceptors), whose Context of the call the queue watches
+  // (without them the call has no live Context and a call that meets the
+  // limit is refused CANCELLED); `*admission` and `sc` stay alive, and `cq`
+  // is not shut down, until the tag is delivered; shut `cq` down only once Queued() is 0
   // after grpc::Server::Shutdown (a queued call is decided as soon as its
   // Context ends, which the shutdown causes). The loop serving `cq` must keep
   // calling Next() while calls are queued (their cancels come through it).
