@@ -39,7 +39,7 @@ using testing::PolicyTestServer;
 using testing::PollUntil;
 using testing::SleepWork;
 
-constexpr absl::Duration kBound = absl::Seconds(20);
+constexpr absl::Duration kBound = testing::kPolicyWaitBound;
 
 // A queued call is decided when the shutdown ends its Context: the loop
 // answers it, the queue empties, and the server stops without waiting for

@@ -28,13 +28,8 @@ namespace {
 using policy::ServerPolicy;
 using policy::ServerPolicyOptions;
 
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
-constexpr absl::Duration kBound = absl::Seconds(60);
-#else
-constexpr absl::Duration kBound = absl::Seconds(20);
-#endif
+constexpr absl::Duration kBound = kPolicyWaitBound;
 constexpr char kMethod[] = "/echo.v1.Echo/Echo";
-
 
 // `name`{method="/echo.v1.Echo/Echo"<extra>}.
 std::string M(const std::string& name, const std::string& extra = "") {

@@ -25,7 +25,7 @@ using policy::ServerPolicy;
 using policy::ServerPolicyOptions;
 using Api = PolicyTestServer::Api;
 
-constexpr absl::Duration kBound = absl::Seconds(20);
+constexpr absl::Duration kBound = kPolicyWaitBound;
 
 // Each test serves Echo (SleepWork) on its API under a policy: Start(o),
 // then policy(), server(), stub().

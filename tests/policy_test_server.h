@@ -147,11 +147,18 @@ struct PolicedServer {
 // assumed by the shedder, and FIFO unless told otherwise.
 policy::ServerPolicyOptions OneSlot(int max_queue, absl::Duration expected);
 
+// The bound of every wait in the policy tests (wider under sanitizers).
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+inline constexpr absl::Duration kPolicyWaitBound = absl::Seconds(60);
+#else
+inline constexpr absl::Duration kPolicyWaitBound = absl::Seconds(20);
+#endif
+
 // Waits (bounded by `bound`) until `done()` holds, polling every
 // millisecond: for state with no event to wait on (a policy's slot and
 // queue counts, another module's counters).
 bool PollUntil(const std::function<bool()>& done,
-               absl::Duration bound = absl::Seconds(20));
+               absl::Duration bound = kPolicyWaitBound);
 
 }  // namespace reqctx::testing
 
