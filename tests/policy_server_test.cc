@@ -35,12 +35,22 @@ class PolicyServerTest : public ::testing::TestWithParam<Api> {
     served_ = std::make_unique<PolicedServer>(GetParam(), std::move(o));
     return served_->server.ok();
   }
+  // Start(o), then a call of `work_ms` (deadline `timeout`) that holds a
+  // slot: true once its handler runs. JoinBusy() waits for it to end.
+  bool StartHoldingTheSlot(ServerPolicyOptions o, int64_t work_ms,
+                           absl::Duration timeout = absl::Seconds(10)) {
+    if (!Start(std::move(o))) return false;
+    busy_ = std::make_unique<BackgroundCall>(stub(), timeout, work_ms);
+    return server().WaitHandled(1, kBound);
+  }
+  CallResult JoinBusy() { return busy_->Join(); }
   ServerPolicy& policy() { return served_->policy; }
   PolicyTestServer& server() { return served_->server; }
   ::echo::v1::Echo::Stub& stub() { return *served_->stub; }
 
  private:
   std::unique_ptr<PolicedServer> served_;
+  std::unique_ptr<BackgroundCall> busy_;  // Ends before the server goes.
 };
 
 TEST_P(PolicyServerTest, FixedMinimumBudgetRefusesBeforeTheHandler) {
@@ -86,10 +96,7 @@ TEST_P(PolicyServerTest, LearnedMinimumBudgetActsAfterWarmup) {
 }
 
 TEST_P(PolicyServerTest, ConcurrencyLimitShedsWithPushback) {
-  ServerPolicyOptions o = OneSlot(0, absl::Milliseconds(300));
-  ASSERT_TRUE(Start(o));
-  BackgroundCall busy(stub(), absl::Seconds(10), 1000);
-  ASSERT_TRUE(server().WaitHandled(1, kBound));
+  ASSERT_TRUE(StartHoldingTheSlot(OneSlot(0, absl::Milliseconds(300)), 1000));
   CallResult r = CallEcho(stub(), absl::Seconds(5), 0);
   EXPECT_EQ(r.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
   int64_t ms = 0;
@@ -97,35 +104,29 @@ TEST_P(PolicyServerTest, ConcurrencyLimitShedsWithPushback) {
   EXPECT_GE(ms, 1);
   EXPECT_EQ(server().handled(), 1);
   EXPECT_EQ(policy().Counters()[PolicyCounter::kShedQueueFull], 1);
-  busy.Join();
+  JoinBusy();
   // The slot is given back just after the busy call's status went out.
   ASSERT_TRUE(PollUntil([&] { return policy().Running() == 0; }));
   EXPECT_TRUE(CallEcho(stub(), absl::Seconds(5), 0).status.ok());
 }
 
 TEST_P(PolicyServerTest, HopelessCallIsRefusedAtArrival) {
-  ServerPolicyOptions o = OneSlot(8, absl::Milliseconds(400));
-  ASSERT_TRUE(Start(o));
-  BackgroundCall busy(stub(), absl::Seconds(10), 1000);
-  ASSERT_TRUE(server().WaitHandled(1, kBound));
+  ASSERT_TRUE(StartHoldingTheSlot(OneSlot(8, absl::Milliseconds(400)), 1000));
   // Expected wait (400 ms) + handling (400 ms) > 500 ms budget.
   CallResult r = CallEcho(stub(), absl::Milliseconds(500), 0);
   EXPECT_EQ(r.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
   EXPECT_LT(r.elapsed, absl::Milliseconds(300));
   EXPECT_FALSE(r.pushback.empty());
   EXPECT_EQ(policy().Counters()[PolicyCounter::kShedAtArrival], 1);
-  busy.Join();
+  JoinBusy();
   EXPECT_EQ(server().handled(), 1);
 }
 
 TEST_P(PolicyServerTest, QueuedCallIsDroppedWhenItsDeadlinePasses) {
-  ServerPolicyOptions o = OneSlot(8, absl::Milliseconds(1));
-  ASSERT_TRUE(Start(o));
-  BackgroundCall busy(stub(), absl::Seconds(10), 1000);
-  ASSERT_TRUE(server().WaitHandled(1, kBound));
+  ASSERT_TRUE(StartHoldingTheSlot(OneSlot(8, absl::Milliseconds(1)), 1000));
   CallResult r = CallEcho(stub(), absl::Milliseconds(150), 0);
   EXPECT_EQ(r.status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
-  busy.Join();
+  JoinBusy();
   EXPECT_EQ(server().handled(), 1);  // The queued call never ran.
   EXPECT_EQ(policy().Counters()[PolicyCounter::kQueued], 1);
   // Dropped by the server at its deadline (the client may see its own
@@ -137,13 +138,10 @@ TEST_P(PolicyServerTest, QueuedCallIsDroppedWhenItsDeadlinePasses) {
 }
 
 TEST_P(PolicyServerTest, QueuedCallRunsWhenTheSlotFrees) {
-  ServerPolicyOptions o = OneSlot(8, absl::Milliseconds(1));
-  ASSERT_TRUE(Start(o));
-  BackgroundCall busy(stub(), absl::Seconds(10), 200);
-  ASSERT_TRUE(server().WaitHandled(1, kBound));
+  ASSERT_TRUE(StartHoldingTheSlot(OneSlot(8, absl::Milliseconds(1)), 200));
   CallResult r = CallEcho(stub(), absl::Seconds(10), 0);
   EXPECT_TRUE(r.status.ok()) << r.status.error_message();
-  busy.Join();
+  JoinBusy();
   EXPECT_EQ(server().handled(), 2);
   EXPECT_EQ(policy().Counters()[PolicyCounter::kQueued], 1);
   EXPECT_EQ(policy().Counters()[PolicyCounter::kAdmitted], 2);
@@ -158,9 +156,8 @@ TEST_P(PolicyServerTest, QueuedCallCanceledByItsClientIsDroppedPromptly) {
     // deadlines").
     GTEST_SKIP() << "the callback API cannot see a cancel before the handler";
   }
-  ASSERT_TRUE(Start(OneSlot(8, absl::Milliseconds(1))));
-  BackgroundCall busy(stub(), absl::Seconds(30), 3000);
-  ASSERT_TRUE(server().WaitHandled(1, kBound));
+  ASSERT_TRUE(StartHoldingTheSlot(OneSlot(8, absl::Milliseconds(1)), 3000,
+                                  absl::Seconds(30)));
   grpc::ClientContext cc;
   cc.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(30)));
   grpc::Status status;
@@ -186,9 +183,7 @@ TEST_P(PolicyServerTest, QueuedCallCanceledByItsClientIsDroppedPromptly) {
 TEST_P(PolicyServerTest, NewestFirstUnderSustainedOverload) {
   ServerPolicyOptions o = OneSlot(8, absl::Milliseconds(1));
   o.defaults.lifo_after = absl::ZeroDuration();
-  ASSERT_TRUE(Start(o));
-  BackgroundCall busy(stub(), absl::Seconds(10), 300);
-  ASSERT_TRUE(server().WaitHandled(1, kBound));
+  ASSERT_TRUE(StartHoldingTheSlot(o, 300));
   BackgroundCall first(stub(), absl::Seconds(10), 0, "call=first");
   const bool one = PollUntil([&] { return policy().Queued() == 1; });
   BackgroundCall second(stub(), absl::Seconds(10), 0, "call=second");
@@ -203,17 +198,14 @@ TEST_P(PolicyServerTest, NewestFirstUnderSustainedOverload) {
 }
 
 TEST_P(PolicyServerTest, CriticalCallEvictsSheddableOne) {
-  ServerPolicyOptions o = OneSlot(1, absl::Milliseconds(1));
-  ASSERT_TRUE(Start(o));
-  BackgroundCall busy(stub(), absl::Seconds(10), 300);
-  ASSERT_TRUE(server().WaitHandled(1, kBound));
+  ASSERT_TRUE(StartHoldingTheSlot(OneSlot(1, absl::Milliseconds(1)), 300));
   BackgroundCall queued(stub(), absl::Seconds(10), 0, "criticality=sheddable");
   // Wait until the sheddable call is queued.
   ASSERT_TRUE(PollUntil([&] { return policy().Queued() == 1; }));
   CallResult critical =
       CallEcho(stub(), absl::Seconds(10), 0, "a=b,criticality=critical");
   const CallResult sheddable = queued.Join();
-  busy.Join();
+  JoinBusy();
   EXPECT_TRUE(critical.status.ok()) << critical.status.error_message();
   EXPECT_EQ(sheddable.status.error_code(),
             grpc::StatusCode::RESOURCE_EXHAUSTED);
@@ -346,9 +338,7 @@ TEST_P(PolicyServerTest, PoliciesCombine) {
   o.defaults.max_concurrency = 1;
   o.defaults.max_queue = 4;
   o.defaults.expected_handling = absl::Milliseconds(200);
-  ASSERT_TRUE(Start(o));
-  BackgroundCall busy(stub(), absl::InfiniteDuration(), 300);
-  ASSERT_TRUE(server().WaitHandled(1, kBound));
+  ASSERT_TRUE(StartHoldingTheSlot(o, 300, absl::InfiniteDuration()));
   // Below the minimum: refused by the budget rule first.
   EXPECT_EQ(CallEcho(stub(), absl::Milliseconds(60), 0).status.error_code(),
             grpc::StatusCode::DEADLINE_EXCEEDED);
@@ -358,7 +348,7 @@ TEST_P(PolicyServerTest, PoliciesCombine) {
   // Enough for both: queued, then served with the margin applied.
   CallResult ok = CallEcho(stub(), absl::Seconds(3), 0);
   EXPECT_TRUE(ok.status.ok()) << ok.status.error_message();
-  busy.Join();
+  JoinBusy();
   EXPECT_EQ(server().handled(), 2);
   // The busy call had no deadline: it got the default, minus the margin.
   std::vector<Arrival> a = server().arrivals();
