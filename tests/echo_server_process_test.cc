@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <sys/wait.h>
 
+#include <cstdlib>
 #include <memory>
 #include <string>
 #include <thread>
@@ -18,6 +19,7 @@
 #include "proto/echo.grpc.pb.h"
 #include "services/echo/echo_server.h"
 #include "tests/echo_chain.h"
+#include "tests/http_client.h"
 #include "tests/process_probe.h"
 #include "tests/server_process.h"
 
@@ -164,6 +166,41 @@ TEST(EchoServerProcessTest, BindAddressFlagChoosesTheInterface) {
   EXPECT_EQ(v6.address().rfind("[::1]:", 0), 0u) << v6.address();
   auto cc6 = NewClientContext(Background());
   EXPECT_TRUE(StubFor(v6)->Echo(cc6.get(), Request(0), &response).ok());
+}
+
+// The server policy's own families are in the process Registry: the echo
+// server's --metrics_port shows a minimum-budget refusal per method.
+TEST(EchoServerProcessTest, MetricsPortShowsThePolicyFamilies) {
+  ServerProcess process;
+  ASSERT_TRUE(process.Start({"--metrics_port=0", "--min_budget_ms=2000"}))
+      << process.output();
+  const std::string marker = "metrics on 127.0.0.1:";
+  const size_t at = process.output().find(marker);
+  ASSERT_NE(at, std::string::npos) << process.output();
+  const int metrics_port =
+      std::atoi(process.output().c_str() + at + marker.size());
+  ASSERT_GT(metrics_port, 0);
+  auto stub = StubFor(process);
+  for (int i = 0; i < 2; ++i) {
+    auto [ctx, cancel] = WithTimeout(Background(), absl::Milliseconds(500));
+    auto cc = NewClientContext(ctx);
+    EchoResponse response;
+    EXPECT_EQ(stub->Echo(cc.get(), Request(0), &response).error_code(),
+              grpc::StatusCode::DEADLINE_EXCEEDED);
+  }
+  absl::StatusOr<testing::HttpResponse> page =
+      testing::HttpGet(metrics_port, "/metrics", kWaitBound);
+  ASSERT_TRUE(page.ok()) << page.status();
+  EXPECT_EQ(testing::ExpositionSample(
+                page->body,
+                "reqctx_policy_rejected_total{method=\"/echo.v1.Echo/Echo\","
+                "reason=\"min_budget\",criticality=\"default\"}"),
+            2)
+      << page->body;
+  EXPECT_NE(page->body.find("# TYPE reqctx_policy_queue_wait_seconds histogram"),
+            std::string::npos);
+  const int status = process.Terminate();
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
 }
 
 TEST(EchoServerProcessTest, BadBindAddressExitsWithAnError) {
