@@ -165,10 +165,19 @@ TEST_P(PolicyMetricsTest, KnownTrafficGivesExactCountsByReasonAndCriticality) {
   // A bounded follow-up detached from a call counts under its method.
   EXPECT_TRUE(CallEcho(stub, absl::Seconds(10), 2).status.ok());
 
-  const std::string after = scrape();
+  std::string after;
   auto delta = [&](const std::string& series) {
     return ExpositionSample(after, series) - ExpositionSample(before, series);
   };
+  // A drop is recorded by the thread the shedder decides on, just after the
+  // shedder's own count that the waits above saw: scrape until the last
+  // drop's families show (bounded), then check everything exactly.
+  EXPECT_TRUE(PollUntil([&] {
+    after = scrape();
+    return delta(M("reqctx_policy_queue_wait_seconds_count")) >= 3 &&
+           delta(Rejected("expired", "default")) >= 1 &&
+           delta(Rejected("canceled", "default")) >= 1;
+  }));
   EXPECT_EQ(delta(Rejected("min_budget", "default")), 1);
   EXPECT_EQ(delta(Rejected("shed_at_arrival", "sheddable")), 1);
   EXPECT_EQ(delta(Rejected("shed_at_arrival", "default")), 0);
