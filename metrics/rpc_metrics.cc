@@ -174,9 +174,33 @@ const ClientMethodMetrics& ClientMethod(std::string_view method) {
 
 const PolicyFamilies& Policy() {
   static const auto* const p = new PolicyFamilies{
-      Must(R().AddCounter("reqctx_policy_rejected_total",
-                          "Calls rejected or shed by a policy, by reason.",
-                          {"method", "reason"})),
+      Must(R().AddCounter(
+          "reqctx_policy_rejected_total",
+          "Calls refused by the server policy before their handler ran, by "
+          "reason (min_budget, shed_at_arrival, queue_full, evicted, "
+          "expired, canceled) and the call's criticality.",
+          {"method", "reason", "criticality"})),
+      Must(R().AddCounter("reqctx_policy_queued_total",
+                          "Calls that waited in the shedder's queue "
+                          "(counted when they left it).",
+                          {"method", "criticality"})),
+      Must(R().AddHistogram(
+          "reqctx_policy_queue_wait_seconds",
+          "Time calls waited in the shedder's queue, from queueing to being "
+          "admitted or dropped.",
+          {"method"}, LatencyBuckets())),
+      Must(R().AddCounter("reqctx_policy_deadline_defaulted_total",
+                          "Calls without a deadline given the policy's "
+                          "default.",
+                          {"method"})),
+      Must(R().AddCounter("reqctx_policy_deadline_capped_total",
+                          "Calls whose deadline was capped at the policy's "
+                          "maximum.",
+                          {"method"})),
+      Must(R().AddCounter("reqctx_policy_detached_total",
+                          "Bounded follow-ups detached from a call "
+                          "(DetachWithBound).",
+                          {"method"})),
       Must(R().AddCounter("reqctx_client_retries_total",
                           "Retry attempts sent.", {"method"})),
       Must(R().AddCounter("reqctx_client_hedges_total",
@@ -187,6 +211,43 @@ const PolicyFamilies& Policy() {
                           {"method"})),
   };
   return *p;
+}
+
+std::string_view PolicyRejectReasonName(int reason) {
+  static constexpr std::string_view kNames[kPolicyRejectReasons] = {
+      "min_budget", "shed_at_arrival", "queue_full",
+      "evicted",    "expired",         "canceled"};
+  return reason >= 0 && reason < kPolicyRejectReasons ? kNames[reason]
+                                                      : "unknown";
+}
+
+std::string_view CriticalityLabel(int criticality) {
+  static constexpr std::string_view kNames[kCriticalities] = {
+      "sheddable", "default", "critical"};
+  return criticality >= 0 && criticality < kCriticalities
+             ? kNames[criticality]
+             : "default";
+}
+
+const PolicyMethodMetrics& PolicyMethod(std::string_view method) {
+  static auto* const table = new MethodTable<PolicyMethodMetrics>();
+  return table->Get(method, [](const std::string& m) {
+    const PolicyFamilies& f = Policy();
+    PolicyMethodMetrics out{{},
+                            {},
+                            &f.queue_wait->WithLabels({m}),
+                            &f.deadline_defaulted->WithLabels({m}),
+                            &f.deadline_capped->WithLabels({m}),
+                            &f.detached->WithLabels({m})};
+    for (int c = 0; c < kCriticalities; ++c) {
+      for (int r = 0; r < kPolicyRejectReasons; ++r) {
+        out.rejected[r][c] = &f.rejected->WithLabels(
+            {m, PolicyRejectReasonName(r), CriticalityLabel(c)});
+      }
+      out.queued[c] = &f.queued->WithLabels({m, CriticalityLabel(c)});
+    }
+    return out;
+  });
 }
 
 CounterFamily& OrphanReports() {

@@ -14,7 +14,12 @@
 //   reqctx_client_active_calls{method}
 //   reqctx_client_cancel_propagation_seconds{method}    histogram
 //   reqctx_orphan_reports_total{kind,method}
-//   reqctx_policy_rejected_total{method,reason}         (policies)
+//   reqctx_policy_rejected_total{method,reason,criticality}  (policies)
+//   reqctx_policy_queued_total{method,criticality}      (policies)
+//   reqctx_policy_queue_wait_seconds{method}            (policies) histogram
+//   reqctx_policy_deadline_defaulted_total{method}      (policies)
+//   reqctx_policy_deadline_capped_total{method}         (policies)
+//   reqctx_policy_detached_total{method}                (policies)
 //   reqctx_client_retries_total{method}                 (policies)
 //   reqctx_client_hedges_total{method}                  (policies)
 //   reqctx_client_retry_budget_exhausted_total{method}  (policies)
@@ -64,10 +69,40 @@ struct ClientMethodMetrics {
 const ServerMethodMetrics& ServerMethod(std::string_view method);
 const ClientMethodMetrics& ClientMethod(std::string_view method);
 
+// Why a server policy refused a call: the `reason` label of
+// reqctx_policy_rejected_total, by index (PolicyRejectReasonName).
+inline constexpr int kPolicyRejectReasons = 6;
+// "min_budget", "shed_at_arrival", "queue_full", "evicted", "expired",
+// "canceled"; "unknown" outside 0..5.
+std::string_view PolicyRejectReasonName(int reason);
+// The `criticality` label, by index (policy::Criticality's values, least
+// important first): "sheddable", "default", "critical".
+inline constexpr int kCriticalities = 3;
+std::string_view CriticalityLabel(int criticality);
+
+// One method's server-policy handles (//interceptors/policy records them).
+struct PolicyMethodMetrics {
+  // [reason][criticality], indices as above.
+  std::array<std::array<Counter*, kCriticalities>, kPolicyRejectReasons>
+      rejected;
+  std::array<Counter*, kCriticalities> queued;
+  Histogram* queue_wait;
+  Counter* deadline_defaulted;
+  Counter* deadline_capped;
+  Counter* detached;
+};
+// The handles for `method`, like ServerMethod's (same cache and bound).
+const PolicyMethodMetrics& PolicyMethod(std::string_view method);
+
 // Counters of call policies (deadline budgets, load shedding, retries,
 // hedging), for the policy code to record into.
 struct PolicyFamilies {
-  CounterFamily* rejected;                // {method, reason}
+  CounterFamily* rejected;                // {method, reason, criticality}
+  CounterFamily* queued;                  // {method, criticality}
+  HistogramFamily* queue_wait;            // {method}, seconds
+  CounterFamily* deadline_defaulted;      // {method}
+  CounterFamily* deadline_capped;         // {method}
+  CounterFamily* detached;                // {method}
   CounterFamily* retries;                 // {method}
   CounterFamily* hedges;                  // {method}
   CounterFamily* retry_budget_exhausted;  // {method}

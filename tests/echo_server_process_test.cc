@@ -1,10 +1,12 @@
 // The echo server binary (//services/echo:server) as a subprocess: its
-// --max_work_ms cap, its --shutdown_grace_ms drain on SIGTERM, and a second
-// SIGTERM during a shutdown that hangs exiting at once.
+// --max_work_ms cap, its --shutdown_grace_ms drain on SIGTERM, a second
+// SIGTERM during a shutdown that hangs exiting at once, and --bind_address
+// (with the BindHost rules behind it).
 #include <grpcpp/grpcpp.h>
 #include <signal.h>
 #include <sys/wait.h>
 
+#include <cstdlib>
 #include <memory>
 #include <string>
 #include <thread>
@@ -15,7 +17,9 @@
 #include "gtest/gtest.h"
 #include "interceptors/interceptors.h"
 #include "proto/echo.grpc.pb.h"
+#include "services/echo/echo_server.h"
 #include "tests/echo_chain.h"
+#include "tests/http_client.h"
 #include "tests/process_probe.h"
 #include "tests/server_process.h"
 
@@ -116,6 +120,96 @@ TEST(EchoServerProcessTest, SecondSigtermDuringAHangingShutdownExitsAtOnce) {
   EXPECT_NE(process.output().find("second signal"), std::string::npos)
       << process.output();
   EXPECT_LT(took, 10 * kPromptBound);
+}
+
+TEST(BindHostTest, AcceptsAddressesRefusesTheRest) {
+  EXPECT_EQ(echo::BindHost("127.0.0.1").value_or("?"), "127.0.0.1");
+  EXPECT_EQ(echo::BindHost("0.0.0.0").value_or("?"), "0.0.0.0");
+  EXPECT_EQ(echo::BindHost("10.231.1.1").value_or("?"), "10.231.1.1");
+  EXPECT_EQ(echo::BindHost("[::1]").value_or("?"), "[::1]");
+  EXPECT_EQ(echo::BindHost("::1").value_or("?"), "[::1]");
+  EXPECT_EQ(echo::BindHost("[::]").value_or("?"), "[::]");
+  EXPECT_EQ(echo::BindHost("[fe80::1]").value_or("?"), "[fe80::1]");
+  for (std::string_view bad :
+       {std::string_view(""), std::string_view("localhost"),
+        std::string_view("127.0.0.1:80"), std::string_view("[::1]:80"),
+        std::string_view("256.0.0.1"), std::string_view("1.2.3"),
+        std::string_view("[127.0.0.1]"), std::string_view("[]"),
+        std::string_view("["), std::string_view("::1]"),
+        std::string_view(" 127.0.0.1"), std::string_view("127.0.0.1\0x", 11),
+        std::string_view("[::1\0]", 6)}) {
+    absl::StatusOr<std::string> h = echo::BindHost(bad);
+    EXPECT_EQ(h.status().code(), absl::StatusCode::kInvalidArgument)
+        << "'" << bad << "' gave " << h.value_or("");
+  }
+  EXPECT_NE(echo::BindHost("localhost").status().message().find("localhost"),
+            std::string::npos);
+}
+
+// The flag reaches the listening socket: the server says where it listens,
+// and answers there.
+TEST(EchoServerProcessTest, BindAddressFlagChoosesTheInterface) {
+  ServerProcess v4;
+  ASSERT_TRUE(v4.Start({"--bind_address=127.0.0.1"})) << v4.output();
+  EXPECT_EQ(v4.address().rfind("127.0.0.1:", 0), 0u) << v4.address();
+  EchoResponse response;
+  auto cc = NewClientContext(Background());
+  EXPECT_TRUE(StubFor(v4)->Echo(cc.get(), Request(0), &response).ok());
+  // IPv6 loopback, where this machine has it.
+  echo::EchoServerOptions probe;
+  probe.bind_address = "::1";
+  if (!echo::EchoServer::Start(probe).ok()) {
+    GTEST_SKIP() << "no IPv6 loopback here";
+  }
+  ServerProcess v6;
+  ASSERT_TRUE(v6.Start({"--bind_address=[::1]"})) << v6.output();
+  EXPECT_EQ(v6.address().rfind("[::1]:", 0), 0u) << v6.address();
+  auto cc6 = NewClientContext(Background());
+  EXPECT_TRUE(StubFor(v6)->Echo(cc6.get(), Request(0), &response).ok());
+}
+
+// The server policy's own families are in the process Registry: the echo
+// server's --metrics_port shows a minimum-budget refusal per method.
+TEST(EchoServerProcessTest, MetricsPortShowsThePolicyFamilies) {
+  ServerProcess process;
+  ASSERT_TRUE(process.Start({"--metrics_port=0", "--min_budget_ms=2000"}))
+      << process.output();
+  const std::string marker = "metrics on 127.0.0.1:";
+  const size_t at = process.output().find(marker);
+  ASSERT_NE(at, std::string::npos) << process.output();
+  const int metrics_port =
+      std::atoi(process.output().c_str() + at + marker.size());
+  ASSERT_GT(metrics_port, 0);
+  auto stub = StubFor(process);
+  for (int i = 0; i < 2; ++i) {
+    auto [ctx, cancel] = WithTimeout(Background(), absl::Milliseconds(500));
+    auto cc = NewClientContext(ctx);
+    EchoResponse response;
+    EXPECT_EQ(stub->Echo(cc.get(), Request(0), &response).error_code(),
+              grpc::StatusCode::DEADLINE_EXCEEDED);
+  }
+  absl::StatusOr<testing::HttpResponse> page =
+      testing::HttpGet(metrics_port, "/metrics", kWaitBound);
+  ASSERT_TRUE(page.ok()) << page.status();
+  EXPECT_EQ(testing::ExpositionSample(
+                page->body,
+                "reqctx_policy_rejected_total{method=\"/echo.v1.Echo/Echo\","
+                "reason=\"min_budget\",criticality=\"default\"}"),
+            2)
+      << page->body;
+  EXPECT_NE(page->body.find("# TYPE reqctx_policy_queue_wait_seconds histogram"),
+            std::string::npos);
+  const int status = process.Terminate();
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+}
+
+TEST(EchoServerProcessTest, BadBindAddressExitsWithAnError) {
+  ServerProcess process;
+  EXPECT_FALSE(process.Start({"--bind_address=localhost"}));
+  const int status = process.WaitExit(kWaitBound);
+  ASSERT_NE(status, -1);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 1) << status;
+  EXPECT_EQ(process.output().find("listening on"), std::string::npos);
 }
 
 }  // namespace

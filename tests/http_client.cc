@@ -108,4 +108,16 @@ bool StalledClient::ClosedByServer(absl::Duration timeout) {
   return false;
 }
 
+double ExpositionSample(const std::string& page, const std::string& series) {
+  const std::string key = series + " ";
+  size_t pos = 0;
+  while ((pos = page.find(key, pos)) != std::string::npos) {
+    if (pos == 0 || page[pos - 1] == '\n') {
+      return std::strtod(page.c_str() + pos + key.size(), nullptr);
+    }
+    pos += key.size();
+  }
+  return 0;
+}
+
 }  // namespace reqctx::testing

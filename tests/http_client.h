@@ -29,6 +29,11 @@ absl::StatusOr<HttpResponse> RawHttp(int port, std::string_view request,
 absl::StatusOr<HttpResponse> HttpGet(int port, std::string_view path,
                                      absl::Duration timeout = absl::Seconds(10));
 
+// The value of the line `series` (its exact name and labels, e.g.
+// `reqctx_server_started_total{method="/a.B/C"}`) in a Prometheus text
+// exposition `page`; 0 if absent.
+double ExpositionSample(const std::string& page, const std::string& series);
+
 // A connected socket to 127.0.0.1:`port` that has sent `partial` and then
 // stalls (a slow client), closed by the destructor. fd() < 0 if the
 // connection failed.

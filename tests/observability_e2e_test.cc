@@ -135,18 +135,8 @@ struct TestServer {
   std::unique_ptr<grpc::Server> server;
 };
 
-// The value of the exposition line `series` (exact name and labels), 0 if
-// absent.
 double Sample(const std::string& page, const std::string& series) {
-  const std::string key = series + " ";
-  size_t pos = 0;
-  while ((pos = page.find(key, pos)) != std::string::npos) {
-    if (pos == 0 || page[pos - 1] == '\n') {
-      return std::strtod(page.c_str() + pos + key.size(), nullptr);
-    }
-    pos += key.size();
-  }
-  return 0;
+  return testing::ExpositionSample(page, series);
 }
 
 std::string M(const std::string& name, const std::string& extra = "") {

@@ -1,7 +1,16 @@
 // ServerPolicy on gRPC's completion-queue (async) API (issue 12): the async
 // API has no handler objects to wrap, so the server's request loop asks
-// AdmitAsync first; a refused call is answered without reaching the
-// application's handler code.
+// AdmitAsync, and the decision arrives as a tag on the server's own
+// completion queue -- at once, or for a call that waits in the
+// deadline-aware queue when a slot frees or its Context ends.
+//
+// Every policy scenario (minimum budget, shedding at arrival with pushback,
+// queue full, drops at the deadline and on a client cancel, newest first,
+// criticality and eviction, reply margin, default and maximum deadlines)
+// runs against a real async server as PolicyServerTest.*/Async
+// (tests/policy_server_test.cc, the server in tests/policy_test_server.cc).
+// This file has what only the async API has: the server's shutdown while
+// calls wait in the queue, and the AsyncAdmission contract itself.
 #include <grpcpp/grpcpp.h>
 
 #include <atomic>
@@ -10,33 +19,59 @@
 #include <string>
 #include <thread>
 
-#include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
 #include "interceptors/interceptors.h"
 #include "interceptors/policy/server_policy.h"
 #include "proto/echo.grpc.pb.h"
+#include "tests/policy_test_server.h"
 
 namespace reqctx::policy {
 namespace {
 
-using ::echo::v1::EchoRequest;
-using ::echo::v1::EchoResponse;
+using testing::BackgroundCall;
+using testing::CallEcho;
+using testing::CallResult;
+using testing::OneSlot;
+using testing::PolicedServer;
+using testing::PolicyTestServer;
+using testing::PollUntil;
+using testing::SleepWork;
 
-constexpr char kEcho[] = "/echo.v1.Echo/Echo";
+constexpr absl::Duration kBound = testing::kPolicyWaitBound;
 
-// One async Echo call's state; its address is the completion-queue tag.
-struct AsyncCall {
-  grpc::ServerContext ctx;
-  EchoRequest request;
-  grpc::ServerAsyncResponseWriter<EchoResponse> responder{&ctx};
-  bool finishing = false;
-};
+// A queued call is decided when the shutdown ends its Context: the loop
+// answers it, the queue empties, and the server stops without waiting for
+// the calls' 30 s deadlines or the busy call's 20 s of work.
+TEST(ServerPolicyAsyncTest, ShutdownDecidesQueuedCalls) {
+  PolicedServer served(PolicyTestServer::Api::kAsync,
+                       OneSlot(8, absl::Milliseconds(1)));
+  ASSERT_TRUE(served.server.ok());
+  BackgroundCall busy(*served.stub, absl::Seconds(30), 20000);
+  ASSERT_TRUE(served.server.WaitHandled(1, kBound));
+  BackgroundCall queued(*served.stub, absl::Seconds(30), 0);
+  ASSERT_TRUE(PollUntil([&] { return served.policy.Queued() == 1; }));
+  const absl::Time start = absl::Now();
+  served.server.Shutdown();
+  EXPECT_LT(absl::Now() - start, absl::Seconds(10));
+  EXPECT_EQ(served.policy.Queued(), 0);
+  EXPECT_EQ(served.policy.Running(), 0);
+  // Both calls end with the server: the busy one canceled, the queued one
+  // dropped when its cancel is seen (or, if the busy one's slot came free
+  // first, admitted with its Context already ending).
+  EXPECT_FALSE(busy.Join().status.ok());
+  EXPECT_FALSE(queued.Join().status.ok());
+}
 
-TEST(ServerPolicyAsyncTest, AdmitAsyncRefusesBeforeTheHandler) {
+// The AsyncAdmission contract, driven by hand on real async calls: the
+// decision is not readable before its tag, which comes through the queue;
+// Done() is idempotent (the slot is given back once); the destructor gives
+// back a slot that Done() was never called for.
+TEST(ServerPolicyAsyncTest, AdmissionContract) {
   ServerPolicyOptions o;
-  o.defaults.min_budget = absl::Seconds(3);
+  o.defaults.max_concurrency = 2;
+  o.defaults.max_queue = 0;
   ServerPolicy policy(o);
   ::echo::v1::Echo::AsyncService service;
   grpc::ServerBuilder builder;
@@ -48,62 +83,61 @@ TEST(ServerPolicyAsyncTest, AdmitAsyncRefusesBeforeTheHandler) {
   std::unique_ptr<grpc::ServerCompletionQueue> cq = builder.AddCompletionQueue();
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   ASSERT_NE(server, nullptr);
-
-  std::atomic<int> handled{0};
-  std::thread loop([&] {
-    auto request_next = [&] {
-      auto* c = new AsyncCall;
-      service.RequestEcho(&c->ctx, &c->request, &c->responder, cq.get(),
-                          cq.get(), c);
-    };
-    request_next();
-    void* tag;
-    bool ok;
-    // Ends when the queue is shut down and drained.
-    while (cq->Next(&tag, &ok)) {
-      auto* c = static_cast<AsyncCall*>(tag);
-      if (c->finishing || !ok) {  // Finished, or the server is stopping.
-        delete c;
-        continue;
-      }
-      request_next();
-      c->finishing = true;
-      ServerPolicy::Admission a = policy.AdmitAsync(kEcho, c->ctx);
-      if (!a.status.ok()) {
-        c->responder.FinishWithError(ToGrpcStatus(a.status), c);
-        continue;
-      }
-      ++handled;  // The application's handler.
-      EchoResponse response;
-      response.set_message(c->request.message());
-      c->responder.Finish(response, grpc::Status::OK, c);
-      policy.DoneAsync(kEcho, absl::ZeroDuration());
-    }
-  });
-
   auto stub = ::echo::v1::Echo::NewStub(reqctx::CreateChannel(
-      absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials()));
-  auto call = [&](absl::Duration timeout) {
-    grpc::ClientContext cc;
-    cc.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
-    EchoRequest request;
-    request.set_message("async");
-    EchoResponse response;
-    return stub->Echo(&cc, request, &response);
-  };
-  grpc::Status refused = call(absl::Seconds(1));
-  EXPECT_EQ(refused.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
-  EXPECT_NE(refused.error_message().find("minimum"), std::string::npos)
-      << refused.error_message();
-  EXPECT_EQ(handled.load(), 0);
-  grpc::Status served = call(absl::Seconds(10));
-  EXPECT_TRUE(served.ok()) << served.error_message();
-  EXPECT_EQ(handled.load(), 1);
-  EXPECT_EQ(policy.Counters()[PolicyCounter::kMinBudgetRejected], 1);
+      "127.0.0.1:" + std::to_string(port), grpc::InsecureChannelCredentials()));
 
+  // Waits (bounded) for the next event; its tag.
+  auto next = [&]() -> void* {
+    void* tag = nullptr;
+    bool ok = false;
+    const grpc::CompletionQueue::NextStatus s = cq->AsyncNext(
+        &tag, &ok, std::chrono::system_clock::now() + std::chrono::seconds(20));
+    EXPECT_EQ(s, grpc::CompletionQueue::GOT_EVENT);
+    EXPECT_TRUE(ok);
+    return tag;
+  };
+  struct Call {
+    grpc::ServerContext ctx;
+    ::echo::v1::EchoRequest request;
+    grpc::ServerAsyncResponseWriter<::echo::v1::EchoResponse> responder{&ctx};
+    int decision_tag = 0;
+  };
+  BackgroundCall first(*stub, absl::Seconds(20), 0);
+  BackgroundCall second(*stub, absl::Seconds(20), 0);
+  Call a, b;
+  {
+    AsyncAdmission forgotten;  // a's: Done() never called.
+    AsyncAdmission admission;  // b's.
+    EXPECT_FALSE(admission.admitted());
+    EXPECT_EQ(admission.status().code(), absl::StatusCode::kFailedPrecondition);
+    for (auto [call, adm] : {std::pair{&a, &forgotten}, std::pair{&b, &admission}}) {
+      service.RequestEcho(&call->ctx, &call->request, &call->responder,
+                          cq.get(), cq.get(), call);
+      ASSERT_EQ(next(), call);
+      policy.AdmitAsync("/echo.v1.Echo/Echo", &call->ctx, cq.get(),
+                        &call->decision_tag, adm);
+      ASSERT_EQ(next(), &call->decision_tag);  // Through the queue.
+      ASSERT_TRUE(adm->admitted());
+    }
+    EXPECT_EQ(policy.Running(), 2);
+    admission.Done();
+    admission.Done();
+    EXPECT_EQ(policy.Running(), 1);  // Once.
+  }
+  EXPECT_EQ(policy.Running(), 0);  // The forgotten one, by its destructor.
+  for (Call* call : {&a, &b}) {
+    call->responder.Finish(::echo::v1::EchoResponse(), grpc::Status::OK, call);
+    ASSERT_EQ(next(), call);
+  }
+  EXPECT_TRUE(first.Join().status.ok());
+  EXPECT_TRUE(second.Join().status.ok());
+  EXPECT_EQ(policy.Counters()[PolicyCounter::kAdmitted], 2);
   server->Shutdown(std::chrono::system_clock::now());
   cq->Shutdown();
-  loop.join();
+  void* tag;
+  bool ok;
+  while (cq->Next(&tag, &ok)) {
+  }
 }
 
 }  // namespace

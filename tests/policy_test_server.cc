@@ -55,13 +55,31 @@ class PolicyTestServer::CallbackImpl final
   PolicyTestServer* const owner_;
 };
 
+// One async Echo call; its address is every completion-queue tag of the
+// call. `mu` orders the loop's reads and the final delete after the worker
+// thread's writes (the completion queue's own ordering is invisible to
+// TSan: gRPC is not instrumented).
+struct PolicyTestServer::AsyncCall {
+  enum class Stage { kRequested, kAdmitting, kWorking, kFinishing };
+  std::mutex mu;
+  Stage stage = Stage::kRequested;  // Guarded by mu.
+  grpc::ServerContext ctx;
+  ::echo::v1::EchoRequest request;
+  grpc::ServerAsyncResponseWriter<::echo::v1::EchoResponse> responder{&ctx};
+  policy::AsyncAdmission admission;
+};
+
 PolicyTestServer::PolicyTestServer(Api api, Behavior behavior,
                                    policy::ServerPolicy* policy)
-    : behavior_(std::move(behavior)) {
+    : behavior_(std::move(behavior)), policy_(policy) {
   if (api == Api::kSync) {
     service_ = std::make_unique<SyncImpl>(this);
-  } else {
+  } else if (api == Api::kCallback) {
     service_ = std::make_unique<CallbackImpl>(this);
+  } else {
+    auto service = std::make_unique<::echo::v1::Echo::AsyncService>();
+    async_service_ = service.get();
+    service_ = std::move(service);
   }
   grpc::ServerBuilder builder;
   builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(),
@@ -75,8 +93,73 @@ PolicyTestServer::PolicyTestServer(Api api, Behavior behavior,
   } else {
     InstallServerInterceptors(builder);
   }
+  if (async_service_ != nullptr) cq_ = builder.AddCompletionQueue();
   server_ = builder.BuildAndStart();
   if (port_ == 0) server_.reset();
+  if (server_ != nullptr && cq_ != nullptr) {
+    AsyncRequestNext();
+    loop_ = std::thread([this] { AsyncLoop(); });
+  }
+}
+
+void PolicyTestServer::AsyncRequestNext() {
+  auto* c = new AsyncCall;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++live_async_calls_;
+  }
+  async_service_->RequestEcho(&c->ctx, &c->request, &c->responder, cq_.get(),
+                              cq_.get(), c);
+}
+
+void PolicyTestServer::AsyncLoop() {
+  void* tag;
+  bool ok;
+  // Ends when the queue is shut down and drained.
+  while (cq_->Next(&tag, &ok)) AsyncEvent(static_cast<AsyncCall*>(tag), ok);
+}
+
+void PolicyTestServer::AsyncEvent(AsyncCall* c, bool ok) {
+  std::unique_lock<std::mutex> call_lock(c->mu);
+  switch (c->stage) {
+    case AsyncCall::Stage::kRequested:
+      if (!ok) break;  // The server is stopping: no call.
+      AsyncRequestNext();
+      c->stage = AsyncCall::Stage::kAdmitting;
+      if (policy_ != nullptr) {
+        policy_->AdmitAsync("/echo.v1.Echo/Echo", &c->ctx, cq_.get(), c,
+                            &c->admission);
+        return;
+      }
+      [[fallthrough]];  // No policy: every call is admitted.
+    case AsyncCall::Stage::kAdmitting:
+      if (policy_ != nullptr && !c->admission.admitted()) {
+        c->stage = AsyncCall::Stage::kFinishing;
+        c->responder.FinishWithError(c->admission.Refusal(&c->ctx), c);
+        return;
+      }
+      c->stage = AsyncCall::Stage::kWorking;
+      // The behavior may block: run it off the loop thread.
+      std::thread([this, c, request = c->request] {
+        grpc::Status status = Handle(&c->ctx, request);
+        std::lock_guard<std::mutex> lock(c->mu);
+        c->admission.Done();
+        c->stage = AsyncCall::Stage::kFinishing;
+        ::echo::v1::EchoResponse response;
+        response.set_message(request.message());
+        c->responder.Finish(response, status, c);
+      }).detach();
+      return;
+    case AsyncCall::Stage::kWorking:  // Not a tag of ours.
+      return;
+    case AsyncCall::Stage::kFinishing:
+      break;  // Finished (or failed to): the call is over.
+  }
+  call_lock.unlock();
+  delete c;
+  std::lock_guard<std::mutex> lock(mu_);
+  --live_async_calls_;
+  cv_.notify_all();
 }
 
 PolicyTestServer::~PolicyTestServer() { Shutdown(); }
@@ -86,10 +169,19 @@ void PolicyTestServer::Shutdown() {
     if (server_ == nullptr) return;
     server_->Shutdown(std::chrono::system_clock::now());
     server_->Wait();
-    // Callback handlers run on detached threads: wait for them.
-    std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait_for(lock, std::chrono::seconds(20),
-                 [this] { return finished_ == started_; });
+    // Callback and async handlers run on detached threads: wait for them,
+    // and for every async call to be over (queued ones are decided when the
+    // shutdown ends their Context), before the queue goes.
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait_for(lock, std::chrono::seconds(20), [this] {
+        return finished_ == started_ && live_async_calls_ == 0;
+      });
+    }
+    if (cq_ != nullptr) {
+      cq_->Shutdown();
+      loop_.join();
+    }
   });
 }
 
@@ -178,6 +270,47 @@ CallResult CallEcho(::echo::v1::Echo::Stub& stub, absl::Duration timeout,
     r.pushback.assign(it->second.data(), it->second.size());
   }
   return r;
+}
+
+BackgroundCall::BackgroundCall(::echo::v1::Echo::Stub& stub,
+                               absl::Duration timeout, int64_t work_ms,
+                               const std::string& baggage)
+    : thread_([this, &stub, timeout, work_ms, baggage] {
+        result_ = CallEcho(stub, timeout, work_ms, baggage);
+      }) {}
+
+BackgroundCall::~BackgroundCall() {
+  if (thread_.joinable()) thread_.join();
+}
+
+CallResult BackgroundCall::Join() {
+  if (thread_.joinable()) thread_.join();
+  return result_;
+}
+
+PolicedServer::PolicedServer(PolicyTestServer::Api api,
+                             policy::ServerPolicyOptions options,
+                             Behavior behavior)
+    : policy(std::move(options)),
+      server(api, std::move(behavior), &policy),
+      stub(server.NewStub()) {}
+
+policy::ServerPolicyOptions OneSlot(int max_queue, absl::Duration expected) {
+  policy::ServerPolicyOptions o;
+  o.defaults.max_concurrency = 1;
+  o.defaults.max_queue = max_queue;
+  o.defaults.expected_handling = expected;
+  o.defaults.lifo_after = absl::Hours(1);
+  return o;
+}
+
+bool PollUntil(const std::function<bool()>& done, absl::Duration bound) {
+  const absl::Time end = absl::Now() + bound;
+  while (!done()) {
+    if (absl::Now() > end) return false;
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  return true;
 }
 
 }  // namespace reqctx::testing

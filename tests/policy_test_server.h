@@ -1,6 +1,9 @@
 // Test helper for issue 12's policy tests: a scriptable echo.v1.Echo
-// service on the sync and the callback API, served on 127.0.0.1 with
-// reqctx's interceptors and, optionally, a ServerPolicy applied.
+// service on the sync, the callback or the completion-queue (async) API,
+// served on 127.0.0.1 with reqctx's interceptors and, optionally, a
+// ServerPolicy: applied to the service's handlers (sync, callback), or asked
+// by the async request loop (AdmitAsync, the decision's tag, then
+// AsyncAdmission::Done when the behavior has returned).
 //
 // Each Echo call runs `behavior(call_index, Context, request)` (the call's
 // Context from FromServerContext) and returns its status; the service counts
@@ -12,6 +15,7 @@
 #ifndef REQCTX_TESTS_POLICY_TEST_SERVER_H_
 #define REQCTX_TESTS_POLICY_TEST_SERVER_H_
 
+#include <grpcpp/completion_queue.h>
 #include <grpcpp/server.h>
 
 #include <atomic>
@@ -20,6 +24,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/time/time.h"
@@ -50,7 +55,7 @@ grpc::Status SleepWork(int index, const Context& ctx,
 
 class PolicyTestServer {
  public:
-  enum class Api { kSync, kCallback };
+  enum class Api { kSync, kCallback, kAsync };
   // `policy` may be null (no policy); it must outlive the server.
   PolicyTestServer(Api api, Behavior behavior,
                    policy::ServerPolicy* policy = nullptr);
@@ -73,11 +78,20 @@ class PolicyTestServer {
  private:
   class SyncImpl;
   class CallbackImpl;
+  struct AsyncCall;
   grpc::Status Handle(grpc::ServerContextBase* sc,
                       const ::echo::v1::EchoRequest& request);
+  // The async API: one loop thread serves every completion-queue event.
+  void AsyncLoop();
+  void AsyncRequestNext();
+  void AsyncEvent(AsyncCall* c, bool ok);
 
   Behavior behavior_;
+  policy::ServerPolicy* const policy_;
   std::unique_ptr<grpc::Service> service_;
+  ::echo::v1::Echo::AsyncService* async_service_ = nullptr;  // In service_.
+  std::unique_ptr<grpc::ServerCompletionQueue> cq_;  // Async API only.
+  std::thread loop_;                                 // Async API only.
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
   std::atomic<int> handled_{0};
@@ -86,6 +100,7 @@ class PolicyTestServer {
   std::vector<Arrival> arrivals_;  // Guarded by mu_.
   int started_ = 0;                // Guarded by mu_.
   int finished_ = 0;               // Guarded by mu_.
+  int live_async_calls_ = 0;       // Guarded by mu_.
   std::once_flag shutdown_once_;
 };
 
@@ -99,6 +114,51 @@ struct CallResult {
 };
 CallResult CallEcho(::echo::v1::Echo::Stub& stub, absl::Duration timeout,
                     int64_t work_ms, const std::string& baggage = "");
+
+// CallEcho on a thread of its own, started by the constructor; Join() (or
+// the destructor) waits for it. The stub must outlive it.
+class BackgroundCall {
+ public:
+  BackgroundCall(::echo::v1::Echo::Stub& stub, absl::Duration timeout,
+                 int64_t work_ms, const std::string& baggage = "");
+  ~BackgroundCall();
+  BackgroundCall(const BackgroundCall&) = delete;
+  BackgroundCall& operator=(const BackgroundCall&) = delete;
+  // Waits for the call (bounded by its own deadline, or the server's
+  // behavior); its result. Once.
+  CallResult Join();
+
+ private:
+  CallResult result_;
+  std::thread thread_;
+};
+
+// A ServerPolicy from `options`, a PolicyTestServer on `api` with it
+// applied, and a stub to that server. Check server.ok() first.
+struct PolicedServer {
+  PolicedServer(PolicyTestServer::Api api, policy::ServerPolicyOptions options,
+                Behavior behavior = SleepWork);
+  policy::ServerPolicy policy;
+  PolicyTestServer server;
+  std::unique_ptr<::echo::v1::Echo::Stub> stub;
+};
+
+// One concurrency slot, a queue of `max_queue`, `expected` handling time
+// assumed by the shedder, and FIFO unless told otherwise.
+policy::ServerPolicyOptions OneSlot(int max_queue, absl::Duration expected);
+
+// The bound of every wait in the policy tests (wider under sanitizers).
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+inline constexpr absl::Duration kPolicyWaitBound = absl::Seconds(60);
+#else
+inline constexpr absl::Duration kPolicyWaitBound = absl::Seconds(20);
+#endif
+
+// Waits (bounded by `bound`) until `done()` holds, polling every
+// millisecond: for state with no event to wait on (a policy's slot and
+// queue counts, another module's counters).
+bool PollUntil(const std::function<bool()>& done,
+               absl::Duration bound = kPolicyWaitBound);
 
 }  // namespace reqctx::testing
 

@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "context/context.h"
@@ -20,6 +22,7 @@
 #include "interceptors/policy/latency_window.h"
 #include "interceptors/policy/load_shedder.h"
 #include "interceptors/policy/policy_counters.h"
+#include "w3c/baggage_context.h"
 
 namespace reqctx::policy {
 namespace {
@@ -43,9 +46,34 @@ TEST(CriticalityTest, ParsesTheEntryAmongOthers) {
   // A key that only starts with "criticality" is another key.
   EXPECT_EQ(CriticalityFromBaggage("criticalityx=critical"),
             Criticality::kDefault);
-  // The first entry wins.
+  // One parser (//w3c's): a later member with the same key wins.
   EXPECT_EQ(CriticalityFromBaggage("criticality=critical,criticality=sheddable"),
+            Criticality::kSheddable);
+  // The codec's rules: percent-encoding is decoded, properties ignored.
+  EXPECT_EQ(CriticalityFromBaggage("criticality=crit%69cal;ttl=5"),
             Criticality::kCritical);
+  EXPECT_EQ(CriticalityFromBaggage("a=1,criticality\t=\tcritical"),
+            Criticality::kCritical);
+}
+
+TEST(CriticalityTest, HostileBaggageGivesDefaultNeverFails) {
+  // A malformed member is dropped, the others kept.
+  EXPECT_EQ(CriticalityFromBaggage("bad key=1,criticality=critical"),
+            Criticality::kCritical);
+  EXPECT_EQ(CriticalityFromBaggage("criticality=crit ical"),
+            Criticality::kDefault);
+  EXPECT_EQ(CriticalityFromBaggage("criticality=%zz"), Criticality::kDefault);
+  EXPECT_EQ(CriticalityFromBaggage(std::string("criticality=critical\0x", 22)),
+            Criticality::kDefault);
+  // Past W3C's 180 members, the rest are dropped (linear work, no failure).
+  std::string many;
+  for (int i = 0; i < 200; ++i) absl::StrAppend(&many, "k", i, "=v,");
+  EXPECT_EQ(CriticalityFromBaggage(many + "criticality=critical"),
+            Criticality::kDefault);
+  EXPECT_EQ(CriticalityFromBaggage(std::string(100000, ',')),
+            Criticality::kDefault);
+  EXPECT_EQ(CriticalityFromBaggage(std::string(100000, '=')),
+            Criticality::kDefault);
 }
 
 TEST(CriticalityTest, FormatsKeepingOtherEntries) {
@@ -61,6 +89,18 @@ TEST(CriticalityTest, FormatsKeepingOtherEntries) {
                         Criticality::kCritical}) {
     EXPECT_EQ(CriticalityFromBaggage(BaggageWithCriticality("x=y", c)), c);
   }
+  // The codec's output: malformed members dropped, values re-encoded.
+  EXPECT_EQ(BaggageWithCriticality("bad key=1,a=%41 , b=2;p",
+                                   Criticality::kCritical),
+            "a=A,b=2;p,criticality=critical");
+  // At the W3C member limit the criticality member still gets on the wire,
+  // first, pushing the last member out.
+  std::string full;
+  for (int i = 0; i < 180; ++i) absl::StrAppend(&full, i ? "," : "", "k", i, "=v");
+  std::string out = BaggageWithCriticality(full, Criticality::kSheddable);
+  EXPECT_TRUE(absl::StartsWith(out, "criticality=sheddable,k0=v")) << out;
+  EXPECT_EQ(CriticalityFromBaggage(out), Criticality::kSheddable);
+  EXPECT_EQ(ParseBaggage(out).size(), 180u);
 }
 
 TEST(CriticalityTest, TravelsInContext) {
@@ -69,6 +109,22 @@ TEST(CriticalityTest, TravelsInContext) {
   Context c = WithCriticality(ctx, Criticality::kSheddable);
   auto [child, cancel] = WithCancel(c);
   EXPECT_EQ(CriticalityOf(child), Criticality::kSheddable);
+  // It is in the Context's baggage too, which NewClientContext sends on,
+  // next to the call's other members.
+  Context with_tenant = WithBaggage(ctx, "tenant", "acme");
+  Context critical = WithCriticality(with_tenant, Criticality::kCritical);
+  EXPECT_EQ(BaggageHeaderFor(critical), "tenant=acme,criticality=critical");
+  EXPECT_EQ(Baggage(critical).Get("criticality"), "critical");
+  // Back to default: the member is removed, the rest kept.
+  Context plain = WithCriticality(critical, Criticality::kDefault);
+  EXPECT_EQ(CriticalityOf(plain), Criticality::kDefault);
+  EXPECT_EQ(BaggageHeaderFor(plain), "tenant=acme");
+  // A Context whose baggage came from the wire (the server glue's
+  // WithBaggageHeader) has the criticality it names.
+  EXPECT_EQ(CriticalityOf(WithBaggageHeader(ctx, "x=1,criticality=sheddable")),
+            Criticality::kSheddable);
+  EXPECT_EQ(CriticalityOf(WithBaggageHeader(ctx, "criticality=nope")),
+            Criticality::kDefault);
 }
 
 TEST(DeadlinePolicyTest, DefaultAndCap) {
@@ -209,6 +265,10 @@ TEST(LoadShedderTest, RunsUpToTheLimitThenQueuesFifo) {
   s.Release();
   ASSERT_TRUE(d.WaitFor(3));
   EXPECT_EQ(d.Get()[2].first, 2);  // Oldest first while the queue is young.
+  EXPECT_FALSE(d.Get()[0].second.queued);  // Ran at once.
+  EXPECT_TRUE(d.Get()[2].second.queued);   // Waited, then admitted.
+  EXPECT_EQ(d.Get()[2].second.reason, ShedReason::kNone);
+  EXPECT_GE(d.Get()[2].second.waited, absl::ZeroDuration());
   s.Release();
   s.Release();
   s.Release();
@@ -256,6 +316,8 @@ TEST(LoadShedderTest, RefusesAtOnceWhatCannotFinishInTime) {
   ASSERT_TRUE(r.has_value());
   EXPECT_EQ(r->status.code(), absl::StatusCode::kResourceExhausted);
   EXPECT_GE(r->pushback, absl::Milliseconds(100));
+  EXPECT_EQ(r->reason, ShedReason::kShedAtArrival);
+  EXPECT_FALSE(r->queued);
   EXPECT_EQ(counters.Get(PolicyCounter::kShedAtArrival), 1);
   EXPECT_EQ(s.queued(), 0);
   s.Release();
@@ -273,6 +335,9 @@ TEST(LoadShedderTest, DropsAQueuedCallWhoseDeadlinePasses) {
   std::optional<ShedDecision> r = d.Of(1);
   ASSERT_TRUE(r.has_value());
   EXPECT_EQ(r->status.code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(r->reason, ShedReason::kExpired);
+  EXPECT_TRUE(r->queued);
+  EXPECT_GE(r->waited, absl::Milliseconds(29));
   EXPECT_EQ(s.queued(), 0);
   EXPECT_EQ(counters.Get(PolicyCounter::kShedExpired), 1);
   s.Release();
@@ -289,6 +354,8 @@ TEST(LoadShedderTest, DropsAQueuedCallThatIsCanceled) {
   cancel();
   ASSERT_TRUE(d.WaitFor(2));
   EXPECT_EQ(d.Of(1)->status.code(), absl::StatusCode::kCancelled);
+  EXPECT_EQ(d.Of(1)->reason, ShedReason::kCanceled);
+  EXPECT_TRUE(d.Of(1)->queued);
   s.Release();
 }
 
@@ -304,10 +371,13 @@ TEST(LoadShedderTest, SheddableFirstAndCriticalServedFirst) {
   s.Acquire(ctx, Criticality::kCritical, absl::Milliseconds(1), d.Slot(3));
   ASSERT_TRUE(d.WaitFor(2));
   EXPECT_EQ(d.Of(1)->status.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(d.Of(1)->reason, ShedReason::kEvicted);
+  EXPECT_TRUE(d.Of(1)->queued);
   // Queue full of calls at least as critical: a sheddable arrival is refused.
   s.Acquire(ctx, Criticality::kSheddable, absl::Milliseconds(1), d.Slot(4));
   ASSERT_TRUE(d.WaitFor(3));
   EXPECT_EQ(d.Of(4)->status.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(d.Of(4)->reason, ShedReason::kQueueFull);
   // The critical call is served before the older default one.
   s.Release();
   ASSERT_TRUE(d.WaitFor(4));
@@ -332,6 +402,7 @@ TEST(LoadShedderTest, DestructorRefusesQueuedCalls) {
   }
   ASSERT_TRUE(d.WaitFor(2));
   EXPECT_EQ(d.Of(1)->status.code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(d.Of(1)->reason, ShedReason::kShutdown);
 }
 
 TEST(LoadShedderTest, ManyThreadsBalance) {

@@ -1,42 +1,51 @@
 #include "interceptors/policy/criticality.h"
 
 #include <optional>
+#include <utility>
 #include <vector>
+
+#include "w3c/baggage.h"
+#include "w3c/baggage_context.h"
 
 namespace reqctx::policy {
 namespace {
 
 inline constexpr Key<Criticality> kCriticalityValue("reqctx.criticality");
 
-std::string_view Trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
-}
-
-// Splits `s` at commas into trimmed, non-empty list members.
-std::vector<std::string_view> Members(std::string_view s) {
-  std::vector<std::string_view> out;
-  while (true) {
-    size_t comma = s.find(',');
-    std::string_view m = Trim(s.substr(0, comma));
-    if (!m.empty()) out.push_back(m);
-    if (comma == std::string_view::npos) break;
-    s.remove_prefix(comma + 1);
-  }
-  return out;
-}
-
-// The key of a member `key=value;props`, trimmed.
-std::string_view MemberKey(std::string_view m) {
-  return Trim(m.substr(0, m.find('=')));
-}
-
 std::optional<Criticality> Parse(std::string_view v) {
   if (v == "critical") return Criticality::kCritical;
   if (v == "default") return Criticality::kDefault;
   if (v == "sheddable") return Criticality::kSheddable;
   return std::nullopt;
+}
+
+// The criticality an already parsed member list names (the codec keeps one
+// member per key), or kDefault.
+Criticality FromMembers(const std::vector<BaggageMember>& members) {
+  for (const BaggageMember& m : members) {
+    if (m.key == kCriticalityKey) {
+      return Parse(m.value).value_or(Criticality::kDefault);
+    }
+  }
+  return Criticality::kDefault;
+}
+
+// `members` without their `criticality` member, plus one for `c` unless it
+// is kDefault. The criticality member goes last, unless the limits would
+// then drop it: then it goes first (what the shedder needs outranks the
+// members the limits push out).
+std::vector<BaggageMember> MembersWithCriticality(
+    std::vector<BaggageMember> members, Criticality c) {
+  std::erase_if(members, [](const BaggageMember& m) {
+    return m.key == kCriticalityKey;
+  });
+  if (c == Criticality::kDefault) return members;
+  BaggageMember entry{kCriticalityKey, std::string(CriticalityName(c)), ""};
+  members.push_back(entry);
+  if (FromMembers(ParseBaggage(FormatBaggage(members))) == c) return members;
+  members.pop_back();
+  members.insert(members.begin(), std::move(entry));
+  return members;
 }
 
 }  // namespace
@@ -54,41 +63,27 @@ std::string_view CriticalityName(Criticality c) {
 }
 
 Criticality CriticalityFromBaggage(std::string_view baggage) {
-  for (std::string_view m : Members(baggage)) {
-    size_t eq = m.find('=');
-    if (eq == std::string_view::npos || MemberKey(m) != kCriticalityKey) {
-      continue;
-    }
-    std::string_view value = m.substr(eq + 1);
-    value = Trim(value.substr(0, value.find(';')));
-    return Parse(value).value_or(Criticality::kDefault);
-  }
-  return Criticality::kDefault;
+  return FromMembers(ParseBaggage(baggage));
 }
 
 std::string BaggageWithCriticality(std::string_view baggage, Criticality c) {
-  std::string out;
-  for (std::string_view m : Members(baggage)) {
-    if (MemberKey(m) == kCriticalityKey) continue;
-    if (!out.empty()) out += ',';
-    out.append(m.data(), m.size());
-  }
-  if (c != Criticality::kDefault) {
-    if (!out.empty()) out += ',';
-    out += kCriticalityKey;
-    out += '=';
-    out += CriticalityName(c);
-  }
-  return out;
+  return FormatBaggage(MembersWithCriticality(ParseBaggage(baggage), c));
 }
 
 Criticality CriticalityOf(const Context& ctx) {
-  const Criticality* c = ctx.Value(kCriticalityValue);
-  return c == nullptr ? Criticality::kDefault : *c;
+  if (const Criticality* c = ctx.Value(kCriticalityValue)) return *c;
+  return FromMembers(Baggage(ctx).members());
 }
 
 Context WithCriticality(const Context& parent, Criticality c) {
-  return WithValue(parent, kCriticalityValue, c);
+  Context ctx = WithValue(parent, kCriticalityValue, c);
+  const Baggage baggage(parent);
+  if (FromMembers(baggage.members()) == c &&
+      (c != Criticality::kDefault || baggage.Find(kCriticalityKey) == nullptr)) {
+    return ctx;  // The baggage says so already.
+  }
+  return WithBaggageMembers(ctx,
+                            MembersWithCriticality(baggage.members(), c));
 }
 
 }  // namespace reqctx::policy

@@ -1,16 +1,19 @@
 // Criticality: how important a request is, for load shedding (issue 12).
 //
-// It travels end to end as one entry of the W3C `baggage` header
+// It travels end to end as one member of the W3C `baggage` header
 // (https://www.w3.org/TR/baggage/): `criticality=critical|default|sheddable`.
-// A server reads it from the incoming header (CriticalityFromBaggage), keeps
-// it in the call's Context (WithCriticality / CriticalityOf) and passes it on
-// to outbound calls (BaggageWithCriticality). Anything else in the header is
-// left as it is.
+// Every header is read and written by the one W3C codec (//w3c:baggage), so
+// the rules are the codec's: optional whitespace, properties and
+// percent-encoding are allowed, malformed members are dropped, a later
+// member with the same key wins, and the W3C limits apply. A malformed
+// header or value gives kDefault; nothing here ever fails a call.
 //
-// This is deliberately the smallest parser that serves the shedder: it only
-// finds or replaces the `criticality` entry in a raw header value. When the
-// shared W3C baggage codec lands (//w3c), these functions are the one place to
-// point at it.
+// On a server, reqctx's glue puts the incoming baggage in the call's Context
+// (w3c/baggage_context.h), where CriticalityOf finds it; the shedder reads
+// the raw header with CriticalityFromBaggage. WithCriticality sets it both as
+// a Context value and in the Context's baggage, so every outbound call made
+// with NewClientContext carries it on: one header, written by the codec.
+// BaggageWithCriticality edits a raw header value the same way.
 //
 // Thread-safety: pure functions over values; safe from any thread.
 // Lifetime: no state.
@@ -21,32 +24,36 @@
 #include <string_view>
 
 #include "context/core.h"
+#include "w3c/baggage.h"  // kBaggageHeader
 
 namespace reqctx::policy {
 
 // Ordered: a higher value is more important and is shed later.
 enum class Criticality { kSheddable = 0, kDefault = 1, kCritical = 2 };
 
-inline constexpr char kBaggageHeader[] = "baggage";
 inline constexpr char kCriticalityKey[] = "criticality";
 
 // "sheddable", "default" or "critical".
 std::string_view CriticalityName(Criticality c);
 
-// The criticality named by the first `criticality` entry of a raw `baggage`
-// header value (entries are `key=value[;properties]`, separated by commas,
-// optional whitespace around each). A missing, empty, malformed or unknown
-// value gives kDefault; this never fails.
+// The criticality named by the `criticality` member of a raw `baggage`
+// header value, as ParseBaggage keeps it (the last of several wins). A
+// missing, empty, malformed or unknown value gives kDefault; never fails.
 Criticality CriticalityFromBaggage(std::string_view baggage);
 
-// `baggage` with its `criticality` entries replaced by one for `c` (appended
-// last; other entries kept in order). For c == kDefault the entry is removed
-// (default is what a missing entry means). Returns "" if nothing is left.
+// `baggage` as the codec keeps it, with its `criticality` member replaced by
+// one for `c` (appended last; other members kept in order; put first instead
+// if the W3C limits would otherwise drop it). For c == kDefault the member
+// is removed (default is what a missing member means). "" if nothing is
+// left.
 std::string BaggageWithCriticality(std::string_view baggage, Criticality c);
 
-// The criticality stored in `ctx` by WithCriticality, or kDefault.
+// The criticality set in `ctx` by WithCriticality, else the one its baggage
+// names (Baggage(ctx)), else kDefault.
 Criticality CriticalityOf(const Context& ctx);
-// A child of `parent` carrying `c`.
+// A child of `parent` carrying `c`, as a value and as the `criticality`
+// member of its baggage (removed for kDefault), so outbound calls made with
+// NewClientContext pass it on.
 Context WithCriticality(const Context& parent, Criticality c);
 
 }  // namespace reqctx::policy

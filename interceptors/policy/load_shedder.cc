@@ -23,9 +23,27 @@ namespace {
 
 size_t Index(Criticality c) { return static_cast<size_t>(c); }
 
-ShedDecision Shed(absl::Duration pushback, const char* why) {
+ShedDecision Shed(absl::Duration pushback, ShedReason reason,
+                  const char* why) {
   return {absl::ResourceExhaustedError(why),
-          std::max(pushback, absl::Milliseconds(1))};
+          std::max(pushback, absl::Milliseconds(1)), reason};
+}
+
+// A call whose Context ended (before or while queued): its error, and
+// whether that was its deadline or a cancel.
+ShedDecision Ended(const Context& ctx) {
+  absl::Status err = ctx.Err();
+  const ShedReason reason = err.code() == absl::StatusCode::kDeadlineExceeded
+                                ? ShedReason::kExpired
+                                : ShedReason::kCanceled;
+  return {std::move(err), absl::ZeroDuration(), reason};
+}
+
+// `d` for a call that waited in the queue since `enqueued`.
+ShedDecision AfterQueue(ShedDecision d, absl::Time enqueued) {
+  d.queued = true;
+  d.waited = absl::Now() - enqueued;
+  return d;
 }
 
 }  // namespace
@@ -60,8 +78,9 @@ LoadShedder::~LoadShedder() {
       h = std::move(e->on_done);
     }
     h = AfterFuncHandle();  // Stops it, or waits for it.
-    e->decide({absl::UnavailableError("server shutting down"),
-               absl::ZeroDuration()});
+    e->decide(AfterQueue({absl::UnavailableError("server shutting down"),
+                          absl::ZeroDuration(), ShedReason::kShutdown},
+                         e->enqueued));
   }
 }
 
@@ -81,7 +100,7 @@ void LoadShedder::Acquire(const Context& ctx, Criticality c,
                           std::function<void(ShedDecision)> decide) {
   if (!ctx.Err().ok()) {
     Count(PolicyCounter::kShedExpired, c);
-    decide({ctx.Err(), absl::ZeroDuration()});
+    decide(Ended(ctx));
     return;
   }
   const absl::Time now = absl::Now();
@@ -144,11 +163,12 @@ void LoadShedder::Acquire(const Context& ctx, Criticality c,
       break;
     case Outcome::kShedLate:
       Count(PolicyCounter::kShedAtArrival, c);
-      decide(Shed(wait, "overloaded: expected wait exceeds the deadline"));
+      decide(Shed(wait, ShedReason::kShedAtArrival,
+                  "overloaded: expected wait exceeds the deadline"));
       break;
     case Outcome::kShedFull:
       Count(PolicyCounter::kShedQueueFull, c);
-      decide(Shed(wait, "overloaded: queue full"));
+      decide(Shed(wait, ShedReason::kQueueFull, "overloaded: queue full"));
       break;
     case Outcome::kQueued: {
       if (counters_ != nullptr) counters_->Add(PolicyCounter::kQueued);
@@ -167,8 +187,10 @@ void LoadShedder::Acquire(const Context& ctx, Criticality c,
   if (evicted != nullptr) {
     evicted_on_done = AfterFuncHandle();  // Stops it, or waits for it.
     Count(PolicyCounter::kShedEvicted, evicted->criticality);
-    evicted->decide(
-        Shed(expected_handling, "overloaded: evicted by a more critical call"));
+    evicted->decide(AfterQueue(
+        Shed(expected_handling, ShedReason::kEvicted,
+             "overloaded: evicted by a more critical call"),
+        evicted->enqueued));
   }
 }
 
@@ -209,7 +231,8 @@ void LoadShedder::Release() {
   // Stop (or wait for) the drop-on-done function: it finds the entry gone.
   h = AfterFuncHandle();
   if (counters_ != nullptr) counters_->Add(PolicyCounter::kAdmitted);
-  next->decide({absl::OkStatus(), absl::ZeroDuration()});
+  next->decide(AfterQueue({absl::OkStatus(), absl::ZeroDuration()},
+                          next->enqueued));
 }
 
 void LoadShedder::OnEntryDone(const std::shared_ptr<Entry>& e) {
@@ -221,7 +244,7 @@ void LoadShedder::OnEntryDone(const std::shared_ptr<Entry>& e) {
     self = std::move(e->on_done);
   }
   Count(PolicyCounter::kShedExpired, e->criticality);
-  e->decide({e->ctx.Err(), absl::ZeroDuration()});
+  e->decide(AfterQueue(Ended(e->ctx), e->enqueued));
 }
 
 int LoadShedder::running() const {

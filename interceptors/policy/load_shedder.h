@@ -53,6 +53,18 @@ struct LoadShedderOptions {
   absl::Duration lifo_after = absl::Milliseconds(10);
 };
 
+// Why a call did not get a slot (kNone: it did).
+enum class ShedReason {
+  kNone,
+  kShedAtArrival,  // expected wait + handling exceeds the remaining budget
+  kQueueFull,      // queue full, nothing less critical to evict
+  kEvicted,        // queued, then evicted by a more critical arrival
+  kExpired,        // its deadline passed before it could run
+  kCanceled,       // its Context was canceled before it could run
+  kShutdown,       // the shedder was destroyed while it was queued
+};
+inline constexpr size_t kShedReasonCount = 7;
+
 // What the shedder decided for one call.
 struct ShedDecision {
   // OK: the call holds a slot and must Release() it when done. Otherwise
@@ -62,6 +74,11 @@ struct ShedDecision {
   // For RESOURCE_EXHAUSTED: how long the caller should wait before trying
   // again (>= 1 ms); zero otherwise.
   absl::Duration pushback = absl::ZeroDuration();
+  ShedReason reason = ShedReason::kNone;
+  // Whether the call waited in the queue, and for how long (from queueing
+  // to this decision).
+  bool queued = false;
+  absl::Duration waited = absl::ZeroDuration();
 };
 
 class LoadShedder {

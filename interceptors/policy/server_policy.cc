@@ -1,6 +1,7 @@
 #include "interceptors/policy/server_policy.h"
 
 #include <grpc/support/time.h>
+#include <grpcpp/alarm.h>
 #include <grpcpp/impl/codegen/method_handler.h>
 #include <grpcpp/impl/codegen/server_callback_handlers.h>
 #include <grpcpp/impl/rpc_service_method.h>
@@ -18,7 +19,9 @@
 #include "absl/time/clock.h"
 #include "context/after_func.h"
 #include "google/protobuf/message_lite.h"
+#include "interceptors/policy/policy_metrics.h"
 #include "interceptors/server_interceptor.h"
+#include "interceptors/status_mapping.h"
 
 namespace reqctx::policy {
 
@@ -33,10 +36,22 @@ struct ServerPolicy::MethodState {
       : name(std::move(n)),
         ps(std::move(p)),
         window(static_cast<size_t>(std::max(ps->policy.learned_window, 1)),
-               static_cast<size_t>(std::max(ps->policy.learned_warmup, 1))) {}
+               static_cast<size_t>(std::max(ps->policy.learned_warmup, 1))),
+        metrics(metrics::PolicyMethod(name)) {}
   const std::string name;
   const std::shared_ptr<PolicyState> ps;
   LatencyWindow window;
+  const metrics::PolicyMethodMetrics& metrics;  // Lives for the process.
+
+  // The deadline rules and the minimum budget for a call that arrived under
+  // `sc` with criticality `c` (counted in `counters` and the metrics): OK,
+  // or the DEADLINE_EXCEEDED refusal to answer it with.
+  absl::Status CheckArrival(const grpc::ServerContextBase& sc, Criticality c,
+                            PolicyCounters& counters);
+  // The handling time the shedder assumes for the next call.
+  absl::Duration ExpectedHandling() const {
+    return window.Mean().value_or(ps->policy.expected_handling);
+  }
 };
 
 namespace {
@@ -79,6 +94,44 @@ Criticality CriticalityOfCall(const grpc::ServerContextBase& sc) {
   return CriticalityFromBaggage(
       std::string_view(it->second.data(), it->second.size()));
 }
+
+}  // namespace
+
+absl::Status ServerPolicy::MethodState::CheckArrival(
+    const grpc::ServerContextBase& sc, Criticality c,
+    PolicyCounters& counters) {
+  const MethodPolicy& p = ps->policy;
+  const absl::Time now = absl::Now();
+  bool defaulted = false;
+  bool capped = false;
+  std::optional<absl::Time> deadline =
+      EffectiveDeadline(p, DeadlineOf(sc), now, &defaulted, &capped);
+  if (defaulted) {
+    counters.Add(PolicyCounter::kDeadlineDefaulted);
+    metrics.deadline_defaulted->Increment();
+  }
+  if (capped) {
+    counters.Add(PolicyCounter::kDeadlineCapped);
+    metrics.deadline_capped->Increment();
+  }
+  if (!deadline.has_value()) return absl::OkStatus();
+  if (p.reply_margin > absl::ZeroDuration()) {
+    counters.Add(PolicyCounter::kReplyMarginApplied);
+  }
+  const absl::Duration min = MinimumBudget(
+      p, p.learned_min_budget_quantile > 0
+             ? window.Quantile(p.learned_min_budget_quantile)
+             : std::nullopt);
+  const absl::Duration budget = *deadline - now;
+  if (budget >= min) return absl::OkStatus();
+  counters.Add(PolicyCounter::kMinBudgetRejected);
+  RecordMinBudgetRejected(metrics, c);
+  return absl::DeadlineExceededError(absl::StrCat(
+      "remaining budget ", absl::FormatDuration(budget), " is below ", name,
+      "'s minimum of ", absl::FormatDuration(min)));
+}
+
+namespace {
 
 std::string PushbackValue(absl::Duration pushback) {
   return absl::StrCat(std::max<int64_t>(1, absl::ToInt64Milliseconds(
@@ -128,34 +181,13 @@ class PolicyHandler final : public MethodHandler {
 
   void RunHandler(const HandlerParameter& param) override {
     grpc::ServerContextBase& sc = *param.server_context;
-    const MethodPolicy& p = state_->ps->policy;
-    PolicyCounters& counters = policy_->counters();
-    const absl::Time now = absl::Now();
-    bool defaulted = false;
-    bool capped = false;
-    std::optional<absl::Time> deadline =
-        EffectiveDeadline(p, DeadlineOf(sc), now, &defaulted, &capped);
-    if (defaulted) counters.Add(PolicyCounter::kDeadlineDefaulted);
-    if (capped) counters.Add(PolicyCounter::kDeadlineCapped);
-    if (deadline.has_value() && p.reply_margin > absl::ZeroDuration()) {
-      counters.Add(PolicyCounter::kReplyMarginApplied);
-    }
-    // 1. Minimum budget.
-    if (deadline.has_value() && param.status.ok()) {
-      const absl::Duration min = MinimumBudget(
-          p, p.learned_min_budget_quantile > 0
-                 ? state_->window.Quantile(p.learned_min_budget_quantile)
-                 : std::nullopt);
-      const absl::Duration budget = *deadline - now;
-      if (budget < min) {
-        counters.Add(PolicyCounter::kMinBudgetRejected);
-        Reject(param, grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
-                                   absl::StrCat("remaining budget ",
-                                                absl::FormatDuration(budget),
-                                                " is below ", state_->name,
-                                                "'s minimum of ",
-                                                absl::FormatDuration(min))),
-               std::nullopt);
+    const Criticality crit = CriticalityOfCall(sc);
+    // 1. Deadline rules and minimum budget.
+    if (param.status.ok()) {
+      absl::Status refused =
+          state_->CheckArrival(sc, crit, policy_->counters());
+      if (!refused.ok()) {
+        Reject(param, ToGrpcStatus(refused), std::nullopt);
         return;
       }
     }
@@ -166,36 +198,36 @@ class PolicyHandler final : public MethodHandler {
       return;
     }
     Context call_ctx = FromServerContext(&sc);
-    const absl::Duration expected =
-        state_->window.Mean().value_or(p.expected_handling);
+    const absl::Duration expected = state_->ExpectedHandling();
     if (callback_) {
       HandlerParameter copy = param;
-      shedder->Acquire(call_ctx, CriticalityOfCall(sc), expected,
-                       [this, copy](ShedDecision d) {
-                         Decided(copy, std::move(d));
+      shedder->Acquire(call_ctx, crit, expected,
+                       [this, copy, crit](ShedDecision d) {
+                         Decided(copy, crit, std::move(d));
                        });
       return;
     }
     std::mutex mu;
     std::condition_variable cv;
     std::optional<ShedDecision> decision;
-    shedder->Acquire(call_ctx, CriticalityOfCall(sc), expected,
-                     [&](ShedDecision d) {
-                       std::lock_guard<std::mutex> lock(mu);
-                       decision = std::move(d);
-                       cv.notify_all();
-                     });
+    shedder->Acquire(call_ctx, crit, expected, [&](ShedDecision d) {
+      std::lock_guard<std::mutex> lock(mu);
+      decision = std::move(d);
+      cv.notify_all();
+    });
     {
       std::unique_lock<std::mutex> lock(mu);
       // Bounded: the shedder decides at the latest when the call's Context
       // is done (deadline, cancel, end of the call).
       cv.wait(lock, [&] { return decision.has_value(); });
     }
-    Decided(param, std::move(*decision));
+    Decided(param, crit, std::move(*decision));
   }
 
  private:
-  void Decided(const HandlerParameter& param, ShedDecision d) {
+  void Decided(const HandlerParameter& param, Criticality crit,
+               ShedDecision d) {
+    RecordShedDecision(state_->metrics, d, crit);
     if (d.status.ok()) {
       Run(param, /*release=*/true);
       return;
@@ -423,46 +455,103 @@ ServerCallRules ServerPolicy::CallRules() const {
     if (!d.has_value()) return std::nullopt;
     return *d - now;
   };
+  // The criticality needs no rule: the glue puts the call's baggage in its
+  // Context, where CriticalityOf finds it. The method's metric handles go
+  // in, so DetachWithBound counts under the call's method.
   rules.values =
-      [](std::string_view, const Context& ctx,
-         const std::multimap<grpc::string_ref, grpc::string_ref>& metadata) {
-        auto it = metadata.find(kBaggageHeader);
-        if (it == metadata.end()) return ctx;
-        Criticality c = CriticalityFromBaggage(
-            std::string_view(it->second.data(), it->second.size()));
-        return c == Criticality::kDefault ? ctx : WithCriticality(ctx, c);
+      [](std::string_view method, const Context& ctx,
+         const std::multimap<grpc::string_ref, grpc::string_ref>&) {
+        return WithPolicyMethod(ctx, &metrics::PolicyMethod(method));
       };
   return rules;
 }
 
-ServerPolicy::Admission ServerPolicy::AdmitAsync(
-    std::string_view full_method, const grpc::ServerContextBase& sc) {
+void ServerPolicy::AdmitAsync(std::string_view full_method,
+                              grpc::ServerContext* sc,
+                              grpc::CompletionQueue* cq, void* tag,
+                              AsyncAdmission* admission) {
   std::shared_ptr<MethodState> state = StateFor(full_method);
-  const MethodPolicy& p = state->ps->policy;
-  const absl::Time now = absl::Now();
-  std::optional<absl::Time> deadline =
-      EffectiveDeadline(p, DeadlineOf(sc), now, nullptr, nullptr);
-  if (deadline.has_value()) {
-    const absl::Duration min = MinimumBudget(
-        p, p.learned_min_budget_quantile > 0
-               ? state->window.Quantile(p.learned_min_budget_quantile)
-               : std::nullopt);
-    if (*deadline - now < min) {
-      counters_->Add(PolicyCounter::kMinBudgetRejected);
-      return {absl::DeadlineExceededError(absl::StrCat(
-                  "remaining budget ", absl::FormatDuration(*deadline - now),
-                  " is below ", absl::string_view(full_method.data(), full_method.size()),
-                  "'s minimum of ",
-                  absl::FormatDuration(min))),
-              std::nullopt};
-    }
+  const Criticality crit = CriticalityOfCall(*sc);
+  absl::Status refused = state->CheckArrival(*sc, crit, *counters_);
+  LoadShedder* shedder = state->ps->shedder.get();
+  if (!refused.ok() || shedder == nullptr) {
+    admission->Decide(std::move(state), nullptr,
+                      {std::move(refused), absl::ZeroDuration()}, cq, tag);
+    return;
   }
-  return {absl::OkStatus(), std::nullopt};
+  const absl::Duration expected = state->ExpectedHandling();
+  shedder->Acquire(FromServerContext(sc), crit, expected,
+                   [admission, state, shedder, crit, cq, tag](ShedDecision d) {
+                     RecordShedDecision(state->metrics, d, crit);
+                     admission->Decide(state, shedder, std::move(d), cq, tag);
+                   });
 }
 
-void ServerPolicy::DoneAsync(std::string_view full_method,
-                             absl::Duration handling) {
-  StateFor(full_method)->window.Add(handling);
+AsyncAdmission::AsyncAdmission() = default;
+
+AsyncAdmission::~AsyncAdmission() { Done(); }
+
+void AsyncAdmission::Decide(std::shared_ptr<ServerPolicy::MethodState> state,
+                            LoadShedder* shedder, ShedDecision d,
+                            grpc::CompletionQueue* cq, void* tag) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    state_ = std::move(state);
+    status_ = std::move(d.status);
+    if (status_.code() == absl::StatusCode::kResourceExhausted) {
+      pushback_ = d.pushback;
+    }
+    shedder_ = status_.ok() ? shedder : nullptr;
+    admitted_at_ = absl::Now();
+    decided_ = true;
+  }
+  // An alarm that is already due: gRPC delivers `tag` on `cq` (ok = true)
+  // from the queue's own Next(), like any other event of the call.
+  alarm_.Set(cq, gpr_now(GPR_CLOCK_MONOTONIC), tag);
+}
+
+bool AsyncAdmission::admitted() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return decided_ && status_.ok();
+}
+
+absl::Status AsyncAdmission::status() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!decided_) return absl::FailedPreconditionError("not decided yet");
+  return status_;
+}
+
+std::optional<absl::Duration> AsyncAdmission::pushback() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return pushback_;
+}
+
+grpc::Status AsyncAdmission::Refusal(grpc::ServerContext* sc) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!decided_) {
+    return grpc::Status(grpc::StatusCode::INTERNAL,
+                        "AsyncAdmission read before its tag arrived");
+  }
+  if (pushback_.has_value()) {
+    sc->AddTrailingMetadata(kRetryPushbackHeader, PushbackValue(*pushback_));
+  }
+  return ToGrpcStatus(status_);
+}
+
+void AsyncAdmission::Done() {
+  std::shared_ptr<ServerPolicy::MethodState> state;
+  LoadShedder* shedder = nullptr;
+  absl::Duration handling;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!decided_ || done_ || !status_.ok()) return;
+    done_ = true;
+    state = state_;
+    shedder = shedder_;
+    handling = absl::Now() - admitted_at_;
+  }
+  state->window.Add(handling);
+  if (shedder != nullptr) shedder->Release();
 }
 
 }  // namespace reqctx::policy

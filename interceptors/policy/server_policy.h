@@ -19,20 +19,27 @@
 // or passes the call on to the original handler, unchanged. It works for the
 // synchronous and the callback API, unary and streaming; handler code does
 // not change. The completion-queue (async) API has no handler objects: an
-// async server calls Admit() itself right after a call arrives (see below).
+// async server calls AdmitAsync() itself right after a call arrives, and
+// gets the same checks, queue included, with the decision delivered as a
+// tag on its own completion queue (see AdmitAsync).
 // What is checked, in order:
 //   1. Minimum budget (deadline_policy.h): DEADLINE_EXCEEDED.
 //   2. Load shedding (load_shedder.h), when max_concurrency > 0:
 //      RESOURCE_EXHAUSTED with trailing metadata `grpc-retry-pushback-ms`,
 //      or the call's own error if it ends while queued. Sync calls wait in
-//      the queue on their gRPC thread; callback calls are queued without
-//      blocking a thread and started by the call that frees their slot.
-// Each method's handling time (admission to handler return, or to the end of
-// the call on the callback API) feeds its LatencyWindow, from which the
+//      the queue on their gRPC thread; callback and async calls are queued
+//      without blocking a thread and started by the call that frees their
+//      slot.
+// Each method's handling time (admission to handler return, to the end of
+// the call on the callback API, to AsyncAdmission::Done on the async API)
+// feeds its LatencyWindow, from which the
 // learned minimum budget and the shedder's expected handling time come.
 // The handler's Context gets the effective deadline (default/cap) minus the
-// reply margin and the call's criticality (from the `baggage` header),
-// through the server interceptor installed by InstallInterceptors.
+// reply margin, and its criticality (from the `baggage` header the glue puts
+// in the Context), through the server interceptor installed by
+// InstallInterceptors. What the policy does is counted in PolicyCounters
+// (process-wide, Counters()) and per method in the reqctx_policy_*
+// Prometheus families (policy_metrics.h).
 //
 // Requirements: Apply() before the service is registered with a
 // ServerBuilder (gRPC reads the handlers then), once per service; the
@@ -44,10 +51,14 @@
 // Lifetime: the ServerPolicy must outlive the servers its services are
 // registered with (the wrappers point at it). What a callback-API call's end
 // updates (its method's timings, its shedder slot, the counters) is shared
-// with that call, so it may end after the policy is destroyed.
+// with that call, so it may end after the policy is destroyed. The same
+// holds for an async call's AsyncAdmission, and for an async call still in
+// the queue (decided when its Context ends, at the latest with the call).
 #ifndef REQCTX_INTERCEPTORS_POLICY_SERVER_POLICY_H_
 #define REQCTX_INTERCEPTORS_POLICY_SERVER_POLICY_H_
 
+#include <grpcpp/alarm.h>
+#include <grpcpp/completion_queue.h>
 #include <grpcpp/server_builder.h>
 #include <grpcpp/server_context.h>
 
@@ -74,6 +85,8 @@ class Service;
 namespace reqctx::policy {
 
 inline constexpr char kRetryPushbackHeader[] = "grpc-retry-pushback-ms";
+
+class AsyncAdmission;
 
 struct ServerPolicyOptions {
   // For every method without its own entry. Its shedder (if
@@ -108,18 +121,32 @@ class ServerPolicy {
   // (MakeServerInterceptorFactoryWithRules(policy.CallRules())).
   ServerCallRules CallRules() const;
 
-  // For the async API: decides a call that just arrived on method
-  // `full_method` (e.g. "/echo.v1.Echo/Echo") under `sc`. OK: serve it, then
-  // call Done(full_method, handling time) when finished; otherwise answer
-  // the call with ToGrpc(status) (adding kRetryPushbackHeader if pushback is
-  // set). Never queues: an async server that wants queueing keeps its own.
-  struct Admission {
-    absl::Status status;
-    std::optional<absl::Duration> pushback;
-  };
-  Admission AdmitAsync(std::string_view full_method,
-                       const grpc::ServerContextBase& sc);
-  void DoneAsync(std::string_view full_method, absl::Duration handling);
+  // For the completion-queue (async) API: decides a call that just arrived
+  // on method `full_method` (e.g. "/echo.v1.Echo/Echo") under `sc` -- call
+  // it once the call's request tag has been delivered -- with the same
+  // checks as the wrapped handlers: deadline rules, minimum budget, then the
+  // concurrency limit and its deadline-aware queue. The decision arrives as
+  // `tag` on `cq` (ok = true), exactly once: through the queue's Next() at
+  // once if the call is refused or runs now, later if it waits in the queue
+  // (when a slot frees, or when its Context ends: deadline passed, client
+  // canceled -- the async glue sees the cancel when `cq` delivers the call's
+  // close -- or the server shuts down). Then read `*admission`:
+  //   admitted(): serve the call, then call admission->Done() (gives the
+  //     slot back and records the handling time; the destructor does it if
+  //     forgotten);
+  //   otherwise: answer with FinishWithError(admission->Refusal(sc), ...),
+  //     which adds grpc-retry-pushback-ms for RESOURCE_EXHAUSTED.
+  // Requirements: the server runs this policy's interceptors
+  // (InstallInterceptors), whose Context of the call the queue watches
+  // (without them the call has no live Context and a call that meets the
+  // limit is refused CANCELLED); `*admission` and `sc` stay alive, and `cq`
+  // is not shut down, until the tag is delivered; shut `cq` down only once Queued() is 0
+  // after grpc::Server::Shutdown (a queued call is decided as soon as its
+  // Context ends, which the shutdown causes). The loop serving `cq` must keep
+  // calling Next() while calls are queued (their cancels come through it).
+  void AdmitAsync(std::string_view full_method, grpc::ServerContext* sc,
+                  grpc::CompletionQueue* cq, void* tag,
+                  AsyncAdmission* admission);
 
   // The policy for `full_method`.
   const MethodPolicy& PolicyFor(std::string_view full_method) const;
@@ -149,6 +176,55 @@ class ServerPolicy {
   std::mutex states_mu_;
   // Created on first use, never removed. Guarded by states_mu_.
   std::map<std::string, std::shared_ptr<MethodState>, std::less<>> methods_;
+};
+
+// One async call's admission (ServerPolicy::AdmitAsync): written when the
+// decision is made, read once its tag has been delivered.
+// Thread-safety: safe from any thread (the decision may be made on another
+// thread than the completion queue's). Lifetime: must outlive the delivery
+// of its tag; its destructor gives an admitted call's slot back if Done()
+// was not called.
+class AsyncAdmission {
+ public:
+  AsyncAdmission();
+  ~AsyncAdmission();
+  AsyncAdmission(const AsyncAdmission&) = delete;
+  AsyncAdmission& operator=(const AsyncAdmission&) = delete;
+
+  // True if the call may run (it holds a slot if the method has a limit).
+  bool admitted() const;
+  // OK if admitted; else DEADLINE_EXCEEDED (minimum budget, or deadline
+  // passed while queued), RESOURCE_EXHAUSTED (shed), CANCELLED (canceled
+  // while queued) or UNAVAILABLE (shutting down). FailedPrecondition
+  // before the decision.
+  absl::Status status() const;
+  // For RESOURCE_EXHAUSTED: how long the client should wait before trying
+  // again.
+  std::optional<absl::Duration> pushback() const;
+  // For a refused call: the status to answer with, after adding
+  // grpc-retry-pushback-ms to `sc`'s trailing metadata when there is a
+  // pushback. Call once, before finishing the call.
+  grpc::Status Refusal(grpc::ServerContext* sc) const;
+  // The admitted call's handler is finished: gives its slot back (which may
+  // admit a queued call) and records its handling time. Idempotent; no-op
+  // for a refused or undecided call.
+  void Done();
+
+ private:
+  friend class ServerPolicy;
+  void Decide(std::shared_ptr<ServerPolicy::MethodState> state,
+              LoadShedder* shedder, ShedDecision d, grpc::CompletionQueue* cq,
+              void* tag);
+
+  mutable std::mutex mu_;
+  std::shared_ptr<ServerPolicy::MethodState> state_;  // Guarded by mu_.
+  LoadShedder* shedder_ = nullptr;  // The slot to give back. Guarded.
+  absl::Status status_;             // Guarded by mu_.
+  std::optional<absl::Duration> pushback_;  // Guarded by mu_.
+  absl::Time admitted_at_;          // Guarded by mu_.
+  bool decided_ = false;            // Guarded by mu_.
+  bool done_ = false;               // Guarded by mu_.
+  grpc::Alarm alarm_;  // Delivers the tag.
 };
 
 }  // namespace reqctx::policy

@@ -1,18 +1,44 @@
 #include "services/echo/echo_server.h"
 
+#include <arpa/inet.h>
 #include <grpcpp/security/server_credentials.h>
 #include <grpcpp/server_builder.h>
 
 #include <chrono>
 #include <utility>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "interceptors/interceptors.h"
 
 namespace reqctx::echo {
 
+absl::StatusOr<std::string> BindHost(std::string_view address) {
+  // inet_pton reads a C string: an embedded NUL would hide what follows.
+  std::string host(address.find('\0') == std::string_view::npos ? address
+                                                                 : "");
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  } else if (host.find(':') == std::string::npos) {
+    in_addr v4;
+    if (inet_pton(AF_INET, host.c_str(), &v4) == 1) return host;
+    host = "";  // Not IPv4, and not IPv6 either (no ':').
+  }
+  in6_addr v6;
+  if (!host.empty() && inet_pton(AF_INET6, host.c_str(), &v6) == 1) {
+    return absl::StrCat("[", host, "]");
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "bad bind address \"", absl::CEscape(absl::string_view(
+                                  address.data(), address.size())),
+      "\": want an IPv4 address (e.g. 127.0.0.1, 0.0.0.0) or an IPv6 one "
+      "(e.g. [::1], [::])"));
+}
+
 absl::StatusOr<std::unique_ptr<EchoServer>> EchoServer::Start(
     const EchoServerOptions& options) {
+  absl::StatusOr<std::string> host = BindHost(options.bind_address);
+  if (!host.ok()) return host.status();
   if (options.port < 0 || options.port > 65535) {
     return absl::InvalidArgumentError(
         absl::StrCat("bad port ", options.port));
@@ -56,7 +82,7 @@ absl::StatusOr<std::unique_ptr<EchoServer>> EchoServer::Start(
   }
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(absl::StrCat("127.0.0.1:", options.port),
+  builder.AddListeningPort(absl::StrCat(*host, ":", options.port),
                            grpc::InsecureServerCredentials(), &port);
   builder.RegisterService(service.get());
   // The policy's per-call rules always: with no policy on they change no
@@ -66,25 +92,27 @@ absl::StatusOr<std::unique_ptr<EchoServer>> EchoServer::Start(
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) {
     return absl::UnavailableError(
-        absl::StrCat("cannot listen on 127.0.0.1:", options.port));
+        absl::StrCat("cannot listen on ", *host, ":", options.port));
   }
   return std::unique_ptr<EchoServer>(
-      new EchoServer(std::move(service), std::move(server), port,
-                     options.shutdown_grace));
+      new EchoServer(std::move(service), std::move(server), *std::move(host),
+                     port, options.shutdown_grace));
 }
 
 EchoServer::EchoServer(std::unique_ptr<EchoService> service,
-                       std::unique_ptr<grpc::Server> server, int port,
+                       std::unique_ptr<grpc::Server> server,
+                       std::string host, int port,
                        absl::Duration shutdown_grace)
     : service_(std::move(service)),
       server_(std::move(server)),
+      host_(std::move(host)),
       port_(port),
       shutdown_grace_(shutdown_grace) {}
 
 EchoServer::~EchoServer() { Shutdown(); }
 
 std::string EchoServer::address() const {
-  return absl::StrCat("127.0.0.1:", port_);
+  return absl::StrCat(host_, ":", port_);
 }
 
 void EchoServer::Shutdown() {

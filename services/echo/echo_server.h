@@ -1,7 +1,8 @@
 // EchoServer: an EchoService served on a loopback port, in this process.
 //
-// Start() binds 127.0.0.1 only (port 0 picks a free port; port() tells which)
-// with reqctx's server interceptor installed. Shutdown() stops accepting
+// Start() binds options.bind_address (127.0.0.1 unless told otherwise; port
+// 0 picks a free port; port() tells which) with reqctx's server interceptor
+// installed. Shutdown() stops accepting
 // calls, lets in-flight calls run for up to options.shutdown_grace, then
 // cancels the rest (their Contexts are canceled, so their workers stop) and
 // returns once all handlers have returned. The server
@@ -18,6 +19,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -43,7 +45,19 @@ struct EchoServerOptions {
   policy::ServerPolicyOptions server_policy;
   policy::RetryPolicy retry = EchoServiceOptions::NoRetries();
   policy::RetryChannelOptions retry_channel;
+  // The interface to listen on: an IPv4 address ("127.0.0.1"; "0.0.0.0" for
+  // every interface) or an IPv6 one, bracketed or not ("[::1]", "::"). Host
+  // names are refused (see BindHost). Last, so positional initializers of
+  // the fields above stay valid.
+  std::string bind_address = "127.0.0.1";
 };
+
+// `address` as the host part of a gRPC listening address: an IPv4 address
+// as it is, an IPv6 address in brackets ("::1" and "[::1]" both give
+// "[::1]"). InvalidArgument naming it for anything else (empty, a host name,
+// a port included, malformed): a server binds addresses, it does not
+// resolve names.
+absl::StatusOr<std::string> BindHost(std::string_view address);
 
 class EchoServer {
  public:
@@ -54,7 +68,8 @@ class EchoServer {
   EchoServer& operator=(const EchoServer&) = delete;
 
   int port() const { return port_; }
-  std::string address() const;  // "127.0.0.1:<port>"
+  // "<bind host>:<port>", e.g. "127.0.0.1:7100", "[::1]:7100".
+  std::string address() const;
   const std::string& name() const { return service_->name(); }
   const EchoStats& stats() const { return service_->stats(); }
   // What the server policy and the retry helper did.
@@ -66,11 +81,12 @@ class EchoServer {
 
  private:
   EchoServer(std::unique_ptr<EchoService> service,
-             std::unique_ptr<grpc::Server> server, int port,
+             std::unique_ptr<grpc::Server> server, std::string host, int port,
              absl::Duration shutdown_grace);
 
   const std::unique_ptr<EchoService> service_;
   const std::unique_ptr<grpc::Server> server_;
+  const std::string host_;
   const int port_;
   const absl::Duration shutdown_grace_;
   std::once_flag shutdown_once_;

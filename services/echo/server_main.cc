@@ -1,6 +1,8 @@
-// echo server: serves echo.v1.Echo on 127.0.0.1 until SIGINT or SIGTERM.
+// echo server: serves echo.v1.Echo on --bind_address (127.0.0.1 unless told
+// otherwise) until SIGINT or SIGTERM.
 //
-//   server --name=backend --port=0 [--next=127.0.0.1:PORT] [--workers=2]
+//   server --name=backend --port=0 [--bind_address=127.0.0.1]
+//          [--next=HOST:PORT] [--workers=2]
 //          [--postgres="host=127.0.0.1 port=5432 user=postgres"]
 //          [--max_work_ms=3600000] [--shutdown_grace_ms=0]
 //          [--metrics_port=9464] [--metrics_address=127.0.0.1]
@@ -13,7 +15,9 @@
 // turns the detector off). --call_log writes one JSON line per finished call
 // to stderr.
 //
-// Prints "listening on 127.0.0.1:PORT" once serving. A request asking for
+// --bind_address takes an IPv4 address (0.0.0.0: every interface) or an
+// IPv6 one ([::1], [::]); anything else (a host name) exits 1 naming it.
+// Prints "NAME listening on HOST:PORT" once serving. A request asking for
 // more than --max_work_ms of work fails with INVALID_ARGUMENT naming the
 // limit. On SIGINT/SIGTERM it stops taking calls, lets in-flight calls run
 // for up to --shutdown_grace_ms, cancels the rest (their Contexts are
@@ -33,7 +37,9 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <initializer_list>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -41,6 +47,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "interceptors/observability.h"
 #include "interceptors/policy/policy_counters.h"
@@ -49,7 +56,10 @@
 #include "services/echo/echo_server.h"
 
 ABSL_FLAG(std::string, name, "echo", "service name reported in each Hop");
-ABSL_FLAG(int, port, 0, "port on 127.0.0.1 (0: pick a free one)");
+ABSL_FLAG(std::string, bind_address, "127.0.0.1",
+          "address to listen on: IPv4 (0.0.0.0: every interface) or IPv6 "
+          "([::1], [::]) -- for servers on separate hosts");
+ABSL_FLAG(int, port, 0, "port on --bind_address (0: pick a free one)");
 ABSL_FLAG(std::string, next, "", "host:port of the next hop (empty: none)");
 ABSL_FLAG(int, workers, 2, "worker threads per Echo call");
 ABSL_FLAG(std::string, postgres, "",
@@ -105,6 +115,53 @@ ABSL_FLAG(int64_t, orphan_threshold_ms, 1000,
           "their Context is done (0: off)");
 ABSL_FLAG(bool, call_log, false, "one JSON line per finished call on stderr");
 
+namespace {
+
+// A millisecond flag as a duration.
+absl::Duration Ms(const absl::Flag<int64_t>& flag) {
+  return absl::Milliseconds(absl::GetFlag(flag));
+}
+
+// A millisecond flag where 0 means "not set".
+std::optional<absl::Duration> MsIfSet(const absl::Flag<int64_t>& flag) {
+  const int64_t ms = absl::GetFlag(flag);
+  if (ms == 0) return std::nullopt;
+  return absl::Milliseconds(ms);
+}
+
+// InvalidArgument naming the first of the millisecond flags that is
+// negative.
+absl::Status CheckNotNegative(
+    std::initializer_list<const absl::Flag<int64_t>*> flags) {
+  for (const absl::Flag<int64_t>* f : flags) {
+    if (absl::GetFlag(*f) < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--", absl::GetFlagReflectionHandle(*f).Name(),
+                       " must be >= 0"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Reports a start-up failure; main returns its result.
+int Fail(const absl::Status& s) {
+  absl::FPrintF(stderr, "echo server: %s\n", s.ToString());
+  return 1;
+}
+
+// Calls f(name, value) for every policy counter, in order.
+template <typename F>
+void ForEachPolicyCount(const reqctx::policy::PolicyCountersSnapshot& counts,
+                        F f) {
+  for (size_t i = 0; i < reqctx::policy::kPolicyCounterCount; ++i) {
+    f(std::string(reqctx::policy::PolicyCounterName(
+          static_cast<reqctx::policy::PolicyCounter>(i))),
+      counts.values[i]);
+  }
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "echo server: --name=N --port=P [--next=host:port] [--workers=K] "
@@ -132,66 +189,59 @@ int main(int argc, char** argv) {
     mo.port = port;
     absl::StatusOr<std::unique_ptr<reqctx::MetricsServer>> m =
         reqctx::MetricsServer::Start(mo);
-    if (!m.ok()) {
-      absl::FPrintF(stderr, "echo server: %s\n", m.status().ToString());
-      return 1;
-    }
+    if (!m.ok()) return Fail(m.status());
     metrics = std::move(*m);
   }
   if (const int64_t ms = absl::GetFlag(FLAGS_orphan_threshold_ms); ms > 0) {
     if (absl::Status s = reqctx::EnableOrphanReports(absl::Milliseconds(ms));
         !s.ok()) {
-      absl::FPrintF(stderr, "echo server: %s\n", s.ToString());
-      return 1;
+      return Fail(s);
     }
   }
   if (absl::GetFlag(FLAGS_call_log)) {
     reqctx::SetCallLogSink(reqctx::StderrJsonCallLogSink());
   }
 
+  if (absl::Status s = CheckNotNegative(
+          {&FLAGS_min_budget_ms, &FLAGS_reply_margin_ms,
+           &FLAGS_default_deadline_ms, &FLAGS_max_deadline_ms,
+           &FLAGS_expected_handling_ms, &FLAGS_retry_attempt_timeout_ms,
+           &FLAGS_retry_backoff_ms, &FLAGS_retry_expected_latency_ms,
+           &FLAGS_hedging_delay_ms, &FLAGS_shutdown_grace_ms});
+      !s.ok()) {
+    return Fail(s);
+  }
   reqctx::echo::EchoServerOptions options;
   options.name = absl::GetFlag(FLAGS_name);
+  options.bind_address = absl::GetFlag(FLAGS_bind_address);
   options.port = absl::GetFlag(FLAGS_port);
   options.next = absl::GetFlag(FLAGS_next);
   options.workers = absl::GetFlag(FLAGS_workers);
   options.postgres = absl::GetFlag(FLAGS_postgres);
   options.max_work_ms = absl::GetFlag(FLAGS_max_work_ms);
-  options.shutdown_grace =
-      absl::Milliseconds(absl::GetFlag(FLAGS_shutdown_grace_ms));
+  options.shutdown_grace = Ms(FLAGS_shutdown_grace_ms);
   reqctx::policy::MethodPolicy& p = options.server_policy.defaults;
-  p.min_budget = absl::Milliseconds(absl::GetFlag(FLAGS_min_budget_ms));
+  p.min_budget = Ms(FLAGS_min_budget_ms);
   p.learned_min_budget_quantile =
       absl::GetFlag(FLAGS_learned_min_budget_quantile);
   p.learned_warmup = absl::GetFlag(FLAGS_learned_warmup);
-  p.reply_margin = absl::Milliseconds(absl::GetFlag(FLAGS_reply_margin_ms));
-  if (int64_t ms = absl::GetFlag(FLAGS_default_deadline_ms); ms != 0) {
-    p.default_deadline = absl::Milliseconds(ms);
-  }
-  if (int64_t ms = absl::GetFlag(FLAGS_max_deadline_ms); ms != 0) {
-    p.max_deadline = absl::Milliseconds(ms);
-  }
+  p.reply_margin = Ms(FLAGS_reply_margin_ms);
+  p.default_deadline = MsIfSet(FLAGS_default_deadline_ms);
+  p.max_deadline = MsIfSet(FLAGS_max_deadline_ms);
   p.max_concurrency = absl::GetFlag(FLAGS_max_concurrency);
   p.max_queue = absl::GetFlag(FLAGS_max_queue);
-  p.expected_handling =
-      absl::Milliseconds(absl::GetFlag(FLAGS_expected_handling_ms));
+  p.expected_handling = Ms(FLAGS_expected_handling_ms);
   options.retry.max_attempts = absl::GetFlag(FLAGS_retry_max_attempts);
-  if (int64_t ms = absl::GetFlag(FLAGS_retry_attempt_timeout_ms); ms > 0) {
-    options.retry.attempt_timeout = absl::Milliseconds(ms);
-  }
-  options.retry.initial_backoff =
-      absl::Milliseconds(absl::GetFlag(FLAGS_retry_backoff_ms));
-  options.retry.expected_latency =
-      absl::Milliseconds(absl::GetFlag(FLAGS_retry_expected_latency_ms));
-  if (int64_t ms = absl::GetFlag(FLAGS_hedging_delay_ms); ms > 0) {
-    options.retry.hedging_delay = absl::Milliseconds(ms);
-  }
+  options.retry.attempt_timeout =
+      MsIfSet(FLAGS_retry_attempt_timeout_ms).value_or(
+          options.retry.attempt_timeout);
+  options.retry.initial_backoff = Ms(FLAGS_retry_backoff_ms);
+  options.retry.expected_latency = Ms(FLAGS_retry_expected_latency_ms);
+  options.retry.hedging_delay = MsIfSet(FLAGS_hedging_delay_ms);
   options.retry_channel.ratio = absl::GetFlag(FLAGS_retry_budget);
   absl::StatusOr<std::unique_ptr<reqctx::echo::EchoServer>> server =
       reqctx::echo::EchoServer::Start(options);
-  if (!server.ok()) {
-    absl::FPrintF(stderr, "echo server: %s\n", server.status().ToString());
-    return 1;
-  }
+  if (!server.ok()) return Fail(server.status());
   if (metrics != nullptr) {
     // The policies' own counters, read at each scrape as
     // reqctx_policy_events_total{event="shed_at_arrival"} and so on.
@@ -201,15 +251,13 @@ int main(int argc, char** argv) {
         "What the server policy and the retry helper did, by event "
         "(interceptors/policy/policy_counters.h).",
         reqctx::metrics::Type::kCounter, {"event"}, [srv] {
-          const reqctx::policy::PolicyCountersSnapshot counts =
-              srv->policy_counts();
           std::vector<reqctx::metrics::Registry::Sample> samples;
-          for (size_t i = 0; i < reqctx::policy::kPolicyCounterCount; ++i) {
-            samples.push_back(
-                {{std::string(reqctx::policy::PolicyCounterName(
-                     static_cast<reqctx::policy::PolicyCounter>(i)))},
-                 static_cast<double>(counts.values[i])});
-          }
+          ForEachPolicyCount(srv->policy_counts(),
+                             [&](std::string name, int64_t value) {
+                               samples.push_back(
+                                   {{std::move(name)},
+                                    static_cast<double>(value)});
+                             });
           return samples;
         });
     absl::PrintF("%s metrics on %s:%d\n", options.name,
@@ -244,13 +292,11 @@ int main(int argc, char** argv) {
       "%s: stopped (completed %d, canceled %d, deadline exceeded %d)\n",
       options.name, s.completed_total, s.canceled_total,
       s.deadline_exceeded_total);
-  reqctx::policy::PolicyCountersSnapshot counts = (*server)->policy_counts();
-  for (size_t i = 0; i < reqctx::policy::kPolicyCounterCount; ++i) {
-    if (counts.values[i] == 0) continue;
-    absl::PrintF("%s: policy %s %d\n", options.name,
-                 std::string(reqctx::policy::PolicyCounterName(
-                     static_cast<reqctx::policy::PolicyCounter>(i))),
-                 counts.values[i]);
-  }
+  ForEachPolicyCount((*server)->policy_counts(),
+                     [&](const std::string& name, int64_t value) {
+                       if (value == 0) return;
+                       absl::PrintF("%s: policy %s %d\n", options.name, name,
+                                    value);
+                     });
   return 0;
 }

@@ -12,9 +12,10 @@
 # Everything it starts is stopped by pid, and the namespaces (with their
 # links) are deleted by name, on every exit path; the whole run is bounded
 # (a watchdog ends it after $MULTIHOST_TIMEOUT seconds, default 180).
-# Traffic stays inside the namespaces: servers bind 127.0.0.1 in their own
-# namespace, relays bind the namespace's veth address, and only these
-# namespaces route to each other.
+# Traffic stays inside the namespaces: each server binds its own namespace's
+# veth address (--bind_address, as on separate hosts), each relay listens on
+# that address too (another port) in front of it, and only these namespaces
+# route to each other.
 # Ends with "multihost: N passed, M failed"; exits non-zero on any failure.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -125,18 +126,27 @@ start() {
   exit 1
 }
 policy=(--reply_margin_ms="$margin_ms")
-start backend "$ns_b" "$server" --name=backend --port=7300 "${policy[@]}" \
-  --min_budget_ms="$min_budget_ms"
+start backend "$ns_b" "$server" --name=backend --bind_address=10.231.2.2 \
+  --port=7300 "${policy[@]}" --min_budget_ms="$min_budget_ms"
 start backend_relay "$ns_b" "$relay" --listen=10.231.2.2:7301 \
-  --upstream=127.0.0.1:7300 --latency_ms="$latency_ms"
-start middle "$ns_m" "$server" --name=middle --port=7200 \
-  --next=10.231.2.2:7301 "${policy[@]}"
+  --upstream=10.231.2.2:7300 --latency_ms="$latency_ms"
+start middle "$ns_m" "$server" --name=middle --bind_address=10.231.1.2 \
+  --port=7200 --next=10.231.2.2:7301 "${policy[@]}"
 start middle_relay "$ns_m" "$relay" --listen=10.231.1.2:7201 \
-  --upstream=127.0.0.1:7200 --latency_ms="$latency_ms"
-start frontend "$ns_f" "$server" --name=frontend --port=7100 \
-  --next=10.231.1.2:7201 "${policy[@]}"
+  --upstream=10.231.1.2:7200 --latency_ms="$latency_ms"
+start frontend "$ns_f" "$server" --name=frontend --bind_address=10.231.1.1 \
+  --port=7100 --next=10.231.1.2:7201 "${policy[@]}"
+# Each server says where it listens: its namespace's address.
+for hop in "frontend 10.231.1.1:7100" "middle 10.231.1.2:7200" \
+           "backend 10.231.2.2:7300"; do
+  set -- $hop
+  if ! grep -q "$1 listening on $2\$" "$tmp/$1.out"; then
+    echo "multihost: FAILED: $1 is not listening on $2: $(head -1 "$tmp/$1.out")"
+    exit 1
+  fi
+done
 
-in_ns "$ns_f" timeout 120 "$check" --frontend=127.0.0.1:7100 \
+in_ns "$ns_f" timeout 120 "$check" --frontend=10.231.1.1:7100 \
   --middle_stats=10.231.1.2:7201 --backend_stats=10.231.2.2:7301 \
   --latency_ms="$latency_ms" --margin_ms="$margin_ms" \
   --backend_min_budget_ms="$min_budget_ms" | tee "$tmp/check.out"
