@@ -212,5 +212,29 @@ TEST(EchoServerProcessTest, BadBindAddressExitsWithAnError) {
   EXPECT_EQ(process.output().find("listening on"), std::string::npos);
 }
 
+TEST(EchoServerProcessTest, BadHedgingFlagsExitWithAnError) {
+  for (const std::vector<std::string>& flags :
+       std::vector<std::vector<std::string>>{
+           {"--hedging_learned_quantile=1.5"},
+           {"--hedging_learned_quantile=-0.5"},
+           {"--hedging_learned_quantile=0.95", "--hedging_learned_warmup=0"},
+           {"--hedging_min_delay_ms=-1"}}) {
+    ServerProcess process;
+    EXPECT_FALSE(process.Start(flags)) << flags[0];
+    const int status = process.WaitExit(kWaitBound);
+    ASSERT_NE(status, -1);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 1) << flags[0];
+    EXPECT_EQ(process.output().find("listening on"), std::string::npos);
+  }
+}
+
+TEST(EchoServerProcessTest, LearnedHedgingFlagsStartTheServer) {
+  ServerProcess process;
+  ASSERT_TRUE(process.Start({"--retry_max_attempts=2",
+                             "--hedging_learned_quantile=0.95",
+                             "--hedging_learned_warmup=10"}))
+      << process.output();
+}
+
 }  // namespace
 }  // namespace reqctx

@@ -29,7 +29,9 @@
 // --default_deadline_ms, --max_deadline_ms, --max_concurrency/--max_queue/
 // --expected_handling_ms (server), --retry_max_attempts, --retry_budget,
 // --retry_attempt_timeout_ms, --retry_backoff_ms,
-// --retry_expected_latency_ms, --hedging_delay_ms (calls to --next). Their
+// --retry_expected_latency_ms, --hedging_delay_ms, --hedging_learned_quantile/
+// --hedging_learned_warmup/--hedging_min_delay_ms/--hedging_max_delay_ms
+// (calls to --next). Their
 // counts are in Stats.policy_counts and printed at exit.
 #include <pthread.h>
 #include <signal.h>
@@ -102,6 +104,16 @@ ABSL_FLAG(int64_t, retry_expected_latency_ms, 0,
 ABSL_FLAG(int64_t, hedging_delay_ms, 0,
           "start another attempt after this long without an answer (0: no "
           "hedging)");
+ABSL_FLAG(double, hedging_learned_quantile, 0,
+          "hedge calls to --next after this quantile of their recent attempt "
+          "latencies, e.g. 0.95 (0: off); until --hedging_learned_warmup "
+          "latencies are seen, --hedging_delay_ms (or no hedge)");
+ABSL_FLAG(int, hedging_learned_warmup, 50,
+          "attempt latencies seen before the learned hedging delay is used");
+ABSL_FLAG(int64_t, hedging_min_delay_ms, 1,
+          "lower bound of the learned hedging delay");
+ABSL_FLAG(int64_t, hedging_max_delay_ms, 1000,
+          "upper bound of the learned hedging delay");
 ABSL_FLAG(int64_t, shutdown_grace_ms, 0,
           "on SIGTERM, how long in-flight calls may still run before they "
           "are canceled");
@@ -207,7 +219,8 @@ int main(int argc, char** argv) {
            &FLAGS_default_deadline_ms, &FLAGS_max_deadline_ms,
            &FLAGS_expected_handling_ms, &FLAGS_retry_attempt_timeout_ms,
            &FLAGS_retry_backoff_ms, &FLAGS_retry_expected_latency_ms,
-           &FLAGS_hedging_delay_ms, &FLAGS_shutdown_grace_ms});
+           &FLAGS_hedging_delay_ms, &FLAGS_hedging_min_delay_ms,
+           &FLAGS_hedging_max_delay_ms, &FLAGS_shutdown_grace_ms});
       !s.ok()) {
     return Fail(s);
   }
@@ -239,6 +252,20 @@ int main(int argc, char** argv) {
   options.retry.expected_latency = Ms(FLAGS_retry_expected_latency_ms);
   options.retry.hedging_delay = MsIfSet(FLAGS_hedging_delay_ms);
   options.retry_channel.ratio = absl::GetFlag(FLAGS_retry_budget);
+  if (const double q = absl::GetFlag(FLAGS_hedging_learned_quantile); q != 0) {
+    if (!(q > 0 && q <= 1) || absl::GetFlag(FLAGS_hedging_learned_warmup) < 1) {
+      return Fail(absl::InvalidArgumentError(
+          "--hedging_learned_quantile must be in (0, 1] and "
+          "--hedging_learned_warmup >= 1"));
+    }
+    reqctx::policy::LearnedHedgingOptions h;
+    h.quantile = q;
+    h.warmup = static_cast<size_t>(absl::GetFlag(FLAGS_hedging_learned_warmup));
+    h.min_delay = Ms(FLAGS_hedging_min_delay_ms);
+    h.max_delay = Ms(FLAGS_hedging_max_delay_ms);
+    options.retry.learned_hedging =
+        std::make_shared<reqctx::policy::LearnedHedgingDelay>(h);
+  }
   absl::StatusOr<std::unique_ptr<reqctx::echo::EchoServer>> server =
       reqctx::echo::EchoServer::Start(options);
   if (!server.ok()) return Fail(server.status());
