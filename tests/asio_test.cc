@@ -23,6 +23,7 @@
 #include "absl/time/time.h"
 #include "context/context.h"
 #include "gtest/gtest.h"
+#include "tests/test_timing.h"
 
 namespace reqctx {
 namespace {
@@ -191,11 +192,7 @@ TEST(WithCancellationSlot, EmitCancelsOnlyForAcceptedTypes) {
 // Many bindings canceled from another thread while the io thread runs:
 // every operation ends exactly once, aborted.
 TEST(AsioCancellation, ManyOperationsCanceledFromAnotherThread) {
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
-  constexpr int kOps = 50;
-#else
-  constexpr int kOps = 500;
-#endif
+  constexpr int kOps = reqctx::testing::PlainOrSanitized(500, 50);
   asio::io_context io;
   auto [ctx, cancel] = WithCancel(Background());
   std::vector<std::unique_ptr<asio::steady_timer>> timers;

@@ -14,6 +14,7 @@
 #include "context/debug.h"
 #include "gtest/gtest.h"
 #include "tests/process_probe.h"
+#include "tests/test_timing.h"
 
 namespace reqctx {
 namespace {
@@ -22,11 +23,8 @@ constexpr absl::Duration kLongWait = absl::Seconds(20);
 inline constexpr Key<int> kIntKey("int");
 
 // Smaller sizes under sanitizers keep the suite fast; the property is the same.
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
-constexpr int kScale = 10;
-#else
-constexpr int kScale = 1;
-#endif
+constexpr int kScale =
+    reqctx::testing::PlainOrSanitized(1, 10);
 
 TEST(ConcurrencyTest, ConcurrentCancelsDeriveAndWait) {
   constexpr int kThreads = 8;

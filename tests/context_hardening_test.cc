@@ -34,22 +34,15 @@
 #include "context/debug.h"
 #include "gtest/gtest.h"
 #include "tests/process_probe.h"
+#include "tests/test_timing.h"
 
 extern char** environ;
 
 namespace reqctx {
 namespace {
 
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-constexpr bool kSanitized = true;
-#else
-constexpr bool kSanitized = false;
-#endif
-#if defined(__SANITIZE_THREAD__)
-constexpr bool kTsan = true;
-#else
-constexpr bool kTsan = false;
-#endif
+using reqctx::testing::kSanitized;
+constexpr bool kTsan = reqctx::testing::kThreadSanitizer;
 
 constexpr absl::Duration kLongWait = absl::Seconds(60);
 

@@ -14,15 +14,13 @@
 #include "async/coro.h"
 #include "context/context.h"
 #include "gtest/gtest.h"
+#include "tests/test_timing.h"
 
 namespace reqctx {
 namespace {
 
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
-constexpr int kScale = 10;  // Same properties, smaller sizes.
-#else
-constexpr int kScale = 1;
-#endif
+constexpr int kScale =
+    reqctx::testing::PlainOrSanitized(1, 10);  // Same properties, smaller sizes.
 
 // No test waits longer than this for anything (generous for TSan).
 constexpr absl::Duration kBound = absl::Seconds(20);

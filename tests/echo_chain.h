@@ -16,6 +16,7 @@
 #include "proto/echo.grpc.pb.h"
 #include "services/echo/echo_server.h"
 #include "services/echo/echo_stats.h"
+#include "tests/test_timing.h"
 
 namespace reqctx::testing {
 
@@ -26,11 +27,8 @@ inline constexpr absl::Duration kWaitBound = absl::Seconds(20);
 // How soon a cancel must reach a handler's Context (sync handlers poll every
 // 5 ms; three hops take a few polls). Ten times wider under the sanitizers,
 // which slow every hop; the property asserted is the same.
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
-inline constexpr absl::Duration kPromptBound = absl::Seconds(1);
-#else
-inline constexpr absl::Duration kPromptBound = absl::Milliseconds(100);
-#endif
+inline constexpr absl::Duration kPromptBound =
+    reqctx::testing::PlainOrSanitized(absl::Milliseconds(100), absl::Seconds(1));
 
 class EchoChain {
  public:

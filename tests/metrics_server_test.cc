@@ -14,6 +14,7 @@
 #include "gtest/gtest.h"
 #include "metrics/metrics.h"
 #include "tests/http_client.h"
+#include "tests/test_timing.h"
 
 namespace reqctx {
 namespace {
@@ -24,11 +25,8 @@ using testing::HttpGet;
 using testing::RawHttp;
 using testing::StalledClient;
 
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
-constexpr absl::Duration kSlack = absl::Seconds(10);
-#else
-constexpr absl::Duration kSlack = absl::Seconds(3);
-#endif
+constexpr absl::Duration kSlack =
+    reqctx::testing::PlainOrSanitized(absl::Seconds(3), absl::Seconds(10));
 
 class MetricsServerTest : public ::testing::Test {
  protected:

@@ -27,6 +27,7 @@
 #include "tests/http_client.h"
 #include "tests/raw_h2_call.h"
 #include "w3c/baggage_context.h"
+#include "tests/test_timing.h"
 
 namespace reqctx {
 namespace {
@@ -35,11 +36,8 @@ using ::echo::v1::EchoRequest;
 using ::echo::v1::EchoResponse;
 using ::testing::HasSubstr;
 
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
-constexpr absl::Duration kBound = absl::Seconds(60);
-#else
-constexpr absl::Duration kBound = absl::Seconds(20);
-#endif
+constexpr absl::Duration kBound =
+    reqctx::testing::PlainOrSanitized(absl::Seconds(20), absl::Seconds(60));
 constexpr char kMethod[] = "/echo.v1.Echo/Echo";
 
 // A sync-API Echo service whose behaviour the request's message picks:

@@ -24,17 +24,15 @@
 #include "proto/echo.grpc.pb.h"
 #include "tests/child_process.h"
 #include "tests/http_client.h"
+#include "tests/test_timing.h"
 
 namespace reqctx {
 namespace {
 
 using testing::ChildProcess;
 
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
-constexpr absl::Duration kBound = absl::Seconds(120);
-#else
-constexpr absl::Duration kBound = absl::Seconds(60);
-#endif
+constexpr absl::Duration kBound =
+    reqctx::testing::PlainOrSanitized(absl::Seconds(60), absl::Seconds(120));
 constexpr char kPrometheus[] = "/usr/bin/prometheus";
 
 // The port after `marker` ("... on 127.0.0.1:PORT") in `out`, or 0.

@@ -19,6 +19,13 @@ inline constexpr bool kSanitized = true;
 inline constexpr bool kSanitized = false;
 #endif
 
+// True when compiled with -fsanitize=thread.
+#if defined(__SANITIZE_THREAD__)
+inline constexpr bool kThreadSanitizer = true;
+#else
+inline constexpr bool kThreadSanitizer = false;
+#endif
+
 // `plain` in a plain build, `sanitized` under TSan or ASan.
 template <typename T>
 constexpr T PlainOrSanitized(T plain, T sanitized) {

@@ -13,15 +13,13 @@
 #include "context/context.h"
 #include "context/debug.h"
 #include "gtest/gtest.h"
+#include "tests/test_timing.h"
 
 namespace reqctx {
 namespace {
 
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
-constexpr int kScale = 10;  // Same property, smaller sizes under sanitizers.
-#else
-constexpr int kScale = 1;
-#endif
+constexpr int kScale =
+    reqctx::testing::PlainOrSanitized(1, 10);  // Same property, smaller sizes under sanitizers.
 
 constexpr absl::Duration kLongWait = absl::Seconds(30);
 

@@ -18,6 +18,7 @@
 #include "absl/time/time.h"
 #include "context/context.h"
 #include "gtest/gtest.h"
+#include "tests/test_timing.h"
 
 namespace reqctx {
 namespace {
@@ -25,11 +26,8 @@ namespace {
 constexpr absl::Duration kBound = absl::Seconds(10);  // Every wait's limit.
 inline constexpr Key<int> kKey("k");
 
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
-constexpr int kScale = 10;
-#else
-constexpr int kScale = 1;
-#endif
+constexpr int kScale =
+    reqctx::testing::PlainOrSanitized(1, 10);
 
 // poll()s `fd` for readability for at most `timeout`; true if readable.
 bool Readable(int fd, absl::Duration timeout) {
