@@ -7,9 +7,12 @@
 // callback API has one, POST_RECV_CLOSE, and so does the async API when its
 // completion queue delivers the close; neither needs this). So one shared
 // thread calls IsCancelled() (documented as thread-safe and always safe on
-// the sync API) on every watched call every kPollInterval; a cancel
-// therefore reaches a sync handler's Context within one interval plus one
-// pass. The thread sleeps on a condition variable while nothing is watched.
+// the sync API) on every watched call every kPollInterval, from the second
+// pass that finds the call on (ServerCall::PollCancelled: calls shorter than
+// one interval, most unary calls, are never polled); a cancel therefore
+// reaches a sync handler's Context within one interval plus one pass, or
+// two intervals for a call younger than one. The thread sleeps on a
+// condition variable while nothing is watched.
 //
 // Cost: the calls are split over kPointerShards shards by address, each a
 // vector under its own std::mutex. Watch() locks one shard (no lock shared

@@ -169,6 +169,9 @@ class PolicyHandler final : public MethodHandler {
     const absl::Duration expected =
         state_->window.Mean().value_or(p.expected_handling);
     if (callback_) {
+      // The call may wait in the queue before its handler starts, and until
+      // then gRPC reports no close to the glue: its deadline needs a timer.
+      internal::HoldingServerCall(&sc);
       HandlerParameter copy = param;
       shedder->Acquire(call_ctx, CriticalityOfCall(sc), expected,
                        [this, copy](ShedDecision d) {
