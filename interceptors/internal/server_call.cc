@@ -73,7 +73,15 @@ void ServerCall::ArmDeadline() {
 }
 
 void ServerCall::End() {
-  if (!begun_.load(std::memory_order_acquire) || ended_.exchange(true)) return;
+  if (!begun_.load(std::memory_order_acquire)) return;
+  if (ended_.exchange(true)) {
+    // Ended already, maybe on another thread: when that End has returned
+    // (as it has when the interceptor's destructor gets here: gRPC runs it
+    // after every hook), this acquire orders its writes (the observer's)
+    // before the ServerCall's destruction, where TSan can see it.
+    (void)end_done_.load(std::memory_order_acquire);
+    return;
+  }
   ServerCallRegistry::Get().Remove(sc_, this);
   StopWatching();
   // Ended past its deadline before the close reported it (an owned deadline
@@ -87,6 +95,7 @@ void ServerCall::End() {
                        : grpc::StatusCode::CANCELLED,
                    ctx_, cancel_seen_ns_.load());
   cancel_();
+  end_done_.store(true, std::memory_order_release);
 }
 
 bool ServerCall::BeginWatching() {

@@ -153,6 +153,7 @@ class ServerCall : public std::enable_shared_from_this<ServerCall> {
   std::atomic<int> sent_code_{0};  // Written before status_sent_ is set.
   std::atomic<int64_t> cancel_seen_ns_{0};
   std::atomic<bool> ended_{false};  // The one end flag (End has run).
+  std::atomic<bool> end_done_{false};  // That End has returned.
 
   // Set by the first PollCancelled (see there); only the one thread that
   // runs a watcher's passes touches it.
