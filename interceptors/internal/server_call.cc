@@ -99,14 +99,18 @@ void ServerCall::End() {
 }
 
 bool ServerCall::BeginWatching() {
+  // Most asks come after Begin started the watch (FromServerContext in a
+  // sync handler): answered without the lock.
+  if (watch_started_.load(std::memory_order_acquire)) return false;
   std::lock_guard<std::mutex> lock(watch_mu_);
   // ended_ is read under the lock that End's StopWatching takes after
   // setting it: a watch begun here is either refused or stopped by End.
-  if (!begun_.load(std::memory_order_acquire) || watch_started_ ||
+  if (!begun_.load(std::memory_order_acquire) ||
+      watch_started_.load(std::memory_order_relaxed) ||
       ended_.load(std::memory_order_acquire)) {
     return false;
   }
-  watch_started_ = true;
+  watch_started_.store(true, std::memory_order_release);
   watching_ = true;
   return true;
 }

@@ -160,7 +160,8 @@ class ServerCall : public std::enable_shared_from_this<ServerCall> {
   bool seen_by_watcher_ = false;
 
   std::mutex watch_mu_;
-  bool watch_started_ = false;  // Guarded by watch_mu_.
+  // Written under watch_mu_; also read without it (a set flag is final).
+  std::atomic<bool> watch_started_{false};
   bool watching_ = false;       // Guarded by watch_mu_.
 };
 
