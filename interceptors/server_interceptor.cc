@@ -52,15 +52,35 @@ Context WithIncomingBaggage(const Context& parent, const HeaderList& values) {
   return WithBaggageHeader(parent, joined);
 }
 
-HeaderList HeaderValues(
-    const std::multimap<grpc::string_ref, grpc::string_ref>& metadata,
-    std::string_view key) {
-  HeaderList values;
-  auto range = metadata.equal_range(grpc::string_ref(key.data(), key.size()));
-  for (auto it = range.first; it != range.second; ++it) {
-    values.emplace_back(it->second.data(), it->second.size());
+// The values of the three headers the glue reads, in arrival order.
+struct TraceHeaders {
+  HeaderList traceparents, tracestates, baggages;
+};
+
+// One pass over the call's metadata (a handful of entries) instead of one
+// map lookup per header: keys are told apart by length first, then
+// compared.
+TraceHeaders TraceHeadersOf(
+    const std::multimap<grpc::string_ref, grpc::string_ref>& metadata) {
+  static constexpr std::string_view kTraceparent = internal::kTraceparentHeader;
+  static constexpr std::string_view kTracestate = internal::kTracestateHeader;
+  static constexpr std::string_view kBaggage = kBaggageHeader;
+  static_assert(kTraceparent.size() != kTracestate.size() &&
+                kTraceparent.size() != kBaggage.size() &&
+                kTracestate.size() != kBaggage.size());
+  TraceHeaders h;
+  for (const auto& [key, value] : metadata) {
+    const std::string_view k(key.data(), key.size());
+    HeaderList* list = k.size() == kTraceparent.size() && k == kTraceparent
+                           ? &h.traceparents
+                       : k.size() == kTracestate.size() && k == kTracestate
+                           ? &h.tracestates
+                       : k.size() == kBaggage.size() && k == kBaggage
+                           ? &h.baggages
+                           : nullptr;
+    if (list != nullptr) list->emplace_back(value.data(), value.size());
   }
-  return values;
+  return h;
 }
 
 // The time left until the call's deadline, read once from gRPC's raw
@@ -129,19 +149,17 @@ void BeginCall(ServerCall& call, ServerApi api, const char* method,
       !handler_remaining.has_value() ? WithCancel(Background())
       : owned ? internal::WithOwnedTimeout(Background(), *handler_remaining)
               : WithTimeout(Background(), *handler_remaining);
-  const HeaderList traceparents =
-      HeaderValues(metadata, internal::kTraceparentHeader);
-  const HeaderList tracestates =
-      HeaderValues(metadata, internal::kTracestateHeader);
+  const TraceHeaders headers = TraceHeadersOf(metadata);
+  const HeaderList& traceparents = headers.traceparents;
   internal::IncomingTrace trace = internal::ContinueTraceOf(
       {traceparents.data(), traceparents.size()},
-      {tracestates.data(), tracestates.size()});
+      {headers.tracestates.data(), headers.tracestates.size()});
   Context ctx = WithTraceContext(base.first, std::move(trace.trace));
   if (trace.tracestate.has_value()) {
     ctx = internal::WithTracestate(ctx, std::move(*trace.tracestate));
   }
   if (rules.values) ctx = rules.values(method, ctx, metadata);
-  ctx = WithIncomingBaggage(ctx, HeaderValues(metadata, kBaggageHeader));
+  ctx = WithIncomingBaggage(ctx, headers.baggages);
   call.observer().Start(method, ctx, arrival_ns, remaining,
                         {traceparents.data(), traceparents.size()});
   std::optional<internal::IncomingDeadline> deadline;
