@@ -324,6 +324,19 @@ void BM_CommonParentCancel(State& state) {
   allocs.Report(state);
 }
 
+// The same loop with only the benchmark's own work (the 200 divisions), on
+// both sides (Go peer: bench/go): CommonParentCancel minus this is what the
+// context operations cost, which the division chain otherwise dominates.
+void BM_CommonParentCancelWorkOnly(State& state) {
+  int64_t x = 0;
+  ParallelWallTime wall(state);
+  for (auto _ : state) {
+    DivideLoop(x);
+    DivideLoop(x);
+  }
+  wall.Report();
+}
+
 // stop_source has no values; otherwise the same: link a child to the shared
 // parent, stop it, unlink it (the callback's destructor).
 void BM_StopSource_CommonParentCancel(State& state) {
@@ -729,6 +742,8 @@ void RegisterAll(const std::vector<int>& threads) {
                    threads);
   RegisterParallel("StopSource/BenchmarkCommonParentCancel",
                    BM_StopSource_CommonParentCancel, threads);
+  RegisterParallel("BenchmarkCommonParentCancelWorkOnly",
+                   BM_CommonParentCancelWorkOnly, threads);
 
   for (int64_t concurrency : {40, 4000, 400000}) {
     RegisterParallel(

@@ -155,8 +155,9 @@ class Context {
   }
   // OK while live; then kCancelled "context canceled" or kDeadlineExceeded
   // "context deadline exceeded"; never changes once non-OK. A reference to a
-  // process-wide status that outlives every context: reading it writes
-  // nothing (copy it, `absl::Status s = ctx.Err();`, to keep it).
+  // process-wide status that outlives every context and is valid before
+  // main and after it returns: reading it is two or three dependent loads
+  // and writes nothing (copy it, `absl::Status s = ctx.Err();`, to keep it).
   const absl::Status& Err() const {
     internal::CancelNode* c = node_ ? node_->cancel_layer() : nullptr;
     return internal::ErrStatus(c == nullptr ? internal::DoneReason::kNotDone

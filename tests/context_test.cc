@@ -1,6 +1,7 @@
 // Core semantics of reqctx::Context, point by point against Go 1.21's
 // context package: cancellation, deadlines, causes, values, WithoutCancel,
 // CancelFunc lifetime, DoneSignal and DebugString.
+#include <cstdlib>
 #include <string>
 #include <thread>
 
@@ -23,6 +24,36 @@ inline constexpr Key<std::string> kOtherNameKey("name");  // Same debug name.
 
 bool StartsWith(const std::string& s, const std::string& prefix) {
   return s.rfind(prefix, 0) == 0;
+}
+
+// Err() during static initialization and destruction: a program's own
+// statics (a server-lifetime context, a logger flushing at exit) may read it
+// before main and after main returns (timer threads fire deadlines through
+// exit). The statuses Err() returns are built before any such initializer
+// and never destroyed.
+bool ErrMatchesGo(const Context& live, const Context& canceled) {
+  return live.Err().ok() && canceled.Err().code() == absl::StatusCode::kCancelled &&
+         canceled.Err().message() == "context canceled";
+}
+struct ReadsErrInStaticInitAndExit {
+  ReadsErrInStaticInitAndExit() {
+    auto [live, keep] = WithCancel(Background());
+    auto [canceled, cancel] = WithCancel(Background());
+    cancel();
+    ok_at_init = ErrMatchesGo(live, canceled);
+  }
+  ~ReadsErrInStaticInitAndExit() {
+    auto [live, keep] = WithCancel(Background());
+    auto [canceled, cancel] = WithCancel(Background());
+    cancel();
+    if (!ErrMatchesGo(live, canceled)) std::abort();  // Fails the test binary.
+  }
+  bool ok_at_init = false;
+};
+ReadsErrInStaticInitAndExit g_reads_err;
+
+TEST(ErrTest, ValidDuringStaticInitializationAndDestruction) {
+  EXPECT_TRUE(g_reads_err.ok_at_init);
 }
 
 TEST(BackgroundTest, IsNeverDone) {

@@ -10,6 +10,8 @@
 #   6. examples/cmake_consumer built with find_package(reqctx 0.1) against it,
 #      its server and client run (the client checks deadline propagation)
 #   7. examples/pkgconfig_consumer built with pkg-config against it, run
+#      (hop_server/hop_client, and metrics_scrape: a MetricsServer on a free
+#      loopback port scraped once)
 # Prints "ci: cmake: N passed, M failed" last; exits non-zero on any failure.
 # Bazel stays the main build: this only adds to it.
 set -uo pipefail
@@ -93,15 +95,19 @@ cmake --install "$build" --prefix "$prefix" >"$tmp/install.log" 2>&1 || install_
 libdir=$(sed -n 's/^CMAKE_INSTALL_LIBDIR:PATH=//p' "$build/CMakeCache.txt")
 for f in include/reqctx/context/context.h include/reqctx/interceptors/interceptors.h \
          include/reqctx/async/coro.h include/reqctx/async/call.h include/reqctx/async/asio.h \
+         include/reqctx/metrics/metrics_server.h "$libdir/pkgconfig/reqctx-metrics-server.pc" \
          "$libdir/cmake/reqctx/reqctxConfig.cmake" "$libdir/cmake/reqctx/reqctxConfigVersion.cmake" \
          "$libdir/pkgconfig/reqctx.pc"; do
   [ -f "$prefix/$f" ] || { echo "install: missing $f"; install_ok=1; }
 done
-for lib in context interceptors coro grpc_call asio; do
+for lib in context interceptors coro grpc_call asio metrics_server; do
   for f in "libreqctx_$lib.a" "libreqctx_$lib.so"; do
     [ -e "$prefix/$libdir/$f" ] || { echo "install: missing $libdir/$f"; install_ok=1; }
   done
 done
+# A static link of the metrics server needs civetweb (no .pc of its own).
+PKG_CONFIG_PATH="$prefix/$libdir/pkgconfig" pkg-config --static --libs reqctx-metrics-server |
+  grep -q -- -lcivetweb || { echo "install: reqctx-metrics-server.pc: no -lcivetweb for --static"; install_ok=1; }
 record "install (headers, static + shared libs, CMake config, pkg-config)" $install_ok
 
 # Runs hop_server from $1 in the background, then hop_client against it.
@@ -147,9 +153,12 @@ if [ "$install_ok" -eq 0 ] &&
      make -C examples/pkgconfig_consumer -j2 B="$tmp/pc_consumer" >"$tmp/pc.log" 2>&1; then
   run_hop "$tmp/pc_consumer"
   record "examples/pkgconfig_consumer: build against the install, run" $?
+  timeout 60 "$tmp/pc_consumer/metrics_scrape"
+  record "examples/pkgconfig_consumer: metrics_scrape (reqctx-metrics-server.pc)" $?
 else
   tail -30 "$tmp/pc.log" 2>/dev/null
   record "examples/pkgconfig_consumer: build against the install, run" 1
+  record "examples/pkgconfig_consumer: metrics_scrape (reqctx-metrics-server.pc)" 1
 fi
 
 finish

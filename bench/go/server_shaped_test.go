@@ -80,3 +80,21 @@ func BenchmarkCheckCanceledParallel(b *testing.B) {
 		})
 	})
 }
+
+// BenchmarkCommonParentCancelWorkOnly: Go's CommonParentCancel loop with only
+// its 200 divisions (same int type and chain as src/context's benchmark), so
+// that the context operations' own cost is CommonParentCancel minus this.
+func BenchmarkCommonParentCancelWorkOnly(b *testing.B) {
+	b.RunParallel(func(pb *testing.PB) {
+		x := 0
+		for pb.Next() {
+			for i := 0; i < 100; i++ {
+				x /= x + 1
+			}
+			for i := 0; i < 100; i++ {
+				x /= x + 1
+			}
+		}
+		atomic.AddInt64(&sink, int64(x))
+	})
+}

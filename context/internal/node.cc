@@ -13,23 +13,27 @@
 
 namespace reqctx::internal {
 
-const absl::Status& ErrStatus(DoneReason reason) {
-  // Built once: Err() on a done context then costs a refcount, no allocation.
-  static const absl::Status* const kCanceled =
-      new absl::Status(absl::StatusCode::kCancelled, "context canceled");
-  static const absl::Status* const kDeadline = new absl::Status(
+void ErrStatusTable::Fill() {
+  new (storage_[static_cast<uint8_t>(DoneReason::kNotDone)]) absl::Status();
+  new (storage_[static_cast<uint8_t>(DoneReason::kCanceled)])
+      absl::Status(absl::StatusCode::kCancelled, "context canceled");
+  new (storage_[static_cast<uint8_t>(DoneReason::kDeadline)]) absl::Status(
       absl::StatusCode::kDeadlineExceeded, "context deadline exceeded");
-  static const absl::Status* const kOk = new absl::Status();
-  switch (reason) {
-    case DoneReason::kCanceled:
-      return *kCanceled;
-    case DoneReason::kDeadline:
-      return *kDeadline;
-    case DoneReason::kNotDone:
-      break;
-  }
-  return *kOk;
 }
+
+constinit ErrStatusTable kErrStatuses;
+
+namespace {
+// Priority 101 is the first one open to programs: this runs before every
+// initializer without a priority in the same linked image, and a shared
+// library's run before those of the images that load it. A constructor
+// function rather than a dynamic initializer of kErrStatuses, so that ASan's
+// initialization-order check (which does not know priorities) sees a
+// constant-initialized global.
+__attribute__((constructor(101))) void FillErrStatuses() {
+  kErrStatuses.Fill();
+}
+}  // namespace
 
 Node::Node(NodeKind kind, const Node* parent, CancelNode* cancel_layer,
            uint32_t initial_refs)

@@ -33,6 +33,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <new>
 #include <optional>
 #include <string_view>
 #include <utility>
@@ -63,8 +64,36 @@ class ListenerList {
 // Why a context is done. Stored in one atomic byte.
 enum class DoneReason : uint8_t { kNotDone = 0, kCanceled = 1, kDeadline = 2 };
 
+// The three statuses Err() reports, indexed by DoneReason: OK, kCancelled
+// "context canceled", kDeadlineExceeded "context deadline exceeded" (Go's
+// messages). The table is constant-initialized (no dynamic initializer) and
+// filled by a constructor function of priority 101, which runs before every
+// ordinary static initializer of the program or library linked with reqctx;
+// it is never destroyed, so Err() is valid during static initialization and
+// destruction too (timer threads fire deadlines through exit). Reading an
+// entry is a plain load: no guard variable, no refcount.
+class ErrStatusTable {
+ public:
+  constexpr ErrStatusTable() = default;
+  ErrStatusTable(const ErrStatusTable&) = delete;
+  ErrStatusTable& operator=(const ErrStatusTable&) = delete;
+  ~ErrStatusTable() = default;  // Leaves the statuses alive on purpose.
+  // Builds the three statuses; called once, by that constructor function.
+  void Fill();
+  const absl::Status& operator[](DoneReason reason) const {
+    return *std::launder(reinterpret_cast<const absl::Status*>(
+        storage_[static_cast<uint8_t>(reason)]));
+  }
+
+ private:
+  alignas(absl::Status) unsigned char storage_[3][sizeof(absl::Status)] = {};
+};
+extern constinit ErrStatusTable kErrStatuses;
+
 // The status Err() reports for `reason` (OK for kNotDone). Messages match Go.
-const absl::Status& ErrStatus(DoneReason reason);
+inline const absl::Status& ErrStatus(DoneReason reason) {
+  return kErrStatuses[reason];
+}
 
 enum class NodeKind : uint8_t { kTodo, kValue, kWithoutCancel, kCancel, kTimer };
 

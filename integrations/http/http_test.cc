@@ -25,19 +25,16 @@
 #include "absl/time/time.h"
 #include "context/context.h"
 #include "gtest/gtest.h"
+#include "tests/test_timing.h"
 #include "w3c/trace_propagation.h"
 #include "w3c/trace_context.h"
 
 namespace reqctx::http {
 namespace {
 
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
-constexpr int kScale = 4;
-constexpr absl::Duration kSlack = absl::Milliseconds(250);
-#else
-constexpr int kScale = 1;
-constexpr absl::Duration kSlack = absl::Milliseconds(50);
-#endif
+constexpr int kScale = testing::PlainOrSanitized(1, 4);
+constexpr absl::Duration kSlack = testing::PlainOrSanitized(
+    absl::Milliseconds(50), absl::Milliseconds(250));
 constexpr absl::Duration kBound = absl::Seconds(10);
 
 // A minimal HTTP/1.1 server on 127.0.0.1 (one thread per connection, all

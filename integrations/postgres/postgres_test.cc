@@ -15,17 +15,14 @@
 #include "context/context.h"
 #include "gtest/gtest.h"
 #include "integrations/postgres/local_server.h"
+#include "tests/test_timing.h"
 
 namespace reqctx::postgres {
 namespace {
 
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
-constexpr int kScale = 5;
-constexpr absl::Duration kSlack = absl::Milliseconds(250);
-#else
-constexpr int kScale = 1;
-constexpr absl::Duration kSlack = absl::Milliseconds(50);
-#endif
+constexpr int kScale = testing::PlainOrSanitized(1, 5);
+constexpr absl::Duration kSlack = testing::PlainOrSanitized(
+    absl::Milliseconds(50), absl::Milliseconds(250));
 
 // One server for the whole binary.
 class PostgresEnv : public ::testing::Environment {

@@ -102,6 +102,23 @@ void PropagateCriticality(const Context& ctx, grpc::ClientContext* cc) {
   }
 }
 
+// ---- LearnedHedgingDelay ----
+
+LearnedHedgingDelay::LearnedHedgingDelay(LearnedHedgingOptions options)
+    : options_(options), window_(options.window, options.warmup) {}
+
+void LearnedHedgingDelay::Record(absl::Duration latency) {
+  window_.Add(latency);
+}
+
+std::optional<absl::Duration> LearnedHedgingDelay::Delay() const {
+  std::optional<absl::Duration> q = window_.Quantile(options_.quantile);
+  if (!q.has_value()) return std::nullopt;
+  const absl::Duration lo = std::max(options_.min_delay, absl::ZeroDuration());
+  const absl::Duration hi = std::max(options_.max_delay, lo);
+  return std::clamp(*q, lo, hi);
+}
+
 // ---- CallWithRetry ----
 
 namespace {
@@ -112,6 +129,7 @@ struct Attempt {
   Context ctx;
   CancelFunc cancel;
   bool capped = false;  // Its deadline is the attempt_timeout, not ctx's.
+  absl::Time start;
 };
 
 class Retrier {
@@ -121,6 +139,7 @@ class Retrier {
       : ctx_(ctx),
         policy_(policy),
         channel_(channel),
+        learner_(policy.learned_hedging.get()),
         max_attempts_(std::clamp(policy.max_attempts, 1, kMaxAttempts)),
         rng_(std::random_device{}()) {
     std::optional<TraceContext> tc = GetTraceContext(ctx);
@@ -182,16 +201,19 @@ class Retrier {
     Context traced = WithTraceContext(
         ctx_, TraceContext{trace_id_, internal::NewSpanId(), sampled_});
     auto [actx, cancel] = WithDeadline(traced, deadline);
-    return Attempt{actx, std::move(cancel), capped};
+    return Attempt{actx, std::move(cancel), capped, now};
   }
 
+  // Makes attempt `n`; `elapsed` is set to its latency (from a.start).
   grpc::Status RunOne(const Attempt& a, int n, const AttemptFunction& f,
+                      absl::Duration* elapsed,
                       std::optional<absl::Duration>* pushback,
                       bool* no_retry) {
     std::unique_ptr<grpc::ClientContext> cc = NewClientContext(a.ctx);
     PropagateCriticality(a.ctx, cc.get());
     grpc::Status s = f(cc.get(), n);
     if (channel_ != nullptr) channel_->RecordOutcome(s.error_code());
+    *elapsed = absl::Now() - a.start;
     const auto& trailers = cc->GetServerTrailingMetadata();
     auto it = trailers.find(kRetryPushbackHeader);
     if (it != trailers.end()) {
@@ -252,7 +274,9 @@ class Retrier {
       Attempt a = MakeAttempt(now);
       std::optional<absl::Duration> pushback;
       bool no_retry = false;
-      r.status = RunOne(a, n, f, &pushback, &no_retry);
+      absl::Duration elapsed;
+      r.status = RunOne(a, n, f, &elapsed, &pushback, &no_retry);
+      if (learner_ != nullptr && r.status.ok()) learner_->Record(elapsed);
       r.winner = n;
       ++r.attempts;
       if (r.status.ok() || no_retry || !Retryable(r.status, a) ||
@@ -271,7 +295,8 @@ class Retrier {
     return r;
   }
 
-  RetryResult Hedged(const AttemptFunction& f) {
+  // Hedges after `delay` (see the file comment).
+  RetryResult Hedged(const AttemptFunction& f, absl::Duration delay) {
     struct Shared {
       std::mutex mu;
       std::condition_variable cv;
@@ -282,6 +307,10 @@ class Retrier {
         bool no_retry;
       };
       std::vector<Done> done;  // Guarded by mu.
+      // Per attempt: it returned / its lower bound was recorded as a loser
+      // (so its latency is recorded once at most). Guarded by mu.
+      bool returned[kMaxAttempts] = {};
+      bool censored[kMaxAttempts] = {};
     };
     auto shared = std::make_shared<Shared>();
     std::vector<Attempt> attempts;
@@ -307,8 +336,13 @@ class Retrier {
       threads.emplace_back([this, shared, a, n, &f] {
         std::optional<absl::Duration> pushback;
         bool no_retry = false;
-        grpc::Status s = RunOne(a, n, f, &pushback, &no_retry);
+        absl::Duration elapsed;
+        grpc::Status s = RunOne(a, n, f, &elapsed, &pushback, &no_retry);
         std::lock_guard<std::mutex> lock(shared->mu);
+        shared->returned[n] = true;
+        if (learner_ != nullptr && s.ok() && !shared->censored[n]) {
+          learner_->Record(elapsed);
+        }
         shared->done.push_back({n, std::move(s), pushback, no_retry});
         shared->cv.notify_all();
       });
@@ -324,7 +358,7 @@ class Retrier {
       }
       return r;
     }
-    absl::Time next_hedge = absl::Now() + *policy_.hedging_delay;
+    absl::Time next_hedge = absl::Now() + delay;
     bool more = true;  // Further attempts may still be started.
     std::unique_lock<std::mutex> lock(shared->mu);
     while (!finished) {
@@ -345,7 +379,7 @@ class Retrier {
           const bool started = launch(r.attempts, false);
           lock.lock();
           if (!started) more = false;
-          next_hedge = absl::Now() + *policy_.hedging_delay;
+          next_hedge = absl::Now() + delay;
         }
         if (running == 0) finished = true;
         continue;
@@ -355,7 +389,7 @@ class Retrier {
         const bool started = launch(r.attempts, true);
         lock.lock();
         if (!started) more = false;
-        next_hedge = absl::Now() + *policy_.hedging_delay;
+        next_hedge = absl::Now() + delay;
         continue;
       }
       if (more && r.attempts < max_attempts_) {
@@ -364,6 +398,19 @@ class Retrier {
         // Bounded: every running attempt has a deadline (its own, or ctx's
         // through attempt_timeout), and ctx's cancel cancels it.
         shared->cv.wait(lock, [&] { return !shared->done.empty(); });
+      }
+    }
+    // Losers to an OK answer still running that ran at least the delay:
+    // their time so far is a lower bound of their latency (see
+    // LearnedHedgingDelay). Not when the call failed or ctx ended it.
+    if (learner_ != nullptr && r.status.ok()) {
+      const absl::Time now = absl::Now();
+      for (size_t i = 0; i < attempts.size(); ++i) {
+        if (static_cast<int>(i) == r.winner || shared->returned[i]) continue;
+        if (now - attempts[i].start >= delay) {
+          shared->censored[i] = true;
+          learner_->Record(now - attempts[i].start);
+        }
       }
     }
     lock.unlock();
@@ -386,6 +433,7 @@ class Retrier {
   const Context ctx_;
   const RetryPolicy& policy_;
   RetryChannelState* const channel_;
+  LearnedHedgingDelay* const learner_;  // May be null.
   const int max_attempts_;
   std::string trace_id_;
   bool sampled_ = true;
@@ -398,7 +446,13 @@ RetryResult CallWithRetry(const Context& ctx, const RetryPolicy& policy,
                           RetryChannelState* channel,
                           const AttemptFunction& attempt) {
   Retrier r(ctx, policy, channel);
-  if (policy.hedging_delay.has_value()) return r.Hedged(attempt);
+  std::optional<absl::Duration> delay = policy.hedging_delay;
+  if (policy.learned_hedging != nullptr) {
+    if (std::optional<absl::Duration> d = policy.learned_hedging->Delay()) {
+      delay = d;
+    }
+  }
+  if (delay.has_value()) return r.Hedged(attempt, *delay);
   return r.Sequential(attempt);
 }
 

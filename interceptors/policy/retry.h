@@ -34,10 +34,19 @@
 // Hedging (hedging_delay set): a further attempt starts whenever
 // hedging_delay passes with no answer (or at once after a retryable
 // failure), up to max_attempts in total; the first OK or non-retryable
-// answer wins and every other attempt is canceled at once.
+// answer wins and every other attempt is canceled at once. A hedge, like
+// any attempt, starts only while the budget rules above allow one: never
+// past ctx's deadline (minus reserve), never with less than
+// expected_latency left.
+// Learned hedging (learned_hedging set): the delay is a quantile (default
+// p95) of the method's recent attempt latencies (LearnedHedgingDelay,
+// below), bounded by its min_delay/max_delay; until the warm-up count of
+// latencies has been seen, the fixed hedging_delay is used, or, if that is
+// unset, the call is not hedged (plain retries). The delay is read once at
+// the start of each call.
 //
 // Thread-safety: CallWithRetry may be called from any thread, concurrently
-// on one RetryChannelState. The attempt function is called on the calling
+// on one RetryChannelState and one LearnedHedgingDelay. The attempt function is called on the calling
 // thread, or, when hedging, on one thread per attempt (concurrently: it must
 // not share per-call state between attempts except through the Response
 // each attempt is given).
@@ -52,6 +61,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <random>
@@ -60,9 +70,59 @@
 
 #include "absl/time/time.h"
 #include "context/core.h"
+#include "interceptors/policy/latency_window.h"
 #include "interceptors/policy/policy_counters.h"
 
 namespace reqctx::policy {
+
+struct LearnedHedgingOptions {
+  double quantile = 0.95;  // Clamped to [0, 1].
+  size_t window = 1000;    // Recent latencies kept (>= 1).
+  size_t warmup = 50;      // Latencies seen before the delay is learned
+                           // (clamped to [1, window]).
+  // Bounds of the learned delay (a negative min counts as zero; a max below
+  // min counts as min).
+  absl::Duration min_delay = absl::Milliseconds(1);
+  absl::Duration max_delay = absl::Seconds(1);
+};
+
+// LearnedHedgingDelay: the hedging delay of one method (or of one
+// RetryPolicy), learned from the latencies of its recent attempts.
+//
+// CallWithRetry records into it, for every call made with a policy that
+// points at it, hedged or not:
+//   * each attempt that returned OK: its latency (start to return);
+//   * each attempt canceled because another one answered OK first, if it
+//     had run at least the call's hedging delay: the time it ran, a lower
+//     bound of its latency. Without these the slow attempts that hedging cuts short
+//     would never be seen, and the learned quantile would drift down;
+//     with them every slow attempt still counts as slower than the delay.
+// Failed attempts are not recorded (an error's latency is not the
+// method's). Delay() is then the `quantile` of the last `window` latencies
+// (nearest rank), clamped to [min_delay, max_delay], once `warmup`
+// latencies have been recorded.
+//
+// Thread-safety: all methods are safe from any thread, concurrently (one
+// std::mutex inside LatencyWindow; Delay() copies and partially sorts at
+// most `window` samples outside it).
+// Lifetime: plain object; share it between calls by std::shared_ptr (see
+// RetryPolicy::learned_hedging).
+class LearnedHedgingDelay {
+ public:
+  explicit LearnedHedgingDelay(LearnedHedgingOptions options = {});
+
+  // Records one latency (negative counts as zero).
+  void Record(absl::Duration latency);
+  // The learned delay, or nullopt before `warmup` latencies.
+  std::optional<absl::Duration> Delay() const;
+  // Latencies recorded so far.
+  int64_t samples() const { return window_.count(); }
+  const LearnedHedgingOptions& options() const { return options_; }
+
+ private:
+  const LearnedHedgingOptions options_;
+  LatencyWindow window_;
+};
 
 struct RetryPolicy {
   int max_attempts = 3;  // >= 1 (clamped to [1, 16]).
@@ -76,6 +136,9 @@ struct RetryPolicy {
       grpc::StatusCode::UNAVAILABLE};
   absl::Duration expected_latency = absl::ZeroDuration();
   std::optional<absl::Duration> hedging_delay;  // nullopt: no hedging.
+  // Non-null: hedge after the learned delay once it is learned (see the
+  // file comment). One per method: copies of this policy share it.
+  std::shared_ptr<LearnedHedgingDelay> learned_hedging;
 };
 
 struct RetryChannelOptions {
