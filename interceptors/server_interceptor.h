@@ -13,8 +13,9 @@
 //     it: gRPC enforces the incoming deadline itself and reports it as the
 //     call's close (pushed on the callback API, polled on the sync API, so
 //     within the cancel bounds below), and the glue ends the Context then;
-//     on the async API, whose close waits for the application's queue, the
-//     Context's own timer is armed (internal/server_call.h);
+//     on the async API, whose close waits for the application's queue, and
+//     for a deadline a ServerCallRules rule changed (gRPC does not know it),
+//     the Context's own timer is armed (internal/server_call.h);
 //   * it is canceled when the client cancels, when the server shuts down
 //     (grpc::Server::Shutdown(deadline) cancels in-flight calls once the
 //     deadline passes) and, at the latest, when the call ends (its status is
