@@ -18,7 +18,11 @@
 //      Phases are time-bounded and rotate plain/noop/reqctx/metrics (the order
 //      rotates and flips every round, to cancel drift); each mode's median
 //      over the rounds is reported. CPU per RPC is process CPU time (CLOCK_PROCESS_CPUTIME_ID:
-//      client and server together) over the phase / RPCs completed.
+//      client and server together) over the phase / RPCs completed; the
+//      context switches per RPC are getrusage(RUSAGE_SELF) deltas over the
+//      phase (voluntary: a thread blocked, e.g. waiting for a wake-up;
+//      involuntary: preempted), also for client and server together (one
+//      process), / RPCs completed.
 //   2. Cancellation across 3 hops: client -> hop1 -> hop2 -> hop3, each hop
 //      a server deriving its outbound call from the call's Context. The
 //      client cancels its Context once hop3's handler is running; the trial's
@@ -38,6 +42,7 @@
 // numbers as JSON in --json_out (run_all.sh checks the targets
 // against them), progress on stderr.
 #include <grpcpp/grpcpp.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include <algorithm>
@@ -77,6 +82,12 @@ ABSL_FLAG(int, cancel_trials, 1000, "3-hop cancellation trials per API");
 ABSL_FLAG(std::string, profile_mode, "",
           "plain, noop or reqctx: run only throughput phases of that mode "
           "(for perf)");
+ABSL_FLAG(int64_t, profile_calls, 0,
+          "with --profile_mode: each caller makes exactly this many calls "
+          "(no warm-up, no time bound) instead of timed phases, so two runs "
+          "under `valgrind --tool=callgrind` with different counts give the "
+          "instructions per RPC by difference (repeatable on a loaded "
+          "machine)");
 ABSL_FLAG(int, sync_work_ms, 30,
           "sync 3-hop trials: work per hop before it calls the next");
 ABSL_FLAG(std::string, json_out, "", "also write the numbers here as JSON");
@@ -98,6 +109,19 @@ double ProcessCpuSeconds() {
   timespec ts{};
   clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
   return static_cast<double>(ts.tv_sec) + ts.tv_nsec * 1e-9;
+}
+
+// The process's context switches so far (every thread: client and server
+// share this process): voluntary (the thread blocked, e.g. a futex wait for a
+// wake-up) and involuntary (preempted).
+struct Switches {
+  int64_t voluntary = 0, involuntary = 0;
+};
+
+Switches ProcessSwitches() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return {ru.ru_nvcsw, ru.ru_nivcsw};
 }
 
 double Micros(Clock::duration d) {
@@ -242,6 +266,8 @@ class MinimalEcho final : public ::echo::v1::Echo::Service {
 
 struct PhaseResult {
   double qps = 0, p50_us = 0, p99_us = 0, cpu_us_per_rpc = 0;
+  // getrusage(RUSAGE_SELF) deltas over the measured phase / RPCs completed.
+  double vcsw_per_rpc = 0, ivcsw_per_rpc = 0;
   int64_t rpcs = 0, errors = 0;
 };
 
@@ -275,7 +301,10 @@ PhaseResult RunThroughputPhase(Mode mode) {
       reqctx::Background(), absl::FromChrono(deadline_sys));
 
   enum State { kWarmup, kMeasure, kStop };
-  std::atomic<int> state{kWarmup};
+  // --profile_calls: a fixed number of calls per caller, all measured.
+  const int64_t fixed_calls = absl::GetFlag(FLAGS_profile_calls);
+  const int64_t max_calls = fixed_calls > 0 ? fixed_calls : kMaxCallsPerCaller;
+  std::atomic<int> state{fixed_calls > 0 ? kMeasure : kWarmup};
   const int callers = std::max(1, absl::GetFlag(FLAGS_callers));
   std::vector<std::vector<double>> latencies(callers);
   std::vector<int64_t> errors(callers, 0);
@@ -288,7 +317,7 @@ PhaseResult RunThroughputPhase(Mode mode) {
       std::vector<double>& lat = latencies[i];
       lat.reserve(1 << 16);
       EchoResponse response;
-      for (int64_t n = 0; n < kMaxCallsPerCaller; ++n) {
+      for (int64_t n = 0; n < max_calls; ++n) {
         if (state.load(std::memory_order_relaxed) == kStop) break;
         const Clock::time_point start = Clock::now();
         grpc::Status s;
@@ -310,15 +339,23 @@ PhaseResult RunThroughputPhase(Mode mode) {
       }
     });
   }
-  std::this_thread::sleep_for(warmup);
+  if (fixed_calls == 0) std::this_thread::sleep_for(warmup);
   const double cpu0 = ProcessCpuSeconds();
+  const Switches sw0 = ProcessSwitches();
   const Clock::time_point t0 = Clock::now();
   state.store(kMeasure);
-  std::this_thread::sleep_for(phase);
-  state.store(kStop);
+  if (fixed_calls == 0) {
+    std::this_thread::sleep_for(phase);
+    state.store(kStop);
+  } else {
+    for (std::thread& t : threads) t.join();
+  }
   const Clock::time_point t1 = Clock::now();
   const double cpu1 = ProcessCpuSeconds();
-  for (std::thread& t : threads) t.join();
+  const Switches sw1 = ProcessSwitches();
+  if (fixed_calls == 0) {
+    for (std::thread& t : threads) t.join();
+  }
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
   server->Wait();
 
@@ -332,6 +369,12 @@ PhaseResult RunThroughputPhase(Mode mode) {
   const double wall = std::chrono::duration<double>(t1 - t0).count();
   r.qps = r.rpcs / wall;
   r.cpu_us_per_rpc = r.rpcs > 0 ? (cpu1 - cpu0) * 1e6 / r.rpcs : 0;
+  if (r.rpcs > 0) {
+    r.vcsw_per_rpc =
+        static_cast<double>(sw1.voluntary - sw0.voluntary) / r.rpcs;
+    r.ivcsw_per_rpc =
+        static_cast<double>(sw1.involuntary - sw0.involuntary) / r.rpcs;
+  }
   r.p50_us = Percentile(all, 0.50);
   r.p99_us = Percentile(all, 0.99);
   return r;
@@ -593,8 +636,11 @@ int main(int argc, char** argv) {
                                       : Mode::kPlain;
     for (int r = 0; r < std::max(1, rounds); ++r) {
       PhaseResult p = RunThroughputPhase(m);
-      std::printf("%s: %.0f QPS, p50 %.1f us, p99 %.1f us, %.2f us CPU/RPC\n",
-                  mode.c_str(), p.qps, p.p50_us, p.p99_us, p.cpu_us_per_rpc);
+      std::printf(
+          "%s: %lld RPCs, %.0f QPS, p50 %.1f us, p99 %.1f us, %.2f us "
+          "CPU/RPC, %.4f voluntary + %.4f involuntary context switches/RPC\n",
+          mode.c_str(), static_cast<long long>(p.rpcs), p.qps, p.p50_us,
+          p.p99_us, p.cpu_us_per_rpc, p.vcsw_per_rpc, p.ivcsw_per_rpc);
     }
     return 0;
   }
@@ -610,9 +656,9 @@ int main(int argc, char** argv) {
       PhaseResult p = RunThroughputPhase(mode);
       Log(absl::StrFormat(
           "round %d %-6s: %.0f QPS, p50 %.1f us, p99 %.1f us, "
-          "%.2f us CPU/RPC, %d errors",
+          "%.2f us CPU/RPC, %.4f + %.4f cs/RPC, %d errors",
           r + 1, ModeName(mode), p.qps, p.p50_us, p.p99_us, p.cpu_us_per_rpc,
-          p.errors));
+          p.vcsw_per_rpc, p.ivcsw_per_rpc, p.errors));
       (mode == Mode::kPlain  ? plain
        : mode == Mode::kNoop ? noop
        : mode == Mode::kReqctx ? with
@@ -628,7 +674,8 @@ int main(int argc, char** argv) {
   };
   // Paired per round (adjacent phases share the machine's mood), then median.
   std::vector<double> qps_loss, cpu_extra, noop_loss, noop_extra,
-      own_loss, own_extra, metrics_loss, metrics_extra;
+      own_loss, own_extra, metrics_loss, metrics_extra, own_vcsw, own_ivcsw,
+      noop_vcsw, noop_ivcsw;
   int64_t errors = 0;
   for (int r = 0; r < rounds; ++r) {
     qps_loss.push_back(100.0 * (1.0 - with[r].qps / plain[r].qps));
@@ -639,6 +686,10 @@ int main(int argc, char** argv) {
     own_extra.push_back(with[r].cpu_us_per_rpc - noop[r].cpu_us_per_rpc);
     metrics_loss.push_back(100.0 * (1.0 - metrics[r].qps / with[r].qps));
     metrics_extra.push_back(metrics[r].cpu_us_per_rpc - with[r].cpu_us_per_rpc);
+    own_vcsw.push_back(with[r].vcsw_per_rpc - noop[r].vcsw_per_rpc);
+    own_ivcsw.push_back(with[r].ivcsw_per_rpc - noop[r].ivcsw_per_rpc);
+    noop_vcsw.push_back(noop[r].vcsw_per_rpc - plain[r].vcsw_per_rpc);
+    noop_ivcsw.push_back(noop[r].ivcsw_per_rpc - plain[r].ivcsw_per_rpc);
     errors += plain[r].errors + noop[r].errors + with[r].errors +
               metrics[r].errors;
   }
@@ -668,38 +719,40 @@ int main(int argc, char** argv) {
       "\"with metrics\" also records the reqctx_* Prometheus metrics.\n\n",
       absl::GetFlag(FLAGS_payload_bytes), absl::GetFlag(FLAGS_callers), rounds,
       absl::GetFlag(FLAGS_phase_seconds));
-  std::printf("| unary Echo | QPS | p50 us | p99 us | CPU us/RPC |\n");
-  std::printf("|---|---:|---:|---:|---:|\n");
-  std::printf("| plain gRPC | %.0f | %s | %s | %s |\n", qps_p,
-              Fmt(median_of(plain, &PhaseResult::p50_us)).c_str(),
-              Fmt(median_of(plain, &PhaseResult::p99_us)).c_str(),
-              Fmt(cpu_p).c_str());
-  std::printf("| gRPC with no-op interceptors | %.0f | %s | %s | %s |\n",
-              qps_n, Fmt(median_of(noop, &PhaseResult::p50_us)).c_str(),
-              Fmt(median_of(noop, &PhaseResult::p99_us)).c_str(),
-              Fmt(cpu_n).c_str());
-  std::printf("| reqctx interceptors | %.0f | %s | %s | %s |\n", qps_r,
-              Fmt(median_of(with, &PhaseResult::p50_us)).c_str(),
-              Fmt(median_of(with, &PhaseResult::p99_us)).c_str(),
-              Fmt(cpu_r).c_str());
-  std::printf("| reqctx interceptors with metrics | %.0f | %s | %s | %s |\n",
-              qps_m, Fmt(median_of(metrics, &PhaseResult::p50_us)).c_str(),
-              Fmt(median_of(metrics, &PhaseResult::p99_us)).c_str(),
-              Fmt(cpu_m).c_str());
   std::printf(
-      "| no-op vs plain (median of per-round pairs) | %+.1f%% | | | %+.2f |\n",
-      -Median(noop_loss), Median(noop_extra));
+      "| unary Echo | QPS | p50 us | p99 us | CPU us/RPC | voluntary cs/RPC "
+      "| involuntary cs/RPC |\n");
+  std::printf("|---|---:|---:|---:|---:|---:|---:|\n");
+  auto mode_row = [&](const char* name, const std::vector<PhaseResult>& v) {
+    std::printf("| %s | %.0f | %s | %s | %s | %.3f | %.3f |\n", name,
+                median_of(v, &PhaseResult::qps),
+                Fmt(median_of(v, &PhaseResult::p50_us)).c_str(),
+                Fmt(median_of(v, &PhaseResult::p99_us)).c_str(),
+                Fmt(median_of(v, &PhaseResult::cpu_us_per_rpc)).c_str(),
+                median_of(v, &PhaseResult::vcsw_per_rpc),
+                median_of(v, &PhaseResult::ivcsw_per_rpc));
+  };
+  mode_row("plain gRPC", plain);
+  mode_row("gRPC with no-op interceptors", noop);
+  mode_row("reqctx interceptors", with);
+  mode_row("reqctx interceptors with metrics", metrics);
+  std::printf(
+      "| no-op vs plain (median of per-round pairs) | %+.1f%% | | | %+.2f "
+      "| %+.3f | %+.3f |\n",
+      -Median(noop_loss), Median(noop_extra), Median(noop_vcsw),
+      Median(noop_ivcsw));
   std::printf(
       "| reqctx vs no-op: reqctx's own cost (median of per-round pairs) "
-      "| %+.1f%% | | | %+.2f |\n",
-      -Median(own_loss), Median(own_extra));
+      "| %+.1f%% | | | %+.2f | %+.3f | %+.3f |\n",
+      -Median(own_loss), Median(own_extra), Median(own_vcsw),
+      Median(own_ivcsw));
   std::printf(
-      "| reqctx vs plain (median of per-round pairs) | %+.1f%% | | | %+.2f |"
-      "\n",
+      "| reqctx vs plain (median of per-round pairs) | %+.1f%% | | | %+.2f "
+      "| | |\n",
       -loss, extra);
   std::printf(
       "| metrics vs reqctx: the cost of recording (median of per-round "
-      "pairs) | %+.1f%% | | | %+.2f |\n\n",
+      "pairs) | %+.1f%% | | | %+.2f | | |\n\n",
       -Median(metrics_loss), Median(metrics_extra));
   std::printf(
       "| 3-hop cancellation (client cancel -> hop 3 Context done) | trials | "
@@ -732,6 +785,11 @@ int main(int argc, char** argv) {
         "\"qps_metrics\": %.1f, \"cpu_us_metrics\": %.3f, "
         "\"metrics_over_reqctx_qps_loss_pct\": %.3f, "
         "\"metrics_over_reqctx_cpu_extra_us\": %.3f, "
+        "\"vcsw_per_rpc_plain\": %.4f, \"vcsw_per_rpc_noop\": %.4f, "
+        "\"vcsw_per_rpc_reqctx\": %.4f, \"ivcsw_per_rpc_plain\": %.4f, "
+        "\"ivcsw_per_rpc_noop\": %.4f, \"ivcsw_per_rpc_reqctx\": %.4f, "
+        "\"reqctx_over_noop_vcsw_per_rpc\": %.4f, "
+        "\"reqctx_over_noop_ivcsw_per_rpc\": %.4f, "
         "\"cancel_callback\": {\"trials\": %d, \"failed\": %d, "
         "\"p50_us\": %.1f, \"p99_us\": %.1f}, "
         "\"cancel_sync\": {\"trials\": %d, \"failed\": %d, "
@@ -739,7 +797,13 @@ int main(int argc, char** argv) {
         qps_p, qps_r, loss, cpu_p, cpu_r, extra, errors, qps_n, cpu_n,
         Median(noop_loss), Median(noop_extra), Median(own_loss),
         Median(own_extra), qps_m, cpu_m, Median(metrics_loss),
-        Median(metrics_extra), cb.trials, cb.failed,
+        Median(metrics_extra), median_of(plain, &PhaseResult::vcsw_per_rpc),
+        median_of(noop, &PhaseResult::vcsw_per_rpc),
+        median_of(with, &PhaseResult::vcsw_per_rpc),
+        median_of(plain, &PhaseResult::ivcsw_per_rpc),
+        median_of(noop, &PhaseResult::ivcsw_per_rpc),
+        median_of(with, &PhaseResult::ivcsw_per_rpc), Median(own_vcsw),
+        Median(own_ivcsw), cb.trials, cb.failed,
         cb.p50_us, cb.p99_us, sy.trials, sy.failed, sy.p50_us, sy.p99_us);
   }
   return 0;

@@ -45,9 +45,10 @@ struct InFlight {
     for (int i = 0; i < n; ++i) {
       contexts.push_back(std::make_unique<grpc::ServerContext>());
       auto [ctx, cancel] = WithCancel(Background());
-      auto call = std::make_shared<ServerCall>(ctx, std::move(cancel),
-                                               std::nullopt);
-      if (call->BeginWatching(contexts.back().get())) watcher.Watch(call);
+      auto call = std::make_shared<ServerCall>(contexts.back().get());
+      call->Begin(ServerApi::kAsync, ctx, std::move(cancel), std::nullopt,
+                /*deadline_owned=*/false);
+      if (call->BeginWatching()) watcher.Watch(call);
       calls.push_back(std::move(call));
     }
   }
@@ -95,7 +96,9 @@ void BM_Watch(benchmark::State& state) {
   auto watcher = SyncCancelWatcher::NewForTesting();
   grpc::ServerContext sc;
   auto [ctx, cancel] = WithCancel(Background());
-  auto call = std::make_shared<ServerCall>(ctx, cancel, std::nullopt);
+  auto call = std::make_shared<ServerCall>(&sc);
+  call->Begin(ServerApi::kAsync, ctx, cancel, std::nullopt,
+                /*deadline_owned=*/false);
   int64_t n = 0;
   for (auto _ : state) {
     watcher->Watch(call);
@@ -103,8 +106,10 @@ void BM_Watch(benchmark::State& state) {
       state.PauseTiming();
       call->End();  // PollCancelled() now says "drop".
       watcher->PollOnce();
-      call = std::make_shared<ServerCall>(ctx, cancel, std::nullopt);
-      call->BeginWatching(&sc);
+      call = std::make_shared<ServerCall>(&sc);
+      call->Begin(ServerApi::kAsync, ctx, cancel, std::nullopt,
+                /*deadline_owned=*/false);
+      call->BeginWatching();
       state.ResumeTiming();
     }
   }
@@ -174,9 +179,10 @@ void BM_PollPassLiveSyncCalls(benchmark::State& state) {
     std::vector<std::shared_ptr<ServerCall>> calls;
     for (grpc::ServerContext* sc : contexts) {
       auto [ctx, cancel] = WithCancel(Background());
-      auto call = std::make_shared<ServerCall>(ctx, std::move(cancel),
-                                               std::nullopt);
-      if (call->BeginWatching(sc)) watcher->Watch(call);
+      auto call = std::make_shared<ServerCall>(sc);
+      call->Begin(ServerApi::kAsync, ctx, std::move(cancel), std::nullopt,
+                /*deadline_owned=*/false);
+      if (call->BeginWatching()) watcher->Watch(call);
       calls.push_back(std::move(call));
     }
     for (auto _ : state) {

@@ -7,6 +7,7 @@
 #include "absl/time/clock.h"
 #include "context/internal/clock.h"
 #include "context/internal/context_access.h"
+#include "context/internal/owned_deadline.h"
 
 namespace reqctx {
 namespace {
@@ -218,10 +219,12 @@ namespace {
 // `mono` on the monotonic one, or a plain cancelable child when the parent's
 // deadline comes first (compared on the monotonic clock, as Go compares
 // times that carry monotonic readings) or there is none of our own.
+// `armed` false: the timer layer is never queued (internal/owned_deadline.h).
 std::pair<Context, CancelFunc> NewDeadlineChild(const Context& parent,
                                                 absl::Time wall,
                                                 internal::MonoTime mono,
-                                                absl::Status cause) {
+                                                absl::Status cause,
+                                                bool armed = true) {
   const internal::TimerNode* current =
       internal::NearestTimer(ContextAccess::NodeOf(parent));
   // A deadline too far away for the monotonic clock (past ~292 years) still
@@ -229,8 +232,12 @@ std::pair<Context, CancelFunc> NewDeadlineChild(const Context& parent,
   if (current != nullptr && current->mono_deadline() <= mono) {
     return WithCancel(parent);
   }
-  auto [ctx, canceler] = ShareNewNode(internal::TimerNode::New(
-      ContextAccess::NodeOf(parent), wall, mono, std::move(cause)));
+  internal::TimerNode* n =
+      armed ? internal::TimerNode::New(ContextAccess::NodeOf(parent), wall,
+                                       mono, std::move(cause))
+            : internal::TimerNode::NewUnarmed(ContextAccess::NodeOf(parent),
+                                              wall, mono);
+  auto [ctx, canceler] = ShareNewNode(n);
   return {ContextAccess::FromNode(std::move(ctx)),
           ContextAccess::MakeCancelFunc(std::move(canceler))};
 }
@@ -275,5 +282,32 @@ absl::Status Cause(const Context& ctx) {
   if (c == nullptr || !c->IsDone()) return absl::OkStatus();
   return c->cause();
 }
+
+namespace internal {
+
+std::pair<Context, CancelFunc> WithOwnedTimeout(const Context& parent,
+                                                absl::Duration timeout) {
+  if (timeout == absl::InfiniteDuration()) return WithCancel(parent);
+  return NewDeadlineChild(parent, WallNow() + timeout,
+                          MonoAdd(MonoNow(), timeout), absl::OkStatus(),
+                          /*armed=*/false);
+}
+
+void ArmOwnedDeadline(const CancelFunc& cancel) {
+  CancelNode* n = ContextAccess::CancelNodeOf(cancel);
+  if (n == nullptr) return;
+  if (n->kind() == NodeKind::kTimer && static_cast<TimerNode*>(n)->Arm()) {
+    return;
+  }
+  n->Cancel(DoneReason::kDeadline, absl::OkStatus(),
+            /*remove_from_parent=*/true);
+}
+
+bool HasArmedDeadlineForTesting(const Context& ctx) {
+  const TimerNode* t = NearestTimer(ContextAccess::NodeOf(ctx));
+  return t != nullptr && const_cast<TimerNode*>(t)->IsArmedForTesting();
+}
+
+}  // namespace internal
 
 }  // namespace reqctx

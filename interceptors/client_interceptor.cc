@@ -76,15 +76,17 @@ class ClientCallInterceptor final : public grpc::experimental::Interceptor {
     if (it != metadata.end()) {  // Else not from NewClientContext.
       ctx = ClientBindingRegistry::Get().Take(cc_, it->second);
     }
-    {
+    // The first hook of the call: nothing else touches the state yet. It
+    // is written here and published by the one lock below (the other hooks
+    // and the destructor read it under mu_).
+    observer_.Start(method_, ctx.has_value() ? &*ctx : nullptr);
+    if (!ctx.has_value()) {
       std::lock_guard<std::mutex> lock(mu_);
-      observer_.Start(method_, ctx.has_value() ? &*ctx : nullptr);
+      return false;
     }
-    if (!ctx.has_value()) return false;
-    absl::Status err = ctx->Err();
-    if (!err.ok()) {
+    if (ctx->IsDone()) {
       std::lock_guard<std::mutex> lock(mu_);
-      failure_ = ToGrpcStatus(err);
+      failure_ = ToGrpcStatus(ctx->Err());
       failed_.store(true, std::memory_order_release);
       return true;
     }
@@ -102,6 +104,8 @@ class ClientCallInterceptor final : public grpc::experimental::Interceptor {
 
   // Drops the cancel registration (waiting for a TryCancel in progress) and
   // reports a cancel caused by ctx's deadline as DEADLINE_EXCEEDED.
+  // One lock per call of this (twice per call: the status hook and the
+  // destructor, whose second call finds nothing left to do).
   void FinishCall(grpc::Status* status) {
     std::optional<Context> ctx;
     AfterFuncHandle cancel_on_done;
@@ -109,20 +113,18 @@ class ClientCallInterceptor final : public grpc::experimental::Interceptor {
       std::lock_guard<std::mutex> lock(mu_);
       ctx = std::exchange(ctx_, std::nullopt);
       cancel_on_done = std::move(cancel_on_done_);
-    }
-    cancel_on_done = AfterFuncHandle();  // Stops f, or waits for it.
-    if (status != nullptr && ctx.has_value() &&
-        status->error_code() == grpc::StatusCode::CANCELLED) {
-      absl::Status err = ctx->Err();
-      if (err.code() == absl::StatusCode::kDeadlineExceeded) {
-        *status = ToGrpcStatus(err);
+      if (status != nullptr && ctx.has_value() &&
+          status->error_code() == grpc::StatusCode::CANCELLED &&
+          ctx->Err().code() == absl::StatusCode::kDeadlineExceeded) {
+        *status = ToGrpcStatus(ctx->Err());
       }
+      // No status ever received (the call was abandoned): counted CANCELLED.
+      observer_.Finish(status != nullptr
+                           ? static_cast<int>(status->error_code())
+                           : static_cast<int>(grpc::CANCELLED));
     }
-    // No status ever received (the call was abandoned): counted CANCELLED.
-    const int code = status != nullptr ? static_cast<int>(status->error_code())
-                                       : static_cast<int>(grpc::CANCELLED);
-    std::lock_guard<std::mutex> lock(mu_);
-    observer_.Finish(code);
+    // Outside the lock: stops f, or waits for a TryCancel in progress.
+    cancel_on_done = AfterFuncHandle();
   }
 
   // Set if the call was hijacked: the status it fails with.

@@ -19,6 +19,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "context/current.h"
+#include "context/internal/owned_deadline.h"
 #include "interceptors/internal/call_observer.h"
 #include "interceptors/internal/incoming_deadline.h"
 #include "interceptors/internal/server_call.h"
@@ -51,15 +52,35 @@ Context WithIncomingBaggage(const Context& parent, const HeaderList& values) {
   return WithBaggageHeader(parent, joined);
 }
 
-HeaderList HeaderValues(
-    const std::multimap<grpc::string_ref, grpc::string_ref>& metadata,
-    std::string_view key) {
-  HeaderList values;
-  auto range = metadata.equal_range(grpc::string_ref(key.data(), key.size()));
-  for (auto it = range.first; it != range.second; ++it) {
-    values.emplace_back(it->second.data(), it->second.size());
+// The values of the three headers the glue reads, in arrival order.
+struct TraceHeaders {
+  HeaderList traceparents, tracestates, baggages;
+};
+
+// One pass over the call's metadata (a handful of entries) instead of one
+// map lookup per header: keys are told apart by length first, then
+// compared.
+TraceHeaders TraceHeadersOf(
+    const std::multimap<grpc::string_ref, grpc::string_ref>& metadata) {
+  static constexpr std::string_view kTraceparent = internal::kTraceparentHeader;
+  static constexpr std::string_view kTracestate = internal::kTracestateHeader;
+  static constexpr std::string_view kBaggage = kBaggageHeader;
+  static_assert(kTraceparent.size() != kTracestate.size() &&
+                kTraceparent.size() != kBaggage.size() &&
+                kTracestate.size() != kBaggage.size());
+  TraceHeaders h;
+  for (const auto& [key, value] : metadata) {
+    const std::string_view k(key.data(), key.size());
+    HeaderList* list = k.size() == kTraceparent.size() && k == kTraceparent
+                           ? &h.traceparents
+                       : k.size() == kTracestate.size() && k == kTracestate
+                           ? &h.tracestates
+                       : k.size() == kBaggage.size() && k == kBaggage
+                           ? &h.baggages
+                           : nullptr;
+    if (list != nullptr) list->emplace_back(value.data(), value.size());
   }
-  return values;
+  return h;
 }
 
 // The time left until the call's deadline, read once from gRPC's raw
@@ -69,9 +90,9 @@ HeaderList HeaderValues(
 // (~11,400 years), and the wrapped value lies in the past, which failed such
 // calls with DEADLINE_EXCEEDED at once. absl::Duration has the range. The
 // difference is taken on the deadline's own clock (gRPC keeps server
-// deadlines on the monotonic clock), and the Context is made with
-// WithTimeout, so the deadline fires by the monotonic clock however the wall
-// clock is stepped.
+// deadlines on the monotonic clock), and the Context's deadline is measured
+// from now on the monotonic clock (WithTimeout, or its owned form), so
+// stepping the wall clock neither hurries nor delays it.
 std::optional<absl::Duration> RemainingOf(const grpc::ServerContextBase& sc) {
   gpr_timespec raw = sc.raw_deadline();
   if (gpr_time_cmp(raw, gpr_inf_future(raw.clock_type)) == 0) {
@@ -81,13 +102,7 @@ std::optional<absl::Duration> RemainingOf(const grpc::ServerContextBase& sc) {
   return absl::Seconds(left.tv_sec) + absl::Nanoseconds(left.tv_nsec);
 }
 
-// Which of gRPC's three server APIs serves a call (see the header).
-enum class Api {
-  kCallback,  // grpc::CallbackServerContext: close pushed (POST_RECV_CLOSE).
-  kSync,      // grpc::ServerContext on a gRPC sync-server thread: polled.
-  kAsync,     // Any other grpc::ServerContext: the completion-queue API (or
-              // a sync call on a thread gRPC did not name; see IsSyncThread).
-};
+using internal::ServerApi;
 
 // True on a thread of gRPC's synchronous server. gRPC 1.51 runs every sync
 // handler on a thread of its ThreadManager, created by grpc_core::Thread with
@@ -105,11 +120,52 @@ bool IsSyncThread() {
   return sync;
 }
 
-Api ApiOf(grpc::ServerContextBase* sc) {
-  if (dynamic_cast<grpc::CallbackServerContext*>(sc) != nullptr) {
-    return Api::kCallback;
+ServerApi ApiOf(const grpc::ServerContextBase* sc) {
+  if (dynamic_cast<const grpc::CallbackServerContext*>(sc) != nullptr) {
+    return ServerApi::kCallback;
   }
-  return IsSyncThread() ? Api::kSync : Api::kAsync;
+  return IsSyncThread() ? ServerApi::kSync : ServerApi::kAsync;
+}
+
+// Begins `call` on its first hook: the Context with the incoming deadline
+// (or the one `rules` give the handler), the trace, the rules' values and
+// the baggage; starts the call's observer. On the callback and sync APIs
+// the caller's deadline is owned, not armed: gRPC enforces it and reports
+// it as the call's close, which ServerCall turns into DEADLINE_EXCEEDED (no
+// reqctx timer per call). On the async API the close waits for the
+// application's completion queue, and a deadline a rule changed is not
+// gRPC's, so then the deadline's own timer is armed.
+void BeginCall(ServerCall& call, ServerApi api, const char* method,
+               const ServerCallRules& rules,
+               const std::multimap<grpc::string_ref, grpc::string_ref>& metadata) {
+  const int64_t arrival_ns = internal::MonoNowNs();
+  std::optional<absl::Duration> remaining = RemainingOf(*call.server_context());
+  std::optional<absl::Duration> handler_remaining = remaining;
+  if (rules.deadline) handler_remaining = rules.deadline(method, remaining);
+  const bool owned = handler_remaining.has_value() &&
+                     api != ServerApi::kAsync &&
+                     handler_remaining == remaining;
+  std::pair<Context, CancelFunc> base =
+      !handler_remaining.has_value() ? WithCancel(Background())
+      : owned ? internal::WithOwnedTimeout(Background(), *handler_remaining)
+              : WithTimeout(Background(), *handler_remaining);
+  const TraceHeaders headers = TraceHeadersOf(metadata);
+  const HeaderList& traceparents = headers.traceparents;
+  internal::IncomingTrace trace = internal::ContinueTraceOf(
+      {traceparents.data(), traceparents.size()},
+      {headers.tracestates.data(), headers.tracestates.size()});
+  Context ctx = WithTraceContext(base.first, std::move(trace.trace));
+  if (trace.tracestate.has_value()) {
+    ctx = internal::WithTracestate(ctx, std::move(*trace.tracestate));
+  }
+  if (rules.values) ctx = rules.values(method, ctx, metadata);
+  ctx = WithIncomingBaggage(ctx, headers.baggages);
+  call.observer().Start(method, ctx, arrival_ns, remaining,
+                        {traceparents.data(), traceparents.size()});
+  std::optional<internal::IncomingDeadline> deadline;
+  if (remaining.has_value()) deadline.emplace(*remaining);
+  call.Begin(api, std::move(ctx), std::move(base.second), std::move(deadline),
+             owned);
 }
 
 // The call whose initial hook is dispatching on this thread: gRPC runs a
@@ -120,54 +176,47 @@ Api ApiOf(grpc::ServerContextBase* sc) {
 thread_local const ServerCall* t_dispatching = nullptr;
 
 // One per call (gRPC creates it with the call and destroys it after both the
-// ServerContext and the call's close notification are gone).
+// ServerContext and the call's close notification are gone). A thin adapter:
+// every hook goes to the call's one owner, ServerCall, which keeps all of
+// the call's state (internal/server_call.h).
 class ServerCallInterceptor final : public grpc::experimental::Interceptor {
  public:
   // `rules` belongs to the factory, which outlives its server's calls.
   ServerCallInterceptor(grpc::experimental::ServerRpcInfo* info,
                         const ServerCallRules* rules)
-      : sc_(info->server_context()),
+      : owner_(std::make_shared<ServerCall>(info->server_context())),
         method_(info->method() != nullptr ? info->method() : ""),
-        rules_(rules) {}
-
-  ~ServerCallInterceptor() override {
-    if (call() != nullptr) EndCall(grpc::CANCELLED);  // No status was sent.
+        rules_(rules) {
+    call_.store(owner_.get(), std::memory_order_release);
   }
+
+  // Ends the call if no status was sent (End is idempotent).
+  ~ServerCallInterceptor() override { call()->End(); }
 
   void Intercept(InterceptorBatchMethods* methods) override {
     if (methods->QueryInterceptionHookPoint(
             InterceptionHookPoints::PRE_SEND_CANCEL)) {
       // Server-side TryCancel (any thread; must not block; no Proceed).
-      if (std::shared_ptr<ServerCall> c = call()) c->OnCancelled();
+      call()->OnCancelled();
       return;
     }
     if (methods->QueryInterceptionHookPoint(
             InterceptionHookPoints::POST_RECV_INITIAL_METADATA)) {
-      std::shared_ptr<ServerCall> c = BeginCall(*methods->GetRecvInitialMetadata());
-      if (api_ != Api::kCallback) {
-        Dispatch(methods, *c);
+      ServerCall* c = call();
+      const ServerApi api = ApiOf(c->server_context());
+      BeginCall(*c, api, method_, *rules_, *methods->GetRecvInitialMetadata());
+      if (api != ServerApi::kCallback) {
+        Dispatch(methods, api);
         return;
       }
     }
     if (methods->QueryInterceptionHookPoint(
             InterceptionHookPoints::PRE_SEND_STATUS)) {
-      status_sent_.store(true);
-      EndCall(methods->GetSendStatus().error_code());
+      call()->OnStatusSending(methods->GetSendStatus().error_code());
     }
     if (methods->QueryInterceptionHookPoint(
             InterceptionHookPoints::POST_RECV_CLOSE)) {
-      // Closed before the status went out means canceled (client cancel,
-      // deadline or shutdown); after it, the call simply ended. Sync: seen
-      // by the watcher's IsCancelled() or when the handler returns; async:
-      // when the application's completion queue delivers the close (with or
-      // without an AsyncNotifyWhenDone tag); callback: pushed.
-      if (std::shared_ptr<ServerCall> c = call()) {
-        if (status_sent_.load()) {
-          c->End();
-        } else {
-          c->OnCancelled();
-        }
-      }
+      call()->OnClosed();
     }
     methods->Proceed();
   }
@@ -178,10 +227,11 @@ class ServerCallInterceptor final : public grpc::experimental::Interceptor {
   // Context exactly for that span (a scope opened and closed on this thread,
   // around the handler). An async call's Proceed() only queues its tag: no
   // scope, so nothing is left behind on the completion-queue thread.
-  void Dispatch(InterceptorBatchMethods* methods, const ServerCall& call) {
-    const ServerCall* outer = std::exchange(t_dispatching, &call);
-    if (api_ == Api::kSync) {
-      ScopedContext scope(call.context());
+  void Dispatch(InterceptorBatchMethods* methods, ServerApi api) {
+    ServerCall* call = this->call();
+    const ServerCall* outer = std::exchange(t_dispatching, call);
+    if (api == ServerApi::kSync) {
+      ScopedContext scope(call->context());
       methods->Proceed();
     } else {
       methods->Proceed();
@@ -189,85 +239,18 @@ class ServerCallInterceptor final : public grpc::experimental::Interceptor {
     t_dispatching = outer;
   }
 
-  std::shared_ptr<ServerCall> BeginCall(
-      const std::multimap<grpc::string_ref, grpc::string_ref>& metadata) {
-    const int64_t arrival_ns = internal::MonoNowNs();
-    grpc::ServerContextBase* sc = sc_;
-    api_ = ApiOf(sc);
-    std::optional<absl::Duration> remaining = RemainingOf(*sc);
-    std::optional<absl::Duration> handler_remaining = remaining;
-    if (rules_->deadline) {
-      handler_remaining = rules_->deadline(method_, remaining);
-    }
-    auto [base, cancel] = handler_remaining.has_value()
-                              ? WithTimeout(Background(), *handler_remaining)
-                              : WithCancel(Background());
-    const HeaderList traceparents =
-        HeaderValues(metadata, internal::kTraceparentHeader);
-    const HeaderList tracestates =
-        HeaderValues(metadata, internal::kTracestateHeader);
-    internal::IncomingTrace trace = internal::ContinueTraceOf(
-        {traceparents.data(), traceparents.size()},
-        {tracestates.data(), tracestates.size()});
-    Context ctx = WithTraceContext(base, std::move(trace.trace));
-    if (trace.tracestate.has_value()) {
-      ctx = internal::WithTracestate(ctx, std::move(*trace.tracestate));
-    }
-    if (rules_->values) ctx = rules_->values(method_, ctx, metadata);
-    ctx = WithIncomingBaggage(ctx, HeaderValues(metadata, kBaggageHeader));
-    observer_.Start(method_, ctx, arrival_ns, remaining,
-                    {traceparents.data(), traceparents.size()});
-    std::optional<internal::IncomingDeadline> deadline;
-    if (remaining.has_value()) deadline.emplace(*remaining);
-    auto call = std::make_shared<ServerCall>(ctx, std::move(cancel),
-                                             std::move(deadline));
-    ServerCallRegistry::Get().Add(sc, call);
-    // Sync: polled from now on (IsCancelled() is safe at any time on the
-    // sync API), so Current() alone sees a cancel, FromServerContext or not.
-    if (api_ == Api::kSync) call->StartWatching(sc);
-    std::lock_guard<std::mutex> lock(mu_);
-    call_ = call;
-    return call;
-  }
+  // The call, through call_: gRPC may run the hooks on threads other than
+  // the one that constructed this object, ordered by its core, which TSan
+  // cannot see; the acquire load of call_ (one plain load on x86) orders
+  // them after the construction where TSan can see it, without a lock.
+  ServerCall* call() const { return call_.load(std::memory_order_acquire); }
 
-  // Once per call: PRE_SEND_STATUS ends it, and the destructor only if that
-  // never ran (a second registry removal per call would be pure overhead).
-  // `code`: the status sent (or CANCELLED if none was).
-  void EndCall(int code) {
-    std::shared_ptr<ServerCall> c = call();
-    if (c == nullptr || ended_.exchange(true)) return;
-    ServerCallRegistry::Get().Remove(sc_, c.get());
-    // Before End() cancels the Context: a Context done only by the call's
-    // end is not orphaned work.
-    observer_.Finish(code, c->context(), c->cancel_seen_ns());
-    c->End();
-  }
-
-  // Later hooks may run on other threads (gRPC orders them through its core,
-  // which TSan cannot see), so the shared fields are read under mu_.
-  std::shared_ptr<ServerCall> call() const {
-    std::lock_guard<std::mutex> lock(mu_);
-    return call_;
-  }
-
-  // Used as a registry key only: this object may outlive the ServerContext.
-  grpc::ServerContextBase* const sc_;
-  // Set by the first hook, before any other hook of the call can run; read
-  // only by Intercept's own initial batch.
-  Api api_ = Api::kAsync;
+  // Set at construction, before gRPC runs any hook; never changed. Read
+  // only through call() (see there).
+  const std::shared_ptr<ServerCall> owner_;
+  std::atomic<ServerCall*> call_{nullptr};
   const char* const method_;  // gRPC's (static in generated code), or "".
-  // Started before call_ is published under mu_, finished by the one
-  // EndCall (which reads call_ under mu_ first).
-  internal::ServerCallObserver observer_;
-  std::atomic<bool> status_sent_{false};
-  std::atomic<bool> ended_{false};  // EndCall has run.
-
   const ServerCallRules* const rules_;
-
-  mutable std::mutex mu_;
-  // Set by POST_RECV_INITIAL_METADATA, the first hook of every call, before
-  // the handler runs; never changed afterwards.
-  std::shared_ptr<ServerCall> call_;  // Guarded by mu_.
 };
 
 class ServerInterceptorFactory final
@@ -318,12 +301,22 @@ MakeServerInterceptorFactoryWithRules(ServerCallRules rules) {
   return std::make_unique<ServerInterceptorFactory>(std::move(rules));
 }
 
+namespace internal {
+
+void HoldingServerCall(const grpc::ServerContextBase* sc) {
+  if (std::shared_ptr<ServerCall> call = ServerCallRegistry::Get().Find(sc)) {
+    call->ArmDeadline();
+  }
+}
+
+}  // namespace internal
+
 Context FromServerContext(const grpc::ServerContextBase* sc) {
   std::shared_ptr<ServerCall> call = ServerCallRegistry::Get().Find(sc);
   if (call == nullptr) return CanceledContext();
   // Asked from inside the call's own dispatch: a sync handler (see
   // t_dispatching). A no-op if it is already watched.
-  if (t_dispatching == call.get()) call->StartWatching(sc);
+  if (t_dispatching == call.get()) call->StartWatching();
   return call->context();
 }
 

@@ -7,8 +7,15 @@
 // (async) APIs, also mixed on one server:
 //   * the Context has the incoming deadline (`grpc-timeout`; none if the
 //     caller set none), taken as the time remaining when the call arrives
-//     (WithTimeout), and is done with DEADLINE_EXCEEDED when that time has
-//     passed (by the monotonic clock, as the core's WithTimeout measures);
+//     (as WithTimeout), and is done with DEADLINE_EXCEEDED when that time
+//     has passed (by the monotonic clock, as the core's WithTimeout
+//     measures). On the callback and sync APIs no reqctx timer is armed for
+//     it: gRPC enforces the incoming deadline itself and reports it as the
+//     call's close (pushed on the callback API, polled on the sync API, so
+//     within the cancel bounds below), and the glue ends the Context then;
+//     on the async API, whose close waits for the application's queue, and
+//     for a deadline a ServerCallRules rule changed (gRPC does not know it),
+//     the Context's own timer is armed (internal/server_call.h);
 //   * it is canceled when the client cancels, when the server shuts down
 //     (grpc::Server::Shutdown(deadline) cancels in-flight calls once the
 //     deadline passes) and, at the latest, when the call ends (its status is
@@ -37,10 +44,11 @@
 //     (POST_RECV_CLOSE), at once;
 //   * sync API: gRPC 1.51 has no push notification, so a shared thread polls
 //     IsCancelled() (documented as safe at any time on the sync API) of every
-//     sync call from the moment it arrives, every 5 ms (slower when a pass
-//     takes longer, with thousands of calls in flight); a client cancel or a
-//     shutdown reaches the Context within ~5 ms plus one pass
-//     (internal/sync_cancel_watcher.h);
+//     sync call every 5 ms from the second poll after it arrives (so calls
+//     shorter than that are never polled; slower when a pass takes longer,
+//     with thousands of calls in flight); a client cancel or a shutdown
+//     reaches the Context within ~5 ms plus one pass, ~10 ms for a call
+//     younger than 5 ms (internal/sync_cancel_watcher.h);
 //   * async (completion-queue) API: gRPC delivers every call's close through
 //     the application's completion queue, whether or not the service asked
 //     for an AsyncNotifyWhenDone tag; the Context is canceled when the
@@ -120,6 +128,21 @@ MakeServerInterceptorFactoryWithRules(ServerCallRules rules);
 // already-canceled Context, so work bound to it stops instead of running
 // unbounded.
 Context FromServerContext(const grpc::ServerContextBase* sc);
+
+namespace internal {
+
+// For code that holds a call after the interceptors and before its handler
+// starts (a queue in a grpc::internal::MethodHandler wrapper, as
+// reqctx::policy's load shedder). The glue's Context learns of the caller's
+// deadline from gRPC's close of the call (no timer of its own; see above),
+// and on the callback API gRPC delivers that close only once the handler has
+// started. Call this before holding the call under `sc`: the Context's
+// deadline then fires by a timer of its own, as WithTimeout's. A no-op if
+// the call's deadline has a timer already, it has none, or `sc` has no live
+// call. Safe from any thread; never throws.
+void HoldingServerCall(const grpc::ServerContextBase* sc);
+
+}  // namespace internal
 
 }  // namespace reqctx
 

@@ -101,10 +101,13 @@ struct Outcome {
 
 Outcome CallWithTimeout(::echo::v1::Echo::Stub& stub, absl::Duration timeout,
                         int64_t work_ms = 0) {
+  // Timed from before the deadline is set, so a call that ends exactly at
+  // its deadline never measures shorter than `timeout` (NewClientContext
+  // alone took ~2 ms under ThreadSanitizer).
+  const absl::Time start = absl::Now();
   auto [ctx, cancel] = WithTimeout(Background(), timeout);
   std::unique_ptr<grpc::ClientContext> cc = NewClientContext(ctx);
   Outcome out;
-  const absl::Time start = absl::Now();
   out.status = stub.Echo(cc.get(), Request(work_ms), &out.response);
   out.took = absl::Now() - start;
   return out;

@@ -219,9 +219,10 @@ grpc::Status PolicyTestServer::Handle(grpc::ServerContextBase* sc,
     index = started_++;
     a.index = index;
     arrivals_.push_back(a);
+    // Counted before the waiters wake: WaitHandled(n) implies handled() >= n.
+    ++handled_;
     cv_.notify_all();
   }
-  ++handled_;
   grpc::Status s = behavior_(index, ctx, request);
   std::lock_guard<std::mutex> lock(mu_);
   ++finished_;

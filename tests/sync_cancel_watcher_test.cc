@@ -33,15 +33,17 @@ struct Watched {
   Watched() {
     auto [c, cancel] = WithCancel(Background());
     ctx = c;
-    call = std::make_shared<ServerCall>(c, std::move(cancel), std::nullopt);
+    call = std::make_shared<ServerCall>(sc.get());
+    call->Begin(ServerApi::kAsync, c, std::move(cancel), std::nullopt,
+                /*deadline_owned=*/false);
   }
 };
 
 TEST(SyncCancelWatcherTest, PollsUntilEndedThenDrops) {
   auto watcher = SyncCancelWatcher::NewForTesting();
   Watched w;
-  ASSERT_TRUE(w.call->BeginWatching(w.sc.get()));
-  EXPECT_FALSE(w.call->BeginWatching(w.sc.get()));  // Once per call.
+  ASSERT_TRUE(w.call->BeginWatching());
+  EXPECT_FALSE(w.call->BeginWatching());  // Once per call.
   watcher->Watch(w.call);
   EXPECT_EQ(watcher->WatchedCount(), 1u);
   EXPECT_EQ(watcher->PollOnce(), 1u);
@@ -52,7 +54,7 @@ TEST(SyncCancelWatcherTest, PollsUntilEndedThenDrops) {
   EXPECT_EQ(watcher->PollOnce(), 0u);
   EXPECT_EQ(watcher->WatchedCount(), 0u);
   // An ended call is not watched again.
-  EXPECT_FALSE(w.call->BeginWatching(w.sc.get()));
+  EXPECT_FALSE(w.call->BeginWatching());
 }
 
 TEST(SyncCancelWatcherTest, OnePassDropsEveryFinishedCallAndKeepsTheRest) {
@@ -60,15 +62,16 @@ TEST(SyncCancelWatcherTest, OnePassDropsEveryFinishedCallAndKeepsTheRest) {
   auto watcher = SyncCancelWatcher::NewForTesting();
   std::vector<Watched> calls(n);
   for (Watched& w : calls) {
-    ASSERT_TRUE(w.call->BeginWatching(w.sc.get()));
+    ASSERT_TRUE(w.call->BeginWatching());
     watcher->Watch(w.call);
   }
   for (int i = 0; i < n; i += 2) calls[i].call->End();
   EXPECT_EQ(watcher->PollOnce(), static_cast<size_t>(n / 2));
   EXPECT_EQ(watcher->WatchedCount(), static_cast<size_t>(n / 2));
-  // The watcher let go of the finished ones (only `calls` holds them now).
+  // The watcher let go of the finished ones (only `calls` holds them now;
+  // a live one is also held by the watcher and the ServerCallRegistry).
   for (int i = 0; i < n; ++i) {
-    EXPECT_EQ(calls[i].call.use_count(), i % 2 == 0 ? 1 : 2) << i;
+    EXPECT_EQ(calls[i].call.use_count(), i % 2 == 0 ? 1 : 3) << i;
   }
   for (int i = 1; i < n; i += 2) calls[i].call->End();
   EXPECT_EQ(watcher->PollOnce(), 0u);
@@ -91,7 +94,7 @@ TEST(SyncCancelWatcherTest, ConcurrentWatchEndAndPoll) {
     threads.emplace_back([&] {
       for (int i = 0; i < per_thread; ++i) {
         Watched w;
-        if (w.call->BeginWatching(w.sc.get())) watcher->Watch(w.call);
+        if (w.call->BeginWatching()) watcher->Watch(w.call);
         w.call->End();
         w.sc.reset();  // Freed: a later poll of this call would be a UAF.
       }

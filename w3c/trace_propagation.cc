@@ -3,9 +3,11 @@
 #include <pthread.h>
 #include <unistd.h>
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <cstring>
 #include <random>
 #include <utility>
 #include <vector>
@@ -66,11 +68,22 @@ uint64_t RandomNonZero() {
 // (a span id per hop, a trace id per new trace), so they are written in place
 // rather than through StrCat and concatenation (one allocation per id, and
 // the traceparent of a new trace in a single one).
+// The two lowercase hex digits of each byte value, so an id is written a
+// byte (two digits) per step.
+constexpr std::array<char, 512> kHexPairs = [] {
+  constexpr char kDigits[] = "0123456789abcdef";
+  std::array<char, 512> t{};
+  for (int i = 0; i < 256; ++i) {
+    t[2 * i] = kDigits[i >> 4];
+    t[2 * i + 1] = kDigits[i & 0xf];
+  }
+  return t;
+}();
+
 void WriteHex16(uint64_t v, char* out) {
-  static constexpr char kDigits[] = "0123456789abcdef";
-  for (int i = 15; i >= 0; --i) {
-    out[i] = kDigits[v & 0xf];
-    v >>= 4;
+  for (int i = 7; i >= 0; --i) {
+    std::memcpy(out + 2 * i, &kHexPairs[2 * (v & 0xff)], 2);
+    v >>= 8;
   }
 }
 

@@ -26,6 +26,10 @@ class ContextAccess {
   static Context FromNode(internal::NodeRef<internal::Node> node) {
     return Context(std::move(node));
   }
+  // The node a CancelFunc cancels, or nullptr if it cancels nothing.
+  static internal::CancelNode* CancelNodeOf(const CancelFunc& cancel) {
+    return cancel.node_.get();
+  }
   static CancelFunc MakeCancelFunc(internal::NodeRef<internal::CancelNode> n) {
     return CancelFunc(std::move(n));
   }

@@ -341,15 +341,17 @@ bool CancelNode::WaitUntil(MonoTime deadline) {
 // --- TimerNode ---------------------------------------------------------------
 
 TimerNode::TimerNode(const Node* parent, absl::Time deadline,
-                     MonoTime mono_deadline, absl::Status cause)
+                     MonoTime mono_deadline, absl::Status cause, bool armed)
     : CancelNode(NodeKind::kTimer, parent),
+      armed_(armed),
       deadline_(deadline),
       mono_deadline_(mono_deadline),
       deadline_cause_(std::move(cause)) {}
 
 TimerNode* TimerNode::New(const Node* parent, absl::Time deadline,
                           MonoTime mono_deadline, absl::Status cause) {
-  auto* n = new TimerNode(parent, deadline, mono_deadline, std::move(cause));
+  auto* n = new TimerNode(parent, deadline, mono_deadline, std::move(cause),
+                          /*armed=*/true);
   n->PropagateFromParent();
   if (mono_deadline <= MonoNow()) {
     n->Cancel(DoneReason::kDeadline, n->deadline_cause_,
@@ -374,9 +376,39 @@ TimerNode* TimerNode::New(const Node* parent, absl::Time deadline,
   return n;
 }
 
+TimerNode* TimerNode::NewUnarmed(const Node* parent, absl::Time deadline,
+                                 MonoTime mono_deadline) {
+  auto* n = new TimerNode(parent, deadline, mono_deadline, absl::OkStatus(),
+                          /*armed=*/false);
+  n->PropagateFromParent();
+  if (mono_deadline <= MonoNow()) {
+    n->Cancel(DoneReason::kDeadline, n->deadline_cause_,
+              /*remove_from_parent=*/true);
+  }
+  return n;
+}
+
+bool TimerNode::Arm() {
+  if (mono_deadline_ <= MonoNow()) {
+    Cancel(DoneReason::kDeadline, deadline_cause_, /*remove_from_parent=*/true);
+    return true;
+  }
+  if (mono_deadline_ == kMonoNever) return true;  // Never fires anyway.
+  std::lock_guard<SmallMutex> lock(mu_);
+  if (armed_ || IsDone()) return true;
+  if (!TimerService::Get().Add(this)) return false;
+  armed_ = true;
+  return true;
+}
+
+bool TimerNode::IsArmedForTesting() {
+  std::lock_guard<SmallMutex> lock(mu_);
+  return armed_;
+}
+
 void TimerNode::OnDoneLocked() {
   // Whatever canceled us, the timer goes now: nothing piles up in the queue.
-  TimerService::Get().Remove(this);
+  if (armed_) TimerService::Get().Remove(this);
 }
 
 const TimerNode* NearestTimer(const Node* n) {

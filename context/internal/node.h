@@ -321,21 +321,39 @@ class TimerNode final : public CancelNode {
   // queued.
   static TimerNode* New(const Node* parent, absl::Time deadline,
                         MonoTime mono_deadline, absl::Status cause);
+  // Like New, but the timer is not armed: Deadline() reports `deadline`
+  // and children compare against `mono_deadline`, yet nothing queues or
+  // fires it until Arm(). Done at once if `mono_deadline` has passed.
+  // Never throws for the timer.
+  static TimerNode* NewUnarmed(const Node* parent, absl::Time deadline,
+                               MonoTime mono_deadline);
 
   absl::Time deadline() const { return deadline_; }
   MonoTime mono_deadline() const { return mono_deadline_; }
   const absl::Status& deadline_cause() const { return deadline_cause_; }
+  // Arms the timer of a node made by NewUnarmed: it is then canceled with
+  // kDeadline at its deadline, at once if that has passed. A no-op if it is
+  // armed or done. Returns false only if memory for the timer cannot be had
+  // (the node is then left unarmed). Never throws.
+  bool Arm();
+  // Whether the timer is armed (queued or fired). For tests.
+  bool IsArmedForTesting();
 
   // Owned by TimerService: the shard holding this node (set by Add, under
   // the node's mutex) and the index in that shard's heap (guarded by the
   // shard's mutex).
   static constexpr uint32_t kNotQueued = ~uint32_t{0};
   uint32_t heap_index = kNotQueued;
-  uint32_t shard = 0;
+  uint16_t shard = 0;  // TimerService has at most 64 shards.
 
  private:
+  // False for NewUnarmed until Arm(): never queued, so its end takes no
+  // shard lock. (Next to `shard`, in what was padding: no byte more per
+  // node.) Guarded by mu_.
+  bool armed_;
+
   TimerNode(const Node* parent, absl::Time deadline, MonoTime mono_deadline,
-            absl::Status cause);
+            absl::Status cause, bool armed);
   void OnDoneLocked() override;
 
   const absl::Time deadline_;

@@ -30,7 +30,7 @@ bool TimerService::Add(TimerNode* n) {
   // The creating thread's CPU picks the shard: threads on different cores
   // use different locks and heaps.
   const int cpu = sched_getcpu();
-  n->shard = cpu < 0 ? 0 : static_cast<uint32_t>(cpu) % num_shards_;
+  n->shard = static_cast<uint16_t>(cpu < 0 ? 0 : static_cast<size_t>(cpu) % num_shards_);
   // The first deadline starts every shard's thread, so the service's thread
   // count is fixed from then on (it does not grow as other CPUs join in).
   if (!started_.load(std::memory_order_acquire)) StartAll();

@@ -3,9 +3,10 @@
 // interceptors/observability.h).
 //
 // Thread-safety: an observer belongs to one call. Start runs in the call's
-// first hook, Finish once in its last; the interceptor publishes the
-// observer under its own lock between the two (gRPC may run them on
-// different threads), so neither locks.
+// first hook, Finish once in its last; the call's owner publishes the
+// observer between the two (ServerCall: its begun_ flag, release/acquire;
+// the client interceptor: its own lock), as gRPC may run them on different
+// threads, so neither locks.
 #ifndef REQCTX_INTERCEPTORS_INTERNAL_CALL_OBSERVER_H_
 #define REQCTX_INTERCEPTORS_INTERNAL_CALL_OBSERVER_H_
 

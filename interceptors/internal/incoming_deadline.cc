@@ -31,7 +31,11 @@ IncomingDeadline::IncomingDeadline(absl::Duration remaining)
   // beyond 100 years (e.g. grpc-timeout "99999999H") never comes in practice.
   if (until_window > absl::Hours(24 * 365 * 100)) {
     window_start_ = std::chrono::steady_clock::time_point::max();
+    deadline_ = std::chrono::steady_clock::time_point::max();
   } else {
+    deadline_ = now + std::chrono::duration_cast<
+                          std::chrono::steady_clock::duration>(
+                          absl::ToChronoNanoseconds(remaining_));
     window_start_ = now + std::chrono::duration_cast<
                               std::chrono::steady_clock::duration>(
                               absl::ToChronoNanoseconds(until_window));
@@ -40,6 +44,10 @@ IncomingDeadline::IncomingDeadline(absl::Duration remaining)
 
 bool IncomingDeadline::CancelIsCallersDeadline() const {
   return std::chrono::steady_clock::now() >= window_start_;
+}
+
+bool IncomingDeadline::Expired() const {
+  return std::chrono::steady_clock::now() >= deadline_;
 }
 
 }  // namespace reqctx::internal

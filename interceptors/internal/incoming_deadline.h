@@ -57,6 +57,9 @@ class IncomingDeadline {
   // True if a cancel seen now is the caller's deadline: now is at or after
   // deadline - Window(), on the monotonic clock.
   bool CancelIsCallersDeadline() const;
+  // True once the deadline itself has passed (monotonic clock): a call that
+  // ends now without having been canceled ended by its deadline.
+  bool Expired() const;
 
  private:
   absl::Duration remaining_;
@@ -64,6 +67,9 @@ class IncomingDeadline {
   // deadline - window on the steady clock; time_point::max() when the
   // deadline is too far away to matter (beyond ~100 years).
   std::chrono::steady_clock::time_point window_start_;
+  // The deadline on the steady clock; time_point::max() when too far away,
+  // as window_start_.
+  std::chrono::steady_clock::time_point deadline_;
 };
 
 }  // namespace reqctx::internal

@@ -1,22 +1,43 @@
-// ServerCall: the Context of one incoming gRPC call and what ends it
-// (internal to //interceptors).
+// ServerCall: the one owner of an incoming gRPC call's state in reqctx
+// (internal to //interceptors): its Context and CancelFunc, its deadline, its
+// API, whether its status went out (and which), its observer (metrics,
+// orphan watch, call log) and its one end flag.
 //
-// Created by the server interceptor when the call's metadata arrives, shared
-// (std::shared_ptr) by that interceptor, the ServerCallRegistry (while the
-// call is live) and the SyncCancelWatcher (while it watches). The Context is
-// canceled, at the latest, when the call ends (End()) or when the last owner
-// lets go (dropping the CancelFunc cancels), so no Context outlives its call.
+// The server interceptor (one per call, made by gRPC) creates the ServerCall
+// in its constructor and forwards each hook to it: Begin (the first hook,
+// POST_RECV_INITIAL_METADATA, after starting observer()), OnStatusSending
+// (PRE_SEND_STATUS), OnClosed (POST_RECV_CLOSE), OnCancelled
+// (PRE_SEND_CANCEL: a server-side TryCancel) and End (the interceptor is
+// destroyed). It keeps no state of its own.
 //
-// Deadline vs. cancel: OnCancelled() asks IncomingDeadline (the one place
-// that decides) whether a cancel seen now is the caller's deadline; if so the
-// Context is left to its own deadline timer, which fires within the
-// encoding's rounding (see incoming_deadline.h), so every hop reports
-// DEADLINE_EXCEEDED rather than a race-dependent CANCELLED.
+// Deadline: on the callback and sync APIs the Context's deadline is owned,
+// not armed (context/internal/owned_deadline.h), when it is the caller's
+// deadline itself (no ServerCallRules deadline rule changed it): gRPC
+// enforces the incoming deadline and reports it as the call's close (pushed
+// on the callback API, seen by the sync watcher's IsCancelled() poll), so no
+// reqctx timer is queued per call. On the async API (whose close waits for
+// the application's completion queue), and for a deadline a rule changed
+// (gRPC does not know it), the deadline's timer is armed as WithTimeout's.
+// Deadline vs. cancel: OnCancelled() is the one place that ends the Context
+// on a close or cancel before the status; it asks IncomingDeadline (which
+// decides) whether that is the caller's deadline. If so it arms the
+// Context's deadline then (ArmOwnedDeadline: the one case where a timer is
+// queued for a server call), so the Context ends with DEADLINE_EXCEEDED at
+// its own deadline, at most IncomingDeadline::Window() later, and so does
+// each later hop, whose deadline is later by the grpc-timeout rounding;
+// otherwise it cancels at once (CANCELLED).
 //
-// Thread-safety: every method may be called from any thread. PollCancelled
-// and StopWatching exclude each other per call (watch_mu_), so once
-// StopWatching returns, the watcher never touches the grpc::ServerContext
-// again; this is what keeps the watcher from outliving the ServerContext.
+// Thread-safety: every method may be called from any thread, except Begin
+// (once, first). Fields set by Begin are published by `begun_` (release /
+// acquire), so later hooks on other threads read them without a lock.
+// PollCancelled and StopWatching exclude each other (watch_mu_), so once End
+// has returned the watcher never touches the grpc::ServerContext again; this
+// is what keeps the watcher from outliving the ServerContext.
+//
+// Lifetime: shared (std::shared_ptr) by the interceptor, the
+// ServerCallRegistry (from Begin to End) and, on the sync API, the
+// SyncCancelWatcher (until its next pass after End). The Context is
+// canceled, at the latest, at End(), so no Context outlives its call.
 #ifndef REQCTX_INTERCEPTORS_INTERNAL_SERVER_CALL_H_
 #define REQCTX_INTERCEPTORS_INTERNAL_SERVER_CALL_H_
 
@@ -27,6 +48,7 @@
 #include <optional>
 
 #include "context/core.h"
+#include "interceptors/internal/call_observer.h"
 #include "interceptors/internal/incoming_deadline.h"
 
 namespace grpc {
@@ -35,37 +57,79 @@ class ServerContextBase;
 
 namespace reqctx::internal {
 
+// Which of gRPC's three server APIs serves a call (see server_interceptor.h).
+enum class ServerApi {
+  kCallback,  // grpc::CallbackServerContext: close pushed (POST_RECV_CLOSE).
+  kSync,      // grpc::ServerContext on a gRPC sync-server thread: polled.
+  kAsync,     // Any other grpc::ServerContext: the completion-queue API.
+};
+
 class ServerCall : public std::enable_shared_from_this<ServerCall> {
  public:
-  ServerCall(Context ctx, CancelFunc cancel,
-             std::optional<IncomingDeadline> deadline);
+  // `sc`: the call's context; a registry key, and polled on the sync API
+  // while the call is live. Not dereferenced until Begin.
+  explicit ServerCall(const grpc::ServerContextBase* sc) : sc_(sc) {}
   ServerCall(const ServerCall&) = delete;
   ServerCall& operator=(const ServerCall&) = delete;
 
+  // The first hook: takes the call's Context (made by the interceptor for
+  // `api`), its CancelFunc, the caller's deadline (nullopt: none) and
+  // whether the Context's deadline is owned (made by WithOwnedTimeout: true
+  // on the callback and sync APIs unless a rule changed the deadline);
+  // registers the call for FromServerContext and, on the sync API, starts
+  // polling it. Once, before any other method; observer() may be started
+  // before it.
+  void Begin(ServerApi api, Context ctx, CancelFunc cancel,
+             std::optional<IncomingDeadline> deadline, bool deadline_owned);
+
+  // The Context; valid once Begin has run, on any thread that learned of
+  // the call after it (the registry, or the thread that ran Begin).
   const Context& context() const { return ctx_; }
+  // The call's grpc::ServerContextBase (given at construction).
+  const grpc::ServerContextBase* server_context() const { return sc_; }
+  // The call's observer: started by the interceptor's first hook (on that
+  // hook's thread, before Begin publishes the call), finished by End.
+  ServerCallObserver& observer() { return observer_; }
 
-  // Starts polling `sc`, the call's context on gRPC's synchronous API (whose
-  // cancellation must be polled; see sync_cancel_watcher.h), on the shared
-  // SyncCancelWatcher. Only for the sync API: on the async API IsCancelled()
-  // is unsafe before the AsyncNotifyWhenDone tag is delivered. Once per
-  // call; a no-op after End().
-  void StartWatching(const grpc::ServerContextBase* sc);
-  // The first half of StartWatching: records `sc` and marks the call
-  // watched; returns false (nothing to watch) if it already was or the call
-  // has ended. The caller then hands shared_from_this() to a watcher.
-  bool BeginWatching(const grpc::ServerContextBase* sc);
-
+  // PRE_SEND_STATUS with status `code` (a grpc::StatusCode): the call ends
+  // (End()).
+  void OnStatusSending(int code);
+  // POST_RECV_CLOSE: after the status went out, the call ended (End());
+  // before it, the call was canceled (OnCancelled()).
+  void OnClosed();
   // The call was closed or canceled before the server sent its status:
-  // client cancel, deadline, server shutdown or a server-side TryCancel.
+  // client cancel, deadline (gRPC's, or the caller's cancel at it), server
+  // shutdown or a server-side TryCancel. Ends the Context with CANCELLED
+  // now, or with DEADLINE_EXCEEDED at its deadline (IncomingDeadline
+  // decides; see above). Does not end the call: FromServerContext still
+  // finds it.
   void OnCancelled();
+  // The call is held before its handler starts (see
+  // HoldingServerCall in server_interceptor.h): an owned deadline is armed
+  // now, so the Context ends at it without gRPC's close. A no-op if the
+  // deadline is not owned, or before Begin.
+  void ArmDeadline();
   // When OnCancelled first canceled the Context (the clock of MonoNowNs in
   // call_observer.h), or 0 if it never did.
   int64_t cancel_seen_ns() const { return cancel_seen_ns_.load(); }
-  // The call is over (status sent, call closed, or interceptor gone): stops
-  // watching and cancels (releases) the Context. Idempotent.
+  // The call is over: unregisters it, stops the polling, finishes the
+  // observer (with the status sent, or CANCELLED if none was) and cancels
+  // (releases) the Context -- with DEADLINE_EXCEEDED if the caller's
+  // deadline has passed. A no-op before Begin. Idempotent: the one end flag.
   void End();
 
-  // For SyncCancelWatcher: checks IsCancelled() and acts on it. Returns
+  // Starts polling the call (sync API only: on the async API IsCancelled()
+  // is unsafe before the AsyncNotifyWhenDone tag). A no-op if already
+  // watched, before Begin or after End.
+  void StartWatching();
+  // The first half of StartWatching: marks the call watched and returns
+  // true, or returns false (nothing to watch) under the same conditions as
+  // StartWatching's no-op. The caller then hands shared_from_this() to a
+  // watcher (tests and benchmarks use their own).
+  bool BeginWatching();
+
+  // For SyncCancelWatcher: checks IsCancelled() and acts on it, from the
+  // second pass that finds the call on (the first only notes it). Returns
   // false once the call needs no more polling.
   bool PollCancelled();
 
@@ -73,15 +137,32 @@ class ServerCall : public std::enable_shared_from_this<ServerCall> {
   // After this returns, PollCancelled no longer touches the ServerContext.
   void StopWatching();
 
-  const Context ctx_;
-  const CancelFunc cancel_;
-  const std::optional<IncomingDeadline> deadline_;
+  const grpc::ServerContextBase* const sc_;
+  // Written once by Begin, before begun_ is set; immutable afterwards.
+  ServerApi api_ = ServerApi::kAsync;
+  Context ctx_;
+  CancelFunc cancel_;
+  std::optional<IncomingDeadline> deadline_;
+  bool deadline_owned_ = false;
+
+  // Started before begun_ is set; finished by the one End.
+  ServerCallObserver observer_;
+
+  std::atomic<bool> begun_{false};
+  std::atomic<bool> status_sent_{false};
+  std::atomic<int> sent_code_{0};  // Written before status_sent_ is set.
   std::atomic<int64_t> cancel_seen_ns_{0};
+  std::atomic<bool> ended_{false};  // The one end flag (End has run).
+  std::atomic<bool> end_done_{false};  // That End has returned.
+
+  // Set by the first PollCancelled (see there); only the one thread that
+  // runs a watcher's passes touches it.
+  bool seen_by_watcher_ = false;
 
   std::mutex watch_mu_;
-  const grpc::ServerContextBase* sync_context_ = nullptr;  // Guarded.
-  bool watching_ = false;  // Guarded by watch_mu_.
-  bool ended_ = false;     // Guarded by watch_mu_.
+  // Written under watch_mu_; also read without it (a set flag is final).
+  std::atomic<bool> watch_started_{false};
+  bool watching_ = false;       // Guarded by watch_mu_.
 };
 
 }  // namespace reqctx::internal

@@ -28,14 +28,18 @@ void SyncCancelWatcher::Watch(std::shared_ptr<ServerCall> call) {
     std::lock_guard<std::mutex> lock(shard.mu);
     shard.calls.push_back(std::move(call));
   }
-  // Only the first call after an empty spell wakes the thread (the lock
-  // orders the count against the thread's check); otherwise it is between
-  // passes and sees the call at the next one. Waking it on every call would
-  // cost two context switches per RPC under load.
+  // Only the first call after an empty spell can need to wake the thread,
+  // and only if it is idle (waiting for calls): between passes it sees the
+  // call at the next one anyway, and a notify would wake it for nothing (two
+  // context switches). The lock orders the count against the thread's check.
   if (watched_.fetch_add(1, std::memory_order_acq_rel) == 0 && with_thread_) {
     std::call_once(start_once_, [this] { StartThread(); });
-    { std::lock_guard<std::mutex> lock(wake_mu_); }
-    wake_.notify_one();
+    bool idle;
+    {
+      std::lock_guard<std::mutex> lock(wake_mu_);
+      idle = idle_;
+    }
+    if (idle) wake_.notify_one();
   }
 }
 
@@ -97,9 +101,11 @@ void SyncCancelWatcher::Run() {
   for (;;) {
     {
       std::unique_lock<std::mutex> lock(wake_mu_);
+      idle_ = true;
       wake_.wait(lock, [this] {
         return stopping_ || watched_.load(std::memory_order_acquire) > 0;
       });
+      idle_ = false;
       if (stopping_) return;
     }
     // gRPC's IsCancelled() on a live sync call is not free (it polls the

@@ -7,9 +7,13 @@
 // callback API has one, POST_RECV_CLOSE, and so does the async API when its
 // completion queue delivers the close; neither needs this). So one shared
 // thread calls IsCancelled() (documented as thread-safe and always safe on
-// the sync API) on every watched call every kPollInterval; a cancel
-// therefore reaches a sync handler's Context within one interval plus one
-// pass. The thread sleeps on a condition variable while nothing is watched.
+// the sync API) on every watched call every kPollInterval, from the second
+// pass that finds the call on (ServerCall::PollCancelled: calls shorter than
+// one interval, most unary calls, are never polled); a cancel therefore
+// reaches a sync handler's Context within one interval plus one pass, or
+// two intervals for a call younger than one. The thread sleeps on a
+// condition variable while nothing is watched; only then does a Watch()
+// wake it (between passes it sees new calls at its next pass).
 //
 // Cost: the calls are split over kPointerShards shards by address, each a
 // vector under its own std::mutex. Watch() locks one shard (no lock shared
@@ -91,6 +95,9 @@ class SyncCancelWatcher {
   std::mutex wake_mu_;  // Only taken when the lists go from empty to not.
   std::condition_variable wake_;
   bool stopping_ = false;  // Guarded by wake_mu_.
+  // The thread waits for calls (not between passes): only then does a
+  // Watch() notify it. Guarded by wake_mu_.
+  bool idle_ = false;
   std::thread thread_;     // Guarded by wake_mu_. Set once; joined at exit.
 };
 

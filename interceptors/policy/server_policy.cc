@@ -200,6 +200,9 @@ class PolicyHandler final : public MethodHandler {
     Context call_ctx = FromServerContext(&sc);
     const absl::Duration expected = state_->ExpectedHandling();
     if (callback_) {
+      // The call may wait in the queue before its handler starts, and until
+      // then gRPC reports no close to the glue: its deadline needs a timer.
+      internal::HoldingServerCall(&sc);
       HandlerParameter copy = param;
       shedder->Acquire(call_ctx, crit, expected,
                        [this, copy, crit](ShedDecision d) {

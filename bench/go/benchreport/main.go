@@ -482,7 +482,7 @@ func (r *report) issue5Targets(rpc *rpcRun) {
 }
 
 // issue11Targets: the scaling targets of issue 11, on the 2-thread column.
-func (r *report) issue11Targets() {
+func (r *report) issue11Targets(rpc *rpcRun) {
 	fmt.Printf("Targets (issue 11), at %d threads (Go: -cpu %d):\n", targetThreads, targetThreads)
 	if _, ok := r.cc[key{"BenchmarkContextCancelDone", targetThreads}]; !ok {
 		check(false, fmt.Sprintf("the %d-thread column was not measured "+
@@ -541,6 +541,9 @@ func (r *report) issue11Targets() {
 	}
 	r.netOfWork()
 	r.memoryTargets()
+	if rpc != nil {
+		rpc.issue11Targets()
+	}
 	fmt.Println("- not checked here: \"no case more than 10% slower than the " +
 		"README's table\" (the same build moves by up to 2x between days on " +
 		"a small VM: compare builds side by side with bench/compare_rev.sh BASE)")
@@ -657,6 +660,54 @@ func (run *rpcRun) targets() {
 	}
 }
 
+// issue11Targets checks the interceptor-cost targets of issue 11: reqctx's
+// own cost, over gRPC with no-op interceptors (median of per-round pairs), in
+// CPU, QPS and voluntary context switches per RPC (getrusage over each
+// phase: client and server share rpc_bench's process), and the callback
+// API's 3-hop cancel.
+func (run *rpcRun) issue11Targets() {
+	rpc := run.data
+	num := func(k string) (float64, bool) {
+		v, ok := rpc[k].(float64)
+		return v, ok
+	}
+	cpu, cpuOk := num("reqctx_over_noop_cpu_extra_us")
+	loss, lossOk := num("reqctx_over_noop_qps_loss_pct")
+	vcsw, vcswOk := num("reqctx_over_noop_vcsw_per_rpc")
+	if !cpuOk || !lossOk || !vcswOk {
+		check(false, "interceptor cost over no-op interceptors: not in "+
+			run.jsonPath+" (an rpc_bench without the no-op mode or context switches)")
+		return
+	}
+	check(cpu <= 2.0, fmt.Sprintf("interceptors: reqctx over no-op interceptors "+
+		"<= +2 us CPU per RPC: %+.2f us", cpu))
+	check(loss <= 3.0, fmt.Sprintf("interceptors: reqctx over no-op interceptors "+
+		"<= -3%% QPS: %+.1f%%", -loss))
+	perMode := func(prefix string) string {
+		p, _ := num(prefix + "_plain")
+		n, _ := num(prefix + "_noop")
+		q, _ := num(prefix + "_reqctx")
+		return fmt.Sprintf("plain %.3f, no-op %.3f, reqctx %.3f", p, n, q)
+	}
+	check(vcsw <= 0.05, fmt.Sprintf("interceptors: reqctx adds <= 0.05 voluntary "+
+		"context switches per RPC: %+.3f (%s)", vcsw, perMode("vcsw_per_rpc")))
+	if ivcsw, ok := num("reqctx_over_noop_ivcsw_per_rpc"); ok {
+		fmt.Printf("  - involuntary context switches per RPC (not a target): "+
+			"reqctx over no-op %+.3f (%s)\n", ivcsw, perMode("ivcsw_per_rpc"))
+	}
+	m, ok := rpc["cancel_callback"].(map[string]interface{})
+	if !ok {
+		check(false, "3-hop cancellation, callback API: not in "+run.jsonPath)
+		return
+	}
+	p99, _ := m["p99_us"].(float64)
+	trials, _ := m["trials"].(float64)
+	failed, _ := m["failed"].(float64)
+	check(p99 <= 1000 && trials >= 1000 && failed == 0, fmt.Sprintf(
+		"3-hop cancellation p99 <= 1 ms on the callback API: %.0f us over %.0f "+
+			"trials, %.0f failed", p99, trials, failed))
+}
+
 func main() {
 	ccPath := flag.String("cc", "", "context_bench's --benchmark_out JSON")
 	goPath := flag.String("go", "", "all of Go's context benchmarks at the default -cpu")
@@ -695,5 +746,5 @@ func main() {
 	}
 	r.issue5Targets(rpc)
 	fmt.Println()
-	r.issue11Targets()
+	r.issue11Targets(rpc)
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"io"
 	"os"
 	"path/filepath"
@@ -135,4 +136,48 @@ BenchmarkB-2 10 20 ns/op
 		!strings.Contains(out, "|  | Go ns/op (-cpu N) | - | 20 |") {
 		t.Errorf("unexpected table:\n%s", out)
 	}
+}
+
+// The interceptor-cost targets of issue 11: met, missed (context switches),
+// and reported as not measured by an older rpc_bench.
+func TestIssue11RPCTargets(t *testing.T) {
+	const met = `{"reqctx_over_noop_cpu_extra_us": 1.5,
+		"reqctx_over_noop_qps_loss_pct": 2.0,
+		"reqctx_over_noop_vcsw_per_rpc": 0.01,
+		"reqctx_over_noop_ivcsw_per_rpc": 0.002,
+		"vcsw_per_rpc_plain": 2.1, "vcsw_per_rpc_noop": 2.2, "vcsw_per_rpc_reqctx": 2.21,
+		"ivcsw_per_rpc_plain": 0.1, "ivcsw_per_rpc_noop": 0.1, "ivcsw_per_rpc_reqctx": 0.1,
+		"cancel_callback": {"trials": 1000, "failed": 0, "p50_us": 300, "p99_us": 800}}`
+	out := captureStdout(t, func() {
+		(&rpcRun{jsonPath: "met.json", data: parseJSON(t, met)}).issue11Targets()
+	})
+	if strings.Contains(out, "- [ ]") || strings.Count(out, "- [x]") != 4 {
+		t.Errorf("all targets met, got:\n%s", out)
+	}
+	if !strings.Contains(out, "+0.010 (plain 2.100, no-op 2.200, reqctx 2.210)") {
+		t.Errorf("context switches per mode not shown:\n%s", out)
+	}
+	missed := strings.Replace(met, `"reqctx_over_noop_vcsw_per_rpc": 0.01`,
+		`"reqctx_over_noop_vcsw_per_rpc": 0.5`, 1)
+	out = captureStdout(t, func() {
+		(&rpcRun{jsonPath: "missed.json", data: parseJSON(t, missed)}).issue11Targets()
+	})
+	if strings.Count(out, "- [ ]") != 1 || !strings.Contains(out, "+0.500") {
+		t.Errorf("one target missed (context switches), got:\n%s", out)
+	}
+	out = captureStdout(t, func() {
+		(&rpcRun{jsonPath: "old.json", data: parseJSON(t, `{"qps_plain": 1}`)}).issue11Targets()
+	})
+	if strings.Count(out, "- [ ]") != 1 || !strings.Contains(out, "not in old.json") {
+		t.Errorf("an older rpc_bench output is reported as not measured, got:\n%s", out)
+	}
+}
+
+func parseJSON(t *testing.T, text string) map[string]interface{} {
+	t.Helper()
+	var m map[string]interface{}
+	if err := json.Unmarshal([]byte(text), &m); err != nil {
+		t.Fatal(err)
+	}
+	return m
 }
