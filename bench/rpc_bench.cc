@@ -553,11 +553,13 @@ CancelResult RunSyncCancel(int trials) {
   using reqctx::echo::EchoServer;
   using Snapshot = reqctx::echo::EchoStats::Snapshot;
   // One worker per hop: the last hop's request ends as soon as it notices.
-  auto backend = EchoServer::Start({"hop3", 0, "", 1});
+  auto backend = EchoServer::Start({.name = "hop3", .workers = 1});
   if (!backend.ok()) return {};
-  auto middle = EchoServer::Start({"hop2", 0, (*backend)->address(), 1});
+  auto middle = EchoServer::Start(
+      {.name = "hop2", .next = (*backend)->address(), .workers = 1});
   if (!middle.ok()) return {};
-  auto frontend = EchoServer::Start({"hop1", 0, (*middle)->address(), 1});
+  auto frontend = EchoServer::Start(
+      {.name = "hop1", .next = (*middle)->address(), .workers = 1});
   if (!frontend.ok()) return {};
   auto stub = ::echo::v1::Echo::NewStub(Connect((*frontend)->port(), true));
   const reqctx::echo::EchoStats& last = (*backend)->stats();

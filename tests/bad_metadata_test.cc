@@ -107,7 +107,7 @@ class BadMetadataTest : public ::testing::Test {
     EXPECT_EQ(r.response->trace_id(), kValidTraceId) << what;
   }
 
-  echo::EchoService service_{echo::EchoServiceOptions{"bad-input", "", 1}};
+  echo::EchoService service_{echo::EchoServiceOptions{.name = "bad-input", .workers = 1}};
   int port_ = 0;
   std::unique_ptr<grpc::Server> server_;
 };

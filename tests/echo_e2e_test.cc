@@ -310,7 +310,8 @@ TEST_F(EchoE2ETest, CallOnDoneContextFailsAtOnceAndNeverReachesServer) {
 }
 
 TEST(EchoServerTest, ShutdownCancelsInFlightCalls) {
-  auto server = echo::EchoServer::Start({"solo", 0, "", kWorkers});
+  auto server = echo::EchoServer::Start(
+      {.name = "solo", .port = 0, .next = "", .workers = kWorkers});
   ASSERT_TRUE(server.ok());
   auto stub = testing::NewStub(**server);
   grpc::Status status;

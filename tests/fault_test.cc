@@ -77,7 +77,8 @@ EchoRequest Request(int64_t work_ms) {
 absl::StatusOr<std::unique_ptr<EchoServer>> StartHop(const std::string& name,
                                                      const std::string& next,
                                                      int port = 0) {
-  return EchoServer::Start({name, port, next, kWorkers});
+  return EchoServer::Start(
+      {.name = name, .port = port, .next = next, .workers = kWorkers});
 }
 
 std::string Loopback(int port) { return absl::StrCat("127.0.0.1:", port); }

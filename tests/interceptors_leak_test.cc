@@ -54,7 +54,8 @@ void CallMany(echo::EchoServer& server, const Context& parent, int calls,
 }
 
 TEST(InterceptorsLeakTest, TenThousandCallsLeaveNoRegistrations) {
-  auto server = echo::EchoServer::Start({"leak", 0, "", 1});
+  auto server = echo::EchoServer::Start(
+      {.name = "leak", .port = 0, .next = "", .workers = 1});
   ASSERT_TRUE(server.ok());
   // A parent with a deadline: every call registers a cancel on it and every
   // server call arms a deadline timer; all must be gone afterwards.

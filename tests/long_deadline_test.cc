@@ -62,10 +62,13 @@ TEST(LongDeadlineTest, ExpiringInTheLastHopIsDeadlineExceededAtEveryHop) {
   std::unique_ptr<grpc::Server> backend_server = builder.BuildAndStart();
   ASSERT_NE(backend_server, nullptr);
   auto middle = echo::EchoServer::Start(
-      {"middle", 0, "127.0.0.1:" + std::to_string(backend_port), 1});
+      {.name = "middle",
+       .next = "127.0.0.1:" + std::to_string(backend_port),
+       .workers = 1});
   ASSERT_TRUE(middle.ok()) << middle.status();
   auto frontend =
-      echo::EchoServer::Start({"frontend", 0, (*middle)->address(), 1});
+      echo::EchoServer::Start(
+          {.name = "frontend", .port = 0, .next = (*middle)->address(), .workers = 1});
   ASSERT_TRUE(frontend.ok()) << frontend.status();
   auto stub = testing::NewStub(**frontend);
 

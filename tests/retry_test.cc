@@ -440,7 +440,9 @@ TEST(LearnedHedgingDelayTest, ConcurrentRecordsAndReads) {
       for (int i = 0; i < kEach; ++i) {
         learned.Record(absl::Milliseconds(5));
         std::optional<absl::Duration> d = learned.Delay();
-        if (d.has_value()) EXPECT_EQ(*d, absl::Milliseconds(5));
+        if (d.has_value()) {
+          EXPECT_EQ(*d, absl::Milliseconds(5));
+        }
       }
     });
   }

@@ -72,7 +72,9 @@ TEST(TimerScaleTest, MillionLiveDeadlinesAllFireOrCancelAndQueueEmpties) {
     const absl::StatusCode code = ctx.Err().code();
     if (code == absl::StatusCode::kCancelled) ++canceled;
     if (code == absl::StatusCode::kDeadlineExceeded) ++expired;
-    if (i % 3 != 0) EXPECT_EQ(code, absl::StatusCode::kDeadlineExceeded);
+    if (i % 3 != 0) {
+      EXPECT_EQ(code, absl::StatusCode::kDeadlineExceeded);
+    }
   }
   EXPECT_EQ(canceled + expired, n);
   EXPECT_EQ(debug::PendingTimerCount(), 0u);

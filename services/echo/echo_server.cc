@@ -58,9 +58,11 @@ absl::StatusOr<std::unique_ptr<EchoServer>> EchoServer::Start(
   if (!(options.retry_channel.ratio >= 0)) {
     return absl::InvalidArgumentError("retry budget must be >= 0");
   }
-  EchoServiceOptions service_options{options.name, options.next,
-                                     options.workers, options.postgres,
-                                     options.max_work_ms};
+  EchoServiceOptions service_options{.name = options.name,
+                                     .next = options.next,
+                                     .workers = options.workers,
+                                     .postgres = options.postgres,
+                                     .max_work_ms = options.max_work_ms};
   service_options.server_policy = options.server_policy;
   // Stats is monitoring: it must answer under overload, so the policies
   // leave it alone unless it has an entry of its own.

@@ -31,9 +31,9 @@ namespace reqctx::echo {
 struct EchoServerOptions {
   std::string name = "echo";
   int port = 0;      // 0: any free port.
-  std::string next;  // host:port of the next hop; empty: last hop.
+  std::string next{};  // host:port of the next hop; empty: last hop.
   int workers = 2;
-  std::string postgres;  // libpq conninfo; see EchoServiceOptions.
+  std::string postgres{};  // libpq conninfo; see EchoServiceOptions.
   int64_t max_work_ms = 3600 * 1000;  // See EchoServiceOptions (>= 0).
   // How long Shutdown() lets in-flight calls finish before canceling them
   // (0: cancel at once).
@@ -42,9 +42,9 @@ struct EchoServerOptions {
   // make Start() fail with InvalidArgument naming the field. Stats is
   // exempt (no policy) unless `server_policy.methods` has an entry for
   // "/echo.v1.Echo/Stats".
-  policy::ServerPolicyOptions server_policy;
+  policy::ServerPolicyOptions server_policy{};
   policy::RetryPolicy retry = EchoServiceOptions::NoRetries();
-  policy::RetryChannelOptions retry_channel;
+  policy::RetryChannelOptions retry_channel{};
   // The interface to listen on: an IPv4 address ("127.0.0.1"; "0.0.0.0" for
   // every interface) or an IPv6 one, bracketed or not ("[::1]", "::"). Host
   // names are refused (see BindHost). Last, so positional initializers of

@@ -34,24 +34,24 @@ namespace reqctx::echo {
 
 struct EchoServiceOptions {
   std::string name = "echo";  // Reported as Hop.service.
-  std::string next;           // host:port of the next hop; empty: last hop.
+  std::string next{};         // host:port of the next hop; empty: last hop.
   int workers = 2;            // K worker threads per Echo call (>= 1).
   // libpq conninfo. Non-empty: an Echo call's work is instead one query,
   // `SELECT pg_sleep(work_ms / 1000.0)`, on this PostgreSQL server, bound
   // to the call's Context (a cancel or deadline stops it on the server).
-  std::string postgres;
+  std::string postgres{};
   // The most work_ms a request may ask for; more fails the call with
   // INVALID_ARGUMENT naming the limit (bounds the work one call can cause).
   int64_t max_work_ms = 3600 * 1000;
   // Production policies (issue 12), all off by default. `server_policy`
   // is enforced by EchoServer (ServerPolicy::Apply on this service); its
   // counts and the retry helper's appear in Stats.policy_counts.
-  policy::ServerPolicyOptions server_policy;
+  policy::ServerPolicyOptions server_policy{};
   // Calls to the next hop go through the retry helper when
   // retry.max_attempts > 1 or hedging is set (with `retry_channel`'s budget
   // and throttling); either way they carry the call's criticality.
   policy::RetryPolicy retry = NoRetries();
-  policy::RetryChannelOptions retry_channel;
+  policy::RetryChannelOptions retry_channel{};
 
   static policy::RetryPolicy NoRetries() {
     policy::RetryPolicy p;
