@@ -341,31 +341,17 @@ bool CancelNode::WaitUntil(MonoTime deadline) {
 // --- TimerNode ---------------------------------------------------------------
 
 TimerNode::TimerNode(const Node* parent, absl::Time deadline,
-                     MonoTime mono_deadline, absl::Status cause, bool armed)
+                     MonoTime mono_deadline, absl::Status cause)
     : CancelNode(NodeKind::kTimer, parent),
-      armed_(armed),
+      armed_(false),
       deadline_(deadline),
       mono_deadline_(mono_deadline),
       deadline_cause_(std::move(cause)) {}
 
 TimerNode* TimerNode::New(const Node* parent, absl::Time deadline,
                           MonoTime mono_deadline, absl::Status cause) {
-  auto* n = new TimerNode(parent, deadline, mono_deadline, std::move(cause),
-                          /*armed=*/true);
-  n->PropagateFromParent();
-  if (mono_deadline <= MonoNow()) {
-    n->Cancel(DoneReason::kDeadline, n->deadline_cause_,
-              /*remove_from_parent=*/true);
-    return n;
-  }
-  if (mono_deadline == kMonoNever) return n;  // Beyond the clock: never fires.
-  bool queued;
-  {
-    std::lock_guard<SmallMutex> lock(n->mu_);
-    // Else the parent was done: nothing to queue.
-    queued = n->IsDone() || TimerService::Get().Add(n);
-  }
-  if (!queued) {
+  TimerNode* n = NewUnarmed(parent, deadline, mono_deadline, std::move(cause));
+  if (!n->Queue()) {
     // Out of memory for the timer heap: undo, and say so.
     n->Cancel(DoneReason::kCanceled, absl::OkStatus(),
               /*remove_from_parent=*/true);
@@ -377,9 +363,8 @@ TimerNode* TimerNode::New(const Node* parent, absl::Time deadline,
 }
 
 TimerNode* TimerNode::NewUnarmed(const Node* parent, absl::Time deadline,
-                                 MonoTime mono_deadline) {
-  auto* n = new TimerNode(parent, deadline, mono_deadline, absl::OkStatus(),
-                          /*armed=*/false);
+                                 MonoTime mono_deadline, absl::Status cause) {
+  auto* n = new TimerNode(parent, deadline, mono_deadline, std::move(cause));
   n->PropagateFromParent();
   if (mono_deadline <= MonoNow()) {
     n->Cancel(DoneReason::kDeadline, n->deadline_cause_,
@@ -393,8 +378,13 @@ bool TimerNode::Arm() {
     Cancel(DoneReason::kDeadline, deadline_cause_, /*remove_from_parent=*/true);
     return true;
   }
-  if (mono_deadline_ == kMonoNever) return true;  // Never fires anyway.
+  return Queue();
+}
+
+bool TimerNode::Queue() {
+  if (mono_deadline_ == kMonoNever) return true;  // Beyond the clock: never fires.
   std::lock_guard<SmallMutex> lock(mu_);
+  // Done (its deadline passed, or the parent was done): nothing to queue.
   if (armed_ || IsDone()) return true;
   if (!TimerService::Get().Add(this)) return false;
   armed_ = true;

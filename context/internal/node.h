@@ -324,9 +324,10 @@ class TimerNode final : public CancelNode {
   // Like New, but the timer is not armed: Deadline() reports `deadline`
   // and children compare against `mono_deadline`, yet nothing queues or
   // fires it until Arm(). Done at once if `mono_deadline` has passed.
-  // Never throws for the timer.
+  // Never throws for the timer. New is this plus Queue().
   static TimerNode* NewUnarmed(const Node* parent, absl::Time deadline,
-                               MonoTime mono_deadline);
+                               MonoTime mono_deadline,
+                               absl::Status cause = absl::OkStatus());
 
   absl::Time deadline() const { return deadline_; }
   MonoTime mono_deadline() const { return mono_deadline_; }
@@ -336,7 +337,8 @@ class TimerNode final : public CancelNode {
   // armed or done. Returns false only if memory for the timer cannot be had
   // (the node is then left unarmed). Never throws.
   bool Arm();
-  // Whether the timer is armed (queued or fired). For tests.
+  // Whether the timer is armed (queued or fired; a deadline beyond the
+  // monotonic clock's range never is). For tests.
   bool IsArmedForTesting();
 
   // Owned by TimerService: the shard holding this node (set by Add, under
@@ -353,7 +355,11 @@ class TimerNode final : public CancelNode {
   bool armed_;
 
   TimerNode(const Node* parent, absl::Time deadline, MonoTime mono_deadline,
-            absl::Status cause, bool armed);
+            absl::Status cause);
+  // Queues the timer unless it is done, armed already, or its deadline is
+  // beyond the clock (kMonoNever: it never fires). Returns false only if
+  // memory for the timer cannot be had (the node is then left unarmed).
+  bool Queue();
   void OnDoneLocked() override;
 
   const absl::Time deadline_;
