@@ -1,7 +1,6 @@
 #include "interceptors/policy/retry.h"
 
 #include <algorithm>
-#include <charconv>
 #include <cmath>
 #include <condition_variable>
 #include <memory>
@@ -11,11 +10,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "context/after_func.h"
 #include "context/sleep.h"
 #include "interceptors/client_interceptor.h"
 #include "interceptors/internal/trace_propagation.h"
 #include "interceptors/policy/criticality.h"
-#include "interceptors/policy/server_policy.h"
 #include "interceptors/status_mapping.h"
 #include "interceptors/trace_context.h"
 #include "w3c/baggage_context.h"
@@ -119,17 +118,94 @@ std::optional<absl::Duration> LearnedHedgingDelay::Delay() const {
   return std::clamp(*q, lo, hi);
 }
 
-// ---- CallWithRetry ----
+// ---- The retry decision ----
 
 namespace {
 
 constexpr int kMaxAttempts = 16;
 
+int MaxAttempts(const RetryPolicy& policy) {
+  return std::clamp(policy.max_attempts, 1, kMaxAttempts);
+}
+
+}  // namespace
+
+absl::Duration Backoff(const RetryPolicy& policy, int retry, double draw) {
+  double b = absl::ToDoubleSeconds(policy.initial_backoff) *
+             std::pow(std::max(policy.backoff_multiplier, 1.0),
+                      std::max(retry, 0));
+  b = std::min(b, absl::ToDoubleSeconds(policy.max_backoff));
+  const double j = std::clamp(policy.jitter, 0.0, 1.0);
+  b *= (1 - j) + 2 * j * std::clamp(draw, 0.0, 1.0);
+  // Not NaN (a zero backoff times an infinite multiplier) nor negative.
+  return b > 0 ? absl::Seconds(b) : absl::ZeroDuration();
+}
+
+AttemptTimeout AttemptTimeoutFor(const RetryPolicy& policy,
+                                 absl::Duration remaining) {
+  const absl::Duration call = remaining - policy.reserve;
+  if (policy.attempt_timeout < call) return {policy.attempt_timeout, true};
+  return {call, false};
+}
+
+bool RoomForAttempt(const RetryPolicy& policy, absl::Duration remaining) {
+  return remaining - policy.reserve > absl::ZeroDuration() &&
+         remaining >= policy.expected_latency;
+}
+
+RetryPlan DecideRetry(const RetryPolicy& policy, const AttemptOutcome& outcome,
+                      const RetryCallState& call, double draw) {
+  using A = RetryAction;
+  using R = RetryReason;
+  if (outcome.code == grpc::StatusCode::OK) return {A::kFinal, R::kOk};
+  const bool retryable =
+      outcome.code == grpc::StatusCode::DEADLINE_EXCEEDED
+          // Only an attempt cut by its own timer; never the server's or
+          // ctx's DEADLINE_EXCEEDED.
+          ? outcome.own_timer_left.has_value() &&
+                *outcome.own_timer_left <= kAttemptTimerSlack
+          : std::find(policy.retryable_codes.begin(),
+                      policy.retryable_codes.end(),
+                      outcome.code) != policy.retryable_codes.end();
+  if (!retryable) return {A::kFinal, R::kNotRetryable};
+  if (call.context_done) return {A::kContextDone, R::kContextDone};
+  const Pushback& pb = outcome.pushback;
+  if (pb.kind == Pushback::Kind::kStop) return {A::kNoMore, R::kPushbackStop};
+  if (call.attempts_started >= MaxAttempts(policy)) {
+    return {A::kNoMore, R::kMaxAttempts};
+  }
+  RetryPlan plan{A::kRetry, R::kBackoff, absl::ZeroDuration()};
+  if (pb.kind == Pushback::Kind::kRetryAfter) {
+    if (pb.delay > policy.max_pushback) {
+      return {A::kNoMore, R::kPushbackTooLong};
+    }
+    plan.reason = R::kPushback;
+    plan.delay = pb.delay;
+  } else if (!call.hedging) {
+    plan.delay = Backoff(policy, call.backoff_step, draw);
+  }
+  if (!RoomForAttempt(policy, call.remaining - plan.delay)) {
+    return {A::kNoMore, R::kNoTimeLeft};
+  }
+  return plan;
+}
+
+// ---- CallWithRetry ----
+
+namespace {
+
 struct Attempt {
   Context ctx;
   CancelFunc cancel;
-  bool capped = false;  // Its deadline is the attempt_timeout, not ctx's.
+  bool own_timer = false;  // Its deadline is attempt_timeout, not ctx's.
   absl::Time start;
+};
+
+// What RunOne returns: the attempt's status and what DecideRetry needs.
+struct Returned {
+  grpc::Status status;
+  AttemptOutcome outcome;
+  absl::Duration elapsed;  // From Attempt::start.
 };
 
 class Retrier {
@@ -140,7 +216,7 @@ class Retrier {
         policy_(policy),
         channel_(channel),
         learner_(policy.learned_hedging.get()),
-        max_attempts_(std::clamp(policy.max_attempts, 1, kMaxAttempts)),
+        max_attempts_(MaxAttempts(policy)),
         rng_(std::random_device{}()) {
     std::optional<TraceContext> tc = GetTraceContext(ctx);
     if (tc.has_value()) {
@@ -158,16 +234,10 @@ class Retrier {
     if (channel_ != nullptr) channel_->counters().Add(c);
   }
 
-  // Time left before ctx's deadline (infinite if none).
-  absl::Duration Remaining(absl::Time now) const {
-    std::optional<absl::Time> d = ctx_.Deadline();
-    return d.has_value() ? *d - now : absl::InfiniteDuration();
-  }
-
-  // Whether an attempt may start now: ctx live, enough budget left.
-  bool RoomForAttempt(absl::Time now) const {
-    return Remaining(now) - policy_.reserve > absl::ZeroDuration() &&
-           Remaining(now) >= policy_.expected_latency;
+  // Time left before ctx's deadline, on its monotonic clock (infinite if
+  // none).
+  absl::Duration Remaining() const {
+    return ctx_.TimeLeft().value_or(absl::InfiniteDuration());
   }
 
   // Budget and throttle checks for attempt `n`; OK to go, else why not.
@@ -190,107 +260,98 @@ class Retrier {
     return std::nullopt;
   }
 
-  Attempt MakeAttempt(absl::Time now) {
-    std::optional<absl::Time> d = ctx_.Deadline();
-    absl::Time deadline = now + policy_.attempt_timeout;
-    bool capped = true;
-    if (d.has_value() && *d - policy_.reserve <= deadline) {
-      deadline = *d - policy_.reserve;
-      capped = false;
+  // Every check before attempt `n` (ctx live, room left, budget, throttle):
+  // nullopt to go, else the status the call would return if no attempt had
+  // been made yet.
+  std::optional<grpc::Status> CannotStart(int n, bool hedge) {
+    if (ctx_.IsDone()) return CtxStatus();
+    if (!RoomForAttempt(policy_, Remaining())) {
+      Count(PolicyCounter::kAttemptSkippedDeadline);
+      return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
+                          "remaining budget below the expected latency: no "
+                          "attempt made");
     }
+    return Refusal(n, hedge);
+  }
+
+  Attempt MakeAttempt() {
+    const AttemptTimeout t = AttemptTimeoutFor(policy_, Remaining());
     Context traced = WithTraceContext(
         ctx_, TraceContext{trace_id_, internal::NewSpanId(), sampled_});
-    auto [actx, cancel] = WithDeadline(traced, deadline);
-    return Attempt{actx, std::move(cancel), capped, now};
+    auto [actx, cancel] = t.timeout == absl::InfiniteDuration()
+                              ? WithCancel(traced)
+                              : WithTimeout(traced, t.timeout);
+    return Attempt{actx, std::move(cancel), t.own_timer, absl::Now()};
   }
 
-  // Makes attempt `n`; `elapsed` is set to its latency (from a.start).
-  grpc::Status RunOne(const Attempt& a, int n, const AttemptFunction& f,
-                      absl::Duration* elapsed,
-                      std::optional<absl::Duration>* pushback,
-                      bool* no_retry) {
+  // Makes attempt `n`.
+  Returned RunOne(const Attempt& a, int n, const AttemptFunction& f) {
     std::unique_ptr<grpc::ClientContext> cc = NewClientContext(a.ctx);
     PropagateCriticality(a.ctx, cc.get());
-    grpc::Status s = f(cc.get(), n);
-    if (channel_ != nullptr) channel_->RecordOutcome(s.error_code());
-    *elapsed = absl::Now() - a.start;
+    Returned r;
+    r.status = f(cc.get(), n);
+    if (channel_ != nullptr) channel_->RecordOutcome(r.status.error_code());
+    r.elapsed = absl::Now() - a.start;
+    r.outcome.code = r.status.error_code();
+    if (a.own_timer) r.outcome.own_timer_left = a.ctx.TimeLeft();
     const auto& trailers = cc->GetServerTrailingMetadata();
-    auto it = trailers.find(kRetryPushbackHeader);
-    if (it != trailers.end()) {
-      std::string_view v(it->second.data(), it->second.size());
-      int64_t ms = -1;
-      auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), ms);
-      if (ec != std::errc() || p != v.data() + v.size() || ms < 0) {
-        *no_retry = true;  // gRPC A6: a malformed or negative pushback.
-      } else {
-        *pushback = absl::Milliseconds(ms);
-      }
+    if (auto it = trailers.find(kRetryPushbackHeader); it != trailers.end()) {
+      r.outcome.pushback = ParsePushback(
+          std::string_view(it->second.data(), it->second.size()));
     }
-    return s;
+    return r;
   }
 
-  bool Retryable(const grpc::Status& s, const Attempt& a) const {
-    if (ctx_.IsDone()) return false;
-    if (s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED && a.capped) {
-      return true;  // Cut short by its own attempt_timeout.
+  RetryPlan Decide(const AttemptOutcome& outcome, int attempts,
+                   int backoff_step, bool hedging) {
+    RetryCallState call;
+    call.attempts_started = attempts;
+    call.backoff_step = backoff_step;
+    call.hedging = hedging;
+    call.context_done = ctx_.IsDone();
+    call.remaining = Remaining();
+    RetryPlan plan = DecideRetry(
+        policy_, outcome, call,
+        std::uniform_real_distribution<double>(0, 1)(rng_));
+    if (plan.reason == RetryReason::kNoTimeLeft) {
+      Count(PolicyCounter::kAttemptSkippedDeadline);
     }
-    return std::find(policy_.retryable_codes.begin(),
-                     policy_.retryable_codes.end(),
-                     s.error_code()) != policy_.retryable_codes.end();
-  }
-
-  absl::Duration Backoff(int retry) {
-    double b = absl::ToDoubleSeconds(policy_.initial_backoff) *
-               std::pow(std::max(policy_.backoff_multiplier, 1.0), retry);
-    b = std::min(b, absl::ToDoubleSeconds(policy_.max_backoff));
-    const double j = std::clamp(policy_.jitter, 0.0, 1.0);
-    b *= std::uniform_real_distribution<double>(1 - j, 1 + j)(rng_);
-    return absl::Seconds(std::max(b, 0.0));
+    return plan;
   }
 
   grpc::Status CtxStatus() const { return ToGrpcStatus(ctx_.Err()); }
 
+  // The call ended by ctx: its error, no winner.
+  RetryResult EndedByContext(RetryResult r) const {
+    r.status = CtxStatus();
+    r.winner = -1;
+    return r;
+  }
+
   RetryResult Sequential(const AttemptFunction& f) {
     RetryResult r;
+    int backoff_step = 0;
     for (int n = 0; n < max_attempts_; ++n) {
-      if (ctx_.IsDone()) {
-        if (r.attempts == 0) r.status = CtxStatus();
-        return r;
-      }
-      const absl::Time now = absl::Now();
-      if (!RoomForAttempt(now)) {
-        Count(PolicyCounter::kAttemptSkippedDeadline);
-        if (r.attempts == 0) {
-          r.status = grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
-                                  "remaining budget below the expected "
-                                  "latency: no attempt made");
-        }
-        return r;
-      }
-      if (std::optional<grpc::Status> no = Refusal(n, false)) {
+      if (std::optional<grpc::Status> no = CannotStart(n, false)) {
+        // Before the first attempt any refusal is the answer; later, ctx's
+        // end is, and otherwise the last attempt's status stands.
         if (r.attempts == 0) r.status = *no;
+        if (ctx_.IsDone()) return EndedByContext(r);
         return r;
       }
-      Attempt a = MakeAttempt(now);
-      std::optional<absl::Duration> pushback;
-      bool no_retry = false;
-      absl::Duration elapsed;
-      r.status = RunOne(a, n, f, &elapsed, &pushback, &no_retry);
-      if (learner_ != nullptr && r.status.ok()) learner_->Record(elapsed);
+      Attempt a = MakeAttempt();
+      Returned ret = RunOne(a, n, f);
+      if (learner_ != nullptr && ret.status.ok()) learner_->Record(ret.elapsed);
+      r.status = std::move(ret.status);
       r.winner = n;
       ++r.attempts;
-      if (r.status.ok() || no_retry || !Retryable(r.status, a) ||
-          n + 1 >= max_attempts_) {
-        return r;
-      }
-      const absl::Duration wait = pushback.value_or(Backoff(n));
-      const absl::Time after = absl::Now() + wait;
-      if (!RoomForAttempt(after)) {
-        // Sleeping would leave no time for the next attempt.
-        Count(PolicyCounter::kAttemptSkippedDeadline);
-        return r;
-      }
-      if (!SleepFor(ctx_, wait).ok()) return r;
+      const RetryPlan plan = Decide(ret.outcome, r.attempts, backoff_step,
+                                    /*hedging=*/false);
+      if (plan.action == RetryAction::kContextDone) return EndedByContext(r);
+      if (plan.action != RetryAction::kRetry) return r;
+      backoff_step =
+          plan.reason == RetryReason::kPushback ? 0 : backoff_step + 1;
+      if (!SleepFor(ctx_, plan.delay).ok()) return EndedByContext(r);
     }
     return r;
   }
@@ -303,10 +364,10 @@ class Retrier {
       struct Done {
         int n;
         grpc::Status status;
-        std::optional<absl::Duration> pushback;
-        bool no_retry;
+        AttemptOutcome outcome;
       };
-      std::vector<Done> done;  // Guarded by mu.
+      std::vector<Done> done;     // Guarded by mu.
+      bool ctx_done = false;      // Guarded by mu.
       // Per attempt: it returned / its lower bound was recorded as a loser
       // (so its latency is recorded once at most). Guarded by mu.
       bool returned[kMaxAttempts] = {};
@@ -317,93 +378,101 @@ class Retrier {
     std::vector<std::thread> threads;
     RetryResult r;
     int running = 0;
-    bool finished = false;
     auto launch = [&](int n, bool hedge) -> bool {
-      const absl::Time now = absl::Now();
-      if (ctx_.IsDone()) return false;
-      if (!RoomForAttempt(now)) {
-        Count(PolicyCounter::kAttemptSkippedDeadline);
-        return false;
-      }
-      if (std::optional<grpc::Status> no = Refusal(n, hedge)) {
+      if (std::optional<grpc::Status> no = CannotStart(n, hedge)) {
         if (r.attempts == 0) r.status = *no;
         return false;
       }
-      attempts.push_back(MakeAttempt(now));
+      attempts.push_back(MakeAttempt());
       const Attempt& a = attempts.back();
       ++r.attempts;
       ++running;
       threads.emplace_back([this, shared, a, n, &f] {
-        std::optional<absl::Duration> pushback;
-        bool no_retry = false;
-        absl::Duration elapsed;
-        grpc::Status s = RunOne(a, n, f, &elapsed, &pushback, &no_retry);
+        Returned ret = RunOne(a, n, f);
         std::lock_guard<std::mutex> lock(shared->mu);
         shared->returned[n] = true;
-        if (learner_ != nullptr && s.ok() && !shared->censored[n]) {
-          learner_->Record(elapsed);
+        if (learner_ != nullptr && ret.status.ok() && !shared->censored[n]) {
+          learner_->Record(ret.elapsed);
         }
-        shared->done.push_back({n, std::move(s), pushback, no_retry});
+        shared->done.push_back({n, std::move(ret.status), ret.outcome});
         shared->cv.notify_all();
       });
       return true;
     };
     if (!launch(0, false)) {
-      if (r.status.ok()) {
-        r.status = ctx_.IsDone()
-                       ? CtxStatus()
-                       : grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
-                                      "remaining budget below the expected "
-                                      "latency: no attempt made");
-      }
+      if (ctx_.IsDone()) return EndedByContext(r);
       return r;
     }
-    absl::Time next_hedge = absl::Now() + delay;
-    bool more = true;  // Further attempts may still be started.
+    // Wakes the loop below when ctx ends while it waits for the next start
+    // (with no attempt running, nothing else would).
+    AfterFuncHandle wake = AfterFunc(ctx_, [shared] {
+      std::lock_guard<std::mutex> lock(shared->mu);
+      shared->ctx_done = true;
+      shared->cv.notify_all();
+    });
+    // The next attempt starts at max(next_start, not_before): next_start is
+    // the hedging timer (or now, after a retryable failure); not_before is
+    // the latest pushback's end, which no attempt may precede.
+    absl::Time next_start = absl::Now() + delay;
+    absl::Time not_before = absl::InfinitePast();
+    bool more = true;            // Further attempts may still be started.
+    bool retry_pending = false;  // The next start follows a failure.
+    bool by_context = false;
     std::unique_lock<std::mutex> lock(shared->mu);
-    while (!finished) {
+    while (true) {
       if (!shared->done.empty()) {
         Shared::Done d = std::move(shared->done.front());
         shared->done.erase(shared->done.begin());
         --running;
-        r.status = d.status;
+        r.status = std::move(d.status);
         r.winner = d.n;
-        const Attempt& a = attempts[static_cast<size_t>(d.n)];
-        if (d.status.ok() || d.no_retry || !Retryable(d.status, a)) {
-          finished = true;
+        const RetryPlan plan =
+            Decide(d.outcome, r.attempts, /*backoff_step=*/0, /*hedging=*/true);
+        if (plan.action == RetryAction::kFinal) break;
+        if (plan.action == RetryAction::kContextDone) {
+          by_context = true;
           break;
         }
-        if (d.no_retry) more = false;
-        if (more && r.attempts < max_attempts_) {
-          lock.unlock();
-          const bool started = launch(r.attempts, false);
-          lock.lock();
-          if (!started) more = false;
-          next_hedge = absl::Now() + delay;
+        if (plan.action == RetryAction::kNoMore) {
+          more = false;
+        } else {
+          const absl::Time now = absl::Now();
+          next_start = now + plan.delay;
+          if (plan.reason == RetryReason::kPushback) {
+            not_before = std::max(not_before, now + plan.delay);
+          }
+          retry_pending = true;
         }
-        if (running == 0) finished = true;
         continue;
       }
-      if (more && r.attempts < max_attempts_ && absl::Now() >= next_hedge) {
+      if (shared->ctx_done || ctx_.IsDone()) {
+        by_context = true;
+        break;
+      }
+      const bool can_start = more && r.attempts < max_attempts_;
+      if (!can_start && running == 0) break;  // Every attempt returned.
+      const absl::Time start_at = std::max(next_start, not_before);
+      if (can_start && absl::Now() >= start_at) {
         lock.unlock();
-        const bool started = launch(r.attempts, true);
+        const bool started = launch(r.attempts, !retry_pending);
         lock.lock();
         if (!started) more = false;
-        next_hedge = absl::Now() + delay;
+        retry_pending = false;
+        next_start = absl::Now() + delay;
         continue;
       }
-      if (more && r.attempts < max_attempts_) {
-        shared->cv.wait_until(lock, absl::ToChronoTime(next_hedge));
+      // Bounded: every running attempt has a deadline (its own, or ctx's
+      // through attempt_timeout), and ctx's end wakes this wait.
+      if (can_start) {
+        shared->cv.wait_until(lock, absl::ToChronoTime(start_at));
       } else {
-        // Bounded: every running attempt has a deadline (its own, or ctx's
-        // through attempt_timeout), and ctx's cancel cancels it.
-        shared->cv.wait(lock, [&] { return !shared->done.empty(); });
+        shared->cv.wait(lock);
       }
     }
     // Losers to an OK answer still running that ran at least the delay:
     // their time so far is a lower bound of their latency (see
     // LearnedHedgingDelay). Not when the call failed or ctx ended it.
-    if (learner_ != nullptr && r.status.ok()) {
+    if (learner_ != nullptr && !by_context && r.status.ok()) {
       const absl::Time now = absl::Now();
       for (size_t i = 0; i < attempts.size(); ++i) {
         if (static_cast<int>(i) == r.winner || shared->returned[i]) continue;
@@ -416,16 +485,15 @@ class Retrier {
     lock.unlock();
     // Cancel every other attempt at once.
     for (size_t i = 0; i < attempts.size(); ++i) {
-      if (static_cast<int>(i) != r.winner) {
-        attempts[i].cancel();
-      }
+      if (static_cast<int>(i) != r.winner || by_context) attempts[i].cancel();
     }
-    if (running > 0) {
+    if (!by_context) {
       for (int i = 0; i < running; ++i) {
         Count(PolicyCounter::kHedgeLosersCanceled);
       }
     }
     for (std::thread& t : threads) t.join();
+    if (by_context) return EndedByContext(r);
     return r;
   }
 

@@ -11,19 +11,37 @@
 //
 // Each attempt gets its own grpc::ClientContext from NewClientContext on a
 // child of `ctx`:
-//   * its deadline is min(now + attempt_timeout, ctx's deadline - reserve);
-//     an attempt that would get no time at all is not started;
+//   * its deadline is min(now + attempt_timeout, ctx's deadline - reserve)
+//     (AttemptTimeout, below); an attempt that would get no time at all is
+//     not started;
 //   * it carries ctx's trace id with a span id of its own, and ctx's
 //     criticality in `baggage`;
 //   * it is canceled when ctx is (so canceling ctx cancels every attempt).
-// Between attempts: exponential backoff (initial_backoff x multiplier^n,
-// capped at max_backoff, +-jitter), or the server's `grpc-retry-pushback-ms`
-// when it sent one (a negative or malformed pushback means "do not retry").
-// No attempt is started, and no backoff slept, when what would remain of
-// the deadline afterwards is below `expected_latency`: the call returns the
-// last attempt's status instead (or DEADLINE_EXCEEDED if none was made).
-// Only statuses in `retryable_codes` are retried, plus an attempt cut short
-// by its own attempt_timeout while ctx is still live.
+// After each attempt, DecideRetry (below) says what comes next, from the
+// attempt's status and pushback and what is left of ctx:
+//   * OK, or a status that is not retryable: that is the call's answer.
+//     Retryable are the codes in `retryable_codes`, except
+//     DEADLINE_EXCEEDED, which is retryable only when the attempt was cut
+//     by its own attempt_timeout (whatever `retryable_codes` says): a
+//     DEADLINE_EXCEEDED the server returned, or one caused by ctx's
+//     deadline, is final.
+//   * ctx ended (canceled, or its deadline passed) before a retry: the
+//     call's answer is ctx's error (CANCELLED or DEADLINE_EXCEEDED), at
+//     once, also when it ends during a backoff or while waiting for the
+//     next hedge.
+//   * The server's `grpc-retry-pushback-ms` (pushback.h, gRFC A6): a valid
+//     N >= 0 delays the next attempt by exactly N ms (and the backoff
+//     restarts from initial_backoff after it); a negative or malformed one
+//     stops retries and hedges; one above `max_pushback` also stops them
+//     (the call does not wait that long). Then the call returns the last
+//     attempt's status.
+//   * Otherwise the next attempt waits an exponential backoff (Backoff,
+//     below: initial_backoff x multiplier^n, capped at max_backoff,
+//     +-jitter).
+//   * No attempt is started, and no backoff slept, when what would remain
+//     of the deadline afterwards is below `expected_latency` (or leaves
+//     nothing beyond `reserve`): the call returns the last attempt's status
+//     at once (or DEADLINE_EXCEEDED if none was made).
 // Per channel (RetryChannelState): a retry budget -- retries (and hedges)
 // at most `ratio` of first attempts in the last `window`, plus
 // `min_retries_per_second` -- and the SRE book's client-side adaptive
@@ -34,9 +52,15 @@
 // Hedging (hedging_delay set): a further attempt starts whenever
 // hedging_delay passes with no answer (or at once after a retryable
 // failure), up to max_attempts in total; the first OK or non-retryable
-// answer wins and every other attempt is canceled at once. A hedge, like
-// any attempt, starts only while the budget rules above allow one: never
-// past ctx's deadline (minus reserve), never with less than
+// answer wins and every other attempt is canceled at once. Pushback, as in
+// gRFC A6: after a pushback of N ms the next attempt starts no sooner than
+// N ms later (whichever attempt sent it, whatever the hedging timer says),
+// and the following ones resume hedging_delay after it; a negative or
+// malformed pushback (or one above max_pushback) stops further attempts,
+// and the call waits for those already running (the last to return gives
+// the status, unless one answers OK or with a final status). A hedge,
+// like any attempt, starts only while the budget rules above allow one:
+// never past ctx's deadline (minus reserve), never with less than
 // expected_latency left.
 // Learned hedging (learned_hedging set): the delay is a quantile (default
 // p95) of the method's recent attempt latencies (LearnedHedgingDelay,
@@ -50,6 +74,9 @@
 // thread, or, when hedging, on one thread per attempt (concurrently: it must
 // not share per-call state between attempts except through the Response
 // each attempt is given).
+// The decision functions (Backoff, AttemptTimeout, RoomForAttempt,
+// DecideRetry) are pure: no clock, no randomness of their own (a `draw` is
+// passed in), no gRPC call; safe from any thread.
 // Lifetime: CallWithRetry returns only after every attempt it started has
 // returned; the RetryChannelState must outlive its calls.
 #ifndef REQCTX_INTERCEPTORS_POLICY_RETRY_H_
@@ -72,6 +99,7 @@
 #include "context/core.h"
 #include "interceptors/policy/latency_window.h"
 #include "interceptors/policy/policy_counters.h"
+#include "interceptors/policy/pushback.h"
 
 namespace reqctx::policy {
 
@@ -136,6 +164,9 @@ struct RetryPolicy {
       grpc::StatusCode::UNAVAILABLE};
   absl::Duration expected_latency = absl::ZeroDuration();
   std::optional<absl::Duration> hedging_delay;  // nullopt: no hedging.
+  // A server pushback longer than this stops retries and hedges instead of
+  // holding the call (gRPC's wire type allows up to ~24.8 days).
+  absl::Duration max_pushback = absl::Seconds(30);
   // Non-null: hedge after the learned delay once it is learned (see the
   // file comment). One per method: copies of this policy share it.
   std::shared_ptr<LearnedHedgingDelay> learned_hedging;
@@ -193,6 +224,96 @@ class RetryChannelState {
 // NewClientContext sends) already carries a `criticality` entry. CallWithRetry does this for every
 // attempt; call it for calls made with NewClientContext directly.
 void PropagateCriticality(const Context& ctx, grpc::ClientContext* cc);
+
+// ---- The retry decision, as values ----
+
+// The wait before retry number `retry` (0: the first wait; it restarts at 0
+// after a server pushback): initial_backoff x max(backoff_multiplier, 1)^retry,
+// capped at max_backoff, times a jitter factor (1 - j) + 2 j draw, where j
+// is `jitter` clamped to [0, 1] and `draw` (clamped to [0, 1]) is a uniform
+// random number the caller supplies. Never negative; max_backoff at most
+// (x (1 + j)).
+absl::Duration Backoff(const RetryPolicy& policy, int retry, double draw);
+
+// What an attempt gets when `remaining` is left of the call's Context
+// (InfiniteDuration() if it has no deadline).
+struct AttemptTimeout {
+  // min(attempt_timeout, remaining - reserve); infinite if both are.
+  absl::Duration timeout = absl::InfiniteDuration();
+  // True when attempt_timeout is the smaller and finite: the attempt has a
+  // timer of its own, which may cut it (a DEADLINE_EXCEEDED then is
+  // retryable); false when its deadline is the call's minus reserve.
+  bool own_timer = false;
+};
+AttemptTimeout AttemptTimeoutFor(const RetryPolicy& policy,
+                                 absl::Duration remaining);
+
+// Whether an attempt may start with `remaining` left of the call's Context:
+// remaining - reserve > 0 and remaining >= expected_latency.
+bool RoomForAttempt(const RetryPolicy& policy, absl::Duration remaining);
+
+// What one returned attempt tells DecideRetry.
+struct AttemptOutcome {
+  grpc::StatusCode code = grpc::StatusCode::OK;
+  Pushback pushback;  // Parsed from its trailing metadata.
+  // If the attempt had a timer of its own (AttemptTimeout::own_timer): the
+  // time that was left on it when the attempt returned (<= 0 once it
+  // fired); nullopt otherwise. The attempt counts as cut by its timer when
+  // it returned DEADLINE_EXCEEDED with at most kAttemptTimerSlack left (gRPC
+  // rounds and converts the deadline it enforces: it may fire that much
+  // before reqctx's own timer).
+  std::optional<absl::Duration> own_timer_left;
+};
+inline constexpr absl::Duration kAttemptTimerSlack = absl::Milliseconds(2);
+
+// The call, as DecideRetry sees it when one of its attempts has returned.
+struct RetryCallState {
+  int attempts_started = 1;
+  // Backoff waits since the first attempt or the last pushback (the
+  // `retry` of Backoff).
+  int backoff_step = 0;
+  // Hedging: without pushback, the next attempt may start at once.
+  bool hedging = false;
+  bool context_done = false;
+  // Left of the call's Context now; InfiniteDuration() if no deadline.
+  absl::Duration remaining = absl::InfiniteDuration();
+};
+
+enum class RetryAction {
+  kRetry,        // Start another attempt `delay` from now, not sooner.
+  kFinal,        // This attempt's status is the call's answer (OK or not
+                 // retryable); when hedging, cancel the others.
+  kNoMore,       // Retryable, but start no further attempt: this status is
+                 // the answer unless another running attempt (hedging)
+                 // answers.
+  kContextDone,  // The call's Context ended: its error is the answer.
+};
+enum class RetryReason {
+  kOk,
+  kNotRetryable,     // Incl. DEADLINE_EXCEEDED not cut by its own timer.
+  kContextDone,
+  kPushbackStop,     // Negative or malformed pushback.
+  kPushbackTooLong,  // Pushback above max_pushback.
+  kMaxAttempts,
+  kNoTimeLeft,       // After the wait, below expected_latency / reserve.
+  kBackoff,          // kRetry after Backoff (zero when hedging).
+  kPushback,         // kRetry after the server's pushback.
+};
+struct RetryPlan {
+  RetryAction action = RetryAction::kFinal;
+  RetryReason reason = RetryReason::kOk;
+  absl::Duration delay = absl::ZeroDuration();  // kRetry only.
+};
+
+// The decision after an attempt returned, in this order: OK -> kFinal;
+// not retryable (see the file comment) -> kFinal; context done ->
+// kContextDone; pushback stop -> kNoMore; attempts_started >= max_attempts
+// -> kNoMore; the wait (the pushback's delay, else when hedging zero, else
+// Backoff(policy, backoff_step, draw)); a pushback above max_pushback ->
+// kNoMore; no RoomForAttempt with `remaining - wait` -> kNoMore; else
+// kRetry after the wait.
+RetryPlan DecideRetry(const RetryPolicy& policy, const AttemptOutcome& outcome,
+                      const RetryCallState& call, double draw);
 
 // One attempt: make the call with `cc` (which must not be used for anything
 // else) and return its status. `attempt` is 0 for the first one.

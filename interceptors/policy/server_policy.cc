@@ -134,8 +134,7 @@ absl::Status ServerPolicy::MethodState::CheckArrival(
 namespace {
 
 std::string PushbackValue(absl::Duration pushback) {
-  return absl::StrCat(std::max<int64_t>(1, absl::ToInt64Milliseconds(
-                                               absl::Ceil(pushback, absl::Milliseconds(1)))));
+  return FormatPushback(pushback);
 }
 
 // Runs `f` once `ctx` is done, keeping its own AfterFunc armed until then

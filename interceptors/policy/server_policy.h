@@ -77,14 +77,13 @@
 #include "interceptors/policy/latency_window.h"
 #include "interceptors/policy/load_shedder.h"
 #include "interceptors/policy/policy_counters.h"
+#include "interceptors/policy/pushback.h"  // kRetryPushbackHeader
 
 namespace grpc {
 class Service;
 }  // namespace grpc
 
 namespace reqctx::policy {
-
-inline constexpr char kRetryPushbackHeader[] = "grpc-retry-pushback-ms";
 
 class AsyncAdmission;
 
