@@ -1,8 +1,16 @@
 // Tests of the client retry/hedging helper (issue 12, section 2) against
 // real servers on 127.0.0.1 that fail the first N attempts, hang, push
 // back, or answer with a scripted latency mix (the learned hedging delay).
+#include <grpcpp/security/credentials.h>
+#include <grpcpp/security/server_credentials.h>
+#include <grpcpp/server_builder.h>
+
 #include <atomic>
 #include <cmath>
+#include <condition_variable>
+#include <functional>
+#include <optional>
+#include <tuple>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -13,11 +21,14 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "context/after_func.h"
 #include "context/context.h"
 #include "gtest/gtest.h"
 #include "interceptors/interceptors.h"
 #include "interceptors/policy/criticality.h"
+#include "interceptors/policy/pushback.h"
 #include "interceptors/policy/retry.h"
+#include "proto/echo.grpc.pb.h"
 #include "tests/policy_test_server.h"
 #include "tests/test_timing.h"
 
@@ -656,6 +667,617 @@ TEST(RetryTest, ConcurrentCallsShareOneLearnedDelay) {
   EXPECT_EQ(p.learned_hedging->samples(), kThreads * kEach);
   EXPECT_EQ(p.learned_hedging->Delay(), absl::Seconds(5));
   EXPECT_EQ(state.Counters()[PolicyCounter::kHedges], 0);
+}
+
+
+// ---- The decision as values (no server, no clock) ----
+
+using policy::AttemptOutcome;
+using policy::DecideRetry;
+using policy::Pushback;
+using policy::RetryAction;
+using policy::RetryCallState;
+using policy::RetryPlan;
+using policy::RetryReason;
+
+TEST(PushbackTest, ParsesAsGrpcA6Says) {
+  using K = Pushback::Kind;
+  EXPECT_EQ(policy::ParsePushback(std::nullopt).kind, K::kNone);
+  EXPECT_EQ(policy::ParsePushback("300"),
+            Pushback::RetryAfter(absl::Milliseconds(300)));
+  EXPECT_EQ(policy::ParsePushback("0"), Pushback::RetryAfter(absl::ZeroDuration()));
+  EXPECT_EQ(policy::ParsePushback("2147483647"),
+            Pushback::RetryAfter(absl::Milliseconds(2147483647)));
+  // Negative or not a valid 32-bit integer: do not retry.
+  for (const char* bad : {"-1", "-300", "", " 300", "300 ", "+5", "1.5", "3e2",
+                          "abc", "12abc", "0x10", "2147483648",
+                          "99999999999999999999", "-0x1"}) {
+    EXPECT_EQ(policy::ParsePushback(bad).kind, K::kStop) << "'" << bad << "'";
+  }
+}
+
+TEST(PushbackTest, FormatsWholeMillisecondsAtLeastOne) {
+  EXPECT_EQ(policy::FormatPushback(absl::ZeroDuration()), "1");
+  EXPECT_EQ(policy::FormatPushback(-absl::Seconds(1)), "1");
+  EXPECT_EQ(policy::FormatPushback(absl::Microseconds(1200)), "2");
+  EXPECT_EQ(policy::FormatPushback(absl::Milliseconds(300)), "300");
+  EXPECT_EQ(policy::FormatPushback(absl::InfiniteDuration()), "2147483647");
+  // What the server sends, the client reads back.
+  EXPECT_EQ(policy::ParsePushback(policy::FormatPushback(absl::Hours(1000))),
+            Pushback::RetryAfter(absl::Milliseconds(2147483647)));
+}
+
+TEST(DecideRetryTest, BackoffIsExponentialCappedAndJitteredByTheDraw) {
+  RetryPolicy p;
+  p.initial_backoff = absl::Milliseconds(10);
+  p.backoff_multiplier = 2;
+  p.max_backoff = absl::Milliseconds(100);
+  p.jitter = 0.2;
+  EXPECT_EQ(policy::Backoff(p, 0, 0.5), absl::Milliseconds(10));
+  EXPECT_EQ(policy::Backoff(p, 0, 0), absl::Milliseconds(8));
+  EXPECT_EQ(policy::Backoff(p, 0, 1), absl::Milliseconds(12));
+  EXPECT_EQ(policy::Backoff(p, 3, 0.5), absl::Milliseconds(80));
+  EXPECT_EQ(policy::Backoff(p, 4, 0.5), absl::Milliseconds(100));  // Capped.
+  EXPECT_EQ(policy::Backoff(p, 1000, 1), absl::Milliseconds(120));
+  EXPECT_EQ(policy::Backoff(p, 0, 7), absl::Milliseconds(12));  // Clamped.
+  p.backoff_multiplier = 0.5;  // Counts as 1.
+  p.jitter = 5;                // Counts as 1.
+  EXPECT_EQ(policy::Backoff(p, 3, 0.5), absl::Milliseconds(10));
+  EXPECT_EQ(policy::Backoff(p, 3, 0), absl::ZeroDuration());
+  p.initial_backoff = -absl::Seconds(1);
+  EXPECT_EQ(policy::Backoff(p, 2, 0.5), absl::ZeroDuration());
+}
+
+TEST(DecideRetryTest, AttemptTimeoutIsTheSmallerOfItsOwnAndTheCallsMinusReserve) {
+  RetryPolicy p;
+  p.reserve = absl::Milliseconds(300);
+  auto t = policy::AttemptTimeoutFor(p, absl::InfiniteDuration());
+  EXPECT_EQ(t.timeout, absl::InfiniteDuration());
+  EXPECT_FALSE(t.own_timer);
+  p.attempt_timeout = absl::Milliseconds(200);
+  t = policy::AttemptTimeoutFor(p, absl::Seconds(1));
+  EXPECT_EQ(t.timeout, absl::Milliseconds(200));
+  EXPECT_TRUE(t.own_timer);
+  t = policy::AttemptTimeoutFor(p, absl::InfiniteDuration());  // Background.
+  EXPECT_EQ(t.timeout, absl::Milliseconds(200));
+  EXPECT_TRUE(t.own_timer);
+  // The cap path: attempt_timeout above remaining - reserve.
+  p.attempt_timeout = absl::Seconds(10);
+  t = policy::AttemptTimeoutFor(p, absl::Seconds(1));
+  EXPECT_EQ(t.timeout, absl::Milliseconds(700));
+  EXPECT_FALSE(t.own_timer);
+  p.attempt_timeout = absl::Milliseconds(700);  // Equal: the call's.
+  EXPECT_FALSE(policy::AttemptTimeoutFor(p, absl::Seconds(1)).own_timer);
+}
+
+AttemptOutcome Outcome(grpc::StatusCode code, Pushback pushback = {},
+                       std::optional<absl::Duration> own_timer_left = {}) {
+  AttemptOutcome o;
+  o.code = code;
+  o.pushback = pushback;
+  o.own_timer_left = own_timer_left;
+  return o;
+}
+
+RetryCallState Call(int attempts, absl::Duration remaining,
+                    bool hedging = false) {
+  RetryCallState c;
+  c.attempts_started = attempts;
+  c.remaining = remaining;
+  c.hedging = hedging;
+  return c;
+}
+
+void ExpectPlan(const RetryPlan& plan, RetryAction action, RetryReason reason,
+                absl::Duration delay = absl::ZeroDuration()) {
+  EXPECT_EQ(plan.action, action);
+  EXPECT_EQ(plan.reason, reason);
+  EXPECT_EQ(plan.delay, delay);
+}
+
+constexpr absl::Duration kInf = absl::InfiniteDuration();
+constexpr auto kUnavailable = grpc::StatusCode::UNAVAILABLE;
+constexpr auto kDeadline = grpc::StatusCode::DEADLINE_EXCEEDED;
+
+TEST(DecideRetryTest, OkAndNonRetryableCodesAreFinal) {
+  RetryPolicy p = Attempts(3);
+  ExpectPlan(DecideRetry(p, Outcome(grpc::StatusCode::OK), Call(1, kInf), 0.5),
+             RetryAction::kFinal, RetryReason::kOk);
+  ExpectPlan(DecideRetry(p, Outcome(grpc::StatusCode::INVALID_ARGUMENT),
+                         Call(1, kInf), 0.5),
+             RetryAction::kFinal, RetryReason::kNotRetryable);
+  // Even with a pushback that says "retry", or a done Context.
+  RetryCallState done = Call(1, kInf);
+  done.context_done = true;
+  ExpectPlan(DecideRetry(p,
+                         Outcome(grpc::StatusCode::INVALID_ARGUMENT,
+                                 Pushback::RetryAfter(absl::Milliseconds(1))),
+                         done, 0.5),
+             RetryAction::kFinal, RetryReason::kNotRetryable);
+}
+
+TEST(DecideRetryTest, DeadlineExceededOnlyWhenCutByTheAttemptsOwnTimer) {
+  RetryPolicy p = Attempts(3);
+  p.retryable_codes = {kUnavailable, kDeadline};  // Listed, and still:
+  // No timer of its own (Background(), or the call's deadline - reserve):
+  // the server's or the call's DEADLINE_EXCEEDED is final.
+  ExpectPlan(DecideRetry(p, Outcome(kDeadline), Call(1, kInf), 0.5),
+             RetryAction::kFinal, RetryReason::kNotRetryable);
+  // A 1 s attempt timer with 999 ms left: the server said so at once.
+  ExpectPlan(DecideRetry(p, Outcome(kDeadline, {}, absl::Milliseconds(999)),
+                         Call(1, kInf), 0.5),
+             RetryAction::kFinal, RetryReason::kNotRetryable);
+  // Its own timer fired (or gRPC's, within the slack, just before it).
+  for (absl::Duration left : {absl::ZeroDuration(), -absl::Milliseconds(3),
+                              policy::kAttemptTimerSlack}) {
+    const RetryPlan plan =
+        DecideRetry(p, Outcome(kDeadline, {}, left), Call(1, kInf), 0.5);
+    EXPECT_EQ(plan.action, RetryAction::kRetry) << left;
+  }
+  // Not listed: the same.
+  p.retryable_codes = {kUnavailable};
+  EXPECT_EQ(DecideRetry(p, Outcome(kDeadline, {}, absl::ZeroDuration()),
+                        Call(1, kInf), 0.5)
+                .action,
+            RetryAction::kRetry);
+}
+
+TEST(DecideRetryTest, ContextDoneGivesTheContextsError) {
+  RetryPolicy p = Attempts(3);
+  RetryCallState c = Call(1, kInf);
+  c.context_done = true;
+  ExpectPlan(DecideRetry(p, Outcome(kUnavailable), c, 0.5),
+             RetryAction::kContextDone, RetryReason::kContextDone);
+  c.hedging = true;
+  ExpectPlan(DecideRetry(p, Outcome(kUnavailable), c, 0.5),
+             RetryAction::kContextDone, RetryReason::kContextDone);
+}
+
+TEST(DecideRetryTest, PushbackDelaysPlainAndHedgedAlike) {
+  RetryPolicy p = Attempts(3);
+  p.initial_backoff = absl::Milliseconds(1);
+  const Pushback pb = Pushback::RetryAfter(absl::Milliseconds(300));
+  for (bool hedging : {false, true}) {
+    ExpectPlan(DecideRetry(p, Outcome(kUnavailable, pb),
+                           Call(1, absl::Seconds(10), hedging), 0.5),
+               RetryAction::kRetry, RetryReason::kPushback,
+               absl::Milliseconds(300));
+    // A zero pushback is "now", not the backoff.
+    ExpectPlan(DecideRetry(p,
+                           Outcome(kUnavailable,
+                                   Pushback::RetryAfter(absl::ZeroDuration())),
+                           Call(1, absl::Seconds(10), hedging), 0.5),
+               RetryAction::kRetry, RetryReason::kPushback);
+    // Negative or malformed: stop.
+    ExpectPlan(DecideRetry(p, Outcome(kUnavailable, Pushback::Stop()),
+                           Call(1, absl::Seconds(10), hedging), 0.5),
+               RetryAction::kNoMore, RetryReason::kPushbackStop);
+    // Longer than max_pushback: stop rather than hold the call.
+    ExpectPlan(DecideRetry(p,
+                           Outcome(kUnavailable,
+                                   Pushback::RetryAfter(absl::Seconds(31))),
+                           Call(1, kInf, hedging), 0.5),
+               RetryAction::kNoMore, RetryReason::kPushbackTooLong);
+    // Past the deadline: stop at once, no wait.
+    ExpectPlan(DecideRetry(p, Outcome(kUnavailable, pb),
+                           Call(1, absl::Milliseconds(250), hedging), 0.5),
+               RetryAction::kNoMore, RetryReason::kNoTimeLeft);
+  }
+}
+
+TEST(DecideRetryTest, WithoutPushbackBackoffOrAtOnceWhenHedging) {
+  RetryPolicy p = Attempts(3);
+  p.initial_backoff = absl::Milliseconds(10);
+  p.jitter = 0.2;
+  RetryCallState c = Call(1, absl::Seconds(10));
+  c.backoff_step = 2;
+  ExpectPlan(DecideRetry(p, Outcome(kUnavailable), c, 0.25),
+             RetryAction::kRetry, RetryReason::kBackoff,
+             policy::Backoff(p, 2, 0.25));
+  c.hedging = true;
+  ExpectPlan(DecideRetry(p, Outcome(kUnavailable), c, 0.25),
+             RetryAction::kRetry, RetryReason::kBackoff);
+  // The last attempt: no more.
+  ExpectPlan(DecideRetry(p, Outcome(kUnavailable), Call(3, kInf), 0.5),
+             RetryAction::kNoMore, RetryReason::kMaxAttempts);
+  // Expected latency and reserve count after the wait.
+  p.expected_latency = absl::Milliseconds(50);
+  p.reserve = absl::Milliseconds(20);
+  p.jitter = 0;
+  EXPECT_EQ(DecideRetry(p, Outcome(kUnavailable), Call(1, absl::Milliseconds(60)),
+                        0.5)
+                .action,
+            RetryAction::kRetry);  // 50 ms left after 10 ms.
+  ExpectPlan(DecideRetry(p, Outcome(kUnavailable),
+                         Call(1, absl::Milliseconds(59)), 0.5),
+             RetryAction::kNoMore, RetryReason::kNoTimeLeft);
+}
+
+// ---- Against a scripted server: pushback, DEADLINE_EXCEEDED, cancel ----
+
+// A one-shot event to wait on (bounded), or until a Context is done.
+class Event {
+ public:
+  void Set() {
+    std::lock_guard<std::mutex> lock(mu_);
+    set_ = true;
+    cv_.notify_all();
+  }
+  bool WaitFor(absl::Duration bound) { return WaitOrDone(Context(), bound); }
+  // Waits until Set(), `ctx` is done or `bound` passed; true if Set().
+  bool WaitOrDone(const Context& ctx, absl::Duration bound) {
+    AfterFuncHandle wake = AfterFunc(ctx, [this] {
+      std::lock_guard<std::mutex> lock(mu_);
+      cv_.notify_all();
+    });
+    std::unique_lock<std::mutex> lock(mu_);
+    return cv_.wait_for(lock, absl::ToChronoNanoseconds(bound),
+                        [&] { return set_ || ctx.IsDone(); }) &&
+           set_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool set_ = false;
+};
+
+// What the scripted server answers to the call with index `n`.
+struct Reply {
+  grpc::StatusCode code = grpc::StatusCode::OK;
+  std::optional<std::string> pushback;  // grpc-retry-pushback-ms, if any.
+  Event* wait_for = nullptr;  // Answers only once it is set (or the call's
+                              // Context is done: then with its error).
+};
+using Script = std::function<Reply(int n)>;
+
+// An echo.v1.Echo server on 127.0.0.1 answering by `script`, recording when
+// each call arrived (its receive timestamp).
+class ScriptedServer final : public ::echo::v1::Echo::Service {
+ public:
+  explicit ScriptedServer(Script script) : script_(std::move(script)) {
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(),
+                             &port_);
+    builder.RegisterService(this);
+    InstallServerInterceptors(builder);
+    server_ = builder.BuildAndStart();
+    if (port_ == 0) server_.reset();
+  }
+  ~ScriptedServer() override {
+    if (server_ != nullptr) server_->Shutdown();
+  }
+  bool ok() const { return server_ != nullptr; }
+  std::unique_ptr<::echo::v1::Echo::Stub> NewStub() const {
+    return ::echo::v1::Echo::NewStub(
+        CreateChannel(absl::StrCat("127.0.0.1:", port_),
+                      grpc::InsecureChannelCredentials()));
+  }
+  std::vector<absl::Time> arrivals() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return arrivals_;
+  }
+
+  grpc::Status Echo(grpc::ServerContext* sc,
+                    const ::echo::v1::EchoRequest* request,
+                    ::echo::v1::EchoResponse* response) override {
+    const absl::Time at = absl::Now();
+    int n;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      n = static_cast<int>(arrivals_.size());
+      arrivals_.push_back(at);
+    }
+    const Reply reply = script_(n);
+    if (reply.wait_for != nullptr) {
+      // Until the test sets the event, or the call's deadline or cancel
+      // ends its Context (bounded by kBound at worst).
+      Context ctx = FromServerContext(sc);
+      if (!reply.wait_for->WaitOrDone(ctx, kBound) && ctx.IsDone()) {
+        return ToGrpcStatus(ctx.Err());
+      }
+    }
+    if (reply.pushback.has_value()) {
+      sc->AddTrailingMetadata(policy::kRetryPushbackHeader, *reply.pushback);
+    }
+    response->set_message(request->message());
+    return grpc::Status(reply.code, reply.code == grpc::StatusCode::OK
+                                        ? ""
+                                        : "scripted");
+  }
+
+ private:
+  Script script_;
+  int port_ = 0;
+  std::unique_ptr<grpc::Server> server_;
+  mutable std::mutex mu_;
+  std::vector<absl::Time> arrivals_;  // Guarded by mu_.
+};
+
+// One Echo call through CallWithRetry; `on_return(n)`, if set, runs right
+// after attempt n returned.
+policy::RetryOutcome<::echo::v1::EchoResponse> CallScripted(
+    ::echo::v1::Echo::Stub& stub, const Context& ctx, const RetryPolicy& p,
+    RetryChannelState* state = nullptr,
+    const std::function<void(int)>& on_return = nullptr) {
+  std::atomic<int> next{0};
+  return CallWithRetry<::echo::v1::EchoResponse>(
+      ctx, p, state,
+      [&](grpc::ClientContext* cc, ::echo::v1::EchoResponse* response) {
+        const int n = next++;
+        ::echo::v1::EchoRequest request;
+        request.set_message("hi");
+        grpc::Status s = stub.Echo(cc, request, response);
+        if (on_return) on_return(n);
+        return s;
+      });
+}
+
+// A policy retrying RESOURCE_EXHAUSTED, hedged after `hedging_delay` or not.
+RetryPolicy ShedRetries(int attempts,
+                        std::optional<absl::Duration> hedging_delay) {
+  RetryPolicy p = Attempts(attempts);
+  p.retryable_codes = {grpc::StatusCode::RESOURCE_EXHAUSTED,
+                       grpc::StatusCode::UNAVAILABLE};
+  p.initial_backoff = absl::Milliseconds(1);
+  p.max_backoff = absl::Milliseconds(1);
+  p.hedging_delay = hedging_delay;
+  return p;
+}
+
+class RetryModeTest : public ::testing::TestWithParam<bool> {
+ protected:
+  // Hedged after 20 ms, or plain retries.
+  std::optional<absl::Duration> HedgingDelay() const {
+    return GetParam() ? std::optional(absl::Milliseconds(20)) : std::nullopt;
+  }
+};
+
+INSTANTIATE_TEST_SUITE_P(PlainAndHedged, RetryModeTest, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& i) {
+                           return i.param ? "Hedged" : "Plain";
+                         });
+
+constexpr absl::Duration kPushback = absl::Milliseconds(300);
+// Generous: the wait after a pushback, on a loaded 2-core machine under a
+// sanitizer, is far below this.
+constexpr absl::Duration kLate = absl::Seconds(3 * kScale);
+
+TEST_P(RetryModeTest, PushbackSpacesTheNextAttempts) {
+  ScriptedServer server([](int n) {
+    Reply r;
+    if (n < 2) {
+      r.code = grpc::StatusCode::RESOURCE_EXHAUSTED;
+      r.pushback = "300";
+    }
+    return r;
+  });
+  ASSERT_TRUE(server.ok());
+  auto stub = server.NewStub();
+  RetryChannelState state(NoBudgetLimits());
+  auto [ctx, cancel] = WithTimeout(Background(), absl::Seconds(30));
+  auto out = CallScripted(*stub, ctx, ShedRetries(3, HedgingDelay()), &state);
+  EXPECT_TRUE(out.status.ok()) << out.status.error_message();
+  EXPECT_EQ(out.attempts, 3);
+  const std::vector<absl::Time> a = server.arrivals();
+  ASSERT_EQ(a.size(), 3u);
+  for (size_t i = 1; i < a.size(); ++i) {
+    // The server's receive times: no attempt before the pushback ended.
+    EXPECT_GE(a[i] - a[i - 1], kPushback) << i;
+    EXPECT_LT(a[i] - a[i - 1], kPushback + kLate) << i;
+  }
+}
+
+TEST(RetryTest, PushbackHoldsTheHedgingTimerToo) {
+  // Attempt 0 hangs; the hedge (after 20 ms) is shed with a 300 ms pushback;
+  // the next hedge waits for it although the 20 ms timer says go.
+  Event release;
+  ScriptedServer server([&](int n) {
+    Reply r;
+    if (n == 0) r.wait_for = &release;
+    if (n == 1) {
+      r.code = grpc::StatusCode::RESOURCE_EXHAUSTED;
+      r.pushback = "300";
+    }
+    return r;
+  });
+  ASSERT_TRUE(server.ok());
+  auto stub = server.NewStub();
+  RetryChannelState state(NoBudgetLimits());
+  auto [ctx, cancel] = WithTimeout(Background(), absl::Seconds(30));
+  auto out = CallScripted(*stub, ctx, ShedRetries(3, absl::Milliseconds(20)),
+                          &state);
+  release.Set();
+  EXPECT_TRUE(out.status.ok()) << out.status.error_message();
+  EXPECT_EQ(out.attempts, 3);
+  const std::vector<absl::Time> a = server.arrivals();
+  ASSERT_EQ(a.size(), 3u);
+  EXPECT_GE(a[2] - a[1], kPushback);
+  EXPECT_LT(a[2] - a[1], kPushback + kLate);
+  EXPECT_EQ(state.Counters()[PolicyCounter::kHedgeLosersCanceled], 1);
+}
+
+TEST_P(RetryModeTest, NegativeOrMalformedPushbackStops) {
+  for (const char* value : {"-1", "soon", ""}) {
+    ScriptedServer server([&](int) {
+      Reply r;
+      r.code = grpc::StatusCode::RESOURCE_EXHAUSTED;
+      r.pushback = value;
+      return r;
+    });
+    ASSERT_TRUE(server.ok());
+    auto stub = server.NewStub();
+    auto [ctx, cancel] = WithTimeout(Background(), absl::Seconds(30));
+    auto out = CallScripted(*stub, ctx, ShedRetries(3, HedgingDelay()));
+    EXPECT_EQ(out.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED)
+        << value;
+    EXPECT_EQ(out.attempts, 1) << value;
+    EXPECT_EQ(server.arrivals().size(), 1u) << value;
+  }
+}
+
+TEST(RetryTest, NegativePushbackLetsTheRunningHedgeFinish) {
+  // Attempt 0 is slow; the hedge is shed with "-1": no third attempt, and
+  // attempt 0 (not canceled) answers the call.
+  Event release;
+  ScriptedServer server([&](int n) {
+    Reply r;
+    if (n == 0) r.wait_for = &release;
+    if (n >= 1) {
+      r.code = grpc::StatusCode::UNAVAILABLE;
+      r.pushback = "-1";
+    }
+    return r;
+  });
+  ASSERT_TRUE(server.ok());
+  auto stub = server.NewStub();
+  auto [ctx, cancel] = WithTimeout(Background(), absl::Seconds(30));
+  auto out = CallScripted(*stub, ctx, ShedRetries(3, absl::Milliseconds(20)),
+                          nullptr, [&](int n) {
+                            if (n == 1) release.Set();
+                          });
+  EXPECT_TRUE(out.status.ok()) << out.status.error_message();
+  EXPECT_EQ(out.attempts, 2);
+  EXPECT_EQ(server.arrivals().size(), 2u);
+}
+
+// The server returns DEADLINE_EXCEEDED at once, to every attempt.
+class ServerDeadlineTest
+    : public ::testing::TestWithParam<std::tuple<bool, absl::Duration>> {};
+
+INSTANTIATE_TEST_SUITE_P(
+    ContextAndAttemptTimeout, ServerDeadlineTest,
+    ::testing::Combine(::testing::Bool(),
+                       ::testing::Values(absl::InfiniteDuration(),
+                                         absl::Seconds(1))));
+
+TEST_P(ServerDeadlineTest, ServerDeadlineExceededIsNotRetried) {
+  const auto [with_deadline, attempt_timeout] = GetParam();
+  ScriptedServer server([](int) {
+    Reply r;
+    r.code = grpc::StatusCode::DEADLINE_EXCEEDED;
+    return r;
+  });
+  ASSERT_TRUE(server.ok());
+  auto stub = server.NewStub();
+  for (bool hedged : {false, true}) {
+    RetryPolicy p = Attempts(3);
+    p.initial_backoff = absl::Milliseconds(1);
+    p.attempt_timeout = attempt_timeout;
+    p.retryable_codes = {kUnavailable, kDeadline};
+    if (hedged) p.hedging_delay = absl::Seconds(10);
+    auto [ctx, cancel] = with_deadline
+                             ? WithTimeout(Background(), absl::Seconds(30))
+                             : WithCancel(Background());
+    const size_t before = server.arrivals().size();
+    auto out = CallScripted(*stub, ctx, p);
+    EXPECT_EQ(out.status.error_code(), kDeadline) << hedged;
+    EXPECT_EQ(out.attempts, 1) << hedged;
+    EXPECT_EQ(server.arrivals().size() - before, 1u) << hedged;
+  }
+}
+
+TEST(RetryTest, AttemptTimerDeadlineIsRetriedWithoutACallDeadline) {
+  Event never;
+  ScriptedServer server([&](int n) {
+    Reply r;
+    if (n == 0) r.wait_for = &never;  // Until the attempt's 200 ms cut it.
+    return r;
+  });
+  ASSERT_TRUE(server.ok());
+  auto stub = server.NewStub();
+  RetryPolicy p = Attempts(3);
+  p.attempt_timeout = absl::Milliseconds(200);
+  p.initial_backoff = absl::Milliseconds(1);
+  auto out = CallScripted(*stub, Background(), p);
+  EXPECT_TRUE(out.status.ok()) << out.status.error_message();
+  EXPECT_EQ(out.attempts, 2);
+  const std::vector<absl::Time> a = server.arrivals();
+  ASSERT_EQ(a.size(), 2u);
+  EXPECT_GE(a[1] - a[0], absl::Milliseconds(200));
+}
+
+TEST(RetryTest, CappedAttemptEndsAtTheCallsDeadlineMinusReserve) {
+  // attempt_timeout (10 s) above remaining - reserve (1 s - 300 ms): the
+  // attempt gets 700 ms, and its DEADLINE_EXCEEDED is the call's: final.
+  Event never;
+  ScriptedServer server([&](int) {
+    Reply r;
+    r.wait_for = &never;
+    return r;
+  });
+  ASSERT_TRUE(server.ok());
+  auto stub = server.NewStub();
+  RetryPolicy p = Attempts(3);
+  p.attempt_timeout = absl::Seconds(10);
+  p.reserve = absl::Milliseconds(300);
+  p.retryable_codes = {kUnavailable, kDeadline};
+  auto [ctx, cancel] = WithTimeout(Background(), absl::Seconds(1));
+  const absl::Time start = absl::Now();
+  auto out = CallScripted(*stub, ctx, p);
+  const absl::Duration took = absl::Now() - start;
+  EXPECT_EQ(out.status.error_code(), kDeadline);
+  EXPECT_EQ(out.attempts, 1);
+  EXPECT_EQ(server.arrivals().size(), 1u);
+  EXPECT_GE(took, absl::Milliseconds(690));
+  // Before the call's own deadline (plus scheduling slack): the reserve
+  // was kept.
+  EXPECT_LT(took, absl::Milliseconds(1000) + absl::Milliseconds(200 * kScale));
+}
+
+TEST_P(RetryModeTest, CancelDuringTheWaitReturnsCancelledAtOnce) {
+  // Attempt 0 fails; the wait before attempt 1 is 10 s (backoff, or the
+  // server's pushback when hedging); the test cancels during it.
+  ScriptedServer server([&](int) {
+    Reply r;
+    r.code = grpc::StatusCode::UNAVAILABLE;
+    if (GetParam()) r.pushback = "10000";
+    return r;
+  });
+  ASSERT_TRUE(server.ok());
+  auto stub = server.NewStub();
+  RetryPolicy p = ShedRetries(3, HedgingDelay());
+  p.initial_backoff = absl::Seconds(10);
+  p.max_backoff = absl::Seconds(10);
+  p.jitter = 0;
+  auto [ctx, cancel] = WithTimeout(Background(), absl::Seconds(60));
+  Event returned;
+  absl::Time canceled_at;
+  std::thread canceler([&, cancel = cancel] {
+    ASSERT_TRUE(returned.WaitFor(kBound));
+    canceled_at = absl::Now();
+    cancel();
+  });
+  auto out = CallScripted(*stub, ctx, p, nullptr, [&](int n) {
+    if (n == 0) returned.Set();
+  });
+  const absl::Time end = absl::Now();
+  canceler.join();
+  EXPECT_EQ(out.status.error_code(), grpc::StatusCode::CANCELLED)
+      << out.status.error_message();
+  EXPECT_EQ(out.attempts, 1);
+  EXPECT_EQ(server.arrivals().size(), 1u);
+  EXPECT_LT(end - canceled_at, absl::Seconds(2 * kScale));
+}
+
+TEST(RetryTest, DeadlineWhileHedgesRunReturnsDeadlineExceeded) {
+  // Every attempt hangs; the call's 300 ms deadline ends it.
+  Event never;
+  ScriptedServer server([&](int) {
+    Reply r;
+    r.wait_for = &never;
+    return r;
+  });
+  ASSERT_TRUE(server.ok());
+  auto stub = server.NewStub();
+  RetryPolicy p = Attempts(3);
+  p.hedging_delay = absl::Milliseconds(50);
+  auto [ctx, cancel] = WithTimeout(Background(), absl::Milliseconds(300));
+  const absl::Time start = absl::Now();
+  auto out = CallScripted(*stub, ctx, p);
+  EXPECT_EQ(out.status.error_code(), kDeadline) << out.status.error_message();
+  EXPECT_EQ(out.attempts, 3);
+  EXPECT_LT(absl::Now() - start, absl::Milliseconds(300) + kLate);
 }
 
 }  // namespace
