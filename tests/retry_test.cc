@@ -945,7 +945,10 @@ class ScriptedServer final : public ::echo::v1::Echo::Service {
     if (port_ == 0) server_.reset();
   }
   ~ScriptedServer() override {
-    if (server_ != nullptr) server_->Shutdown();
+    if (server_ != nullptr) server_->Shutdown();  // Waits for the handlers.
+    // Orders their last writes (each ends under mu_) before the members'
+    // destruction for TSan, which cannot see gRPC's own synchronisation.
+    std::lock_guard<std::mutex> lock(mu_);
   }
   bool ok() const { return server_ != nullptr; }
   std::unique_ptr<::echo::v1::Echo::Stub> NewStub() const {
@@ -962,18 +965,19 @@ class ScriptedServer final : public ::echo::v1::Echo::Service {
                     const ::echo::v1::EchoRequest* request,
                     ::echo::v1::EchoResponse* response) override {
     const absl::Time at = absl::Now();
-    int n;
+    Reply reply;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      n = static_cast<int>(arrivals_.size());
+      const int n = static_cast<int>(arrivals_.size());
       arrivals_.push_back(at);
+      reply = script_(n);
     }
-    const Reply reply = script_(n);
     if (reply.wait_for != nullptr) {
       // Until the test sets the event, or the call's deadline or cancel
       // ends its Context (bounded by kBound at worst).
       Context ctx = FromServerContext(sc);
       if (!reply.wait_for->WaitOrDone(ctx, kBound) && ctx.IsDone()) {
+        std::lock_guard<std::mutex> lock(mu_);  // See the destructor.
         return ToGrpcStatus(ctx.Err());
       }
     }
@@ -981,6 +985,7 @@ class ScriptedServer final : public ::echo::v1::Echo::Service {
       sc->AddTrailingMetadata(policy::kRetryPushbackHeader, *reply.pushback);
     }
     response->set_message(request->message());
+    std::lock_guard<std::mutex> lock(mu_);  // See the destructor.
     return grpc::Status(reply.code, reply.code == grpc::StatusCode::OK
                                         ? ""
                                         : "scripted");
@@ -1027,9 +1032,12 @@ RetryPolicy ShedRetries(int attempts,
 
 class RetryModeTest : public ::testing::TestWithParam<bool> {
  protected:
-  // Hedged after 20 ms, or plain retries.
+  // Hedged, or plain retries. The hedging delay is longer than any reply
+  // takes here, so the further attempts follow the failed ones (and their
+  // pushback), never a timer that fired before a pushback arrived
+  // (PushbackHoldsTheHedgingTimerToo covers the timer).
   std::optional<absl::Duration> HedgingDelay() const {
-    return GetParam() ? std::optional(absl::Milliseconds(20)) : std::nullopt;
+    return GetParam() ? std::optional(absl::Seconds(5)) : std::nullopt;
   }
 };
 
@@ -1068,16 +1076,49 @@ TEST_P(RetryModeTest, PushbackSpacesTheNextAttempts) {
   }
 }
 
+TEST(RetryTest, BackoffRestartsFromInitialAfterAPushback) {
+  // UNAVAILABLE; then with pushback "0"; then without; then OK. Backoff
+  // 100 ms x 10^n, no jitter: 100 ms, the pushback's 0 ms, then 100 ms
+  // again (gRFC A6), not 1 s or 10 s.
+  ScriptedServer server([](int n) {
+    Reply r;
+    if (n < 3) r.code = grpc::StatusCode::UNAVAILABLE;
+    if (n == 1) r.pushback = "0";
+    return r;
+  });
+  ASSERT_TRUE(server.ok());
+  auto stub = server.NewStub();
+  RetryPolicy p = Attempts(4);
+  p.initial_backoff = absl::Milliseconds(100);
+  p.backoff_multiplier = 10;
+  p.max_backoff = absl::Seconds(10);
+  p.jitter = 0;
+  auto [ctx, cancel] = WithTimeout(Background(), absl::Seconds(60));
+  auto out = CallScripted(*stub, ctx, p);
+  EXPECT_TRUE(out.status.ok()) << out.status.error_message();
+  const std::vector<absl::Time> a = server.arrivals();
+  ASSERT_EQ(a.size(), 4u);
+  EXPECT_GE(a[1] - a[0], absl::Milliseconds(100));
+  EXPECT_GE(a[3] - a[2], absl::Milliseconds(100));
+  EXPECT_LT(a[3] - a[2], absl::Milliseconds(900));
+}
+
 TEST(RetryTest, PushbackHoldsTheHedgingTimerToo) {
-  // Attempt 0 hangs; the hedge (after 20 ms) is shed with a 300 ms pushback;
-  // the next hedge waits for it although the 20 ms timer says go.
+  // Attempt 0 hangs; the hedge (after D) is shed with a pushback of 2 D;
+  // the next hedge waits for the pushback although the timer (D after the
+  // hedge) says go. D is generous, so the shed reply is back before the
+  // timer fires (checked below: if it were not, the timer firing first
+  // would be right, and the test says so instead of passing by luck).
+  constexpr absl::Duration kD =
+      PlainOrSanitized(absl::Milliseconds(200), absl::Milliseconds(600));
+  const std::string pushback = absl::StrCat(absl::ToInt64Milliseconds(2 * kD));
   Event release;
   ScriptedServer server([&](int n) {
     Reply r;
     if (n == 0) r.wait_for = &release;
     if (n == 1) {
       r.code = grpc::StatusCode::RESOURCE_EXHAUSTED;
-      r.pushback = "300";
+      r.pushback = pushback;
     }
     return r;
   });
@@ -1085,15 +1126,24 @@ TEST(RetryTest, PushbackHoldsTheHedgingTimerToo) {
   auto stub = server.NewStub();
   RetryChannelState state(NoBudgetLimits());
   auto [ctx, cancel] = WithTimeout(Background(), absl::Seconds(30));
-  auto out = CallScripted(*stub, ctx, ShedRetries(3, absl::Milliseconds(20)),
-                          &state);
+  std::mutex mu;
+  absl::Time returned1;  // Guarded by mu.
+  auto out = CallScripted(*stub, ctx, ShedRetries(3, kD), &state, [&](int n) {
+    std::lock_guard<std::mutex> lock(mu);
+    if (n == 1) returned1 = absl::Now();
+  });
   release.Set();
   EXPECT_TRUE(out.status.ok()) << out.status.error_message();
   EXPECT_EQ(out.attempts, 3);
   const std::vector<absl::Time> a = server.arrivals();
   ASSERT_EQ(a.size(), 3u);
-  EXPECT_GE(a[2] - a[1], kPushback);
-  EXPECT_LT(a[2] - a[1], kPushback + kLate);
+  std::lock_guard<std::mutex> lock(mu);
+  if (returned1 - a[1] >= kD) {
+    GTEST_SKIP() << "the shed reply took " << returned1 - a[1]
+                 << ", longer than the hedging delay";
+  }
+  EXPECT_GE(a[2] - a[1], 2 * kD);
+  EXPECT_LT(a[2] - a[1], 2 * kD + kLate);
   EXPECT_EQ(state.Counters()[PolicyCounter::kHedgeLosersCanceled], 1);
 }
 
@@ -1258,6 +1308,42 @@ TEST_P(RetryModeTest, CancelDuringTheWaitReturnsCancelledAtOnce) {
   EXPECT_EQ(out.attempts, 1);
   EXPECT_EQ(server.arrivals().size(), 1u);
   EXPECT_LT(end - canceled_at, absl::Seconds(2 * kScale));
+}
+
+TEST_P(RetryModeTest, CancelAtAnyPointEndsTheCallPromptly) {
+  // Attempts fail fast with a 3 ms pushback, or hang (every third); the
+  // call is canceled after 0, 0.5, 1, ... ms (a spread of cancel points,
+  // not a synchronisation): during an attempt, a pushback wait or between
+  // hedges. It always ends promptly, with CANCELLED.
+  ScriptedServer server([](int n) {
+    static Event never;
+    Reply r;
+    r.code = grpc::StatusCode::UNAVAILABLE;
+    r.pushback = "3";
+    if (n % 3 == 2) r.wait_for = &never;
+    return r;
+  });
+  ASSERT_TRUE(server.ok());
+  auto stub = server.NewStub();
+  RetryPolicy p = ShedRetries(16, HedgingDelay());
+  if (GetParam()) p.hedging_delay = absl::Milliseconds(2);
+  constexpr int kCalls = PlainOrSanitized(40, 20);
+  for (int i = 0; i < kCalls; ++i) {
+    auto [ctx, cancel] = WithTimeout(Background(), absl::Seconds(60));
+    absl::Time canceled_at;
+    std::thread canceler([&, cancel = cancel] {
+      SleepFor(Background(), absl::Microseconds(500 * i)).IgnoreError();
+      canceled_at = absl::Now();
+      cancel();
+    });
+    auto out = CallScripted(*stub, ctx, p);
+    const absl::Time end = absl::Now();
+    canceler.join();
+    // Attempt 2 hangs until the cancel: no call ends before it.
+    EXPECT_EQ(out.status.error_code(), grpc::StatusCode::CANCELLED)
+        << i << ": " << out.status.error_message();
+    EXPECT_LT(end - canceled_at, absl::Seconds(2 * kScale)) << i;
+  }
 }
 
 TEST(RetryTest, DeadlineWhileHedgesRunReturnsDeadlineExceeded) {

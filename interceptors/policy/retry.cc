@@ -463,7 +463,7 @@ class Retrier {
       }
       // Bounded: every running attempt has a deadline (its own, or ctx's
       // through attempt_timeout), and ctx's end wakes this wait.
-      if (can_start) {
+      if (can_start && start_at != absl::InfiniteFuture()) {
         shared->cv.wait_until(lock, absl::ToChronoTime(start_at));
       } else {
         shared->cv.wait(lock);

@@ -12,7 +12,7 @@
 // Each attempt gets its own grpc::ClientContext from NewClientContext on a
 // child of `ctx`:
 //   * its deadline is min(now + attempt_timeout, ctx's deadline - reserve)
-//     (AttemptTimeout, below); an attempt that would get no time at all is
+//     (AttemptTimeoutFor, below); an attempt that would get no time at all is
 //     not started;
 //   * it carries ctx's trace id with a span id of its own, and ctx's
 //     criticality in `baggage`;
@@ -74,7 +74,7 @@
 // thread, or, when hedging, on one thread per attempt (concurrently: it must
 // not share per-call state between attempts except through the Response
 // each attempt is given).
-// The decision functions (Backoff, AttemptTimeout, RoomForAttempt,
+// The decision functions (Backoff, AttemptTimeoutFor, RoomForAttempt,
 // DecideRetry) are pure: no clock, no randomness of their own (a `draw` is
 // passed in), no gRPC call; safe from any thread.
 // Lifetime: CallWithRetry returns only after every attempt it started has
@@ -160,6 +160,8 @@ struct RetryPolicy {
   absl::Duration max_backoff = absl::Seconds(1);
   double backoff_multiplier = 2.0;
   double jitter = 0.2;  // Fraction, in [0, 1].
+  // DEADLINE_EXCEEDED here changes nothing: it is retried only when the
+  // attempt's own attempt_timeout cut it (see DecideRetry).
   std::vector<grpc::StatusCode> retryable_codes = {
       grpc::StatusCode::UNAVAILABLE};
   absl::Duration expected_latency = absl::ZeroDuration();
