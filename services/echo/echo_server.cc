@@ -4,10 +4,14 @@
 #include <grpcpp/security/server_credentials.h>
 #include <grpcpp/server_builder.h>
 
+#include <cerrno>
 #include <chrono>
+#include <cstdio>
+#include <cstring>
 #include <utility>
 
 #include "absl/strings/escaping.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "interceptors/interceptors.h"
 
@@ -33,6 +37,51 @@ absl::StatusOr<std::string> BindHost(std::string_view address) {
                                   address.data(), address.size())),
       "\": want an IPv4 address (e.g. 127.0.0.1, 0.0.0.0) or an IPv6 one "
       "(e.g. [::1], [::])"));
+}
+
+absl::StatusOr<std::string> PostgresConninfo(std::string_view flag,
+                                             std::string_view file) {
+  if (!flag.empty() && !file.empty()) {
+    return absl::InvalidArgumentError(
+        "set --postgres or --postgres_conninfo_file, not both");
+  }
+  if (!flag.empty()) {
+    if (postgres::RedactSecrets(flag) != flag) {
+      return absl::InvalidArgumentError(
+          "--postgres contains a password, which every local user can read "
+          "in /proc/PID/cmdline: put the conninfo in "
+          "--postgres_conninfo_file, or the password in PGPASSWORD or the "
+          "password file (PGPASSFILE, ~/.pgpass)");
+    }
+    return std::string(flag);
+  }
+  if (file.empty()) return std::string();
+  constexpr size_t kMaxBytes = 64 * 1024;
+  const std::string path(file);
+  std::FILE* f = std::fopen(path.c_str(), "re");
+  if (f == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--postgres_conninfo_file: cannot read ", path, ": ",
+        std::strerror(errno)));
+  }
+  std::string text(kMaxBytes + 1, '\0');
+  text.resize(std::fread(text.data(), 1, text.size(), f));
+  const bool failed = std::ferror(f) != 0;
+  std::fclose(f);
+  if (failed) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--postgres_conninfo_file: cannot read ", path));
+  }
+  if (text.size() > kMaxBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--postgres_conninfo_file: ", path, " is over ", kMaxBytes, " bytes"));
+  }
+  const absl::string_view trimmed = absl::StripAsciiWhitespace(text);
+  if (trimmed.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--postgres_conninfo_file: ", path, " is empty"));
+  }
+  return std::string(trimmed);
 }
 
 absl::StatusOr<std::unique_ptr<EchoServer>> EchoServer::Start(
@@ -63,6 +112,8 @@ absl::StatusOr<std::unique_ptr<EchoServer>> EchoServer::Start(
                                      .workers = options.workers,
                                      .postgres = options.postgres,
                                      .max_work_ms = options.max_work_ms};
+  service_options.postgres_pool = options.postgres_pool;
+  service_options.log = options.log;
   service_options.server_policy = options.server_policy;
   // Stats is monitoring: it must answer under overload, so the policies
   // leave it alone unless it has an entry of its own.
@@ -70,6 +121,7 @@ absl::StatusOr<std::unique_ptr<EchoServer>> EchoServer::Start(
   service_options.retry = options.retry;
   service_options.retry_channel = options.retry_channel;
   auto service = std::make_unique<EchoService>(std::move(service_options));
+  if (!service->postgres_status().ok()) return service->postgres_status();
   // Invalid policies fail Start even when they would switch nothing on.
   if (absl::Status s = service->server_policy().Validate(); !s.ok()) {
     return s;
