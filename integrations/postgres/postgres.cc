@@ -147,11 +147,13 @@ std::string RedactSecrets(std::string_view t) {
         continue;
       }
     }
-    // scheme://user:password@host
+    // scheme://user:password@host. The URI ends at a quote or whitespace,
+    // not at '/' or '?': a password may hold those (over-redacting a URI
+    // with a later '@' is the safe side).
     if (t[i] == ':' && t.substr(i, 3) == "://") {
       size_t end = i + 3;
-      while (end < t.size() && t[end] != '/' && t[end] != '?' &&
-             t[end] != '"' && t[end] != '\'' && !absl::ascii_isspace(t[end])) {
+      while (end < t.size() && t[end] != '"' && t[end] != '\'' &&
+             !absl::ascii_isspace(t[end])) {
         ++end;
       }
       const std::string_view authority = t.substr(i + 3, end - i - 3);

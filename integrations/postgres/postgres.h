@@ -24,7 +24,11 @@
 //     have happened: do not retry a non-idempotent statement blindly. (In a
 //     transaction you opened, a lost connection rolls it back on the server,
 //     unless the statement was its COMMIT.)
-// The connection stays usable after a cancel.
+// The connection stays usable after a cancel. A cancel that comes too late
+// cannot hit the next statement: PQcancel returns only once the server has
+// processed the request (libpq waits for it to close the cancel
+// connection), and a server process that is waiting for its next statement
+// ignores a cancel.
 //
 // Server-side backstop: when the Context has a deadline, the time left (plus
 // 5 ms of grace, so the client's own cancel normally acts first) is also set

@@ -2,6 +2,7 @@
 // (LocalServer: initdb into /tmp, 127.0.0.1, a free port, stopped by pid).
 #include "integrations/postgres/postgres.h"
 
+#include <signal.h>
 #include <sys/stat.h>
 
 #include <atomic>
@@ -396,6 +397,34 @@ TEST_F(PostgresTest, ResultIsWhatTheServerDidWhenTheContextEndsMidStatement) {
   ASSERT_TRUE(admin_->Query(Background(), "DROP TABLE b8").ok());
 }
 
+// B8: when nothing comes back after the cancel (here: the server process is
+// stopped), the call ends within kDrainLimit with "outcome unknown" and the
+// connection is closed, never reported as canceled.
+TEST_F(PostgresTest, NoAnswerAfterTheCancelIsOutcomeUnknown) {
+  auto conn = Open();
+  const pid_t backend = conn->backend_pid();
+  ASSERT_GT(backend, 0);
+  auto [ctx, cancel] = WithCancel(Background());
+  absl::StatusOr<Result> r;
+  std::thread q([&, c = ctx] { r = conn->Query(c, "SELECT pg_sleep(30)"); });
+  // The backend (a process of the server this test started) is stopped
+  // while it runs the statement, and continued right after.
+  const bool active = AwaitActive(backend);
+  const bool stopped = active && kill(backend, SIGSTOP) == 0;
+  const absl::Time canceled_at = absl::Now();
+  cancel();
+  q.join();
+  const absl::Duration took = absl::Now() - canceled_at;
+  if (stopped) kill(backend, SIGCONT);
+  ASSERT_TRUE(stopped);
+  EXPECT_TRUE(IsOutcomeUnknown(r.status())) << r.status();
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kUnknown);
+  EXPECT_FALSE(conn->ok());
+  EXPECT_GE(took, Connection::kDrainLimit);
+  EXPECT_LT(took, Connection::kDrainLimit + absl::Seconds(2));
+  EXPECT_FALSE(IsOutcomeUnknown(absl::UnknownError("x")));
+}
+
 // B9: BEGIN, a canceled query (the transaction is now aborted), ROLLBACK
 // under a deadline Context: it runs, and the connection is clean again.
 TEST_F(PostgresTest, RollbackWithADeadlineAfterACanceledQuery) {
@@ -645,6 +674,8 @@ TEST_F(PostgresTest, ErrorsNeverContainThePassword) {
             "sslpassword=*** password=***");
   EXPECT_EQ(RedactSecrets("bad URI: \"postgresql://al:hunter2@[::1\""),
             "bad URI: \"postgresql://al:***@[::1\"");
+  EXPECT_EQ(RedactSecrets("postgresql://al:hun/ter@2@h:5/db x"),
+            "postgresql://al:***@h:5/db x");
   EXPECT_EQ(RedactSecrets("postgres://al@h/db?password=hunter2&sslmode=x"),
             "postgres://al@h/db?password=***&sslmode=x");
   EXPECT_EQ(RedactSecrets("password authentication failed for user \"al\""),
