@@ -107,13 +107,15 @@ absl::StatusOr<std::unique_ptr<EchoServer>> EchoServer::Start(
   if (!(options.retry_channel.ratio >= 0)) {
     return absl::InvalidArgumentError("retry budget must be >= 0");
   }
-  EchoServiceOptions service_options{.name = options.name,
-                                     .next = options.next,
-                                     .workers = options.workers,
-                                     .postgres = options.postgres,
-                                     .max_work_ms = options.max_work_ms};
+  if (absl::Status s = options.postgres_pool.Validate(); !s.ok()) return s;
+  EchoServiceOptions service_options;
+  service_options.name = options.name;
+  service_options.next = options.next;
+  service_options.workers = options.workers;
+  service_options.postgres = options.postgres;
   service_options.postgres_pool = options.postgres_pool;
   service_options.log = options.log;
+  service_options.max_work_ms = options.max_work_ms;
   service_options.server_policy = options.server_policy;
   // Stats is monitoring: it must answer under overload, so the policies
   // leave it alone unless it has an entry of its own.
@@ -121,7 +123,6 @@ absl::StatusOr<std::unique_ptr<EchoServer>> EchoServer::Start(
   service_options.retry = options.retry;
   service_options.retry_channel = options.retry_channel;
   auto service = std::make_unique<EchoService>(std::move(service_options));
-  if (!service->postgres_status().ok()) return service->postgres_status();
   // Invalid policies fail Start even when they would switch nothing on.
   if (absl::Status s = service->server_policy().Validate(); !s.ok()) {
     return s;
