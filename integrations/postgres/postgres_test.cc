@@ -316,6 +316,11 @@ TEST_F(PostgresTest, PoolSharesConnectionsAcrossCancels) {
   absl::StatusOr<Result> r = pool.Query(Background(), "SELECT 1");
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(ActiveQueries(0), 0);
+  // Waiters that gave up left nothing behind.
+  const Pool::Counts c = pool.Stats();
+  EXPECT_EQ(c.waiting, 0u);
+  EXPECT_LE(c.open, 3u);
+  EXPECT_LE(c.peak_open, 3u);
 }
 
 
@@ -580,6 +585,34 @@ bool AwaitWaiters(const Pool& pool, size_t n) {
     absl::SleepFor(absl::Milliseconds(1));
   }
   return false;
+}
+
+// A5: failed connects give their slot back (to a waiter or the pool): after
+// many concurrent failures nothing is counted open or waiting.
+TEST_F(PostgresTest, FailedConnectsFreeTheirSlots) {
+  absl::StatusOr<std::unique_ptr<Pool>> p = Pool::New(
+      "host=127.0.0.1 port=1 user=x connect_timeout=5", {.max_open = 2, .max_idle = 2});
+  ASSERT_TRUE(p.ok()) << p.status();
+  Pool& pool = **p;
+  std::atomic<int> unavailable{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < 5; ++i) {
+        auto [ctx, cancel] = WithTimeout(Background(), absl::Seconds(30));
+        if (pool.Query(ctx, "SELECT 1").status().code() ==
+            absl::StatusCode::kUnavailable) {
+          ++unavailable;
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(unavailable.load(), 40);
+  const Pool::Counts c = pool.Stats();
+  EXPECT_EQ(c.open, 0u);
+  EXPECT_EQ(c.waiting, 0u);
+  EXPECT_LE(c.peak_open, 2u);
 }
 
 // A5: Acquire on a full pool waits only as long as its Context, and a
