@@ -151,8 +151,13 @@ class Connection {
   // Connects with libpq `conninfo` (a "key=value ..." string or a
   // postgresql:// URI), without blocking past `ctx`: the connect waits on
   // the socket and the Context's descriptor. Returns the Context's error if
-  // it is done first, kUnavailable (with libpq's message) if the server
-  // cannot be reached or refuses.
+  // it is done first, kUnavailable (with libpq's message, passwords
+  // redacted) if the server cannot be reached or refuses. Whatever
+  // `conninfo` leaves out (even all of it: "") libpq takes from the PG*
+  // environment variables (PGHOST, PGPORT, PGUSER, PGPASSWORD, ...) and the
+  // password file (PGPASSFILE, default ~/.pgpass). With a Context that has
+  // no deadline, an unreachable host is bounded only by the OS connect
+  // timeout: set connect_timeout in the conninfo, or use a deadline.
   static absl::StatusOr<std::unique_ptr<Connection>> Connect(
       const Context& ctx, const std::string& conninfo);
 
@@ -167,9 +172,9 @@ class Connection {
       const Context& ctx, std::string_view sql,
       const std::vector<std::optional<std::string>>& params = {});
 
-  // False once the connection is broken (lost, or given up after a cancel
-  // that did not take effect within kDrainLimit); every Query then returns
-  // kUnavailable.
+  // False once the connection is broken (lost, given up after a cancel
+  // that did not take effect within kDrainLimit, or after COPY); every
+  // Query then returns kUnavailable.
   bool ok() const;
   // The server process serving this connection (pg_stat_activity.pid).
   int backend_pid() const;
