@@ -46,6 +46,9 @@ class LocalServer {
   int port() const { return port_; }
   // The server's log file (stdout and stderr of initdb and the server).
   std::string log_path() const { return dir_ + "/log"; }
+  // The data directory (postgresql.conf, pg_hba.conf), owned by the user
+  // the server runs as.
+  std::string data_dir() const { return dir_ + "/data"; }
   pid_t pid() const { return pid_; }
 
  private:

@@ -7,19 +7,26 @@
 #include <cerrno>
 #include <cstring>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/cord.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "context/after_func.h"
+#include "context/context.h"
 #include "context/waitable.h"
 
 namespace reqctx::postgres {
 namespace {
 
 constexpr char kSqlStatePayload[] = "reqctx.postgres/sqlstate";
-// The backstop, sent in the query's own (implicit) transaction.
+constexpr char kOutcomeUnknown[] = "postgres: outcome unknown: ";
+// The backstop, a pipeline segment of its own before the statement's
+// (session-level: a SET LOCAL would end with its own segment's Sync).
 constexpr char kSetStatementTimeout[] =
-    "SELECT set_config('statement_timeout', $1, true)";
+    "SELECT set_config('statement_timeout', $1, false)";
+constexpr char kResetStatementTimeout[] = "RESET statement_timeout";
 
 constexpr absl::Duration kBackstopGrace = absl::Milliseconds(5);
 
@@ -49,10 +56,33 @@ Ready WaitFor(int sock, short events, int done_fd, absl::Time end) {
   }
 }
 
+// A libpq message, trailing newlines and spaces removed, secrets redacted.
 std::string Trimmed(const char* msg) {
   std::string s = msg == nullptr ? "" : msg;
   while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
-  return s;
+  return RedactSecrets(s);
+}
+
+bool IsKeyChar(char c) { return absl::ascii_isalnum(c) || c == '_'; }
+
+// The end of a conninfo value starting at `i` (quoted '...' with backslash
+// escapes, or up to whitespace, '&', '"', ',' or the end).
+size_t ValueEnd(std::string_view t, size_t i) {
+  if (i < t.size() && t[i] == '\'') {
+    for (++i; i < t.size(); ++i) {
+      if (t[i] == '\\') {
+        ++i;
+      } else if (t[i] == '\'') {
+        return i + 1;
+      }
+    }
+    return t.size();
+  }
+  while (i < t.size() && !absl::ascii_isspace(t[i]) && t[i] != '&' &&
+         t[i] != '"' && t[i] != ',') {
+    ++i;
+  }
+  return i;
 }
 
 absl::StatusCode CodeForSqlState(std::string_view state) {
@@ -90,6 +120,59 @@ const std::optional<std::string>& Result::at(size_t row,
   static const std::optional<std::string> kNone;
   if (row >= rows_.size() || column >= rows_[row].size()) return kNone;
   return rows_[row][column];
+}
+
+bool IsOutcomeUnknown(const absl::Status& status) {
+  return status.code() == absl::StatusCode::kUnknown &&
+         absl::StartsWith(status.message(), kOutcomeUnknown);
+}
+
+std::string RedactSecrets(std::string_view t) {
+  std::string out;
+  out.reserve(t.size());
+  size_t i = 0;
+  while (i < t.size()) {
+    // key[ ]=[ ]value where key ends in "password" (case-insensitive).
+    if ((t[i] == 'p' || t[i] == 'P') && t.size() - i >= 8 &&
+        absl::EqualsIgnoreCase(absl::string_view(t.data() + i, 8), "password") &&
+        (i + 8 == t.size() || !IsKeyChar(t[i + 8]))) {
+      size_t j = i + 8;
+      while (j < t.size() && t[j] == ' ') ++j;
+      if (j < t.size() && t[j] == '=') {
+        ++j;
+        while (j < t.size() && t[j] == ' ') ++j;
+        out.append(t.substr(i, j - i));
+        out.append("***");
+        i = ValueEnd(t, j);
+        continue;
+      }
+    }
+    // scheme://user:password@host. The URI ends at a quote or whitespace,
+    // not at '/' or '?': a password may hold those (over-redacting a URI
+    // with a later '@' is the safe side).
+    if (t[i] == ':' && t.substr(i, 3) == "://") {
+      size_t end = i + 3;
+      while (end < t.size() && t[end] != '"' && t[end] != '\'' &&
+             !absl::ascii_isspace(t[end])) {
+        ++end;
+      }
+      const std::string_view authority = t.substr(i + 3, end - i - 3);
+      const size_t at = authority.rfind('@');
+      if (at != std::string_view::npos) {
+        const std::string_view user_info = authority.substr(0, at);
+        const size_t colon = user_info.find(':');
+        if (colon != std::string_view::npos) {
+          out.append(t.substr(i, 3 + colon + 1));
+          out.append("***");
+          i = i + 3 + at;  // From the '@'.
+          continue;
+        }
+      }
+    }
+    out.push_back(t[i]);
+    ++i;
+  }
+  return out;
 }
 
 std::optional<std::string> SqlState(const absl::Status& status) {
@@ -157,6 +240,18 @@ absl::StatusOr<std::unique_ptr<Connection>> Connection::Connect(
   return std::unique_ptr<Connection>(new Connection(c, cancel));
 }
 
+bool Connection::idle_in_no_transaction() const {
+  return ok() && PQtransactionStatus(conn_) == PQTRANS_IDLE;
+}
+
+absl::Status Connection::Lost(const char* what) {
+  absl::Status s(absl::StatusCode::kUnknown,
+                 absl::StrCat(kOutcomeUnknown, what, ": ",
+                              Trimmed(PQerrorMessage(conn_))));
+  Close();
+  return s;
+}
+
 absl::StatusOr<Result> Connection::Query(
     const Context& ctx, std::string_view sql,
     const std::vector<std::optional<std::string>>& params) {
@@ -186,35 +281,43 @@ absl::StatusOr<Result> Connection::Query(
   absl::StatusOr<DoneFd> done = DoneFd::Open(ctx);
   if (!done.ok()) return done.status();
 
-  auto broken = [this](const char* what) {
-    absl::Status s = absl::UnavailableError(absl::StrCat(
-        "postgres: ", what, ": ", Trimmed(PQerrorMessage(conn_))));
-    Close();
-    return s;
-  };
-
-  // Send: [set_config backstop,] the statement[, sync], in one round trip.
+  // The backstop segment, if any (see the file comment): [SET or RESET,
+  // Sync,] statement[, Sync], all in one round trip. None in an aborted
+  // transaction, where it could only fail.
+  const PGTransactionStatusType tx_before = PQtransactionStatus(conn_);
   const std::optional<absl::Time> deadline = ctx.Deadline();
-  const bool pipeline = deadline.has_value();
+  std::string timeout_ms;
+  const char* backstop_sql = nullptr;
+  if (tx_before != PQTRANS_INERROR) {
+    if (deadline.has_value()) {
+      // The time left plus a small grace: the client's own cancel (which
+      // reports exactly this Context's error) normally acts first.
+      timeout_ms = std::to_string(std::max<int64_t>(
+          1, absl::ToInt64Milliseconds(*deadline - absl::Now() +
+                                       kBackstopGrace)));
+      backstop_sql = kSetStatementTimeout;
+    } else if (backstop_set_) {
+      backstop_sql = kResetStatementTimeout;
+    }
+  }
+  const bool pipeline = backstop_sql != nullptr;
+  // From here on the statement may reach the server: a lost connection
+  // leaves its outcome unknown.
   if (pipeline) {
-    // The time left plus a small grace: the client's own cancel (which
-    // reports exactly this Context's error) normally acts first; the
-    // backstop is for a client that stalls or vanishes.
-    const int64_t ms = std::max<int64_t>(
-        1, absl::ToInt64Milliseconds(*deadline - absl::Now() + kBackstopGrace));
-    const std::string timeout = std::to_string(ms);
-    const char* v[1] = {timeout.c_str()};
+    backstop_set_ = true;  // Until a RESET is known to have committed.
+    const char* v[1] = {timeout_ms.c_str()};
     if (PQenterPipelineMode(conn_) != 1 ||
-        PQsendQueryParams(conn_, kSetStatementTimeout, 1, nullptr, v, nullptr,
-                          nullptr, 0) != 1) {
-      return broken("send");
+        PQsendQueryParams(conn_, backstop_sql, deadline.has_value() ? 1 : 0,
+                          nullptr, v, nullptr, nullptr, 0) != 1 ||
+        PQpipelineSync(conn_) != 1) {
+      return Lost("send");
     }
   }
   if (PQsendQueryParams(conn_, sql_text.c_str(),
                         static_cast<int>(values.size()), nullptr,
                         values.data(), nullptr, nullptr, 0) != 1 ||
       (pipeline && PQpipelineSync(conn_) != 1)) {
-    return broken("send");
+    return Lost("send");
   }
 
   const int sock = PQsocket(conn_);
@@ -222,13 +325,20 @@ absl::StatusOr<Result> Connection::Query(
   absl::Time drain_end = absl::InfiniteFuture();
   // Waits for `events`; on the Context's descriptor, sends the cancel and
   // from then on waits only for the server (at most kDrainLimit). Returns
-  // false if the connection had to be given up.
-  auto wait = [&](short events) {
+  // an error (outcome unknown; the connection closed) if the connection is
+  // lost or the server does not answer in time.
+  auto wait = [&](short events) -> absl::Status {
     for (;;) {
       const Ready r =
           WaitFor(sock, events, canceled ? -1 : done->fd(), drain_end);
-      if (r == Ready::kSocket) return true;
-      if (r != Ready::kDone) return false;  // kTimeout, kError.
+      if (r == Ready::kSocket) return absl::OkStatus();
+      if (r == Ready::kTimeout) {
+        Close();
+        return absl::UnknownError(absl::StrCat(
+            kOutcomeUnknown, "no answer within ",
+            absl::FormatDuration(kDrainLimit), " of the cancel request"));
+      }
+      if (r == Ready::kError) return Lost("poll");
       canceled = true;
       drain_end = absl::Now() + kDrainLimit;
       char err[256];
@@ -238,59 +348,50 @@ absl::StatusOr<Result> Connection::Query(
 
   for (;;) {
     const int f = PQflush(conn_);
-    if (f < 0) return broken("send");
+    if (f < 0) return Lost("send");
     if (f == 0) break;
-    if (!wait(POLLIN | POLLOUT)) {
-      Close();
-      return canceled ? ctx.Err() : absl::UnavailableError("postgres: send");
-    }
-    if (PQconsumeInput(conn_) != 1) return broken("receive");
+    if (absl::Status s = wait(POLLIN | POLLOUT); !s.ok()) return s;
+    if (PQconsumeInput(conn_) != 1) return Lost("receive");
   }
 
   Result result;
   std::optional<absl::Status> query_error;
-  std::optional<absl::Status> setup_error;
+  bool backstop_failed = false;
   bool backstop_fired = false;
-  int stmt = 0;  // Which statement's results come next.
-  const int user_stmt = pipeline ? 1 : 0;
+  // Pipeline: the backstop's results, its Sync, the statement's results,
+  // its Sync. Else: the statement's results, then null.
+  int syncs = 0;
+  const int user_segment = pipeline ? 1 : 0;
   for (;;) {
     while (PQisBusy(conn_)) {
-      if (!wait(POLLIN)) {
-        Close();
-        return canceled ? ctx.Err()
-                        : absl::UnavailableError("postgres: receive");
-      }
-      if (PQconsumeInput(conn_) != 1) return broken("receive");
+      if (absl::Status s = wait(POLLIN); !s.ok()) return s;
+      if (PQconsumeInput(conn_) != 1) return Lost("receive");
     }
     PGresult* res = PQgetResult(conn_);
     if (res == nullptr) {  // The end of one statement's results.
-      if (!pipeline) break;  // Else the sync result ends the loop.
-      ++stmt;
+      if (!pipeline) break;  // Else its Sync follows.
       continue;
     }
     const ExecStatusType st = PQresultStatus(res);
     if (st == PGRES_PIPELINE_SYNC) {
       PQclear(res);
-      break;
+      if (++syncs == 2) break;
+      continue;
     }
     if (st == PGRES_COPY_IN || st == PGRES_COPY_OUT || st == PGRES_COPY_BOTH) {
       PQclear(res);
       Close();  // No way back to idle without running the COPY.
       return absl::InvalidArgumentError("postgres: COPY is not supported");
     }
-    if (stmt != user_stmt) {
-      if (st == PGRES_FATAL_ERROR && !setup_error) setup_error = SqlError(res);
+    if (syncs != user_segment) {
+      if (st == PGRES_FATAL_ERROR) backstop_failed = true;
     } else if (st == PGRES_FATAL_ERROR) {
       if (!query_error) {
         query_error = SqlError(res);
         const char* msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
-        backstop_fired = pipeline && SqlState(*query_error) == "57014" &&
-                         msg != nullptr && strstr(msg, "statement timeout");
-      }
-    } else if (st == PGRES_PIPELINE_ABORTED) {
-      if (!query_error) {
-        query_error = setup_error.value_or(
-            absl::AbortedError("postgres: pipeline aborted"));
+        backstop_fired = deadline.has_value() && !backstop_failed &&
+                         SqlState(*query_error) == "57014" && msg != nullptr &&
+                         strstr(msg, "statement timeout") != nullptr;
       }
     } else if (!query_error) {
       const int n = PQntuples(res);
@@ -316,46 +417,173 @@ absl::StatusOr<Result> Connection::Query(
     }
     PQclear(res);
   }
-  if (pipeline && PQexitPipelineMode(conn_) != 1) return broken("pipeline");
+  if (pipeline) {
+    if (PQexitPipelineMode(conn_) != 1) return Lost("pipeline");
+    // A RESET that succeeded outside a transaction has committed.
+    if (!deadline.has_value() && !backstop_failed &&
+        tx_before == PQTRANS_IDLE) {
+      backstop_set_ = false;
+    }
+  }
 
-  if (canceled) return ctx.Err();
-  if (query_error) {
+  if (!query_error) return result;  // Done, even if the cancel came too late.
+  if (SqlState(*query_error) == "57014") {
     if (backstop_fired) {
       // The server's copy of this Context's deadline fired first.
       return absl::DeadlineExceededError(absl::StrCat(
           "context deadline exceeded (", query_error->message(), ")"));
     }
-    if (SqlState(*query_error) == "57014" && !ctx.Err().ok()) {
-      return ctx.Err();
-    }
-    return *query_error;
+    // Canceled on the server: by this Context's cancel, or by someone else
+    // while this Context was done anyway; no effect either way.
+    if (absl::Status s = ctx.Err(); !s.ok()) return s;
   }
-  return result;
+  return *query_error;
+}
+
+absl::Status PoolOptions::Validate() const {
+  if (max_open < 1) {
+    return absl::InvalidArgumentError("PoolOptions.max_open must be >= 1");
+  }
+  if (max_idle > max_open) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "PoolOptions.max_idle (", max_idle, ") must be <= max_open (",
+        max_open, ")"));
+  }
+  if (!(reset_timeout > absl::ZeroDuration())) {
+    return absl::InvalidArgumentError(
+        "PoolOptions.reset_timeout must be > 0");
+  }
+  return absl::OkStatus();
+}
+
+// One Acquire waiting for a connection; lives on its stack.
+struct Pool::Waiter {
+  std::condition_variable cv;
+  bool granted = false;  // A slot was handed over (with `conn` or not).
+  std::unique_ptr<Connection> conn;  // Null: open a new one in the slot.
+  bool done = false;     // The caller's Context is done.
+};
+
+absl::StatusOr<std::unique_ptr<Pool>> Pool::New(std::string conninfo,
+                                                PoolOptions options) {
+  if (absl::Status s = options.Validate(); !s.ok()) return s;
+  return std::unique_ptr<Pool>(new Pool(std::move(conninfo), options));
+}
+
+Pool::~Pool() {
+  std::vector<std::unique_ptr<Connection>> idle;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    idle.swap(idle_);
+  }
+}
+
+Pool::Lease& Pool::Lease::operator=(Lease&& other) noexcept {
+  if (this != &other) {
+    Return();
+    pool_ = std::exchange(other.pool_, nullptr);
+    conn_ = std::move(other.conn_);
+  }
+  return *this;
+}
+
+void Pool::Lease::Return() {
+  if (pool_ == nullptr) return;
+  std::exchange(pool_, nullptr)->Release(std::move(conn_));
+}
+
+absl::StatusOr<Pool::Lease> Pool::Acquire(const Context& ctx) {
+  if (absl::Status s = ctx.Err(); !s.ok()) return s;
+  std::unique_ptr<Connection> conn;
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (!idle_.empty()) {
+      conn = std::move(idle_.back());
+      idle_.pop_back();
+    } else if (open_ < options_.max_open) {
+      peak_open_ = std::max(peak_open_, ++open_);
+    } else {
+      Waiter w;
+      waiters_.push_back(&w);
+      lock.unlock();
+      // Wakes this waiter when the Context is done (on another thread; the
+      // handle's destructor waits for it, so `w` outlives it).
+      AfterFuncHandle wake = AfterFunc(ctx, [this, &w] {
+        std::lock_guard<std::mutex> l(mu_);
+        w.done = true;
+        w.cv.notify_one();
+      });
+      lock.lock();
+      w.cv.wait(lock, [&w] { return w.granted || w.done; });
+      if (!w.granted) {
+        waiters_.erase(std::find(waiters_.begin(), waiters_.end(), &w));
+        lock.unlock();
+        return ctx.Err();  // `wake` is destroyed unlocked.
+      }
+      conn = std::move(w.conn);
+      lock.unlock();
+      wake.Stop();
+    }
+  }
+  if (conn == nullptr) {  // A slot: open a connection in it.
+    absl::StatusOr<std::unique_ptr<Connection>> c =
+        Connection::Connect(ctx, conninfo_);
+    if (!c.ok()) {
+      Release(nullptr);  // Frees the slot (or hands it to a waiter).
+      return c.status();
+    }
+    conn = std::move(*c);
+  }
+  return Lease(this, std::move(conn));
+}
+
+void Pool::Release(std::unique_ptr<Connection> conn) {
+  bool reset = false;
+  if (conn != nullptr && conn->ok() && !conn->idle_in_no_transaction()) {
+    // Inside a transaction (open, aborted, or its state unknown after a
+    // cancel): never handed out as if clean.
+    auto [ctx, cancel] = WithTimeout(Background(), options_.reset_timeout);
+    reset = true;
+    (void)conn->Query(ctx, "ROLLBACK");
+  }
+  if (conn != nullptr && !conn->idle_in_no_transaction()) conn = nullptr;
+  std::unique_ptr<Connection> to_close;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (reset) ++resets_;
+    if (!waiters_.empty()) {
+      Waiter* w = waiters_.front();
+      waiters_.pop_front();
+      w->granted = true;
+      w->conn = std::move(conn);  // The slot moves with it, null or not.
+      w->cv.notify_one();
+      return;
+    }
+    if (conn != nullptr && idle_.size() < options_.max_idle) {
+      idle_.push_back(std::move(conn));
+      return;
+    }
+    --open_;
+    to_close = std::move(conn);
+  }
+  // Closed here, outside the lock.
 }
 
 absl::StatusOr<Result> Pool::Query(
     const Context& ctx, std::string_view sql,
     const std::vector<std::optional<std::string>>& params) {
-  std::unique_ptr<Connection> conn;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (!idle_.empty()) {
-      conn = std::move(idle_.back());
-      idle_.pop_back();
-    }
-  }
-  if (conn == nullptr) {
-    absl::StatusOr<std::unique_ptr<Connection>> c =
-        Connection::Connect(ctx, conninfo_);
-    if (!c.ok()) return c.status();
-    conn = std::move(*c);
-  }
-  absl::StatusOr<Result> r = conn->Query(ctx, sql, params);
-  if (conn->ok()) {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (idle_.size() < max_idle_) idle_.push_back(std::move(conn));
-  }
-  return r;  // A connection not kept is closed here, outside the lock.
+  absl::StatusOr<Lease> lease = Acquire(ctx);
+  if (!lease.ok()) return lease.status();
+  return (*lease)->Query(ctx, sql, params);
+}
+
+Pool::Counts Pool::Stats() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return Counts{.open = open_,
+                .idle = idle_.size(),
+                .waiting = waiters_.size(),
+                .peak_open = peak_open_,
+                .resets = resets_};
 }
 
 }  // namespace reqctx::postgres

@@ -4,10 +4,14 @@
 #include <grpcpp/security/server_credentials.h>
 #include <grpcpp/server_builder.h>
 
+#include <cerrno>
 #include <chrono>
+#include <cstdio>
+#include <cstring>
 #include <utility>
 
 #include "absl/strings/escaping.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "interceptors/interceptors.h"
 
@@ -35,6 +39,51 @@ absl::StatusOr<std::string> BindHost(std::string_view address) {
       "(e.g. [::1], [::])"));
 }
 
+absl::StatusOr<std::string> PostgresConninfo(std::string_view flag,
+                                             std::string_view file) {
+  if (!flag.empty() && !file.empty()) {
+    return absl::InvalidArgumentError(
+        "set --postgres or --postgres_conninfo_file, not both");
+  }
+  if (!flag.empty()) {
+    if (postgres::RedactSecrets(flag) != flag) {
+      return absl::InvalidArgumentError(
+          "--postgres contains a password, which every local user can read "
+          "in /proc/PID/cmdline: put the conninfo in "
+          "--postgres_conninfo_file, or the password in PGPASSWORD or the "
+          "password file (PGPASSFILE, ~/.pgpass)");
+    }
+    return std::string(flag);
+  }
+  if (file.empty()) return std::string();
+  constexpr size_t kMaxBytes = 64 * 1024;
+  const std::string path(file);
+  std::FILE* f = std::fopen(path.c_str(), "re");
+  if (f == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--postgres_conninfo_file: cannot read ", path, ": ",
+        std::strerror(errno)));
+  }
+  std::string text(kMaxBytes + 1, '\0');
+  text.resize(std::fread(text.data(), 1, text.size(), f));
+  const bool failed = std::ferror(f) != 0;
+  std::fclose(f);
+  if (failed) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--postgres_conninfo_file: cannot read ", path));
+  }
+  if (text.size() > kMaxBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--postgres_conninfo_file: ", path, " is over ", kMaxBytes, " bytes"));
+  }
+  const absl::string_view trimmed = absl::StripAsciiWhitespace(text);
+  if (trimmed.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--postgres_conninfo_file: ", path, " is empty"));
+  }
+  return std::string(trimmed);
+}
+
 absl::StatusOr<std::unique_ptr<EchoServer>> EchoServer::Start(
     const EchoServerOptions& options) {
   absl::StatusOr<std::string> host = BindHost(options.bind_address);
@@ -58,11 +107,15 @@ absl::StatusOr<std::unique_ptr<EchoServer>> EchoServer::Start(
   if (!(options.retry_channel.ratio >= 0)) {
     return absl::InvalidArgumentError("retry budget must be >= 0");
   }
-  EchoServiceOptions service_options{.name = options.name,
-                                     .next = options.next,
-                                     .workers = options.workers,
-                                     .postgres = options.postgres,
-                                     .max_work_ms = options.max_work_ms};
+  if (absl::Status s = options.postgres_pool.Validate(); !s.ok()) return s;
+  EchoServiceOptions service_options;
+  service_options.name = options.name;
+  service_options.next = options.next;
+  service_options.workers = options.workers;
+  service_options.postgres = options.postgres;
+  service_options.postgres_pool = options.postgres_pool;
+  service_options.log = options.log;
+  service_options.max_work_ms = options.max_work_ms;
   service_options.server_policy = options.server_policy;
   // Stats is monitoring: it must answer under overload, so the policies
   // leave it alone unless it has an entry of its own.

@@ -16,6 +16,7 @@
 #include <grpcpp/server.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -50,7 +51,24 @@ struct EchoServerOptions {
   // names are refused (see BindHost). Last, so positional initializers of
   // the fields above stay valid.
   std::string bind_address = "127.0.0.1";
+  // The PostgreSQL pool's limits and the database log; see
+  // EchoServiceOptions. Invalid limits make Start() fail with
+  // InvalidArgument naming the field.
+  postgres::PoolOptions postgres_pool{};
+  std::function<void(std::string_view)> log{};
 };
+
+// The libpq conninfo for the server binary's --postgres (`flag`) and
+// --postgres_conninfo_file (`file`, a path; its contents, surrounding
+// whitespace trimmed, at most 64 KiB). At most one of them may be set; both
+// empty give "" (no database). A password in `flag` (password=..., a URI's
+// user:password@) is refused with InvalidArgument: a command line is
+// readable by every local user (/proc/PID/cmdline). Put the password in the
+// file, in PGPASSWORD, or in the password file (PGPASSFILE, ~/.pgpass):
+// libpq takes whatever the conninfo leaves out from the PG* variables.
+// Errors name the flag or the path, never the conninfo's secrets.
+absl::StatusOr<std::string> PostgresConninfo(std::string_view flag,
+                                             std::string_view file);
 
 // `address` as the host part of a gRPC listening address: an IPv4 address
 // as it is, an IPv6 address in brackets ("::1" and "[::1]" both give

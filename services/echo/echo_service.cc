@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -89,6 +90,18 @@ class RequestScope {
   absl::Status result_;
 };
 
+std::unique_ptr<postgres::Pool> MakePool(const EchoServiceOptions& options,
+                                         absl::Status* status) {
+  if (options.postgres.empty()) return nullptr;
+  absl::StatusOr<std::unique_ptr<postgres::Pool>> pool =
+      postgres::Pool::New(options.postgres, options.postgres_pool);
+  if (!pool.ok()) {
+    *status = pool.status();
+    return nullptr;
+  }
+  return *std::move(pool);
+}
+
 }  // namespace
 
 EchoService::EchoService(EchoServiceOptions options)
@@ -97,9 +110,7 @@ EchoService::EchoService(EchoServiceOptions options)
                 ? nullptr
                 : ::echo::v1::Echo::NewStub(reqctx::CreateChannel(
                       options_.next, grpc::InsecureChannelCredentials()))),
-      postgres_(options_.postgres.empty()
-                    ? nullptr
-                    : std::make_unique<postgres::Pool>(options_.postgres)),
+      postgres_(MakePool(options_, &postgres_status_)),
       server_policy_(options_.server_policy),
       retry_state_(options_.retry_channel) {}
 
@@ -157,11 +168,31 @@ absl::Status EchoService::RunWorkers(const Context& ctx, absl::Duration work) {
 
 absl::Status EchoService::QueryWork(const Context& ctx, int64_t work_ms) {
   if (work_ms <= 0) return ctx.Err();
+  if (postgres_ == nullptr) return DatabaseError(ctx, postgres_status_);
   stats_.WorkerStarted();  // The query is this call's one worker.
   absl::StatusOr<postgres::Result> r = postgres_->Query(
       ctx, "SELECT pg_sleep($1::float8 / 1000.0)", {std::to_string(work_ms)});
   stats_.WorkerFinished();
-  return r.status();
+  return DatabaseError(ctx, r.status());
+}
+
+absl::Status EchoService::DatabaseError(const Context& ctx,
+                                        const absl::Status& s) const {
+  if (s.ok()) return s;
+  // The Context's own end is the client's business: its code as it is.
+  if (const absl::Status done = ctx.Err(); !done.ok() && s.code() == done.code()) {
+    return s;
+  }
+  const bool unknown = postgres::IsOutcomeUnknown(s);
+  const std::string line = absl::StrCat(
+      options_.name, ": database: ", postgres::RedactSecrets(s.ToString()));
+  if (options_.log) {
+    options_.log(line);
+  } else {
+    std::fprintf(stderr, "%s\n", line.c_str());
+  }
+  return unknown ? absl::UnknownError("database outcome unknown")
+                 : absl::UnavailableError("database unavailable");
 }
 
 grpc::Status EchoService::Echo(grpc::ServerContext* sc,

@@ -18,8 +18,10 @@
 #define REQCTX_SERVICES_ECHO_ECHO_SERVICE_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
@@ -38,8 +40,23 @@ struct EchoServiceOptions {
   int workers = 2;            // K worker threads per Echo call (>= 1).
   // libpq conninfo. Non-empty: an Echo call's work is instead one query,
   // `SELECT pg_sleep(work_ms / 1000.0)`, on this PostgreSQL server, bound
-  // to the call's Context (a cancel or deadline stops it on the server).
+  // to the call's Context (a cancel or deadline stops it on the server),
+  // through a postgres::Pool with `postgres_pool`'s limits (at most 10
+  // connections by default; a call waits for one within its Context).
+  // libpq takes whatever the conninfo leaves out (host, port, user,
+  // password, ...) from the PG* environment variables and the password
+  // file (PGPASSFILE, ~/.pgpass), e.g. "dbname=app".
+  //
+  // What a client sees of the database: the Context's own errors as they
+  // are (DEADLINE_EXCEEDED, CANCELLED); an outcome the database layer cannot
+  // know (postgres::IsOutcomeUnknown) UNKNOWN "database outcome unknown";
+  // any other failure (connect errors, SQL errors) UNAVAILABLE "database
+  // unavailable". No host, port, user or SQL text reaches a client: the
+  // details go to `log`, passwords redacted (postgres::RedactSecrets).
   std::string postgres{};
+  postgres::PoolOptions postgres_pool{};
+  // Where database failures are logged, one line each; empty: stderr.
+  std::function<void(std::string_view)> log{};
   // The most work_ms a request may ask for; more fails the call with
   // INVALID_ARGUMENT naming the limit (bounds the work one call can cause).
   int64_t max_work_ms = 3600 * 1000;
@@ -78,6 +95,10 @@ class EchoService final : public ::echo::v1::Echo::Service {
 
   const EchoStats& stats() const { return stats_; }
   policy::ServerPolicy& server_policy() { return server_policy_; }
+  // OK, or why the PostgreSQL pool could not be made (invalid
+  // postgres_pool: kInvalidArgument naming the field); EchoServer::Start
+  // fails with it.
+  const absl::Status& postgres_status() const { return postgres_status_; }
   // Server policy and retry counts together.
   policy::PolicyCountersSnapshot PolicyCounts() const;
   const std::string& name() const { return options_.name; }
@@ -86,6 +107,9 @@ class EchoService final : public ::echo::v1::Echo::Service {
   ::echo::v1::Hop ArrivalHop(const Context& ctx) const;
   absl::Status RunWorkers(const Context& ctx, absl::Duration work);
   absl::Status QueryWork(const Context& ctx, int64_t work_ms);
+  // `s` as a client may see it (see EchoServiceOptions::postgres); logs the
+  // details of anything else.
+  absl::Status DatabaseError(const Context& ctx, const absl::Status& s) const;
   absl::Status GenerateStream(
       const Context& ctx, const ::echo::v1::Hop& hop,
       const ::echo::v1::EchoRequest& request,
@@ -96,6 +120,7 @@ class EchoService final : public ::echo::v1::Echo::Service {
 
   const EchoServiceOptions options_;
   const std::unique_ptr<::echo::v1::Echo::Stub> next_;  // Null: last hop.
+  absl::Status postgres_status_;
   const std::unique_ptr<postgres::Pool> postgres_;  // Null: simulated work.
   policy::ServerPolicy server_policy_;
   policy::RetryChannelState retry_state_;

@@ -3,7 +3,8 @@
 //
 //   server --name=backend --port=0 [--bind_address=127.0.0.1]
 //          [--next=HOST:PORT] [--workers=2]
-//          [--postgres="host=127.0.0.1 port=5432 user=postgres"]
+//          [--postgres="host=127.0.0.1 port=5432 user=postgres" |
+//           --postgres_conninfo_file=PATH] [--postgres_max_connections=10]
 //          [--max_work_ms=3600000] [--shutdown_grace_ms=0]
 //          [--metrics_port=9464] [--metrics_address=127.0.0.1]
 //          [--orphan_threshold_ms=1000] [--call_log]
@@ -15,6 +16,14 @@
 // turns the detector off). --call_log writes one JSON line per finished call
 // to stderr.
 //
+// PostgreSQL: the conninfo comes from --postgres (no password allowed: the
+// command line is readable by every local user; the server exits 1 naming
+// the safer ways) or from --postgres_conninfo_file; libpq takes what it
+// leaves out from PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE and the
+// password file (PGPASSFILE, ~/.pgpass). At most --postgres_max_connections
+// (10) are open at once. Clients see UNAVAILABLE "database unavailable" (or
+// UNKNOWN "database outcome unknown"); details go to stderr, passwords
+// redacted.
 // --bind_address takes an IPv4 address (0.0.0.0: every interface) or an
 // IPv6 one ([::1], [::]); anything else (a host name) exits 1 naming it.
 // Prints "NAME listening on HOST:PORT" once serving. A request asking for
@@ -65,8 +74,17 @@ ABSL_FLAG(int, port, 0, "port on --bind_address (0: pick a free one)");
 ABSL_FLAG(std::string, next, "", "host:port of the next hop (empty: none)");
 ABSL_FLAG(int, workers, 2, "worker threads per Echo call");
 ABSL_FLAG(std::string, postgres, "",
-          "libpq conninfo: do each Echo call's work as SELECT pg_sleep(work_ms "
-          "/ 1000.0) on this PostgreSQL server, bound to the call's Context");
+          "libpq conninfo without a password (refused: the command line is "
+          "public): do each Echo call's work as SELECT pg_sleep(work_ms / "
+          "1000.0) on this PostgreSQL server, bound to the call's Context; "
+          "what it leaves out comes from PG* variables and PGPASSFILE, e.g. "
+          "--postgres=dbname=app");
+ABSL_FLAG(std::string, postgres_conninfo_file, "",
+          "read the libpq conninfo (may hold a password) from this file "
+          "instead of --postgres");
+ABSL_FLAG(int64_t, postgres_max_connections, 10,
+          "most PostgreSQL connections open at once (>= 1); calls beyond "
+          "wait for one within their deadline");
 ABSL_FLAG(int64_t, max_work_ms, 3600 * 1000,
           "most work_ms one request may ask for (more: INVALID_ARGUMENT)");
 // Production policies (issue 12); all off by default. See README "Running in
@@ -230,7 +248,17 @@ int main(int argc, char** argv) {
   options.port = absl::GetFlag(FLAGS_port);
   options.next = absl::GetFlag(FLAGS_next);
   options.workers = absl::GetFlag(FLAGS_workers);
-  options.postgres = absl::GetFlag(FLAGS_postgres);
+  absl::StatusOr<std::string> conninfo = reqctx::echo::PostgresConninfo(
+      absl::GetFlag(FLAGS_postgres), absl::GetFlag(FLAGS_postgres_conninfo_file));
+  if (!conninfo.ok()) return Fail(conninfo.status());
+  options.postgres = *std::move(conninfo);
+  if (const int64_t n = absl::GetFlag(FLAGS_postgres_max_connections); n < 1) {
+    return Fail(absl::InvalidArgumentError(
+        "--postgres_max_connections must be >= 1"));
+  } else {
+    options.postgres_pool.max_open = static_cast<size_t>(n);
+    options.postgres_pool.max_idle = static_cast<size_t>(n);
+  }
   options.max_work_ms = absl::GetFlag(FLAGS_max_work_ms);
   options.shutdown_grace = Ms(FLAGS_shutdown_grace_ms);
   reqctx::policy::MethodPolicy& p = options.server_policy.defaults;
