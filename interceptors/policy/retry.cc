@@ -293,7 +293,13 @@ class Retrier {
     if (channel_ != nullptr) channel_->RecordOutcome(r.status.error_code());
     r.elapsed = absl::Now() - a.start;
     r.outcome.code = r.status.error_code();
-    if (a.own_timer) r.outcome.own_timer_left = a.ctx.TimeLeft();
+    // What gRPC enforced is the ClientContext's deadline, which
+    // NewClientContext may set earlier than the attempt's (it keeps back what
+    // grpc-timeout's rounding could add): measure the timer against that.
+    if (a.own_timer) {
+      r.outcome.own_timer_left =
+          absl::FromChrono(cc->deadline()) - absl::Now();
+    }
     const auto& trailers = cc->GetServerTrailingMetadata();
     if (auto it = trailers.find(kRetryPushbackHeader); it != trailers.end()) {
       r.outcome.pushback = ParsePushback(

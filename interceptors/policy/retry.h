@@ -259,11 +259,12 @@ struct AttemptOutcome {
   grpc::StatusCode code = grpc::StatusCode::OK;
   Pushback pushback;  // Parsed from its trailing metadata.
   // If the attempt had a timer of its own (AttemptTimeout::own_timer): the
-  // time that was left on it when the attempt returned (<= 0 once it
-  // fired); nullopt otherwise. The attempt counts as cut by its timer when
-  // it returned DEADLINE_EXCEEDED with at most kAttemptTimerSlack left (gRPC
-  // rounds and converts the deadline it enforces: it may fire that much
-  // before reqctx's own timer).
+  // time that was left, when the attempt returned, on the deadline gRPC
+  // enforced for it (its ClientContext's, which NewClientContext derives
+  // from the attempt's timer; <= 0 once it fired); nullopt otherwise. The
+  // attempt counts as cut by its timer when it returned DEADLINE_EXCEEDED
+  // with at most kAttemptTimerSlack left (gRPC rounds and converts the
+  // deadline it enforces: it may fire that much early).
   std::optional<absl::Duration> own_timer_left;
 };
 inline constexpr absl::Duration kAttemptTimerSlack = absl::Milliseconds(2);
