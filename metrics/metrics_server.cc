@@ -9,9 +9,12 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
 
 namespace reqctx {
 namespace {
+
+constexpr int kMaxThreads = 1024;
 
 void InitCivetwebOnce() {
   static std::once_flag once;
@@ -44,9 +47,10 @@ absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(
     return absl::InvalidArgumentError(
         absl::StrCat("metrics server: port ", options.port, " out of range"));
   }
-  if (options.threads < 1 || options.threads > 64) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "metrics server: threads must be 1-64, not ", options.threads));
+  if (options.threads < 1 || options.threads > kMaxThreads) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("metrics server: threads must be 1-", kMaxThreads,
+                     ", not ", options.threads));
   }
   if (options.address.empty() ||
       options.address.find_first_of(", \t\r\n") != std::string::npos) {
@@ -55,8 +59,9 @@ absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(
   }
   const int64_t timeout_ms = absl::ToInt64Milliseconds(options.request_timeout);
   if (timeout_ms < 1) {
-    return absl::InvalidArgumentError(
-        "metrics server: request_timeout must be at least 1 ms");
+    return absl::InvalidArgumentError(absl::StrCat(
+        "metrics server: request_timeout must be at least 1 ms, not ",
+        absl::FormatDuration(options.request_timeout)));
   }
   InitCivetwebOnce();
   if (options.address.front() == '[' && !SupportsIpv6()) {
@@ -76,10 +81,18 @@ absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(
       "listening_ports", ports.c_str(),
       "num_threads", threads.c_str(),
       "request_timeout_ms", timeout.c_str(),
+      // One request per connection: no idle keep-alive connection holds a
+      // thread between scrapes.
       "enable_keep_alive", "no",
       // A scrape request is one short line and a few headers.
       "max_request_size", "16384",
-      "linger_timeout_ms", "0",
+      // civetweb's defaults, spelled out (see the header): accepted
+      // connections waiting for a thread, then the kernel's backlog.
+      "connection_queue", "20",
+      "listen_backlog", "200",
+      // No linger option: an ordinary close, so the kernel still delivers a
+      // response the client has not read yet (a zero linger would reset the
+      // connection and drop it).
       nullptr};
   struct mg_callbacks callbacks;
   std::memset(&callbacks, 0, sizeof(callbacks));
