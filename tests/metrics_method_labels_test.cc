@@ -1,0 +1,145 @@
+// Method labels against a hostile peer, end to end on 127.0.0.1: a client
+// calls hundreds of invented method names on a real server (a generic stub,
+// so gRPC answers each UNIMPLEMENTED), then a real method; the scrape over
+// HTTP still has the real method's own series with the right counts, and
+// the invented names are all counted under method="_unknown", on the server
+// and on the client side. (Before: 130 invented names pushed the real
+// method's code="OK" series into {method="_other",code="_other"}.)
+#include <grpcpp/generic/generic_stub.h>
+#include <grpcpp/grpcpp.h>
+
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "context/context.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "interceptors/interceptors.h"
+#include "interceptors/observability.h"
+#include "metrics/metrics_server.h"
+#include "proto/echo.grpc.pb.h"
+#include "tests/http_client.h"
+#include "tests/test_timing.h"
+
+namespace reqctx {
+namespace {
+
+using ::echo::v1::EchoRequest;
+using ::echo::v1::EchoResponse;
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+constexpr absl::Duration kBound =
+    reqctx::testing::PlainOrSanitized(absl::Seconds(20), absl::Seconds(60));
+
+class EchoService final : public ::echo::v1::Echo::Service {
+  grpc::Status Echo(grpc::ServerContext*, const EchoRequest* req,
+                    EchoResponse* resp) override {
+    resp->set_message(req->message());
+    return grpc::Status::OK;
+  }
+};
+
+// One unary call of `method` through a generic stub (any path), bounded.
+grpc::Status GenericCall(grpc::GenericStub& stub, const std::string& method) {
+  auto [ctx, cancel] = WithTimeout(Background(), kBound);
+  std::unique_ptr<grpc::ClientContext> cc = NewClientContext(ctx);
+  grpc::Slice empty{std::string()};
+  grpc::ByteBuffer request(&empty, 1), response;
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+  grpc::Status status;
+  stub.UnaryCall(cc.get(), method, grpc::StubOptions(), &request, &response,
+                 [&](grpc::Status s) {
+                   std::lock_guard<std::mutex> lock(mu);
+                   status = std::move(s);
+                   done = true;
+                   cv.notify_all();
+                 });
+  std::unique_lock<std::mutex> lock(mu);
+  // The call's own deadline ends it; the wait only adds a margin.
+  if (!cv.wait_for(lock, absl::ToChronoNanoseconds(2 * kBound),
+                   [&] { return done; })) {
+    ADD_FAILURE() << "call of " << method << " never finished";
+    std::abort();  // The callback still refers to this frame.
+  }
+  return status;
+}
+
+TEST(MetricsMethodLabels, InventedMethodsShareOneLabelAndRealOnesKeepTheirs) {
+  EnableRpcMetrics();
+  absl::StatusOr<std::unique_ptr<MetricsServer>> metrics =
+      MetricsServer::Start({});
+  ASSERT_TRUE(metrics.ok()) << metrics.status();
+
+  EchoService service;
+  int port = 0;
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(),
+                           &port);
+  builder.RegisterService(&service);
+  InstallServerInterceptors(builder);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  ASSERT_NE(server, nullptr);
+  std::shared_ptr<grpc::Channel> channel = reqctx::CreateChannel(
+      absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials());
+
+  // Unknown methods of a real service and of an invented one.
+  constexpr int kInvented = 150;
+  grpc::GenericStub generic(channel);
+  for (int i = 0; i < kInvented; ++i) {
+    for (const std::string& method :
+         {absl::StrCat("/echo.v1.Echo/Nope", i),
+          absl::StrCat("/bogus.Svc/M", i)}) {
+      const grpc::Status s = GenericCall(generic, method);
+      ASSERT_EQ(s.error_code(), grpc::StatusCode::UNIMPLEMENTED)
+          << method << ": " << s.error_message();
+    }
+  }
+  // Then the real method, twice.
+  std::unique_ptr<::echo::v1::Echo::Stub> stub = ::echo::v1::Echo::NewStub(channel);
+  for (int i = 0; i < 2; ++i) {
+    auto [ctx, cancel] = WithTimeout(Background(), kBound);
+    std::unique_ptr<grpc::ClientContext> cc = NewClientContext(ctx);
+    EchoRequest req;
+    req.set_message("hi");
+    EchoResponse resp;
+    ASSERT_TRUE(stub->Echo(cc.get(), req, &resp).ok());
+  }
+  server->Shutdown(std::chrono::system_clock::now());
+
+  absl::StatusOr<testing::HttpResponse> r =
+      testing::HttpGet((*metrics)->port(), "/metrics", kBound);
+  ASSERT_TRUE(r.ok()) << r.status();
+  const std::string& page = r->body;
+  auto sample = [&](const std::string& series) {
+    return testing::ExpositionSample(page, series);
+  };
+  for (const char* side : {"server", "client"}) {
+    SCOPED_TRACE(side);
+    EXPECT_EQ(sample(absl::StrCat("reqctx_", side,
+                                  "_handled_total{method=\"/echo.v1.Echo/Echo\","
+                                  "code=\"OK\"}")),
+              2);
+    EXPECT_EQ(sample(absl::StrCat("reqctx_", side,
+                                  "_started_total{method=\"/echo.v1.Echo/Echo\"}")),
+              2);
+    EXPECT_EQ(sample(absl::StrCat("reqctx_", side,
+                                  "_handled_total{method=\"_unknown\","
+                                  "code=\"UNIMPLEMENTED\"}")),
+              2 * kInvented);
+    EXPECT_EQ(sample(absl::StrCat("reqctx_", side,
+                                  "_started_total{method=\"_unknown\"}")),
+              2 * kInvented);
+  }
+  EXPECT_THAT(page, Not(HasSubstr("Nope")));
+  EXPECT_THAT(page, Not(HasSubstr("bogus.Svc")));
+  EXPECT_THAT(page, Not(HasSubstr("method=\"_other\"")));
+}
+
+}  // namespace
+}  // namespace reqctx
