@@ -116,7 +116,7 @@ class DeclaredMethods {
  public:
   void Add(std::string_view method) {
     std::lock_guard<std::mutex> lock(mu_);
-    if (set_.size() < kMaxMethods) {
+    if (set_.size() < 8 * kMaxMethods) {
       set_.emplace(absl::string_view(method.data(), method.size()));
     }
   }

@@ -91,7 +91,8 @@ inline constexpr size_t kMaxMethods = 500;
 std::string_view MethodLabel(std::string_view method);
 // Declares `method` known, for services whose methods have no protobuf
 // descriptor in the process (e.g. another serialization). Idempotent; at
-// most kMaxMethods declarations are kept (later ones are ignored).
+// most 8 x kMaxMethods declarations are kept (later ones are ignored), so
+// declaring names a peer chose cannot grow memory without bound.
 void DeclareMethod(std::string_view method);
 
 // The handles for `method` (e.g. "/echo.Echo/Echo"), under MethodLabel's
