@@ -44,6 +44,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -71,6 +72,13 @@ struct MetricsServerOptions {
   // request arrives within a round trip of its connection; 2 s leaves room
   // for retransmissions while freeing threads held by idle clients quickly.
   absl::Duration request_timeout = absl::Seconds(2);
+  // Peers allowed to connect: IPv4 addresses or subnets ("10.0.0.5",
+  // "10.1.0.0/16"); empty means any peer. Others are closed at accept, on
+  // civetweb's accepting thread, without taking a serving thread, so with
+  // address "0.0.0.0" listing the Prometheus servers keeps idle connections
+  // from elsewhere from delaying scrapes at all (civetweb's
+  // access_control_list).
+  std::vector<std::string> allowed_peers;
   // What to serve; nullptr means metrics::Registry::Default().
   metrics::Registry* registry = nullptr;
 };
