@@ -34,12 +34,23 @@ void BM_HistogramObserve(benchmark::State& state) {
 }
 BENCHMARK(BM_HistogramObserve)->ThreadRange(1, 8);
 
+// This binary has no echo descriptor: declare the method it looks up.
+const bool kEchoDeclared = (DeclareMethod("/echo.v1.Echo/Echo"), true);
+
 void BM_MethodLookup(benchmark::State& state) {
   for (auto _ : state) {
     benchmark::DoNotOptimize(&ServerMethod("/echo.v1.Echo/Echo"));
   }
 }
 BENCHMARK(BM_MethodLookup)->ThreadRange(1, 8);
+
+// A name that is not known (a descriptor lookup each time, never cached).
+void BM_UnknownMethodLookup(benchmark::State& state) {
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(&ServerMethod("/bogus.Svc/Nope"));
+  }
+}
+BENCHMARK(BM_UnknownMethodLookup)->ThreadRange(1, 8);
 
 // What ServerCallObserver records for one call with a deadline.
 void BM_ServerCallRecording(benchmark::State& state) {

@@ -48,7 +48,12 @@ absl::Status EnableOrphanReports(
         " trace_id=", tc != nullptr ? tc->trace_id : "-",
         " done_for=", absl::FormatDuration(r.done_for),
         " context=", r.ctx.DebugString()));
-    reports.WithLabels({r.kind, r.name}).Increment();
+    // Work outside a call has no name; a call's method is labelled as
+    // everywhere else (an unknown one as "_unknown").
+    reports
+        .WithLabels({r.kind, r.name.empty() ? std::string_view()
+                                            : metrics::MethodLabel(r.name)})
+        .Increment();
   };
   return EnableOrphanDetector(std::move(options));
 }

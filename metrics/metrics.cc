@@ -247,10 +247,11 @@ Histogram::Snapshot Histogram::Read() const {
 template <typename M>
 Family<M>::Family(std::string name, std::string help,
                   std::vector<std::string> label_names, Type type,
-                  std::vector<double> bounds)
+                  std::vector<double> bounds, size_t max_children)
     : FamilyBase(std::move(name), std::move(help), std::move(label_names),
                  type),
-      bounds_(std::move(bounds)) {}
+      bounds_(std::move(bounds)),
+      max_children_(max_children) {}
 
 template <typename M>
 std::unique_ptr<M> Family<M>::Make() const {
@@ -272,7 +273,7 @@ M& Family<M>::WithLabels(const std::vector<std::string_view>& values) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = children_.find(key);
   if (it != children_.end()) return *it->second;
-  if (children_.size() >= kMaxChildren) {
+  if (children_.size() >= max_children_) {
     key.assign(label_names().size(), "_other");
     it = children_.find(key);
     if (it != children_.end()) return *it->second;
@@ -354,7 +355,12 @@ Registry& Registry::Default() {
 }
 
 absl::StatusOr<FamilyBase*> Registry::Add(std::unique_ptr<FamilyBase> family,
-                                          const std::vector<double>* bounds) {
+                                          const std::vector<double>* bounds,
+                                          size_t max_children) {
+  if (max_children < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "metrics: max_children of ", family->name(), " must be at least 1"));
+  }
   if (!IsMetricName(family->name())) {
     return absl::InvalidArgumentError(
         absl::StrCat("metrics: invalid metric name \"", family->name(), "\""));
@@ -396,34 +402,38 @@ absl::StatusOr<FamilyBase*> Registry::Add(std::unique_ptr<FamilyBase> family,
 }
 
 absl::StatusOr<CounterFamily*> Registry::AddCounter(
-    std::string name, std::string help, std::vector<std::string> labels) {
-  absl::StatusOr<FamilyBase*> f = Add(
-      std::make_unique<CounterFamily>(std::move(name), std::move(help),
-                                      std::move(labels), Type::kCounter),
-      nullptr);
+    std::string name, std::string help, std::vector<std::string> labels,
+    size_t max_children) {
+  absl::StatusOr<FamilyBase*> f =
+      Add(std::make_unique<CounterFamily>(std::move(name), std::move(help),
+                                          std::move(labels), Type::kCounter,
+                                          std::vector<double>{}, max_children),
+          nullptr, max_children);
   if (!f.ok()) return f.status();
   return static_cast<CounterFamily*>(*f);
 }
 
 absl::StatusOr<GaugeFamily*> Registry::AddGauge(
-    std::string name, std::string help, std::vector<std::string> labels) {
+    std::string name, std::string help, std::vector<std::string> labels,
+    size_t max_children) {
   absl::StatusOr<FamilyBase*> f =
       Add(std::make_unique<GaugeFamily>(std::move(name), std::move(help),
-                                        std::move(labels), Type::kGauge),
-          nullptr);
+                                        std::move(labels), Type::kGauge,
+                                        std::vector<double>{}, max_children),
+          nullptr, max_children);
   if (!f.ok()) return f.status();
   return static_cast<GaugeFamily*>(*f);
 }
 
 absl::StatusOr<HistogramFamily*> Registry::AddHistogram(
     std::string name, std::string help, std::vector<std::string> labels,
-    std::vector<double> bounds) {
+    std::vector<double> bounds, size_t max_children) {
   std::vector<double> copy = bounds;
   absl::StatusOr<FamilyBase*> f = Add(
       std::make_unique<HistogramFamily>(std::move(name), std::move(help),
                                         std::move(labels), Type::kHistogram,
-                                        std::move(bounds)),
-      &copy);
+                                        std::move(bounds), max_children),
+      &copy, max_children);
   if (!f.ok()) return f.status();
   return static_cast<HistogramFamily*>(*f);
 }
@@ -432,7 +442,7 @@ absl::Status Registry::AddCallbackGauge(std::string name, std::string help,
                                         std::function<double()> read) {
   return Add(std::make_unique<CallbackGauge>(std::move(name), std::move(help),
                                              std::move(read)),
-             nullptr)
+             nullptr, kMaxChildren)
       .status();
 }
 
@@ -447,7 +457,7 @@ absl::Status Registry::AddCallbackFamily(
   return Add(std::make_unique<CallbackFamily>(std::move(name), std::move(help),
                                               type, std::move(labels),
                                               std::move(read)),
-             nullptr)
+             nullptr, kMaxChildren)
       .status();
 }
 

@@ -20,9 +20,12 @@
 // histograms); counters should end in _total and durations be in seconds
 // (_seconds). Label values may be any bytes; they are escaped on output.
 //
-// Cardinality: a family keeps at most kMaxChildren label combinations; later
-// new combinations all record into one child whose every label value is
-// "_other", so a hostile peer inventing method names cannot grow memory.
+// Cardinality: a family keeps at most max_children label combinations
+// (kMaxChildren unless given when it is added); later new combinations all
+// record into one child whose every label value is "_other", so a hostile
+// peer inventing label values cannot grow memory. Families keyed by an
+// open-ended value should derive their cap from a bound on that value (as
+// rpc_metrics.h does for methods) so that admitted values never overflow.
 //
 // Thread-safety: everything is safe from any thread. Recording never blocks;
 // WithLabels takes the family's lock (look a child up once and keep the
@@ -159,7 +162,7 @@ template <typename M>
 class Family final : public FamilyBase {
  public:
   // The child for `values` (one per label name, in order), created on first
-  // use. A wrong number of values, or a new combination past kMaxChildren,
+  // use. A wrong number of values, or a new combination past max_children(),
   // gives the "_other" child. The reference stays valid for the registry's
   // lifetime: look it up once, record often.
   M& WithLabels(const std::vector<std::string_view>& values);
@@ -172,15 +175,18 @@ class Family final : public FamilyBase {
   void Expose(std::string& out) const override;
   // Histograms: the bucket bounds (empty for other types).
   const std::vector<double>& bounds() const { return bounds_; }
+  // The most label combinations this family keeps (see the file comment).
+  size_t max_children() const { return max_children_; }
 
   // For the Registry (use Registry::Add*).
   Family(std::string name, std::string help,
          std::vector<std::string> label_names, Type type,
-         std::vector<double> bounds = {});
+         std::vector<double> bounds = {}, size_t max_children = kMaxChildren);
 
  private:
   std::unique_ptr<M> Make() const;
   const std::vector<double> bounds_;  // Histograms only.
+  const size_t max_children_;
   mutable std::mutex mu_;
   std::map<std::vector<std::string>, std::unique_ptr<M>> children_;  // Guarded.
 };
@@ -206,15 +212,19 @@ class Registry {
 
   // Adds a family, or returns the existing one if a family of that name,
   // type, label names (and bounds) exists already, so independent modules
-  // may declare the same metric. Errors: kInvalidArgument for a bad metric or
-  // label name, bad bounds, or a name taken with another type or labels.
+  // may declare the same metric (the first one's max_children stays).
+  // `max_children` (>= 1) bounds its label combinations (see the file
+  // comment). Errors: kInvalidArgument for a bad metric or label name, bad
+  // bounds, max_children 0, or a name taken with another type or labels.
   absl::StatusOr<CounterFamily*> AddCounter(std::string name, std::string help,
-                                            std::vector<std::string> labels);
+                                            std::vector<std::string> labels,
+                                            size_t max_children = kMaxChildren);
   absl::StatusOr<GaugeFamily*> AddGauge(std::string name, std::string help,
-                                        std::vector<std::string> labels);
+                                        std::vector<std::string> labels,
+                                        size_t max_children = kMaxChildren);
   absl::StatusOr<HistogramFamily*> AddHistogram(
       std::string name, std::string help, std::vector<std::string> labels,
-      std::vector<double> bounds);
+      std::vector<double> bounds, size_t max_children = kMaxChildren);
   // A gauge without labels whose value `read` returns at each scrape (called
   // on the scraping thread; must be thread-safe, quick, and not call back
   // into this registry). Same errors as above; a second callback for a name
@@ -247,7 +257,8 @@ class Registry {
   struct CallbackGauge;
   struct CallbackFamily;
   absl::StatusOr<FamilyBase*> Add(std::unique_ptr<FamilyBase> family,
-                                  const std::vector<double>* bounds);
+                                  const std::vector<double>* bounds,
+                                  size_t max_children);
   mutable std::mutex mu_;
   std::vector<std::unique_ptr<FamilyBase>> families_;  // Guarded by mu_.
 };

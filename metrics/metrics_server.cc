@@ -1,6 +1,8 @@
 #include "metrics/metrics_server.h"
 
+#include <arpa/inet.h>
 #include <civetweb.h>
+#include <netinet/in.h>
 
 #include <cstring>
 #include <mutex>
@@ -8,10 +10,14 @@
 #include <string_view>
 #include <vector>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
 
 namespace reqctx {
 namespace {
+
+constexpr int kMaxThreads = 1024;
 
 void InitCivetwebOnce() {
   static std::once_flag once;
@@ -36,6 +42,34 @@ void SendText(::mg_connection* conn, int status, std::string_view reason,
   mg_write(conn, response.data(), response.size());
 }
 
+// civetweb's access_control_list for `peers`: deny all, then allow each;
+// "" for no list. Each entry must be an IPv4 address with an optional
+// /prefix (0-32).
+absl::StatusOr<std::string> AccessControlList(
+    const std::vector<std::string>& peers) {
+  std::string acl;
+  for (const std::string& peer : peers) {
+    const size_t slash = peer.find('/');
+    const std::string address = peer.substr(0, slash);
+    in_addr parsed;
+    int prefix = 32;
+    const bool ok =
+        inet_pton(AF_INET, address.c_str(), &parsed) == 1 &&
+        (slash == std::string::npos ||
+         (absl::SimpleAtoi(peer.substr(slash + 1), &prefix) && prefix >= 0 &&
+          prefix <= 32 && peer.size() > slash + 1 &&
+          peer.find_first_not_of("0123456789", slash + 1) ==
+              std::string::npos));
+    if (!ok) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "metrics server: allowed_peers entry \"", peer,
+          "\" is not an IPv4 address or subnet (a.b.c.d[/n])"));
+    }
+    absl::StrAppend(&acl, acl.empty() ? "-0.0.0.0/0" : "", ",+", peer);
+  }
+  return acl;
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(
@@ -44,9 +78,10 @@ absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(
     return absl::InvalidArgumentError(
         absl::StrCat("metrics server: port ", options.port, " out of range"));
   }
-  if (options.threads < 1 || options.threads > 64) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "metrics server: threads must be 1-64, not ", options.threads));
+  if (options.threads < 1 || options.threads > kMaxThreads) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("metrics server: threads must be 1-", kMaxThreads,
+                     ", not ", options.threads));
   }
   if (options.address.empty() ||
       options.address.find_first_of(", \t\r\n") != std::string::npos) {
@@ -55,9 +90,12 @@ absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(
   }
   const int64_t timeout_ms = absl::ToInt64Milliseconds(options.request_timeout);
   if (timeout_ms < 1) {
-    return absl::InvalidArgumentError(
-        "metrics server: request_timeout must be at least 1 ms");
+    return absl::InvalidArgumentError(absl::StrCat(
+        "metrics server: request_timeout must be at least 1 ms, not ",
+        absl::FormatDuration(options.request_timeout)));
   }
+  absl::StatusOr<std::string> acl = AccessControlList(options.allowed_peers);
+  if (!acl.ok()) return acl.status();
   InitCivetwebOnce();
   if (options.address.front() == '[' && !SupportsIpv6()) {
     return absl::UnimplementedError(absl::StrCat(
@@ -76,10 +114,21 @@ absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(
       "listening_ports", ports.c_str(),
       "num_threads", threads.c_str(),
       "request_timeout_ms", timeout.c_str(),
+      // One request per connection: no idle keep-alive connection holds a
+      // thread between scrapes.
       "enable_keep_alive", "no",
       // A scrape request is one short line and a few headers.
       "max_request_size", "16384",
-      "linger_timeout_ms", "0",
+      // civetweb's defaults, spelled out (see the header): accepted
+      // connections waiting for a thread, then the kernel's backlog.
+      "connection_queue", "20",
+      "listen_backlog", "200",
+      // No linger option: an ordinary close, so the kernel still delivers a
+      // response the client has not read yet (a zero linger would reset the
+      // connection and drop it).
+      //
+      // allowed_peers, if any (else a nullptr name ends the list here).
+      acl->empty() ? nullptr : "access_control_list", acl->c_str(),
       nullptr};
   struct mg_callbacks callbacks;
   std::memset(&callbacks, 0, sizeof(callbacks));

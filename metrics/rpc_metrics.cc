@@ -1,10 +1,13 @@
 #include "metrics/rpc_metrics.h"
 
+#include <google/protobuf/descriptor.h>
+
 #include <memory>
 #include <mutex>
 #include <string>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "context/debug.h"
 #include "context/orphans.h"
 
@@ -43,46 +46,60 @@ T* Must(absl::StatusOr<T*> f) {
 
 Registry& R() { return Registry::Default(); }
 
+// Children of a per-method family with `per_method` label combinations per
+// method: every admitted method, kUnknownMethod and kOtherMethod get all of
+// theirs (see the header), plus the family's own overflow child.
+size_t MethodFamilyCap(size_t per_method) {
+  return (kMaxMethods + 2) * per_method + 1;
+}
+constexpr size_t kOrphanKinds = 3;  // handler, group_task, after_func.
+
 struct ServerFamilies {
   CounterFamily* started = Must(R().AddCounter(
-      "reqctx_server_started_total", "Incoming calls started.", {"method"}));
+      "reqctx_server_started_total", "Incoming calls started.", {"method"},
+      MethodFamilyCap(1)));
   CounterFamily* handled = Must(R().AddCounter(
       "reqctx_server_handled_total",
-      "Incoming calls finished, by final status code.", {"method", "code"}));
+      "Incoming calls finished, by final status code.", {"method", "code"},
+      MethodFamilyCap(kCodes)));
   GaugeFamily* active = Must(R().AddGauge(
-      "reqctx_server_active_calls", "Incoming calls in progress.", {"method"}));
+      "reqctx_server_active_calls", "Incoming calls in progress.", {"method"},
+      MethodFamilyCap(1)));
   HistogramFamily* deadline = Must(R().AddHistogram(
       "reqctx_server_deadline_at_arrival_seconds",
       "Time left until the call's deadline when it arrived (calls with a "
       "deadline only).",
-      {"method"}, DeadlineBuckets()));
+      {"method"}, DeadlineBuckets(), MethodFamilyCap(1)));
   CounterFamily* no_deadline = Must(R().AddCounter(
       "reqctx_server_no_deadline_total", "Incoming calls without a deadline.",
-      {"method"}));
+      {"method"}, MethodFamilyCap(1)));
   HistogramFamily* handling = Must(R().AddHistogram(
       "reqctx_server_handling_seconds",
       "Time from a call's arrival to its status being sent.", {"method"},
-      LatencyBuckets()));
+      LatencyBuckets(), MethodFamilyCap(1)));
   HistogramFamily* orphaned = Must(R().AddHistogram(
       "reqctx_server_orphaned_seconds",
       "Time from a call's Context being done to its handler returning "
       "(calls whose Context was done first only).",
-      {"method"}, LatencyBuckets()));
+      {"method"}, LatencyBuckets(), MethodFamilyCap(1)));
 };
 
 struct ClientFamilies {
   CounterFamily* started = Must(R().AddCounter(
-      "reqctx_client_started_total", "Outbound calls started.", {"method"}));
+      "reqctx_client_started_total", "Outbound calls started.", {"method"},
+      MethodFamilyCap(1)));
   CounterFamily* handled = Must(R().AddCounter(
       "reqctx_client_handled_total",
-      "Outbound calls finished, by final status code.", {"method", "code"}));
+      "Outbound calls finished, by final status code.", {"method", "code"},
+      MethodFamilyCap(kCodes)));
   GaugeFamily* active = Must(R().AddGauge(
-      "reqctx_client_active_calls", "Outbound calls in progress.", {"method"}));
+      "reqctx_client_active_calls", "Outbound calls in progress.", {"method"},
+      MethodFamilyCap(1)));
   HistogramFamily* propagation = Must(R().AddHistogram(
       "reqctx_client_cancel_propagation_seconds",
       "Time from the caller's Context being done to the outbound call's "
       "cancel being sent.",
-      {"method"}, PropagationBuckets()));
+      {"method"}, PropagationBuckets(), MethodFamilyCap(1)));
 };
 
 const ServerFamilies& Server() {
@@ -94,39 +111,99 @@ const ClientFamilies& Client() {
   return *f;
 }
 
-// method -> handles, shared; never shrinks (bounded by kMaxChildren).
+// Methods declared with DeclareMethod.
+class DeclaredMethods {
+ public:
+  void Add(std::string_view method) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (set_.size() < 8 * kMaxMethods) {
+      set_.emplace(absl::string_view(method.data(), method.size()));
+    }
+  }
+  bool Contains(std::string_view method) {
+    std::lock_guard<std::mutex> lock(mu_);
+    return set_.contains(absl::string_view(method.data(), method.size()));
+  }
+
+ private:
+  std::mutex mu_;
+  absl::flat_hash_set<std::string> set_;  // Guarded by mu_.
+};
+
+DeclaredMethods& Declared() {
+  static auto* const d = new DeclaredMethods();
+  return *d;
+}
+
+// Whether "/package.Service/Method" has a descriptor in the generated pool.
+bool HasDescriptor(std::string_view method) {
+  if (method.size() < 4 || method.front() != '/') return false;
+  const size_t slash = method.find('/', 1);
+  if (slash == std::string_view::npos || slash + 1 == method.size() ||
+      method.find('/', slash + 1) != std::string_view::npos) {
+    return false;
+  }
+  const google::protobuf::ServiceDescriptor* service =
+      google::protobuf::DescriptorPool::generated_pool()->FindServiceByName(
+          std::string(method.substr(1, slash - 1)));
+  return service != nullptr &&
+         service->FindMethodByName(std::string(method.substr(slash + 1))) !=
+             nullptr;
+}
+
+// method -> handles, shared; never shrinks. Keys are labels: at most
+// kMaxMethods known methods, then kUnknownMethod and kOtherMethod.
 template <typename M>
 class MethodTable {
  public:
   template <typename Make>
   const M& Get(std::string_view method, Make make) {
     const absl::string_view key(method.data(), method.size());
+    // Known methods only: an unknown name is not cached, so invented names
+    // cost a lookup each, never memory.
     thread_local absl::flat_hash_map<std::string, const M*> cache;
     if (auto it = cache.find(key); it != cache.end()) return *it->second;
+    std::string_view label = MethodLabel(method);
+    const bool known = label != kUnknownMethod;
     const M* m;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      auto it = table_.find(key);
+      auto it = table_.find(absl::string_view(label.data(), label.size()));
       if (it != table_.end()) {
         m = it->second.get();
       } else {
-        const bool full = table_.size() >= kMaxChildren;
-        const std::string name = full ? "_other" : std::string(method);
-        auto& slot = table_[name];
-        if (!slot) slot = std::make_unique<M>(make(name));
+        if (known) {
+          if (admitted_ < kMaxMethods) {
+            ++admitted_;
+          } else {
+            label = kOtherMethod;
+          }
+        }
+        auto& slot = table_[absl::string_view(label.data(), label.size())];
+        if (!slot) slot = std::make_unique<M>(make(std::string(label)));
         m = slot.get();
       }
     }
-    if (cache.size() < kMaxChildren) cache.emplace(std::string(method), m);
+    if (known && cache.size() < 2 * kMaxMethods) {
+      cache.emplace(std::string(method), m);
+    }
     return *m;
   }
 
  private:
   std::mutex mu_;
   absl::flat_hash_map<std::string, std::unique_ptr<M>> table_;  // Guarded.
+  size_t admitted_ = 0;  // Known methods in table_; guarded by mu_.
 };
 
 }  // namespace
+
+std::string_view MethodLabel(std::string_view method) {
+  if (HasDescriptor(method) || Declared().Contains(method)) return method;
+  return kUnknownMethod;
+}
+
+void DeclareMethod(std::string_view method) { Declared().Add(method); }
 
 std::string_view CodeName(int code) {
   static constexpr std::string_view kNames[kCodes] = {
@@ -179,36 +256,40 @@ const PolicyFamilies& Policy() {
           "Calls refused by the server policy before their handler ran, by "
           "reason (min_budget, shed_at_arrival, queue_full, evicted, "
           "expired, canceled) and the call's criticality.",
-          {"method", "reason", "criticality"})),
+          {"method", "reason", "criticality"},
+          MethodFamilyCap(kPolicyRejectReasons * kCriticalities))),
       Must(R().AddCounter("reqctx_policy_queued_total",
                           "Calls that waited in the shedder's queue "
                           "(counted when they left it).",
-                          {"method", "criticality"})),
+                          {"method", "criticality"},
+                          MethodFamilyCap(kCriticalities))),
       Must(R().AddHistogram(
           "reqctx_policy_queue_wait_seconds",
           "Time calls waited in the shedder's queue, from queueing to being "
           "admitted or dropped.",
-          {"method"}, LatencyBuckets())),
+          {"method"}, LatencyBuckets(), MethodFamilyCap(1))),
       Must(R().AddCounter("reqctx_policy_deadline_defaulted_total",
                           "Calls without a deadline given the policy's "
                           "default.",
-                          {"method"})),
+                          {"method"}, MethodFamilyCap(1))),
       Must(R().AddCounter("reqctx_policy_deadline_capped_total",
                           "Calls whose deadline was capped at the policy's "
                           "maximum.",
-                          {"method"})),
+                          {"method"}, MethodFamilyCap(1))),
       Must(R().AddCounter("reqctx_policy_detached_total",
                           "Bounded follow-ups detached from a call "
                           "(DetachWithBound).",
-                          {"method"})),
+                          {"method"}, MethodFamilyCap(1))),
       Must(R().AddCounter("reqctx_client_retries_total",
-                          "Retry attempts sent.", {"method"})),
+                          "Retry attempts sent.", {"method"},
+                          MethodFamilyCap(1))),
       Must(R().AddCounter("reqctx_client_hedges_total",
-                          "Hedged attempts sent.", {"method"})),
+                          "Hedged attempts sent.", {"method"},
+                          MethodFamilyCap(1))),
       Must(R().AddCounter("reqctx_client_retry_budget_exhausted_total",
                           "Retries not sent because the retry budget was "
                           "exhausted.",
-                          {"method"})),
+                          {"method"}, MethodFamilyCap(1))),
   };
   return *p;
 }
@@ -255,7 +336,7 @@ CounterFamily& OrphanReports() {
       "reqctx_orphan_reports_total",
       "Work reported by the orphan detector: still running a threshold "
       "after its Context was done.",
-      {"kind", "method"}));
+      {"kind", "method"}, MethodFamilyCap(kOrphanKinds)));
   return *f;
 }
 

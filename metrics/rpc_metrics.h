@@ -25,6 +25,21 @@
 //   reqctx_client_retry_budget_exhausted_total{method}  (policies)
 // plus process-wide gauges read at scrape (RegisterProcessGauges).
 //
+// Method labels (bounded against hostile peers): a method gets a `method`
+// label of its own only if it is known (MethodLabel): defined in the
+// protobuf descriptors linked into the process (the methods of every
+// generated service and stub) or declared with DeclareMethod. Any other
+// name -- a call to a method the server does not serve, which gRPC answers
+// UNIMPLEMENTED, or a generic stub's invented path -- is counted under
+// method="_unknown", so a peer inventing names takes no label slot. Known
+// methods get their own labels up to kMaxMethods per side (server, client,
+// policy); later ones share method="_other". Every per-method family keeps
+// (kMaxMethods + 2) x (its label combinations per method) children (e.g.
+// 17 codes for *_handled_total, 6 reasons x 3 criticalities for
+// reqctx_policy_rejected_total), so a method admitted to the table has a
+// series for every combination in every family: no series of a known
+// method ever falls into the family's overflow child.
+//
 // Thread-safety: everything is safe from any thread. ServerMethod and
 // ClientMethod look a method up in a per-thread cache first (no shared
 // writes after a thread's first call of a method), then in a shared map.
@@ -64,8 +79,25 @@ struct ClientMethodMetrics {
   std::array<Counter*, kCodes> handled;
 };
 
-// The handles for `method` (e.g. "/echo.Echo/Echo"). Past kMaxChildren
-// distinct methods, every new one shares the "_other" handles.
+// The label value of unknown methods, and of known methods past
+// kMaxMethods (see the file comment).
+inline constexpr std::string_view kUnknownMethod = "_unknown";
+inline constexpr std::string_view kOtherMethod = "_other";
+// Known methods with labels of their own, per side.
+inline constexpr size_t kMaxMethods = 500;
+
+// The `method` label for `method` ("/package.Service/Method"): itself if it
+// is known, kUnknownMethod otherwise.
+std::string_view MethodLabel(std::string_view method);
+// Declares `method` known, for services whose methods have no protobuf
+// descriptor in the process (e.g. another serialization). Idempotent; at
+// most 8 x kMaxMethods declarations are kept (later ones are ignored), so
+// declaring names a peer chose cannot grow memory without bound.
+void DeclareMethod(std::string_view method);
+
+// The handles for `method` (e.g. "/echo.Echo/Echo"), under MethodLabel's
+// label; past kMaxMethods known methods, every new one shares the "_other"
+// handles.
 const ServerMethodMetrics& ServerMethod(std::string_view method);
 const ClientMethodMetrics& ClientMethod(std::string_view method);
 

@@ -6,11 +6,14 @@
 #include "metrics/rpc_metrics.h"
 
 #include <cmath>
+#include <cstdlib>
 #include <limits>
+#include <map>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -171,6 +174,7 @@ TEST(Metrics, ConcurrentRecordingLosesNothing) {
 }
 
 TEST(RpcMetrics, FamiliesRegisterAndMethodHandlesAreShared) {
+  DeclareMethod("/t.S/A");  // No descriptor in this test.
   const ServerMethodMetrics& a = ServerMethod("/t.S/A");
   EXPECT_EQ(&a, &ServerMethod(std::string("/t.S/A")));  // Cached per thread.
   const ServerMethodMetrics* other_thread = nullptr;
@@ -191,6 +195,142 @@ TEST(RpcMetrics, FamiliesRegisterAndMethodHandlesAreShared) {
   EXPECT_EQ(CodeName(0), "OK");
   EXPECT_EQ(CodeName(16), "UNAUTHENTICATED");
   EXPECT_EQ(CodeName(99), "UNKNOWN");
+}
+
+TEST(Metrics, FamilyCapIsPerFamilyAndValidated) {
+  Registry r;
+  CounterFamily* f = *r.AddCounter("capped_total", "C.", {"a", "b"}, 3);
+  EXPECT_EQ(f->max_children(), 3u);
+  Counter* first = &f->WithLabels({"1", "x"});
+  f->WithLabels({"2", "x"});
+  f->WithLabels({"3", "x"});  // The third child: the cap.
+  Counter& overflow = f->WithLabels({"4", "x"});
+  EXPECT_EQ(&overflow, f->Find({"_other", "_other"}));
+  EXPECT_EQ(&f->WithLabels({"1", "x"}), first);  // Existing ones stay.
+  EXPECT_EQ(r.AddCounter("zero_total", "Z.", {"a"}, 0).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+// The label budget with multi-label families: hundreds of invented method
+// names, then more known methods than the table admits. Every admitted
+// method keeps a series of its own for every combination of every family
+// ({method,code} 17 per method, {method,reason,criticality} 18 per
+// method), invented names share method="_unknown", methods past the table
+// share method="_other" with all their combinations, and no family ever
+// falls back to its all-"_other" overflow child. (Before: the table
+// admitted 2,000 methods but each family kept 2,000 children, so after ~118
+// methods a real method's series disappeared into
+// {method="_other",code="_other"}.)
+TEST(RpcMetrics, MultiLabelFamiliesKeepEveryAdmittedMethodsSeries) {
+  const std::string real = "/t.S/Real";
+  DeclareMethod(real);
+  for (int i = 0; i < 300; ++i) {
+    const std::string invented = absl::StrCat("/inv.S/M", i);
+    EXPECT_EQ(MethodLabel(invented), kUnknownMethod);
+    ServerMethod(invented).handled[12]->Increment();  // UNIMPLEMENTED.
+    ClientMethod(invented).handled[12]->Increment();
+    PolicyMethod(invented).rejected[2][1]->Increment();
+  }
+  EXPECT_EQ(&ServerMethod("/inv.S/M1"), &ServerMethod("/inv.S/M2"));
+  // The real method after the invented ones: every series its own.
+  for (int c = 0; c < kCodes; ++c) {
+    ServerMethod(real).handled[c]->Increment(c + 1);
+  }
+  for (int reason = 0; reason < kPolicyRejectReasons; ++reason) {
+    for (int crit = 0; crit < kCriticalities; ++crit) {
+      PolicyMethod(real).rejected[reason][crit]->Increment(
+          reason * kCriticalities + crit + 1);
+    }
+  }
+  // Fill the tables past kMaxMethods with known methods.
+  for (size_t i = 0; i < kMaxMethods + 20; ++i) {
+    const std::string known = absl::StrCat("/k.S/M", i);
+    DeclareMethod(known);
+    ServerMethod(known).handled[0]->Increment();
+    for (int reason = 0; reason < kPolicyRejectReasons; ++reason) {
+      for (int crit = 0; crit < kCriticalities; ++crit) {
+        PolicyMethod(known).rejected[reason][crit]->Increment();
+      }
+    }
+  }
+  const std::string page = Registry::Default().Expose();
+  // series -> value, -1 if absent.
+  std::map<std::string, double> samples;
+  for (size_t start = 0, end; start < page.size(); start = end + 1) {
+    end = page.find('\n', start);
+    if (end == std::string::npos) end = page.size();
+    const size_t space = page.rfind(' ', end);
+    if (page[start] == '#' || space == std::string::npos || space < start) {
+      continue;
+    }
+    samples[page.substr(start, space - start)] =
+        std::strtod(page.c_str() + space + 1, nullptr);
+  }
+  auto sample = [&](const std::string& series) {
+    auto it = samples.find(series);
+    return it == samples.end() ? -1.0 : it->second;
+  };
+  for (int c = 0; c < kCodes; ++c) {
+    EXPECT_EQ(sample(absl::StrCat("reqctx_server_handled_total{method=\"", real,
+                                  "\",code=\"", std::string(CodeName(c)), "\"}")),
+              c + 1)
+        << CodeName(c);
+  }
+  for (int reason = 0; reason < kPolicyRejectReasons; ++reason) {
+    for (int crit = 0; crit < kCriticalities; ++crit) {
+      EXPECT_EQ(sample(absl::StrCat(
+                    "reqctx_policy_rejected_total{method=\"", real,
+                    "\",reason=\"", std::string(PolicyRejectReasonName(reason)),
+                    "\",criticality=\"", std::string(CriticalityLabel(crit)), "\"}")),
+                reason * kCriticalities + crit + 1);
+    }
+  }
+  EXPECT_EQ(sample("reqctx_server_handled_total{method=\"_unknown\","
+                   "code=\"UNIMPLEMENTED\"}"),
+            300);
+  EXPECT_EQ(sample("reqctx_client_handled_total{method=\"_unknown\","
+                   "code=\"UNIMPLEMENTED\"}"),
+            300);
+  EXPECT_EQ(sample("reqctx_policy_rejected_total{method=\"_unknown\","
+                   "reason=\"queue_full\",criticality=\"default\"}"),
+            300);
+  // Known methods: each admitted one has all its series; the ones past the
+  // table (a few were admitted before this test) count under "_other".
+  int own_server = 0, own_policy = 0;
+  for (size_t i = 0; i < kMaxMethods + 20; ++i) {
+    const std::string known = absl::StrCat("/k.S/M", i);
+    if (sample(absl::StrCat("reqctx_server_handled_total{method=\"", known,
+                            "\",code=\"OK\"}")) == 1) {
+      ++own_server;
+    }
+    const double first = sample(absl::StrCat(
+        "reqctx_policy_rejected_total{method=\"", known,
+        "\",reason=\"min_budget\",criticality=\"sheddable\"}"));
+    if (first != 1) continue;
+    ++own_policy;
+    for (int reason = 0; reason < kPolicyRejectReasons; ++reason) {
+      for (int crit = 0; crit < kCriticalities; ++crit) {
+        EXPECT_EQ(sample(absl::StrCat(
+                      "reqctx_policy_rejected_total{method=\"", known,
+                      "\",reason=\"", std::string(PolicyRejectReasonName(reason)),
+                      "\",criticality=\"", std::string(CriticalityLabel(crit)), "\"}")),
+                  1)
+            << known;
+      }
+    }
+  }
+  EXPECT_GE(own_server, static_cast<int>(kMaxMethods) - 5);
+  EXPECT_LT(own_server, static_cast<int>(kMaxMethods));
+  EXPECT_GE(own_policy, static_cast<int>(kMaxMethods) - 5);
+  EXPECT_LT(own_policy, static_cast<int>(kMaxMethods));
+  EXPECT_EQ(sample("reqctx_server_handled_total{method=\"_other\",code=\"OK\"}"),
+            static_cast<double>(kMaxMethods + 20 - own_server));
+  EXPECT_EQ(sample("reqctx_policy_rejected_total{method=\"_other\","
+                   "reason=\"evicted\",criticality=\"sheddable\"}"),
+            static_cast<double>(kMaxMethods + 20 - own_policy));
+  // No family fell back to its overflow child.
+  EXPECT_EQ(page.find("code=\"_other\""), std::string::npos);
+  EXPECT_EQ(page.find("reason=\"_other\""), std::string::npos);
 }
 
 TEST(CallLog, JsonLineHasEveryFieldEscaped) {

@@ -93,6 +93,16 @@ absl::Status MapCurlError(CURLcode code, const char* errbuf) {
   }
 }
 
+// Whether the transfer got past its connect phase (TCP connect and, for
+// https, the TLS handshake: what connect_timeout bounds). libcurl reports a
+// pre-transfer time of 0 until then.
+bool ConnectPhaseDone(CURL* e) {
+  curl_off_t pretransfer_us = 0;
+  return curl_easy_getinfo(e, CURLINFO_PRETRANSFER_TIME_T, &pretransfer_us) ==
+             CURLE_OK &&
+         pretransfer_us > 0;
+}
+
 struct EasyDeleter {
   void operator()(CURL* e) const { curl_easy_cleanup(e); }
 };
@@ -175,7 +185,11 @@ absl::StatusOr<Response> Do(const Context& ctx, const Request& request) {
                      static_cast<curl_off_t>(request.body.size()));
     curl_easy_setopt(e, CURLOPT_POSTFIELDS, request.body.data());
   }
-  if (request.method != "GET" && request.method != "POST") {
+  if (request.method == "HEAD") {
+    // A HEAD response has headers only, whatever its Content-Length says:
+    // NOBODY makes libcurl send HEAD and not wait for a body.
+    curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+  } else if (request.method != "GET" && request.method != "POST") {
     curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, request.method.c_str());
   }
   if (std::optional<absl::Time> deadline = ctx.Deadline()) {
@@ -241,9 +255,19 @@ absl::StatusOr<Response> Do(const Context& ctx, const Request& request) {
           "http: response body larger than ", request.max_body_bytes,
           " bytes"));
     }
-    if (result == CURLE_OPERATION_TIMEDOUT && ctx.Deadline().has_value() &&
-        *ctx.Deadline() <= absl::Now() + absl::Milliseconds(1)) {
-      return absl::DeadlineExceededError("context deadline exceeded");
+    if (result == CURLE_OPERATION_TIMEDOUT) {
+      // Two timers can fire: the Context's deadline (CURLOPT_TIMEOUT_MS,
+      // rounded up) and connect_timeout. The first is the Context's error;
+      // the second, before any connection was made, is "cannot connect".
+      if (ctx.Deadline().has_value() &&
+          *ctx.Deadline() <= absl::Now() + absl::Milliseconds(1)) {
+        return absl::DeadlineExceededError("context deadline exceeded");
+      }
+      if (!ConnectPhaseDone(e)) {
+        return absl::UnavailableError(absl::StrCat(
+            "http: cannot connect within connect_timeout (",
+            absl::FormatDuration(request.connect_timeout), "): ", errbuf));
+      }
     }
     return MapCurlError(result, errbuf);
   }

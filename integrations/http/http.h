@@ -18,8 +18,10 @@
 // call with Response::status set):
 //   kCancelled / kDeadlineExceeded  the Context was done first (or the
 //       deadline, as libcurl's total timeout, ran out);
-//   kUnavailable        cannot resolve or connect, connection reset, nothing
-//       or a truncated response received, TLS handshake failed;
+//   kUnavailable        cannot resolve or connect (refused, or no
+//       connection within Request::connect_timeout while the Context's
+//       deadline has not passed), connection reset, nothing or a truncated
+//       response received, TLS handshake failed;
 //   kInvalidArgument    malformed URL, a scheme other than http/https, a
 //       header with CR/LF;
 //   kResourceExhausted  the body exceeds Request::max_body_bytes, or out of
@@ -45,13 +47,16 @@
 namespace reqctx::http {
 
 struct Request {
-  std::string method = "GET";  // "GET", "POST", or any other verb.
+  // "GET", "POST", or any other verb. "HEAD" reads the headers only (the
+  // response has no body, whatever its Content-Length says).
+  std::string method = "GET";
   std::string url;             // http:// or https:// only.
   // Extra request headers ("Name", "value"). traceparent/tracestate are
   // added from the Context (values given here for them are replaced).
   std::vector<std::pair<std::string, std::string>> headers;
   std::string body;  // Sent when non-empty or when method is POST.
-  // Bounds the connect phase on its own (the Context bounds everything).
+  // Bounds the connect phase on its own (the Context bounds everything);
+  // when it runs out first the call fails with kUnavailable.
   absl::Duration connect_timeout = absl::Seconds(30);
   // A larger response body fails the call with kResourceExhausted.
   size_t max_body_bytes = 64 << 20;

@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/eventfd.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -177,6 +178,7 @@ class TestServer {
       s.body.append(buf, n);
     }
     const std::string path = s.path;
+    const std::string s_method = s.method;
     const std::string reply_body = s.method == "POST" ? s.body : "hello";
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -189,6 +191,13 @@ class TestServer {
       Send(c, absl::StrCat("HTTP/1.1 ", path == "/status/503" ? "503 Busy" : "200 OK",
                            "\r\nContent-Length: ", body.size(),
                            "\r\nX-Test: yes\r\nConnection: close\r\n\r\n", body));
+      return;
+    }
+    if (path == "/head") {  // Headers announcing a body HEAD never gets.
+      Send(c, absl::StrCat("HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n",
+                           "X-Test: yes\r\n\r\n",
+                           s_method == "HEAD" ? "" : std::string(1000, 'x')));
+      AwaitEof(c);  // Keeps the connection open, as a keep-alive server does.
       return;
     }
     if (path == "/stall") {  // Never answers.
@@ -372,6 +381,113 @@ TEST(HttpTest, TransportErrorsMapToStatus) {
   big.max_body_bytes = 1000;
   EXPECT_EQ(Do(Background(), big).status().code(),
             absl::StatusCode::kResourceExhausted);
+}
+
+TEST(HttpTest, HeadReturnsTheHeadersAtOnce) {
+  TestServer server;
+  Request head;
+  head.method = "HEAD";
+  head.url = server.Url("/head");
+  // With a deadline, and without one (a cancel, only as a bound for the test:
+  // without NOBODY the call waited for a body until its Context was done).
+  auto [with_deadline, c1] = WithTimeout(Background(), kBound);
+  auto [no_deadline, c2] = WithCancel(Background());
+  auto [watchdog, c3] = WithTimeout(Background(), kBound);
+  AfterFuncHandle h = AfterFunc(watchdog, [c = c2] { c(); });
+  for (const Context& ctx : {with_deadline, no_deadline}) {
+    const absl::Time start = absl::Now();
+    absl::StatusOr<Response> r = Do(ctx, head);
+    const absl::Duration took = absl::Now() - start;
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->status, 200);
+    EXPECT_EQ(r->body, "");
+    bool found = false;
+    for (const auto& [k, v] : r->headers) {
+      found |= (k == "Content-Length" && v == "1000");
+    }
+    EXPECT_TRUE(found);
+    EXPECT_EQ(server.LastSeen().method, "HEAD");
+    EXPECT_LT(took, 4 * kSlack);
+  }
+  // GET on the same path still reads the body.
+  absl::StatusOr<Response> r = Get(with_deadline, server.Url("/head"));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->body.size(), 1000u);
+}
+
+// A loopback listener that never accepts, its accept queue full: a new
+// connection's SYN is dropped, so connecting to it times out (no external
+// address needed). The queue (listen backlog 0: one connection) is filled
+// by a connection of its own, and checked full through TCP_INFO, which
+// gives a listener's queue length (tcpi_unacked) and its limit
+// (tcpi_sacked).
+class FullBacklogListener {
+ public:
+  FullBacklogListener() {
+    listen_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    if (bind(listen_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+        listen(listen_, 0) != 0 ||
+        getsockname(listen_, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+      ADD_FAILURE() << "cannot listen on 127.0.0.1";
+      return;
+    }
+    port_ = ntohs(a.sin_port);
+    const absl::Time give_up = absl::Now() + kBound;
+    while (!Full() && absl::Now() < give_up) {
+      if (fill_.size() < 4) {
+        const int f = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        (void)connect(f, reinterpret_cast<sockaddr*>(&a), sizeof a);
+        fill_.push_back(f);
+      }
+      absl::SleepFor(absl::Milliseconds(1));  // Polling TCP_INFO: no event.
+    }
+    EXPECT_TRUE(Full()) << "the accept queue did not fill";
+  }
+  ~FullBacklogListener() {
+    for (int f : fill_) close(f);
+    close(listen_);
+  }
+  std::string Url() const { return absl::StrCat("http://127.0.0.1:", port_, "/"); }
+
+ private:
+  bool Full() const {
+    tcp_info info{};
+    socklen_t len = sizeof info;
+    return getsockopt(listen_, IPPROTO_TCP, TCP_INFO, &info, &len) == 0 &&
+           info.tcpi_unacked > info.tcpi_sacked;
+  }
+  int listen_ = -1;
+  int port_ = 0;
+  std::vector<int> fill_;
+};
+
+TEST(HttpTest, ConnectTimeoutIsUnavailableUnlessTheDeadlineFired) {
+  FullBacklogListener blackhole;
+  Request req;
+  req.url = blackhole.Url();
+  req.connect_timeout = absl::Milliseconds(200);
+  // connect_timeout first, with and without a deadline: cannot connect.
+  auto [with_deadline, c1] = WithTimeout(Background(), kBound);
+  for (const Context& ctx : {with_deadline, Background()}) {
+    const absl::Time start = absl::Now();
+    absl::StatusOr<Response> r = Do(ctx, req);
+    const absl::Duration took = absl::Now() - start;
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable) << r.status();
+    EXPECT_GE(took, absl::Milliseconds(195));
+    EXPECT_LT(took, absl::Milliseconds(200) + 4 * kSlack);
+    std::printf("connect_timeout 200 ms: %s after %s\n",
+                r.status().ToString().c_str(),
+                absl::FormatDuration(took).c_str());
+  }
+  // The Context's deadline first: its error.
+  req.connect_timeout = absl::Seconds(30);
+  auto [short_deadline, c2] = WithTimeout(Background(), absl::Milliseconds(200));
+  EXPECT_EQ(Do(short_deadline, req).status().code(),
+            absl::StatusCode::kDeadlineExceeded);
 }
 
 // Many calls at once, each canceled or timed out at a random moment or left
