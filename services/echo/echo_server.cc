@@ -58,6 +58,10 @@ absl::StatusOr<std::unique_ptr<EchoServer>> EchoServer::Start(
   if (!(options.retry_channel.ratio >= 0)) {
     return absl::InvalidArgumentError("retry budget must be >= 0");
   }
+  if (absl::Status s = ValidateClientInterceptorOptions(options.next_channel);
+      !s.ok()) {
+    return s;
+  }
   EchoServiceOptions service_options{.name = options.name,
                                      .next = options.next,
                                      .workers = options.workers,
@@ -69,6 +73,7 @@ absl::StatusOr<std::unique_ptr<EchoServer>> EchoServer::Start(
   service_options.server_policy.methods.try_emplace("/echo.v1.Echo/Stats");
   service_options.retry = options.retry;
   service_options.retry_channel = options.retry_channel;
+  service_options.next_channel = options.next_channel;
   auto service = std::make_unique<EchoService>(std::move(service_options));
   // Invalid policies fail Start even when they would switch nothing on.
   if (absl::Status s = service->server_policy().Validate(); !s.ok()) {

@@ -50,6 +50,9 @@ struct EchoServerOptions {
   // names are refused (see BindHost). Last, so positional initializers of
   // the fields above stay valid.
   std::string bind_address = "127.0.0.1";
+  // The channel to `next`: its outbound header budget; see
+  // EchoServiceOptions. Invalid ones make Start() fail naming the field.
+  ClientInterceptorOptions next_channel{};
 };
 
 // `address` as the host part of a gRPC listening address: an IPv4 address

@@ -89,14 +89,23 @@ class RequestScope {
   absl::Status result_;
 };
 
+// The channel to options.next, with options.next_channel if valid.
+std::shared_ptr<grpc::Channel> NextChannel(const EchoServiceOptions& options) {
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel =
+      CreateChannelWithOptions(options.next, grpc::InsecureChannelCredentials(),
+                               options.next_channel);
+  if (channel.ok()) return *std::move(channel);
+  return reqctx::CreateChannel(options.next,
+                               grpc::InsecureChannelCredentials());
+}
+
 }  // namespace
 
 EchoService::EchoService(EchoServiceOptions options)
     : options_(std::move(options)),
       next_(options_.next.empty()
                 ? nullptr
-                : ::echo::v1::Echo::NewStub(reqctx::CreateChannel(
-                      options_.next, grpc::InsecureChannelCredentials()))),
+                : ::echo::v1::Echo::NewStub(NextChannel(options_))),
       postgres_(options_.postgres.empty()
                     ? nullptr
                     : std::make_unique<postgres::Pool>(options_.postgres)),
