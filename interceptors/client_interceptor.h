@@ -10,13 +10,15 @@
 //   * has ctx's deadline as its gRPC deadline, never a later one at the next
 //     hop: gRPC sends it as `grpc-timeout`, rounded up (exact in ms below
 //     1 s, to 10 ms below 10 s, to 100 ms below 100 s, then seconds,
-//     minutes...), so NewClientContext gives the call the largest timeout
-//     whose encoding is at most ctx's time left (internal/grpc_timeout.h):
-//     each hop's outbound deadline is earlier than its own by up to one unit
-//     of that table plus 2 ms (2-3 ms below 1 s, up to 12 ms below 10 s),
-//     and a chain of any length, a loop included, ends by the first
-//     caller's deadline. A ctx with less than ~3 ms left gives a call that
-//     fails at once with DEADLINE_EXCEEDED;
+//     minutes...), and its HPACK encoder may re-send instead an earlier
+//     timeout of the same connection up to 3.09% longer; so NewClientContext
+//     gives the call the largest timeout whose encoding is at most 97% of
+//     ctx's time left, less 2 ms for gRPC's own ms rounding
+//     (internal/grpc_timeout.h). Each hop's next hop thus gets up to 3% +
+//     one unit of that table + 2 ms less than the hop has (1 s: 968 ms;
+//     5 s: 4.848 s; 50 s: 48.498 s), and a chain of any length, a loop
+//     included, ends by the first caller's deadline. A ctx with less than
+//     ~3 ms left gives a call that fails at once with DEADLINE_EXCEEDED;
 //   * sends ctx's trace as W3C `traceparent` (the trace id and this hop's span
 //     id; a fresh trace if ctx has none), its `tracestate`, if any, and its
 //     W3C `baggage`, if any; all three are legal gRPC header values whatever

@@ -58,14 +58,19 @@ absl::Duration OutboundGrpcTimeout(absl::Duration left) {
   if (left == absl::InfiniteDuration()) return left;
   const int64_t left_ms = absl::ToInt64Milliseconds(left);  // Truncates.
   if (left_ms <= 0) return absl::ZeroDuration();
-  // The largest g with GrpcEncodedTimeoutMs(g) <= left_ms (non-decreasing,
-  // and >= g below the 27,000 h cap, so g <= left_ms).
-  int64_t g = left_ms;
-  if (left_ms >= 1000) {
-    int64_t lo = 0, hi = left_ms;  // E(lo) <= left_ms; answer in [lo, hi].
+  // What the encoding may reach: 97% of the whole ms left, rounded down
+  // (computed without overflow), so that a re-sent earlier timeout, less
+  // than the encoding / 0.97, is still within `left` (see the header).
+  constexpr int64_t kKeep = 100 - kHpackTimeoutReusePercent;
+  const int64_t target_ms = left_ms / 100 * kKeep + left_ms % 100 * kKeep / 100;
+  // The largest g with GrpcEncodedTimeoutMs(g) <= target_ms (non-decreasing,
+  // and >= g below the 27,000 h cap, so g <= target_ms).
+  int64_t g = target_ms;
+  if (target_ms >= 1000) {
+    int64_t lo = 0, hi = target_ms;  // E(lo) <= target; answer in [lo, hi].
     while (lo < hi) {
       const int64_t mid = lo + (hi - lo + 1) / 2;
-      if (GrpcEncodedTimeoutMs(mid) <= left_ms) {
+      if (GrpcEncodedTimeoutMs(mid) <= target_ms) {
         lo = mid;
       } else {
         hi = mid - 1;
