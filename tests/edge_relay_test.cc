@@ -39,7 +39,9 @@
 #include "services/echo/echo_server.h"
 #include "tests/echo_chain.h"
 #include "tests/raw_h2_call.h"
+#include "w3c/baggage_context.h"
 #include "w3c/header_rules.h"
+#include "w3c/trace_propagation.h"
 
 namespace reqctx {
 namespace {
@@ -351,6 +353,31 @@ TEST_P(EdgeRelayTest, HugeForwardedHeadersNeverBreakOtherCallsOnTheChannel) {
         << "legit stream " << i << ": " << s.error_message();
   }
   EXPECT_TRUE(RelayAnswers(*chain.relay));
+}
+
+// What an application puts on an outbound call (its own metadata, a
+// tracestate in its Context) is checked too: gRPC would abort the process
+// on an illegal key or value; the interceptor drops them instead.
+TEST(EdgeClientTest, IllegalApplicationMetadataNeverAbortsTheCaller) {
+  auto backend = echo::EchoServer::Start({.name = "backend", .workers = 1});
+  ASSERT_TRUE(backend.ok()) << backend.status();
+  auto stub = testing::NewStub(**backend);
+  const uint64_t other_before =
+      Dropped(DroppedHeader::kOther, DropReason::kInvalid);
+  Context ctx = internal::WithTracestate(
+      WithBaggage(Background(), "tenant", "caf\xc3\xa9"),  // Encoded: fine.
+      "ok=1,bad=\x01");
+  auto cc = NewClientContext(ctx);
+  cc->AddMetadata("x-app", "line\r\nbreak");
+  cc->AddMetadata("X-Upper", "1");
+  cc->AddMetadata("x-fine", "kept");
+  EchoRequest request;
+  request.set_message("app");
+  EchoResponse response;
+  const grpc::Status s = stub->Echo(cc.get(), request, &response);
+  EXPECT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(Dropped(DroppedHeader::kOther, DropReason::kInvalid) - other_before,
+            2u);
 }
 
 INSTANTIATE_TEST_SUITE_P(Outbound, EdgeRelayTest,
