@@ -13,6 +13,8 @@
 #include "interceptors/client_interceptor.h"
 #include "interceptors/internal/grpc_timeout.h"
 #include "interceptors/internal/outbound_headers.h"
+#include "interceptors/observability.h"
+#include "metrics/metrics.h"
 #include "w3c/baggage.h"
 #include "w3c/header_rules.h"
 #include "w3c/tracestate.h"
@@ -45,6 +47,21 @@ TEST(HeaderRules, Keys) {
   EXPECT_FALSE(IsLegalGrpcHeaderKey("a b"));
   EXPECT_TRUE(IsBinaryHeaderKey("trace-bin"));
   EXPECT_FALSE(IsBinaryHeaderKey("-bi"));
+}
+
+TEST(HeaderRules, DropsAreAPrometheusFamily) {
+  EnableRpcMetrics();
+  CountDroppedHeaders(DroppedHeader::kTracestate, DropReason::kInvalid, 2);
+  const std::string text = metrics::Registry::Default().Expose();
+  EXPECT_NE(text.find("# TYPE reqctx_dropped_headers_total counter"),
+            std::string::npos);
+  const std::string sample = absl::StrCat(
+      "reqctx_dropped_headers_total{header=\"tracestate\",reason=\"invalid\"} ",
+      DroppedHeaderCount(DroppedHeader::kTracestate, DropReason::kInvalid));
+  EXPECT_NE(text.find(sample), std::string::npos) << text;
+  EXPECT_NE(text.find("reqctx_dropped_headers_total{header=\"baggage\","
+                      "reason=\"budget\"}"),
+            std::string::npos);
 }
 
 // ---------------------------------------------------------------------------
