@@ -5,16 +5,20 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <string_view>
 #include <utility>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "context/after_func.h"
 #include "interceptors/internal/call_observer.h"
 #include "interceptors/internal/client_binding_registry.h"
+#include "interceptors/internal/grpc_timeout.h"
+#include "interceptors/internal/outbound_headers.h"
 #include "interceptors/status_mapping.h"
 #include "w3c/baggage_context.h"
 #include "w3c/trace_propagation.h"
@@ -29,8 +33,11 @@ using internal::ClientBindingRegistry;
 // One per call; gRPC destroys it with the call's ClientContext.
 class ClientCallInterceptor final : public grpc::experimental::Interceptor {
  public:
-  explicit ClientCallInterceptor(grpc::experimental::ClientRpcInfo* info)
-      : cc_(info->client_context()), method_(info->method()) {}
+  ClientCallInterceptor(grpc::experimental::ClientRpcInfo* info,
+                        size_t header_budget)
+      : cc_(info->client_context()),
+        method_(info->method()),
+        header_budget_(header_budget) {}
 
   // A call whose status was never received (gRPC requires it to be) still
   // drops its cancel registration here.
@@ -44,7 +51,12 @@ class ClientCallInterceptor final : public grpc::experimental::Interceptor {
     bool hijack = false;
     if (methods->QueryInterceptionHookPoint(
             InterceptionHookPoints::PRE_SEND_INITIAL_METADATA)) {
-      hijack = StartCall(*methods->GetSendInitialMetadata());
+      // Before anything reads it: gRPC aborts the process on a header it
+      // refuses, and the next hop resets the channel on one over its limit.
+      std::multimap<std::string, std::string>& metadata =
+          *methods->GetSendInitialMetadata();
+      internal::EnforceOutboundHeaders(metadata, header_budget_);
+      hijack = StartCall(metadata);
     }
     if (std::optional<grpc::Status> failure = Failure()) {
       // Hijacked: this interceptor answers in place of the server.
@@ -138,6 +150,7 @@ class ClientCallInterceptor final : public grpc::experimental::Interceptor {
 
   grpc::ClientContext* const cc_;
   const char* const method_;  // gRPC's, valid for the call.
+  const size_t header_budget_;
 
   // Batches of one call may be intercepted on different threads, ordered by
   // gRPC core (which TSan cannot see); so all state is under mu_.
@@ -152,43 +165,94 @@ class ClientCallInterceptor final : public grpc::experimental::Interceptor {
 class ClientInterceptorFactory final
     : public grpc::experimental::ClientInterceptorFactoryInterface {
  public:
+  explicit ClientInterceptorFactory(ClientInterceptorOptions options)
+      : options_(options) {}
+
   grpc::experimental::Interceptor* CreateClientInterceptor(
       grpc::experimental::ClientRpcInfo* info) override {
-    return new ClientCallInterceptor(info);
+    return new ClientCallInterceptor(info, options_.propagation_header_budget);
   }
+
+ private:
+  const ClientInterceptorOptions options_;
 };
 
-}  // namespace
-
-std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>
-MakeClientInterceptorFactory() {
-  return std::make_unique<ClientInterceptorFactory>();
-}
-
-std::shared_ptr<grpc::Channel> CreateChannel(
+std::shared_ptr<grpc::Channel> ChannelWith(
+    std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>
+        factory,
     const std::string& target,
     const std::shared_ptr<grpc::ChannelCredentials>& creds,
     const grpc::ChannelArguments& args) {
   std::vector<
       std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>>
       factories;
-  factories.push_back(MakeClientInterceptorFactory());
+  factories.push_back(std::move(factory));
   return grpc::experimental::CreateCustomChannelWithInterceptors(
       target, creds, args, std::move(factories));
+}
+
+}  // namespace
+
+absl::Status ValidateClientInterceptorOptions(
+    const ClientInterceptorOptions& options) {
+  const size_t budget = options.propagation_header_budget;
+  if (budget < kMinPropagationHeaderBudget ||
+      budget > kMaxPropagationHeaderBudget) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "ClientInterceptorOptions.propagation_header_budget must be in [",
+        kMinPropagationHeaderBudget, ", ", kMaxPropagationHeaderBudget,
+        "], got ", budget));
+  }
+  return absl::OkStatus();
+}
+
+std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>
+MakeClientInterceptorFactory() {
+  return std::make_unique<ClientInterceptorFactory>(ClientInterceptorOptions{});
+}
+
+absl::StatusOr<
+    std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>>
+MakeClientInterceptorFactoryWithOptions(ClientInterceptorOptions options) {
+  if (absl::Status s = ValidateClientInterceptorOptions(options); !s.ok()) {
+    return s;
+  }
+  return std::unique_ptr<
+      grpc::experimental::ClientInterceptorFactoryInterface>(
+      std::make_unique<ClientInterceptorFactory>(options));
+}
+
+std::shared_ptr<grpc::Channel> CreateChannel(
+    const std::string& target,
+    const std::shared_ptr<grpc::ChannelCredentials>& creds,
+    const grpc::ChannelArguments& args) {
+  return ChannelWith(MakeClientInterceptorFactory(), target, creds, args);
+}
+
+absl::StatusOr<std::shared_ptr<grpc::Channel>> CreateChannelWithOptions(
+    const std::string& target,
+    const std::shared_ptr<grpc::ChannelCredentials>& creds,
+    ClientInterceptorOptions options, const grpc::ChannelArguments& args) {
+  auto factory = MakeClientInterceptorFactoryWithOptions(options);
+  if (!factory.ok()) return factory.status();
+  return ChannelWith(std::move(*factory), target, creds, args);
 }
 
 std::unique_ptr<grpc::ClientContext> NewClientContext(const Context& ctx) {
   auto cc = std::make_unique<grpc::ClientContext>();
   // The time left on the monotonic clock, from now: a step of the system
-  // clock since the deadline was set does not move the outbound one.
+  // clock since the deadline was set does not move the outbound one. Less
+  // what gRPC's grpc-timeout encoding rounds up, so the next hop's deadline
+  // is never later than ctx's (internal/grpc_timeout.h).
   if (std::optional<absl::Duration> left = ctx.TimeLeft()) {
-    cc->set_deadline(*left == absl::InfiniteDuration()
+    const absl::Duration timeout = internal::OutboundGrpcTimeout(*left);
+    cc->set_deadline(timeout == absl::InfiniteDuration()
                          ? std::chrono::system_clock::time_point::max()
                          : std::chrono::system_clock::now() +
                                std::chrono::duration_cast<
                                    std::chrono::system_clock::duration>(
                                    absl::ToChronoNanoseconds(std::clamp(
-                                       *left, absl::ZeroDuration(),
+                                       timeout, absl::ZeroDuration(),
                                        absl::Hours(24 * 365 * 100)))));
   }
   internal::OutgoingTrace trace = internal::OutgoingTraceFor(ctx);

@@ -2,12 +2,15 @@
 
 #include <cstdio>
 #include <mutex>
+#include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "context/orphans.h"
 #include "interceptors/debug.h"
 #include "interceptors/internal/observability_state.h"
+#include "w3c/header_rules.h"
 #include "w3c/trace_propagation.h"
 #include "metrics/rpc_metrics.h"
 
@@ -22,6 +25,25 @@ void EnableRpcMetrics() {
         "reqctx_sync_watched_calls",
         "Sync-API calls polled for client cancellation by reqctx's watcher.",
         [] { return static_cast<double>(debug::WatchedServerCallCount()); });
+    (void)metrics::Registry::Default().AddCallbackFamily(
+        "reqctx_dropped_headers_total",
+        "Forwarded headers (or list members of tracestate and baggage) "
+        "dropped instead of sent: invalid, over the format's limits, or over "
+        "the outbound header budget.",
+        metrics::Type::kCounter, {"header", "reason"}, [] {
+          std::vector<metrics::Registry::Sample> samples;
+          for (size_t h = 0; h < kDroppedHeaderKinds; ++h) {
+            for (size_t r = 0; r < kDropReasons; ++r) {
+              const auto header = static_cast<DroppedHeader>(h);
+              const auto reason = static_cast<DropReason>(r);
+              samples.push_back(
+                  {{std::string(DroppedHeaderLabel(header)),
+                    std::string(DropReasonLabel(reason))},
+                   static_cast<double>(DroppedHeaderCount(header, reason))});
+            }
+          }
+          return samples;
+        });
   });
   internal::g_metrics_on.store(true);
 }

@@ -31,7 +31,11 @@
 namespace reqctx {
 
 // Turns on the reqctx_* RPC metrics (and registers the process gauges:
-// live timers, executor threads, watched sync calls, orphaned work).
+// live timers, executor threads, watched sync calls, orphaned work; and
+// reqctx_dropped_headers_total{header,reason}, the forwarded headers or list
+// members dropped as invalid, over their format's limits or over the
+// outbound header budget: w3c/header_rules.h, counted whether or not
+// metrics are on).
 void EnableRpcMetrics();
 // Turns them off again (benchmarks compare the two).
 void DisableRpcMetrics();

@@ -30,8 +30,15 @@
 //     earlier cancel cancels at once;
 //   * it carries the call's TraceContext: a valid incoming W3C `traceparent`
 //     keeps its trace id with a fresh span id for this hop, anything else
-//     starts a new trace (never failing the call); `tracestate` is passed on
-//     unchanged if at most 512 bytes;
+//     starts a new trace (never failing the call); of `tracestate` only the
+//     valid members are kept (W3C grammar, so only bytes 0x20-0x7E; no
+//     repeated key), at most 32 and 512 bytes, trimmed by W3C's rules
+//     (w3c/tracestate.h); of `baggage` only the valid members (W3C grammar:
+//     tokens, baggage-octets, percent-encoding), at most 180 and 8,192 bytes
+//     (w3c/baggage.h). Every member dropped is counted
+//     (w3c/header_rules.h). So whatever a peer sends, what the Context
+//     forwards on an outbound call (client_interceptor.h, which also trims
+//     it to the outbound header budget) is legal on gRPC's wire;
 //   * in sync handlers, Current() is the call's Context for the handler's
 //     duration (a scope opened and closed around the handler, on its
 //     thread), and sees a client cancel or a server shutdown within the same

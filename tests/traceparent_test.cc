@@ -180,16 +180,31 @@ TEST(ContinueTrace, StartsFreshTraceOnBadInput) {
 }
 
 TEST(ContinueTrace, BoundsTracestate) {
-  std::string at_limit(internal::kMaxTracestateSize, 'x');
-  EXPECT_TRUE(internal::ContinueTrace({kValid}, {at_limit}).tracestate);
-  std::string over(internal::kMaxTracestateSize + 1, 'x');
-  EXPECT_FALSE(internal::ContinueTrace({kValid}, {over}).tracestate);
+  // 512 bytes of valid members are kept; past 512, W3C's trimming (members
+  // over 128 characters first, then from the right).
+  const std::string long_member = "a=" + std::string(254, 'x');  // 256.
+  const std::string at_limit = long_member + "," + "b=" + std::string(253, 'y');
+  ASSERT_EQ(at_limit.size(), internal::kMaxTracestateSize);
+  auto kept = internal::ContinueTrace({kValid}, {at_limit}).tracestate;
+  ASSERT_TRUE(kept.has_value());
+  EXPECT_EQ(*kept, at_limit);
+  auto trimmed = internal::ContinueTrace({kValid}, {at_limit + ",c=1"}).tracestate;
+  ASSERT_TRUE(trimmed.has_value());
+  EXPECT_EQ(*trimmed, "a=" + std::string(254, 'x') + ",c=1");
+  // Junk (no '=') is not a member.
+  EXPECT_FALSE(internal::ContinueTrace({kValid}, {std::string(100, 'x')})
+                   .tracestate);
   // Repeated headers are one list, bounded as a whole.
   auto joined = internal::ContinueTrace({kValid}, {"a=1", "b=2"}).tracestate;
   ASSERT_TRUE(joined.has_value());
   EXPECT_EQ(*joined, "a=1,b=2");
-  std::string half(internal::kMaxTracestateSize / 2, 'y');
-  EXPECT_FALSE(internal::ContinueTrace({kValid}, {half, half}).tracestate);
+  const std::string k = "k=" + std::string(256, 'y');
+  const std::string m = "m=" + std::string(256, 'y');
+  auto halves = internal::ContinueTrace({kValid}, {k, "z=1", k, m}).tracestate;
+  ASSERT_TRUE(halves.has_value());
+  // The repeated k is invalid; then over 512, the long m goes (from the
+  // right), which is enough.
+  EXPECT_EQ(*halves, k + ",z=1");
 }
 
 TEST(NewIds, AreValidAndDistinct) {

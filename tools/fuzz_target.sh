@@ -24,12 +24,13 @@ esac
 # past the 8,192-byte limit, so the limits are exercised too.
 case "$target" in
   traceparent)
-    srcs=(w3c/traceparent.cc tests/fuzz/traceparent_fuzzer.cc)
+    srcs=(w3c/traceparent.cc w3c/tracestate.cc w3c/header_rules.cc
+          tests/fuzz/traceparent_fuzzer.cc)
     corpus=tests/fuzz/corpus
     max_len=256
     ;;
   baggage)
-    srcs=(w3c/baggage.cc tests/fuzz/baggage_fuzzer.cc)
+    srcs=(w3c/baggage.cc w3c/header_rules.cc tests/fuzz/baggage_fuzzer.cc)
     corpus=tests/fuzz/corpus_baggage
     max_len=10000
     ;;

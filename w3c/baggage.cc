@@ -1,5 +1,6 @@
 #include "w3c/baggage.h"
 
+#include <algorithm>
 #include <optional>
 #include <unordered_map>
 
@@ -172,7 +173,10 @@ bool IsValidBaggageKey(std::string_view key) {
   return true;
 }
 
-std::vector<BaggageMember> ParseBaggage(std::string_view header) {
+std::vector<BaggageMember> ParseBaggage(std::string_view header,
+                                        BaggageDrops* drops) {
+  BaggageDrops local;
+  BaggageDrops& d = drops != nullptr ? *drops : local;
   LimitedList list;
   while (!header.empty()) {
     const size_t comma = header.find(',');
@@ -182,10 +186,13 @@ std::vector<BaggageMember> ParseBaggage(std::string_view header) {
     if (raw.empty()) continue;
     // The limits count the member as it will be sent on.
     std::optional<BaggageMember> member = ParseMember(raw);
-    if (!member) continue;
+    if (!member) {
+      ++d.invalid;
+      continue;
+    }
     const size_t wire = FormatBaggageMember(*member).size();
     // Past the limits only replacements of seen keys can still apply.
-    list.Add(std::move(*member), wire);
+    if (!list.Add(std::move(*member), wire)) ++d.over_limit;
   }
   return list.Take();
 }
@@ -207,15 +214,28 @@ std::string FormatBaggageMember(const BaggageMember& member) {
   return out;
 }
 
-std::string FormatBaggage(const std::vector<BaggageMember>& members) {
+std::string FormatBaggage(const std::vector<BaggageMember>& members,
+                          size_t max_bytes, BaggageDrops* drops) {
+  BaggageDrops local;
+  BaggageDrops& d = drops != nullptr ? *drops : local;
+  max_bytes = std::min(max_bytes, kMaxBaggageBytes);
   std::string out;
   size_t count = 0;
   for (const BaggageMember& m : members) {
-    if (count >= kMaxBaggageMembers) break;
+    if (count >= kMaxBaggageMembers) {
+      ++d.over_limit;
+      continue;
+    }
     const std::string wire = FormatBaggageMember(m);
-    if (wire.empty()) continue;
+    if (wire.empty()) {
+      ++d.invalid;
+      continue;
+    }
     const size_t comma = out.empty() ? 0 : 1;
-    if (out.size() + comma + wire.size() > kMaxBaggageBytes) continue;
+    if (out.size() + comma + wire.size() > max_bytes) {
+      ++d.over_limit;
+      continue;
+    }
     if (comma) out.push_back(',');
     out.append(wire);
     ++count;

@@ -21,7 +21,15 @@
 //
 // Limits (W3C "Limits"): at most kMaxBaggageMembers members and
 // kMaxBaggageBytes bytes of formatted header. Members are kept in order while
-// both hold; the rest are dropped. Work is linear in the input.
+// both hold; the rest are dropped. Work is linear in the input. `drops`, if
+// given, receives how many members were dropped and why.
+//
+// Every byte FormatBaggage writes is a token character, a baggage-octet or
+// one of "=,;%": all in 0x21-0x7E, legal in a gRPC/HTTP header value, so a
+// header it writes is never refused by gRPC. A caller short of room (the
+// client interceptor's outbound header budget) passes a smaller `max_bytes`:
+// whole members are dropped, never a part of one (W3C: "MUST NOT propagate
+// any partial list-members").
 //
 // Formatting percent-encodes every value byte outside baggage-octet and '%'
 // itself (uppercase hex), so for every header h:
@@ -57,15 +65,26 @@ struct BaggageMember {
 // True if `key` is a non-empty RFC 7230 token (a valid baggage key).
 bool IsValidBaggageKey(std::string_view key);
 
+// How many members ParseBaggage or FormatBaggage dropped, by reason.
+struct BaggageDrops {
+  size_t invalid = 0;     // Malformed (ParseBaggage) or an invalid key.
+  size_t over_limit = 0;  // Past the member count or the byte limit.
+};
+
 // The members of a `baggage` header value (several received headers may be
-// joined with ','), malformed ones dropped, within the limits.
-std::vector<BaggageMember> ParseBaggage(std::string_view header);
+// joined with ','), malformed ones dropped, within the limits; the drops are
+// added to `*drops` if given.
+std::vector<BaggageMember> ParseBaggage(std::string_view header,
+                                        BaggageDrops* drops = nullptr);
 
 // The header for `members`: invalid keys are skipped, properties that are
 // not a canonical property list are left out, and members that would exceed
-// the limits are dropped (in order: the first ones that fit are kept). ""
-// when nothing is left.
-std::string FormatBaggage(const std::vector<BaggageMember>& members);
+// the limits (kMaxBaggageMembers, and min(max_bytes, kMaxBaggageBytes)
+// bytes) are dropped (in order: the first ones that fit are kept); the drops
+// are added to `*drops` if given. "" when nothing is left.
+std::string FormatBaggage(const std::vector<BaggageMember>& members,
+                          size_t max_bytes = kMaxBaggageBytes,
+                          BaggageDrops* drops = nullptr);
 
 // The wire form of one member ("key=encoded-value" plus its properties), or
 // "" if its key is invalid. Properties are included only if canonical.

@@ -2,6 +2,8 @@
 
 #include <utility>
 
+#include "w3c/header_rules.h"
+
 namespace reqctx {
 namespace {
 
@@ -71,7 +73,12 @@ Context WithBaggageMembers(const Context& parent,
 }
 
 Context WithBaggageHeader(const Context& parent, std::string_view header) {
-  std::vector<BaggageMember> members = ParseBaggage(header);
+  BaggageDrops drops;
+  std::vector<BaggageMember> members = ParseBaggage(header, &drops);
+  CountDroppedHeaders(DroppedHeader::kBaggage, DropReason::kInvalid,
+                      drops.invalid);
+  CountDroppedHeaders(DroppedHeader::kBaggage, DropReason::kLimit,
+                      drops.over_limit);
   if (members.empty()) return parent;
   return WithParsed(parent, std::move(members));
 }

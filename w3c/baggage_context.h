@@ -68,11 +68,16 @@ Context WithBaggageMembers(const Context& parent,
 
 // A child of `parent` whose baggage is what ParseBaggage keeps of `header`
 // (a received header value; several received headers joined with ','), for
-// glue code that reads the header off the wire. Returns `parent` itself if
+// glue code that reads the header off the wire: the members dropped
+// (malformed, e.g. a byte outside baggage-octet; over W3C's limits) are
+// counted as dropped baggage (w3c/header_rules.h). Returns `parent` itself if
 // nothing is kept, so a call without baggage costs no Context layer.
 Context WithBaggageHeader(const Context& parent, std::string_view header);
 
 // The `baggage` header for an outbound call under `ctx`, or "" if it has none.
+// Its bytes are always legal in a gRPC/HTTP header value (see baggage.h); it
+// may be up to 8,192 bytes: the client interceptor trims it to the outbound
+// header budget (interceptors/client_interceptor.h).
 std::string BaggageHeaderFor(const Context& ctx);
 
 }  // namespace reqctx

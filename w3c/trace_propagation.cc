@@ -13,6 +13,8 @@
 #include <vector>
 
 #include "absl/random/random.h"
+#include "w3c/header_rules.h"
+#include "w3c/tracestate.h"
 
 namespace reqctx::internal {
 namespace {
@@ -119,6 +121,8 @@ IncomingTrace ContinueTraceOf(std::span<const std::string_view> traceparents,
   // More than one traceparent is ambiguous: treat it as invalid.
   if (traceparents.size() == 1) parent = ParseTraceparent(traceparents[0]);
   if (!parent) {
+    CountDroppedHeaders(DroppedHeader::kTraceparent, DropReason::kInvalid,
+                        traceparents.size());
     in.trace.trace_id = NewTraceId();
     in.trace.span_id = NewSpanId();
     in.trace.sampled = true;
@@ -131,23 +135,40 @@ IncomingTrace ContinueTraceOf(std::span<const std::string_view> traceparents,
   in.trace.span_id.resize(16);
   WriteHex16(RandomNonZero(), in.trace.span_id.data());
   in.trace.sampled = parent->sampled;
+  if (tracestates.empty()) return in;
   // Repeated tracestate headers form one comma-separated list (RFC 9110).
-  size_t total = 0;
-  for (std::string_view v : tracestates) total += v.size() + 1;
-  if (!tracestates.empty() && total - 1 <= kMaxTracestateSize) {
-    std::string joined;
+  std::string joined;
+  std::string_view list = tracestates[0];
+  if (tracestates.size() > 1) {
+    size_t total = 0;
+    for (std::string_view v : tracestates) total += v.size() + 1;
     joined.reserve(total);
     for (std::string_view v : tracestates) {
       if (!joined.empty()) joined.push_back(',');
       joined.append(v);
     }
-    if (!joined.empty()) in.tracestate = std::move(joined);
+    list = joined;
+  }
+  if (std::optional<std::string> ts = SanitizedTracestateOf(list)) {
+    in.tracestate = std::move(*ts);
   }
   return in;
 }
 
+std::optional<std::string> SanitizedTracestateOf(std::string_view list) {
+  SanitizedTracestate ts = SanitizeTracestate(list);
+  CountDroppedHeaders(DroppedHeader::kTracestate, DropReason::kInvalid,
+                      ts.invalid);
+  CountDroppedHeaders(DroppedHeader::kTracestate, DropReason::kLimit,
+                      ts.over_limit);
+  if (ts.value.empty()) return std::nullopt;
+  return std::move(ts.value);
+}
+
 Context WithTracestate(const Context& parent, std::string tracestate) {
-  return WithValue(parent, kTracestateKey, std::move(tracestate));
+  std::optional<std::string> ts = SanitizedTracestateOf(tracestate);
+  if (!ts.has_value()) return parent;
+  return WithValue(parent, kTracestateKey, std::move(*ts));
 }
 
 const std::string* GetTracestate(const Context& ctx) {

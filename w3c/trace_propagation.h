@@ -5,11 +5,15 @@
 //
 // Incoming: a valid `traceparent` keeps its trace id and this hop gets a
 // fresh span id; a missing, repeated, malformed or oversized one starts a new
-// random trace. `tracestate` is passed through unchanged when the
-// traceparent is valid and the combined value is at most kMaxTracestateSize
-// bytes (the W3C guidance); otherwise it is dropped. Nothing here fails a call.
+// random trace (counted as a dropped traceparent, w3c/header_rules.h). The
+// `tracestate` headers (joined) are kept only with a valid traceparent, and
+// only their valid members within W3C's limits (w3c/tracestate.h:
+// SanitizeTracestate; at most 32 members, 512 bytes, trimmed by W3C's rules);
+// each member dropped is counted. Nothing here fails a call.
 // Outgoing: the Context's trace (or, if it has none, a fresh one) goes out as
-// `traceparent`, with its tracestate if any.
+// `traceparent`, with its tracestate if any. Both are legal gRPC/HTTP header
+// values whatever the peer sent or the application stored: the tracestate in
+// a Context is always sanitized (by ContinueTraceOf or WithTracestate).
 //
 // Thread-safety: safe from any thread (ids come from a per-thread generator,
 // seeded from the OS). fork(): a pthread_atfork child handler makes every
@@ -27,12 +31,13 @@
 
 #include "context/core.h"
 #include "w3c/trace_context.h"
+#include "w3c/tracestate.h"
 
 namespace reqctx::internal {
 
 inline constexpr char kTraceparentHeader[] = "traceparent";
 inline constexpr char kTracestateHeader[] = "tracestate";
-inline constexpr size_t kMaxTracestateSize = 512;
+inline constexpr size_t kMaxTracestateSize = kMaxTracestateBytes;
 
 // 32 / 16 random lowercase hex digits, never all zeros.
 std::string NewTraceId();
@@ -51,7 +56,13 @@ IncomingTrace ContinueTrace(const std::vector<std::string_view>& traceparents,
 IncomingTrace ContinueTraceOf(std::span<const std::string_view> traceparents,
                               std::span<const std::string_view> tracestates);
 
-// A child of `parent` that also carries `tracestate` for outbound calls.
+// The sanitized form of a tracestate list (SanitizeTracestate with W3C's
+// limits), its drops counted; nullopt if no member is left.
+std::optional<std::string> SanitizedTracestateOf(std::string_view list);
+
+// A child of `parent` that also carries `tracestate` (sanitized as by
+// SanitizedTracestateOf) for outbound calls; `parent` itself if no member
+// is left.
 Context WithTracestate(const Context& parent, std::string tracestate);
 // The tracestate stored in `ctx`, or nullptr.
 const std::string* GetTracestate(const Context& ctx);

@@ -108,6 +108,10 @@ absl::StatusOr<std::unique_ptr<EchoServer>> EchoServer::Start(
     return absl::InvalidArgumentError("retry budget must be >= 0");
   }
   if (absl::Status s = options.postgres_pool.Validate(); !s.ok()) return s;
+  if (absl::Status s = ValidateClientInterceptorOptions(options.next_channel);
+      !s.ok()) {
+    return s;
+  }
   EchoServiceOptions service_options;
   service_options.name = options.name;
   service_options.next = options.next;
@@ -122,6 +126,7 @@ absl::StatusOr<std::unique_ptr<EchoServer>> EchoServer::Start(
   service_options.server_policy.methods.try_emplace("/echo.v1.Echo/Stats");
   service_options.retry = options.retry;
   service_options.retry_channel = options.retry_channel;
+  service_options.next_channel = options.next_channel;
   auto service = std::make_unique<EchoService>(std::move(service_options));
   // Invalid policies fail Start even when they would switch nothing on.
   if (absl::Status s = service->server_policy().Validate(); !s.ok()) {

@@ -56,6 +56,9 @@ struct EchoServerOptions {
   // InvalidArgument naming the field.
   postgres::PoolOptions postgres_pool{};
   std::function<void(std::string_view)> log{};
+  // The channel to `next`: its outbound header budget; see
+  // EchoServiceOptions. Invalid ones make Start() fail naming the field.
+  ClientInterceptorOptions next_channel{};
 };
 
 // The libpq conninfo for the server binary's --postgres (`flag`) and

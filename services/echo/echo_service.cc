@@ -90,6 +90,16 @@ class RequestScope {
   absl::Status result_;
 };
 
+// The channel to options.next, with options.next_channel if valid.
+std::shared_ptr<grpc::Channel> NextChannel(const EchoServiceOptions& options) {
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel =
+      CreateChannelWithOptions(options.next, grpc::InsecureChannelCredentials(),
+                               options.next_channel);
+  if (channel.ok()) return *std::move(channel);
+  return reqctx::CreateChannel(options.next,
+                               grpc::InsecureChannelCredentials());
+}
+
 std::unique_ptr<postgres::Pool> MakePool(const EchoServiceOptions& options,
                                          absl::Status* status) {
   if (options.postgres.empty()) return nullptr;
@@ -108,8 +118,7 @@ EchoService::EchoService(EchoServiceOptions options)
     : options_(std::move(options)),
       next_(options_.next.empty()
                 ? nullptr
-                : ::echo::v1::Echo::NewStub(reqctx::CreateChannel(
-                      options_.next, grpc::InsecureChannelCredentials()))),
+                : ::echo::v1::Echo::NewStub(NextChannel(options_))),
       postgres_(MakePool(options_, &postgres_status_)),
       server_policy_(options_.server_policy),
       retry_state_(options_.retry_channel) {}

@@ -27,6 +27,7 @@
 #include "absl/time/time.h"
 #include "context/core.h"
 #include "integrations/postgres/postgres.h"
+#include "interceptors/client_interceptor.h"
 #include "interceptors/policy/retry.h"
 #include "interceptors/policy/server_policy.h"
 #include "proto/echo.grpc.pb.h"
@@ -69,6 +70,11 @@ struct EchoServiceOptions {
   // and throttling); either way they carry the call's criticality.
   policy::RetryPolicy retry = NoRetries();
   policy::RetryChannelOptions retry_channel{};
+  // The client interceptor of the channel to `next` (its outbound header
+  // budget: interceptors/client_interceptor.h). EchoServer::Start refuses
+  // invalid ones naming the field; an EchoService built directly with
+  // invalid ones uses the defaults.
+  ClientInterceptorOptions next_channel{};
 
   static policy::RetryPolicy NoRetries() {
     policy::RetryPolicy p;

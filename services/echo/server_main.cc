@@ -33,6 +33,10 @@
 // canceled), waits for their handlers, and exits 0. A second SIGINT/SIGTERM
 // while that shutdown is still going (a hung handler, a long grace) exits at
 // once with status 1, without waiting for anything.
+// --propagation_header_budget (default 4096) bounds the traceparent,
+// tracestate and baggage a call to --next carries (trimmed to fit), so a
+// huge incoming baggage never makes the next hop reset the shared channel;
+// an invalid value exits 1 naming it.
 // Production policies (issue 12), all off by default: --min_budget_ms,
 // --learned_min_budget_quantile/--learned_warmup, --reply_margin_ms,
 // --default_deadline_ms, --max_deadline_ms, --max_concurrency/--max_queue/
@@ -45,6 +49,7 @@
 #include <pthread.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -132,6 +137,11 @@ ABSL_FLAG(int64_t, hedging_min_delay_ms, 1,
           "lower bound of the learned hedging delay");
 ABSL_FLAG(int64_t, hedging_max_delay_ms, 1000,
           "upper bound of the learned hedging delay");
+ABSL_FLAG(int64_t, propagation_header_budget, 4096,
+          "bytes of traceparent, tracestate and baggage a call to --next may "
+          "carry (name + value + 32 per header; baggage and tracestate are "
+          "trimmed to fit); keep it well under the next hop's metadata limit "
+          "(gRPC's default: 8192 for all headers)");
 ABSL_FLAG(int64_t, shutdown_grace_ms, 0,
           "on SIGTERM, how long in-flight calls may still run before they "
           "are canceled");
@@ -261,6 +271,8 @@ int main(int argc, char** argv) {
   }
   options.max_work_ms = absl::GetFlag(FLAGS_max_work_ms);
   options.shutdown_grace = Ms(FLAGS_shutdown_grace_ms);
+  options.next_channel.propagation_header_budget = static_cast<size_t>(
+      std::max<int64_t>(0, absl::GetFlag(FLAGS_propagation_header_budget)));
   reqctx::policy::MethodPolicy& p = options.server_policy.defaults;
   p.min_budget = Ms(FLAGS_min_budget_ms);
   p.learned_min_budget_quantile =

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "w3c/baggage.h"
+#include "w3c/header_rules.h"
 
 namespace {
 
@@ -194,6 +195,17 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     Check(keys.insert(m.key).second);
   }
   const std::string formatted = reqctx::FormatBaggage(parsed);
+  // What is forwarded is legal on gRPC's wire, and a byte bound (the
+  // outbound header budget) keeps whole members only.
+  Check(reqctx::IsLegalGrpcHeaderValue(formatted));
+  const std::string bounded =
+      reqctx::FormatBaggage(parsed, formatted.size() / 2);
+  Check(bounded.size() <= formatted.size() / 2);
+  for (const reqctx::BaggageMember& m : reqctx::ParseBaggage(bounded)) {
+    bool found = false;
+    for (const reqctx::BaggageMember& p : parsed) found = found || p == m;
+    Check(found);
+  }
   Check(formatted.size() <= reqctx::kMaxBaggageBytes);
   Check(reqctx::ParseBaggage(formatted) == parsed);
   Check(reqctx::FormatBaggage(reqctx::ParseBaggage(formatted)) == formatted);

@@ -21,7 +21,9 @@
 #include <string>
 #include <string_view>
 
+#include "w3c/header_rules.h"
 #include "w3c/traceparent.h"
+#include "w3c/tracestate.h"
 
 namespace {
 
@@ -62,8 +64,28 @@ void Check(bool ok) {
 
 }  // namespace
 
+// The same input as a tracestate (w3c/tracestate.h): whatever came in, what
+// is kept is legal on gRPC's wire (bytes 0x20-0x7E), within W3C's limits,
+// and kept as it is when sanitized again; a smaller bound keeps a prefix of
+// members in the same order.
+void CheckTracestate(std::string_view header) {
+  const reqctx::SanitizedTracestate s = reqctx::SanitizeTracestate(header);
+  Check(reqctx::IsLegalGrpcHeaderValue(s.value));
+  Check(s.value.size() <= reqctx::kMaxTracestateBytes);
+  size_t members = s.value.empty() ? 0 : 1;
+  for (char c : s.value) members += c == ',';
+  Check(members <= reqctx::kMaxTracestateMembers);
+  const reqctx::SanitizedTracestate again = reqctx::SanitizeTracestate(s.value);
+  Check(again.value == s.value && again.invalid == 0 && again.over_limit == 0);
+  const reqctx::SanitizedTracestate small =
+      reqctx::SanitizeTracestate(s.value, s.value.size() / 2);
+  Check(small.value.size() <= s.value.size() / 2);
+  Check(reqctx::SanitizeTracestate(small.value).value == small.value);
+}
+
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string_view header(reinterpret_cast<const char*>(data), size);
+  CheckTracestate(header);
   const std::optional<reqctx::TraceContext> tc =
       reqctx::ParseTraceparent(header);
   Check(tc.has_value() == ReferenceAccepts(header));
