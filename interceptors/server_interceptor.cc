@@ -309,6 +309,15 @@ void HoldingServerCall(const grpc::ServerContextBase* sc) {
   }
 }
 
+void AtServerCallEnd(const grpc::ServerContextBase* sc,
+                     std::function<void()> f) {
+  if (std::shared_ptr<ServerCall> call = ServerCallRegistry::Get().Find(sc)) {
+    call->AtEnd(std::move(f));
+    return;
+  }
+  f();
+}
+
 }  // namespace internal
 
 Context FromServerContext(const grpc::ServerContextBase* sc) {

@@ -142,6 +142,17 @@ namespace internal {
 // call. Safe from any thread; never throws.
 void HoldingServerCall(const grpc::ServerContextBase* sc);
 
+// Runs `f` once the call under `sc` is really over -- its status sent (the
+// handler returned, or its reactor called Finish), or the call gone without
+// one -- and not merely once its Context is done (deadline, client cancel):
+// for what a call holds until its handler's work ends (a concurrency slot).
+// At once, on this thread, if `sc` has no live call (interceptor not
+// installed, or the call has ended). Otherwise on the thread that ends the
+// call (the one sending its status), after the Context is released. `f`
+// must not block. Safe from any thread; never throws.
+void AtServerCallEnd(const grpc::ServerContextBase* sc,
+                     std::function<void()> f);
+
 }  // namespace internal
 
 }  // namespace reqctx

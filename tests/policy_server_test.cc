@@ -4,6 +4,8 @@
 // the completion-queue API (the request loop asks AdmitAsync; see
 // tests/policy_test_server.cc and tests/policy_async_test.cc).
 #include <atomic>
+#include <condition_variable>
+#include <mutex>
 #include <memory>
 #include <string>
 #include <thread>
@@ -16,6 +18,7 @@
 #include "gtest/gtest.h"
 #include "interceptors/policy/server_policy.h"
 #include "tests/policy_test_server.h"
+#include "tests/test_timing.h"
 
 namespace reqctx::testing {
 namespace {
@@ -31,8 +34,9 @@ constexpr absl::Duration kBound = kPolicyWaitBound;
 // then policy(), server(), stub().
 class PolicyServerTest : public ::testing::TestWithParam<Api> {
  protected:
-  bool Start(ServerPolicyOptions o) {
-    served_ = std::make_unique<PolicedServer>(GetParam(), std::move(o));
+  bool Start(ServerPolicyOptions o, Behavior behavior = SleepWork) {
+    served_ = std::make_unique<PolicedServer>(GetParam(), std::move(o),
+                                              std::move(behavior));
     return served_->server.ok();
   }
   // Start(o), then a call of `work_ms` (deadline `timeout`) that holds a
@@ -44,6 +48,8 @@ class PolicyServerTest : public ::testing::TestWithParam<Api> {
     return server().WaitHandled(1, kBound);
   }
   CallResult JoinBusy() { return busy_->Join(); }
+  friend void SlotHeldUntilTheHandlerEnds(PolicyServerTest& t,
+                                          bool cancel_first);
   ServerPolicy& policy() { return served_->policy; }
   PolicyTestServer& server() { return served_->server; }
   ::echo::v1::Echo::Stub& stub() { return *served_->stub; }
@@ -360,6 +366,73 @@ TEST_P(PolicyServerTest, PoliciesCombine) {
   EXPECT_EQ(c[PolicyCounter::kDeadlineDefaulted], 1);
 }
 
+// Handlers that IGNORE their Context (issue 19, B10): the first call's
+// handler waits until its Context is done (deadline or client cancel), says
+// so, then keeps working until the test opens the gate; later calls return
+// at once. Counts the handlers running at once, and the most ever.
+class StubbornWork {
+ public:
+  Behavior behavior() {
+    return [this](int index, const Context& ctx,
+                  const ::echo::v1::EchoRequest&) {
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        max_running_ = std::max(max_running_, ++running_);
+      }
+      if (index == 0) {
+        const bool done = ctx.Done().WaitFor(kBound);
+        std::unique_lock<std::mutex> lock(mu_);
+        first_saw_done_ = done;
+        cv_.notify_all();
+        // Not its Context: the gate (bounded, so a broken test ends).
+        cv_.wait_for(lock, absl::ToChronoNanoseconds(kBound),
+                     [&] { return open_; });
+      }
+      std::lock_guard<std::mutex> lock(mu_);
+      --running_;
+      return grpc::Status::OK;
+    };
+  }
+  // Waits until the first handler has seen its Context done.
+  bool WaitFirstSawDone() {
+    std::unique_lock<std::mutex> lock(mu_);
+    return cv_.wait_for(lock, absl::ToChronoNanoseconds(kBound),
+                        [&] { return first_saw_done_; });
+  }
+  void Open() {
+    std::lock_guard<std::mutex> lock(mu_);
+    open_ = true;
+    cv_.notify_all();
+  }
+  int max_running() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return max_running_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  int running_ = 0;           // Guarded by mu_.
+  int max_running_ = 0;       // Guarded by mu_.
+  bool first_saw_done_ = false;  // Guarded by mu_.
+  bool open_ = false;         // Guarded by mu_.
+};
+
+// One slot; the first call's handler outlives its Context (ended by
+// `end_first`: its deadline, or its client's cancel) while a second call
+// waits in the queue. The slot is the first handler's until it returns:
+// the second call runs only after the gate opens, never beside it, and
+// the method's latency window learns the first call's real handling time.
+void SlotHeldUntilTheHandlerEnds(PolicyServerTest& t, bool cancel_first);
+
+TEST_P(PolicyServerTest, SlotIsHeldPastTheDeadlineOfAHandlerThatIgnoresIt) {
+  SlotHeldUntilTheHandlerEnds(*this, /*cancel_first=*/false);
+}
+
+TEST_P(PolicyServerTest, SlotIsHeldPastTheCancelOfAHandlerThatIgnoresIt) {
+  SlotHeldUntilTheHandlerEnds(*this, /*cancel_first=*/true);
+}
+
 INSTANTIATE_TEST_SUITE_P(Apis, PolicyServerTest,
                          ::testing::Values(Api::kSync, Api::kCallback,
                                            Api::kAsync),
@@ -374,6 +447,69 @@ INSTANTIATE_TEST_SUITE_P(Apis, PolicyServerTest,
                            }
                            return "Async";
                          });
+
+
+void SlotHeldUntilTheHandlerEnds(PolicyServerTest& t, bool cancel_first) {
+  const absl::Duration first_deadline =
+      PlainOrSanitized(absl::Milliseconds(300), absl::Milliseconds(600));
+  ServerPolicyOptions o = OneSlot(8, absl::Milliseconds(1));
+  // Learns a minimum budget from the handling times: the whole window's
+  // maximum, once one call has been handled.
+  o.defaults.learned_min_budget_quantile = 1.0;
+  o.defaults.learned_warmup = 1;
+  StubbornWork work;
+  ASSERT_TRUE(t.Start(o, work.behavior()));
+  grpc::ClientContext first_cc;
+  first_cc.set_deadline(absl::ToChronoTime(
+      absl::Now() + (cancel_first ? kBound : first_deadline)));
+  grpc::Status first_status;
+  std::thread first([&] {
+    ::echo::v1::EchoResponse response;
+    first_status = t.stub().Echo(&first_cc, ::echo::v1::EchoRequest(),
+                                 &response);
+  });
+  const bool first_runs = t.server().WaitHandled(1, kBound);
+  BackgroundCall second(t.stub(), kBound, 0);
+  const bool second_queued =
+      PollUntil([&] { return t.policy().Queued() == 1; });
+  if (cancel_first) first_cc.TryCancel();
+  first.join();
+  const bool saw_done = work.WaitFirstSawDone();
+  // The first handler's Context is done; the handler is not. The slot stays
+  // taken: the second call is not admitted. (A broken limit admits it at
+  // once; this waits a while to see that, not to pass.)
+  const bool second_ran_early = PollUntil(
+      [&] { return t.server().handled() >= 2; },
+      PlainOrSanitized(absl::Milliseconds(300), absl::Milliseconds(600)));
+  const int running_while_stubborn = t.policy().Running();
+  const int queued_while_stubborn = t.policy().Queued();
+  const absl::Time opened = absl::Now();
+  work.Open();
+  CallResult r = second.Join();
+  ASSERT_TRUE(first_runs);
+  ASSERT_TRUE(second_queued);
+  EXPECT_TRUE(saw_done);
+  EXPECT_EQ(first_status.error_code(),
+            cancel_first ? grpc::StatusCode::CANCELLED
+                         : grpc::StatusCode::DEADLINE_EXCEEDED);
+  EXPECT_FALSE(second_ran_early);
+  EXPECT_EQ(running_while_stubborn, 1);
+  EXPECT_EQ(queued_while_stubborn, 1);
+  EXPECT_TRUE(r.status.ok()) << r.status.error_message();
+  EXPECT_EQ(work.max_running(), 1);
+  EXPECT_EQ(t.server().handled(), 2);
+  ASSERT_TRUE(PollUntil([&] { return t.policy().Running() == 0; }));
+  // The first call's handling time was what its handler took (at least
+  // until the gate opened), not the span of its Context: a call with less
+  // budget than that is refused by the learned minimum.
+  const absl::Duration first_took =
+      opened - t.server().arrivals()[0].at;
+  CallResult c = CallEcho(t.stub(), first_took * 3 / 4, 0);
+  EXPECT_EQ(c.status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED)
+      << c.status.error_message();
+  EXPECT_NE(c.status.error_message().find("minimum"), std::string::npos)
+      << c.status.error_message();
+}
 
 TEST(ServerPolicyTest, InvalidOptionsAreRefusedByApply) {
   ServerPolicyOptions o;

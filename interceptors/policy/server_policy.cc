@@ -17,7 +17,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
-#include "context/after_func.h"
 #include "google/protobuf/message_lite.h"
 #include "interceptors/policy/policy_metrics.h"
 #include "interceptors/server_interceptor.h"
@@ -138,26 +137,6 @@ std::string PushbackValue(absl::Duration pushback) {
                                                absl::Ceil(pushback, absl::Milliseconds(1)))));
 }
 
-// Runs `f` once `ctx` is done, keeping its own AfterFunc armed until then
-// (the call's Context is always done when the call ends).
-void RunOnceDone(const Context& ctx, std::function<void()> f) {
-  struct Keep {
-    std::mutex mu;
-    AfterFuncHandle handle;
-    bool ran = false;
-  };
-  auto keep = std::make_shared<Keep>();
-  AfterFuncHandle h = AfterFunc(ctx, [keep, f = std::move(f)] {
-    f();
-    AfterFuncHandle self;  // Destroyed inside f: does not wait.
-    std::lock_guard<std::mutex> lock(keep->mu);
-    keep->ran = true;
-    self = std::move(keep->handle);
-  });
-  std::lock_guard<std::mutex> lock(keep->mu);
-  if (!keep->ran) keep->handle = std::move(h);
-}
-
 class PolicyHandler final : public MethodHandler {
  public:
   PolicyHandler(ServerPolicy* policy,
@@ -252,13 +231,15 @@ class PolicyHandler final : public MethodHandler {
     std::shared_ptr<ServerPolicy::MethodState> state = state_;
     LoadShedder* shedder = release ? state_->ps->shedder.get() : nullptr;
     if (callback_) {
-      // The handler only starts the call; it ends when the call's Context
-      // is done (the glue cancels it when the call ends).
-      RunOnceDone(FromServerContext(param.server_context),
-                  [state, shedder, start] {
-                    state->window.Add(absl::Now() - start);
-                    if (shedder != nullptr) shedder->Release();
-                  });
+      // The handler only starts the call; it ends when its reactor finishes
+      // (the status is sent) -- not when its Context is done: a handler
+      // that ignores its Context keeps working past a deadline or a cancel,
+      // and keeps its slot until then.
+      internal::AtServerCallEnd(param.server_context,
+                                [state, shedder, start] {
+                                  state->window.Add(absl::Now() - start);
+                                  if (shedder != nullptr) shedder->Release();
+                                });
       inner_->RunHandler(param);
       return;
     }

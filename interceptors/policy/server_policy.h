@@ -30,9 +30,12 @@
 //      the queue on their gRPC thread; callback and async calls are queued
 //      without blocking a thread and started by the call that frees their
 //      slot.
-// Each method's handling time (admission to handler return, to the end of
-// the call on the callback API, to AsyncAdmission::Done on the async API)
-// feeds its LatencyWindow, from which the
+// A call holds its concurrency slot until its handler's work really ends --
+// the handler returns (sync API), its reactor calls Finish (callback API),
+// AsyncAdmission::Done (async API) -- not merely until its Context is done:
+// a handler that ignores its Context past a deadline, a reply margin or a
+// client cancel still counts against the limit. Each method's handling time
+// (admission to that end) feeds its LatencyWindow, from which the
 // learned minimum budget and the shedder's expected handling time come.
 // The handler's Context gets the effective deadline (default/cap) minus the
 // reply margin, and its criticality (from the `baggage` header the glue puts
