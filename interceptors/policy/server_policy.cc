@@ -86,14 +86,6 @@ std::optional<absl::Time> DeadlineOf(const grpc::ServerContextBase& sc) {
   return absl::FromUnixSeconds(real.tv_sec) + absl::Nanoseconds(real.tv_nsec);
 }
 
-Criticality CriticalityOfCall(const grpc::ServerContextBase& sc) {
-  const auto& md = sc.client_metadata();
-  auto it = md.find(kBaggageHeader);
-  if (it == md.end()) return Criticality::kDefault;
-  return CriticalityFromBaggage(
-      std::string_view(it->second.data(), it->second.size()));
-}
-
 }  // namespace
 
 absl::Status ServerPolicy::MethodState::CheckArrival(
@@ -160,7 +152,10 @@ class PolicyHandler final : public MethodHandler {
 
   void RunHandler(const HandlerParameter& param) override {
     grpc::ServerContextBase& sc = *param.server_context;
-    const Criticality crit = CriticalityOfCall(sc);
+    // The call's Context: its criticality is the glue's (every `baggage`
+    // header, joined), after this policy's trust rule (CallRules).
+    Context call_ctx = FromServerContext(&sc);
+    const Criticality crit = CriticalityOf(call_ctx);
     // 1. Deadline rules and minimum budget.
     if (param.status.ok()) {
       absl::Status refused =
@@ -173,10 +168,9 @@ class PolicyHandler final : public MethodHandler {
     // 2. Load shedding.
     LoadShedder* shedder = state_->ps->shedder.get();
     if (shedder == nullptr || !param.status.ok()) {
-      Run(param, /*release=*/false);
+      Run(param, ShedSlot());
       return;
     }
-    Context call_ctx = FromServerContext(&sc);
     const absl::Duration expected = state_->ExpectedHandling();
     if (callback_) {
       // The call may wait in the queue before its handler starts, and until
@@ -211,7 +205,7 @@ class PolicyHandler final : public MethodHandler {
                ShedDecision d) {
     RecordShedDecision(state_->metrics, d, crit);
     if (d.status.ok()) {
-      Run(param, /*release=*/true);
+      Run(param, std::move(d.slot));
       return;
     }
     std::optional<absl::Duration> pushback;
@@ -224,28 +218,27 @@ class PolicyHandler final : public MethodHandler {
            pushback);
   }
 
-  // Passes the call to the original handler, timing it; `release`: give
-  // the shedder slot back when done.
-  void Run(const HandlerParameter& param, bool release) {
+  // Passes the call to the original handler, timing it; `slot` (if held)
+  // is given back when the call is over.
+  void Run(const HandlerParameter& param, ShedSlot slot) {
     const absl::Time start = absl::Now();
     std::shared_ptr<ServerPolicy::MethodState> state = state_;
-    LoadShedder* shedder = release ? state_->ps->shedder.get() : nullptr;
     if (callback_) {
       // The handler only starts the call; it ends when its reactor finishes
       // (the status is sent) -- not when its Context is done: a handler
       // that ignores its Context keeps working past a deadline or a cancel,
       // and keeps its slot until then.
-      internal::AtServerCallEnd(param.server_context,
-                                [state, shedder, start] {
-                                  state->window.Add(absl::Now() - start);
-                                  if (shedder != nullptr) shedder->Release();
-                                });
+      auto held = std::make_shared<ShedSlot>(std::move(slot));
+      internal::AtServerCallEnd(param.server_context, [state, held, start] {
+        state->window.Add(absl::Now() - start);
+        held->Release();
+      });
       inner_->RunHandler(param);
       return;
     }
     inner_->RunHandler(param);
     state->window.Add(absl::Now() - start);
-    if (shedder != nullptr) shedder->Release();
+    slot.Release();
   }
 
   // Destroys the request the original handler deserialized (it would have
@@ -455,19 +448,21 @@ void ServerPolicy::AdmitAsync(std::string_view full_method,
                               grpc::CompletionQueue* cq, void* tag,
                               AsyncAdmission* admission) {
   std::shared_ptr<MethodState> state = StateFor(full_method);
-  const Criticality crit = CriticalityOfCall(*sc);
+  Context call_ctx = FromServerContext(sc);
+  const Criticality crit = CriticalityOf(call_ctx);
   absl::Status refused = state->CheckArrival(*sc, crit, *counters_);
   LoadShedder* shedder = state->ps->shedder.get();
   if (!refused.ok() || shedder == nullptr) {
-    admission->Decide(std::move(state), nullptr,
-                      {std::move(refused), absl::ZeroDuration()}, cq, tag);
+    ShedDecision d;
+    d.status = std::move(refused);
+    admission->Decide(std::move(state), std::move(d), cq, tag);
     return;
   }
   const absl::Duration expected = state->ExpectedHandling();
-  shedder->Acquire(FromServerContext(sc), crit, expected,
-                   [admission, state, shedder, crit, cq, tag](ShedDecision d) {
+  shedder->Acquire(call_ctx, crit, expected,
+                   [admission, state, crit, cq, tag](ShedDecision d) {
                      RecordShedDecision(state->metrics, d, crit);
-                     admission->Decide(state, shedder, std::move(d), cq, tag);
+                     admission->Decide(state, std::move(d), cq, tag);
                    });
 }
 
@@ -476,8 +471,8 @@ AsyncAdmission::AsyncAdmission() = default;
 AsyncAdmission::~AsyncAdmission() { Done(); }
 
 void AsyncAdmission::Decide(std::shared_ptr<ServerPolicy::MethodState> state,
-                            LoadShedder* shedder, ShedDecision d,
-                            grpc::CompletionQueue* cq, void* tag) {
+                            ShedDecision d, grpc::CompletionQueue* cq,
+                            void* tag) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     state_ = std::move(state);
@@ -485,7 +480,7 @@ void AsyncAdmission::Decide(std::shared_ptr<ServerPolicy::MethodState> state,
     if (status_.code() == absl::StatusCode::kResourceExhausted) {
       pushback_ = d.pushback;
     }
-    shedder_ = status_.ok() ? shedder : nullptr;
+    slot_ = std::move(d.slot);
     admitted_at_ = absl::Now();
     decided_ = true;
   }
@@ -524,18 +519,18 @@ grpc::Status AsyncAdmission::Refusal(grpc::ServerContext* sc) const {
 
 void AsyncAdmission::Done() {
   std::shared_ptr<ServerPolicy::MethodState> state;
-  LoadShedder* shedder = nullptr;
+  ShedSlot slot;
   absl::Duration handling;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (!decided_ || done_ || !status_.ok()) return;
     done_ = true;
     state = state_;
-    shedder = shedder_;
+    slot = std::move(slot_);
     handling = absl::Now() - admitted_at_;
   }
   state->window.Add(handling);
-  if (shedder != nullptr) shedder->Release();
+  slot.Release();
 }
 
 }  // namespace reqctx::policy

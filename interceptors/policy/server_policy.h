@@ -216,12 +216,11 @@ class AsyncAdmission {
  private:
   friend class ServerPolicy;
   void Decide(std::shared_ptr<ServerPolicy::MethodState> state,
-              LoadShedder* shedder, ShedDecision d, grpc::CompletionQueue* cq,
-              void* tag);
+              ShedDecision d, grpc::CompletionQueue* cq, void* tag);
 
   mutable std::mutex mu_;
   std::shared_ptr<ServerPolicy::MethodState> state_;  // Guarded by mu_.
-  LoadShedder* shedder_ = nullptr;  // The slot to give back. Guarded.
+  ShedSlot slot_;                   // Held while admitted. Guarded by mu_.
   absl::Status status_;             // Guarded by mu_.
   std::optional<absl::Duration> pushback_;  // Guarded by mu_.
   absl::Time admitted_at_;          // Guarded by mu_.
