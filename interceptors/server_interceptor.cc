@@ -158,8 +158,10 @@ void BeginCall(ServerCall& call, ServerApi api, const char* method,
   if (trace.tracestate.has_value()) {
     ctx = internal::WithTracestate(ctx, std::move(*trace.tracestate));
   }
-  if (rules.values) ctx = rules.values(method, ctx, metadata);
   ctx = WithIncomingBaggage(ctx, headers.baggages);
+  if (rules.values) {
+    ctx = rules.values(method, ctx, metadata, *call.server_context());
+  }
   call.observer().Start(method, ctx, arrival_ns, remaining,
                         {traceparents.data(), traceparents.size()});
   std::optional<internal::IncomingDeadline> deadline;

@@ -104,10 +104,15 @@ struct ServerCallRules {
       std::string_view method, std::optional<absl::Duration> remaining)>
       deadline;
   // Derives the handler's Context from the glue's (values only: it must not
-  // add a cancel layer), given the method and the incoming metadata.
+  // add a cancel layer), given the method, the incoming metadata and the
+  // call's context (for its peer() or auth_context()). Runs last: `ctx`
+  // already carries the trace and the incoming baggage (so a rule may
+  // replace what the caller claimed there, as ServerPolicy's criticality
+  // trust does).
   std::function<Context(
       std::string_view method, const Context& ctx,
-      const std::multimap<grpc::string_ref, grpc::string_ref>& metadata)>
+      const std::multimap<grpc::string_ref, grpc::string_ref>& metadata,
+      const grpc::ServerContextBase& sc)>
       values;
 };
 

@@ -18,6 +18,8 @@
 #include "gtest/gtest.h"
 #include "interceptors/policy/server_policy.h"
 #include "tests/policy_test_server.h"
+#include "w3c/baggage.h"
+#include "w3c/baggage_context.h"
 #include "tests/test_timing.h"
 
 namespace reqctx::testing {
@@ -42,14 +44,18 @@ class PolicyServerTest : public ::testing::TestWithParam<Api> {
   // Start(o), then a call of `work_ms` (deadline `timeout`) that holds a
   // slot: true once its handler runs. JoinBusy() waits for it to end.
   bool StartHoldingTheSlot(ServerPolicyOptions o, int64_t work_ms,
-                           absl::Duration timeout = absl::Seconds(10)) {
-    if (!Start(std::move(o))) return false;
+                           absl::Duration timeout = absl::Seconds(10),
+                           Behavior behavior = SleepWork) {
+    if (!Start(std::move(o), std::move(behavior))) return false;
     busy_ = std::make_unique<BackgroundCall>(stub(), timeout, work_ms);
     return server().WaitHandled(1, kBound);
   }
   CallResult JoinBusy() { return busy_->Join(); }
   friend void SlotHeldUntilTheHandlerEnds(PolicyServerTest& t,
                                           bool cancel_first);
+  friend int ClaimsThatEvict(PolicyServerTest& t, ServerPolicyOptions o,
+                             const std::vector<std::string>& headers,
+                             int claims);
   ServerPolicy& policy() { return served_->policy; }
   PolicyTestServer& server() { return served_->server; }
   ::echo::v1::Echo::Stub& stub() { return *served_->stub; }
@@ -366,6 +372,73 @@ TEST_P(PolicyServerTest, PoliciesCombine) {
   EXPECT_EQ(c[PolicyCounter::kDeadlineDefaulted], 1);
 }
 
+// Criticality trust (issue 19, A4). One slot held by a busy call, a queue
+// of one holding a call with no criticality (default); then `claims` calls,
+// one after another, each with `headers` as its `baggage` headers. Returns
+// how many claims evicted the queued call (a claim that is believed
+// critical evicts it; one that is not is refused, queue full, and the
+// queued call runs once the busy one ends).
+int ClaimsThatEvict(PolicyServerTest& t, ServerPolicyOptions o,
+                    const std::vector<std::string>& headers, int claims = 1);
+
+TEST_P(PolicyServerTest, CriticalityTrustedFromEveryoneByDefault) {
+  EXPECT_EQ(ClaimsThatEvict(*this, OneSlot(1, absl::Milliseconds(1)),
+                            {"criticality=critical"}),
+            1);
+}
+
+TEST_P(PolicyServerTest, UntrustedCriticalFloodDoesNotOutrankTheServersCalls) {
+  ServerPolicyOptions o = OneSlot(1, absl::Milliseconds(1));
+  o.criticality.trust = policy::CriticalityTrust::kNobody;
+  EXPECT_EQ(ClaimsThatEvict(*this, o, {"criticality=critical"}, 5), 0);
+}
+
+TEST_P(PolicyServerTest, CriticalityTrustedOnlyFromListedPeers) {
+  ServerPolicyOptions listed = OneSlot(1, absl::Milliseconds(1));
+  listed.criticality.trust = policy::CriticalityTrust::kListedPeers;
+  listed.criticality.trusted_peers = {"10.0.0.0/8", "127.0.0.0/8"};
+  EXPECT_EQ(ClaimsThatEvict(*this, listed, {"criticality=critical"}), 1);
+  ServerPolicyOptions others = listed;
+  others.criticality.trusted_peers = {"10.0.0.0/8", "::1", "127.0.0.2"};
+  EXPECT_EQ(ClaimsThatEvict(*this, others, {"criticality=critical"}), 0);
+}
+
+// Several `baggage` headers are one list (the glue joins them, the last
+// `criticality` member wins): the shedder sees the criticality the
+// handler's Context has, not the first header's.
+TEST_P(PolicyServerTest, ShedderAndHandlerReadEveryBaggageHeader) {
+  EXPECT_EQ(ClaimsThatEvict(*this, OneSlot(1, absl::Milliseconds(1)),
+                            {"a=1", "criticality=critical"}),
+            1);
+  std::vector<Arrival> a = server().arrivals();
+  ASSERT_EQ(a.size(), 2u);  // The busy call, then the claim.
+  EXPECT_EQ(a[1].criticality, policy::Criticality::kCritical);
+}
+
+TEST_P(PolicyServerTest, UntrustedClaimIsReplacedInTheHandlersContext) {
+  ServerPolicyOptions o;
+  o.criticality.trust = policy::CriticalityTrust::kNobody;
+  o.criticality.untrusted = policy::Criticality::kSheddable;
+  std::mutex mu;
+  std::string passed_on;  // Guarded by mu.
+  ASSERT_TRUE(Start(o, [&](int, const Context& ctx,
+                           const ::echo::v1::EchoRequest&) {
+    std::lock_guard<std::mutex> lock(mu);
+    passed_on = FormatBaggage(Baggage(ctx).members());
+    return grpc::Status::OK;
+  }));
+  ASSERT_TRUE(CallEchoWithHeaders(stub(), absl::Seconds(5), 0,
+                                  {"x=1,criticality=critical"})
+                  .status.ok());
+  std::vector<Arrival> a = server().arrivals();
+  ASSERT_EQ(a.size(), 1u);
+  EXPECT_EQ(a[0].criticality, policy::Criticality::kSheddable);
+  std::lock_guard<std::mutex> lock(mu);
+  // What the next hop would get: the caller's other members, the server's
+  // criticality.
+  EXPECT_EQ(passed_on, "x=1,criticality=sheddable");
+}
+
 // Handlers that IGNORE their Context (issue 19, B10): the first call's
 // handler waits until its Context is done (deadline or client cancel), says
 // so, then keeps working until the test opens the gate; later calls return
@@ -449,6 +522,75 @@ INSTANTIATE_TEST_SUITE_P(Apis, PolicyServerTest,
                          });
 
 
+
+int ClaimsThatEvict(PolicyServerTest& t, ServerPolicyOptions o,
+                    const std::vector<std::string>& headers, int claims) {
+  // The first call holds the slot until the gate opens; the others return
+  // at once.
+  std::mutex mu;
+  std::condition_variable cv;
+  bool open = false;  // Guarded by mu.
+  auto open_gate = [&] {
+    std::lock_guard<std::mutex> lock(mu);
+    open = true;
+    cv.notify_all();
+  };
+  if (!t.StartHoldingTheSlot(
+          std::move(o), 0, kBound,
+          [&](int index, const Context&, const ::echo::v1::EchoRequest&) {
+            if (index == 0) {
+              std::unique_lock<std::mutex> lock(mu);
+              cv.wait_for(lock, absl::ToChronoNanoseconds(kBound),
+                          [&] { return open; });
+            }
+            return grpc::Status::OK;
+          })) {
+    ADD_FAILURE() << "server did not start";
+    open_gate();
+    return -1;
+  }
+  BackgroundCall queued(t.stub(), kBound, 0);
+  const bool was_queued = PollUntil([&] { return t.policy().Queued() == 1; });
+  std::vector<std::unique_ptr<std::thread>> calls;
+  std::vector<CallResult> results(claims);
+  auto decided = [&] {
+    policy::PolicyCountersSnapshot c = t.policy().Counters();
+    return c[PolicyCounter::kShedQueueFull] + c[PolicyCounter::kShedEvicted];
+  };
+  for (int i = 0; was_queued && i < claims; ++i) {
+    calls.push_back(std::make_unique<std::thread>([&, i] {
+      results[i] = CallEchoWithHeaders(t.stub(), kBound, 0, headers);
+    }));
+    // Refused (queue full), or the queued call evicted: one decision each.
+    EXPECT_TRUE(PollUntil([&] { return decided() == i + 1; }));
+    if (t.policy().Counters()[PolicyCounter::kShedEvicted] > 0) break;
+  }
+  open_gate();
+  for (auto& c : calls) c->join();
+  const CallResult q = queued.Join();
+  t.JoinBusy();
+  EXPECT_TRUE(was_queued);
+  const int evicted =
+      static_cast<int>(t.policy().Counters()[PolicyCounter::kShedEvicted]);
+  for (size_t i = 0; i < calls.size(); ++i) {
+    const CallResult& claim = results[i];
+    if (evicted > 0 && i + 1 == calls.size()) {
+      EXPECT_TRUE(claim.status.ok()) << claim.status.error_message();
+    } else {
+      EXPECT_EQ(claim.status.error_code(),
+                grpc::StatusCode::RESOURCE_EXHAUSTED);
+      EXPECT_NE(claim.status.error_message().find("queue full"),
+                std::string::npos)
+          << claim.status.error_message();
+    }
+  }
+  EXPECT_EQ(q.status.error_code(), evicted > 0
+                                       ? grpc::StatusCode::RESOURCE_EXHAUSTED
+                                       : grpc::StatusCode::OK)
+      << q.status.error_message();
+  return evicted;
+}
+
 void SlotHeldUntilTheHandlerEnds(PolicyServerTest& t, bool cancel_first) {
   const absl::Duration first_deadline =
       PlainOrSanitized(absl::Milliseconds(300), absl::Milliseconds(600));
@@ -520,6 +662,23 @@ TEST(ServerPolicyTest, InvalidOptionsAreRefusedByApply) {
   EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_NE(s.message().find("/echo.v1.Echo/Echo"), std::string::npos);
   EXPECT_FALSE(policy.Apply(nullptr).ok());
+}
+
+TEST(ServerPolicyTest, CriticalityTrustOptionsAreValidated) {
+  ServerPolicyOptions o;
+  o.criticality.trust = policy::CriticalityTrust::kListedPeers;
+  absl::Status s = ServerPolicy(o).Validate();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("criticality.trusted_peers"), std::string::npos)
+      << s;
+  o.criticality.trusted_peers = {"127.0.0.1", "10.0.0.0/40"};
+  s = ServerPolicy(o).Validate();
+  EXPECT_NE(s.message().find("10.0.0.0/40"), std::string::npos) << s;
+  o.criticality.trusted_peers = {"127.0.0.1", "10.0.0.0/8"};
+  EXPECT_TRUE(ServerPolicy(o).Validate().ok());
+  o.criticality.untrusted = static_cast<policy::Criticality>(7);
+  s = ServerPolicy(o).Validate();
+  EXPECT_NE(s.message().find("criticality.untrusted"), std::string::npos) << s;
 }
 
 }  // namespace

@@ -24,6 +24,7 @@
 #include "interceptors/policy/detach.h"
 #include "interceptors/policy/latency_window.h"
 #include "interceptors/policy/load_shedder.h"
+#include "interceptors/policy/peer_ranges.h"
 #include "interceptors/policy/policy_counters.h"
 #include "w3c/baggage_context.h"
 
@@ -544,6 +545,46 @@ TEST(LoadShedderTest, ManyThreadsBalance) {
   EXPECT_EQ(max_running, kLimit);  // Slots overlapped, up to the limit only.
   EXPECT_EQ(s.running(), 0);
   EXPECT_EQ(s.queued(), 0);
+}
+
+TEST(PeerRangesTest, MatchesGrpcPeersAgainstRanges) {
+  absl::StatusOr<PeerRanges> r =
+      PeerRanges::Parse({"10.0.0.0/8", "192.168.1.7", "[::1]", "fd00::/8"});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE(r->Contains("ipv4:10.200.3.4:5555"));
+  EXPECT_TRUE(r->Contains("ipv4:192.168.1.7:1"));
+  EXPECT_FALSE(r->Contains("ipv4:192.168.1.8:1"));
+  EXPECT_FALSE(r->Contains("ipv4:11.0.0.1:5555"));
+  EXPECT_TRUE(r->Contains("ipv6:[::1]:5555"));
+  EXPECT_TRUE(r->Contains("ipv6:%5B::1%5D:5555"));
+  EXPECT_TRUE(r->Contains("ipv6:[fd12:3456::1]:80"));
+  EXPECT_FALSE(r->Contains("ipv6:[fe80::1]:80"));
+  // An IPv4 peer seen through an IPv6 socket is its IPv4 address.
+  EXPECT_TRUE(r->Contains("ipv6:[::ffff:10.1.1.1]:5555"));
+  // Not an IP peer, or malformed: in no range.
+  for (const char* peer : {"", "unix:/tmp/sock", "ipv4:", "ipv4:10.0.0.1",
+                           "ipv6:::1:5", "ipv6:[::1", "ipv4:10.0.0.1x:5",
+                           "ipv4:[::1]:5", "10.0.0.1:5"}) {
+    EXPECT_FALSE(r->Contains(peer)) << peer;
+  }
+  absl::StatusOr<PeerRanges> all = PeerRanges::Parse({"0.0.0.0/0"});
+  ASSERT_TRUE(all.ok());
+  EXPECT_TRUE(all->Contains("ipv4:1.2.3.4:5"));
+  EXPECT_FALSE(all->Contains("ipv6:[::2]:5"));
+  EXPECT_FALSE(PeerRanges().Contains("ipv4:1.2.3.4:5"));
+}
+
+TEST(PeerRangesTest, MalformedRangesAreNamed) {
+  for (const char* bad : {"", "10.0.0.0/33", "::1/129", "10.0.0.0/-1",
+                          "10.0.0.0/x", "example.com", "10.0.0.0/8/8",
+                          "1.2.3.4:80"}) {
+    absl::StatusOr<PeerRanges> r = PeerRanges::Parse({"127.0.0.1", bad});
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(r.status().message().find(std::string("\"") + bad + "\""),
+              std::string::npos)
+        << r.status();
+  }
 }
 
 TEST(DetachTest, OutlivesTheCallButNotTheGrace) {

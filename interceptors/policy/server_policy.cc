@@ -338,6 +338,11 @@ ServerPolicy::ServerPolicy(ServerPolicyOptions options)
     }
     return ps;
   };
+  if (absl::StatusOr<PeerRanges> r =
+          PeerRanges::Parse(options_.criticality.trusted_peers);
+      r.ok()) {
+    trusted_peers_ = *std::move(r);
+  }
   default_state_ = make(options_.defaults);
   for (const auto& [name, p] : options_.methods) {
     method_states_.emplace(name, make(p));
@@ -347,6 +352,35 @@ ServerPolicy::ServerPolicy(ServerPolicyOptions options)
 ServerPolicy::~ServerPolicy() = default;
 
 absl::Status ServerPolicy::Validate() const {
+  const CriticalityTrustOptions& trust = options_.criticality;
+  if (absl::StatusOr<PeerRanges> r = PeerRanges::Parse(trust.trusted_peers);
+      !r.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("criticality.trusted_peers: ", r.status().message()));
+  }
+  if (trust.trust == CriticalityTrust::kListedPeers &&
+      trust.trusted_peers.empty()) {
+    return absl::InvalidArgumentError(
+        "criticality.trusted_peers: empty, but trust is kListedPeers (use "
+        "kNobody to trust no caller)");
+  }
+  switch (trust.trust) {
+    case CriticalityTrust::kEveryone:
+    case CriticalityTrust::kNobody:
+    case CriticalityTrust::kListedPeers:
+      break;
+    default:
+      return absl::InvalidArgumentError("criticality.trust: unknown value");
+  }
+  switch (trust.untrusted) {
+    case Criticality::kSheddable:
+    case Criticality::kDefault:
+    case Criticality::kCritical:
+      break;
+    default:
+      return absl::InvalidArgumentError(
+          "criticality.untrusted: unknown value");
+  }
   absl::Status s = ValidateMethodPolicy(options_.defaults);
   if (!s.ok()) return absl::InvalidArgumentError(absl::StrCat("defaults: ", s.message()));
   for (const auto& [name, p] : options_.methods) {
@@ -432,15 +466,37 @@ ServerCallRules ServerPolicy::CallRules() const {
     if (!d.has_value()) return std::nullopt;
     return *d - now;
   };
-  // The criticality needs no rule: the glue puts the call's baggage in its
-  // Context, where CriticalityOf finds it. The method's metric handles go
-  // in, so DetachWithBound counts under the call's method.
+  // The glue puts the call's baggage (every `baggage` header, joined) in its
+  // Context, where CriticalityOf finds it; this rule runs after that, and
+  // replaces the criticality of a caller that is not trusted. The method's
+  // metric handles go in, so DetachWithBound counts under the call's
+  // method.
   rules.values =
-      [](std::string_view method, const Context& ctx,
-         const std::multimap<grpc::string_ref, grpc::string_ref>&) {
-        return WithPolicyMethod(ctx, &metrics::PolicyMethod(method));
+      [this](std::string_view method, const Context& ctx,
+             const std::multimap<grpc::string_ref, grpc::string_ref>&,
+             const grpc::ServerContextBase& sc) {
+        Context c = WithPolicyMethod(ctx, &metrics::PolicyMethod(method));
+        if (options_.criticality.trust == CriticalityTrust::kEveryone) {
+          return c;
+        }
+        return WithTrustedCriticality(c, sc.peer());
       };
   return rules;
+}
+
+Context ServerPolicy::WithTrustedCriticality(const Context& ctx,
+                                             std::string_view peer) const {
+  const CriticalityTrustOptions& trust = options_.criticality;
+  switch (trust.trust) {
+    case CriticalityTrust::kEveryone:
+      return ctx;
+    case CriticalityTrust::kListedPeers:
+      if (trusted_peers_.Contains(peer)) return ctx;
+      break;
+    case CriticalityTrust::kNobody:
+      break;
+  }
+  return WithCriticality(ctx, trust.untrusted);
 }
 
 void ServerPolicy::AdmitAsync(std::string_view full_method,

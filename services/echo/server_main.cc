@@ -51,6 +51,7 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 #include "interceptors/observability.h"
 #include "interceptors/policy/policy_counters.h"
 #include "metrics/metrics.h"
@@ -92,6 +93,14 @@ ABSL_FLAG(int, max_queue, -1,
           "calls that may wait for a slot (-1: 4 x --max_concurrency)");
 ABSL_FLAG(int64_t, expected_handling_ms, 1,
           "handling time the shedder assumes until it has measured one");
+ABSL_FLAG(std::string, criticality_trust, "all",
+          "whose `criticality` (in the W3C baggage header) the server "
+          "believes: all (every caller: a server behind a trusted edge), "
+          "none (no caller: the edge; calls get --untrusted_criticality), or "
+          "a comma-separated list of peer address ranges (10.0.0.0/8,::1)");
+ABSL_FLAG(std::string, untrusted_criticality, "default",
+          "criticality of a call whose caller is not trusted: default, "
+          "sheddable or critical");
 ABSL_FLAG(int, retry_max_attempts, 1,
           "attempts per call to --next (1: no retries)");
 ABSL_FLAG(double, retry_budget, 0.1,
@@ -153,6 +162,37 @@ absl::Status CheckNotNegative(
     }
   }
   return absl::OkStatus();
+}
+
+// --criticality_trust and --untrusted_criticality as options;
+// InvalidArgument naming the flag for a bad value (a malformed peer range
+// is reported by EchoServer::Start, naming it).
+absl::StatusOr<reqctx::policy::CriticalityTrustOptions> CriticalityTrustFlags() {
+  using reqctx::policy::Criticality;
+  using reqctx::policy::CriticalityTrust;
+  reqctx::policy::CriticalityTrustOptions o;
+  const std::string trust = absl::GetFlag(FLAGS_criticality_trust);
+  if (trust == "all") {
+    o.trust = CriticalityTrust::kEveryone;
+  } else if (trust == "none") {
+    o.trust = CriticalityTrust::kNobody;
+  } else {
+    o.trust = CriticalityTrust::kListedPeers;
+    o.trusted_peers = absl::StrSplit(trust, ',');
+  }
+  const std::string untrusted = absl::GetFlag(FLAGS_untrusted_criticality);
+  if (untrusted == "default") {
+    o.untrusted = Criticality::kDefault;
+  } else if (untrusted == "sheddable") {
+    o.untrusted = Criticality::kSheddable;
+  } else if (untrusted == "critical") {
+    o.untrusted = Criticality::kCritical;
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--untrusted_criticality: \"", untrusted,
+                     "\" is not default, sheddable or critical"));
+  }
+  return o;
 }
 
 // Reports a start-up failure; main returns its result.
@@ -244,6 +284,10 @@ int main(int argc, char** argv) {
   p.max_concurrency = absl::GetFlag(FLAGS_max_concurrency);
   p.max_queue = absl::GetFlag(FLAGS_max_queue);
   p.expected_handling = Ms(FLAGS_expected_handling_ms);
+  absl::StatusOr<reqctx::policy::CriticalityTrustOptions> trust =
+      CriticalityTrustFlags();
+  if (!trust.ok()) return Fail(trust.status());
+  options.server_policy.criticality = *std::move(trust);
   options.retry.max_attempts = absl::GetFlag(FLAGS_retry_max_attempts);
   options.retry.attempt_timeout =
       MsIfSet(FLAGS_retry_attempt_timeout_ms).value_or(
