@@ -214,7 +214,11 @@ class ServerCallInterceptor final : public grpc::experimental::Interceptor {
     }
     if (methods->QueryInterceptionHookPoint(
             InterceptionHookPoints::PRE_SEND_STATUS)) {
-      call()->OnStatusSending(methods->GetSendStatus().error_code());
+      const grpc::Status status = methods->GetSendStatus();
+      if (rules_->trailers) {
+        rules_->trailers(method_, status, methods->GetSendTrailingMetadata());
+      }
+      call()->OnStatusSending(status.error_code());
     }
     if (methods->QueryInterceptionHookPoint(
             InterceptionHookPoints::POST_RECV_CLOSE)) {

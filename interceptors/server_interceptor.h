@@ -84,6 +84,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <string>
 #include <string_view>
 
 #include "absl/time/time.h"
@@ -93,8 +94,9 @@ namespace reqctx {
 
 // Optional per-call rules a server adds to the glue (reqctx::policy's
 // ServerPolicy installs its deadline policies and criticality this way).
-// Both run once per call, when its metadata arrives, before the handler; a
-// rule left empty changes nothing.
+// `deadline` and `values` run once per call, when its metadata arrives,
+// before the handler; `trailers` when its status is sent; a rule left empty
+// changes nothing.
 struct ServerCallRules {
   // Given the full method name ("/pkg.Service/Method") and the call's
   // remaining time at arrival (nullopt: no deadline), the remaining time the
@@ -114,6 +116,13 @@ struct ServerCallRules {
       const std::multimap<grpc::string_ref, grpc::string_ref>& metadata,
       const grpc::ServerContextBase& sc)>
       values;
+  // Given the method and the status about to be sent (by the handler, or by
+  // gRPC itself, as its "Server Threadpool Exhausted" refusal), may add to
+  // the call's trailing metadata. Runs on the thread sending the status;
+  // must not block.
+  std::function<void(std::string_view method, const grpc::Status& status,
+                     std::multimap<std::string, std::string>* trailers)>
+      trailers;
 };
 
 // Sets `builder`'s interceptor list to reqctx's server interceptor. (To

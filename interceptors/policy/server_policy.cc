@@ -124,6 +124,12 @@ absl::Status ServerPolicy::MethodState::CheckArrival(
 
 namespace {
 
+// The status message of gRPC 1.51's synchronous server when a call arrives
+// and its thread quota (ResourceQuota::SetMaxThreads) leaves no thread to
+// run it: gRPC answers RESOURCE_EXHAUSTED itself, before any handler.
+constexpr std::string_view kGrpcThreadpoolExhausted =
+    "Server Threadpool Exhausted";
+
 std::string PushbackValue(absl::Duration pushback) {
   return absl::StrCat(std::max<int64_t>(1, absl::ToInt64Milliseconds(
                                                absl::Ceil(pushback, absl::Milliseconds(1)))));
@@ -481,6 +487,20 @@ ServerCallRules ServerPolicy::CallRules() const {
         }
         return WithTrustedCriticality(c, sc.peer());
       };
+  // gRPC's own refusal when its synchronous server has no thread left
+  // (grpc::ResourceQuota::SetMaxThreads) carries no pushback: add one, so
+  // every RESOURCE_EXHAUSTED this server sends for overload tells the client
+  // when to come back (a handler's own RESOURCE_EXHAUSTED is left alone).
+  rules.trailers = [this](std::string_view method, const grpc::Status& status,
+                          std::multimap<std::string, std::string>* trailers) {
+    if (status.error_code() != grpc::StatusCode::RESOURCE_EXHAUSTED ||
+        status.error_message() != kGrpcThreadpoolExhausted ||
+        trailers == nullptr || trailers->count(kRetryPushbackHeader) > 0) {
+      return;
+    }
+    trailers->emplace(kRetryPushbackHeader,
+                      PushbackValue(PolicyFor(method).expected_handling));
+  };
   return rules;
 }
 

@@ -50,6 +50,17 @@
 // (process-wide, Counters()) and per method in the reqctx_policy_*
 // Prometheus families (policy_metrics.h).
 //
+// gRPC's own overload refusal: a synchronous server with a thread quota
+// (grpc::ResourceQuota::SetMaxThreads) that has no thread left for a new
+// call answers it RESOURCE_EXHAUSTED "Server Threadpool Exhausted" itself,
+// before any handler or this policy's queue (gRPC 1.51 does not wait for a
+// thread). The interceptors installed by InstallInterceptors add a
+// `grpc-retry-pushback-ms` of the method's expected_handling (>= 1 ms) to
+// that refusal, so every overload refusal of the server carries a pushback.
+// Give the quota room above max_concurrency + max_queue (queued sync calls
+// hold their thread) so the policy, which knows deadlines and criticality,
+// decides first.
+//
 // Requirements: Apply() before the service is registered with a
 // ServerBuilder (gRPC reads the handlers then), once per service; the
 // request messages of sync and (non-raw) callback methods are protobuf

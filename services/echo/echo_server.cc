@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <grpcpp/security/server_credentials.h>
+#include <grpcpp/resource_quota.h>
 #include <grpcpp/server_builder.h>
 
 #include <chrono>
@@ -35,6 +36,13 @@ absl::StatusOr<std::string> BindHost(std::string_view address) {
       "(e.g. [::1], [::])"));
 }
 
+policy::ServerPolicyOptions DefaultEchoServerPolicy() {
+  policy::ServerPolicyOptions o;
+  o.defaults.max_concurrency = kDefaultMaxConcurrency;
+  o.defaults.max_queue = kDefaultMaxQueue;
+  return o;
+}
+
 absl::StatusOr<std::unique_ptr<EchoServer>> EchoServer::Start(
     const EchoServerOptions& options) {
   absl::StatusOr<std::string> host = BindHost(options.bind_address);
@@ -48,6 +56,11 @@ absl::StatusOr<std::unique_ptr<EchoServer>> EchoServer::Start(
   }
   if (options.max_work_ms < 0) {
     return absl::InvalidArgumentError("max_work_ms must be >= 0");
+  }
+  if (options.max_threads < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_threads must be >= 0 (0: no bound), got ",
+                     options.max_threads));
   }
   if (options.shutdown_grace < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("shutdown_grace must be >= 0");
@@ -63,6 +76,7 @@ absl::StatusOr<std::unique_ptr<EchoServer>> EchoServer::Start(
                                      .workers = options.workers,
                                      .postgres = options.postgres,
                                      .max_work_ms = options.max_work_ms};
+  service_options.before_work = options.before_work;
   service_options.server_policy = options.server_policy;
   // Stats is monitoring: it must answer under overload, so the policies
   // leave it alone unless it has an entry of its own.
@@ -87,6 +101,11 @@ absl::StatusOr<std::unique_ptr<EchoServer>> EchoServer::Start(
   builder.AddListeningPort(absl::StrCat(*host, ":", options.port),
                            grpc::InsecureServerCredentials(), &port);
   builder.RegisterService(service.get());
+  if (options.max_threads > 0) {
+    grpc::ResourceQuota quota(absl::StrCat(options.name, "-threads"));
+    quota.SetMaxThreads(options.max_threads);
+    builder.SetResourceQuota(quota);
+  }
   // The policy's per-call rules always: with no policy on they change no
   // deadline, and they still carry the incoming criticality into the
   // handler's Context, so it travels on to the next hop.

@@ -18,6 +18,7 @@
 #define REQCTX_SERVICES_ECHO_ECHO_SERVICE_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -52,6 +53,11 @@ struct EchoServiceOptions {
   // and throttling); either way they carry the call's criticality.
   policy::RetryPolicy retry = NoRetries();
   policy::RetryChannelOptions retry_channel{};
+  // Test hook (empty in production): called with the call's Context at the
+  // start of each Echo call's work, before the workers (or the query); the
+  // call waits while it runs. Tests hold calls in it to make them overlap
+  // for certain. Must return by the Context's end at the latest.
+  std::function<void(const Context&)> before_work{};
 
   static policy::RetryPolicy NoRetries() {
     policy::RetryPolicy p;

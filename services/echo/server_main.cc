@@ -24,10 +24,16 @@
 // canceled), waits for their handlers, and exits 0. A second SIGINT/SIGTERM
 // while that shutdown is still going (a hung handler, a long grace) exits at
 // once with status 1, without waiting for anything.
-// Production policies (issue 12), all off by default: --min_budget_ms,
+// Bounds on by default (issue 19; services/echo/echo_server.h): at most
+// --max_concurrency=64 calls run at once, --max_queue=64 wait, the rest get
+// RESOURCE_EXHAUSTED with grpc-retry-pushback-ms; gRPC runs at most
+// --max_threads=200 server threads (0 turns each bound off).
+// --criticality_trust (all, none, or peer ranges) says whose `criticality`
+// baggage member is believed (--untrusted_criticality for the others).
+// Production policies (issue 12), off by default: --min_budget_ms,
 // --learned_min_budget_quantile/--learned_warmup, --reply_margin_ms,
-// --default_deadline_ms, --max_deadline_ms, --max_concurrency/--max_queue/
-// --expected_handling_ms (server), --retry_max_attempts, --retry_budget,
+// --default_deadline_ms, --max_deadline_ms, --expected_handling_ms
+// (server), --retry_max_attempts, --retry_budget,
 // --retry_attempt_timeout_ms, --retry_backoff_ms,
 // --retry_expected_latency_ms, --hedging_delay_ms, --hedging_learned_quantile/
 // --hedging_learned_warmup/--hedging_min_delay_ms/--hedging_max_delay_ms
@@ -86,11 +92,16 @@ ABSL_FLAG(int64_t, default_deadline_ms, 0,
           "deadline for calls that have none (0: none)");
 ABSL_FLAG(int64_t, max_deadline_ms, 0,
           "cap on incoming deadlines (0: no cap)");
-ABSL_FLAG(int, max_concurrency, 0,
-          "calls run at once; more wait in a deadline-aware queue or are "
-          "shed with RESOURCE_EXHAUSTED (0: no limit)");
-ABSL_FLAG(int, max_queue, -1,
-          "calls that may wait for a slot (-1: 4 x --max_concurrency)");
+ABSL_FLAG(int, max_concurrency, reqctx::echo::kDefaultMaxConcurrency,
+          "calls run at once (Stats exempt); more wait in a deadline-aware "
+          "queue or are shed with RESOURCE_EXHAUSTED and "
+          "grpc-retry-pushback-ms (0: no limit)");
+ABSL_FLAG(int, max_queue, reqctx::echo::kDefaultMaxQueue,
+          "calls that may wait for a slot, each holding a gRPC thread (-1: "
+          "4 x --max_concurrency)");
+ABSL_FLAG(int, max_threads, reqctx::echo::kDefaultMaxThreads,
+          "most threads gRPC's server may run (grpc::ResourceQuota); past "
+          "it gRPC answers RESOURCE_EXHAUSTED itself (0: no bound)");
 ABSL_FLAG(int64_t, expected_handling_ms, 1,
           "handling time the shedder assumes until it has measured one");
 ABSL_FLAG(std::string, criticality_trust, "all",
@@ -273,6 +284,7 @@ int main(int argc, char** argv) {
   options.postgres = absl::GetFlag(FLAGS_postgres);
   options.max_work_ms = absl::GetFlag(FLAGS_max_work_ms);
   options.shutdown_grace = Ms(FLAGS_shutdown_grace_ms);
+  options.max_threads = absl::GetFlag(FLAGS_max_threads);
   reqctx::policy::MethodPolicy& p = options.server_policy.defaults;
   p.min_budget = Ms(FLAGS_min_budget_ms);
   p.learned_min_budget_quantile =
