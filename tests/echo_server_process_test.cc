@@ -165,8 +165,8 @@ TEST(EchoServerProcessTest, DefaultFlagsBoundThreadsUnderAFloodOfSlowCalls) {
   struct Slot {
     grpc::ClientContext cc;
     EchoResponse response;
-    grpc::Status status;
-    std::string pushback;
+    grpc::Status status;   // Guarded by mu until every call is done.
+    std::string pushback;  // Read once every call is done.
   };
   std::vector<std::unique_ptr<Slot>> slots;
   std::mutex mu;
@@ -179,14 +179,8 @@ TEST(EchoServerProcessTest, DefaultFlagsBoundThreadsUnderAFloodOfSlowCalls) {
     slot->cc.set_deadline(absl::ToChronoTime(absl::Now() + 4 * kWaitBound));
     stub->async()->Echo(&slot->cc, &slow, &slot->response,
                         [&, slot](grpc::Status st) {
-                          const auto& t = slot->cc.GetServerTrailingMetadata();
-                          auto it = t.find("grpc-retry-pushback-ms");
                           std::lock_guard<std::mutex> lock(mu);
                           slot->status = std::move(st);
-                          if (it != t.end()) {
-                            slot->pushback.assign(it->second.data(),
-                                                  it->second.size());
-                          }
                           ++done;
                           cv.notify_all();
                         });
@@ -235,6 +229,12 @@ TEST(EchoServerProcessTest, DefaultFlagsBoundThreadsUnderAFloodOfSlowCalls) {
   int refused = 0, refused_with_pushback = 0, by_grpc_quota = 0;
   int canceled = 0, other = 0;
   for (auto& slot : slots) {
+    // Every call is over (done == kCalls, read under mu): its trailers are
+    // final.
+    const auto& t = slot->cc.GetServerTrailingMetadata();
+    if (auto it = t.find("grpc-retry-pushback-ms"); it != t.end()) {
+      slot->pushback.assign(it->second.data(), it->second.size());
+    }
     switch (slot->status.error_code()) {
       case grpc::StatusCode::RESOURCE_EXHAUSTED:
         ++refused;
