@@ -443,11 +443,13 @@ TEST_P(PolicyServerTest, UntrustedClaimIsReplacedInTheHandlersContext) {
 // handler waits until its Context is done (deadline or client cancel), says
 // so, then keeps working until the test opens the gate; later calls return
 // at once. Counts the handlers running at once, and the most ever.
-class StubbornWork {
+class StubbornWork : public std::enable_shared_from_this<StubbornWork> {
  public:
+  // The behavior shares this object: the server (kept by the fixture) may
+  // outlive the test's own reference.
   Behavior behavior() {
-    return [this](int index, const Context& ctx,
-                  const ::echo::v1::EchoRequest&) {
+    return [this, self = shared_from_this()](int index, const Context& ctx,
+                                             const ::echo::v1::EchoRequest&) {
       {
         std::lock_guard<std::mutex> lock(mu_);
         max_running_ = std::max(max_running_, ++running_);
@@ -526,22 +528,26 @@ INSTANTIATE_TEST_SUITE_P(Apis, PolicyServerTest,
 int ClaimsThatEvict(PolicyServerTest& t, ServerPolicyOptions o,
                     const std::vector<std::string>& headers, int claims) {
   // The first call holds the slot until the gate opens; the others return
-  // at once.
-  std::mutex mu;
-  std::condition_variable cv;
-  bool open = false;  // Guarded by mu.
-  auto open_gate = [&] {
-    std::lock_guard<std::mutex> lock(mu);
-    open = true;
-    cv.notify_all();
+  // at once. Shared with the server's behavior, which the server (kept by
+  // the fixture) may outlive this function with.
+  struct Gate {
+    std::mutex mu;
+    std::condition_variable cv;
+    bool open = false;  // Guarded by mu.
+  };
+  auto gate = std::make_shared<Gate>();
+  auto open_gate = [gate] {
+    std::lock_guard<std::mutex> lock(gate->mu);
+    gate->open = true;
+    gate->cv.notify_all();
   };
   if (!t.StartHoldingTheSlot(
           std::move(o), 0, kBound,
-          [&](int index, const Context&, const ::echo::v1::EchoRequest&) {
+          [gate](int index, const Context&, const ::echo::v1::EchoRequest&) {
             if (index == 0) {
-              std::unique_lock<std::mutex> lock(mu);
-              cv.wait_for(lock, absl::ToChronoNanoseconds(kBound),
-                          [&] { return open; });
+              std::unique_lock<std::mutex> lock(gate->mu);
+              gate->cv.wait_for(lock, absl::ToChronoNanoseconds(kBound),
+                                [&] { return gate->open; });
             }
             return grpc::Status::OK;
           })) {
@@ -599,7 +605,8 @@ void SlotHeldUntilTheHandlerEnds(PolicyServerTest& t, bool cancel_first) {
   // maximum, once one call has been handled.
   o.defaults.learned_min_budget_quantile = 1.0;
   o.defaults.learned_warmup = 1;
-  StubbornWork work;
+  auto shared_work = std::make_shared<StubbornWork>();
+  StubbornWork& work = *shared_work;
   ASSERT_TRUE(t.Start(o, work.behavior()));
   grpc::ClientContext first_cc;
   first_cc.set_deadline(absl::ToChronoTime(
