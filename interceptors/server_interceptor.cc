@@ -158,8 +158,10 @@ void BeginCall(ServerCall& call, ServerApi api, const char* method,
   if (trace.tracestate.has_value()) {
     ctx = internal::WithTracestate(ctx, std::move(*trace.tracestate));
   }
-  if (rules.values) ctx = rules.values(method, ctx, metadata);
   ctx = WithIncomingBaggage(ctx, headers.baggages);
+  if (rules.values) {
+    ctx = rules.values(method, ctx, metadata, *call.server_context());
+  }
   call.observer().Start(method, ctx, arrival_ns, remaining,
                         {traceparents.data(), traceparents.size()});
   std::optional<internal::IncomingDeadline> deadline;
@@ -212,7 +214,11 @@ class ServerCallInterceptor final : public grpc::experimental::Interceptor {
     }
     if (methods->QueryInterceptionHookPoint(
             InterceptionHookPoints::PRE_SEND_STATUS)) {
-      call()->OnStatusSending(methods->GetSendStatus().error_code());
+      const grpc::Status status = methods->GetSendStatus();
+      if (rules_->trailers) {
+        rules_->trailers(method_, status, methods->GetSendTrailingMetadata());
+      }
+      call()->OnStatusSending(status.error_code());
     }
     if (methods->QueryInterceptionHookPoint(
             InterceptionHookPoints::POST_RECV_CLOSE)) {
@@ -307,6 +313,15 @@ void HoldingServerCall(const grpc::ServerContextBase* sc) {
   if (std::shared_ptr<ServerCall> call = ServerCallRegistry::Get().Find(sc)) {
     call->ArmDeadline();
   }
+}
+
+void AtServerCallEnd(const grpc::ServerContextBase* sc,
+                     std::function<void()> f) {
+  if (std::shared_ptr<ServerCall> call = ServerCallRegistry::Get().Find(sc)) {
+    call->AtEnd(std::move(f));
+    return;
+  }
+  f();
 }
 
 }  // namespace internal

@@ -91,6 +91,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <string>
 #include <string_view>
 
 #include "absl/time/time.h"
@@ -100,8 +101,9 @@ namespace reqctx {
 
 // Optional per-call rules a server adds to the glue (reqctx::policy's
 // ServerPolicy installs its deadline policies and criticality this way).
-// Both run once per call, when its metadata arrives, before the handler; a
-// rule left empty changes nothing.
+// `deadline` and `values` run once per call, when its metadata arrives,
+// before the handler; `trailers` when its status is sent; a rule left empty
+// changes nothing.
 struct ServerCallRules {
   // Given the full method name ("/pkg.Service/Method") and the call's
   // remaining time at arrival (nullopt: no deadline), the remaining time the
@@ -111,11 +113,23 @@ struct ServerCallRules {
       std::string_view method, std::optional<absl::Duration> remaining)>
       deadline;
   // Derives the handler's Context from the glue's (values only: it must not
-  // add a cancel layer), given the method and the incoming metadata.
+  // add a cancel layer), given the method, the incoming metadata and the
+  // call's context (for its peer() or auth_context()). Runs last: `ctx`
+  // already carries the trace and the incoming baggage (so a rule may
+  // replace what the caller claimed there, as ServerPolicy's criticality
+  // trust does).
   std::function<Context(
       std::string_view method, const Context& ctx,
-      const std::multimap<grpc::string_ref, grpc::string_ref>& metadata)>
+      const std::multimap<grpc::string_ref, grpc::string_ref>& metadata,
+      const grpc::ServerContextBase& sc)>
       values;
+  // Given the method and the status about to be sent (by the handler, or by
+  // gRPC itself, as its "Server Threadpool Exhausted" refusal), may add to
+  // the call's trailing metadata. Runs on the thread sending the status;
+  // must not block.
+  std::function<void(std::string_view method, const grpc::Status& status,
+                     std::multimap<std::string, std::string>* trailers)>
+      trailers;
 };
 
 // Sets `builder`'s interceptor list to reqctx's server interceptor. (To
@@ -148,6 +162,17 @@ namespace internal {
 // the call's deadline has a timer already, it has none, or `sc` has no live
 // call. Safe from any thread; never throws.
 void HoldingServerCall(const grpc::ServerContextBase* sc);
+
+// Runs `f` once the call under `sc` is really over -- its status sent (the
+// handler returned, or its reactor called Finish), or the call gone without
+// one -- and not merely once its Context is done (deadline, client cancel):
+// for what a call holds until its handler's work ends (a concurrency slot).
+// At once, on this thread, if `sc` has no live call (interceptor not
+// installed, or the call has ended). Otherwise on the thread that ends the
+// call (the one sending its status), after the Context is released. `f`
+// must not block. Safe from any thread; never throws.
+void AtServerCallEnd(const grpc::ServerContextBase* sc,
+                     std::function<void()> f);
 
 }  // namespace internal
 

@@ -8,12 +8,15 @@
 
 namespace reqctx::testing {
 
-EchoChain::EchoChain(int workers) {
-  auto start = [workers](const std::string& name, const std::string& next) {
+EchoChain::EchoChain(
+    int workers,
+    std::function<void(echo::EchoServerOptions&)> configure_frontend) {
+  auto start = [&](const std::string& name, const std::string& next) {
     echo::EchoServerOptions options;
     options.name = name;
     options.next = next;
     options.workers = workers;
+    if (name == "frontend" && configure_frontend) configure_frontend(options);
     return echo::EchoServer::Start(options);
   };
   auto backend = start("backend", "");

@@ -8,6 +8,7 @@
 #ifndef REQCTX_TESTS_ECHO_CHAIN_H_
 #define REQCTX_TESTS_ECHO_CHAIN_H_
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -33,7 +34,10 @@ inline constexpr absl::Duration kPromptBound =
 class EchoChain {
  public:
   // Starts backend, middle and frontend; check status() before use.
-  explicit EchoChain(int workers = 2);
+  // `configure_frontend`, if set, edits the frontend's options last.
+  explicit EchoChain(
+      int workers = 2,
+      std::function<void(echo::EchoServerOptions&)> configure_frontend = {});
   ~EchoChain();
 
   const absl::Status& status() const { return status_; }

@@ -4,6 +4,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include <atomic>
+#include <functional>
 #include <condition_variable>
 #include <memory>
 #include <mutex>
@@ -14,6 +15,7 @@
 
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "context/after_func.h"
 #include "context/core.h"
 #include "gtest/gtest.h"
 #include "interceptors/debug.h"
@@ -221,8 +223,48 @@ TEST_F(EchoE2ETest, StreamingEndsAtDeadline) {
   EXPECT_EQ(chain_.backend().stats().Get().deadline_exceeded_total, 1);
 }
 
-TEST_F(EchoE2ETest, HundredConcurrentCallsAndCountersReturnToZero) {
+// Holds every Echo call of a server at the start of its work until Open()
+// (EchoServerOptions::before_work): calls overlap for certain, however
+// loaded the machine. Each wait is bounded by the call's Context and
+// kWaitBound.
+class WorkGate {
+ public:
+  std::function<void(const Context&)> Hook() {
+    return [this](const Context& ctx) {
+      // Wakes the wait below when the call's Context ends.
+      AfterFuncHandle wake = AfterFunc(ctx, [this] {
+        std::lock_guard<std::mutex> lock(mu_);
+        cv_.notify_all();
+      });
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait_for(lock, absl::ToChronoNanoseconds(kWaitBound),
+                   [&] { return open_ || ctx.IsDone(); });
+    };
+  }
+  void Open() {
+    std::lock_guard<std::mutex> lock(mu_);
+    open_ = true;
+    cv_.notify_all();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool open_ = false;  // Guarded by mu_.
+};
+
+TEST(EchoE2EConcurrencyTest, HundredConcurrentCallsAndCountersReturnToZero) {
   constexpr int kCalls = 100;
+  WorkGate gate;
+  // The frontend holds every call until all 100 are in it, so they overlap
+  // for certain; its concurrency limit is above 100 (the default, 64, would
+  // queue 36 of them).
+  EchoChain chain(kWorkers, [&](echo::EchoServerOptions& o) {
+    o.before_work = gate.Hook();
+    o.server_policy.defaults.max_concurrency = kCalls;
+  });
+  ASSERT_TRUE(chain.status().ok()) << chain.status();
+  auto stub = testing::NewStub(chain.frontend());
   auto [ctx, cancel] = WithTimeout(Background(), absl::Seconds(60));
   struct Slot {
     std::unique_ptr<grpc::ClientContext> cc;
@@ -237,19 +279,19 @@ TEST_F(EchoE2ETest, HundredConcurrentCallsAndCountersReturnToZero) {
   for (int i = 0; i < kCalls; ++i) {
     Slot& slot = slots[i];
     slot.cc = NewClientContext(ctx);
-    // Long enough that all 100 overlap in the frontend even under TSan.
-    slot.request = Request("c" + std::to_string(i), 1000);
-    stub_->async()->Echo(slot.cc.get(), &slot.request, &slot.response,
-                         [&, i](grpc::Status s) {
-                           std::lock_guard<std::mutex> lock(mu);
-                           slots[i].status = std::move(s);
-                           if (++done == kCalls) all_done.notify_all();
-                         });
+    slot.request = Request("c" + std::to_string(i), 10);
+    stub->async()->Echo(slot.cc.get(), &slot.request, &slot.response,
+                        [&, i](grpc::Status s) {
+                          std::lock_guard<std::mutex> lock(mu);
+                          slots[i].status = std::move(s);
+                          if (++done == kCalls) all_done.notify_all();
+                        });
   }
-  // All 100 are in the frontend at the same time.
-  EXPECT_TRUE(chain_.frontend().stats().WaitUntil(
+  // All 100 are in the frontend at the same time (held by the gate).
+  EXPECT_TRUE(chain.frontend().stats().WaitUntil(
       [](const EchoStats::Snapshot& s) { return s.active_requests == kCalls; },
       kWaitBound));
+  gate.Open();
   {
     std::unique_lock<std::mutex> lock(mu);
     ASSERT_TRUE(all_done.wait_for(lock, absl::ToChronoNanoseconds(kWaitBound),
@@ -260,8 +302,9 @@ TEST_F(EchoE2ETest, HundredConcurrentCallsAndCountersReturnToZero) {
     EXPECT_EQ(slots[i].response.message(), "c" + std::to_string(i));
     EXPECT_EQ(slots[i].response.hops_size(), 3);
   }
-  ASSERT_TRUE(chain_.WaitAllIdle());
-  for (echo::EchoServer* hop : Hops()) {
+  ASSERT_TRUE(chain.WaitAllIdle());
+  for (echo::EchoServer* hop :
+       {&chain.frontend(), &chain.middle(), &chain.backend()}) {
     EchoStats::Snapshot st = hop->stats().Get();
     EXPECT_EQ(st.active_requests, 0) << hop->name();
     EXPECT_EQ(st.active_workers, 0) << hop->name();

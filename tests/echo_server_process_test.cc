@@ -6,10 +6,15 @@
 #include <signal.h>
 #include <sys/wait.h>
 
+#include <atomic>
+#include <condition_variable>
+#include <cstdio>
 #include <cstdlib>
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
+#include <mutex>
 
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -22,6 +27,7 @@
 #include "tests/http_client.h"
 #include "tests/process_probe.h"
 #include "tests/server_process.h"
+#include "tests/test_timing.h"
 
 namespace reqctx {
 namespace {
@@ -120,6 +126,156 @@ TEST(EchoServerProcessTest, SecondSigtermDuringAHangingShutdownExitsAtOnce) {
   EXPECT_NE(process.output().find("second signal"), std::string::npos)
       << process.output();
   EXPECT_LT(took, 10 * kPromptBound);
+}
+
+// Issue 19, A5: with default flags, 1,000 concurrent slow calls (before
+// the default limits: 300 took the server from 11 to 911 threads, 1,000 to
+// ~1,700) keep the server's threads bounded; the calls past the limit and
+// its queue are refused at once with RESOURCE_EXHAUSTED and a pushback; the
+// server answers during the flood (Stats, which the limit exempts, and a
+// fresh Echo, refused promptly) and serves a fresh call afterwards.
+TEST(EchoServerProcessTest, DefaultFlagsBoundThreadsUnderAFloodOfSlowCalls) {
+  constexpr int kCalls = testing::PlainOrSanitized(1000, 600);
+  constexpr int kHeld = echo::kDefaultMaxConcurrency + echo::kDefaultMaxQueue;
+  // gRPC's server threads (its quota) + 2 workers per running call + the
+  // fixed few (main, timers, cancel watcher, ...).
+  constexpr int kThreadBound = echo::kDefaultMaxThreads +
+                               2 * echo::kDefaultMaxConcurrency + 40;
+  ServerProcess process;
+  ASSERT_TRUE(process.Start()) << process.output();  // Default flags.
+  const int idle_threads = testing::ThreadCountOf(process.pid());
+  ASSERT_GT(idle_threads, 0);
+
+  // Samples the server's thread count until told to stop (no event to wait
+  // on: /proc).
+  std::atomic<bool> sampling{true};
+  std::atomic<int> peak_threads{idle_threads};
+  std::thread sampler([&] {
+    const absl::Time end = absl::Now() + 4 * kWaitBound;
+    while (sampling.load() && absl::Now() < end) {
+      const int n = testing::ThreadCountOf(process.pid());
+      int seen = peak_threads.load();
+      while (n > seen && !peak_threads.compare_exchange_weak(seen, n)) {
+      }
+      absl::SleepFor(absl::Milliseconds(2));
+    }
+  });
+
+  auto stub = StubFor(process);
+  struct Slot {
+    grpc::ClientContext cc;
+    EchoResponse response;
+    grpc::Status status;   // Guarded by mu until every call is done.
+    std::string pushback;  // Read once every call is done.
+  };
+  std::vector<std::unique_ptr<Slot>> slots;
+  std::mutex mu;
+  std::condition_variable cv;
+  int done = 0;  // Guarded by mu.
+  const EchoRequest slow = Request(60 * 1000);
+  for (int i = 0; i < kCalls; ++i) {
+    slots.push_back(std::make_unique<Slot>());
+    Slot* slot = slots.back().get();
+    slot->cc.set_deadline(absl::ToChronoTime(absl::Now() + 4 * kWaitBound));
+    stub->async()->Echo(&slot->cc, &slow, &slot->response,
+                        [&, slot](grpc::Status st) {
+                          std::lock_guard<std::mutex> lock(mu);
+                          slot->status = std::move(st);
+                          ++done;
+                          cv.notify_all();
+                        });
+  }
+  // Every call past the limit and the queue is answered at once.
+  bool refused_all;
+  {
+    std::unique_lock<std::mutex> lock(mu);
+    refused_all = cv.wait_for(lock, absl::ToChronoNanoseconds(kWaitBound),
+                              [&] { return done >= kCalls - kHeld; });
+  }
+  EXPECT_TRUE(refused_all);
+  EXPECT_TRUE(WaitActive(*stub, echo::kDefaultMaxConcurrency));
+  const int flood_threads = testing::ThreadCountOf(process.pid());
+
+  // During: monitoring answers; a fresh call gets a prompt, definite answer.
+  {
+    grpc::ClientContext cc;
+    cc.set_deadline(absl::ToChronoTime(absl::Now() + kWaitBound));
+    ::echo::v1::StatsResponse stats;
+    grpc::Status st = stub->Stats(&cc, ::echo::v1::StatsRequest(), &stats);
+    EXPECT_TRUE(st.ok()) << st.error_message();
+    EXPECT_EQ(stats.active_requests(), echo::kDefaultMaxConcurrency);
+    grpc::ClientContext fresh;
+    fresh.set_deadline(absl::ToChronoTime(absl::Now() + kWaitBound));
+    EchoResponse response;
+    const absl::Time start = absl::Now();
+    st = stub->Echo(&fresh, Request(0), &response);
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED)
+        << st.error_message();
+    EXPECT_EQ(fresh.GetServerTrailingMetadata().count(
+                  "grpc-retry-pushback-ms"),
+              1u);
+    EXPECT_LT(absl::Now() - start, kPromptBound);
+  }
+
+  // End the held calls: cancel every one (refused ones are over already).
+  for (auto& slot : slots) slot->cc.TryCancel();
+  {
+    std::unique_lock<std::mutex> lock(mu);
+    ASSERT_TRUE(cv.wait_for(lock, absl::ToChronoNanoseconds(kWaitBound),
+                            [&] { return done == kCalls; }));
+  }
+  sampling = false;
+  sampler.join();
+  int refused = 0, refused_with_pushback = 0, by_grpc_quota = 0;
+  int canceled = 0, other = 0;
+  for (auto& slot : slots) {
+    // Every call is over (done == kCalls, read under mu): its trailers are
+    // final.
+    const auto& t = slot->cc.GetServerTrailingMetadata();
+    if (auto it = t.find("grpc-retry-pushback-ms"); it != t.end()) {
+      slot->pushback.assign(it->second.data(), it->second.size());
+    }
+    switch (slot->status.error_code()) {
+      case grpc::StatusCode::RESOURCE_EXHAUSTED:
+        ++refused;
+        if (!slot->pushback.empty()) ++refused_with_pushback;
+        if (slot->status.error_message() == "Server Threadpool Exhausted") {
+          ++by_grpc_quota;
+        }
+        break;
+      case grpc::StatusCode::CANCELLED:
+        ++canceled;
+        break;
+      default:
+        ++other;
+        ADD_FAILURE() << slot->status.error_code() << ": "
+                      << slot->status.error_message();
+    }
+  }
+  EXPECT_EQ(other, 0);
+  EXPECT_EQ(canceled, kHeld);  // The running calls and the queued ones.
+  EXPECT_EQ(refused, kCalls - kHeld);
+  // Every refusal carries a pushback: the concurrency limit's, and the one
+  // the policy adds to gRPC's own "Server Threadpool Exhausted" (its thread
+  // quota, reached first when a burst arrives faster than refusals finish).
+  EXPECT_EQ(refused_with_pushback, refused);
+  EXPECT_LT(peak_threads.load(), kThreadBound);
+  std::printf(
+      "threads: idle %d, flood %d, peak %d (bound %d) for %d calls; "
+      "refused %d (%d by gRPC's thread quota)\n",
+      idle_threads, flood_threads, peak_threads.load(), kThreadBound, kCalls,
+      refused, by_grpc_quota);
+
+  // After: the server serves a fresh call.
+  EXPECT_TRUE(WaitActive(*stub, 0));
+  grpc::ClientContext after;
+  after.set_deadline(absl::ToChronoTime(absl::Now() + kWaitBound));
+  EchoResponse response;
+  grpc::Status st = stub->Echo(&after, Request(10), &response);
+  EXPECT_TRUE(st.ok()) << st.error_message();
+  const int status = process.Terminate();
+  ASSERT_NE(status, -1);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
 }
 
 TEST(BindHostTest, AcceptsAddressesRefusesTheRest) {

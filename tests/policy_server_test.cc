@@ -4,6 +4,8 @@
 // the completion-queue API (the request loop asks AdmitAsync; see
 // tests/policy_test_server.cc and tests/policy_async_test.cc).
 #include <atomic>
+#include <condition_variable>
+#include <mutex>
 #include <memory>
 #include <string>
 #include <thread>
@@ -16,6 +18,9 @@
 #include "gtest/gtest.h"
 #include "interceptors/policy/server_policy.h"
 #include "tests/policy_test_server.h"
+#include "w3c/baggage.h"
+#include "w3c/baggage_context.h"
+#include "tests/test_timing.h"
 
 namespace reqctx::testing {
 namespace {
@@ -31,19 +36,26 @@ constexpr absl::Duration kBound = kPolicyWaitBound;
 // then policy(), server(), stub().
 class PolicyServerTest : public ::testing::TestWithParam<Api> {
  protected:
-  bool Start(ServerPolicyOptions o) {
-    served_ = std::make_unique<PolicedServer>(GetParam(), std::move(o));
+  bool Start(ServerPolicyOptions o, Behavior behavior = SleepWork) {
+    served_ = std::make_unique<PolicedServer>(GetParam(), std::move(o),
+                                              std::move(behavior));
     return served_->server.ok();
   }
   // Start(o), then a call of `work_ms` (deadline `timeout`) that holds a
   // slot: true once its handler runs. JoinBusy() waits for it to end.
   bool StartHoldingTheSlot(ServerPolicyOptions o, int64_t work_ms,
-                           absl::Duration timeout = absl::Seconds(10)) {
-    if (!Start(std::move(o))) return false;
+                           absl::Duration timeout = absl::Seconds(10),
+                           Behavior behavior = SleepWork) {
+    if (!Start(std::move(o), std::move(behavior))) return false;
     busy_ = std::make_unique<BackgroundCall>(stub(), timeout, work_ms);
     return server().WaitHandled(1, kBound);
   }
   CallResult JoinBusy() { return busy_->Join(); }
+  friend void SlotHeldUntilTheHandlerEnds(PolicyServerTest& t,
+                                          bool cancel_first);
+  friend int ClaimsThatEvict(PolicyServerTest& t, ServerPolicyOptions o,
+                             const std::vector<std::string>& headers,
+                             int claims);
   ServerPolicy& policy() { return served_->policy; }
   PolicyTestServer& server() { return served_->server; }
   ::echo::v1::Echo::Stub& stub() { return *served_->stub; }
@@ -360,6 +372,142 @@ TEST_P(PolicyServerTest, PoliciesCombine) {
   EXPECT_EQ(c[PolicyCounter::kDeadlineDefaulted], 1);
 }
 
+// Criticality trust (issue 19, A4). One slot held by a busy call, a queue
+// of one holding a call with no criticality (default); then `claims` calls,
+// one after another, each with `headers` as its `baggage` headers. Returns
+// how many claims evicted the queued call (a claim that is believed
+// critical evicts it; one that is not is refused, queue full, and the
+// queued call runs once the busy one ends).
+int ClaimsThatEvict(PolicyServerTest& t, ServerPolicyOptions o,
+                    const std::vector<std::string>& headers, int claims = 1);
+
+TEST_P(PolicyServerTest, CriticalityTrustedFromEveryoneByDefault) {
+  EXPECT_EQ(ClaimsThatEvict(*this, OneSlot(1, absl::Milliseconds(1)),
+                            {"criticality=critical"}),
+            1);
+}
+
+TEST_P(PolicyServerTest, UntrustedCriticalFloodDoesNotOutrankTheServersCalls) {
+  ServerPolicyOptions o = OneSlot(1, absl::Milliseconds(1));
+  o.criticality.trust = policy::CriticalityTrust::kNobody;
+  EXPECT_EQ(ClaimsThatEvict(*this, o, {"criticality=critical"}, 5), 0);
+}
+
+TEST_P(PolicyServerTest, CriticalityTrustedOnlyFromListedPeers) {
+  ServerPolicyOptions listed = OneSlot(1, absl::Milliseconds(1));
+  listed.criticality.trust = policy::CriticalityTrust::kListedPeers;
+  listed.criticality.trusted_peers = {"10.0.0.0/8", "127.0.0.0/8"};
+  EXPECT_EQ(ClaimsThatEvict(*this, listed, {"criticality=critical"}), 1);
+  ServerPolicyOptions others = listed;
+  others.criticality.trusted_peers = {"10.0.0.0/8", "::1", "127.0.0.2"};
+  EXPECT_EQ(ClaimsThatEvict(*this, others, {"criticality=critical"}), 0);
+}
+
+// Several `baggage` headers are one list (the glue joins them, the last
+// `criticality` member wins): the shedder sees the criticality the
+// handler's Context has, not the first header's.
+TEST_P(PolicyServerTest, ShedderAndHandlerReadEveryBaggageHeader) {
+  EXPECT_EQ(ClaimsThatEvict(*this, OneSlot(1, absl::Milliseconds(1)),
+                            {"a=1", "criticality=critical"}),
+            1);
+  std::vector<Arrival> a = server().arrivals();
+  ASSERT_EQ(a.size(), 2u);  // The busy call, then the claim.
+  EXPECT_EQ(a[1].criticality, policy::Criticality::kCritical);
+}
+
+TEST_P(PolicyServerTest, UntrustedClaimIsReplacedInTheHandlersContext) {
+  ServerPolicyOptions o;
+  o.criticality.trust = policy::CriticalityTrust::kNobody;
+  o.criticality.untrusted = policy::Criticality::kSheddable;
+  std::mutex mu;
+  std::string passed_on;  // Guarded by mu.
+  ASSERT_TRUE(Start(o, [&](int, const Context& ctx,
+                           const ::echo::v1::EchoRequest&) {
+    std::lock_guard<std::mutex> lock(mu);
+    passed_on = FormatBaggage(Baggage(ctx).members());
+    return grpc::Status::OK;
+  }));
+  ASSERT_TRUE(CallEchoWithHeaders(stub(), absl::Seconds(5), 0,
+                                  {"x=1,criticality=critical"})
+                  .status.ok());
+  std::vector<Arrival> a = server().arrivals();
+  ASSERT_EQ(a.size(), 1u);
+  EXPECT_EQ(a[0].criticality, policy::Criticality::kSheddable);
+  std::lock_guard<std::mutex> lock(mu);
+  // What the next hop would get: the caller's other members, the server's
+  // criticality.
+  EXPECT_EQ(passed_on, "x=1,criticality=sheddable");
+}
+
+// Handlers that IGNORE their Context (issue 19, B10): the first call's
+// handler waits until its Context is done (deadline or client cancel), says
+// so, then keeps working until the test opens the gate; later calls return
+// at once. Counts the handlers running at once, and the most ever.
+class StubbornWork : public std::enable_shared_from_this<StubbornWork> {
+ public:
+  // The behavior shares this object: the server (kept by the fixture) may
+  // outlive the test's own reference.
+  Behavior behavior() {
+    return [this, self = shared_from_this()](int index, const Context& ctx,
+                                             const ::echo::v1::EchoRequest&) {
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        max_running_ = std::max(max_running_, ++running_);
+      }
+      if (index == 0) {
+        const bool done = ctx.Done().WaitFor(kBound);
+        std::unique_lock<std::mutex> lock(mu_);
+        first_saw_done_ = done;
+        cv_.notify_all();
+        // Not its Context: the gate (bounded, so a broken test ends).
+        cv_.wait_for(lock, absl::ToChronoNanoseconds(kBound),
+                     [&] { return open_; });
+      }
+      std::lock_guard<std::mutex> lock(mu_);
+      --running_;
+      return grpc::Status::OK;
+    };
+  }
+  // Waits until the first handler has seen its Context done.
+  bool WaitFirstSawDone() {
+    std::unique_lock<std::mutex> lock(mu_);
+    return cv_.wait_for(lock, absl::ToChronoNanoseconds(kBound),
+                        [&] { return first_saw_done_; });
+  }
+  void Open() {
+    std::lock_guard<std::mutex> lock(mu_);
+    open_ = true;
+    cv_.notify_all();
+  }
+  int max_running() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return max_running_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  int running_ = 0;           // Guarded by mu_.
+  int max_running_ = 0;       // Guarded by mu_.
+  bool first_saw_done_ = false;  // Guarded by mu_.
+  bool open_ = false;         // Guarded by mu_.
+};
+
+// One slot; the first call's handler outlives its Context (ended by
+// `end_first`: its deadline, or its client's cancel) while a second call
+// waits in the queue. The slot is the first handler's until it returns:
+// the second call runs only after the gate opens, never beside it, and
+// the method's latency window learns the first call's real handling time.
+void SlotHeldUntilTheHandlerEnds(PolicyServerTest& t, bool cancel_first);
+
+TEST_P(PolicyServerTest, SlotIsHeldPastTheDeadlineOfAHandlerThatIgnoresIt) {
+  SlotHeldUntilTheHandlerEnds(*this, /*cancel_first=*/false);
+}
+
+TEST_P(PolicyServerTest, SlotIsHeldPastTheCancelOfAHandlerThatIgnoresIt) {
+  SlotHeldUntilTheHandlerEnds(*this, /*cancel_first=*/true);
+}
+
 INSTANTIATE_TEST_SUITE_P(Apis, PolicyServerTest,
                          ::testing::Values(Api::kSync, Api::kCallback,
                                            Api::kAsync),
@@ -375,6 +523,143 @@ INSTANTIATE_TEST_SUITE_P(Apis, PolicyServerTest,
                            return "Async";
                          });
 
+
+
+int ClaimsThatEvict(PolicyServerTest& t, ServerPolicyOptions o,
+                    const std::vector<std::string>& headers, int claims) {
+  // The first call holds the slot until the gate opens; the others return
+  // at once. Shared with the server's behavior, which the server (kept by
+  // the fixture) may outlive this function with.
+  struct Gate {
+    std::mutex mu;
+    std::condition_variable cv;
+    bool open = false;  // Guarded by mu.
+  };
+  auto gate = std::make_shared<Gate>();
+  auto open_gate = [gate] {
+    std::lock_guard<std::mutex> lock(gate->mu);
+    gate->open = true;
+    gate->cv.notify_all();
+  };
+  if (!t.StartHoldingTheSlot(
+          std::move(o), 0, kBound,
+          [gate](int index, const Context&, const ::echo::v1::EchoRequest&) {
+            if (index == 0) {
+              std::unique_lock<std::mutex> lock(gate->mu);
+              gate->cv.wait_for(lock, absl::ToChronoNanoseconds(kBound),
+                                [&] { return gate->open; });
+            }
+            return grpc::Status::OK;
+          })) {
+    ADD_FAILURE() << "server did not start";
+    open_gate();
+    return -1;
+  }
+  BackgroundCall queued(t.stub(), kBound, 0);
+  const bool was_queued = PollUntil([&] { return t.policy().Queued() == 1; });
+  std::vector<std::unique_ptr<std::thread>> calls;
+  std::vector<CallResult> results(claims);
+  auto decided = [&] {
+    policy::PolicyCountersSnapshot c = t.policy().Counters();
+    return c[PolicyCounter::kShedQueueFull] + c[PolicyCounter::kShedEvicted];
+  };
+  for (int i = 0; was_queued && i < claims; ++i) {
+    calls.push_back(std::make_unique<std::thread>([&, i] {
+      results[i] = CallEchoWithHeaders(t.stub(), kBound, 0, headers);
+    }));
+    // Refused (queue full), or the queued call evicted: one decision each.
+    EXPECT_TRUE(PollUntil([&] { return decided() == i + 1; }));
+    if (t.policy().Counters()[PolicyCounter::kShedEvicted] > 0) break;
+  }
+  open_gate();
+  for (auto& c : calls) c->join();
+  const CallResult q = queued.Join();
+  t.JoinBusy();
+  EXPECT_TRUE(was_queued);
+  const int evicted =
+      static_cast<int>(t.policy().Counters()[PolicyCounter::kShedEvicted]);
+  for (size_t i = 0; i < calls.size(); ++i) {
+    const CallResult& claim = results[i];
+    if (evicted > 0 && i + 1 == calls.size()) {
+      EXPECT_TRUE(claim.status.ok()) << claim.status.error_message();
+    } else {
+      EXPECT_EQ(claim.status.error_code(),
+                grpc::StatusCode::RESOURCE_EXHAUSTED);
+      EXPECT_NE(claim.status.error_message().find("queue full"),
+                std::string::npos)
+          << claim.status.error_message();
+    }
+  }
+  EXPECT_EQ(q.status.error_code(), evicted > 0
+                                       ? grpc::StatusCode::RESOURCE_EXHAUSTED
+                                       : grpc::StatusCode::OK)
+      << q.status.error_message();
+  return evicted;
+}
+
+void SlotHeldUntilTheHandlerEnds(PolicyServerTest& t, bool cancel_first) {
+  const absl::Duration first_deadline =
+      PlainOrSanitized(absl::Milliseconds(300), absl::Milliseconds(600));
+  ServerPolicyOptions o = OneSlot(8, absl::Milliseconds(1));
+  // Learns a minimum budget from the handling times: the whole window's
+  // maximum, once one call has been handled.
+  o.defaults.learned_min_budget_quantile = 1.0;
+  o.defaults.learned_warmup = 1;
+  auto shared_work = std::make_shared<StubbornWork>();
+  StubbornWork& work = *shared_work;
+  ASSERT_TRUE(t.Start(o, work.behavior()));
+  grpc::ClientContext first_cc;
+  first_cc.set_deadline(absl::ToChronoTime(
+      absl::Now() + (cancel_first ? kBound : first_deadline)));
+  grpc::Status first_status;
+  std::thread first([&] {
+    ::echo::v1::EchoResponse response;
+    first_status = t.stub().Echo(&first_cc, ::echo::v1::EchoRequest(),
+                                 &response);
+  });
+  const bool first_runs = t.server().WaitHandled(1, kBound);
+  BackgroundCall second(t.stub(), kBound, 0);
+  const bool second_queued =
+      PollUntil([&] { return t.policy().Queued() == 1; });
+  if (cancel_first) first_cc.TryCancel();
+  first.join();
+  const bool saw_done = work.WaitFirstSawDone();
+  // The first handler's Context is done; the handler is not. The slot stays
+  // taken: the second call is not admitted. (A broken limit admits it at
+  // once; this waits a while to see that, not to pass.)
+  const bool second_ran_early = PollUntil(
+      [&] { return t.server().handled() >= 2; },
+      PlainOrSanitized(absl::Milliseconds(300), absl::Milliseconds(600)));
+  const int running_while_stubborn = t.policy().Running();
+  const int queued_while_stubborn = t.policy().Queued();
+  const absl::Time opened = absl::Now();
+  work.Open();
+  CallResult r = second.Join();
+  ASSERT_TRUE(first_runs);
+  ASSERT_TRUE(second_queued);
+  EXPECT_TRUE(saw_done);
+  EXPECT_EQ(first_status.error_code(),
+            cancel_first ? grpc::StatusCode::CANCELLED
+                         : grpc::StatusCode::DEADLINE_EXCEEDED);
+  EXPECT_FALSE(second_ran_early);
+  EXPECT_EQ(running_while_stubborn, 1);
+  EXPECT_EQ(queued_while_stubborn, 1);
+  EXPECT_TRUE(r.status.ok()) << r.status.error_message();
+  EXPECT_EQ(work.max_running(), 1);
+  EXPECT_EQ(t.server().handled(), 2);
+  ASSERT_TRUE(PollUntil([&] { return t.policy().Running() == 0; }));
+  // The first call's handling time was what its handler took (at least
+  // until the gate opened), not the span of its Context: a call with less
+  // budget than that is refused by the learned minimum.
+  const absl::Duration first_took =
+      opened - t.server().arrivals()[0].at;
+  CallResult c = CallEcho(t.stub(), first_took * 3 / 4, 0);
+  EXPECT_EQ(c.status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED)
+      << c.status.error_message();
+  EXPECT_NE(c.status.error_message().find("minimum"), std::string::npos)
+      << c.status.error_message();
+}
+
 TEST(ServerPolicyTest, InvalidOptionsAreRefusedByApply) {
   ServerPolicyOptions o;
   o.methods["/echo.v1.Echo/Echo"].learned_min_budget_quantile = 2;
@@ -384,6 +669,23 @@ TEST(ServerPolicyTest, InvalidOptionsAreRefusedByApply) {
   EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_NE(s.message().find("/echo.v1.Echo/Echo"), std::string::npos);
   EXPECT_FALSE(policy.Apply(nullptr).ok());
+}
+
+TEST(ServerPolicyTest, CriticalityTrustOptionsAreValidated) {
+  ServerPolicyOptions o;
+  o.criticality.trust = policy::CriticalityTrust::kListedPeers;
+  absl::Status s = ServerPolicy(o).Validate();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("criticality.trusted_peers"), std::string::npos)
+      << s;
+  o.criticality.trusted_peers = {"127.0.0.1", "10.0.0.0/40"};
+  s = ServerPolicy(o).Validate();
+  EXPECT_NE(s.message().find("10.0.0.0/40"), std::string::npos) << s;
+  o.criticality.trusted_peers = {"127.0.0.1", "10.0.0.0/8"};
+  EXPECT_TRUE(ServerPolicy(o).Validate().ok());
+  o.criticality.untrusted = static_cast<policy::Criticality>(7);
+  s = ServerPolicy(o).Validate();
+  EXPECT_NE(s.message().find("criticality.untrusted"), std::string::npos) << s;
 }
 
 }  // namespace

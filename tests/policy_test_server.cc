@@ -254,11 +254,18 @@ bool PolicyTestServer::WaitHandled(int n, absl::Duration timeout) const {
 
 CallResult CallEcho(::echo::v1::Echo::Stub& stub, absl::Duration timeout,
                     int64_t work_ms, const std::string& baggage) {
+  if (baggage.empty()) return CallEchoWithHeaders(stub, timeout, work_ms, {});
+  return CallEchoWithHeaders(stub, timeout, work_ms, {baggage});
+}
+
+CallResult CallEchoWithHeaders(::echo::v1::Echo::Stub& stub,
+                               absl::Duration timeout, int64_t work_ms,
+                               const std::vector<std::string>& baggage) {
   grpc::ClientContext cc;
   if (timeout != absl::InfiniteDuration()) {
     cc.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
   }
-  if (!baggage.empty()) cc.AddMetadata("baggage", baggage);
+  for (const std::string& b : baggage) cc.AddMetadata("baggage", b);
   ::echo::v1::EchoRequest request;
   request.set_work_ms(work_ms);
   ::echo::v1::EchoResponse response;

@@ -114,6 +114,10 @@ struct CallResult {
 };
 CallResult CallEcho(::echo::v1::Echo::Stub& stub, absl::Duration timeout,
                     int64_t work_ms, const std::string& baggage = "");
+// The same with each of `baggage` sent as a `baggage` header of its own.
+CallResult CallEchoWithHeaders(::echo::v1::Echo::Stub& stub,
+                               absl::Duration timeout, int64_t work_ms,
+                               const std::vector<std::string>& baggage);
 
 // CallEcho on a thread of its own, started by the constructor; Join() (or
 // the destructor) waits for it. The stub must outlive it.

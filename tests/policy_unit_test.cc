@@ -2,10 +2,13 @@
 // criticality in baggage, deadline rules, latency windows, the
 // deadline-aware shedder, detach with a bound.
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <set>
+#include <functional>
 #include <thread>
 #include <string>
 #include <vector>
@@ -21,6 +24,7 @@
 #include "interceptors/policy/detach.h"
 #include "interceptors/policy/latency_window.h"
 #include "interceptors/policy/load_shedder.h"
+#include "interceptors/policy/peer_ranges.h"
 #include "interceptors/policy/policy_counters.h"
 #include "w3c/baggage_context.h"
 
@@ -215,13 +219,27 @@ TEST(LatencyWindowTest, KeepsOnlyTheRecentSamples) {
   EXPECT_EQ(w.Quantile(0.0), absl::ZeroDuration());
 }
 
-// Collects decisions; waits for them without sleeping.
+// What a test reads of a decision (ShedDecision is move-only: it carries
+// the slot, which Decisions keeps).
+struct Seen {
+  absl::Status status;
+  absl::Duration pushback;
+  ShedReason reason = ShedReason::kNone;
+  bool queued = false;
+  absl::Duration waited;
+  bool slot_held = false;
+};
+
+// Collects decisions and keeps admitted calls' slots until Release(id);
+// waits for them without sleeping.
 class Decisions {
  public:
   std::function<void(ShedDecision)> Slot(int id) {
     return [this, id](ShedDecision d) {
       std::lock_guard<std::mutex> lock(mu_);
-      got_.emplace_back(id, std::move(d));
+      got_.emplace_back(id, Seen{d.status, d.pushback, d.reason, d.queued,
+                                 d.waited, d.slot.held()});
+      if (d.slot.held()) slots_[id] = std::move(d.slot);
       cv_.notify_all();
     };
   }
@@ -230,22 +248,37 @@ class Decisions {
     return cv_.wait_for(lock, absl::ToChronoSeconds(kBound),
                         [&] { return got_.size() >= n; });
   }
-  std::vector<std::pair<int, ShedDecision>> Get() {
+  std::vector<std::pair<int, Seen>> Get() {
     std::lock_guard<std::mutex> lock(mu_);
     return got_;
   }
-  std::optional<ShedDecision> Of(int id) {
+  std::optional<Seen> Of(int id) {
     std::lock_guard<std::mutex> lock(mu_);
     for (auto& [i, d] : got_) {
       if (i == id) return d;
     }
     return std::nullopt;
   }
+  // Gives back the slot of call `id` (which may admit a queued call, whose
+  // decision arrives here on this thread). False if it holds none.
+  bool Release(int id) {
+    ShedSlot slot;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = slots_.find(id);
+      if (it == slots_.end()) return false;
+      slot = std::move(it->second);
+      slots_.erase(it);
+    }
+    slot.Release();  // Outside mu_: it may call Slot(...)'s function.
+    return true;
+  }
 
  private:
   std::mutex mu_;
   std::condition_variable cv_;
-  std::vector<std::pair<int, ShedDecision>> got_;
+  std::vector<std::pair<int, Seen>> got_;  // Guarded by mu_.
+  std::map<int, ShedSlot> slots_;          // Guarded by mu_.
 };
 
 TEST(LoadShedderTest, RunsUpToTheLimitThenQueuesFifo) {
@@ -262,17 +295,19 @@ TEST(LoadShedderTest, RunsUpToTheLimitThenQueuesFifo) {
   EXPECT_EQ(d.Get().size(), 2u);  // 2 and 3 wait.
   EXPECT_EQ(s.running(), 2);
   EXPECT_EQ(s.queued(), 2);
-  s.Release();
+  EXPECT_TRUE(d.Get()[0].second.slot_held);
+  ASSERT_TRUE(d.Release(0));
   ASSERT_TRUE(d.WaitFor(3));
   EXPECT_EQ(d.Get()[2].first, 2);  // Oldest first while the queue is young.
   EXPECT_FALSE(d.Get()[0].second.queued);  // Ran at once.
   EXPECT_TRUE(d.Get()[2].second.queued);   // Waited, then admitted.
+  EXPECT_TRUE(d.Get()[2].second.slot_held);
   EXPECT_EQ(d.Get()[2].second.reason, ShedReason::kNone);
   EXPECT_GE(d.Get()[2].second.waited, absl::ZeroDuration());
-  s.Release();
-  s.Release();
-  s.Release();
+  ASSERT_TRUE(d.Release(1));
   ASSERT_TRUE(d.WaitFor(4));
+  ASSERT_TRUE(d.Release(2));
+  ASSERT_TRUE(d.Release(3));
   EXPECT_EQ(s.running(), 0);
   EXPECT_EQ(counters.Get(PolicyCounter::kAdmitted), 4);
   EXPECT_EQ(counters.Get(PolicyCounter::kQueued), 2);
@@ -288,15 +323,17 @@ TEST(LoadShedderTest, NewestFirstOnceTheQueueIsOld) {
   ASSERT_TRUE(d.WaitFor(1));
   // The oldest entry has waited longer than lifo_after (zero): newest first.
   absl::SleepFor(absl::Milliseconds(1));
-  s.Release();
+  ASSERT_TRUE(d.Release(0));
   ASSERT_TRUE(d.WaitFor(2));
   EXPECT_EQ(d.Get()[1].first, 3);
-  s.Release();
-  s.Release();
+  ASSERT_TRUE(d.Release(3));
+  ASSERT_TRUE(d.WaitFor(3));
+  ASSERT_TRUE(d.Release(d.Get()[2].first));
   ASSERT_TRUE(d.WaitFor(4));
   EXPECT_EQ(d.Get()[2].first, 2);
   EXPECT_EQ(d.Get()[3].first, 1);
-  s.Release();
+  ASSERT_TRUE(d.Release(1));
+  EXPECT_EQ(s.running(), 0);
 }
 
 TEST(LoadShedderTest, RefusesAtOnceWhatCannotFinishInTime) {
@@ -312,15 +349,18 @@ TEST(LoadShedderTest, RefusesAtOnceWhatCannotFinishInTime) {
   s.Acquire(ctx, Criticality::kDefault, absl::Milliseconds(100), d.Slot(1));
   ASSERT_TRUE(d.WaitFor(2));
   EXPECT_LT(absl::Now() - before, absl::Milliseconds(50));  // At once.
-  std::optional<ShedDecision> r = d.Of(1);
+  std::optional<Seen> r = d.Of(1);
   ASSERT_TRUE(r.has_value());
   EXPECT_EQ(r->status.code(), absl::StatusCode::kResourceExhausted);
   EXPECT_GE(r->pushback, absl::Milliseconds(100));
   EXPECT_EQ(r->reason, ShedReason::kShedAtArrival);
   EXPECT_FALSE(r->queued);
+  EXPECT_FALSE(r->slot_held);
+  EXPECT_FALSE(d.Release(1));
   EXPECT_EQ(counters.Get(PolicyCounter::kShedAtArrival), 1);
   EXPECT_EQ(s.queued(), 0);
-  s.Release();
+  ASSERT_TRUE(d.Release(0));
+  EXPECT_EQ(s.running(), 0);
 }
 
 TEST(LoadShedderTest, DropsAQueuedCallWhoseDeadlinePasses) {
@@ -332,7 +372,7 @@ TEST(LoadShedderTest, DropsAQueuedCallWhoseDeadlinePasses) {
   auto [ctx, cancel] = WithTimeout(Background(), absl::Milliseconds(30));
   s.Acquire(ctx, Criticality::kDefault, absl::Milliseconds(1), d.Slot(1));
   ASSERT_TRUE(d.WaitFor(2));  // Dropped by its deadline, without a Release.
-  std::optional<ShedDecision> r = d.Of(1);
+  std::optional<Seen> r = d.Of(1);
   ASSERT_TRUE(r.has_value());
   EXPECT_EQ(r->status.code(), absl::StatusCode::kDeadlineExceeded);
   EXPECT_EQ(r->reason, ShedReason::kExpired);
@@ -340,7 +380,7 @@ TEST(LoadShedderTest, DropsAQueuedCallWhoseDeadlinePasses) {
   EXPECT_GE(r->waited, absl::Milliseconds(29));
   EXPECT_EQ(s.queued(), 0);
   EXPECT_EQ(counters.Get(PolicyCounter::kShedExpired), 1);
-  s.Release();
+  ASSERT_TRUE(d.Release(0));
   EXPECT_EQ(s.running(), 0);
 }
 
@@ -356,7 +396,7 @@ TEST(LoadShedderTest, DropsAQueuedCallThatIsCanceled) {
   EXPECT_EQ(d.Of(1)->status.code(), absl::StatusCode::kCancelled);
   EXPECT_EQ(d.Of(1)->reason, ShedReason::kCanceled);
   EXPECT_TRUE(d.Of(1)->queued);
-  s.Release();
+  ASSERT_TRUE(d.Release(0));
 }
 
 TEST(LoadShedderTest, SheddableFirstAndCriticalServedFirst) {
@@ -379,13 +419,14 @@ TEST(LoadShedderTest, SheddableFirstAndCriticalServedFirst) {
   EXPECT_EQ(d.Of(4)->status.code(), absl::StatusCode::kResourceExhausted);
   EXPECT_EQ(d.Of(4)->reason, ShedReason::kQueueFull);
   // The critical call is served before the older default one.
-  s.Release();
+  ASSERT_TRUE(d.Release(0));
   ASSERT_TRUE(d.WaitFor(4));
   EXPECT_EQ(d.Get()[3].first, 3);
-  s.Release();
+  ASSERT_TRUE(d.Release(3));
   ASSERT_TRUE(d.WaitFor(5));
   EXPECT_EQ(d.Get()[4].first, 2);
-  s.Release();
+  ASSERT_TRUE(d.Release(2));
+  EXPECT_EQ(s.running(), 0);
   EXPECT_EQ(counters.Get(PolicyCounter::kShedEvicted), 1);
   EXPECT_EQ(counters.Get(PolicyCounter::kShedQueueFull), 1);
   EXPECT_EQ(counters.Get(PolicyCounter::kShedSheddable), 2);
@@ -393,49 +434,106 @@ TEST(LoadShedderTest, SheddableFirstAndCriticalServedFirst) {
 
 TEST(LoadShedderTest, DestructorRefusesQueuedCalls) {
   Decisions d;
+  std::optional<Seen> refused;
   {
     LoadShedder s({1, 8, absl::Hours(1)}, nullptr);
     s.Acquire(Background(), Criticality::kDefault, absl::Milliseconds(1),
               d.Slot(0));
+    ASSERT_TRUE(d.WaitFor(1));
     s.Acquire(Background(), Criticality::kDefault, absl::Milliseconds(1),
-              d.Slot(1));
+              [&](ShedDecision r) {
+                refused = Seen{r.status, r.pushback, r.reason, r.queued,
+                               r.waited, r.slot.held()};
+                // Call 0's slot goes back while the shedder (its destructor
+                // running) still exists, as a slot must.
+                d.Release(0);
+              });
   }
-  ASSERT_TRUE(d.WaitFor(2));
-  EXPECT_EQ(d.Of(1)->status.code(), absl::StatusCode::kUnavailable);
-  EXPECT_EQ(d.Of(1)->reason, ShedReason::kShutdown);
+  ASSERT_TRUE(refused.has_value());
+  EXPECT_EQ(refused->status.code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(refused->reason, ShedReason::kShutdown);
+  EXPECT_FALSE(refused->slot_held);
 }
 
+// A slot is a token: given back once, by Release or by its destructor; a
+// second Release, or one of a moved-from token, gives nothing back (before
+// the token, a second Release was clamped at zero running calls, hiding it;
+// with two slots taken it freed a slot still in use).
+TEST(LoadShedderTest, ASlotIsGivenBackExactlyOnce) {
+  PolicyCounters counters;
+  LoadShedder s({2, 0, absl::Hours(1)}, &counters);
+  std::vector<ShedSlot> slots;
+  for (int i = 0; i < 2; ++i) {
+    s.Acquire(Background(), Criticality::kDefault, absl::Milliseconds(1),
+              [&](ShedDecision d) { slots.push_back(std::move(d.slot)); });
+  }
+  ASSERT_EQ(slots.size(), 2u);
+  EXPECT_EQ(s.running(), 2);
+  slots[0].Release();
+  EXPECT_FALSE(slots[0].held());
+  slots[0].Release();  // Nothing left to give back.
+  EXPECT_EQ(s.running(), 1);
+  ShedSlot moved = std::move(slots[1]);
+  EXPECT_FALSE(slots[1].held());
+  slots[1].Release();
+  EXPECT_EQ(s.running(), 1);
+  {
+    ShedSlot last = std::move(moved);  // Its destructor gives it back.
+  }
+  EXPECT_EQ(s.running(), 0);
+  // A refused call holds nothing.
+  s.Acquire(Background(), Criticality::kDefault, absl::Milliseconds(1),
+            [&](ShedDecision d) { EXPECT_TRUE(d.slot.held()); });
+  s.Acquire(Background(), Criticality::kDefault, absl::Milliseconds(1),
+            [&](ShedDecision d) { EXPECT_TRUE(d.slot.held()); });
+  EXPECT_EQ(s.running(), 0);  // Both decisions (and slots) went out of scope.
+}
+
+// Threads hold their slots while others ask: each admitted call keeps its
+// slot until the limit is reached (or a short bound passes), so slots really
+// overlap, and the count never exceeds the limit.
 TEST(LoadShedderTest, ManyThreadsBalance) {
-  LoadShedder s({3, 16, absl::Milliseconds(1)}, nullptr);
-  std::atomic<int> running{0};
-  std::atomic<int> max_running{0};
+  constexpr int kLimit = 3;
+  LoadShedder s({kLimit, 16, absl::Milliseconds(1)}, nullptr);
+  std::mutex mu;
+  std::condition_variable cv;
+  int running = 0;      // Guarded by mu.
+  int max_running = 0;  // Guarded by mu.
   std::atomic<int> finished{0};
+  std::atomic<int> admitted{0};
   constexpr int kThreads = 8;
-  constexpr int kPerThread = 200;
+  constexpr int kPerThread = 100;
   std::vector<std::thread> threads;
   for (int t = 0; t < kThreads; ++t) {
     threads.emplace_back([&] {
       for (int i = 0; i < kPerThread; ++i) {
-        std::mutex mu;
-        std::condition_variable cv;
+        std::mutex call_mu;
+        std::condition_variable call_cv;
         std::optional<ShedDecision> got;
-        auto [ctx, cancel] = WithTimeout(Background(), absl::Seconds(5));
+        auto [ctx, cancel] = WithTimeout(Background(), absl::Seconds(20));
         s.Acquire(ctx, Criticality::kDefault, absl::Microseconds(10),
                   [&](ShedDecision d) {
-                    std::lock_guard<std::mutex> lock(mu);
+                    std::lock_guard<std::mutex> lock(call_mu);
                     got = std::move(d);
-                    cv.notify_all();
+                    call_cv.notify_all();
                   });
-        std::unique_lock<std::mutex> lock(mu);
-        cv.wait(lock, [&] { return got.has_value(); });
-        lock.unlock();
+        {
+          std::unique_lock<std::mutex> lock(call_mu);
+          ASSERT_TRUE(call_cv.wait_for(lock, std::chrono::seconds(20),
+                                       [&] { return got.has_value(); }));
+        }
         if (got->status.ok()) {
-          int now = ++running;
-          int seen = max_running.load();
-          while (now > seen && !max_running.compare_exchange_weak(seen, now)) {
-          }
+          ++admitted;
+          std::unique_lock<std::mutex> lock(mu);
+          max_running = std::max(max_running, ++running);
+          cv.notify_all();
+          // Hold the slot until every slot is taken (others are waiting),
+          // bounded: the last calls of the test find nobody to wait for.
+          cv.wait_for(lock, std::chrono::milliseconds(20),
+                      [&] { return running >= kLimit; });
           --running;
-          s.Release();
+          lock.unlock();
+          got->slot.Release();
         }
         ++finished;
       }
@@ -443,9 +541,50 @@ TEST(LoadShedderTest, ManyThreadsBalance) {
   }
   for (auto& t : threads) t.join();
   EXPECT_EQ(finished.load(), kThreads * kPerThread);
-  EXPECT_LE(max_running.load(), 3);
+  EXPECT_GT(admitted.load(), 0);
+  EXPECT_EQ(max_running, kLimit);  // Slots overlapped, up to the limit only.
   EXPECT_EQ(s.running(), 0);
   EXPECT_EQ(s.queued(), 0);
+}
+
+TEST(PeerRangesTest, MatchesGrpcPeersAgainstRanges) {
+  absl::StatusOr<PeerRanges> r =
+      PeerRanges::Parse({"10.0.0.0/8", "192.168.1.7", "[::1]", "fd00::/8"});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE(r->Contains("ipv4:10.200.3.4:5555"));
+  EXPECT_TRUE(r->Contains("ipv4:192.168.1.7:1"));
+  EXPECT_FALSE(r->Contains("ipv4:192.168.1.8:1"));
+  EXPECT_FALSE(r->Contains("ipv4:11.0.0.1:5555"));
+  EXPECT_TRUE(r->Contains("ipv6:[::1]:5555"));
+  EXPECT_TRUE(r->Contains("ipv6:%5B::1%5D:5555"));
+  EXPECT_TRUE(r->Contains("ipv6:[fd12:3456::1]:80"));
+  EXPECT_FALSE(r->Contains("ipv6:[fe80::1]:80"));
+  // An IPv4 peer seen through an IPv6 socket is its IPv4 address.
+  EXPECT_TRUE(r->Contains("ipv6:[::ffff:10.1.1.1]:5555"));
+  // Not an IP peer, or malformed: in no range.
+  for (const char* peer : {"", "unix:/tmp/sock", "ipv4:", "ipv4:10.0.0.1",
+                           "ipv6:::1:5", "ipv6:[::1", "ipv4:10.0.0.1x:5",
+                           "ipv4:[::1]:5", "10.0.0.1:5"}) {
+    EXPECT_FALSE(r->Contains(peer)) << peer;
+  }
+  absl::StatusOr<PeerRanges> all = PeerRanges::Parse({"0.0.0.0/0"});
+  ASSERT_TRUE(all.ok());
+  EXPECT_TRUE(all->Contains("ipv4:1.2.3.4:5"));
+  EXPECT_FALSE(all->Contains("ipv6:[::2]:5"));
+  EXPECT_FALSE(PeerRanges().Contains("ipv4:1.2.3.4:5"));
+}
+
+TEST(PeerRangesTest, MalformedRangesAreNamed) {
+  for (const char* bad : {"", "10.0.0.0/33", "::1/129", "10.0.0.0/-1",
+                          "10.0.0.0/x", "example.com", "10.0.0.0/8/8",
+                          "1.2.3.4:80"}) {
+    absl::StatusOr<PeerRanges> r = PeerRanges::Parse({"127.0.0.1", bad});
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(r.status().message().find(std::string("\"") + bad + "\""),
+              std::string::npos)
+        << r.status();
+  }
 }
 
 TEST(DetachTest, OutlivesTheCallButNotTheGrace) {

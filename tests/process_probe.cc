@@ -12,8 +12,11 @@
 
 namespace reqctx::testing {
 
-int ThreadCount() {
-  std::ifstream status("/proc/self/status");
+int ThreadCount() { return ThreadCountOf(-1); }
+
+int ThreadCountOf(int pid) {
+  std::ifstream status(pid < 0 ? std::string("/proc/self/status")
+                               : "/proc/" + std::to_string(pid) + "/status");
   std::string line;
   while (std::getline(status, line)) {
     if (line.rfind("Threads:", 0) == 0) return std::stoi(line.substr(8));

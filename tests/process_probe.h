@@ -16,6 +16,8 @@ namespace reqctx::testing {
 
 // Threads of this process ("Threads:" in /proc/self/status); -1 if unknown.
 int ThreadCount();
+// Threads of process `pid` (/proc/PID/status); -1 if unknown (or gone).
+int ThreadCountOf(int pid);
 // Resident set size of this process in bytes (/proc/self/statm); -1 if
 // unknown.
 int64_t ResidentBytes();

@@ -39,6 +39,8 @@ class ServerProcess {
   int Terminate();
 
   const std::string& address() const { return address_; }
+  // The process id (-1 before Start); only for reading /proc/PID.
+  pid_t pid() const { return pid_; }
   const std::string& output() const { return output_; }
 
  private:

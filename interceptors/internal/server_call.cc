@@ -95,7 +95,25 @@ void ServerCall::End() {
                        : grpc::StatusCode::CANCELLED,
                    ctx_, cancel_seen_ns_.load());
   cancel_();
+  std::vector<std::function<void()>> at_end;
+  {
+    std::lock_guard<std::mutex> lock(at_end_mu_);
+    at_end_ran_ = true;
+    at_end.swap(at_end_);
+  }
+  for (std::function<void()>& f : at_end) f();
   end_done_.store(true, std::memory_order_release);
+}
+
+void ServerCall::AtEnd(std::function<void()> f) {
+  {
+    std::lock_guard<std::mutex> lock(at_end_mu_);
+    if (!at_end_ran_) {
+      at_end_.push_back(std::move(f));
+      return;
+    }
+  }
+  f();
 }
 
 bool ServerCall::BeginWatching() {

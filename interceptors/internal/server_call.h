@@ -43,9 +43,11 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <vector>
 
 #include "context/core.h"
 #include "interceptors/internal/call_observer.h"
@@ -116,7 +118,14 @@ class ServerCall : public std::enable_shared_from_this<ServerCall> {
   // observer (with the status sent, or CANCELLED if none was) and cancels
   // (releases) the Context -- with DEADLINE_EXCEEDED if the caller's
   // deadline has passed. A no-op before Begin. Idempotent: the one end flag.
+  // Then runs the functions given to AtEnd, on this thread.
   void End();
+  // Runs `f` once the call is over (End(): its status sent, or the call gone
+  // without one) -- not merely once its Context is done: a handler that
+  // ignores its Context is still running after a deadline or a cancel. At
+  // once, on this thread, if End() has run (or started running) already.
+  // `f` must not block.
+  void AtEnd(std::function<void()> f);
 
   // Starts polling the call (sync API only: on the async API IsCancelled()
   // is unsafe before the AsyncNotifyWhenDone tag). A no-op if already
@@ -158,6 +167,10 @@ class ServerCall : public std::enable_shared_from_this<ServerCall> {
   // Set by the first PollCancelled (see there); only the one thread that
   // runs a watcher's passes touches it.
   bool seen_by_watcher_ = false;
+
+  std::mutex at_end_mu_;
+  bool at_end_ran_ = false;                       // Guarded by at_end_mu_.
+  std::vector<std::function<void()>> at_end_;     // Guarded by at_end_mu_.
 
   std::mutex watch_mu_;
   // Written under watch_mu_; also read without it (a set flag is final).

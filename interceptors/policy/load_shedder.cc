@@ -1,6 +1,7 @@
 #include "interceptors/policy/load_shedder.h"
 
 #include <algorithm>
+#include <cassert>
 #include <optional>
 #include <vector>
 #include <utility>
@@ -25,8 +26,19 @@ size_t Index(Criticality c) { return static_cast<size_t>(c); }
 
 ShedDecision Shed(absl::Duration pushback, ShedReason reason,
                   const char* why) {
-  return {absl::ResourceExhaustedError(why),
-          std::max(pushback, absl::Milliseconds(1)), reason};
+  ShedDecision d;
+  d.status = absl::ResourceExhaustedError(why);
+  d.pushback = std::max(pushback, absl::Milliseconds(1));
+  d.reason = reason;
+  return d;
+}
+
+// A decision that is not a slot: `status` for `reason`.
+ShedDecision NotAdmitted(absl::Status status, ShedReason reason) {
+  ShedDecision d;
+  d.status = std::move(status);
+  d.reason = reason;
+  return d;
 }
 
 // A call whose Context ended (before or while queued): its error, and
@@ -36,7 +48,7 @@ ShedDecision Ended(const Context& ctx) {
   const ShedReason reason = err.code() == absl::StatusCode::kDeadlineExceeded
                                 ? ShedReason::kExpired
                                 : ShedReason::kCanceled;
-  return {std::move(err), absl::ZeroDuration(), reason};
+  return NotAdmitted(std::move(err), reason);
 }
 
 // `d` for a call that waited in the queue since `enqueued`.
@@ -47,6 +59,21 @@ ShedDecision AfterQueue(ShedDecision d, absl::Time enqueued) {
 }
 
 }  // namespace
+
+ShedSlot::ShedSlot(ShedSlot&& other) noexcept
+    : shedder_(std::exchange(other.shedder_, nullptr)) {}
+
+ShedSlot& ShedSlot::operator=(ShedSlot&& other) noexcept {
+  if (this != &other) {
+    Release();
+    shedder_ = std::exchange(other.shedder_, nullptr);
+  }
+  return *this;
+}
+
+void ShedSlot::Release() {
+  if (LoadShedder* s = std::exchange(shedder_, nullptr)) s->Release();
+}
 
 LoadShedder::LoadShedder(LoadShedderOptions options, PolicyCounters* counters)
     : options_([&] {
@@ -78,8 +105,9 @@ LoadShedder::~LoadShedder() {
       h = std::move(e->on_done);
     }
     h = AfterFuncHandle();  // Stops it, or waits for it.
-    e->decide(AfterQueue({absl::UnavailableError("server shutting down"),
-                          absl::ZeroDuration(), ShedReason::kShutdown},
+    e->decide(AfterQueue(NotAdmitted(absl::UnavailableError(
+                                          "server shutting down"),
+                                      ShedReason::kShutdown),
                          e->enqueued));
   }
 }
@@ -159,7 +187,7 @@ void LoadShedder::Acquire(const Context& ctx, Criticality c,
   switch (outcome) {
     case Outcome::kRun:
       if (counters_ != nullptr) counters_->Add(PolicyCounter::kAdmitted);
-      decide({absl::OkStatus(), absl::ZeroDuration()});
+      decide(Admitted());
       break;
     case Outcome::kShedLate:
       Count(PolicyCounter::kShedAtArrival, c);
@@ -220,9 +248,12 @@ void LoadShedder::Release() {
   AfterFuncHandle h;
   {
     std::lock_guard<std::mutex> lock(mu_);
+    // Only a ShedSlot calls this, once per slot it holds: running_ counts
+    // the tokens held, so it cannot go below zero.
+    assert(running_ > 0);
     next = PopNextLocked(absl::Now());
     if (next == nullptr) {
-      running_ = std::max(running_ - 1, 0);
+      --running_;
       return;
     }
     // The slot passes to `next`; running_ is unchanged.
@@ -231,8 +262,7 @@ void LoadShedder::Release() {
   // Stop (or wait for) the drop-on-done function: it finds the entry gone.
   h = AfterFuncHandle();
   if (counters_ != nullptr) counters_->Add(PolicyCounter::kAdmitted);
-  next->decide(AfterQueue({absl::OkStatus(), absl::ZeroDuration()},
-                          next->enqueued));
+  next->decide(AfterQueue(Admitted(), next->enqueued));
 }
 
 void LoadShedder::OnEntryDone(const std::shared_ptr<Entry>& e) {
@@ -245,6 +275,12 @@ void LoadShedder::OnEntryDone(const std::shared_ptr<Entry>& e) {
   }
   Count(PolicyCounter::kShedExpired, e->criticality);
   e->decide(AfterQueue(Ended(e->ctx), e->enqueued));
+}
+
+ShedDecision LoadShedder::Admitted() {
+  ShedDecision d;
+  d.slot = ShedSlot(this);
+  return d;
 }
 
 int LoadShedder::running() const {

@@ -20,14 +20,18 @@
 // The expected wait for an arrival is (calls ahead of it + 1) x expected
 // handling time / max_concurrency.
 //
+// An admitted call gets its slot as a ShedSlot token, given back exactly
+// once (by ShedSlot::Release or its destructor): a slot cannot be given back
+// twice, nor forgotten.
+//
 // Thread-safety: all methods are safe from any thread. Decisions are
 // delivered by calling the `decide` callback exactly once, without any lock
 // held, either inside Acquire (run now, or refused) or later on the thread of
 // a Release() or of the Context's AfterFunc (admitted from the queue, or
 // dropped).
-// Lifetime: the shedder must outlive every call it admitted (until its
-// Release) or queued; the destructor refuses still-queued calls with
-// UNAVAILABLE.
+// Lifetime: the shedder must outlive every ShedSlot it handed out (until
+// it is released) and every call it queued; the destructor refuses
+// still-queued calls with UNAVAILABLE.
 #ifndef REQCTX_INTERCEPTORS_POLICY_LOAD_SHEDDER_H_
 #define REQCTX_INTERCEPTORS_POLICY_LOAD_SHEDDER_H_
 
@@ -65,9 +69,37 @@ enum class ShedReason {
 };
 inline constexpr size_t kShedReasonCount = 7;
 
-// What the shedder decided for one call.
+class LoadShedder;
+
+// One admitted call's concurrency slot. Move-only; given back exactly once:
+// by Release() or, if not released, by the destructor. An empty token (not
+// admitted, moved from, released) gives nothing back.
+// Thread-safety: one token is used by one thread at a time (as any value);
+// tokens of one shedder may be released concurrently.
+class ShedSlot {
+ public:
+  ShedSlot() = default;
+  ShedSlot(ShedSlot&& other) noexcept;
+  ShedSlot& operator=(ShedSlot&& other) noexcept;
+  ShedSlot(const ShedSlot&) = delete;
+  ShedSlot& operator=(const ShedSlot&) = delete;
+  ~ShedSlot() { Release(); }
+
+  // True until the slot is given back.
+  bool held() const { return shedder_ != nullptr; }
+  // Gives the slot back; may admit a queued call (its `decide` runs on this
+  // thread before Release returns). A no-op if not held.
+  void Release();
+
+ private:
+  friend class LoadShedder;
+  explicit ShedSlot(LoadShedder* shedder) : shedder_(shedder) {}
+  LoadShedder* shedder_ = nullptr;
+};
+
+// What the shedder decided for one call. Move-only (it may carry a slot).
 struct ShedDecision {
-  // OK: the call holds a slot and must Release() it when done. Otherwise
+  // OK: the call holds `slot` until it is done. Otherwise
   // RESOURCE_EXHAUSTED (shed), or the Context's error (dropped from the
   // queue), or UNAVAILABLE (shedder destroyed).
   absl::Status status;
@@ -79,6 +111,8 @@ struct ShedDecision {
   // to this decision).
   bool queued = false;
   absl::Duration waited = absl::ZeroDuration();
+  // Held iff status is OK: the call's slot.
+  ShedSlot slot;
 };
 
 class LoadShedder {
@@ -96,14 +130,11 @@ class LoadShedder {
   void Acquire(const Context& ctx, Criticality c,
                absl::Duration expected_handling,
                std::function<void(ShedDecision)> decide);
-  // Gives back the slot of an admitted call; may admit a queued call (its
-  // `decide` runs on this thread before Release returns).
-  void Release();
-
   int running() const;
   int queued() const;
 
  private:
+  friend class ShedSlot;
   struct Entry;
   using Queue = std::list<std::shared_ptr<Entry>>;
 
@@ -113,6 +144,11 @@ class LoadShedder {
   std::shared_ptr<Entry> PopNextLocked(absl::Time now);
   void OnEntryDone(const std::shared_ptr<Entry>& e);
   void Count(PolicyCounter c, Criticality crit);
+  // Gives back one admitted call's slot (ShedSlot::Release, once per
+  // token); may admit a queued call.
+  void Release();
+  // An OK decision holding a new slot (running_ counted by the caller).
+  ShedDecision Admitted();
 
   const LoadShedderOptions options_;
   PolicyCounters* const counters_;

@@ -17,7 +17,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
-#include "context/after_func.h"
 #include "google/protobuf/message_lite.h"
 #include "interceptors/policy/policy_metrics.h"
 #include "interceptors/server_interceptor.h"
@@ -87,14 +86,6 @@ std::optional<absl::Time> DeadlineOf(const grpc::ServerContextBase& sc) {
   return absl::FromUnixSeconds(real.tv_sec) + absl::Nanoseconds(real.tv_nsec);
 }
 
-Criticality CriticalityOfCall(const grpc::ServerContextBase& sc) {
-  const auto& md = sc.client_metadata();
-  auto it = md.find(kBaggageHeader);
-  if (it == md.end()) return Criticality::kDefault;
-  return CriticalityFromBaggage(
-      std::string_view(it->second.data(), it->second.size()));
-}
-
 }  // namespace
 
 absl::Status ServerPolicy::MethodState::CheckArrival(
@@ -133,28 +124,14 @@ absl::Status ServerPolicy::MethodState::CheckArrival(
 
 namespace {
 
+// The status message of gRPC 1.51's synchronous server when a call arrives
+// and its thread quota (ResourceQuota::SetMaxThreads) leaves no thread to
+// run it: gRPC answers RESOURCE_EXHAUSTED itself, before any handler.
+constexpr std::string_view kGrpcThreadpoolExhausted =
+    "Server Threadpool Exhausted";
+
 std::string PushbackValue(absl::Duration pushback) {
   return FormatPushback(pushback);
-}
-
-// Runs `f` once `ctx` is done, keeping its own AfterFunc armed until then
-// (the call's Context is always done when the call ends).
-void RunOnceDone(const Context& ctx, std::function<void()> f) {
-  struct Keep {
-    std::mutex mu;
-    AfterFuncHandle handle;
-    bool ran = false;
-  };
-  auto keep = std::make_shared<Keep>();
-  AfterFuncHandle h = AfterFunc(ctx, [keep, f = std::move(f)] {
-    f();
-    AfterFuncHandle self;  // Destroyed inside f: does not wait.
-    std::lock_guard<std::mutex> lock(keep->mu);
-    keep->ran = true;
-    self = std::move(keep->handle);
-  });
-  std::lock_guard<std::mutex> lock(keep->mu);
-  if (!keep->ran) keep->handle = std::move(h);
 }
 
 class PolicyHandler final : public MethodHandler {
@@ -180,7 +157,10 @@ class PolicyHandler final : public MethodHandler {
 
   void RunHandler(const HandlerParameter& param) override {
     grpc::ServerContextBase& sc = *param.server_context;
-    const Criticality crit = CriticalityOfCall(sc);
+    // The call's Context: its criticality is the glue's (every `baggage`
+    // header, joined), after this policy's trust rule (CallRules).
+    Context call_ctx = FromServerContext(&sc);
+    const Criticality crit = CriticalityOf(call_ctx);
     // 1. Deadline rules and minimum budget.
     if (param.status.ok()) {
       absl::Status refused =
@@ -193,10 +173,9 @@ class PolicyHandler final : public MethodHandler {
     // 2. Load shedding.
     LoadShedder* shedder = state_->ps->shedder.get();
     if (shedder == nullptr || !param.status.ok()) {
-      Run(param, /*release=*/false);
+      Run(param, ShedSlot());
       return;
     }
-    Context call_ctx = FromServerContext(&sc);
     const absl::Duration expected = state_->ExpectedHandling();
     if (callback_) {
       // The call may wait in the queue before its handler starts, and until
@@ -231,7 +210,7 @@ class PolicyHandler final : public MethodHandler {
                ShedDecision d) {
     RecordShedDecision(state_->metrics, d, crit);
     if (d.status.ok()) {
-      Run(param, /*release=*/true);
+      Run(param, std::move(d.slot));
       return;
     }
     std::optional<absl::Duration> pushback;
@@ -244,26 +223,27 @@ class PolicyHandler final : public MethodHandler {
            pushback);
   }
 
-  // Passes the call to the original handler, timing it; `release`: give
-  // the shedder slot back when done.
-  void Run(const HandlerParameter& param, bool release) {
+  // Passes the call to the original handler, timing it; `slot` (if held)
+  // is given back when the call is over.
+  void Run(const HandlerParameter& param, ShedSlot slot) {
     const absl::Time start = absl::Now();
     std::shared_ptr<ServerPolicy::MethodState> state = state_;
-    LoadShedder* shedder = release ? state_->ps->shedder.get() : nullptr;
     if (callback_) {
-      // The handler only starts the call; it ends when the call's Context
-      // is done (the glue cancels it when the call ends).
-      RunOnceDone(FromServerContext(param.server_context),
-                  [state, shedder, start] {
-                    state->window.Add(absl::Now() - start);
-                    if (shedder != nullptr) shedder->Release();
-                  });
+      // The handler only starts the call; it ends when its reactor finishes
+      // (the status is sent) -- not when its Context is done: a handler
+      // that ignores its Context keeps working past a deadline or a cancel,
+      // and keeps its slot until then.
+      auto held = std::make_shared<ShedSlot>(std::move(slot));
+      internal::AtServerCallEnd(param.server_context, [state, held, start] {
+        state->window.Add(absl::Now() - start);
+        held->Release();
+      });
       inner_->RunHandler(param);
       return;
     }
     inner_->RunHandler(param);
     state->window.Add(absl::Now() - start);
-    if (shedder != nullptr) shedder->Release();
+    slot.Release();
   }
 
   // Destroys the request the original handler deserialized (it would have
@@ -363,6 +343,11 @@ ServerPolicy::ServerPolicy(ServerPolicyOptions options)
     }
     return ps;
   };
+  if (absl::StatusOr<PeerRanges> r =
+          PeerRanges::Parse(options_.criticality.trusted_peers);
+      r.ok()) {
+    trusted_peers_ = *std::move(r);
+  }
   default_state_ = make(options_.defaults);
   for (const auto& [name, p] : options_.methods) {
     method_states_.emplace(name, make(p));
@@ -372,6 +357,35 @@ ServerPolicy::ServerPolicy(ServerPolicyOptions options)
 ServerPolicy::~ServerPolicy() = default;
 
 absl::Status ServerPolicy::Validate() const {
+  const CriticalityTrustOptions& trust = options_.criticality;
+  if (absl::StatusOr<PeerRanges> r = PeerRanges::Parse(trust.trusted_peers);
+      !r.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("criticality.trusted_peers: ", r.status().message()));
+  }
+  if (trust.trust == CriticalityTrust::kListedPeers &&
+      trust.trusted_peers.empty()) {
+    return absl::InvalidArgumentError(
+        "criticality.trusted_peers: empty, but trust is kListedPeers (use "
+        "kNobody to trust no caller)");
+  }
+  switch (trust.trust) {
+    case CriticalityTrust::kEveryone:
+    case CriticalityTrust::kNobody:
+    case CriticalityTrust::kListedPeers:
+      break;
+    default:
+      return absl::InvalidArgumentError("criticality.trust: unknown value");
+  }
+  switch (trust.untrusted) {
+    case Criticality::kSheddable:
+    case Criticality::kDefault:
+    case Criticality::kCritical:
+      break;
+    default:
+      return absl::InvalidArgumentError(
+          "criticality.untrusted: unknown value");
+  }
   absl::Status s = ValidateMethodPolicy(options_.defaults);
   if (!s.ok()) return absl::InvalidArgumentError(absl::StrCat("defaults: ", s.message()));
   for (const auto& [name, p] : options_.methods) {
@@ -457,15 +471,51 @@ ServerCallRules ServerPolicy::CallRules() const {
     if (!d.has_value()) return std::nullopt;
     return *d - now;
   };
-  // The criticality needs no rule: the glue puts the call's baggage in its
-  // Context, where CriticalityOf finds it. The method's metric handles go
-  // in, so DetachWithBound counts under the call's method.
+  // The glue puts the call's baggage (every `baggage` header, joined) in its
+  // Context, where CriticalityOf finds it; this rule runs after that, and
+  // replaces the criticality of a caller that is not trusted. The method's
+  // metric handles go in, so DetachWithBound counts under the call's
+  // method.
   rules.values =
-      [](std::string_view method, const Context& ctx,
-         const std::multimap<grpc::string_ref, grpc::string_ref>&) {
-        return WithPolicyMethod(ctx, &metrics::PolicyMethod(method));
+      [this](std::string_view method, const Context& ctx,
+             const std::multimap<grpc::string_ref, grpc::string_ref>&,
+             const grpc::ServerContextBase& sc) {
+        Context c = WithPolicyMethod(ctx, &metrics::PolicyMethod(method));
+        if (options_.criticality.trust == CriticalityTrust::kEveryone) {
+          return c;
+        }
+        return WithTrustedCriticality(c, sc.peer());
       };
+  // gRPC's own refusal when its synchronous server has no thread left
+  // (grpc::ResourceQuota::SetMaxThreads) carries no pushback: add one, so
+  // every RESOURCE_EXHAUSTED this server sends for overload tells the client
+  // when to come back (a handler's own RESOURCE_EXHAUSTED is left alone).
+  rules.trailers = [this](std::string_view method, const grpc::Status& status,
+                          std::multimap<std::string, std::string>* trailers) {
+    if (status.error_code() != grpc::StatusCode::RESOURCE_EXHAUSTED ||
+        status.error_message() != kGrpcThreadpoolExhausted ||
+        trailers == nullptr || trailers->count(kRetryPushbackHeader) > 0) {
+      return;
+    }
+    trailers->emplace(kRetryPushbackHeader,
+                      PushbackValue(PolicyFor(method).expected_handling));
+  };
   return rules;
+}
+
+Context ServerPolicy::WithTrustedCriticality(const Context& ctx,
+                                             std::string_view peer) const {
+  const CriticalityTrustOptions& trust = options_.criticality;
+  switch (trust.trust) {
+    case CriticalityTrust::kEveryone:
+      return ctx;
+    case CriticalityTrust::kListedPeers:
+      if (trusted_peers_.Contains(peer)) return ctx;
+      break;
+    case CriticalityTrust::kNobody:
+      break;
+  }
+  return WithCriticality(ctx, trust.untrusted);
 }
 
 void ServerPolicy::AdmitAsync(std::string_view full_method,
@@ -473,19 +523,21 @@ void ServerPolicy::AdmitAsync(std::string_view full_method,
                               grpc::CompletionQueue* cq, void* tag,
                               AsyncAdmission* admission) {
   std::shared_ptr<MethodState> state = StateFor(full_method);
-  const Criticality crit = CriticalityOfCall(*sc);
+  Context call_ctx = FromServerContext(sc);
+  const Criticality crit = CriticalityOf(call_ctx);
   absl::Status refused = state->CheckArrival(*sc, crit, *counters_);
   LoadShedder* shedder = state->ps->shedder.get();
   if (!refused.ok() || shedder == nullptr) {
-    admission->Decide(std::move(state), nullptr,
-                      {std::move(refused), absl::ZeroDuration()}, cq, tag);
+    ShedDecision d;
+    d.status = std::move(refused);
+    admission->Decide(std::move(state), std::move(d), cq, tag);
     return;
   }
   const absl::Duration expected = state->ExpectedHandling();
-  shedder->Acquire(FromServerContext(sc), crit, expected,
-                   [admission, state, shedder, crit, cq, tag](ShedDecision d) {
+  shedder->Acquire(call_ctx, crit, expected,
+                   [admission, state, crit, cq, tag](ShedDecision d) {
                      RecordShedDecision(state->metrics, d, crit);
-                     admission->Decide(state, shedder, std::move(d), cq, tag);
+                     admission->Decide(state, std::move(d), cq, tag);
                    });
 }
 
@@ -494,8 +546,8 @@ AsyncAdmission::AsyncAdmission() = default;
 AsyncAdmission::~AsyncAdmission() { Done(); }
 
 void AsyncAdmission::Decide(std::shared_ptr<ServerPolicy::MethodState> state,
-                            LoadShedder* shedder, ShedDecision d,
-                            grpc::CompletionQueue* cq, void* tag) {
+                            ShedDecision d, grpc::CompletionQueue* cq,
+                            void* tag) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     state_ = std::move(state);
@@ -503,7 +555,7 @@ void AsyncAdmission::Decide(std::shared_ptr<ServerPolicy::MethodState> state,
     if (status_.code() == absl::StatusCode::kResourceExhausted) {
       pushback_ = d.pushback;
     }
-    shedder_ = status_.ok() ? shedder : nullptr;
+    slot_ = std::move(d.slot);
     admitted_at_ = absl::Now();
     decided_ = true;
   }
@@ -542,18 +594,18 @@ grpc::Status AsyncAdmission::Refusal(grpc::ServerContext* sc) const {
 
 void AsyncAdmission::Done() {
   std::shared_ptr<ServerPolicy::MethodState> state;
-  LoadShedder* shedder = nullptr;
+  ShedSlot slot;
   absl::Duration handling;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (!decided_ || done_ || !status_.ok()) return;
     done_ = true;
     state = state_;
-    shedder = shedder_;
+    slot = std::move(slot_);
     handling = absl::Now() - admitted_at_;
   }
   state->window.Add(handling);
-  if (shedder != nullptr) shedder->Release();
+  slot.Release();
 }
 
 }  // namespace reqctx::policy

@@ -30,16 +30,36 @@
 //      the queue on their gRPC thread; callback and async calls are queued
 //      without blocking a thread and started by the call that frees their
 //      slot.
-// Each method's handling time (admission to handler return, to the end of
-// the call on the callback API, to AsyncAdmission::Done on the async API)
-// feeds its LatencyWindow, from which the
+// A call holds its concurrency slot until its handler's work really ends --
+// the handler returns (sync API), its reactor calls Finish (callback API),
+// AsyncAdmission::Done (async API) -- not merely until its Context is done:
+// a handler that ignores its Context past a deadline, a reply margin or a
+// client cancel still counts against the limit. Each method's handling time
+// (admission to that end) feeds its LatencyWindow, from which the
 // learned minimum budget and the shedder's expected handling time come.
 // The handler's Context gets the effective deadline (default/cap) minus the
-// reply margin, and its criticality (from the `baggage` header the glue puts
-// in the Context), through the server interceptor installed by
-// InstallInterceptors. What the policy does is counted in PolicyCounters
+// reply margin, and its criticality, through the server interceptor
+// installed by InstallInterceptors. The criticality is read once, from the
+// baggage the glue puts in the Context (every `baggage` header of the call,
+// joined), and is what both the shedder and the handler (CriticalityOf) see.
+// Whether the caller's claim is believed is the `criticality` option
+// (CriticalityTrustOptions): a caller that is not trusted gets the
+// configured criticality instead, in the Context and in the baggage passed
+// on to the next hop; a flood marked `criticality=critical` by an untrusted
+// client then cannot outrank the server's own critical calls. What the policy does is counted in PolicyCounters
 // (process-wide, Counters()) and per method in the reqctx_policy_*
 // Prometheus families (policy_metrics.h).
+//
+// gRPC's own overload refusal: a synchronous server with a thread quota
+// (grpc::ResourceQuota::SetMaxThreads) that has no thread left for a new
+// call answers it RESOURCE_EXHAUSTED "Server Threadpool Exhausted" itself,
+// before any handler or this policy's queue (gRPC 1.51 does not wait for a
+// thread). The interceptors installed by InstallInterceptors add a
+// `grpc-retry-pushback-ms` of the method's expected_handling (>= 1 ms) to
+// that refusal, so every overload refusal of the server carries a pushback.
+// Give the quota room above max_concurrency + max_queue (queued sync calls
+// hold their thread) so the policy, which knows deadlines and criticality,
+// decides first.
 //
 // Requirements: Apply() before the service is registered with a
 // ServerBuilder (gRPC reads the handlers then), once per service; the
@@ -68,6 +88,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
@@ -76,6 +97,7 @@
 #include "interceptors/policy/deadline_policy.h"
 #include "interceptors/policy/latency_window.h"
 #include "interceptors/policy/load_shedder.h"
+#include "interceptors/policy/peer_ranges.h"
 #include "interceptors/policy/policy_counters.h"
 #include "interceptors/policy/pushback.h"  // kRetryPushbackHeader
 
@@ -87,6 +109,33 @@ namespace reqctx::policy {
 
 class AsyncAdmission;
 
+// Whose incoming criticality (the `criticality` member of the call's
+// `baggage`) a server believes.
+enum class CriticalityTrust {
+  // Every caller's: for a server only other trusted services can reach (it
+  // sits behind an edge that sets or strips criticality). The default, as
+  // before this option existed.
+  kEveryone,
+  // Nobody's: every call gets `untrusted` (the edge, facing clients).
+  kNobody,
+  // Only calls whose peer address is in `trusted_peers`; the others get
+  // `untrusted`.
+  kListedPeers,
+};
+
+struct CriticalityTrustOptions {
+  CriticalityTrust trust = CriticalityTrust::kEveryone;
+  // For kListedPeers: address ranges ("10.0.0.0/8", "127.0.0.1",
+  // "::1/128"; see peer_ranges.h) tested against the peer gRPC reports for
+  // the call (grpc::ServerContextBase::peer(); a unix-socket peer is in no
+  // range). Must not be empty for kListedPeers.
+  std::vector<std::string> trusted_peers;
+  // The criticality of a call whose caller is not trusted (its claim, if
+  // any, is dropped from the baggage it passes on; kDefault removes the
+  // member).
+  Criticality untrusted = Criticality::kDefault;
+};
+
 struct ServerPolicyOptions {
   // For every method without its own entry. Its shedder (if
   // max_concurrency > 0) is one limit shared by all those methods: a
@@ -95,6 +144,9 @@ struct ServerPolicyOptions {
   // By full method name, e.g. "/echo.v1.Echo/Echo": a per-method policy
   // with its own shedder.
   std::map<std::string, MethodPolicy> methods;
+  // Whose criticality is believed (server-wide: trust is about the caller,
+  // not the method).
+  CriticalityTrustOptions criticality;
 };
 
 class ServerPolicy {
@@ -105,7 +157,9 @@ class ServerPolicy {
   ServerPolicy(const ServerPolicy&) = delete;
   ServerPolicy& operator=(const ServerPolicy&) = delete;
 
-  // InvalidArgument naming the method and field, if any policy is invalid.
+  // InvalidArgument naming the method and field, if any policy is invalid
+  // (or "criticality.trusted_peers" and the entry, if a peer range is
+  // malformed or the list is empty for kListedPeers).
   absl::Status Validate() const;
 
   // Wraps every sync and callback method handler of `service` (see the file
@@ -114,7 +168,9 @@ class ServerPolicy {
   absl::Status Apply(grpc::Service* service);
 
   // Sets `builder`'s interceptors to reqctx's server interceptor, with this
-  // policy's per-call deadline and criticality rules.
+  // policy's per-call deadline and criticality rules (the criticality trust
+  // applies to every call of the server, whether or not its service was
+  // given to Apply).
   void InstallInterceptors(grpc::ServerBuilder& builder);
   // The same rules, to combine reqctx's interceptor with others
   // (MakeServerInterceptorFactoryWithRules(policy.CallRules())).
@@ -158,6 +214,14 @@ class ServerPolicy {
   int Queued() const;
   PolicyCounters& counters() { return *counters_; }
 
+  // The criticality `ctx` (a call's Context from the glue, with the
+  // caller's baggage) should carry under the trust option, for a call from
+  // `peer` (as grpc::ServerContextBase::peer() says): `ctx` itself if the
+  // caller is trusted, else `ctx` with the untrusted criticality
+  // (WithCriticality). What CallRules applies to every call.
+  Context WithTrustedCriticality(const Context& ctx,
+                                 std::string_view peer) const;
+
   // Per-method state, shared by the wrappers (internal; public so the
   // wrappers in server_policy.cc can name it).
   // Shared: a callback-API call's end is reported on another thread, which
@@ -169,6 +233,9 @@ class ServerPolicy {
   struct PolicyState;
 
   const ServerPolicyOptions options_;
+  // options_.criticality.trusted_peers, parsed (empty if malformed:
+  // Validate reports it).
+  PeerRanges trusted_peers_;
   const std::shared_ptr<PolicyCounters> counters_;
   std::shared_ptr<PolicyState> default_state_;
   std::map<std::string, std::shared_ptr<PolicyState>, std::less<>> method_states_;
@@ -212,12 +279,11 @@ class AsyncAdmission {
  private:
   friend class ServerPolicy;
   void Decide(std::shared_ptr<ServerPolicy::MethodState> state,
-              LoadShedder* shedder, ShedDecision d, grpc::CompletionQueue* cq,
-              void* tag);
+              ShedDecision d, grpc::CompletionQueue* cq, void* tag);
 
   mutable std::mutex mu_;
   std::shared_ptr<ServerPolicy::MethodState> state_;  // Guarded by mu_.
-  LoadShedder* shedder_ = nullptr;  // The slot to give back. Guarded.
+  ShedSlot slot_;                   // Held while admitted. Guarded by mu_.
   absl::Status status_;             // Guarded by mu_.
   std::optional<absl::Duration> pushback_;  // Guarded by mu_.
   absl::Time admitted_at_;          // Guarded by mu_.

@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <grpcpp/security/server_credentials.h>
+#include <grpcpp/resource_quota.h>
 #include <grpcpp/server_builder.h>
 
 #include <cerrno>
@@ -84,6 +85,13 @@ absl::StatusOr<std::string> PostgresConninfo(std::string_view flag,
   return std::string(trimmed);
 }
 
+policy::ServerPolicyOptions DefaultEchoServerPolicy() {
+  policy::ServerPolicyOptions o;
+  o.defaults.max_concurrency = kDefaultMaxConcurrency;
+  o.defaults.max_queue = kDefaultMaxQueue;
+  return o;
+}
+
 absl::StatusOr<std::unique_ptr<EchoServer>> EchoServer::Start(
     const EchoServerOptions& options) {
   absl::StatusOr<std::string> host = BindHost(options.bind_address);
@@ -97,6 +105,11 @@ absl::StatusOr<std::unique_ptr<EchoServer>> EchoServer::Start(
   }
   if (options.max_work_ms < 0) {
     return absl::InvalidArgumentError("max_work_ms must be >= 0");
+  }
+  if (options.max_threads < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_threads must be >= 0 (0: no bound), got ",
+                     options.max_threads));
   }
   if (options.shutdown_grace < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("shutdown_grace must be >= 0");
@@ -120,6 +133,7 @@ absl::StatusOr<std::unique_ptr<EchoServer>> EchoServer::Start(
   service_options.postgres_pool = options.postgres_pool;
   service_options.log = options.log;
   service_options.max_work_ms = options.max_work_ms;
+  service_options.before_work = options.before_work;
   service_options.server_policy = options.server_policy;
   // Stats is monitoring: it must answer under overload, so the policies
   // leave it alone unless it has an entry of its own.
@@ -145,6 +159,11 @@ absl::StatusOr<std::unique_ptr<EchoServer>> EchoServer::Start(
   builder.AddListeningPort(absl::StrCat(*host, ":", options.port),
                            grpc::InsecureServerCredentials(), &port);
   builder.RegisterService(service.get());
+  if (options.max_threads > 0) {
+    grpc::ResourceQuota quota(absl::StrCat(options.name, "-threads"));
+    quota.SetMaxThreads(options.max_threads);
+    builder.SetResourceQuota(quota);
+  }
   // The policy's per-call rules always: with no policy on they change no
   // deadline, and they still carry the incoming criticality into the
   // handler's Context, so it travels on to the next hop.

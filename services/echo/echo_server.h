@@ -24,10 +24,37 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "context/core.h"
+#include "interceptors/policy/server_policy.h"
 #include "services/echo/echo_service.h"
 #include "services/echo/echo_stats.h"
 
 namespace reqctx::echo {
+
+// The defaults that bound what one server takes on (issue 19, A5): without
+// them each slow call held a gRPC thread plus `workers` threads, and 1,000
+// concurrent calls took the server from 11 to ~1,700 threads.
+//   * At most kDefaultMaxConcurrency calls (Echo and EchoStream together;
+//     Stats is exempt) run at once; kDefaultMaxQueue more wait in the
+//     shedder's deadline-aware queue (each waiting call holds a gRPC thread
+//     on the sync API, so the queue is short); the rest are refused at once
+//     with RESOURCE_EXHAUSTED and grpc-retry-pushback-ms (ServerPolicy).
+//   * gRPC's synchronous server runs at most kDefaultMaxThreads threads
+//     (grpc::ResourceQuota::SetMaxThreads), above what the limit and queue
+//     need, as a backstop: should every one be busy (the limit turned off,
+//     or a flood of Stats calls), gRPC 1.51 itself answers a new call with
+//     RESOURCE_EXHAUSTED "Server Threadpool Exhausted" (no pushback)
+//     instead of starting a thread.
+// So the server runs at most about kDefaultMaxThreads + kDefaultMaxConcurrency
+// x workers threads, plus a fixed few. Set max_threads or
+// server_policy.defaults.max_concurrency to 0 to turn a bound off.
+inline constexpr int kDefaultMaxConcurrency = 64;
+inline constexpr int kDefaultMaxQueue = 64;
+inline constexpr int kDefaultMaxThreads = 200;
+
+// The server policy EchoServerOptions starts with: no deadline rules, the
+// default concurrency limit and queue above.
+policy::ServerPolicyOptions DefaultEchoServerPolicy();
 
 struct EchoServerOptions {
   std::string name = "echo";
@@ -42,8 +69,9 @@ struct EchoServerOptions {
   // Production policies (issue 12); see EchoServiceOptions. Invalid ones
   // make Start() fail with InvalidArgument naming the field. Stats is
   // exempt (no policy) unless `server_policy.methods` has an entry for
-  // "/echo.v1.Echo/Stats".
-  policy::ServerPolicyOptions server_policy{};
+  // "/echo.v1.Echo/Stats". Starts with the default concurrency limit and
+  // queue (DefaultEchoServerPolicy); max_concurrency = 0 turns it off.
+  policy::ServerPolicyOptions server_policy = DefaultEchoServerPolicy();
   policy::RetryPolicy retry = EchoServiceOptions::NoRetries();
   policy::RetryChannelOptions retry_channel{};
   // The interface to listen on: an IPv4 address ("127.0.0.1"; "0.0.0.0" for
@@ -59,6 +87,12 @@ struct EchoServerOptions {
   // The channel to `next`: its outbound header budget; see
   // EchoServiceOptions. Invalid ones make Start() fail naming the field.
   ClientInterceptorOptions next_channel{};
+  // Most threads gRPC's synchronous server may run
+  // (grpc::ResourceQuota::SetMaxThreads; see kDefaultMaxThreads); 0: no
+  // bound. >= 0.
+  int max_threads = kDefaultMaxThreads;
+  // For tests; see EchoServiceOptions::before_work.
+  std::function<void(const Context&)> before_work{};
 };
 
 // The libpq conninfo for the server binary's --postgres (`flag`) and

@@ -211,6 +211,7 @@ grpc::Status EchoService::Echo(grpc::ServerContext* sc,
   Hop hop = ArrivalHop(ctx);
   RequestScope scope(stats_, ctx);
   absl::Status s = CheckWork(request->work_ms(), options_.max_work_ms);
+  if (s.ok() && options_.before_work) options_.before_work(ctx);
   if (s.ok()) {
     s = postgres_ != nullptr
             ? QueryWork(ctx, request->work_ms())

@@ -75,6 +75,11 @@ struct EchoServiceOptions {
   // invalid ones naming the field; an EchoService built directly with
   // invalid ones uses the defaults.
   ClientInterceptorOptions next_channel{};
+  // Test hook (empty in production): called with the call's Context at the
+  // start of each Echo call's work, before the workers (or the query); the
+  // call waits while it runs. Tests hold calls in it to make them overlap
+  // for certain. Must return by the Context's end at the latest.
+  std::function<void(const Context&)> before_work{};
 
   static policy::RetryPolicy NoRetries() {
     policy::RetryPolicy p;

@@ -37,10 +37,16 @@
 // tracestate and baggage a call to --next carries (trimmed to fit), so a
 // huge incoming baggage never makes the next hop reset the shared channel;
 // an invalid value exits 1 naming it.
-// Production policies (issue 12), all off by default: --min_budget_ms,
+// Bounds on by default (issue 19; services/echo/echo_server.h): at most
+// --max_concurrency=64 calls run at once, --max_queue=64 wait, the rest get
+// RESOURCE_EXHAUSTED with grpc-retry-pushback-ms; gRPC runs at most
+// --max_threads=200 server threads (0 turns each bound off).
+// --criticality_trust (all, none, or peer ranges) says whose `criticality`
+// baggage member is believed (--untrusted_criticality for the others).
+// Production policies (issue 12), off by default: --min_budget_ms,
 // --learned_min_budget_quantile/--learned_warmup, --reply_margin_ms,
-// --default_deadline_ms, --max_deadline_ms, --max_concurrency/--max_queue/
-// --expected_handling_ms (server), --retry_max_attempts, --retry_budget,
+// --default_deadline_ms, --max_deadline_ms, --expected_handling_ms
+// (server), --retry_max_attempts, --retry_budget,
 // --retry_attempt_timeout_ms, --retry_backoff_ms,
 // --retry_expected_latency_ms, --hedging_delay_ms, --hedging_learned_quantile/
 // --hedging_learned_warmup/--hedging_min_delay_ms/--hedging_max_delay_ms
@@ -65,6 +71,7 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 #include "interceptors/observability.h"
 #include "interceptors/policy/policy_counters.h"
 #include "metrics/metrics.h"
@@ -108,13 +115,26 @@ ABSL_FLAG(int64_t, default_deadline_ms, 0,
           "deadline for calls that have none (0: none)");
 ABSL_FLAG(int64_t, max_deadline_ms, 0,
           "cap on incoming deadlines (0: no cap)");
-ABSL_FLAG(int, max_concurrency, 0,
-          "calls run at once; more wait in a deadline-aware queue or are "
-          "shed with RESOURCE_EXHAUSTED (0: no limit)");
-ABSL_FLAG(int, max_queue, -1,
-          "calls that may wait for a slot (-1: 4 x --max_concurrency)");
+ABSL_FLAG(int, max_concurrency, reqctx::echo::kDefaultMaxConcurrency,
+          "calls run at once (Stats exempt); more wait in a deadline-aware "
+          "queue or are shed with RESOURCE_EXHAUSTED and "
+          "grpc-retry-pushback-ms (0: no limit)");
+ABSL_FLAG(int, max_queue, reqctx::echo::kDefaultMaxQueue,
+          "calls that may wait for a slot, each holding a gRPC thread (-1: "
+          "4 x --max_concurrency)");
+ABSL_FLAG(int, max_threads, reqctx::echo::kDefaultMaxThreads,
+          "most threads gRPC's server may run (grpc::ResourceQuota); past "
+          "it gRPC answers RESOURCE_EXHAUSTED itself (0: no bound)");
 ABSL_FLAG(int64_t, expected_handling_ms, 1,
           "handling time the shedder assumes until it has measured one");
+ABSL_FLAG(std::string, criticality_trust, "all",
+          "whose `criticality` (in the W3C baggage header) the server "
+          "believes: all (every caller: a server behind a trusted edge), "
+          "none (no caller: the edge; calls get --untrusted_criticality), or "
+          "a comma-separated list of peer address ranges (10.0.0.0/8,::1)");
+ABSL_FLAG(std::string, untrusted_criticality, "default",
+          "criticality of a call whose caller is not trusted: default, "
+          "sheddable or critical");
 ABSL_FLAG(int, retry_max_attempts, 1,
           "attempts per call to --next (1: no retries)");
 ABSL_FLAG(double, retry_budget, 0.1,
@@ -181,6 +201,37 @@ absl::Status CheckNotNegative(
     }
   }
   return absl::OkStatus();
+}
+
+// --criticality_trust and --untrusted_criticality as options;
+// InvalidArgument naming the flag for a bad value (a malformed peer range
+// is reported by EchoServer::Start, naming it).
+absl::StatusOr<reqctx::policy::CriticalityTrustOptions> CriticalityTrustFlags() {
+  using reqctx::policy::Criticality;
+  using reqctx::policy::CriticalityTrust;
+  reqctx::policy::CriticalityTrustOptions o;
+  const std::string trust = absl::GetFlag(FLAGS_criticality_trust);
+  if (trust == "all") {
+    o.trust = CriticalityTrust::kEveryone;
+  } else if (trust == "none") {
+    o.trust = CriticalityTrust::kNobody;
+  } else {
+    o.trust = CriticalityTrust::kListedPeers;
+    o.trusted_peers = absl::StrSplit(trust, ',');
+  }
+  const std::string untrusted = absl::GetFlag(FLAGS_untrusted_criticality);
+  if (untrusted == "default") {
+    o.untrusted = Criticality::kDefault;
+  } else if (untrusted == "sheddable") {
+    o.untrusted = Criticality::kSheddable;
+  } else if (untrusted == "critical") {
+    o.untrusted = Criticality::kCritical;
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--untrusted_criticality: \"", untrusted,
+                     "\" is not default, sheddable or critical"));
+  }
+  return o;
 }
 
 // Reports a start-up failure; main returns its result.
@@ -273,6 +324,7 @@ int main(int argc, char** argv) {
   options.shutdown_grace = Ms(FLAGS_shutdown_grace_ms);
   options.next_channel.propagation_header_budget = static_cast<size_t>(
       std::max<int64_t>(0, absl::GetFlag(FLAGS_propagation_header_budget)));
+  options.max_threads = absl::GetFlag(FLAGS_max_threads);
   reqctx::policy::MethodPolicy& p = options.server_policy.defaults;
   p.min_budget = Ms(FLAGS_min_budget_ms);
   p.learned_min_budget_quantile =
@@ -284,6 +336,10 @@ int main(int argc, char** argv) {
   p.max_concurrency = absl::GetFlag(FLAGS_max_concurrency);
   p.max_queue = absl::GetFlag(FLAGS_max_queue);
   p.expected_handling = Ms(FLAGS_expected_handling_ms);
+  absl::StatusOr<reqctx::policy::CriticalityTrustOptions> trust =
+      CriticalityTrustFlags();
+  if (!trust.ok()) return Fail(trust.status());
+  options.server_policy.criticality = *std::move(trust);
   options.retry.max_attempts = absl::GetFlag(FLAGS_retry_max_attempts);
   options.retry.attempt_timeout =
       MsIfSet(FLAGS_retry_attempt_timeout_ms).value_or(
