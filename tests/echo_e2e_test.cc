@@ -19,6 +19,7 @@
 #include "context/core.h"
 #include "gtest/gtest.h"
 #include "interceptors/debug.h"
+#include "interceptors/internal/grpc_timeout.h"
 #include "interceptors/interceptors.h"
 #include "proto/echo.grpc.pb.h"
 #include "tests/echo_chain.h"
@@ -139,10 +140,14 @@ TEST_F(EchoE2ETest, DeadlineExceededEndToEnd) {
   absl::Duration took = absl::Now() - start;
   EXPECT_EQ(s.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED)
       << s.error_message();
-  // The call's gRPC deadline is a little earlier than ctx's, so that
+  // Each hop's outbound deadline is a little earlier than its own, so that
   // grpc-timeout's encoding never gives the next hop more
-  // (client_interceptor.h: 97% of 2.5 s, less 2 ms).
-  EXPECT_GE(took, absl::Milliseconds(2423 - 50));
+  // (client_interceptor.h: 97% of the time left, less 2 ms): the backend's
+  // deadline, where the chain fails, is the earliest of the three hops'.
+  const absl::Duration backend_deadline = internal::OutboundGrpcTimeout(
+      internal::OutboundGrpcTimeout(
+          internal::OutboundGrpcTimeout(absl::Milliseconds(2500))));
+  EXPECT_GE(took, backend_deadline - absl::Milliseconds(50));
   EXPECT_LT(took, absl::Milliseconds(2500) + absl::Seconds(1));
   ASSERT_TRUE(chain_.WaitAllIdle());
   for (echo::EchoServer* hop : Hops()) {

@@ -35,6 +35,7 @@
 #include "gtest/gtest.h"
 #include "interceptors/debug.h"
 #include "interceptors/interceptors.h"
+#include "interceptors/internal/grpc_timeout.h"
 #include "proto/echo.grpc.pb.h"
 #include "services/echo/echo_server.h"
 #include "services/echo/echo_stats.h"
@@ -279,7 +280,12 @@ TEST_P(NextHopHangsTest, CallersDeadlineEndsTheWholeChainOnTime) {
   const absl::Time start = absl::Now();
   Outcome out = CallWithTimeout(*stub, deadline);
   EXPECT_EQ(out.status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
-  EXPECT_GE(out.took, deadline - absl::Milliseconds(1));
+  // The chain ends at the hung hop's deadline, the earliest: each of the
+  // three outbound calls (client, frontend, middle) keeps back what
+  // grpc-timeout's encoding could add (client_interceptor.h).
+  const absl::Duration hung_deadline = internal::OutboundGrpcTimeout(
+      internal::OutboundGrpcTimeout(internal::OutboundGrpcTimeout(deadline)));
+  EXPECT_GE(out.took, hung_deadline - absl::Milliseconds(1));
   EXPECT_LT(out.took, deadline + kTimingSlack);
 
   // The hung hop's Context is done by its own (shrunk) deadline, even when
