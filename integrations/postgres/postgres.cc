@@ -65,24 +65,51 @@ std::string Trimmed(const char* msg) {
 
 bool IsKeyChar(char c) { return absl::ascii_isalnum(c) || c == '_'; }
 
-// The end of a conninfo value starting at `i` (quoted '...' with backslash
-// escapes, or up to whitespace, '&', '"', ',' or the end).
-size_t ValueEnd(std::string_view t, size_t i) {
-  if (i < t.size() && t[i] == '\'') {
-    for (++i; i < t.size(); ++i) {
-      if (t[i] == '\\') {
-        ++i;
-      } else if (t[i] == '\'') {
-        return i + 1;
-      }
-    }
-    return t.size();
-  }
-  while (i < t.size() && !absl::ascii_isspace(t[i]) && t[i] != '&' &&
-         t[i] != '"' && t[i] != ',') {
-    ++i;
-  }
+// The end of the key starting at `i`: key characters and %XX escapes (libpq
+// percent-decodes a URI's query parameter names).
+size_t KeyEnd(std::string_view t, size_t i) {
+  while (i < t.size() && (IsKeyChar(t[i]) || t[i] == '%')) ++i;
   return i;
+}
+
+int HexValue(char c) {
+  if (!absl::ascii_isxdigit(static_cast<unsigned char>(c))) return -1;
+  return absl::ascii_isdigit(static_cast<unsigned char>(c))
+             ? c - '0'
+             : absl::ascii_tolower(static_cast<unsigned char>(c)) - 'a' + 10;
+}
+
+// True if `key`, percent-decoded, ends in "password" (any case).
+bool IsSecretKey(std::string_view key) {
+  std::string decoded;
+  for (size_t i = 0; i < key.size(); ++i) {
+    if (key[i] == '%' && i + 2 < key.size() &&
+        HexValue(key[i + 1]) >= 0 && HexValue(key[i + 2]) >= 0) {
+      decoded.push_back(
+          static_cast<char>(HexValue(key[i + 1]) * 16 + HexValue(key[i + 2])));
+      i += 2;
+    } else {
+      decoded.push_back(key[i]);
+    }
+  }
+  return absl::EndsWithIgnoreCase(decoded, "password");
+}
+
+// The end of a conninfo value starting at `i`, as libpq reads it: quoted
+// '...' with backslash escapes, or unquoted up to whitespace with backslash
+// escapes (a quote or comma is part of it); in a URI's query (`uri_query`),
+// also up to '&'.
+size_t ValueEnd(std::string_view t, size_t i, bool uri_query) {
+  const bool quoted = !uri_query && i < t.size() && t[i] == '\'';
+  for (i += quoted ? 1 : 0; i < t.size(); ++i) {
+    if (t[i] == '\\' && !uri_query) {
+      ++i;
+    } else if (quoted ? t[i] == '\'' : absl::ascii_isspace(t[i]) ||
+                                            (uri_query && t[i] == '&')) {
+      return quoted ? i + 1 : i;
+    }
+  }
+  return t.size();
 }
 
 absl::StatusCode CodeForSqlState(std::string_view state) {
@@ -132,39 +159,50 @@ std::string RedactSecrets(std::string_view t) {
   out.reserve(t.size());
   size_t i = 0;
   while (i < t.size()) {
-    // key[ ]=[ ]value where key ends in "password" (case-insensitive).
-    if ((t[i] == 'p' || t[i] == 'P') && t.size() - i >= 8 &&
-        absl::EqualsIgnoreCase(absl::string_view(t.data() + i, 8), "password") &&
-        (i + 8 == t.size() || !IsKeyChar(t[i + 8]))) {
-      size_t j = i + 8;
-      while (j < t.size() && t[j] == ' ') ++j;
-      if (j < t.size() && t[j] == '=') {
+    // key[ ]=[ ]value where the key ends in "password" (any case,
+    // percent-decoded); the key starts after a non-key character.
+    if ((IsKeyChar(t[i]) || t[i] == '%') &&
+        (i == 0 || !(IsKeyChar(t[i - 1]) || t[i - 1] == '%'))) {
+      const size_t key_end = KeyEnd(t, i);
+      size_t j = key_end;
+      while (j < t.size() && absl::ascii_isspace(t[j])) ++j;
+      if (j < t.size() && t[j] == '=' &&
+          IsSecretKey(t.substr(i, key_end - i))) {
         ++j;
-        while (j < t.size() && t[j] == ' ') ++j;
+        while (j < t.size() && absl::ascii_isspace(t[j])) ++j;
         out.append(t.substr(i, j - i));
         out.append("***");
-        i = ValueEnd(t, j);
+        i = ValueEnd(t, j, i > 0 && (t[i - 1] == '?' || t[i - 1] == '&'));
         continue;
       }
+      out.append(t.substr(i, key_end - i));
+      i = key_end;
+      continue;
     }
-    // scheme://user:password@host. The URI ends at a quote or whitespace,
-    // not at '/' or '?': a password may hold those (over-redacting a URI
-    // with a later '@' is the safe side).
+    // scheme://user:password@host. libpq's user info ends at the first '@'
+    // or '/' (so a password may hold spaces and quotes); the last '@' before
+    // a quote or whitespace is also taken (a password with an unencoded '/'
+    // or '@'): over-redacting is the safe side.
     if (t[i] == ':' && t.substr(i, 3) == "://") {
-      size_t end = i + 3;
+      const size_t start = i + 3;
+      size_t end = start;
       while (end < t.size() && t[end] != '"' && t[end] != '\'' &&
              !absl::ascii_isspace(t[end])) {
         ++end;
       }
-      const std::string_view authority = t.substr(i + 3, end - i - 3);
-      const size_t at = authority.rfind('@');
+      size_t at = t.substr(start, end - start).rfind('@');
+      if (at == std::string_view::npos) {
+        at = t.substr(start).find_first_of("@/");
+        if (at != std::string_view::npos && t[start + at] != '@') {
+          at = std::string_view::npos;
+        }
+      }
       if (at != std::string_view::npos) {
-        const std::string_view user_info = authority.substr(0, at);
-        const size_t colon = user_info.find(':');
+        const size_t colon = t.substr(start, at).find(':');
         if (colon != std::string_view::npos) {
           out.append(t.substr(i, 3 + colon + 1));
           out.append("***");
-          i = i + 3 + at;  // From the '@'.
+          i = start + at;  // From the '@'.
           continue;
         }
       }

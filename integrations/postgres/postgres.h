@@ -136,10 +136,14 @@ std::optional<std::string> SqlState(const absl::Status& status);
 bool IsOutcomeUnknown(const absl::Status& status);
 
 // `text` with every secret of a libpq conninfo replaced by "***": the value
-// of any key ending in "password" (password=, sslpassword=; quoted or not,
-// in key=value form or as a URI query parameter) and the password of a
-// URI's user info (postgresql://user:***@host). Everything else is kept.
-// For anything that may contain a conninfo before it is logged or returned.
+// of any key ending in "password" (any case: password=, sslpassword=; any
+// space around '='; quoted or not, read as libpq reads it -- backslash
+// escapes, quotes and commas inside an unquoted value; in key=value form or
+// as a URI query parameter, whose name may be percent-encoded) and the
+// password of a URI's user info (postgresql://user:***@host; up to the
+// '@', spaces and quotes included). Everything else is kept; when in
+// doubt, more is redacted. For anything that may contain a conninfo before
+// it is logged or returned.
 std::string RedactSecrets(std::string_view text);
 
 class Connection {

@@ -713,6 +713,21 @@ TEST_F(PostgresTest, ErrorsNeverContainThePassword) {
             "postgres://al@h/db?password=***&sslmode=x");
   EXPECT_EQ(RedactSecrets("password authentication failed for user \"al\""),
             "password authentication failed for user \"al\"");
+  // libpq's own reading of values: backslash escapes, quotes and '&' in an
+  // unquoted value, any space around '=', percent-encoded URI parameter
+  // names, a URI password with spaces or quotes (ends at '@').
+  EXPECT_EQ(RedactSecrets("host=h password=abc\\ def user=u"),
+            "host=h password=*** user=u");
+  EXPECT_EQ(RedactSecrets("host=h password=\"x,y\"&z user=u"),
+            "host=h password=*** user=u");
+  EXPECT_EQ(RedactSecrets("host=h password\t=\tsecret"),
+            "host=h password\t=\t***");
+  EXPECT_EQ(RedactSecrets("postgresql://h/db?%70assword=secret&x=1"),
+            "postgresql://h/db?%70assword=***&x=1");
+  EXPECT_EQ(RedactSecrets("postgresql://u:pa ss@h/db"),
+            "postgresql://u:***@h/db");
+  EXPECT_EQ(RedactSecrets("bad: \"postgresql://u:p\"w@[::1\""),
+            "bad: \"postgresql://u:***@[::1\"");
   const std::string port = std::to_string(PostgresEnv::server->port());
   for (const std::string& conninfo : std::vector<std::string>{
            "host=127.0.0.1 port=1 user=alice password=hunter2 dbname=x",
@@ -721,6 +736,10 @@ TEST_F(PostgresTest, ErrorsNeverContainThePassword) {
            "postgresql://alice:hunter2@[::1",
            "postgresql://alice:hunter2@127.0.0.1:" + port + "/db?bogus=1",
            "postgresql://alice:hunter2@127.0.0.1:1/db",
+           "postgresql://alice:x hunter2@[::1",
+           "postgresql://alice:x\"hunter2@[::1",
+           "postgresql://[::1?%70assword=hunter2",
+           "host=127.0.0.1 port=1 password=x\\ hunter2",
        }) {
     absl::StatusOr<std::unique_ptr<Connection>> c =
         Connection::Connect(Background(), conninfo);
