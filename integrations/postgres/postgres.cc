@@ -5,7 +5,10 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <condition_variable>
 #include <cstring>
+#include <mutex>
+#include <system_error>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/cord.h"
@@ -15,6 +18,7 @@
 #include "absl/time/clock.h"
 #include "context/after_func.h"
 #include "context/context.h"
+#include "context/internal/thread_start.h"
 #include "context/waitable.h"
 
 namespace reqctx::postgres {
@@ -54,6 +58,62 @@ Ready WaitFor(int sock, short events, int done_fd, absl::Time end) {
     if (done_fd >= 0 && fds[1].revents != 0) return Ready::kDone;
     if (fds[0].revents != 0) return Ready::kSocket;  // Incl. POLLERR/HUP.
   }
+}
+
+// A cancel request in flight (see SendCancel).
+struct CancelRequest {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;  // Guarded by mu.
+};
+
+// Cancel requests in flight in this process, and their bound.
+constexpr int kMaxCancelsInFlight = 64;
+std::atomic<int> cancels_in_flight{0};
+
+// Sends a cancel request for `conn`'s running statement on a thread of its
+// own: PQcancel has no timeout and returns only once the server has closed
+// the cancel connection, so a server (or a network) that never answers
+// would otherwise hold the caller past any bound. Returns null when nothing
+// was sent: kMaxCancelsInFlight requests already wait for their servers, or
+// no thread or memory could be had (kDrainLimit still bounds the caller).
+std::shared_ptr<CancelRequest> SendCancel(PGconn* conn) {
+  if (cancels_in_flight.fetch_add(1, std::memory_order_relaxed) >=
+      kMaxCancelsInFlight) {
+    cancels_in_flight.fetch_sub(1, std::memory_order_relaxed);
+    return nullptr;
+  }
+  PGcancel* cancel = PQgetCancel(conn);  // A copy the thread owns.
+  std::shared_ptr<CancelRequest> request;
+  try {
+    if (cancel == nullptr) throw std::bad_alloc();
+    request = std::make_shared<CancelRequest>();
+    internal::StartThread([cancel, request] {
+      char err[256];
+      PQcancel(cancel, err, sizeof err);  // On failure the drain bounds it.
+      PQfreeCancel(cancel);
+      {
+        std::lock_guard<std::mutex> lock(request->mu);
+        request->done = true;
+      }
+      request->cv.notify_all();
+      cancels_in_flight.fetch_sub(1, std::memory_order_relaxed);
+    }).detach();
+  } catch (const std::exception&) {  // std::system_error, std::bad_alloc.
+    if (cancel != nullptr) PQfreeCancel(cancel);
+    cancels_in_flight.fetch_sub(1, std::memory_order_relaxed);
+    return nullptr;
+  }
+  return request;
+}
+
+// True once the server has processed `request`; false if it has not by `end`.
+bool AwaitCancel(CancelRequest& request, absl::Time end) {
+  std::unique_lock<std::mutex> lock(request.mu);
+  return request.cv.wait_for(
+      lock, absl::ToChronoNanoseconds(std::max(end - absl::Now(),
+                                               absl::ZeroDuration())),
+      [&request] { return request.done; });
 }
 
 // A libpq message, trailing newlines and spaces removed, secrets redacted.
@@ -219,15 +279,12 @@ std::optional<std::string> SqlState(const absl::Status& status) {
   return std::string(*p);
 }
 
-Connection::Connection(pg_conn* conn, pg_cancel* cancel)
-    : conn_(conn), cancel_(cancel) {}
+Connection::Connection(pg_conn* conn) : conn_(conn) {}
 
 Connection::~Connection() { Close(); }
 
 void Connection::Close() {
-  if (cancel_ != nullptr) PQfreeCancel(cancel_);
   if (conn_ != nullptr) PQfinish(conn_);
-  cancel_ = nullptr;
   conn_ = nullptr;
 }
 
@@ -273,9 +330,7 @@ absl::StatusOr<std::unique_ptr<Connection>> Connection::Connect(
     st = PQconnectPoll(c);
   }
   if (PQsetnonblocking(c, 1) != 0) return fail(absl::StatusCode::kInternal);
-  PGcancel* cancel = PQgetCancel(c);
-  if (cancel == nullptr) return fail(absl::StatusCode::kResourceExhausted);
-  return std::unique_ptr<Connection>(new Connection(c, cancel));
+  return std::unique_ptr<Connection>(new Connection(c));
 }
 
 bool Connection::idle_in_no_transaction() const {
@@ -360,6 +415,7 @@ absl::StatusOr<Result> Connection::Query(
 
   const int sock = PQsocket(conn_);
   bool canceled = false;  // This Context was done first; a cancel was sent.
+  std::shared_ptr<CancelRequest> cancel_request;  // Null: none in flight.
   absl::Time drain_end = absl::InfiniteFuture();
   // Waits for `events`; on the Context's descriptor, sends the cancel and
   // from then on waits only for the server (at most kDrainLimit). Returns
@@ -379,8 +435,7 @@ absl::StatusOr<Result> Connection::Query(
       if (r == Ready::kError) return Lost("poll");
       canceled = true;
       drain_end = absl::Now() + kDrainLimit;
-      char err[256];
-      PQcancel(cancel_, err, sizeof err);  // On failure the drain bounds it.
+      cancel_request = SendCancel(conn_);
     }
   };
 
@@ -464,6 +519,12 @@ absl::StatusOr<Result> Connection::Query(
     }
   }
 
+  // A cancel request the server has not processed yet could still hit the
+  // next statement: wait for it (within the drain), else give the
+  // connection up; the result stands either way.
+  if (cancel_request != nullptr && !AwaitCancel(*cancel_request, drain_end)) {
+    Close();
+  }
   if (!query_error) return result;  // Done, even if the cancel came too late.
   if (SqlState(*query_error) == "57014") {
     if (backstop_fired) {

@@ -25,10 +25,15 @@
 //     transaction you opened, a lost connection rolls it back on the server,
 //     unless the statement was its COMMIT.)
 // The connection stays usable after a cancel. A cancel that comes too late
-// cannot hit the next statement: PQcancel returns only once the server has
-// processed the request (libpq waits for it to close the cancel
-// connection), and a server process that is waiting for its next statement
-// ignores a cancel.
+// cannot hit the next statement: Query returns only once the server has
+// processed the cancel request (closed the cancel connection), and a
+// server process that is waiting for its next statement ignores a cancel.
+// The request is sent on a thread of its own (libpq's PQcancel has no
+// timeout), so a server or network that never answers it holds the call
+// no longer than kDrainLimit: the connection is then closed, and the
+// result, if it came, still returned. At most 64 cancel requests wait for
+// their servers per process; past that none is sent (kDrainLimit and the
+// backstop below still bound the statement).
 //
 // Server-side backstop: when the Context has a deadline, the time left (plus
 // 5 ms of grace, so the client's own cancel normally acts first) is also set
@@ -99,7 +104,6 @@
 #include "context/core.h"
 
 struct pg_conn;
-struct pg_cancel;
 
 namespace reqctx::postgres {
 
@@ -188,14 +192,13 @@ class Connection {
   bool idle_in_no_transaction() const;
 
  private:
-  Connection(pg_conn* conn, pg_cancel* cancel);
+  explicit Connection(pg_conn* conn);
   void Close();
   // Closes the connection; kUnknown "postgres: outcome unknown: <what>: <libpq
   // message>".
   absl::Status Lost(const char* what);
 
   pg_conn* conn_;
-  pg_cancel* cancel_;
   // The session's statement_timeout may still hold a backstop (see the file
   // comment); only touched by the Query that holds busy_.
   bool backstop_set_ = false;

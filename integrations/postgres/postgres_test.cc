@@ -6,6 +6,8 @@
 #include <sys/stat.h>
 
 #include <atomic>
+#include <condition_variable>
+#include <mutex>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
@@ -428,6 +430,50 @@ TEST_F(PostgresTest, NoAnswerAfterTheCancelIsOutcomeUnknown) {
   EXPECT_GE(took, Connection::kDrainLimit);
   EXPECT_LT(took, Connection::kDrainLimit + absl::Seconds(2));
   EXPECT_FALSE(IsOutcomeUnknown(absl::UnknownError("x")));
+}
+
+// A cancel request the server never answers (here: the postmaster, which
+// takes cancel requests, is stopped; the backend still runs) holds the call
+// no longer than kDrainLimit after the cancel (PQcancel itself would wait
+// until the postmaster runs again), and the connection is then closed, as
+// the cancel might still hit its next statement.
+TEST_F(PostgresTest, UnansweredCancelRequestIsBoundedByTheDrainLimit) {
+  auto conn = Open();
+  ASSERT_NE(conn, nullptr);
+  const pid_t postmaster = PostgresEnv::server->pid();
+  auto [ctx, cancel] = WithCancel(Background());
+  absl::StatusOr<Result> r;
+  std::mutex mu;
+  std::condition_variable cv;
+  bool finished = false;
+  std::thread q([&, c = ctx] {
+    absl::StatusOr<Result> got = conn->Query(c, "SELECT pg_sleep(3)");
+    std::lock_guard<std::mutex> l(mu);
+    r = std::move(got);
+    finished = true;
+    cv.notify_all();
+  });
+  const bool active = AwaitActive(conn->backend_pid());
+  const bool stopped = active && kill(postmaster, SIGSTOP) == 0;
+  const absl::Time canceled_at = absl::Now();
+  cancel();
+  {
+    // Before the fix the call ends only once the postmaster runs again.
+    std::unique_lock<std::mutex> l(mu);
+    cv.wait_for(l, absl::ToChronoSeconds(Connection::kDrainLimit +
+                                         absl::Seconds(10)),
+                [&] { return finished; });
+  }
+  const absl::Duration took = absl::Now() - canceled_at;
+  if (stopped) kill(postmaster, SIGCONT);
+  q.join();
+  ASSERT_TRUE(stopped);
+  EXPECT_LT(took, Connection::kDrainLimit + absl::Seconds(2));
+  // pg_sleep(3) ended on its own (OK) or the answer is unknown; either way
+  // the connection is given up.
+  EXPECT_TRUE(r.ok() || IsOutcomeUnknown(r.status())) << r.status();
+  EXPECT_FALSE(conn->ok());
+  ExpectUsable(*Open());
 }
 
 // B9: BEGIN, a canceled query (the transaction is now aborted), ROLLBACK
