@@ -414,13 +414,22 @@ absl::StatusOr<Result> Connection::Query(
   }
 
   const int sock = PQsocket(conn_);
-  bool canceled = false;  // This Context was done first; a cancel was sent.
+  bool canceled = false;  // This Context was done first.
+  // The cancel waits for the backstop segment's end: a cancel that hit the
+  // backstop would abort the caller's transaction under a statement the
+  // server then runs anyway (a COMMIT would answer "ROLLBACK", no error).
+  bool cancel_due = false;
   std::shared_ptr<CancelRequest> cancel_request;  // Null: none in flight.
   absl::Time drain_end = absl::InfiniteFuture();
-  // Waits for `events`; on the Context's descriptor, sends the cancel and
-  // from then on waits only for the server (at most kDrainLimit). Returns
-  // an error (outcome unknown; the connection closed) if the connection is
-  // lost or the server does not answer in time.
+  // Pipeline: the backstop's results, its Sync, the statement's results,
+  // its Sync. Else: the statement's results, then null.
+  int syncs = 0;
+  const int user_segment = pipeline ? 1 : 0;
+  // Waits for `events`; on the Context's descriptor, sends the cancel (or
+  // marks it due, see cancel_due) and from then on waits only for the
+  // server (at most kDrainLimit). Returns an error (outcome unknown; the
+  // connection closed) if the connection is lost or the server does not
+  // answer in time.
   auto wait = [&](short events) -> absl::Status {
     for (;;) {
       const Ready r =
@@ -435,7 +444,11 @@ absl::StatusOr<Result> Connection::Query(
       if (r == Ready::kError) return Lost("poll");
       canceled = true;
       drain_end = absl::Now() + kDrainLimit;
-      cancel_request = SendCancel(conn_);
+      if (syncs < user_segment) {
+        cancel_due = true;
+      } else {
+        cancel_request = SendCancel(conn_);
+      }
     }
   };
 
@@ -451,10 +464,6 @@ absl::StatusOr<Result> Connection::Query(
   std::optional<absl::Status> query_error;
   bool backstop_failed = false;
   bool backstop_fired = false;
-  // Pipeline: the backstop's results, its Sync, the statement's results,
-  // its Sync. Else: the statement's results, then null.
-  int syncs = 0;
-  const int user_segment = pipeline ? 1 : 0;
   for (;;) {
     while (PQisBusy(conn_)) {
       if (absl::Status s = wait(POLLIN); !s.ok()) return s;
@@ -469,6 +478,10 @@ absl::StatusOr<Result> Connection::Query(
     if (st == PGRES_PIPELINE_SYNC) {
       PQclear(res);
       if (++syncs == 2) break;
+      if (cancel_due) {  // The statement runs now (or has run).
+        cancel_due = false;
+        cancel_request = SendCancel(conn_);
+      }
       continue;
     }
     if (st == PGRES_COPY_IN || st == PGRES_COPY_OUT || st == PGRES_COPY_BOTH) {

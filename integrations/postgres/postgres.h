@@ -44,9 +44,12 @@
 // Sync), so every statement runs exactly as it would alone: VACUUM, CREATE
 // DATABASE and other statements that refuse a pipeline or a transaction
 // block work with a deadline, and a statement inside a transaction is not
-// affected by the backstop's own success or failure. Inside an aborted
-// transaction (PQTRANS_INERROR, where only ROLLBACK/COMMIT can run) no
-// backstop is sent, so ROLLBACK with a deadline Context works. After a
+// affected by the backstop's own success or failure. A cancel is sent only
+// once the backstop's segment has ended (it could otherwise abort the
+// caller's transaction under a COMMIT, which the server then answers
+// "ROLLBACK" with no error); kDrainLimit still bounds the call. Inside an
+// aborted transaction (PQTRANS_INERROR, where only ROLLBACK/COMMIT can run)
+// no backstop is sent, so ROLLBACK with a deadline Context works. After a
 // statement with a backstop, the next statement without a deadline first
 // sends `RESET statement_timeout` (same round trip): statement_timeout
 // belongs to this layer; give a session default through the conninfo

@@ -404,6 +404,126 @@ TEST_F(PostgresTest, ResultIsWhatTheServerDidWhenTheContextEndsMidStatement) {
   ASSERT_TRUE(admin_->Query(Background(), "DROP TABLE b8").ok());
 }
 
+// B8: the Context ends at every point of a short write (deadlines from 0 to
+// 0.6 ms in 6 us steps: before the send, on the backstop segment, between
+// the segments, during the INSERT, during a COMMIT, after): a call that
+// returned OK committed its row, one that returned the Context's error did
+// not.
+TEST_F(PostgresTest, EveryCancelPointOfAWriteReportsWhatCommitted) {
+  ASSERT_TRUE(admin_->Query(Background(),
+                            "CREATE TABLE b8_sweep (id int PRIMARY KEY)").ok());
+  auto conn = Open();
+  ASSERT_NE(conn, nullptr);
+  const int total = testing::PlainOrSanitized(600, 200);
+  std::vector<absl::StatusCode> codes(total, absl::StatusCode::kInternal);
+  for (int id = 0; id < total; ++id) {
+    const absl::Duration when = absl::Microseconds(id % 100 * 6);
+    const std::string v = std::to_string(id);
+    absl::StatusOr<Result> r;
+    if (id % 4 == 0) {  // Autocommit INSERT.
+      auto [ctx, cancel] = WithTimeout(Background(), when);
+      r = conn->Query(ctx, "INSERT INTO b8_sweep VALUES ($1::int)", {v});
+    } else {  // BEGIN; INSERT; COMMIT under the deadline.
+      ASSERT_TRUE(conn->Query(Background(), "BEGIN").ok());
+      ASSERT_TRUE(conn->Query(Background(),
+                              "INSERT INTO b8_sweep VALUES ($1::int)", {v})
+                      .ok());
+      auto [ctx, cancel] = WithTimeout(Background(), when);
+      r = conn->Query(ctx, "COMMIT");
+      if (conn->ok() && !conn->idle_in_no_transaction()) {
+        ASSERT_TRUE(conn->Query(Background(), "ROLLBACK").ok());
+      }
+    }
+    codes[id] = r.status().code();
+    if (!conn->ok()) conn = Open();
+    ASSERT_NE(conn, nullptr);
+  }
+  absl::StatusOr<Result> rows =
+      admin_->Query(Background(), "SELECT id FROM b8_sweep");
+  ASSERT_TRUE(rows.ok()) << rows.status();
+  std::vector<bool> committed(total, false);
+  for (size_t i = 0; i < rows->rows(); ++i) {
+    int id = -1;
+    ASSERT_TRUE(absl::SimpleAtoi(rows->at(i, 0).value_or(""), &id));
+    committed[id] = true;
+  }
+  int ok = 0, ctx_error = 0, unknown = 0;
+  for (int id = 0; id < total; ++id) {
+    if (codes[id] == absl::StatusCode::kOk) {
+      ++ok;
+      EXPECT_TRUE(committed[id]) << "call " << id << " returned OK, no row";
+    } else if (codes[id] == absl::StatusCode::kDeadlineExceeded) {
+      ++ctx_error;
+      EXPECT_FALSE(committed[id]) << "call " << id << " failed, row committed";
+    } else {
+      ++unknown;
+      EXPECT_EQ(codes[id], absl::StatusCode::kUnknown) << "call " << id;
+    }
+  }
+  std::printf("%d writes, deadline 0-0.6 ms: %d OK, %d deadline (no row), %d "
+              "unknown\n", total, ok, ctx_error, unknown);
+  ASSERT_TRUE(admin_->Query(Background(), "DROP TABLE b8_sweep").ok());
+}
+
+// B8: the Context ends while the backstop segment runs (here it waits for a
+// lock: a fresh backend reads pg_proc to resolve set_config, which the admin
+// holds locked) before a COMMIT. A cancel sent then would abort the
+// transaction under the COMMIT, which the server answers with "ROLLBACK",
+// no error: the call must not return OK without the row.
+TEST_F(PostgresTest, CancelDuringTheBackstopNeverTurnsCommitIntoRollback) {
+  ASSERT_TRUE(admin_->Query(Background(),
+                            "CREATE TABLE b8_commit (id int)").ok());
+  auto conn = Open();
+  ASSERT_NE(conn, nullptr);
+  ASSERT_TRUE(conn->Query(Background(), "BEGIN").ok());
+  ASSERT_TRUE(conn->Query(Background(), "INSERT INTO b8_commit VALUES (1)").ok());
+  ASSERT_TRUE(admin_->Query(Background(), "BEGIN").ok());
+  ASSERT_TRUE(admin_->Query(Background(),
+                            "LOCK TABLE pg_catalog.pg_proc IN ACCESS "
+                            "EXCLUSIVE MODE").ok());
+  auto [ctx, cancel] = WithCancel(Background());
+  absl::StatusOr<Result> r;
+  std::thread q([&, c = ctx] {
+    auto [dl, stop] = WithTimeout(c, absl::Seconds(30));
+    r = conn->Query(dl, "COMMIT");
+  });
+  // Waits (bounded) while the backend waits for the lock or not.
+  auto waits_for_lock = [&](bool want) {
+    const absl::Time end = absl::Now() + absl::Seconds(2);
+    while (absl::Now() < end) {
+      absl::StatusOr<Result> w = admin_->Query(
+          Background(),
+          "SELECT count(*) FROM pg_locks WHERE NOT granted AND pid = $1::int",
+          {std::to_string(conn->backend_pid())});
+      if (w.ok() && (w->at(0, 0) == std::optional<std::string>("1")) == want) {
+        return true;
+      }
+      // The server publishes no event for this: ask again shortly.
+      absl::SleepFor(absl::Milliseconds(2));
+    }
+    return false;
+  };
+  const bool blocked = waits_for_lock(true);
+  cancel();
+  // A cancel sent now ends the lock wait; none should be sent yet.
+  const bool released_by_cancel = waits_for_lock(false);
+  ASSERT_TRUE(admin_->Query(Background(), "ROLLBACK").ok());
+  q.join();
+  ASSERT_TRUE(blocked);
+  absl::StatusOr<Result> rows =
+      admin_->Query(Background(), "SELECT count(*) FROM b8_commit");
+  ASSERT_TRUE(rows.ok()) << rows.status();
+  if (r.ok()) {
+    EXPECT_EQ(rows->at(0, 0), std::optional<std::string>("1"))
+        << "COMMIT returned OK (lock wait ended by the cancel: "
+        << released_by_cancel << ") but nothing was committed";
+  } else {
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kCancelled) << r.status();
+    EXPECT_EQ(rows->at(0, 0), std::optional<std::string>("0"));
+  }
+  ASSERT_TRUE(admin_->Query(Background(), "DROP TABLE b8_commit").ok());
+}
+
 // B8: when nothing comes back after the cancel (here: the server process is
 // stopped), the call ends within kDrainLimit with "outcome unknown" and the
 // connection is closed, never reported as canceled.
