@@ -462,7 +462,7 @@ absl::StatusOr<Result> Connection::Query(
 
   Result result;
   std::optional<absl::Status> query_error;
-  bool backstop_failed = false;
+  std::optional<absl::Status> backstop_error;  // The backstop segment's.
   bool backstop_fired = false;
   for (;;) {
     while (PQisBusy(conn_)) {
@@ -490,12 +490,14 @@ absl::StatusOr<Result> Connection::Query(
       return absl::InvalidArgumentError("postgres: COPY is not supported");
     }
     if (syncs != user_segment) {
-      if (st == PGRES_FATAL_ERROR) backstop_failed = true;
+      if (st == PGRES_FATAL_ERROR && !backstop_error) {
+        backstop_error = SqlError(res);
+      }
     } else if (st == PGRES_FATAL_ERROR) {
       if (!query_error) {
         query_error = SqlError(res);
         const char* msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
-        backstop_fired = deadline.has_value() && !backstop_failed &&
+        backstop_fired = deadline.has_value() && !backstop_error &&
                          SqlState(*query_error) == "57014" && msg != nullptr &&
                          strstr(msg, "statement timeout") != nullptr;
       }
@@ -526,9 +528,16 @@ absl::StatusOr<Result> Connection::Query(
   if (pipeline) {
     if (PQexitPipelineMode(conn_) != 1) return Lost("pipeline");
     // A RESET that succeeded outside a transaction has committed.
-    if (!deadline.has_value() && !backstop_failed &&
+    if (!deadline.has_value() && !backstop_error &&
         tx_before == PQTRANS_IDLE) {
       backstop_set_ = false;
+    }
+    // A backstop that failed inside the caller's transaction (someone
+    // else's cancel) aborted it: the statement then ran in an aborted
+    // transaction (a COMMIT is answered "ROLLBACK", no error). Its error is
+    // the statement's.
+    if (backstop_error && tx_before == PQTRANS_INTRANS) {
+      query_error = backstop_error;
     }
   }
 

@@ -43,11 +43,11 @@
 // (`SELECT set_config('statement_timeout', ms, false)`, Sync, statement,
 // Sync), so every statement runs exactly as it would alone: VACUUM, CREATE
 // DATABASE and other statements that refuse a pipeline or a transaction
-// block work with a deadline, and a statement inside a transaction is not
-// affected by the backstop's own success or failure. A cancel is sent only
-// once the backstop's segment has ended (it could otherwise abort the
-// caller's transaction under a COMMIT, which the server then answers
-// "ROLLBACK" with no error); kDrainLimit still bounds the call. Inside an
+// block work with a deadline. This Context's cancel is sent only once the
+// backstop's segment has ended: inside a transaction, a failed backstop
+// aborts it, and a COMMIT in an aborted transaction is answered "ROLLBACK"
+// with no error. A backstop that fails there anyway (canceled by someone
+// else) is the call's error, never the statement's result. Inside an
 // aborted transaction (PQTRANS_INERROR, where only ROLLBACK/COMMIT can run)
 // no backstop is sent, so ROLLBACK with a deadline Context works. After a
 // statement with a backstop, the next statement without a deadline first

@@ -524,6 +524,55 @@ TEST_F(PostgresTest, CancelDuringTheBackstopNeverTurnsCommitIntoRollback) {
   ASSERT_TRUE(admin_->Query(Background(), "DROP TABLE b8_commit").ok());
 }
 
+// B8: someone else's cancel (pg_cancel_backend) hits the backstop segment
+// inside a transaction (held on a pg_proc lock, as above): the transaction
+// is aborted under the COMMIT, which the server answers "ROLLBACK" with no
+// error; the call must report the failure, not OK.
+TEST_F(PostgresTest, FailedBackstopInsideATransactionIsReported) {
+  ASSERT_TRUE(admin_->Query(Background(),
+                            "CREATE TABLE b8_commit2 (id int)").ok());
+  auto conn = Open();
+  ASSERT_NE(conn, nullptr);
+  ASSERT_TRUE(conn->Query(Background(), "BEGIN").ok());
+  ASSERT_TRUE(
+      conn->Query(Background(), "INSERT INTO b8_commit2 VALUES (1)").ok());
+  ASSERT_TRUE(admin_->Query(Background(), "BEGIN").ok());
+  ASSERT_TRUE(admin_->Query(Background(),
+                            "LOCK TABLE pg_catalog.pg_proc IN ACCESS "
+                            "EXCLUSIVE MODE").ok());
+  absl::StatusOr<Result> r;
+  std::thread q([&] {
+    auto [dl, stop] = WithTimeout(Background(), absl::Seconds(30));
+    r = conn->Query(dl, "COMMIT");
+  });
+  bool blocked = false;
+  const absl::Time end = absl::Now() + absl::Seconds(10);
+  while (!blocked && absl::Now() < end) {
+    absl::StatusOr<Result> w = admin_->Query(
+        Background(),
+        "SELECT count(*) FROM pg_locks WHERE NOT granted AND pid = $1::int",
+        {std::to_string(conn->backend_pid())});
+    blocked = w.ok() && w->at(0, 0) == std::optional<std::string>("1");
+    // The server publishes no event for this: ask again shortly.
+    if (!blocked) absl::SleepFor(absl::Milliseconds(2));
+  }
+  const bool canceled =
+      blocked && admin_->Query(Background(), "SELECT pg_cancel_backend($1::int)",
+                               {std::to_string(conn->backend_pid())})
+                     .ok();
+  ASSERT_TRUE(admin_->Query(Background(), "ROLLBACK").ok());
+  q.join();
+  ASSERT_TRUE(canceled);
+  absl::StatusOr<Result> rows =
+      admin_->Query(Background(), "SELECT count(*) FROM b8_commit2");
+  ASSERT_TRUE(rows.ok()) << rows.status();
+  EXPECT_EQ(rows->at(0, 0), std::optional<std::string>("0"));
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kAborted) << r.status();
+  EXPECT_EQ(SqlState(r.status()), "57014");
+  EXPECT_TRUE(conn->idle_in_no_transaction());
+  ASSERT_TRUE(admin_->Query(Background(), "DROP TABLE b8_commit2").ok());
+}
+
 // B8: when nothing comes back after the cancel (here: the server process is
 // stopped), the call ends within kDrainLimit with "outcome unknown" and the
 // connection is closed, never reported as canceled.
