@@ -29,7 +29,7 @@ constexpr char kOutcomeUnknown[] = "postgres: outcome unknown: ";
 // The backstop, a pipeline segment of its own before the statement's
 // (session-level: a SET LOCAL would end with its own segment's Sync).
 constexpr char kSetStatementTimeout[] =
-    "SELECT set_config('statement_timeout', $1, false)";
+    "SELECT pg_catalog.set_config('statement_timeout', $1, false)";
 constexpr char kResetStatementTimeout[] = "RESET statement_timeout";
 
 constexpr absl::Duration kBackstopGrace = absl::Milliseconds(5);

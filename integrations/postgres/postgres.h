@@ -40,8 +40,9 @@
 // as the session's `statement_timeout`, so even a client that stalls or
 // vanishes cannot leave the statement running past the deadline. It is sent
 // in the same round trip as the statement but as its own pipeline segment
-// (`SELECT set_config('statement_timeout', ms, false)`, Sync, statement,
-// Sync), so every statement runs exactly as it would alone: VACUUM, CREATE
+// (`SELECT pg_catalog.set_config('statement_timeout', ms, false)`, Sync,
+// statement, Sync; schema-qualified, whatever the search_path), so every
+// statement runs exactly as it would alone: VACUUM, CREATE
 // DATABASE and other statements that refuse a pipeline or a transaction
 // block work with a deadline. This Context's cancel is sent only once the
 // backstop's segment has ended: inside a transaction, a failed backstop

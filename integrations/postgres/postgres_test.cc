@@ -573,6 +573,29 @@ TEST_F(PostgresTest, FailedBackstopInsideATransactionIsReported) {
   ASSERT_TRUE(admin_->Query(Background(), "DROP TABLE b8_commit2").ok());
 }
 
+// The backstop calls pg_catalog's set_config whatever the session's
+// search_path: a function of that name in a schema searched first is never
+// run (here it would fail, aborting the caller's transaction).
+TEST_F(PostgresTest, BackstopIgnoresTheSearchPath) {
+  ASSERT_TRUE(admin_->Query(Background(), "CREATE SCHEMA b8_path").ok());
+  ASSERT_TRUE(admin_->Query(Background(),
+                            "CREATE FUNCTION b8_path.set_config(text, text, "
+                            "boolean) RETURNS text LANGUAGE plpgsql AS "
+                            "$$BEGIN RAISE EXCEPTION 'not pg_catalog''s'; "
+                            "END$$")
+                  .ok());
+  absl::StatusOr<std::unique_ptr<Connection>> conn = Connection::Connect(
+      Background(), PostgresEnv::server->conninfo() +
+                        " options='-c search_path=b8_path,pg_catalog'");
+  ASSERT_TRUE(conn.ok()) << conn.status();
+  ASSERT_TRUE((*conn)->Query(Background(), "BEGIN").ok());
+  auto [ctx, cancel] = WithTimeout(Background(), absl::Seconds(30));
+  absl::StatusOr<Result> r = (*conn)->Query(ctx, "SELECT 1");
+  EXPECT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE((*conn)->Query(Background(), "COMMIT").ok());
+  ASSERT_TRUE(admin_->Query(Background(), "DROP SCHEMA b8_path CASCADE").ok());
+}
+
 // B8: when nothing comes back after the cancel (here: the server process is
 // stopped), the call ends within kDrainLimit with "outcome unknown" and the
 // connection is closed, never reported as canceled.
