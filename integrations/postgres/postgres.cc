@@ -337,6 +337,17 @@ bool Connection::idle_in_no_transaction() const {
   return ok() && PQtransactionStatus(conn_) == PQTRANS_IDLE;
 }
 
+bool Connection::StillOpen() {
+  // Bounded: a server that keeps sending notices is not waited out.
+  for (int i = 0; i < 4 && ok(); ++i) {
+    pollfd p{PQsocket(conn_), POLLIN, 0};
+    if (poll(&p, 1, 0) != 1) break;  // Nothing waiting: open.
+    if (PQconsumeInput(conn_) != 1) break;  // Closed: ok() is false.
+    PQisBusy(conn_);  // Parses what came (a notice, an error).
+  }
+  return ok();
+}
+
 absl::Status Connection::Lost(const char* what) {
   absl::Status s(absl::StatusCode::kUnknown,
                  absl::StrCat(kOutcomeUnknown, what, ": ",
@@ -646,6 +657,7 @@ absl::StatusOr<Pool::Lease> Pool::Acquire(const Context& ctx) {
       wake.Stop();
     }
   }
+  if (conn != nullptr && !conn->StillOpen()) conn = nullptr;  // Its slot.
   if (conn == nullptr) {  // A slot: open a connection in it.
     absl::StatusOr<std::unique_ptr<Connection>> c =
         Connection::Connect(ctx, conninfo_);

@@ -196,8 +196,13 @@ class Connection {
   bool idle_in_no_transaction() const;
 
  private:
+  friend class Pool;
   explicit Connection(pg_conn* conn);
   void Close();
+  // For an idle connection: reads what is waiting (notices, or the error a
+  // server sends before closing it) without a round trip; false if the
+  // server has closed it (it is then broken: ok() false).
+  bool StillOpen();
   // Closes the connection; kUnknown "postgres: outcome unknown: <what>: <libpq
   // message>".
   absl::Status Lost(const char* what);
@@ -237,6 +242,10 @@ struct PoolOptions {
 // waiter (one waiter is woken per connection), else back to the idle set.
 // So a Pool never has more than max_open connections open at once, whatever
 // the number of callers.
+//
+// A connection the server closed while it was idle in the pool (a restart,
+// an idle timeout, pg_terminate_backend) is not handed out: its socket is
+// checked (no round trip) and a new connection opened in its place.
 //
 // A connection is returned clean or not at all: one returned inside a
 // transaction (BEGIN without COMMIT, a transaction aborted by an error or a

@@ -935,6 +935,28 @@ TEST_F(PostgresTest, PoolHandsOutOnlyCleanConnections) {
   ASSERT_TRUE(admin_->Query(Background(), "DROP TABLE pool_b9").ok());
 }
 
+// B9: an idle connection the server closed while it sat in the pool (its
+// backend terminated, as a server restart or an idle timeout does) is not
+// handed out: the next Query runs on a fresh connection.
+TEST_F(PostgresTest, PoolNeverHandsOutAConnectionTheServerClosed) {
+  absl::StatusOr<std::unique_ptr<Pool>> p =
+      Pool::New(PostgresEnv::server->conninfo(), {.max_open = 1, .max_idle = 1});
+  ASSERT_TRUE(p.ok()) << p.status();
+  Pool& pool = **p;
+  auto [dl, dl_cancel] = WithTimeout(Background(), absl::Seconds(30));
+  absl::StatusOr<Result> pid = pool.Query(dl, "SELECT pg_backend_pid()");
+  ASSERT_TRUE(pid.ok()) << pid.status();
+  ASSERT_EQ(pool.Stats().idle, 1u);
+  ASSERT_TRUE(admin_->Query(Background(),
+                            "SELECT pg_terminate_backend($1::int, 10000)",
+                            {pid->at(0, 0)})
+                  .ok());
+  absl::StatusOr<Result> r = pool.Query(dl, "SELECT 41 + 1");
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->at(0, 0), std::optional<std::string>("42"));
+  EXPECT_EQ(pool.Stats().open, 1u);
+}
+
 // A7: no password in any error, whatever the conninfo's shape.
 TEST_F(PostgresTest, ErrorsNeverContainThePassword) {
   EXPECT_EQ(RedactSecrets("host=h password=hunter2 user=u"),
