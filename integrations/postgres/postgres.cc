@@ -5,7 +5,10 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <condition_variable>
 #include <cstring>
+#include <mutex>
+#include <system_error>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/cord.h"
@@ -15,6 +18,7 @@
 #include "absl/time/clock.h"
 #include "context/after_func.h"
 #include "context/context.h"
+#include "context/internal/thread_start.h"
 #include "context/waitable.h"
 
 namespace reqctx::postgres {
@@ -25,7 +29,7 @@ constexpr char kOutcomeUnknown[] = "postgres: outcome unknown: ";
 // The backstop, a pipeline segment of its own before the statement's
 // (session-level: a SET LOCAL would end with its own segment's Sync).
 constexpr char kSetStatementTimeout[] =
-    "SELECT set_config('statement_timeout', $1, false)";
+    "SELECT pg_catalog.set_config('statement_timeout', $1, false)";
 constexpr char kResetStatementTimeout[] = "RESET statement_timeout";
 
 constexpr absl::Duration kBackstopGrace = absl::Milliseconds(5);
@@ -56,6 +60,62 @@ Ready WaitFor(int sock, short events, int done_fd, absl::Time end) {
   }
 }
 
+// A cancel request in flight (see SendCancel).
+struct CancelRequest {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;  // Guarded by mu.
+};
+
+// Cancel requests in flight in this process, and their bound.
+constexpr int kMaxCancelsInFlight = 64;
+std::atomic<int> cancels_in_flight{0};
+
+// Sends a cancel request for `conn`'s running statement on a thread of its
+// own: PQcancel has no timeout and returns only once the server has closed
+// the cancel connection, so a server (or a network) that never answers
+// would otherwise hold the caller past any bound. Returns null when nothing
+// was sent: kMaxCancelsInFlight requests already wait for their servers, or
+// no thread or memory could be had (kDrainLimit still bounds the caller).
+std::shared_ptr<CancelRequest> SendCancel(PGconn* conn) {
+  if (cancels_in_flight.fetch_add(1, std::memory_order_relaxed) >=
+      kMaxCancelsInFlight) {
+    cancels_in_flight.fetch_sub(1, std::memory_order_relaxed);
+    return nullptr;
+  }
+  PGcancel* cancel = PQgetCancel(conn);  // A copy the thread owns.
+  std::shared_ptr<CancelRequest> request;
+  try {
+    if (cancel == nullptr) throw std::bad_alloc();
+    request = std::make_shared<CancelRequest>();
+    internal::StartThread([cancel, request] {
+      char err[256];
+      PQcancel(cancel, err, sizeof err);  // On failure the drain bounds it.
+      PQfreeCancel(cancel);
+      {
+        std::lock_guard<std::mutex> lock(request->mu);
+        request->done = true;
+      }
+      request->cv.notify_all();
+      cancels_in_flight.fetch_sub(1, std::memory_order_relaxed);
+    }).detach();
+  } catch (const std::exception&) {  // std::system_error, std::bad_alloc.
+    if (cancel != nullptr) PQfreeCancel(cancel);
+    cancels_in_flight.fetch_sub(1, std::memory_order_relaxed);
+    return nullptr;
+  }
+  return request;
+}
+
+// True once the server has processed `request`; false if it has not by `end`.
+bool AwaitCancel(CancelRequest& request, absl::Time end) {
+  std::unique_lock<std::mutex> lock(request.mu);
+  return request.cv.wait_for(
+      lock, absl::ToChronoNanoseconds(std::max(end - absl::Now(),
+                                               absl::ZeroDuration())),
+      [&request] { return request.done; });
+}
+
 // A libpq message, trailing newlines and spaces removed, secrets redacted.
 std::string Trimmed(const char* msg) {
   std::string s = msg == nullptr ? "" : msg;
@@ -65,24 +125,51 @@ std::string Trimmed(const char* msg) {
 
 bool IsKeyChar(char c) { return absl::ascii_isalnum(c) || c == '_'; }
 
-// The end of a conninfo value starting at `i` (quoted '...' with backslash
-// escapes, or up to whitespace, '&', '"', ',' or the end).
-size_t ValueEnd(std::string_view t, size_t i) {
-  if (i < t.size() && t[i] == '\'') {
-    for (++i; i < t.size(); ++i) {
-      if (t[i] == '\\') {
-        ++i;
-      } else if (t[i] == '\'') {
-        return i + 1;
-      }
-    }
-    return t.size();
-  }
-  while (i < t.size() && !absl::ascii_isspace(t[i]) && t[i] != '&' &&
-         t[i] != '"' && t[i] != ',') {
-    ++i;
-  }
+// The end of the key starting at `i`: key characters and %XX escapes (libpq
+// percent-decodes a URI's query parameter names).
+size_t KeyEnd(std::string_view t, size_t i) {
+  while (i < t.size() && (IsKeyChar(t[i]) || t[i] == '%')) ++i;
   return i;
+}
+
+int HexValue(char c) {
+  if (!absl::ascii_isxdigit(static_cast<unsigned char>(c))) return -1;
+  return absl::ascii_isdigit(static_cast<unsigned char>(c))
+             ? c - '0'
+             : absl::ascii_tolower(static_cast<unsigned char>(c)) - 'a' + 10;
+}
+
+// True if `key`, percent-decoded, ends in "password" (any case).
+bool IsSecretKey(std::string_view key) {
+  std::string decoded;
+  for (size_t i = 0; i < key.size(); ++i) {
+    if (key[i] == '%' && i + 2 < key.size() &&
+        HexValue(key[i + 1]) >= 0 && HexValue(key[i + 2]) >= 0) {
+      decoded.push_back(
+          static_cast<char>(HexValue(key[i + 1]) * 16 + HexValue(key[i + 2])));
+      i += 2;
+    } else {
+      decoded.push_back(key[i]);
+    }
+  }
+  return absl::EndsWithIgnoreCase(decoded, "password");
+}
+
+// The end of a conninfo value starting at `i`, as libpq reads it: quoted
+// '...' with backslash escapes, or unquoted up to whitespace with backslash
+// escapes (a quote or comma is part of it); in a URI's query (`uri_query`),
+// also up to '&'.
+size_t ValueEnd(std::string_view t, size_t i, bool uri_query) {
+  const bool quoted = !uri_query && i < t.size() && t[i] == '\'';
+  for (i += quoted ? 1 : 0; i < t.size(); ++i) {
+    if (t[i] == '\\' && !uri_query) {
+      ++i;
+    } else if (quoted ? t[i] == '\'' : absl::ascii_isspace(t[i]) ||
+                                            (uri_query && t[i] == '&')) {
+      return quoted ? i + 1 : i;
+    }
+  }
+  return t.size();
 }
 
 absl::StatusCode CodeForSqlState(std::string_view state) {
@@ -132,39 +219,50 @@ std::string RedactSecrets(std::string_view t) {
   out.reserve(t.size());
   size_t i = 0;
   while (i < t.size()) {
-    // key[ ]=[ ]value where key ends in "password" (case-insensitive).
-    if ((t[i] == 'p' || t[i] == 'P') && t.size() - i >= 8 &&
-        absl::EqualsIgnoreCase(absl::string_view(t.data() + i, 8), "password") &&
-        (i + 8 == t.size() || !IsKeyChar(t[i + 8]))) {
-      size_t j = i + 8;
-      while (j < t.size() && t[j] == ' ') ++j;
-      if (j < t.size() && t[j] == '=') {
+    // key[ ]=[ ]value where the key ends in "password" (any case,
+    // percent-decoded); the key starts after a non-key character.
+    if ((IsKeyChar(t[i]) || t[i] == '%') &&
+        (i == 0 || !(IsKeyChar(t[i - 1]) || t[i - 1] == '%'))) {
+      const size_t key_end = KeyEnd(t, i);
+      size_t j = key_end;
+      while (j < t.size() && absl::ascii_isspace(t[j])) ++j;
+      if (j < t.size() && t[j] == '=' &&
+          IsSecretKey(t.substr(i, key_end - i))) {
         ++j;
-        while (j < t.size() && t[j] == ' ') ++j;
+        while (j < t.size() && absl::ascii_isspace(t[j])) ++j;
         out.append(t.substr(i, j - i));
         out.append("***");
-        i = ValueEnd(t, j);
+        i = ValueEnd(t, j, i > 0 && (t[i - 1] == '?' || t[i - 1] == '&'));
         continue;
       }
+      out.append(t.substr(i, key_end - i));
+      i = key_end;
+      continue;
     }
-    // scheme://user:password@host. The URI ends at a quote or whitespace,
-    // not at '/' or '?': a password may hold those (over-redacting a URI
-    // with a later '@' is the safe side).
+    // scheme://user:password@host. libpq's user info ends at the first '@'
+    // or '/' (so a password may hold spaces and quotes); the last '@' before
+    // a quote or whitespace is also taken (a password with an unencoded '/'
+    // or '@'): over-redacting is the safe side.
     if (t[i] == ':' && t.substr(i, 3) == "://") {
-      size_t end = i + 3;
+      const size_t start = i + 3;
+      size_t end = start;
       while (end < t.size() && t[end] != '"' && t[end] != '\'' &&
              !absl::ascii_isspace(t[end])) {
         ++end;
       }
-      const std::string_view authority = t.substr(i + 3, end - i - 3);
-      const size_t at = authority.rfind('@');
+      size_t at = t.substr(start, end - start).rfind('@');
+      if (at == std::string_view::npos) {
+        at = t.substr(start).find_first_of("@/");
+        if (at != std::string_view::npos && t[start + at] != '@') {
+          at = std::string_view::npos;
+        }
+      }
       if (at != std::string_view::npos) {
-        const std::string_view user_info = authority.substr(0, at);
-        const size_t colon = user_info.find(':');
+        const size_t colon = t.substr(start, at).find(':');
         if (colon != std::string_view::npos) {
           out.append(t.substr(i, 3 + colon + 1));
           out.append("***");
-          i = i + 3 + at;  // From the '@'.
+          i = start + at;  // From the '@'.
           continue;
         }
       }
@@ -181,15 +279,12 @@ std::optional<std::string> SqlState(const absl::Status& status) {
   return std::string(*p);
 }
 
-Connection::Connection(pg_conn* conn, pg_cancel* cancel)
-    : conn_(conn), cancel_(cancel) {}
+Connection::Connection(pg_conn* conn) : conn_(conn) {}
 
 Connection::~Connection() { Close(); }
 
 void Connection::Close() {
-  if (cancel_ != nullptr) PQfreeCancel(cancel_);
   if (conn_ != nullptr) PQfinish(conn_);
-  cancel_ = nullptr;
   conn_ = nullptr;
 }
 
@@ -235,13 +330,22 @@ absl::StatusOr<std::unique_ptr<Connection>> Connection::Connect(
     st = PQconnectPoll(c);
   }
   if (PQsetnonblocking(c, 1) != 0) return fail(absl::StatusCode::kInternal);
-  PGcancel* cancel = PQgetCancel(c);
-  if (cancel == nullptr) return fail(absl::StatusCode::kResourceExhausted);
-  return std::unique_ptr<Connection>(new Connection(c, cancel));
+  return std::unique_ptr<Connection>(new Connection(c));
 }
 
 bool Connection::idle_in_no_transaction() const {
   return ok() && PQtransactionStatus(conn_) == PQTRANS_IDLE;
+}
+
+bool Connection::StillOpen() {
+  // Bounded: a server that keeps sending notices is not waited out.
+  for (int i = 0; i < 4 && ok(); ++i) {
+    pollfd p{PQsocket(conn_), POLLIN, 0};
+    if (poll(&p, 1, 0) != 1) break;  // Nothing waiting: open.
+    if (PQconsumeInput(conn_) != 1) break;  // Closed: ok() is false.
+    PQisBusy(conn_);  // Parses what came (a notice, an error).
+  }
+  return ok();
 }
 
 absl::Status Connection::Lost(const char* what) {
@@ -321,12 +425,22 @@ absl::StatusOr<Result> Connection::Query(
   }
 
   const int sock = PQsocket(conn_);
-  bool canceled = false;  // This Context was done first; a cancel was sent.
+  bool canceled = false;  // This Context was done first.
+  // The cancel waits for the backstop segment's end: a cancel that hit the
+  // backstop would abort the caller's transaction under a statement the
+  // server then runs anyway (a COMMIT would answer "ROLLBACK", no error).
+  bool cancel_due = false;
+  std::shared_ptr<CancelRequest> cancel_request;  // Null: none in flight.
   absl::Time drain_end = absl::InfiniteFuture();
-  // Waits for `events`; on the Context's descriptor, sends the cancel and
-  // from then on waits only for the server (at most kDrainLimit). Returns
-  // an error (outcome unknown; the connection closed) if the connection is
-  // lost or the server does not answer in time.
+  // Pipeline: the backstop's results, its Sync, the statement's results,
+  // its Sync. Else: the statement's results, then null.
+  int syncs = 0;
+  const int user_segment = pipeline ? 1 : 0;
+  // Waits for `events`; on the Context's descriptor, sends the cancel (or
+  // marks it due, see cancel_due) and from then on waits only for the
+  // server (at most kDrainLimit). Returns an error (outcome unknown; the
+  // connection closed) if the connection is lost or the server does not
+  // answer in time.
   auto wait = [&](short events) -> absl::Status {
     for (;;) {
       const Ready r =
@@ -341,8 +455,11 @@ absl::StatusOr<Result> Connection::Query(
       if (r == Ready::kError) return Lost("poll");
       canceled = true;
       drain_end = absl::Now() + kDrainLimit;
-      char err[256];
-      PQcancel(cancel_, err, sizeof err);  // On failure the drain bounds it.
+      if (syncs < user_segment) {
+        cancel_due = true;
+      } else {
+        cancel_request = SendCancel(conn_);
+      }
     }
   };
 
@@ -356,12 +473,8 @@ absl::StatusOr<Result> Connection::Query(
 
   Result result;
   std::optional<absl::Status> query_error;
-  bool backstop_failed = false;
+  std::optional<absl::Status> backstop_error;  // The backstop segment's.
   bool backstop_fired = false;
-  // Pipeline: the backstop's results, its Sync, the statement's results,
-  // its Sync. Else: the statement's results, then null.
-  int syncs = 0;
-  const int user_segment = pipeline ? 1 : 0;
   for (;;) {
     while (PQisBusy(conn_)) {
       if (absl::Status s = wait(POLLIN); !s.ok()) return s;
@@ -376,6 +489,10 @@ absl::StatusOr<Result> Connection::Query(
     if (st == PGRES_PIPELINE_SYNC) {
       PQclear(res);
       if (++syncs == 2) break;
+      if (cancel_due) {  // The statement runs now (or has run).
+        cancel_due = false;
+        cancel_request = SendCancel(conn_);
+      }
       continue;
     }
     if (st == PGRES_COPY_IN || st == PGRES_COPY_OUT || st == PGRES_COPY_BOTH) {
@@ -384,12 +501,14 @@ absl::StatusOr<Result> Connection::Query(
       return absl::InvalidArgumentError("postgres: COPY is not supported");
     }
     if (syncs != user_segment) {
-      if (st == PGRES_FATAL_ERROR) backstop_failed = true;
+      if (st == PGRES_FATAL_ERROR && !backstop_error) {
+        backstop_error = SqlError(res);
+      }
     } else if (st == PGRES_FATAL_ERROR) {
       if (!query_error) {
         query_error = SqlError(res);
         const char* msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
-        backstop_fired = deadline.has_value() && !backstop_failed &&
+        backstop_fired = deadline.has_value() && !backstop_error &&
                          SqlState(*query_error) == "57014" && msg != nullptr &&
                          strstr(msg, "statement timeout") != nullptr;
       }
@@ -420,12 +539,25 @@ absl::StatusOr<Result> Connection::Query(
   if (pipeline) {
     if (PQexitPipelineMode(conn_) != 1) return Lost("pipeline");
     // A RESET that succeeded outside a transaction has committed.
-    if (!deadline.has_value() && !backstop_failed &&
+    if (!deadline.has_value() && !backstop_error &&
         tx_before == PQTRANS_IDLE) {
       backstop_set_ = false;
     }
+    // A backstop that failed inside the caller's transaction (someone
+    // else's cancel) aborted it: the statement then ran in an aborted
+    // transaction (a COMMIT is answered "ROLLBACK", no error). Its error is
+    // the statement's.
+    if (backstop_error && tx_before == PQTRANS_INTRANS) {
+      query_error = backstop_error;
+    }
   }
 
+  // A cancel request the server has not processed yet could still hit the
+  // next statement: wait for it (within the drain), else give the
+  // connection up; the result stands either way.
+  if (cancel_request != nullptr && !AwaitCancel(*cancel_request, drain_end)) {
+    Close();
+  }
   if (!query_error) return result;  // Done, even if the cancel came too late.
   if (SqlState(*query_error) == "57014") {
     if (backstop_fired) {
@@ -525,6 +657,7 @@ absl::StatusOr<Pool::Lease> Pool::Acquire(const Context& ctx) {
       wake.Stop();
     }
   }
+  if (conn != nullptr && !conn->StillOpen()) conn = nullptr;  // Its slot.
   if (conn == nullptr) {  // A slot: open a connection in it.
     absl::StatusOr<std::unique_ptr<Connection>> c =
         Connection::Connect(ctx, conninfo_);

@@ -25,23 +25,32 @@
 //     transaction you opened, a lost connection rolls it back on the server,
 //     unless the statement was its COMMIT.)
 // The connection stays usable after a cancel. A cancel that comes too late
-// cannot hit the next statement: PQcancel returns only once the server has
-// processed the request (libpq waits for it to close the cancel
-// connection), and a server process that is waiting for its next statement
-// ignores a cancel.
+// cannot hit the next statement: Query returns only once the server has
+// processed the cancel request (closed the cancel connection), and a
+// server process that is waiting for its next statement ignores a cancel.
+// The request is sent on a thread of its own (libpq's PQcancel has no
+// timeout), so a server or network that never answers it holds the call
+// no longer than kDrainLimit: the connection is then closed, and the
+// result, if it came, still returned. At most 64 cancel requests wait for
+// their servers per process; past that none is sent (kDrainLimit and the
+// backstop below still bound the statement).
 //
 // Server-side backstop: when the Context has a deadline, the time left (plus
 // 5 ms of grace, so the client's own cancel normally acts first) is also set
 // as the session's `statement_timeout`, so even a client that stalls or
 // vanishes cannot leave the statement running past the deadline. It is sent
 // in the same round trip as the statement but as its own pipeline segment
-// (`SELECT set_config('statement_timeout', ms, false)`, Sync, statement,
-// Sync), so every statement runs exactly as it would alone: VACUUM, CREATE
+// (`SELECT pg_catalog.set_config('statement_timeout', ms, false)`, Sync,
+// statement, Sync; schema-qualified, whatever the search_path), so every
+// statement runs exactly as it would alone: VACUUM, CREATE
 // DATABASE and other statements that refuse a pipeline or a transaction
-// block work with a deadline, and a statement inside a transaction is not
-// affected by the backstop's own success or failure. Inside an aborted
-// transaction (PQTRANS_INERROR, where only ROLLBACK/COMMIT can run) no
-// backstop is sent, so ROLLBACK with a deadline Context works. After a
+// block work with a deadline. This Context's cancel is sent only once the
+// backstop's segment has ended: inside a transaction, a failed backstop
+// aborts it, and a COMMIT in an aborted transaction is answered "ROLLBACK"
+// with no error. A backstop that fails there anyway (canceled by someone
+// else) is the call's error, never the statement's result. Inside an
+// aborted transaction (PQTRANS_INERROR, where only ROLLBACK/COMMIT can run)
+// no backstop is sent, so ROLLBACK with a deadline Context works. After a
 // statement with a backstop, the next statement without a deadline first
 // sends `RESET statement_timeout` (same round trip): statement_timeout
 // belongs to this layer; give a session default through the conninfo
@@ -99,7 +108,6 @@
 #include "context/core.h"
 
 struct pg_conn;
-struct pg_cancel;
 
 namespace reqctx::postgres {
 
@@ -136,10 +144,14 @@ std::optional<std::string> SqlState(const absl::Status& status);
 bool IsOutcomeUnknown(const absl::Status& status);
 
 // `text` with every secret of a libpq conninfo replaced by "***": the value
-// of any key ending in "password" (password=, sslpassword=; quoted or not,
-// in key=value form or as a URI query parameter) and the password of a
-// URI's user info (postgresql://user:***@host). Everything else is kept.
-// For anything that may contain a conninfo before it is logged or returned.
+// of any key ending in "password" (any case: password=, sslpassword=; any
+// space around '='; quoted or not, read as libpq reads it -- backslash
+// escapes, quotes and commas inside an unquoted value; in key=value form or
+// as a URI query parameter, whose name may be percent-encoded) and the
+// password of a URI's user info (postgresql://user:***@host; up to the
+// '@', spaces and quotes included). Everything else is kept; when in
+// doubt, more is redacted. For anything that may contain a conninfo before
+// it is logged or returned.
 std::string RedactSecrets(std::string_view text);
 
 class Connection {
@@ -184,14 +196,18 @@ class Connection {
   bool idle_in_no_transaction() const;
 
  private:
-  Connection(pg_conn* conn, pg_cancel* cancel);
+  friend class Pool;
+  explicit Connection(pg_conn* conn);
   void Close();
+  // For an idle connection: reads what is waiting (notices, or the error a
+  // server sends before closing it) without a round trip; false if the
+  // server has closed it (it is then broken: ok() false).
+  bool StillOpen();
   // Closes the connection; kUnknown "postgres: outcome unknown: <what>: <libpq
   // message>".
   absl::Status Lost(const char* what);
 
   pg_conn* conn_;
-  pg_cancel* cancel_;
   // The session's statement_timeout may still hold a backstop (see the file
   // comment); only touched by the Query that holds busy_.
   bool backstop_set_ = false;
@@ -226,6 +242,10 @@ struct PoolOptions {
 // waiter (one waiter is woken per connection), else back to the idle set.
 // So a Pool never has more than max_open connections open at once, whatever
 // the number of callers.
+//
+// A connection the server closed while it was idle in the pool (a restart,
+// an idle timeout, pg_terminate_backend) is not handed out: its socket is
+// checked (no round trip) and a new connection opened in its place.
 //
 // A connection is returned clean or not at all: one returned inside a
 // transaction (BEGIN without COMMIT, a transaction aborted by an error or a
