@@ -381,7 +381,6 @@ TEST(EdgeClientTest, IllegalApplicationMetadataNeverAbortsTheCaller) {
             2u);
 }
 
-
 // Hostile headers of every other shape (repeated headers, huge counts of
 // small members, members exactly at W3C's limits, percent-encoding edge
 // cases, uppercase keys, "-bin" names, odd traceparents): each call is
@@ -411,70 +410,109 @@ std::vector<std::pair<std::string, Headers>> HostileShapes() {
   // tracestate
   {
     Headers h = tp;
-    for (int i = 0; i < 120; ++i) h.push_back({"tracestate", absl::StrCat("k", i, "=v")});
+    for (int i = 0; i < 120; ++i)
+      h.push_back({"tracestate", absl::StrCat("k", i, "=v")});
     add("120 tracestate headers", h);
   }
-  add("tracestate 32 members exactly 512", with({{"tracestate", [] {
-        std::string s;
-        for (int i = 0; i < 32; ++i) {
-          if (i) s += ",";
-          s += absl::StrCat("k", absl::StrFormat("%02d", i), "=", std::string(11, 'x'));
-        }
-        return s;
-      }()}}));
-  add("tracestate 256-char key and value", with({{"tracestate",
-      std::string(256, 'a') + "=" + std::string(256, 'b')}}));
-  add("tracestate 257-char value", with({{"tracestate",
-      "a=" + std::string(257, 'b')}}));
+  add("tracestate 32 members exactly 512",
+      with({{"tracestate", [] {
+               std::string s;
+               for (int i = 0; i < 32; ++i) {
+                 if (i) s += ",";
+                 s += absl::StrCat("k", absl::StrFormat("%02d", i), "=",
+                                   std::string(11, 'x'));
+               }
+               return s;
+             }()}}));
+  add("tracestate 256-char key and value",
+      with({{"tracestate",
+             std::string(256, 'a') + "=" + std::string(256, 'b')}}));
+  add("tracestate 257-char value",
+      with({{"tracestate", "a=" + std::string(257, 'b')}}));
   add("tracestate only commas and OWS", with({{"tracestate", " , ,\t,, "}}));
   add("tracestate empty", with({{"tracestate", ""}}));
   add("tracestate dup keys", with({{"tracestate", "a=1,a=2,b=3"}}));
-  add("tracestate value with space inside", with({{"tracestate", "a=1 2,b= 3"}}));
-  add("tracestate multi-tenant", with({{"tracestate", std::string(241, 'a') + "@" + std::string(14, 'b') + "=1"}}));
+  add("tracestate value with space inside",
+      with({{"tracestate", "a=1 2,b= 3"}}));
+  add("tracestate multi-tenant",
+      with({{"tracestate",
+             std::string(241, 'a') + "@" + std::string(14, 'b') + "=1"}}));
   // baggage
   add("baggage 1000 repeated keys", with({{"baggage", [] {
-        std::string s;
-        for (int i = 0; i < 1000; ++i) s += i ? ",a=1" : "a=1";
-        return s;
-      }()}}));
-  add("baggage 900 distinct tiny members", with({{"baggage", Repeat("k", 900, ",") }}));
-  add("baggage 900 distinct tiny members with =", with({{"baggage", [] {
-        std::string s;
-        for (int i = 0; i < 900; ++i) absl::StrAppend(&s, i ? "," : "", "k", i, "=1");
-        return s;
-      }()}}));
+                                             std::string s;
+                                             for (int i = 0; i < 1000; ++i)
+                                               s += i ? ",a=1" : "a=1";
+                                             return s;
+                                           }()}}));
+  add("baggage 900 distinct tiny members",
+      with({{"baggage", Repeat("k", 900, ",")}}));
+  add("baggage 900 distinct tiny members with =",
+      with({{"baggage", [] {
+               std::string s;
+               for (int i = 0; i < 900; ++i)
+                 absl::StrAppend(&s, i ? "," : "", "k", i, "=1");
+               return s;
+             }()}}));
   {
     Headers h = tp;
-    for (int i = 0; i < 120; ++i) h.push_back({"baggage", absl::StrCat("k", i, "=v")});
+    for (int i = 0; i < 120; ++i)
+      h.push_back({"baggage", absl::StrCat("k", i, "=v")});
     add("120 baggage headers", h);
   }
-  add("baggage one member 4096", with({{"baggage", "k=" + std::string(4094, 'v')}}));
-  add("baggage one member 4000", with({{"baggage", "k=" + std::string(4000, 'v')}}));
-  add("baggage one member 3900 + criticality", with({{"baggage", "k=" + std::string(3900, 'v') + ",criticality=critical"}}));
-  add("baggage percent edges", with({{"baggage",
-      "a=%,b=%4,c=%zz,d=%00,e=%FF%FE,f=%25,g=%2C,h=%3D,i=%0D%0A,j=%7F,k=%C3%A9,l=%%%"}}));
-  add("baggage uppercase and odd keys", with({{"baggage",
-      "Key=1,KEY=2,k%41=3,a.b=4,a/b=5,\"q\"=6,=7,k=,k8"}}));
-  add("baggage hostile properties", with({{"baggage",
-      "a=1;p=%00;q;r=\x01,b=2;;;,c=3;=4"}}));
+  add("baggage one member 4096",
+      with({{"baggage", "k=" + std::string(4094, 'v')}}));
+  add("baggage one member 4000",
+      with({{"baggage", "k=" + std::string(4000, 'v')}}));
+  add("baggage one member 3900 + criticality",
+      with({{"baggage",
+             "k=" + std::string(3900, 'v') + ",criticality=critical"}}));
+  add("baggage percent edges",
+      with({{"baggage",
+             "a=%,b=%4,c=%zz,d=%00,e=%FF%FE,f=%25,g=%2C,h=%3D,i=%0D%0A,j=%7F,k="
+             "%C3%A9,l=%%%"}}));
+  add("baggage uppercase and odd keys",
+      with({{"baggage", "Key=1,KEY=2,k%41=3,a.b=4,a/b=5,\"q\"=6,=7,k=,k8"}}));
+  add("baggage hostile properties",
+      with({{"baggage", "a=1;p=%00;q;r=\x01,b=2;;;,c=3;=4"}}));
   add("baggage empty members", with({{"baggage", ",,,, , ,\t,"}}));
   add("baggage huge percent expansion", with({{"baggage", [] {
-        std::string s = "k=";
-        for (int i = 0; i < 2000; ++i) s += "%00";
-        return s;
-      }()}}));
-  add("baggage many percent members", with({{"baggage", [] {
-        std::string s;
-        for (int i = 0; i < 170; ++i) absl::StrAppend(&s, i ? "," : "", "k", i, "=%FF%00%0A");
-        return s;
-      }()}}));
+                                                 std::string s = "k=";
+                                                 for (int i = 0; i < 2000; ++i)
+                                                   s += "%00";
+                                                 return s;
+                                               }()}}));
+  add("baggage many percent members",
+      with({{"baggage", [] {
+               std::string s;
+               for (int i = 0; i < 170; ++i)
+                 absl::StrAppend(&s, i ? "," : "", "k", i, "=%FF%00%0A");
+               return s;
+             }()}}));
   // traceparent
-  add("traceparent uppercase", {{"traceparent", "00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01"}, {"tracestate", "a=1"}});
-  add("traceparent tab", {{"traceparent", std::string(kValid) + "\t"}, {"tracestate", "a=1"}, {"baggage", "a=1"}});
-  add("traceparent twice", {{"traceparent", kValid}, {"traceparent", "00-11111111111111111111111111111111-2222222222222222-01"}, {"tracestate", "a=1"}});
-  add("traceparent ff version", {{"traceparent", "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}, {"tracestate", "a=1"}});
-  add("traceparent future version long", {{"traceparent", std::string("cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-") + std::string(3000, 'x')}, {"tracestate", "a=1"}});
-  add("no traceparent, tracestate+baggage", {{"tracestate", "a=1\tb"}, {"baggage", "a=\x01"}});
+  add("traceparent uppercase",
+      {{"traceparent",
+        "00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01"},
+       {"tracestate", "a=1"}});
+  add("traceparent tab", {{"traceparent", std::string(kValid) + "\t"},
+                          {"tracestate", "a=1"},
+                          {"baggage", "a=1"}});
+  add("traceparent twice",
+      {{"traceparent", kValid},
+       {"traceparent",
+        "00-11111111111111111111111111111111-2222222222222222-01"},
+       {"tracestate", "a=1"}});
+  add("traceparent ff version",
+      {{"traceparent",
+        "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"},
+       {"tracestate", "a=1"}});
+  add("traceparent future version long",
+      {{"traceparent",
+        std::string(
+            "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-") +
+            std::string(3000, 'x')},
+       {"tracestate", "a=1"}});
+  add("no traceparent, tracestate+baggage",
+      {{"tracestate", "a=1\tb"}, {"baggage", "a=\x01"}});
   // other headers
   add("x-foo-bin raw", with({{"x-foo-bin", std::string("\x00\xff\r\n", 4)}}));
   add("x-foo-bin base64", with({{"x-foo-bin", "AAEC"}}));
@@ -482,8 +520,10 @@ std::vector<std::pair<std::string, Headers>> HostileShapes() {
   add("baggage-bin", with({{"baggage-bin", "AAEC"}}));
   add("grpc-trace-bin base64", with({{"grpc-trace-bin", "AAEC"}}));
   add("grpc-tags-bin base64", with({{"grpc-tags-bin", "AAEC"}}));
-  add("x- app headers with bad bytes", with({{"x-app", "a\x01"}, {"x-app2", "caf\xc3\xa9"}}));
-  add("grpc-timeout huge", with({{"grpc-timeout", "99999999H"}, {"tracestate", "a=1"}}));
+  add("x- app headers with bad bytes",
+      with({{"x-app", "a\x01"}, {"x-app2", "caf\xc3\xa9"}}));
+  add("grpc-timeout huge",
+      with({{"grpc-timeout", "99999999H"}, {"tracestate", "a=1"}}));
   add("grpc-timeout garbage", with({{"grpc-timeout", "-5m"}}));
   return v;
 }
@@ -531,7 +571,8 @@ TEST_P(EdgeRelayTest, EveryHostileShapeIsAnsweredThroughBothHops) {
     EXPECT_FALSE(raw.timed_out);
     EXPECT_FALSE(raw.goaway);
     if (r.has_value()) {
-      EXPECT_EQ(r->hops_size(), 2) << "grpc-status " << raw.grpc_status.value_or(-1);
+      EXPECT_EQ(r->hops_size(), 2)
+          << "grpc-status " << raw.grpc_status.value_or(-1);
     } else {
       ADD_FAILURE() << "no answer: grpc-status " << raw.grpc_status.value_or(-1)
                     << " rst " << raw.rst_stream_error.value_or(-1);
