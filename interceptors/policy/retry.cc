@@ -91,6 +91,9 @@ void RetryChannelState::RecordOutcome(grpc::StatusCode code) {
   accepts_.Add(absl::Now(), 1);
 }
 
+// The outbound header budget keeps this member first (client_interceptor.h).
+static_assert(std::string_view(kBudgetFirstBaggageKey) == kCriticalityKey);
+
 void PropagateCriticality(const Context& ctx, grpc::ClientContext* cc) {
   // The call's own W3C baggage, which NewClientContext sends, has it
   // already (it came in with the call).
