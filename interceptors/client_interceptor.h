@@ -33,7 +33,9 @@
 //     and trims them to the budget: tracestate first gets what it needs
 //     (at most 512 bytes, trimmed by W3C's rules if short of room), then
 //     baggage gets the rest, dropping whole members (the first ones that fit
-//     are kept), never a part of one. Each member or header dropped is
+//     are kept, the `criticality` member (kBudgetFirstBaggageKey) ahead of
+//     all others, so the next hop's load shedder still reads it), never a
+//     part of one. Each member or header dropped is
 //     counted (w3c/header_rules.h; reqctx_dropped_headers_total{header,reason}
 //     with EnableRpcMetrics). This applies to every call on the channel,
 //     with or without NewClientContext;
@@ -83,6 +85,11 @@ inline constexpr size_t kDefaultPropagationHeaderBudget = 4096;
 // A traceparent entry (98 bytes) always fits in the smallest budget.
 inline constexpr size_t kMinPropagationHeaderBudget = 128;
 inline constexpr size_t kMaxPropagationHeaderBudget = 1 << 20;
+
+// The baggage member kept first when the budget trims baggage: the call's
+// criticality (interceptors/policy/criticality.h's kCriticalityKey), which
+// the next hop's load shedder reads, wherever it stood in the list.
+inline constexpr char kBudgetFirstBaggageKey[] = "criticality";
 
 struct ClientInterceptorOptions {
   // See kDefaultPropagationHeaderBudget; in [kMinPropagationHeaderBudget,

@@ -242,10 +242,12 @@ TEST(EnforceOutboundHeaders, JoinsRepeatedListsAndTrimsToTheBudget) {
   EXPECT_EQ(md.count("tracestate"), 1u);
   EXPECT_EQ(md.find("tracestate")->second, "a=1,b=2");
   ASSERT_EQ(md.count("baggage"), 1u);
-  // The first members are kept, whole.
+  // The criticality first (the next hop's shedder reads it; it was last,
+  // and the budget dropped it), then the first members, whole.
   const std::string& baggage = md.find("baggage")->second;
-  EXPECT_EQ(baggage.rfind("k0=", 0), 0u);
+  EXPECT_EQ(baggage.rfind("criticality=critical,k0=", 0), 0u) << baggage;
   for (const BaggageMember& m : ParseBaggage(baggage)) {
+    if (m.key == "criticality") continue;
     EXPECT_EQ(m.value, std::string(40, 'v')) << m.key;
   }
   EXPECT_EQ(md.count("x-app"), 1u);  // The application's own: not ours.

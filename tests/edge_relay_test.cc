@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
@@ -378,6 +379,212 @@ TEST(EdgeClientTest, IllegalApplicationMetadataNeverAbortsTheCaller) {
   EXPECT_TRUE(s.ok()) << s.error_message();
   EXPECT_EQ(Dropped(DroppedHeader::kOther, DropReason::kInvalid) - other_before,
             2u);
+}
+
+// Hostile headers of every other shape (repeated headers, huge counts of
+// small members, members exactly at W3C's limits, percent-encoding edge
+// cases, uppercase keys, "-bin" names, odd traceparents): each call is
+// answered through both hops (nothing the relay forwards is refused by gRPC
+// or by the backend), on Echo and EchoStream, and the relay answers the
+// next call.
+std::string Repeat(const std::string& s, int n, const std::string& sep) {
+  std::string out;
+  for (int i = 0; i < n; ++i) {
+    if (i > 0) out += sep;
+    out += absl::StrCat(s, i);
+  }
+  return out;
+}
+
+std::vector<std::pair<std::string, Headers>> HostileShapes() {
+  std::vector<std::pair<std::string, Headers>> v;
+  auto add = [&](std::string what, Headers h) {
+    v.push_back({std::move(what), std::move(h)});
+  };
+  const Headers tp = {{"traceparent", kValid}};
+  auto with = [&](Headers extra) {
+    Headers h = tp;
+    for (auto& e : extra) h.push_back(e);
+    return h;
+  };
+  // tracestate
+  {
+    Headers h = tp;
+    for (int i = 0; i < 120; ++i)
+      h.push_back({"tracestate", absl::StrCat("k", i, "=v")});
+    add("120 tracestate headers", h);
+  }
+  add("tracestate 32 members exactly 512",
+      with({{"tracestate", [] {
+               std::string s;
+               for (int i = 0; i < 32; ++i) {
+                 if (i) s += ",";
+                 s += absl::StrCat("k", absl::StrFormat("%02d", i), "=",
+                                   std::string(11, 'x'));
+               }
+               return s;
+             }()}}));
+  add("tracestate 256-char key and value",
+      with({{"tracestate",
+             std::string(256, 'a') + "=" + std::string(256, 'b')}}));
+  add("tracestate 257-char value",
+      with({{"tracestate", "a=" + std::string(257, 'b')}}));
+  add("tracestate only commas and OWS", with({{"tracestate", " , ,\t,, "}}));
+  add("tracestate empty", with({{"tracestate", ""}}));
+  add("tracestate dup keys", with({{"tracestate", "a=1,a=2,b=3"}}));
+  add("tracestate value with space inside",
+      with({{"tracestate", "a=1 2,b= 3"}}));
+  add("tracestate multi-tenant",
+      with({{"tracestate",
+             std::string(241, 'a') + "@" + std::string(14, 'b') + "=1"}}));
+  // baggage
+  add("baggage 1000 repeated keys", with({{"baggage", [] {
+                                             std::string s;
+                                             for (int i = 0; i < 1000; ++i)
+                                               s += i ? ",a=1" : "a=1";
+                                             return s;
+                                           }()}}));
+  add("baggage 900 distinct tiny members",
+      with({{"baggage", Repeat("k", 900, ",")}}));
+  add("baggage 900 distinct tiny members with =",
+      with({{"baggage", [] {
+               std::string s;
+               for (int i = 0; i < 900; ++i)
+                 absl::StrAppend(&s, i ? "," : "", "k", i, "=1");
+               return s;
+             }()}}));
+  {
+    Headers h = tp;
+    for (int i = 0; i < 120; ++i)
+      h.push_back({"baggage", absl::StrCat("k", i, "=v")});
+    add("120 baggage headers", h);
+  }
+  add("baggage one member 4096",
+      with({{"baggage", "k=" + std::string(4094, 'v')}}));
+  add("baggage one member 4000",
+      with({{"baggage", "k=" + std::string(4000, 'v')}}));
+  add("baggage one member 3900 + criticality",
+      with({{"baggage",
+             "k=" + std::string(3900, 'v') + ",criticality=critical"}}));
+  add("baggage percent edges",
+      with({{"baggage",
+             "a=%,b=%4,c=%zz,d=%00,e=%FF%FE,f=%25,g=%2C,h=%3D,i=%0D%0A,j=%7F,k="
+             "%C3%A9,l=%%%"}}));
+  add("baggage uppercase and odd keys",
+      with({{"baggage", "Key=1,KEY=2,k%41=3,a.b=4,a/b=5,\"q\"=6,=7,k=,k8"}}));
+  add("baggage hostile properties",
+      with({{"baggage", "a=1;p=%00;q;r=\x01,b=2;;;,c=3;=4"}}));
+  add("baggage empty members", with({{"baggage", ",,,, , ,\t,"}}));
+  add("baggage huge percent expansion", with({{"baggage", [] {
+                                                 std::string s = "k=";
+                                                 for (int i = 0; i < 2000; ++i)
+                                                   s += "%00";
+                                                 return s;
+                                               }()}}));
+  add("baggage many percent members",
+      with({{"baggage", [] {
+               std::string s;
+               for (int i = 0; i < 170; ++i)
+                 absl::StrAppend(&s, i ? "," : "", "k", i, "=%FF%00%0A");
+               return s;
+             }()}}));
+  // traceparent
+  add("traceparent uppercase",
+      {{"traceparent",
+        "00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01"},
+       {"tracestate", "a=1"}});
+  add("traceparent tab", {{"traceparent", std::string(kValid) + "\t"},
+                          {"tracestate", "a=1"},
+                          {"baggage", "a=1"}});
+  add("traceparent twice",
+      {{"traceparent", kValid},
+       {"traceparent",
+        "00-11111111111111111111111111111111-2222222222222222-01"},
+       {"tracestate", "a=1"}});
+  add("traceparent ff version",
+      {{"traceparent",
+        "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"},
+       {"tracestate", "a=1"}});
+  add("traceparent future version long",
+      {{"traceparent",
+        std::string(
+            "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-") +
+            std::string(3000, 'x')},
+       {"tracestate", "a=1"}});
+  add("no traceparent, tracestate+baggage",
+      {{"tracestate", "a=1\tb"}, {"baggage", "a=\x01"}});
+  // other headers
+  add("x-foo-bin raw", with({{"x-foo-bin", std::string("\x00\xff\r\n", 4)}}));
+  add("x-foo-bin base64", with({{"x-foo-bin", "AAEC"}}));
+  add("tracestate-bin", with({{"tracestate-bin", "AAEC"}}));
+  add("baggage-bin", with({{"baggage-bin", "AAEC"}}));
+  add("grpc-trace-bin base64", with({{"grpc-trace-bin", "AAEC"}}));
+  add("grpc-tags-bin base64", with({{"grpc-tags-bin", "AAEC"}}));
+  add("x- app headers with bad bytes",
+      with({{"x-app", "a\x01"}, {"x-app2", "caf\xc3\xa9"}}));
+  add("grpc-timeout huge",
+      with({{"grpc-timeout", "99999999H"}, {"tracestate", "a=1"}}));
+  add("grpc-timeout garbage", with({{"grpc-timeout", "-5m"}}));
+  return v;
+}
+
+// Requests gRPC itself refuses or cuts short (uppercase header names, "-bin"
+// values that are not base64, a grpc-timeout of 0 or garbage): answered
+// (any status) without a hang, and the relay answers the next call.
+std::vector<std::pair<std::string, Headers>> RefusedShapes() {
+  const std::string tp = kValid;
+  return {
+      {"uppercase names",
+       {{"Traceparent", tp}, {"TRACESTATE", "a=1"}, {"Baggage", "a=1"}}},
+      {"-bin not base64",
+       {{"traceparent", tp},
+        {"tracestate-bin", "\xff"},
+        {"grpc-trace-bin", "\xff\xff"}}},
+      {"grpc-timeout 0n", {{"traceparent", tp}, {"grpc-timeout", "0n"}}},
+      {"grpc-timeout garbage", {{"traceparent", tp}, {"grpc-timeout", "-5m"}}},
+  };
+}
+
+TEST_P(EdgeRelayTest, RefusedShapesNeverHangNorBreakTheRelay) {
+  Chain chain(GetParam());
+  ASSERT_TRUE(chain.ok());
+  for (const auto& [what, headers] : RefusedShapes()) {
+    SCOPED_TRACE(absl::StrCat(Name(GetParam()), ": ", what));
+    testing::RawCallResult raw;
+    RawEcho(chain.relay->port(), headers, &raw);
+    EXPECT_TRUE(raw.connected);
+    EXPECT_FALSE(raw.timed_out);
+    RawStream(chain.relay->port(), headers, &raw);
+    EXPECT_FALSE(raw.timed_out);
+    ASSERT_TRUE(RelayAnswers(*chain.relay));
+  }
+}
+
+TEST_P(EdgeRelayTest, EveryHostileShapeIsAnsweredThroughBothHops) {
+  Chain chain(GetParam());
+  ASSERT_TRUE(chain.ok());
+  const int port = chain.relay->port();
+  for (const auto& [what, headers] : HostileShapes()) {
+    SCOPED_TRACE(absl::StrCat(Name(GetParam()), ": ", what));
+    testing::RawCallResult raw;
+    std::optional<EchoResponse> r = RawEcho(port, headers, &raw);
+    EXPECT_FALSE(raw.timed_out);
+    EXPECT_FALSE(raw.goaway);
+    if (r.has_value()) {
+      EXPECT_EQ(r->hops_size(), 2)
+          << "grpc-status " << raw.grpc_status.value_or(-1);
+    } else {
+      ADD_FAILURE() << "no answer: grpc-status " << raw.grpc_status.value_or(-1)
+                    << " rst " << raw.rst_stream_error.value_or(-1);
+    }
+    std::optional<EchoResponse> s = RawStream(port, headers, &raw);
+    EXPECT_FALSE(raw.timed_out);
+    if (!s.has_value() || s->hops_size() != 2) {
+      ADD_FAILURE() << "stream: grpc-status " << raw.grpc_status.value_or(-1)
+                    << " rst " << raw.rst_stream_error.value_or(-1);
+    }
+    ASSERT_TRUE(RelayAnswers(*chain.relay));
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Outbound, EdgeRelayTest,

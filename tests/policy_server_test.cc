@@ -12,10 +12,12 @@
 #include <vector>
 
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "context/context.h"
 #include "gtest/gtest.h"
+#include "interceptors/client_interceptor.h"
 #include "interceptors/policy/server_policy.h"
 #include "tests/policy_test_server.h"
 #include "w3c/baggage.h"
@@ -437,6 +439,42 @@ TEST_P(PolicyServerTest, UntrustedClaimIsReplacedInTheHandlersContext) {
   // What the next hop would get: the caller's other members, the server's
   // criticality.
   EXPECT_EQ(passed_on, "x=1,criticality=sheddable");
+}
+
+// A claim the caller's hop believed reaches the next hop even when its
+// baggage is over what the outbound header budget (client_interceptor.h)
+// leaves for it: 170 members of 23 bytes fill the room, and the
+// `criticality` member, last (where WithCriticality and most callers put
+// it), did not fit (the next hop saw kDefault before). The budget's trimming
+// keeps it first, on a forwarded header and on a Context's baggage alike.
+// An Echo made the reqctx way: NewClientContext(ctx) on `stub`.
+grpc::Status CallEchoFrom(::echo::v1::Echo::Stub& stub, const Context& ctx) {
+  auto [call_ctx, cancel] = WithTimeout(ctx, absl::Seconds(5));
+  std::unique_ptr<grpc::ClientContext> cc = NewClientContext(call_ctx);
+  ::echo::v1::EchoRequest request;
+  ::echo::v1::EchoResponse response;
+  return stub.Echo(cc.get(), request, &response);
+}
+
+TEST_P(PolicyServerTest, CriticalityOutlivesTheOutboundHeaderBudget) {
+  ASSERT_TRUE(Start(ServerPolicyOptions{}));
+  std::string members;
+  for (int i = 0; i < 170; ++i) {
+    absl::StrAppend(&members, i > 0 ? "," : "", "k",
+                    absl::Dec(i, absl::kZeroPad3), "=", std::string(18, 'v'));
+  }
+  ASSERT_LT(members.size(), kMaxBaggageBytes);
+  ASSERT_TRUE(CallEchoWithHeaders(stub(), absl::Seconds(5), 0,
+                                  {members + ",criticality=critical"})
+                  .status.ok());
+  const Context ctx = policy::WithCriticality(
+      WithBaggageHeader(Background(), members), policy::Criticality::kCritical);
+  ASSERT_TRUE(CallEchoFrom(stub(), ctx).ok());
+  std::vector<Arrival> a = server().arrivals();
+  ASSERT_EQ(a.size(), 2u);
+  EXPECT_EQ(a[0].criticality, policy::Criticality::kCritical)
+      << "forwarded header";
+  EXPECT_EQ(a[1].criticality, policy::Criticality::kCritical) << "Context";
 }
 
 // Handlers that IGNORE their Context (issue 19, B10): the first call's

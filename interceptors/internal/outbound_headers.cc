@@ -4,6 +4,7 @@
 #include <utility>
 #include <vector>
 
+#include "interceptors/client_interceptor.h"
 #include "w3c/baggage.h"
 #include "w3c/header_rules.h"
 #include "w3c/trace_propagation.h"
@@ -103,14 +104,24 @@ void EnforceOutboundHeaders(std::multimap<std::string, std::string>& metadata,
   if (baggages > 0) {
     const std::string joined = TakeJoined(metadata, kBaggage);
     BaggageDrops parse_drops;
-    const std::vector<BaggageMember> members = ParseBaggage(joined, &parse_drops);
+    std::vector<BaggageMember> members = ParseBaggage(joined, &parse_drops);
     CountDroppedHeaders(DroppedHeader::kBaggage, DropReason::kInvalid,
                         parse_drops.invalid);
     CountDroppedHeaders(DroppedHeader::kBaggage, DropReason::kLimit,
                         parse_drops.over_limit);
+    const size_t room = RoomFor(kBaggage, budget, used);
     BaggageDrops budget_drops;
-    std::string header = FormatBaggage(
-        members, RoomFor(kBaggage, budget, used), &budget_drops);
+    std::string header = FormatBaggage(members, room, &budget_drops);
+    if (budget_drops.over_limit > 0) {
+      // Short of room: the member the next hop's shedder reads goes first,
+      // so that the members the budget pushes out are never that one.
+      std::stable_partition(members.begin(), members.end(),
+                            [](const BaggageMember& m) {
+                              return m.key == kBudgetFirstBaggageKey;
+                            });
+      budget_drops = BaggageDrops();
+      header = FormatBaggage(members, room, &budget_drops);
+    }
     CountDroppedHeaders(DroppedHeader::kBaggage, DropReason::kBudget,
                         budget_drops.over_limit + budget_drops.invalid);
     if (!header.empty()) {

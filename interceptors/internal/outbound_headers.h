@@ -17,7 +17,9 @@
 //   * over the budget, the room left after the traceparent entries goes
 //     first to tracestate (at most 512 bytes anyway), trimmed by W3C's rules
 //     if it does not fit, then to baggage, trimmed by whole members (the
-//     first ones that fit are kept); a list with no member left is removed.
+//     first ones that fit are kept, the kBudgetFirstBaggageKey member --
+//     the call's criticality -- ahead of all others); a list with no member
+//     left is removed.
 //     traceparent entries are never trimmed (each is at most 98 bytes when
 //     written by NewClientContext).
 // Every member or header removed is counted (w3c/header_rules.h). A call

@@ -77,19 +77,28 @@ bool RetryChannelState::AdmitByThrottle() {
   const double accepts = accepts_.Sum(now);
   const double p = std::max(
       0.0, (requests - options_.throttle_k * accepts) / (requests + 1));
-  requests_.Add(now, 1);
-  if (p <= 0) return true;
-  return std::uniform_real_distribution<double>(0, 1)(rng_) >= p;
+  // An admitted attempt is counted by RecordOutcome, once it is known
+  // whether it was accepted: counted here, attempts still in flight looked
+  // like refusals, and a burst on a cold channel refused itself.
+  if (p <= 0 || std::uniform_real_distribution<double>(0, 1)(rng_) >= p) {
+    return true;
+  }
+  requests_.Add(now, 1);  // Refused locally: a request not accepted.
+  return false;
 }
 
 void RetryChannelState::RecordOutcome(grpc::StatusCode code) {
-  if (code == grpc::StatusCode::RESOURCE_EXHAUSTED ||
-      code == grpc::StatusCode::UNAVAILABLE) {
-    return;
-  }
+  const absl::Time now = absl::Now();
   std::lock_guard<std::mutex> lock(mu_);
-  accepts_.Add(absl::Now(), 1);
+  requests_.Add(now, 1);
+  if (code != grpc::StatusCode::RESOURCE_EXHAUSTED &&
+      code != grpc::StatusCode::UNAVAILABLE) {
+    accepts_.Add(now, 1);
+  }
 }
+
+// The outbound header budget keeps this member first (client_interceptor.h).
+static_assert(std::string_view(kBudgetFirstBaggageKey) == kCriticalityKey);
 
 void PropagateCriticality(const Context& ctx, grpc::ClientContext* cc) {
   // The call's own W3C baggage, which NewClientContext sends, has it

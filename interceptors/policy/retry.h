@@ -47,8 +47,9 @@
 // `min_retries_per_second` -- and the SRE book's client-side adaptive
 // throttling: an attempt is refused locally (UNAVAILABLE) with probability
 // max(0, (requests - K x accepts) / (requests + 1)) over the last
-// `throttle_window`, where accepts are attempts the server did not refuse
-// with RESOURCE_EXHAUSTED or UNAVAILABLE.
+// `throttle_window`, where requests are attempts refused locally or whose
+// outcome is known (not those in flight) and accepts are attempts the server
+// did not refuse with RESOURCE_EXHAUSTED or UNAVAILABLE.
 // Hedging (hedging_delay set): a further attempt starts whenever
 // hedging_delay passes with no answer (or at once after a retryable
 // failure), up to max_attempts in total; the first OK or non-retryable
@@ -192,10 +193,14 @@ class RetryChannelState {
   // never refused by the budget.
   bool TryRetry();
   void RecordFirstAttempt();
-  // Adaptive throttling: records a request; false if it must be refused
-  // locally (then it counts as a request that was not accepted).
+  // Adaptive throttling: false if the attempt must be refused locally (then
+  // it counts as a request that was not accepted). An admitted attempt
+  // counts as a request only when RecordOutcome gives its outcome, so
+  // attempts in flight never count as refusals (a burst of concurrent calls
+  // on a cold channel is not throttled).
   bool AdmitByThrottle();
-  // Records an attempt's outcome for the throttle.
+  // Records an admitted attempt's outcome for the throttle: a request, and
+  // an accept unless RESOURCE_EXHAUSTED or UNAVAILABLE.
   void RecordOutcome(grpc::StatusCode code);
 
   PolicyCounters& counters() { return counters_; }
