@@ -49,7 +49,10 @@ constexpr char kMethod[] = "/echo.v1.Echo/Echo";
 class TestService final : public ::echo::v1::Echo::Service {
  public:
   explicit TestService(std::string name) : name_(std::move(name)) {}
+  // Under mu_: the handler threads may have been started before this call,
+  // and gRPC's own ordering of the later call is invisible to TSan.
   void SetNext(std::shared_ptr<grpc::Channel> next) {
+    std::lock_guard<std::mutex> lock(mu_);
     next_ = ::echo::v1::Echo::NewStub(next);
   }
 
@@ -71,10 +74,15 @@ class TestService final : public ::echo::v1::Echo::Service {
                    [this] { return released_; });
       return grpc::Status::OK;
     }
-    if (next_ != nullptr) {
+    ::echo::v1::Echo::Stub* next = nullptr;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      next = next_.get();
+    }
+    if (next != nullptr) {
       std::unique_ptr<grpc::ClientContext> cc =
           NewClientContext(WithBaggage(ctx, "hop", name_));
-      return next_->Echo(cc.get(), *req, resp);
+      return next->Echo(cc.get(), *req, resp);
     }
     resp->set_message(BaggageHeaderFor(ctx));
     return grpc::Status::OK;
