@@ -28,6 +28,13 @@ PACKAGES=(
   make                     # CMake's generator; the pkg-config consumer
   pkg-config               # the pkg-config consumer
   libasio-dev              # standalone asio 1.22 (//async:asio)
+  valgrind                 # callgrind: bench/rpc_instructions.sh (CI's call-cost budget)
+  nginx                    # grpc_pass proxy between hops (tests/multihost proxy chain)
+  haproxy                  # HTTP/2 proxy between hops (tests/multihost proxy chain)
+  libspdlog-dev            # spdlog 1.10: trace-carrying log lines (//logging:spdlog)
+  libgoogle-glog-dev       # glog 0.6: trace-carrying log lines (//logging:glog)
+  python3-grpcio           # Python gRPC 1.51 peer: stalled and non-reading stream clients
+  python3-protobuf         # the Python peer's messages
 )
 
 missing=()
