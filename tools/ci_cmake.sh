@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # CI for reqctx's CMake and pkg-config packages (issue 15), one step per case:
 #   1. build lists: tools/check_build_lists.py (CMake mirrors Bazel exactly)
-#   2. README examples: tools/check_readme_examples.py (README == compiled files)
+#   2. docs: tools/check_docs.py (README and docs/ examples == compiled files;
+#      every relative link and anchor resolves)
 #   3. CMake build of the libraries, services and tests (-j2; the build
 #      directory is cached under ~/.cache/reqctx-cmake, so reruns are quick)
 #   4. ctest: every test of the CMake build (one case per test)
@@ -44,11 +45,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# 1-2. The lists and the README agree with what is built.
+# 1-2. The lists, the README and docs/ agree with what is built.
 /usr/bin/python3 tools/check_build_lists.py
 record "build lists (Bazel == CMake)" $?
-/usr/bin/python3 tools/check_readme_examples.py
-record "README examples == compiled files" $?
+/usr/bin/python3 tools/check_docs.py
+record "README and docs: examples == compiled files, links resolve" $?
 
 # 3. Build. One cached build directory per source tree.
 cache=${XDG_CACHE_HOME:-$HOME/.cache}/reqctx-cmake
