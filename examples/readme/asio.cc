@@ -1,4 +1,4 @@
-// README "Using reqctx with asio": a Context cancels asio operations, and an
+// docs/async.md "asio": a Context cancels asio operations, and an
 // asio cancellation cancels a Context.
 #include <asio/bind_cancellation_slot.hpp>
 #include <asio/co_spawn.hpp>

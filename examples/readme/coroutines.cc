@@ -1,4 +1,4 @@
-// README "Using reqctx with coroutines": a handler that fans out gRPC calls
+// docs/async.md "Coroutines": a handler that fans out gRPC calls
 // as a group, and a worker that sleeps and waits on a Context.
 #include <cstdio>
 #include <utility>
