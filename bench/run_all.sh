@@ -14,7 +14,7 @@
 # GO_BENCHTIME, BENCH_REPETITIONS, RPC_PHASE_SECONDS, RPC_ROUNDS,
 # RPC_CANCEL_TRIALS, BENCH_SKIP_RPC, BENCH_OUT); the defaults keep the whole
 # run to ~5 minutes on 2 cores.
-# Progress goes to stderr; stdout is only the report (paste it into the README).
+# Progress goes to stderr; stdout is only the report (paste it into docs/performance.md).
 # To measure on another machine with nothing installed there: bench/pack.sh.
 set -euo pipefail
 

@@ -7,8 +7,8 @@
 //   reqctx::SetCallLogSink(reqctx::StderrJsonCallLogSink());  // JSON lines
 //
 // All three are off by default and independent. The metrics and their
-// labels are listed in metrics/rpc_metrics.h and the README
-// ("Observability"); services add their own to metrics::Registry::Default().
+// labels are listed in metrics/rpc_metrics.h and docs/observability.md;
+// services add their own to metrics::Registry::Default().
 //
 // Recording happens in one place per side (interceptors/internal/
 // call_observer.h): at a call's first hook and when its status is sent

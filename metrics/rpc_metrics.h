@@ -1,7 +1,7 @@
 // reqctx's own RPC metrics: the families the gRPC glue records into, in
 // metrics::Registry::Default(), and per-method handles to record with.
 //
-// Families (labels; see README "Observability" for meaning and PromQL):
+// Families (labels; see docs/observability.md for meaning and PromQL):
 //   reqctx_server_started_total{method}
 //   reqctx_server_handled_total{method,code}
 //   reqctx_server_active_calls{method}

@@ -166,8 +166,8 @@ TEST_P(PolicyServerTest, QueuedCallCanceledByItsClientIsDroppedPromptly) {
     // gRPC 1.51's callback API starts listening for a client's cancel only
     // inside the method's own handler (CallbackUnaryHandler::RunHandler
     // begins the call's completion op), which a queued call has not reached:
-    // it is dropped at its deadline (README "Load shedding that knows
-    // deadlines").
+    // it is dropped at its deadline (docs/production.md, "Load shedding
+    // that knows deadlines").
     GTEST_SKIP() << "the callback API cannot see a cancel before the handler";
   }
   ASSERT_TRUE(StartHoldingTheSlot(OneSlot(8, absl::Milliseconds(1)), 3000,

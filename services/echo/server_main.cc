@@ -99,8 +99,7 @@ ABSL_FLAG(int64_t, postgres_max_connections, 10,
           "wait for one within their deadline");
 ABSL_FLAG(int64_t, max_work_ms, 3600 * 1000,
           "most work_ms one request may ask for (more: INVALID_ARGUMENT)");
-// Production policies (issue 12); all off by default. See README "Running in
-// production".
+// Production policies (issue 12); all off by default. See docs/production.md.
 ABSL_FLAG(int64_t, min_budget_ms, 0,
           "refuse (DEADLINE_EXCEEDED, before the handler) calls with less "
           "than this left of their deadline");
