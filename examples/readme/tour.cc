@@ -27,7 +27,7 @@ int main() {
   }
   absl::Status first = g.Wait();  // after ~200 ms, not 10 s
 
-  auto [child, cancel_child] = reqctx::WithCancel(req);  // born done: req is
+  auto [child, cancel_child] = reqctx::WithCancel(req);  // done at birth, as req is
   std::printf("group: %s\nchild: %s\n", first.ToString().c_str(),
               child.Err().ToString().c_str());
   return first.code() == absl::StatusCode::kDeadlineExceeded && child.IsDone() ? 0 : 1;
