@@ -236,7 +236,7 @@ class ProxyChainTest : public ::testing::Test {
     // The hop straight to the backend, through HAProxy (long timeouts), and
     // through HAProxy's short-timeout frontend.
     std::unique_ptr<echo::EchoServer> hop_direct, hop_haproxy, hop_short;
-    TrailerService trailer_service;
+    std::unique_ptr<TrailerService> trailer_service;
     std::unique_ptr<grpc::Server> trailer_server;
     int trailer_port = 0;
     // HAProxy frontends: to the backend (long), to the backend with a short
@@ -248,14 +248,32 @@ class ProxyChainTest : public ::testing::Test {
         n_trailer = 0;
     ChildProcess nginx, haproxy;
 
-    ~Env() {
-      // By pid only; SIGKILL after 10 s (ChildProcess::Stop).
+    ~Env() { Stop(); }
+
+    // Stops what runs: the proxies by pid only (SIGTERM, SIGKILL after
+    // 10 s: ChildProcess::Stop), then the servers.
+    void Stop() {
       nginx.Stop(absl::Seconds(10));
       haproxy.Stop(absl::Seconds(10));
       for (auto* s : {&hop_direct, &hop_haproxy, &hop_short, &backend}) {
         if (*s) (*s)->Shutdown();
+        s->reset();
       }
       if (trailer_server) trailer_server->Shutdown();
+      trailer_server.reset();
+      trailer_service.reset();
+    }
+
+    // StartOnce, up to 3 times: a proxy's port, free when picked, may be
+    // taken by another test before the proxy binds it.
+    absl::Status Start() {
+      absl::Status s;
+      for (int attempt = 0; attempt < 3; ++attempt) {
+        s = StartOnce();
+        if (s.ok()) return s;
+        Stop();
+      }
+      return s;
     }
 
     absl::StatusOr<std::unique_ptr<echo::EchoServer>> StartEcho(
@@ -269,7 +287,7 @@ class ProxyChainTest : public ::testing::Test {
       return echo::EchoServer::Start(o);
     }
 
-    absl::Status Start() {
+    absl::Status StartOnce() {
       dir = MakeTempDir("proxy_chain");
       if (dir.empty()) return absl::InternalError("no temp dir");
       for (int* p : {&h_long, &h_short, &h_trailer, &n_haproxy, &n_direct,
@@ -292,7 +310,8 @@ class ProxyChainTest : public ::testing::Test {
       grpc::ServerBuilder builder;
       builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(),
                                &trailer_port);
-      builder.RegisterService(&trailer_service);
+      trailer_service = std::make_unique<TrailerService>();
+      builder.RegisterService(trailer_service.get());
       trailer_server = builder.BuildAndStart();
       if (!trailer_server || trailer_port == 0) {
         return absl::InternalError("trailer server did not start");
