@@ -17,6 +17,7 @@
 #include <string_view>
 #include <vector>
 
+#include "absl/strings/numbers.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
@@ -24,6 +25,7 @@
 #include "proto/echo.grpc.pb.h"
 #include "services/echo/echo_server.h"
 #include "tests/echo_chain.h"
+#include "tests/raw_h2_call.h"
 #include "w3c/header_rules.h"
 
 namespace reqctx::testing {
@@ -171,6 +173,48 @@ TEST(BehindEnvoyTest, WithoutTheOptionTheHeaderChangesNothing) {
   r = Call(*server, absl::Seconds(20), {"bad"});
   ASSERT_TRUE(r.status.ok()) << r.status.error_message();
   EXPECT_EQ(Malformed(), before);  // Not even read.
+}
+
+// Hostile values on the wire (raw HTTP/2: bytes gRPC's clients refuse to
+// send): none fails the call or extends the deadline; each is counted; a
+// valid value among them still applies.
+TEST(BehindEnvoyTest, HostileHeadersOnTheWire) {
+  auto server = StartServer(true);
+  ASSERT_NE(server, nullptr);
+  const std::string& address = server->address();
+  int port = 0;
+  ASSERT_TRUE(absl::SimpleAtoi(address.substr(address.rfind(':') + 1), &port));
+  std::vector<std::pair<std::string, std::string>> headers = {
+      {"grpc-timeout", "20S"},
+      {std::string(kEnvoyExpectedTimeoutHeader), "\x80\xff"},
+      {std::string(kEnvoyExpectedTimeoutHeader), std::string("300\0", 4)},
+      {std::string(kEnvoyExpectedTimeoutHeader), std::string(4000, '9')},
+      {std::string(kEnvoyExpectedTimeoutHeader), "-1"},
+  };
+  for (int i = 0; i < 50; ++i) {
+    headers.push_back({std::string(kEnvoyExpectedTimeoutHeader), "1e9"});
+  }
+  ::echo::v1::EchoRequest request;
+  request.set_message("hostile");
+  const uint64_t before = Malformed();
+  RawCallResult r = RawUnaryCall(port, "/echo.v1.Echo/Echo",
+                                 request.SerializeAsString(), headers,
+                                 kWaitBound);
+  ASSERT_TRUE(r.connected);
+  ASSERT_EQ(r.grpc_status, 0) << "rst " << r.rst_stream_error.value_or(-1);
+  ::echo::v1::EchoResponse response;
+  ASSERT_TRUE(r.message.has_value() && response.ParseFromString(*r.message));
+  ASSERT_EQ(response.hops_size(), 1);
+  EXPECT_GT(response.hops(0).deadline_remaining_ms(), 10000);
+  EXPECT_EQ(Malformed() - before, 54u);
+  // A valid value among hostile ones applies.
+  headers.push_back({std::string(kEnvoyExpectedTimeoutHeader), "500"});
+  r = RawUnaryCall(port, "/echo.v1.Echo/Echo", request.SerializeAsString(),
+                   headers, kWaitBound);
+  ASSERT_EQ(r.grpc_status, 0);
+  ASSERT_TRUE(r.message.has_value() && response.ParseFromString(*r.message));
+  EXPECT_LE(response.hops(0).deadline_remaining_ms(), 500);
+  EXPECT_TRUE(server->stats().WaitUntil(IsIdle, kWaitBound));
 }
 
 }  // namespace
