@@ -102,6 +102,22 @@ std::optional<absl::Duration> RemainingOf(const grpc::ServerContextBase& sc) {
   return absl::Seconds(left.tv_sec) + absl::Nanoseconds(left.tv_nsec);
 }
 
+// The smaller of `remaining` and the call's x-envoy-expected-rq-timeout-ms
+// (internal/incoming_deadline.h); only looked up when behind_envoy is set.
+std::optional<absl::Duration> EnvoyRemainingOf(
+    std::optional<absl::Duration> remaining,
+    const std::multimap<grpc::string_ref, grpc::string_ref>& metadata) {
+  static constexpr std::string_view kKey = internal::kEnvoyExpectedTimeoutHeader;
+  HeaderList values;
+  auto [first, last] =
+      metadata.equal_range(grpc::string_ref(kKey.data(), kKey.size()));
+  for (auto it = first; it != last; ++it) {
+    values.emplace_back(it->second.data(), it->second.size());
+  }
+  if (values.empty()) return remaining;
+  return internal::EnvoyRemaining(remaining, {values.data(), values.size()});
+}
+
 using internal::ServerApi;
 
 // True on a thread of gRPC's synchronous server. gRPC 1.51 runs every sync
@@ -139,12 +155,17 @@ void BeginCall(ServerCall& call, ServerApi api, const char* method,
                const ServerCallRules& rules,
                const std::multimap<grpc::string_ref, grpc::string_ref>& metadata) {
   const int64_t arrival_ns = internal::MonoNowNs();
-  std::optional<absl::Duration> remaining = RemainingOf(*call.server_context());
+  const std::optional<absl::Duration> grpc_remaining =
+      RemainingOf(*call.server_context());
+  std::optional<absl::Duration> remaining =
+      rules.behind_envoy ? EnvoyRemainingOf(grpc_remaining, metadata)
+                         : grpc_remaining;
   std::optional<absl::Duration> handler_remaining = remaining;
   if (rules.deadline) handler_remaining = rules.deadline(method, remaining);
+  // Only gRPC's own deadline is enforced by gRPC (not Envoy's, not a rule's).
   const bool owned = handler_remaining.has_value() &&
                      api != ServerApi::kAsync &&
-                     handler_remaining == remaining;
+                     handler_remaining == grpc_remaining;
   std::pair<Context, CancelFunc> base =
       !handler_remaining.has_value() ? WithCancel(Background())
       : owned ? internal::WithOwnedTimeout(Background(), *handler_remaining)

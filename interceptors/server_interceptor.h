@@ -130,6 +130,20 @@ struct ServerCallRules {
   std::function<void(std::string_view method, const grpc::Status& status,
                      std::multimap<std::string, std::string>* trailers)>
       trailers;
+  // Envoy is in front of this server: the call's deadline is the smaller of
+  // `grpc-timeout` and Envoy's `x-envoy-expected-rq-timeout-ms` (the time
+  // Envoy's router waits before it resets the stream; whole ms). A
+  // malformed value is ignored and counted (reqctx_dropped_headers_total
+  // {header="x-envoy-expected-rq-timeout-ms",reason="invalid"}); "0" (Envoy's
+  // "no timeout") changes nothing; a deadline is never extended. The
+  // shorter deadline is the one `deadline` above receives, the handler's
+  // Context gets (by a timer of its own: gRPC does not know it), and the
+  // one that decides whether a cancel is reported as DEADLINE_EXCEEDED.
+  // Off by default: then the header is not even looked up. Turn it on only
+  // where Envoy sets the header on every call (it overwrites a client's
+  // own); a client reaching the server directly could only shorten its own
+  // deadline with it.
+  bool behind_envoy = false;
 };
 
 // Sets `builder`'s interceptor list to reqctx's server interceptor. (To

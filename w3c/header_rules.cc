@@ -55,6 +55,8 @@ std::string_view DroppedHeaderLabel(DroppedHeader header) {
       return "tracestate";
     case DroppedHeader::kBaggage:
       return "baggage";
+    case DroppedHeader::kEnvoyExpectedTimeout:
+      return "x-envoy-expected-rq-timeout-ms";
     case DroppedHeader::kOther:
       break;
   }

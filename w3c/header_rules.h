@@ -11,7 +11,9 @@
 //
 // Drop counters: process-wide, monotonic, one per (header, reason). A list
 // header (tracestate, baggage) counts each member it loses; any other header
-// counts once per header. Exposed as the Prometheus family
+// counts once per header. Incoming headers reqctx reads and ignores when
+// malformed (Envoy's x-envoy-expected-rq-timeout-ms, when the server says
+// Envoy is in front) are counted here too, once per value ignored. Exposed as the Prometheus family
 // reqctx_dropped_headers_total{header,reason} once EnableRpcMetrics() has run.
 //
 // Thread-safety: all functions are safe from any thread (relaxed atomics).
@@ -40,8 +42,11 @@ enum class DroppedHeader : uint8_t {
   kTracestate,
   kBaggage,
   kOther,  // Any other outgoing header with an illegal key or value.
+  // An incoming x-envoy-expected-rq-timeout-ms that is not a decimal count
+  // of milliseconds (interceptors: ServerCallRules::behind_envoy).
+  kEnvoyExpectedTimeout,
 };
-inline constexpr size_t kDroppedHeaderKinds = 4;
+inline constexpr size_t kDroppedHeaderKinds = 5;
 
 // Why it was dropped.
 enum class DropReason : uint8_t {
@@ -58,7 +63,7 @@ void CountDroppedHeaders(DroppedHeader header, DropReason reason,
 uint64_t DroppedHeaderCount(DroppedHeader header, DropReason reason);
 
 // The Prometheus label values: "traceparent", "tracestate", "baggage",
-// "other"; "invalid", "limit", "budget".
+// "other", "x-envoy-expected-rq-timeout-ms"; "invalid", "limit", "budget".
 std::string_view DroppedHeaderLabel(DroppedHeader header);
 std::string_view DropReasonLabel(DropReason reason);
 

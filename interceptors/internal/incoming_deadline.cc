@@ -1,6 +1,41 @@
 #include "interceptors/internal/incoming_deadline.h"
 
+#include <cstdint>
+
+#include "w3c/header_rules.h"
+
 namespace reqctx::internal {
+namespace {
+
+// Envoy's milliseconds: 1 to 18 digits (no int64 overflow), nothing else.
+std::optional<int64_t> ParseEnvoyMs(std::string_view value) {
+  if (value.empty() || value.size() > 18) return std::nullopt;
+  int64_t ms = 0;
+  for (char c : value) {
+    if (c < '0' || c > '9') return std::nullopt;
+    ms = ms * 10 + (c - '0');
+  }
+  return ms;
+}
+
+}  // namespace
+
+std::optional<absl::Duration> EnvoyRemaining(
+    std::optional<absl::Duration> remaining,
+    absl::Span<const std::string_view> envoy_values) {
+  for (std::string_view v : envoy_values) {
+    const std::optional<int64_t> ms = ParseEnvoyMs(v);
+    if (!ms.has_value()) {
+      CountDroppedHeaders(DroppedHeader::kEnvoyExpectedTimeout,
+                          DropReason::kInvalid);
+      continue;
+    }
+    if (*ms == 0) continue;  // Envoy's "no timeout".
+    const absl::Duration envoy = absl::Milliseconds(*ms);
+    if (!remaining.has_value() || envoy < *remaining) remaining = envoy;
+  }
+  return remaining;
+}
 
 absl::Duration GrpcTimeoutRoundUp(absl::Duration timeout) {
   using absl::Hours;

@@ -21,14 +21,27 @@
 // ~1.1 s at 100 s). A genuine client cancel inside that window is reported
 // as the deadline, when the deadline fires (at most the window later).
 //
+// Behind Envoy (ServerCallRules::behind_envoy): Envoy's router tells the
+// upstream how long it will wait for the request in
+// `x-envoy-expected-rq-timeout-ms` (whole milliseconds; its route timeout,
+// or per-try timeout, minus the time the request already spent in Envoy),
+// and resets the stream when that time is up, whatever `grpc-timeout` said.
+// EnvoyRemaining gives the smaller of the two; the call's deadline is then
+// that one (and this window is computed from it, so Envoy's reset at its
+// timeout is reported as DEADLINE_EXCEEDED).
+//
 // Thread-safety: immutable after construction; every method is const and
-// safe from any thread. Pure functions otherwise.
+// safe from any thread. Pure functions otherwise; EnvoyRemaining adds to the
+// process-wide drop counters (w3c/header_rules.h; relaxed atomics).
 #ifndef REQCTX_INTERCEPTORS_INTERNAL_INCOMING_DEADLINE_H_
 #define REQCTX_INTERCEPTORS_INTERNAL_INCOMING_DEADLINE_H_
 
 #include <chrono>
+#include <optional>
+#include <string_view>
 
 #include "absl/time/time.h"
+#include "absl/types/span.h"
 
 namespace reqctx::internal {
 
@@ -42,6 +55,21 @@ inline constexpr absl::Duration kTransitSlack = absl::Milliseconds(100);
 // The most gRPC C++ 1.51's grpc-timeout encoding adds to a timeout of about
 // `timeout` by rounding it up (see above). Monotonic in `timeout`.
 absl::Duration GrpcTimeoutRoundUp(absl::Duration timeout);
+
+// Envoy's header (see above).
+inline constexpr std::string_view kEnvoyExpectedTimeoutHeader =
+    "x-envoy-expected-rq-timeout-ms";
+
+// The smaller of `remaining` (from grpc-timeout; nullopt: none) and every
+// valid value in `envoy_values` (the call's x-envoy-expected-rq-timeout-ms
+// headers, in any order). Valid: 1 to 18 decimal digits, nothing else (no
+// sign, space or unit). "0" is Envoy's "no timeout" (Envoy never sends it)
+// and changes nothing. Any other value is ignored and counted once in
+// DroppedHeader::kEnvoyExpectedTimeout / DropReason::kInvalid. The result is
+// never longer than `remaining`: Envoy can only shorten a deadline.
+std::optional<absl::Duration> EnvoyRemaining(
+    std::optional<absl::Duration> remaining,
+    absl::Span<const std::string_view> envoy_values);
 
 class IncomingDeadline {
  public:

@@ -459,6 +459,7 @@ void ServerPolicy::InstallInterceptors(grpc::ServerBuilder& builder) {
 
 ServerCallRules ServerPolicy::CallRules() const {
   ServerCallRules rules;
+  rules.behind_envoy = options_.behind_envoy;
   rules.deadline = [this](std::string_view method,
                           std::optional<absl::Duration> remaining)
       -> std::optional<absl::Duration> {

@@ -147,6 +147,11 @@ struct ServerPolicyOptions {
   // Whose criticality is believed (server-wide: trust is about the caller,
   // not the method).
   CriticalityTrustOptions criticality;
+  // Envoy is in front: the incoming deadline is the smaller of grpc-timeout
+  // and x-envoy-expected-rq-timeout-ms (ServerCallRules::behind_envoy, which
+  // CallRules sets from this). The minimum-budget check still reads gRPC's
+  // own deadline (grpc-timeout).
+  bool behind_envoy = false;
 };
 
 class ServerPolicy {

@@ -7,7 +7,7 @@
 //           --postgres_conninfo_file=PATH] [--postgres_max_connections=10]
 //          [--max_work_ms=3600000] [--shutdown_grace_ms=0]
 //          [--metrics_port=9464] [--metrics_address=127.0.0.1]
-//          [--orphan_threshold_ms=1000] [--call_log]
+//          [--orphan_threshold_ms=1000] [--call_log] [--behind_envoy]
 //
 // With --metrics_port (0: a free port) it records reqctx's metrics and serves
 // them for Prometheus at http://ADDRESS:PORT/metrics, printing "metrics on
@@ -41,6 +41,8 @@
 // --max_concurrency=64 calls run at once, --max_queue=64 wait, the rest get
 // RESOURCE_EXHAUSTED with grpc-retry-pushback-ms; gRPC runs at most
 // --max_threads=200 server threads (0 turns each bound off).
+// --behind_envoy: Envoy is in front; a call's deadline is the smaller of
+// grpc-timeout and Envoy's x-envoy-expected-rq-timeout-ms.
 // --criticality_trust (all, none, or peer ranges) says whose `criticality`
 // baggage member is believed (--untrusted_criticality for the others).
 // Production policies (issue 12), off by default: --min_budget_ms,
@@ -173,6 +175,12 @@ ABSL_FLAG(int64_t, orphan_threshold_ms, 1000,
           "log and count handlers/workers still running this long after "
           "their Context is done (0: off)");
 ABSL_FLAG(bool, call_log, false, "one JSON line per finished call on stderr");
+
+// Behind proxies (issue 24, section 1).
+ABSL_FLAG(bool, behind_envoy, false,
+          "Envoy is in front: a call's deadline is the smaller of "
+          "grpc-timeout and x-envoy-expected-rq-timeout-ms (malformed "
+          "values ignored and counted)");
 
 namespace {
 
@@ -339,6 +347,7 @@ int main(int argc, char** argv) {
       CriticalityTrustFlags();
   if (!trust.ok()) return Fail(trust.status());
   options.server_policy.criticality = *std::move(trust);
+  options.server_policy.behind_envoy = absl::GetFlag(FLAGS_behind_envoy);
   options.retry.max_attempts = absl::GetFlag(FLAGS_retry_max_attempts);
   options.retry.attempt_timeout =
       MsIfSet(FLAGS_retry_attempt_timeout_ms).value_or(
