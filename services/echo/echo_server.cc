@@ -15,6 +15,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "interceptors/interceptors.h"
+#include "logging/log_context.h"
 
 namespace reqctx::echo {
 
@@ -167,7 +168,11 @@ absl::StatusOr<std::unique_ptr<EchoServer>> EchoServer::Start(
   // The policy's per-call rules always: with no policy on they change no
   // deadline, and they still carry the incoming criticality into the
   // handler's Context, so it travels on to the next hop.
-  service->server_policy().InstallInterceptors(builder);
+  // Each call's method goes in its Context for log lines
+  // (logging/log_context.h).
+  InstallServerInterceptorsWithRules(
+      builder,
+      logging::WithLogMethodRule(service->server_policy().CallRules()));
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) {
     return absl::UnavailableError(

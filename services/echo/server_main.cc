@@ -14,7 +14,9 @@
 // ADDRESS:PORT". Handlers and workers still running --orphan_threshold_ms
 // after their Context is done are logged once on stderr and counted (0
 // turns the detector off). --call_log writes one JSON line per finished call
-// to stderr.
+// to stderr. Log lines (database details, orphan reports, the drain) go to
+// stderr through spdlog with the request's trace_id, span_id, method and
+// budget_ms (logging/spdlog.h).
 //
 // PostgreSQL: the conninfo comes from --postgres (no password allowed: the
 // command line is readable by every local user; the server exits 1 naming
@@ -63,6 +65,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -72,8 +75,11 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "spdlog/sinks/stdout_sinks.h"
+#include "spdlog/spdlog.h"
 #include "interceptors/observability.h"
 #include "interceptors/policy/policy_counters.h"
+#include "logging/spdlog.h"
 #include "metrics/metrics.h"
 #include "metrics/metrics_server.h"
 #include "services/echo/echo_server.h"
@@ -262,6 +268,17 @@ int main(int argc, char** argv) {
       "--retry_max_attempts --retry_budget ...; see --help]");
   absl::ParseCommandLine(argc, argv);
 
+  // Log lines (database details, orphan reports, the drain) go to stderr
+  // through spdlog, each with the request's fields when one is current
+  // (logging/spdlog.h): trace_id, span_id, method, budget_ms. stdout keeps
+  // the plain lines scripts read ("listening on", "stopped").
+  std::shared_ptr<spdlog::logger> log = std::make_shared<spdlog::logger>(
+      absl::GetFlag(FLAGS_name),
+      std::make_shared<spdlog::sinks::stderr_sink_mt>());
+  reqctx::logging::UseContextPattern(
+      *log, "[%Y-%m-%d %H:%M:%S.%e] [%n] [%l] %* %v");
+  log->flush_on(spdlog::level::trace);
+
   // Block the stop signals in every thread (gRPC's threads inherit this
   // mask) and take them synchronously with sigwait below. SIGUSR1 is how the
   // shutdown thread tells the main thread it is done.
@@ -284,7 +301,9 @@ int main(int argc, char** argv) {
     metrics = std::move(*m);
   }
   if (const int64_t ms = absl::GetFlag(FLAGS_orphan_threshold_ms); ms > 0) {
-    if (absl::Status s = reqctx::EnableOrphanReports(absl::Milliseconds(ms));
+    if (absl::Status s = reqctx::EnableOrphanReports(
+            absl::Milliseconds(ms),
+            [log](const std::string& line) { log->warn("{}", line); });
         !s.ok()) {
       return Fail(s);
     }
@@ -309,6 +328,7 @@ int main(int argc, char** argv) {
   options.port = absl::GetFlag(FLAGS_port);
   options.next = absl::GetFlag(FLAGS_next);
   options.workers = absl::GetFlag(FLAGS_workers);
+  options.log = [log](std::string_view line) { log->warn("{}", line); };
   absl::StatusOr<std::string> conninfo = reqctx::echo::PostgresConninfo(
       absl::GetFlag(FLAGS_postgres), absl::GetFlag(FLAGS_postgres_conninfo_file));
   if (!conninfo.ok()) return Fail(conninfo.status());
