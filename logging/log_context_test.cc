@@ -2,8 +2,11 @@
 // rule's sanitizing and bound, the budget once the deadline has passed.
 #include "logging/log_context.h"
 
+#include <atomic>
 #include <cstdlib>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "context/current.h"
@@ -76,6 +79,28 @@ TEST(LogContextTest, DistinctMethodNamesAreBounded) {
         std::exit(full && kept ? 0 : 1);
       },
       ::testing::ExitedWithCode(0), "");
+}
+
+TEST(LogContextTest, ThreadsInterningAtOnceAgree) {
+  constexpr int kThreads = 4;
+  constexpr int kRounds = 2000;
+  std::vector<std::thread> threads;
+  std::atomic<int> wrong{0};
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([t, &wrong] {
+      for (int i = 0; i < kRounds; ++i) {
+        // Two names per thread, alternating (misses the per-thread cache),
+        // one of them shared by all threads.
+        const std::string mine = absl::StrCat("/t", t, "/m");
+        const std::string name = i % 2 == 0 ? mine : "/shared/m";
+        if (LogMethodOf(WithLogMethod(Background(), name)) != name) {
+          wrong.fetch_add(1);
+        }
+      }
+    });
+  }
+  for (std::thread& th : threads) th.join();
+  EXPECT_EQ(wrong.load(), 0);
 }
 
 TEST(LogContextTest, RuleComposesWithAnEarlierValuesStep) {

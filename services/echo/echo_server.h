@@ -102,6 +102,9 @@ struct EchoServerOptions {
   // EchoServiceOptions. Invalid limits make Start() fail with
   // InvalidArgument naming the field.
   postgres::PoolOptions postgres_pool{};
+  // Also gets Shutdown()'s progress lines (so the destructor may call it:
+  // what it uses must outlive the server). Empty: database lines go to
+  // stderr, shutdown lines nowhere. Must not throw.
   std::function<void(std::string_view)> log{};
   // The channel to `next`: its outbound header budget; see
   // EchoServiceOptions. Invalid ones make Start() fail naming the field.
