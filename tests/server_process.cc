@@ -27,7 +27,8 @@ ServerProcess::~ServerProcess() {
   if (out_ >= 0) close(out_);
 }
 
-bool ServerProcess::Start(const std::vector<std::string>& extra_args) {
+bool ServerProcess::Start(const std::vector<std::string>& extra_args,
+                          bool with_stderr) {
   const char* srcdir = std::getenv("TEST_SRCDIR");
   const char* workspace = std::getenv("TEST_WORKSPACE");
   if (srcdir == nullptr || workspace == nullptr) return false;
@@ -38,6 +39,9 @@ bool ServerProcess::Start(const std::vector<std::string>& extra_args) {
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_adddup2(&actions, fds[1], STDOUT_FILENO);
+  if (with_stderr) {
+    posix_spawn_file_actions_adddup2(&actions, fds[1], STDERR_FILENO);
+  }
   posix_spawn_file_actions_addclose(&actions, fds[0]);
   posix_spawn_file_actions_addclose(&actions, fds[1]);
   std::vector<std::string> args = {binary, "--name=subprocess", "--port=0"};

@@ -25,8 +25,10 @@ class ServerProcess {
   ~ServerProcess();
 
   // Starts it with --name=subprocess --port=0 plus `extra_args`, and waits
-  // (bounded by kWaitBound) for its "listening on" line.
-  bool Start(const std::vector<std::string>& extra_args = {});
+  // (bounded by kWaitBound) for its "listening on" line. With
+  // `with_stderr`, output() has its stderr (its log lines) too.
+  bool Start(const std::vector<std::string>& extra_args = {},
+             bool with_stderr = false);
   // Sends `signal` to the process.
   bool Signal(int signal);
   // Waits (bounded by `bound`) until stdout contains `text`.

@@ -22,7 +22,7 @@ import xml.etree.ElementTree as ET
 # Packages CMake mirrors (bench/ and third_party/ are Bazel-only).
 PACKAGES = ["context", "interceptors", "w3c", "metrics", "async", "proto",
             "services", "tests",
-            "examples", "integrations"]
+            "examples", "integrations", "logging", "drain"]
 KINDS = "cc_library|cc_test|cc_binary"
 
 

@@ -3,18 +3,22 @@
 #include <arpa/inet.h>
 #include <grpcpp/security/server_credentials.h>
 #include <grpcpp/resource_quota.h>
+#include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/server_builder.h>
 
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <thread>
 #include <utility>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "interceptors/interceptors.h"
+#include "logging/log_context.h"
 
 namespace reqctx::echo {
 
@@ -114,6 +118,9 @@ absl::StatusOr<std::unique_ptr<EchoServer>> EchoServer::Start(
   if (options.shutdown_grace < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("shutdown_grace must be >= 0");
   }
+  if (options.drain_period < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("drain_period must be >= 0");
+  }
   if (options.retry.max_attempts < 1) {
     return absl::InvalidArgumentError("retry max_attempts must be >= 1");
   }
@@ -154,6 +161,8 @@ absl::StatusOr<std::unique_ptr<EchoServer>> EchoServer::Start(
       return s;
     }
   }
+  // Read by BuildAndStart (process-wide; see the header).
+  if (options.health_check) grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(absl::StrCat(*host, ":", options.port),
@@ -167,26 +176,41 @@ absl::StatusOr<std::unique_ptr<EchoServer>> EchoServer::Start(
   // The policy's per-call rules always: with no policy on they change no
   // deadline, and they still carry the incoming criticality into the
   // handler's Context, so it travels on to the next hop.
-  service->server_policy().InstallInterceptors(builder);
+  // Each call's method goes in its Context for log lines
+  // (logging/log_context.h).
+  InstallServerInterceptorsWithRules(
+      builder,
+      logging::WithLogMethodRule(service->server_policy().CallRules()));
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) {
     return absl::UnavailableError(
         absl::StrCat("cannot listen on ", *host, ":", options.port));
   }
-  return std::unique_ptr<EchoServer>(
-      new EchoServer(std::move(service), std::move(server), *std::move(host),
-                     port, options.shutdown_grace));
+  if (grpc::HealthCheckServiceInterface* health =
+          server->GetHealthCheckService();
+      health != nullptr) {
+    health->SetServingStatus(true);  // "" (the whole server).
+    health->SetServingStatus(::echo::v1::Echo::service_full_name(), true);
+  }
+  return std::unique_ptr<EchoServer>(new EchoServer(
+      std::move(service), std::move(server), *std::move(host), port, options));
 }
 
 EchoServer::EchoServer(std::unique_ptr<EchoService> service,
                        std::unique_ptr<grpc::Server> server,
                        std::string host, int port,
-                       absl::Duration shutdown_grace)
+                       const EchoServerOptions& options)
     : service_(std::move(service)),
       server_(std::move(server)),
       host_(std::move(host)),
       port_(port),
-      shutdown_grace_(shutdown_grace) {}
+      shutdown_grace_(options.shutdown_grace),
+      drain_period_(options.drain_period),
+      log_(options.log) {}
+
+void EchoServer::Log(std::string_view line) const {
+  if (log_) log_(line);
+}
 
 EchoServer::~EchoServer() { Shutdown(); }
 
@@ -196,12 +220,37 @@ std::string EchoServer::address() const {
 
 void EchoServer::Shutdown() {
   std::call_once(shutdown_once_, [this] {
-    // gRPC cancels the calls still in flight when this deadline passes (at
-    // once for a grace of 0); the interceptor turns that into canceled
-    // Contexts.
-    server_->Shutdown(std::chrono::system_clock::now() +
-                      absl::ToChronoNanoseconds(shutdown_grace_));
+    // 1. NOT_SERVING at once, still serving for the drain period.
+    if (grpc::HealthCheckServiceInterface* health =
+            server_->GetHealthCheckService();
+        health != nullptr) {
+      health->SetServingStatus(false);  // Every service, "" included.
+    }
+    Log(absl::StrCat(name(), ": draining: health NOT_SERVING, refusing new "
+                     "calls in ", absl::FormatDuration(drain_period_)));
+    if (drain_period_ > absl::ZeroDuration()) absl::SleepFor(drain_period_);
+    // 2. Refuse new calls; in-flight ones get the grace. gRPC cancels what
+    // still runs kShutdownBackstop after it (the interceptor turns that
+    // into canceled Contexts); Shutdown returns once no call is left.
+    const absl::Time grace_end = absl::Now() + shutdown_grace_;
+    Log(absl::StrCat(name(), ": refusing new calls; ",
+                     service_->calls().in_flight(), " in flight, grace ",
+                     absl::FormatDuration(shutdown_grace_)));
+    std::thread stopper([this, grace_end] {
+      server_->Shutdown(absl::ToChronoTime(grace_end + kShutdownBackstop));
+    });
+    // 3. Then end the Echo calls still running, with the cause.
+    if (!service_->calls().WaitIdle(grace_end)) {
+      const size_t n = service_->calls().CancelAll();
+      Log(absl::StrCat(name(), ": grace over: canceled ", n,
+                       " call(s): server shutting down"));
+    } else {
+      // Calls the policy queue still admits end at once, with the cause.
+      service_->calls().CancelAll();
+    }
+    stopper.join();
     server_->Wait();
+    Log(absl::StrCat(name(), ": drained"));
   });
 }
 

@@ -2,14 +2,29 @@
 //
 // Start() binds options.bind_address (127.0.0.1 unless told otherwise; port
 // 0 picks a free port; port() tells which) with reqctx's server interceptor
-// installed. Shutdown() stops accepting
-// calls, lets in-flight calls run for up to options.shutdown_grace, then
-// cancels the rest (their Contexts are canceled, so their workers stop) and
-// returns once all handlers have returned. The server
-// binary, the demo and the end-to-end tests all use this class.
+// installed, and (options.health_check) the standard grpc.health.v1.Health
+// service: SERVING for "" and "echo.v1.Echo" while the server runs.
+// Shutdown() drains the server so that a load balancer can follow:
+//   1. at once, health turns NOT_SERVING (Check answers it; Watch streams
+//      see it), and calls are still served for options.drain_period, while
+//      balancers notice;
+//   2. then the server stops taking calls (new calls fail with UNAVAILABLE,
+//      which clients may retry elsewhere) and lets in-flight calls run for
+//      up to options.shutdown_grace;
+//   3. then the Echo calls still running are canceled with the cause
+//      "server shutting down" (drain/call_tracker.h): their Contexts end,
+//      so do their workers and their calls to the next hop (whose handlers
+//      see their own Contexts end), and their clients get UNAVAILABLE
+//      "server shutting down"; whatever else still runs (streams, queued
+//      calls) is canceled by gRPC kShutdownBackstop later;
+//   4. it returns once every handler has returned.
+// The server binary, the demo and the end-to-end tests all use this class.
 //
 // Thread-safety: all methods are safe from any thread; Shutdown() is
-// idempotent. Lifetime: the destructor calls Shutdown().
+// idempotent (a second caller waits for the first to finish). Lifetime: the
+// destructor calls Shutdown(). Turning the health service on calls
+// grpc::EnableDefaultHealthCheckService(true), which is process-wide: every
+// gRPC server built later in the process gets one too.
 #ifndef REQCTX_SERVICES_ECHO_ECHO_SERVER_H_
 #define REQCTX_SERVICES_ECHO_ECHO_SERVER_H_
 
@@ -52,6 +67,10 @@ inline constexpr int kDefaultMaxConcurrency = 64;
 inline constexpr int kDefaultMaxQueue = 64;
 inline constexpr int kDefaultMaxThreads = 200;
 
+// How long after the grace gRPC itself cancels what the shutdown's cause
+// did not end (calls not tracked, handlers that ignore their Context).
+inline constexpr absl::Duration kShutdownBackstop = absl::Milliseconds(500);
+
 // The server policy EchoServerOptions starts with: no deadline rules, the
 // default concurrency limit and queue above.
 policy::ServerPolicyOptions DefaultEchoServerPolicy();
@@ -83,6 +102,9 @@ struct EchoServerOptions {
   // EchoServiceOptions. Invalid limits make Start() fail with
   // InvalidArgument naming the field.
   postgres::PoolOptions postgres_pool{};
+  // Also gets Shutdown()'s progress lines (so the destructor may call it:
+  // what it uses must outlive the server). Empty: database lines go to
+  // stderr, shutdown lines nowhere. Must not throw.
   std::function<void(std::string_view)> log{};
   // The channel to `next`: its outbound header budget; see
   // EchoServiceOptions. Invalid ones make Start() fail naming the field.
@@ -93,6 +115,11 @@ struct EchoServerOptions {
   int max_threads = kDefaultMaxThreads;
   // For tests; see EchoServiceOptions::before_work.
   std::function<void(const Context&)> before_work{};
+  // Serve grpc.health.v1.Health (see above).
+  bool health_check = true;
+  // How long Shutdown() keeps serving after turning health NOT_SERVING,
+  // before it refuses new calls (>= 0; 0: refuse at once).
+  absl::Duration drain_period = absl::ZeroDuration();
 };
 
 // The libpq conninfo for the server binary's --postgres (`flag`) and
@@ -132,18 +159,23 @@ class EchoServer {
     return service_->PolicyCounts();
   }
 
+  // Drains and stops the server (see above); returns once every handler
+  // has returned. Progress goes to options.log, if set.
   void Shutdown();
 
  private:
   EchoServer(std::unique_ptr<EchoService> service,
              std::unique_ptr<grpc::Server> server, std::string host, int port,
-             absl::Duration shutdown_grace);
+             const EchoServerOptions& options);
+  void Log(std::string_view line) const;
 
   const std::unique_ptr<EchoService> service_;
   const std::unique_ptr<grpc::Server> server_;
   const std::string host_;
   const int port_;
   const absl::Duration shutdown_grace_;
+  const absl::Duration drain_period_;
+  const std::function<void(std::string_view)> log_;
   std::once_flag shutdown_once_;
 };
 

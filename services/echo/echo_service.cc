@@ -207,7 +207,10 @@ absl::Status EchoService::DatabaseError(const Context& ctx,
 grpc::Status EchoService::Echo(grpc::ServerContext* sc,
                                const EchoRequest* request,
                                EchoResponse* response) {
-  Context ctx = FromServerContext(sc);
+  // Tracked, so a server shutting down ends it with the cause "server
+  // shutting down" (and the client gets UNAVAILABLE, retryable).
+  const drain::CallTracker::Call call = calls_.Track(FromServerContext(sc));
+  const Context& ctx = call.context();
   Hop hop = ArrivalHop(ctx);
   RequestScope scope(stats_, ctx);
   absl::Status s = CheckWork(request->work_ms(), options_.max_work_ms);
@@ -234,6 +237,7 @@ grpc::Status EchoService::Echo(grpc::ServerContext* sc,
       s = FromGrpcStatus(next_->Echo(cc.get(), *request, &downstream));
     }
   }
+  s = drain::ShutdownStatusOr(ctx, s);
   scope.set_result(s);
   if (!s.ok()) return ToGrpcStatus(s);
   response->set_message(request->message());

@@ -26,6 +26,7 @@
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "context/core.h"
+#include "drain/call_tracker.h"
 #include "integrations/postgres/postgres.h"
 #include "interceptors/client_interceptor.h"
 #include "interceptors/policy/retry.h"
@@ -113,6 +114,9 @@ class EchoService final : public ::echo::v1::Echo::Service {
   // Server policy and retry counts together.
   policy::PolicyCountersSnapshot PolicyCounts() const;
   const std::string& name() const { return options_.name; }
+  // The Echo calls in flight, for ending them with the shutdown cause
+  // (EchoServer's drain; drain/call_tracker.h).
+  drain::CallTracker& calls() { return calls_; }
 
  private:
   ::echo::v1::Hop ArrivalHop(const Context& ctx) const;
@@ -136,6 +140,7 @@ class EchoService final : public ::echo::v1::Echo::Service {
   policy::ServerPolicy server_policy_;
   policy::RetryChannelState retry_state_;
   EchoStats stats_;
+  drain::CallTracker calls_;
 };
 
 }  // namespace reqctx::echo

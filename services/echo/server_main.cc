@@ -14,7 +14,9 @@
 // ADDRESS:PORT". Handlers and workers still running --orphan_threshold_ms
 // after their Context is done are logged once on stderr and counted (0
 // turns the detector off). --call_log writes one JSON line per finished call
-// to stderr.
+// to stderr. Log lines (database details, orphan reports, the drain) go to
+// stderr through spdlog with the request's trace_id, span_id, method and
+// budget_ms (logging/spdlog.h).
 //
 // PostgreSQL: the conninfo comes from --postgres (no password allowed: the
 // command line is readable by every local user; the server exits 1 naming
@@ -28,9 +30,12 @@
 // IPv6 one ([::1], [::]); anything else (a host name) exits 1 naming it.
 // Prints "NAME listening on HOST:PORT" once serving. A request asking for
 // more than --max_work_ms of work fails with INVALID_ARGUMENT naming the
-// limit. On SIGINT/SIGTERM it stops taking calls, lets in-flight calls run
-// for up to --shutdown_grace_ms, cancels the rest (their Contexts are
-// canceled), waits for their handlers, and exits 0. A second SIGINT/SIGTERM
+// limit. It serves grpc.health.v1.Health (--health_check). On
+// SIGINT/SIGTERM it drains: health NOT_SERVING at once, calls still served
+// for --drain_ms, then new calls refused (UNAVAILABLE), in-flight calls run
+// for up to --shutdown_grace_ms, the rest canceled with the cause "server
+// shutting down" (their Contexts end, so do their calls to --next; their
+// clients get UNAVAILABLE), then it waits for their handlers and exits 0. A second SIGINT/SIGTERM
 // while that shutdown is still going (a hung handler, a long grace) exits at
 // once with status 1, without waiting for anything.
 // --propagation_header_budget (default 4096) bounds the traceparent,
@@ -65,6 +70,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -74,8 +80,11 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "spdlog/sinks/stdout_sinks.h"
+#include "spdlog/spdlog.h"
 #include "interceptors/observability.h"
 #include "interceptors/policy/policy_counters.h"
+#include "logging/spdlog.h"
 #include "metrics/metrics.h"
 #include "metrics/metrics_server.h"
 #include "services/echo/echo_server.h"
@@ -166,6 +175,14 @@ ABSL_FLAG(int64_t, propagation_header_budget, 4096,
 ABSL_FLAG(int64_t, shutdown_grace_ms, 0,
           "on SIGTERM, how long in-flight calls may still run before they "
           "are canceled");
+// Drain on SIGTERM (issue 24): health NOT_SERVING at once, calls still
+// served for --drain_ms, then refused; see EchoServer::Shutdown.
+ABSL_FLAG(int64_t, drain_ms, 0,
+          "on SIGTERM, how long the server keeps serving after turning its "
+          "grpc.health.v1.Health status NOT_SERVING, before refusing new "
+          "calls (UNAVAILABLE) and starting --shutdown_grace_ms");
+ABSL_FLAG(bool, health_check, true,
+          "serve the standard grpc.health.v1.Health service");
 
 ABSL_FLAG(int, metrics_port, -1,
           "serve Prometheus metrics on this port (0: a free one; -1: off)");
@@ -263,11 +280,23 @@ void ForEachPolicyCount(const reqctx::policy::PolicyCountersSnapshot& counts,
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "echo server: --name=N --port=P [--next=host:port] [--workers=K] "
-      "[--max_work_ms=MS] [--shutdown_grace_ms=MS] [policy flags: "
+      "[--max_work_ms=MS] [--shutdown_grace_ms=MS] [--drain_ms=MS] "
+      "[policy flags: "
       "--min_budget_ms --learned_min_budget_quantile --reply_margin_ms "
       "--default_deadline_ms --max_deadline_ms --max_concurrency "
       "--retry_max_attempts --retry_budget ...; see --help]");
   absl::ParseCommandLine(argc, argv);
+
+  // Log lines (database details, orphan reports, the drain) go to stderr
+  // through spdlog, each with the request's fields when one is current
+  // (logging/spdlog.h): trace_id, span_id, method, budget_ms. stdout keeps
+  // the plain lines scripts read ("listening on", "stopped").
+  std::shared_ptr<spdlog::logger> log = std::make_shared<spdlog::logger>(
+      absl::GetFlag(FLAGS_name),
+      std::make_shared<spdlog::sinks::stderr_sink_mt>());
+  reqctx::logging::UseContextPattern(
+      *log, "[%Y-%m-%d %H:%M:%S.%e] [%n] [%l] %* %v");
+  log->flush_on(spdlog::level::trace);
 
   // Block the stop signals in every thread (gRPC's threads inherit this
   // mask) and take them synchronously with sigwait below. SIGUSR1 is how the
@@ -291,7 +320,9 @@ int main(int argc, char** argv) {
     metrics = std::move(*m);
   }
   if (const int64_t ms = absl::GetFlag(FLAGS_orphan_threshold_ms); ms > 0) {
-    if (absl::Status s = reqctx::EnableOrphanReports(absl::Milliseconds(ms));
+    if (absl::Status s = reqctx::EnableOrphanReports(
+            absl::Milliseconds(ms),
+            [log](const std::string& line) { log->warn("{}", line); });
         !s.ok()) {
       return Fail(s);
     }
@@ -306,7 +337,8 @@ int main(int argc, char** argv) {
            &FLAGS_expected_handling_ms, &FLAGS_retry_attempt_timeout_ms,
            &FLAGS_retry_backoff_ms, &FLAGS_retry_expected_latency_ms,
            &FLAGS_hedging_delay_ms, &FLAGS_hedging_min_delay_ms,
-           &FLAGS_hedging_max_delay_ms, &FLAGS_shutdown_grace_ms});
+           &FLAGS_hedging_max_delay_ms, &FLAGS_shutdown_grace_ms,
+           &FLAGS_drain_ms});
       !s.ok()) {
     return Fail(s);
   }
@@ -316,6 +348,7 @@ int main(int argc, char** argv) {
   options.port = absl::GetFlag(FLAGS_port);
   options.next = absl::GetFlag(FLAGS_next);
   options.workers = absl::GetFlag(FLAGS_workers);
+  options.log = [log](std::string_view line) { log->warn("{}", line); };
   absl::StatusOr<std::string> conninfo = reqctx::echo::PostgresConninfo(
       absl::GetFlag(FLAGS_postgres), absl::GetFlag(FLAGS_postgres_conninfo_file));
   if (!conninfo.ok()) return Fail(conninfo.status());
@@ -329,6 +362,8 @@ int main(int argc, char** argv) {
   }
   options.max_work_ms = absl::GetFlag(FLAGS_max_work_ms);
   options.shutdown_grace = Ms(FLAGS_shutdown_grace_ms);
+  options.drain_period = Ms(FLAGS_drain_ms);
+  options.health_check = absl::GetFlag(FLAGS_health_check);
   options.next_channel.propagation_header_budget = static_cast<size_t>(
       std::max<int64_t>(0, absl::GetFlag(FLAGS_propagation_header_budget)));
   options.max_threads = absl::GetFlag(FLAGS_max_threads);
