@@ -131,6 +131,9 @@ class EchoServer {
   policy::PolicyCountersSnapshot policy_counts() const {
     return service_->PolicyCounts();
   }
+  // The server policy, for run-time changes (ServerPolicy::SetMode: dark
+  // mode, the kill switch) and its limits' state.
+  policy::ServerPolicy& server_policy() { return service_->server_policy(); }
 
   void Shutdown();
 
