@@ -255,7 +255,7 @@ const PolicyFamilies& Policy() {
           "reqctx_policy_rejected_total",
           "Calls refused by the server policy before their handler ran, by "
           "reason (min_budget, shed_at_arrival, queue_full, evicted, "
-          "expired, canceled) and the call's criticality.",
+          "expired, canceled, queue_delay) and the call's criticality.",
           {"method", "reason", "criticality"},
           MethodFamilyCap(kPolicyRejectReasons * kCriticalities))),
       Must(R().AddCounter("reqctx_policy_queued_total",
@@ -280,6 +280,18 @@ const PolicyFamilies& Policy() {
                           "Bounded follow-ups detached from a call "
                           "(DetachWithBound).",
                           {"method"}, MethodFamilyCap(1))),
+      Must(R().AddCounter(
+          "reqctx_policy_dark_total",
+          "Dark mode: calls the policy ran although it would have refused "
+          "them (by the reason) or queued them (decision=queued).",
+          {"method", "decision", "criticality"},
+          MethodFamilyCap(kPolicyValveDecisions * kCriticalities))),
+      Must(R().AddCounter(
+          "reqctx_policy_refusals_capped_total",
+          "Calls admitted because the refusal cap allowed no more refusals "
+          "in the window, by the reason they would have been refused for.",
+          {"method", "reason", "criticality"},
+          MethodFamilyCap(kPolicyValveDecisions * kCriticalities))),
       Must(R().AddCounter("reqctx_client_retries_total",
                           "Retry attempts sent.", {"method"},
                           MethodFamilyCap(1))),
@@ -297,9 +309,17 @@ const PolicyFamilies& Policy() {
 std::string_view PolicyRejectReasonName(int reason) {
   static constexpr std::string_view kNames[kPolicyRejectReasons] = {
       "min_budget", "shed_at_arrival", "queue_full",
-      "evicted",    "expired",         "canceled"};
+      "evicted",    "expired",         "canceled",
+      "queue_delay"};
   return reason >= 0 && reason < kPolicyRejectReasons ? kNames[reason]
                                                       : "unknown";
+}
+
+std::string_view PolicyValveDecisionName(int decision) {
+  static constexpr std::string_view kNames[kPolicyValveDecisions] = {
+      "min_budget", "shed_at_arrival", "queue_full", "queue_delay", "queued"};
+  return decision >= 0 && decision < kPolicyValveDecisions ? kNames[decision]
+                                                           : "unknown";
 }
 
 std::string_view CriticalityLabel(int criticality) {
@@ -316,6 +336,8 @@ const PolicyMethodMetrics& PolicyMethod(std::string_view method) {
     const PolicyFamilies& f = Policy();
     PolicyMethodMetrics out{{},
                             {},
+                            {},
+                            {},
                             &f.queue_wait->WithLabels({m}),
                             &f.deadline_defaulted->WithLabels({m}),
                             &f.deadline_capped->WithLabels({m}),
@@ -324,6 +346,12 @@ const PolicyMethodMetrics& PolicyMethod(std::string_view method) {
       for (int r = 0; r < kPolicyRejectReasons; ++r) {
         out.rejected[r][c] = &f.rejected->WithLabels(
             {m, PolicyRejectReasonName(r), CriticalityLabel(c)});
+      }
+      for (int d = 0; d < kPolicyValveDecisions; ++d) {
+        out.dark[d][c] = &f.dark->WithLabels(
+            {m, PolicyValveDecisionName(d), CriticalityLabel(c)});
+        out.capped[d][c] = &f.capped->WithLabels(
+            {m, PolicyValveDecisionName(d), CriticalityLabel(c)});
       }
       out.queued[c] = &f.queued->WithLabels({m, CriticalityLabel(c)});
     }

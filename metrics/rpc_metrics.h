@@ -103,20 +103,34 @@ const ClientMethodMetrics& ClientMethod(std::string_view method);
 
 // Why a server policy refused a call: the `reason` label of
 // reqctx_policy_rejected_total, by index (PolicyRejectReasonName).
-inline constexpr int kPolicyRejectReasons = 6;
+inline constexpr int kPolicyRejectReasons = 7;
 // "min_budget", "shed_at_arrival", "queue_full", "evicted", "expired",
-// "canceled"; "unknown" outside 0..5.
+// "canceled", "queue_delay"; "unknown" outside 0..6.
 std::string_view PolicyRejectReasonName(int reason);
 // The `criticality` label, by index (policy::Criticality's values, least
 // important first): "sheddable", "default", "critical".
 inline constexpr int kCriticalities = 3;
 std::string_view CriticalityLabel(int criticality);
 
+// What a safety valve let through (issue 23): the `decision` label of
+// reqctx_policy_dark_total (dark mode: what the policy would have done) and
+// the `reason` label of reqctx_policy_refusals_capped_total (a refusal the
+// refusal cap turned into an admission), by index: "min_budget",
+// "shed_at_arrival", "queue_full", "queue_delay", "queued" ("queued" only
+// for dark mode); "unknown" outside 0..4.
+inline constexpr int kPolicyValveDecisions = 5;
+std::string_view PolicyValveDecisionName(int decision);
+
 // One method's server-policy handles (//interceptors/policy records them).
 struct PolicyMethodMetrics {
   // [reason][criticality], indices as above.
   std::array<std::array<Counter*, kCriticalities>, kPolicyRejectReasons>
       rejected;
+  // [decision][criticality], indices as PolicyValveDecisionName's.
+  std::array<std::array<Counter*, kCriticalities>, kPolicyValveDecisions>
+      dark;
+  std::array<std::array<Counter*, kCriticalities>, kPolicyValveDecisions>
+      capped;
   std::array<Counter*, kCriticalities> queued;
   Histogram* queue_wait;
   Counter* deadline_defaulted;
@@ -135,6 +149,8 @@ struct PolicyFamilies {
   CounterFamily* deadline_defaulted;      // {method}
   CounterFamily* deadline_capped;         // {method}
   CounterFamily* detached;                // {method}
+  CounterFamily* dark;                    // {method, decision, criticality}
+  CounterFamily* capped;                  // {method, reason, criticality}
   CounterFamily* retries;                 // {method}
   CounterFamily* hedges;                  // {method}
   CounterFamily* retry_budget_exhausted;  // {method}

@@ -392,5 +392,76 @@ TEST(EchoServerProcessTest, LearnedHedgingFlagsStartTheServer) {
       << process.output();
 }
 
+// Issue 23's flags: an adaptive limit shows in the metrics with its
+// algorithm; SIGUSR2 is the kill switch (enforce <-> off) at run time; a
+// bad value exits 1 naming the flag or the option field.
+TEST(EchoServerProcessTest, LimitFlagsAndTheKillSwitchSignal) {
+  {
+    ServerProcess adaptive;
+    ASSERT_TRUE(adaptive.Start({"--metrics_port=0", "--limit=vegas"}))
+        << adaptive.output();
+    const std::string marker = "metrics on 127.0.0.1:";
+    const size_t at = adaptive.output().find(marker);
+    ASSERT_NE(at, std::string::npos) << adaptive.output();
+    const int metrics_port =
+        std::atoi(adaptive.output().c_str() + at + marker.size());
+    absl::StatusOr<testing::HttpResponse> page =
+        testing::HttpGet(metrics_port, "/metrics", kWaitBound);
+    ASSERT_TRUE(page.ok()) << page.status();
+    EXPECT_EQ(testing::ExpositionSample(
+                  page->body,
+                  "reqctx_policy_limit{method=\"/echo.v1.Echo/Echo\","
+                  "algorithm=\"vegas\"}"),
+              20)
+        << page->body;
+  }
+  ServerProcess process;
+  ASSERT_TRUE(process.Start({"--max_concurrency=1", "--max_queue=0"}))
+      << process.output();
+  auto stub = StubFor(process);
+  grpc::Status busy_status;
+  std::thread busy([&] {
+    auto cc = NewClientContext(Background());
+    EchoResponse response;
+    busy_status = stub->Echo(cc.get(), Request(3000), &response);
+  });
+  ASSERT_TRUE(WaitActive(*stub, 1));
+  auto call = [&] {
+    auto [ctx, cancel] = WithTimeout(Background(), kWaitBound);
+    auto cc = NewClientContext(ctx);
+    EchoResponse response;
+    return stub->Echo(cc.get(), Request(0), &response).error_code();
+  };
+  EXPECT_EQ(call(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  ASSERT_TRUE(process.Signal(SIGUSR2));
+  ASSERT_TRUE(process.WaitForOutput("shed mode: off", kWaitBound))
+      << process.output();
+  EXPECT_EQ(call(), grpc::StatusCode::OK);  // the limit is not enforced
+  ASSERT_TRUE(process.Signal(SIGUSR2));
+  ASSERT_TRUE(process.WaitForOutput("shed mode: enforce", kWaitBound))
+      << process.output();
+  EXPECT_EQ(call(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  busy.join();
+  EXPECT_TRUE(busy_status.ok()) << busy_status.error_message();
+  const int status = process.Terminate();
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+
+  for (const std::vector<std::string>& flags :
+       std::vector<std::vector<std::string>>{
+           {"--limit=bogus"},
+           {"--limit=gradient", "--gradient_smoothing=0"},
+           {"--shed_mode=maybe"},
+           {"--shares=0.5,0,0.6"},
+           {"--shed_mode_file=/nonexistent/reqctx-mode"}}) {
+    ServerProcess bad;
+    EXPECT_FALSE(bad.Start(flags)) << flags.back();
+    const int exit_status = bad.WaitExit(kWaitBound);
+    ASSERT_NE(exit_status, -1);
+    EXPECT_TRUE(WIFEXITED(exit_status) && WEXITSTATUS(exit_status) == 1)
+        << flags.back();
+    EXPECT_EQ(bad.output().find("listening on"), std::string::npos);
+  }
+}
+
 }  // namespace
 }  // namespace reqctx

@@ -20,7 +20,7 @@ import tempfile
 import xml.etree.ElementTree as ET
 
 # Packages CMake mirrors (bench/ and third_party/ are Bazel-only).
-PACKAGES = ["context", "interceptors", "w3c", "metrics", "async", "proto",
+PACKAGES = ["context", "interceptors", "limits", "w3c", "metrics", "async", "proto",
             "services", "tests",
             "examples", "integrations", "logging", "drain"]
 KINDS = "cc_library|cc_test|cc_binary"

@@ -30,7 +30,35 @@ absl::Status ValidateMethodPolicy(const MethodPolicy& p) {
   if (p.max_concurrency < 0) return bad("max_concurrency");
   if (p.lifo_after < zero) return bad("lifo_after");
   if (p.expected_handling < zero) return bad("expected_handling");
+  if (!(p.max_refused_share > 0 && p.max_refused_share <= 1)) {
+    return bad("max_refused_share");
+  }
+  if (p.refusal_window <= zero) return bad("refusal_window");
+  if (SheddingOn(p)) {
+    if (absl::Status s =
+            ValidateLoadShedderOptions(ShedderOptionsFor(p), "method policy");
+        !s.ok()) {
+      return s;
+    }
+  }
   return absl::OkStatus();
+}
+
+bool SheddingOn(const MethodPolicy& p) {
+  return p.max_concurrency > 0 ||
+         p.limit.algorithm != limits::Algorithm::kFixed;
+}
+
+LoadShedderOptions ShedderOptionsFor(const MethodPolicy& p) {
+  LoadShedderOptions o;
+  o.max_concurrency = p.max_concurrency;
+  o.max_queue = p.max_queue;
+  o.lifo_after = p.lifo_after;
+  o.limit = p.limit;
+  o.shares = p.shares;
+  o.codel_target = p.codel_target;
+  o.codel_interval = p.codel_interval;
+  return o;
 }
 
 std::optional<absl::Time> EffectiveDeadline(const MethodPolicy& p,

@@ -23,8 +23,12 @@
 
 #include <optional>
 
+#include <array>
+
 #include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "interceptors/policy/load_shedder.h"
+#include "limits/limit_options.h"
 
 namespace reqctx::policy {
 
@@ -42,19 +46,41 @@ struct MethodPolicy {
   std::optional<absl::Duration> default_deadline;
   // Cap on incoming deadlines (nullopt: no cap).
   std::optional<absl::Duration> max_deadline;
-  // Load shedding: > 0 limits concurrent calls (one limit shared by every
-  // method this policy object applies to); 0: off.
+  // Load shedding (load_shedder.h): on when max_concurrency > 0 or the
+  // limit algorithm is adaptive (one limit shared by every method this
+  // policy object applies to); off otherwise.
+  // The fixed limit (limit.algorithm kFixed): > 0 limits concurrent calls.
   int max_concurrency = 0;
-  int max_queue = -1;  // Queue length; < 0: 4 x max_concurrency.
+  int max_queue = -1;  // Queue length; < 0: 4 x the current limit.
   absl::Duration lifo_after = absl::Milliseconds(10);
+  // The limit algorithm (//limits): kFixed (max_concurrency), or an
+  // adaptive one that finds the limit itself (max_concurrency not read).
+  limits::LimitOptions limit;
+  // Guaranteed share of the limit per criticality (sheddable, default,
+  // critical); all zero: none. See LoadShedderOptions::shares.
+  std::array<double, 3> shares{};
+  // Queue-delay admission (CoDel); zero target: off.
+  absl::Duration codel_target = absl::ZeroDuration();
+  absl::Duration codel_interval = absl::Milliseconds(100);
+  // Refusal cap: at most this share of the calls arriving in each
+  // `refusal_window` is refused (minimum budget and shedding together);
+  // in (0, 1], 1: no cap.
+  double max_refused_share = 1;
+  absl::Duration refusal_window = absl::Seconds(1);
   // Expected handling time used by the shedder until the method has
   // `learned_warmup` samples (then their mean is used).
   absl::Duration expected_handling = absl::Milliseconds(1);
 };
 
 // InvalidArgument naming the field if `p` is out of range (negative
-// durations, quantile outside [0, 1], warm-up or window < 1, ...).
+// durations, quantile outside [0, 1], warm-up or window < 1, the limit
+// algorithm's parameters as "limit.<algorithm>.<field>", shares, ...).
 absl::Status ValidateMethodPolicy(const MethodPolicy& p);
+
+// Whether `p` turns load shedding on (see max_concurrency).
+bool SheddingOn(const MethodPolicy& p);
+// The shedder's options for `p` (mode: enforce; clock: absl::Now).
+LoadShedderOptions ShedderOptionsFor(const MethodPolicy& p);
 
 // The call's deadline after the default and the cap, for a call that
 // arrived at `now` with `incoming` (nullopt: none). Sets *defaulted/*capped

@@ -31,6 +31,9 @@ enum class PolicyCounter : size_t {
   kShedEvicted,       // RESOURCE_EXHAUSTED: evicted by a more critical call
   kShedExpired,       // dropped from the queue: deadline passed or canceled
   kShedSheddable,     // of the shed calls above, those marked sheddable
+  kShedQueueDelay,    // RESOURCE_EXHAUSTED: standing queue (CoDel target)
+  kDarkDecisions,     // dark mode: would have queued or refused; ran
+  kRefusalsCapped,    // refusal turned into admission by the refusal cap
   // Client, retries and hedging.
   kRetryCalls,             // calls made through the retry helper
   kRetryAttempts,          // attempts started (first ones included)

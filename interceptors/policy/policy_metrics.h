@@ -6,6 +6,17 @@
 //   reqctx_policy_deadline_defaulted_total{method}
 //   reqctx_policy_deadline_capped_total{method}
 //   reqctx_policy_detached_total{method}
+//   reqctx_policy_dark_total{method,decision,criticality}
+//   reqctx_policy_refusals_capped_total{method,reason,criticality}
+// and, read from each method's shedder at scrape (PublishLimiter):
+//   reqctx_policy_limit{method,algorithm}       the concurrency limit now
+//   reqctx_policy_inflight{method}              slots held
+//   reqctx_policy_queue_length{method}          calls queued
+//   reqctx_policy_enforcement{method,mode}      1 for the mode in force
+//   reqctx_policy_limit_min_rtt_seconds{method}  \
+//   reqctx_policy_limit_long_rtt_seconds{method}  > the algorithm's inputs
+//   reqctx_policy_limit_last_rtt_seconds{method}  |  (0 if it has none)
+//   reqctx_policy_limit_queue_estimate{method}   /
 // Each recording is one relaxed add on the recording CPU's own cache line
 // (metrics::Counter/Histogram); the per-method handles are looked up once per
 // method and kept (ServerPolicy keeps them with each method's state).
@@ -17,6 +28,9 @@
 #ifndef REQCTX_INTERCEPTORS_POLICY_POLICY_METRICS_H_
 #define REQCTX_INTERCEPTORS_POLICY_POLICY_METRICS_H_
 
+#include <memory>
+#include <string>
+
 #include "context/core.h"
 #include "interceptors/policy/criticality.h"
 #include "interceptors/policy/load_shedder.h"
@@ -27,12 +41,23 @@ namespace reqctx::policy {
 // Counts a call refused for its minimum budget.
 void RecordMinBudgetRejected(const metrics::PolicyMethodMetrics& m,
                              Criticality c);
+// Counts a call the minimum budget would have refused but that ran: in
+// dark mode (`dark`), or because the refusal cap allowed no more refusals.
+void RecordMinBudgetLetThrough(const metrics::PolicyMethodMetrics& m,
+                               Criticality c, bool dark);
 
 // Counts what the shedder decided for a call of criticality `c`: a refusal
-// by its reason (kShutdown is not a policy refusal and is not counted), and,
-// if it waited in the queue, the wait.
+// by its reason (kShutdown is not a policy refusal and is not counted), if
+// it waited in the queue, the wait, and what a safety valve let through
+// (ShedDecision::dark, would_queue, capped).
 void RecordShedDecision(const metrics::PolicyMethodMetrics& m,
                         const ShedDecision& d, Criticality c);
+
+// Shows `shedder`'s state under `method` in the reqctx_policy_limit...
+// gauges above until the shedder is destroyed (registers those families on
+// first use). Several methods may share one shedder (a per-server limit).
+void PublishLimiter(const std::string& method,
+                    std::weak_ptr<const LoadShedder> shedder);
 
 // A child of `parent` that remembers the method whose handles `m` are, so
 // work derived from a call (DetachWithBound) is counted under its method.

@@ -27,7 +27,12 @@ namespace reqctx::policy {
 struct ServerPolicy::PolicyState {
   MethodPolicy policy;
   std::shared_ptr<PolicyCounters> counters;  // The shedder counts here.
-  std::unique_ptr<LoadShedder> shedder;  // Null: no concurrency limit.
+  // The refusal cap of this limit's calls (minimum budget and shedding).
+  std::unique_ptr<RefusalCap> cap;
+  // Null: no concurrency limit. Shared with the metrics' weak pointers.
+  std::shared_ptr<LoadShedder> shedder;
+  // The mode for the minimum-budget check (the shedder keeps its own).
+  std::atomic<ShedMode> mode{ShedMode::kEnforce};
 };
 
 struct ServerPolicy::MethodState {
@@ -45,6 +50,7 @@ struct ServerPolicy::MethodState {
   // The deadline rules and the minimum budget for a call that arrived under
   // `sc` with criticality `c` (counted in `counters` and the metrics): OK,
   // or the DEADLINE_EXCEEDED refusal to answer it with.
+  // A call's safety valves apply (mode, refusal cap).
   absl::Status CheckArrival(const grpc::ServerContextBase& sc, Criticality c,
                             PolicyCounters& counters);
   // The handling time the shedder assumes for the next call.
@@ -77,6 +83,17 @@ struct ServiceMethodsAccess {
 };
 template struct ServiceMethodsAccess<&grpc::Service::methods_>;
 
+// How an admitted call ended, for its limit's sample (limits::Outcome): a
+// call still being handled when its deadline passed is a drop; one its
+// client canceled is no sample; any other is a success.
+limits::Outcome OutcomeOf(std::optional<absl::Time> deadline, absl::Time end,
+                          bool canceled) {
+  if (deadline.has_value() && end >= *deadline) {
+    return limits::Outcome::kDropped;
+  }
+  return canceled ? limits::Outcome::kIgnore : limits::Outcome::kSuccess;
+}
+
 std::optional<absl::Time> DeadlineOf(const grpc::ServerContextBase& sc) {
   gpr_timespec raw = sc.raw_deadline();
   if (gpr_time_cmp(raw, gpr_inf_future(raw.clock_type)) == 0) {
@@ -93,6 +110,7 @@ absl::Status ServerPolicy::MethodState::CheckArrival(
     PolicyCounters& counters) {
   const MethodPolicy& p = ps->policy;
   const absl::Time now = absl::Now();
+  ps->cap->Arrived(now);
   bool defaulted = false;
   bool capped = false;
   std::optional<absl::Time> deadline =
@@ -115,6 +133,21 @@ absl::Status ServerPolicy::MethodState::CheckArrival(
              : std::nullopt);
   const absl::Duration budget = *deadline - now;
   if (budget >= min) return absl::OkStatus();
+  switch (ps->mode.load(std::memory_order_relaxed)) {
+    case ShedMode::kOff:
+      return absl::OkStatus();
+    case ShedMode::kDark:
+      counters.Add(PolicyCounter::kDarkDecisions);
+      RecordMinBudgetLetThrough(metrics, c, /*dark=*/true);
+      return absl::OkStatus();
+    case ShedMode::kEnforce:
+      break;
+  }
+  if (!ps->cap->TryRefuse(now)) {
+    counters.Add(PolicyCounter::kRefusalsCapped);
+    RecordMinBudgetLetThrough(metrics, c, /*dark=*/false);
+    return absl::OkStatus();
+  }
   counters.Add(PolicyCounter::kMinBudgetRejected);
   RecordMinBudgetRejected(metrics, c);
   return absl::DeadlineExceededError(absl::StrCat(
@@ -173,7 +206,7 @@ class PolicyHandler final : public MethodHandler {
     // 2. Load shedding.
     LoadShedder* shedder = state_->ps->shedder.get();
     if (shedder == nullptr || !param.status.ok()) {
-      Run(param, ShedSlot());
+      Run(param, call_ctx.Deadline(), ShedSlot());
       return;
     }
     const absl::Duration expected = state_->ExpectedHandling();
@@ -183,8 +216,9 @@ class PolicyHandler final : public MethodHandler {
       internal::HoldingServerCall(&sc);
       HandlerParameter copy = param;
       shedder->Acquire(call_ctx, crit, expected,
-                       [this, copy, crit](ShedDecision d) {
-                         Decided(copy, crit, std::move(d));
+                       [this, copy, crit,
+                        deadline = call_ctx.Deadline()](ShedDecision d) {
+                         Decided(copy, crit, deadline, std::move(d));
                        });
       return;
     }
@@ -202,15 +236,15 @@ class PolicyHandler final : public MethodHandler {
       // is done (deadline, cancel, end of the call).
       cv.wait(lock, [&] { return decision.has_value(); });
     }
-    Decided(param, crit, std::move(*decision));
+    Decided(param, crit, call_ctx.Deadline(), std::move(*decision));
   }
 
  private:
   void Decided(const HandlerParameter& param, Criticality crit,
-               ShedDecision d) {
+               std::optional<absl::Time> deadline, ShedDecision d) {
     RecordShedDecision(state_->metrics, d, crit);
     if (d.status.ok()) {
-      Run(param, std::move(d.slot));
+      Run(param, deadline, std::move(d.slot));
       return;
     }
     std::optional<absl::Duration> pushback;
@@ -224,8 +258,12 @@ class PolicyHandler final : public MethodHandler {
   }
 
   // Passes the call to the original handler, timing it; `slot` (if held)
-  // is given back when the call is over.
-  void Run(const HandlerParameter& param, ShedSlot slot) {
+  // is given back when the call is over, with its outcome against the
+  // call's `deadline` (the callback API cannot tell a client cancel after
+  // the call: such a call counts as a success or, past its deadline, a
+  // drop).
+  void Run(const HandlerParameter& param, std::optional<absl::Time> deadline,
+           ShedSlot slot) {
     const absl::Time start = absl::Now();
     std::shared_ptr<ServerPolicy::MethodState> state = state_;
     if (callback_) {
@@ -234,16 +272,22 @@ class PolicyHandler final : public MethodHandler {
       // that ignores its Context keeps working past a deadline or a cancel,
       // and keeps its slot until then.
       auto held = std::make_shared<ShedSlot>(std::move(slot));
-      internal::AtServerCallEnd(param.server_context, [state, held, start] {
-        state->window.Add(absl::Now() - start);
-        held->Release();
-      });
+      internal::AtServerCallEnd(param.server_context,
+                                [state, held, start, deadline] {
+                                  const absl::Time end = absl::Now();
+                                  state->window.Add(end - start);
+                                  held->Release(OutcomeOf(deadline, end,
+                                                          /*canceled=*/false));
+                                });
       inner_->RunHandler(param);
       return;
     }
     inner_->RunHandler(param);
-    state->window.Add(absl::Now() - start);
-    slot.Release();
+    const absl::Time end = absl::Now();
+    state->window.Add(end - start);
+    // IsCancelled is safe at any time on the sync API.
+    slot.Release(
+        OutcomeOf(deadline, end, param.server_context->IsCancelled()));
   }
 
   // Destroys the request the original handler deserialized (it would have
@@ -331,15 +375,20 @@ class PolicyHandler final : public MethodHandler {
 
 ServerPolicy::ServerPolicy(ServerPolicyOptions options)
     : options_(std::move(options)),
-      counters_(std::make_shared<PolicyCounters>()) {
+      counters_(std::make_shared<PolicyCounters>()),
+      mode_(options_.mode) {
   auto make = [this](const MethodPolicy& p) {
     auto ps = std::make_shared<PolicyState>();
     ps->policy = p;
     ps->counters = counters_;
-    if (p.max_concurrency > 0) {
-      ps->shedder = std::make_unique<LoadShedder>(
-          LoadShedderOptions{p.max_concurrency, p.max_queue, p.lifo_after},
-          counters_.get());
+    ps->cap = std::make_unique<RefusalCap>(p.max_refused_share,
+                                           p.refusal_window);
+    ps->mode.store(options_.mode, std::memory_order_relaxed);
+    if (SheddingOn(p)) {
+      LoadShedderOptions o = ShedderOptionsFor(p);
+      o.mode = options_.mode;
+      ps->shedder = std::make_shared<LoadShedder>(std::move(o), counters_.get(),
+                                                  ps->cap.get());
     }
     return ps;
   };
@@ -395,6 +444,29 @@ absl::Status ServerPolicy::Validate() const {
   return absl::OkStatus();
 }
 
+void ServerPolicy::SetMode(ShedMode mode) {
+  mode_.store(mode, std::memory_order_relaxed);
+  auto set = [mode](PolicyState& ps) {
+    ps.mode.store(mode, std::memory_order_relaxed);
+    if (ps.shedder) ps.shedder->SetMode(mode);
+  };
+  set(*default_state_);
+  for (const auto& [name, ps] : method_states_) set(*ps);
+}
+
+ShedMode ServerPolicy::Mode() const {
+  return mode_.load(std::memory_order_relaxed);
+}
+
+std::optional<ShedderStats> ServerPolicy::LimiterStats(
+    std::string_view full_method) const {
+  auto it = method_states_.find(full_method);
+  const PolicyState& ps =
+      it == method_states_.end() ? *default_state_ : *it->second;
+  if (ps.shedder == nullptr) return std::nullopt;
+  return ps.shedder->Stats();
+}
+
 int ServerPolicy::Running() const {
   int n = default_state_->shedder ? default_state_->shedder->running() : 0;
   for (const auto& [name, ps] : method_states_) {
@@ -427,6 +499,9 @@ std::shared_ptr<ServerPolicy::MethodState> ServerPolicy::StateFor(
       ps == method_states_.end() ? default_state_ : ps->second;
   auto state = std::make_shared<MethodState>(std::string(full_method), p);
   methods_.emplace(std::string(full_method), state);
+  if (p->shedder != nullptr) {
+    PublishLimiter(std::string(full_method), p->shedder);
+  }
   return state;
 }
 
@@ -535,6 +610,10 @@ void ServerPolicy::AdmitAsync(std::string_view full_method,
     return;
   }
   const absl::Duration expected = state->ExpectedHandling();
+  {
+    std::lock_guard<std::mutex> lock(admission->mu_);
+    admission->deadline_ = call_ctx.Deadline();
+  }
   shedder->Acquire(call_ctx, crit, expected,
                    [admission, state, crit, cq, tag](ShedDecision d) {
                      RecordShedDecision(state->metrics, d, crit);
@@ -597,16 +676,19 @@ void AsyncAdmission::Done() {
   std::shared_ptr<ServerPolicy::MethodState> state;
   ShedSlot slot;
   absl::Duration handling;
+  limits::Outcome outcome;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (!decided_ || done_ || !status_.ok()) return;
     done_ = true;
     state = state_;
     slot = std::move(slot_);
-    handling = absl::Now() - admitted_at_;
+    const absl::Time end = absl::Now();
+    handling = end - admitted_at_;
+    outcome = OutcomeOf(deadline_, end, /*canceled=*/false);
   }
   state->window.Add(handling);
-  slot.Release();
+  slot.Release(outcome);
 }
 
 }  // namespace reqctx::policy

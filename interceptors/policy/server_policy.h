@@ -24,7 +24,8 @@
 // tag on its own completion queue (see AdmitAsync).
 // What is checked, in order:
 //   1. Minimum budget (deadline_policy.h): DEADLINE_EXCEEDED.
-//   2. Load shedding (load_shedder.h), when max_concurrency > 0:
+//   2. Load shedding (load_shedder.h), when max_concurrency > 0 or the
+//      limit algorithm is adaptive (MethodPolicy::limit):
 //      RESOURCE_EXHAUSTED with trailing metadata `grpc-retry-pushback-ms`,
 //      or the call's own error if it ends while queued. Sync calls wait in
 //      the queue on their gRPC thread; callback and async calls are queued
@@ -82,6 +83,7 @@
 #include <grpcpp/server_builder.h>
 #include <grpcpp/server_context.h>
 
+#include <atomic>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -100,6 +102,7 @@
 #include "interceptors/policy/peer_ranges.h"
 #include "interceptors/policy/policy_counters.h"
 #include "interceptors/policy/pushback.h"  // kRetryPushbackHeader
+#include "interceptors/policy/refusal_cap.h"
 
 namespace grpc {
 class Service;
@@ -152,6 +155,12 @@ struct ServerPolicyOptions {
   // CallRules sets from this). The minimum-budget check still reads gRPC's
   // own deadline (grpc-timeout).
   bool behind_envoy = false;
+  // The safety valves' mode at start (ServerPolicy::SetMode changes it):
+  // kEnforce refuses; kDark decides and counts (reqctx_policy_dark_total,
+  // PolicyCounter::kDarkDecisions) but runs every call; kOff (the kill
+  // switch) neither refuses nor counts. It covers the minimum budget and
+  // the shedder; deadline defaults, caps and the reply margin still apply.
+  ShedMode mode = ShedMode::kEnforce;
 };
 
 class ServerPolicy {
@@ -212,6 +221,16 @@ class ServerPolicy {
   const MethodPolicy& PolicyFor(std::string_view full_method) const;
 
   PolicyCountersSnapshot Counters() const { return counters_->Snapshot(); }
+
+  // The kill switch and dark mode, at run time (see ServerPolicyOptions::
+  // mode): applies to every limit of this policy at once; leaving kEnforce
+  // admits every queued call. Safe from any thread, e.g. a signal-watching
+  // thread or an admin RPC.
+  void SetMode(ShedMode mode);
+  ShedMode Mode() const;
+  // The limit serving `full_method` (its current limit, in flight, queued,
+  // mode, algorithm inputs), or nullopt if it has no limit.
+  std::optional<ShedderStats> LimiterStats(std::string_view full_method) const;
   // Calls holding a concurrency slot now, and calls queued for one, over
   // every limit of this policy (a slot is given back just after the
   // handler's status is sent).
@@ -242,6 +261,7 @@ class ServerPolicy {
   // Validate reports it).
   PeerRanges trusted_peers_;
   const std::shared_ptr<PolicyCounters> counters_;
+  std::atomic<ShedMode> mode_;
   std::shared_ptr<PolicyState> default_state_;
   std::map<std::string, std::shared_ptr<PolicyState>, std::less<>> method_states_;
   std::mutex states_mu_;
@@ -292,6 +312,7 @@ class AsyncAdmission {
   absl::Status status_;             // Guarded by mu_.
   std::optional<absl::Duration> pushback_;  // Guarded by mu_.
   absl::Time admitted_at_;          // Guarded by mu_.
+  std::optional<absl::Time> deadline_;  // The call's. Guarded by mu_.
   bool decided_ = false;            // Guarded by mu_.
   bool done_ = false;               // Guarded by mu_.
   grpc::Alarm alarm_;  // Delivers the tag.

@@ -158,6 +158,9 @@ class EchoServer {
   policy::PolicyCountersSnapshot policy_counts() const {
     return service_->PolicyCounts();
   }
+  // The server policy, for run-time changes (ServerPolicy::SetMode: dark
+  // mode, the kill switch) and its limits' state.
+  policy::ServerPolicy& server_policy() { return service_->server_policy(); }
 
   // Drains and stops the server (see above); returns once every handler
   // has returned. Progress goes to options.log, if set.

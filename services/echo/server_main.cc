@@ -77,6 +77,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
@@ -198,6 +199,160 @@ ABSL_FLAG(bool, behind_envoy, false,
           "Envoy is in front: a call's deadline is the smaller of "
           "grpc-timeout and x-envoy-expected-rq-timeout-ms (malformed "
           "values ignored and counted)");
+// Adaptive admission (issue 23): the limit algorithm and its parameters,
+// criticality shares, queue-delay admission and the safety valves. One
+// block; ApplyAdmissionFlags sets them on the server policy, ShedModeFrom-
+// File reads the kill-switch file, and SIGUSR2 re-reads it (or, with no
+// file, toggles enforce <-> off).
+ABSL_FLAG(std::string, limit, "fixed",
+          "concurrency limit algorithm: fixed (--max_concurrency), aimd, "
+          "gradient (Netflix Gradient2) or vegas; the adaptive ones find the "
+          "limit themselves");
+ABSL_FLAG(int, limit_initial, 20, "adaptive limit before warm-up ends");
+ABSL_FLAG(int, limit_min, 1, "smallest adaptive limit");
+ABSL_FLAG(int, limit_max, 1000, "largest adaptive limit");
+ABSL_FLAG(int, limit_warmup, 10,
+          "samples (windows) an adaptive limit only learns from");
+ABSL_FLAG(int64_t, limit_window_ms, 100,
+          "an adaptive limit takes one sample per window of at least this");
+ABSL_FLAG(int, limit_window_samples, 10, "calls a window needs to count");
+ABSL_FLAG(double, aimd_backoff, 0.9, "AIMD: multiplier on a drop");
+ABSL_FLAG(int64_t, aimd_timeout_ms, 0,
+          "AIMD: handling time counted as a drop (0: deadlines hit only)");
+ABSL_FLAG(double, gradient_smoothing, 0.2, "Gradient2: smoothing");
+ABSL_FLAG(int, gradient_long_window, 600,
+          "Gradient2: samples in the long-term average");
+ABSL_FLAG(double, gradient_queue_size, 4,
+          "Gradient2: calls the limit may exceed the no-queue estimate by");
+ABSL_FLAG(double, vegas_alpha, 3, "Vegas: grow below alpha x log10(limit)");
+ABSL_FLAG(double, vegas_beta, 6,
+          "Vegas: shrink above beta x log10(limit) queued calls");
+ABSL_FLAG(int, vegas_probe_multiplier, 30,
+          "Vegas: re-learn the no-load time every this x limit samples");
+ABSL_FLAG(std::string, shares, "",
+          "guaranteed shares of the limit, sheddable,default,critical (e.g. "
+          "0,0,0.9); empty: none");
+ABSL_FLAG(int64_t, codel_target_ms, 0,
+          "standing queue: refuse calls waiting longer than this (0: off)");
+ABSL_FLAG(int64_t, codel_interval_ms, 100,
+          "a queue not empty for this long is standing");
+ABSL_FLAG(double, max_refused_share, 1,
+          "refuse at most this share of the calls per --refusal_window_ms "
+          "(1: no cap)");
+ABSL_FLAG(int64_t, refusal_window_ms, 1000, "the refusal cap's window");
+ABSL_FLAG(std::string, shed_mode, "enforce",
+          "enforce, dark (decide and count, refuse nothing) or off (kill "
+          "switch); SIGUSR2 changes it at run time");
+ABSL_FLAG(std::string, shed_mode_file, "",
+          "file holding enforce, dark or off: read at start and on each "
+          "SIGUSR2 (without it SIGUSR2 toggles enforce <-> off)");
+
+namespace {
+
+// The mode named in the first word of `path`.
+absl::StatusOr<reqctx::policy::ShedMode> ShedModeFromFile(
+    const std::string& path) {
+  std::FILE* f = std::fopen(path.c_str(), "r");
+  if (f == nullptr) {
+    return absl::NotFoundError(absl::StrCat("--shed_mode_file: cannot open ",
+                                            path));
+  }
+  char word[16] = {};
+  const int got = std::fscanf(f, "%15s", word);
+  std::fclose(f);
+  std::optional<reqctx::policy::ShedMode> m;
+  if (got == 1) m = reqctx::policy::ParseShedMode(word);
+  if (!m.has_value()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--shed_mode_file: ", path, " must hold enforce, dark or off"));
+  }
+  return *m;
+}
+
+// Sets the admission flags on `o` (ServerPolicy::Validate checks ranges,
+// naming the option field each flag sets).
+absl::Status ApplyAdmissionFlags(reqctx::policy::ServerPolicyOptions& o) {
+  reqctx::policy::MethodPolicy& p = o.defaults;
+  std::optional<reqctx::limits::Algorithm> a =
+      reqctx::limits::ParseAlgorithm(absl::GetFlag(FLAGS_limit));
+  if (!a.has_value()) {
+    return absl::InvalidArgumentError(
+        "--limit must be fixed, aimd, gradient or vegas");
+  }
+  p.limit.algorithm = *a;
+  reqctx::limits::LimitBounds b;
+  b.initial = absl::GetFlag(FLAGS_limit_initial);
+  b.min = absl::GetFlag(FLAGS_limit_min);
+  b.max = absl::GetFlag(FLAGS_limit_max);
+  b.warmup_samples = absl::GetFlag(FLAGS_limit_warmup);
+  p.limit.aimd.bounds = p.limit.gradient.bounds = p.limit.vegas.bounds = b;
+  p.limit.window.min_time = absl::Milliseconds(
+      absl::GetFlag(FLAGS_limit_window_ms));
+  p.limit.window.max_time = std::max(p.limit.window.max_time,
+                                     p.limit.window.min_time);
+  p.limit.window.min_samples = absl::GetFlag(FLAGS_limit_window_samples);
+  p.limit.aimd.backoff_ratio = absl::GetFlag(FLAGS_aimd_backoff);
+  p.limit.aimd.timeout = absl::Milliseconds(absl::GetFlag(FLAGS_aimd_timeout_ms));
+  p.limit.gradient.smoothing = absl::GetFlag(FLAGS_gradient_smoothing);
+  p.limit.gradient.long_window = absl::GetFlag(FLAGS_gradient_long_window);
+  p.limit.gradient.queue_size = absl::GetFlag(FLAGS_gradient_queue_size);
+  p.limit.vegas.alpha = absl::GetFlag(FLAGS_vegas_alpha);
+  p.limit.vegas.beta = absl::GetFlag(FLAGS_vegas_beta);
+  p.limit.vegas.probe_multiplier = absl::GetFlag(FLAGS_vegas_probe_multiplier);
+  if (const std::string shares = absl::GetFlag(FLAGS_shares); !shares.empty()) {
+    std::vector<std::string> parts = absl::StrSplit(shares, ',');
+    if (parts.size() != 3) {
+      return absl::InvalidArgumentError(
+          "--shares must be three numbers: sheddable,default,critical");
+    }
+    for (size_t i = 0; i < 3; ++i) {
+      if (!absl::SimpleAtod(parts[i], &p.shares[i])) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("--shares: '", parts[i], "' is not a number"));
+      }
+    }
+  }
+  p.codel_target = absl::Milliseconds(absl::GetFlag(FLAGS_codel_target_ms));
+  p.codel_interval = absl::Milliseconds(absl::GetFlag(FLAGS_codel_interval_ms));
+  p.max_refused_share = absl::GetFlag(FLAGS_max_refused_share);
+  p.refusal_window = absl::Milliseconds(absl::GetFlag(FLAGS_refusal_window_ms));
+  std::optional<reqctx::policy::ShedMode> mode =
+      reqctx::policy::ParseShedMode(absl::GetFlag(FLAGS_shed_mode));
+  if (!mode.has_value()) {
+    return absl::InvalidArgumentError(
+        "--shed_mode must be enforce, dark or off");
+  }
+  o.mode = *mode;
+  if (const std::string file = absl::GetFlag(FLAGS_shed_mode_file);
+      !file.empty()) {
+    absl::StatusOr<reqctx::policy::ShedMode> m = ShedModeFromFile(file);
+    if (!m.ok()) return m.status();
+    o.mode = *m;
+  }
+  return reqctx::policy::ServerPolicy(o).Validate();
+}
+
+// SIGUSR2: the mode from --shed_mode_file, or enforce <-> off.
+void OnShedModeSignal(reqctx::policy::ServerPolicy& policy) {
+  using reqctx::policy::ShedMode;
+  ShedMode next = policy.Mode() == ShedMode::kEnforce ? ShedMode::kOff
+                                                       : ShedMode::kEnforce;
+  if (const std::string file = absl::GetFlag(FLAGS_shed_mode_file);
+      !file.empty()) {
+    absl::StatusOr<ShedMode> m = ShedModeFromFile(file);
+    if (!m.ok()) {
+      absl::FPrintF(stderr, "echo server: %s (mode unchanged)\n",
+                    m.status().ToString());
+      return;
+    }
+    next = *m;
+  }
+  policy.SetMode(next);
+  absl::PrintF("shed mode: %s\n", reqctx::policy::ShedModeName(next));
+  std::fflush(stdout);
+}
+
+}  // namespace
 
 namespace {
 
@@ -306,6 +461,7 @@ int main(int argc, char** argv) {
   sigaddset(&stop_signals, SIGINT);
   sigaddset(&stop_signals, SIGTERM);
   sigaddset(&stop_signals, SIGUSR1);
+  sigaddset(&stop_signals, SIGUSR2);  // shed mode (kill switch)
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
   std::unique_ptr<reqctx::MetricsServer> metrics;
@@ -378,6 +534,10 @@ int main(int argc, char** argv) {
   p.max_concurrency = absl::GetFlag(FLAGS_max_concurrency);
   p.max_queue = absl::GetFlag(FLAGS_max_queue);
   p.expected_handling = Ms(FLAGS_expected_handling_ms);
+  if (absl::Status st = ApplyAdmissionFlags(options.server_policy);
+      !st.ok()) {
+    return Fail(st);
+  }
   absl::StatusOr<reqctx::policy::CriticalityTrustOptions> trust =
       CriticalityTrustFlags();
   if (!trust.ok()) return Fail(trust.status());
@@ -435,7 +595,9 @@ int main(int argc, char** argv) {
   int signal_number = 0;
   do {
     sigwait(&stop_signals, &signal_number);
-  } while (signal_number == SIGUSR1);  // Not ours to act on yet.
+    if (signal_number == SIGUSR2) OnShedModeSignal((*server)->server_policy());
+  } while (signal_number == SIGUSR1 ||  // Not ours to act on yet.
+           signal_number == SIGUSR2);
   absl::PrintF("%s: signal %d, shutting down\n", options.name, signal_number);
   std::fflush(stdout);
   const pthread_t main_thread = pthread_self();
@@ -443,7 +605,9 @@ int main(int argc, char** argv) {
     (*server)->Shutdown();
     pthread_kill(main_thread, SIGUSR1);
   });
-  sigwait(&stop_signals, &signal_number);
+  do {
+    sigwait(&stop_signals, &signal_number);
+  } while (signal_number == SIGUSR2);  // No mode changes while stopping.
   if (signal_number != SIGUSR1) {
     // The shutdown hangs (or takes its grace) and the operator insists.
     absl::PrintF("%s: second signal %d during shutdown, exiting now\n",

@@ -1,0 +1,55 @@
+// AimdLimit: additive increase, multiplicative decrease (TCP Reno's rule;
+// Netflix's AIMDLimit). Loss-based: it moves on drops, not on latency
+// trends.
+//
+// Per sample (after warm-up):
+//   * dropped (deadline hit while handled), or handling time > `timeout`
+//     when a timeout is set: limit = limit x backoff_ratio;
+//   * else, if the server is using at least half the limit
+//     (inflight x 2 >= limit): limit = limit + 1;
+//   * else (application-limited: too few calls to tell): unchanged.
+// Then clamped to [bounds.min, bounds.max].
+// Its steady state is a saw-tooth: it grows until calls start to exceed the
+// timeout, then drops by (1 - backoff_ratio). Behind a queue of fixed
+// capacity C with handling time S, set `timeout` a little above S: the limit
+// then oscillates in about [C x backoff_ratio, C + a few] (limits_test.cc
+// states the band it checks).
+//
+// Thread-safety and lifetime: as every Limit (limit.h).
+#ifndef REQCTX_LIMITS_AIMD_LIMIT_H_
+#define REQCTX_LIMITS_AIMD_LIMIT_H_
+
+#include "limits/limit.h"
+
+namespace reqctx::limits {
+
+struct AimdOptions {
+  LimitBounds bounds;
+  // Multiplier on a drop; in [0.5, 1).
+  double backoff_ratio = 0.9;
+  // A handling time above this counts as a drop; zero: only real drops
+  // (deadlines hit) count. >= 0.
+  absl::Duration timeout = absl::ZeroDuration();
+
+  // InvalidArgument naming "<prefix>.<field>".
+  absl::Status Validate(std::string_view prefix) const;
+};
+
+class AimdLimit final : public Limit {
+ public:
+  // `options` must be valid (Validate).
+  explicit AimdLimit(const AimdOptions& options);
+  int Current() const override { return static_cast<int>(limit_); }
+  void OnSample(const Sample& s) override;
+  LimitInputs Inputs() const override { return inputs_; }
+  std::string_view Name() const override { return "aimd"; }
+
+ private:
+  const AimdOptions options_;
+  double limit_;
+  LimitInputs inputs_;
+};
+
+}  // namespace reqctx::limits
+
+#endif  // REQCTX_LIMITS_AIMD_LIMIT_H_

@@ -1,0 +1,58 @@
+#include "limits/gradient2_limit.h"
+
+#include <algorithm>
+
+#include <string>
+
+namespace reqctx::limits {
+
+absl::Status Gradient2Options::Validate(std::string_view prefix) const {
+  if (absl::Status s = bounds.Validate(std::string(prefix) + ".bounds");
+      !s.ok()) {
+    return s;
+  }
+  auto bad = [&](std::string_view field, std::string_view why) {
+    return BadOption(prefix, field, why);
+  };
+  if (!(smoothing > 0 && smoothing <= 1)) {
+    return bad("smoothing", "must be in (0, 1]");
+  }
+  if (long_window < 1) return bad("long_window", "must be >= 1");
+  if (!(queue_size >= 0)) return bad("queue_size", "must be >= 0");
+  return absl::OkStatus();
+}
+
+Gradient2Limit::Gradient2Limit(const Gradient2Options& options)
+    : options_(options), limit_(options.bounds.initial) {}
+
+void Gradient2Limit::OnSample(const Sample& s) {
+  // A zero handling time would make the ratio infinite: count it as 1 ns.
+  const double rtt = std::max(1.0, absl::ToDoubleNanoseconds(s.rtt));
+  last_ns_ = rtt;
+  ++samples_;
+  const int warmup = options_.bounds.warmup_samples;
+  if (samples_ <= std::max(warmup, 1)) {
+    long_ns_ += (rtt - long_ns_) / static_cast<double>(samples_);
+  } else {
+    const double factor = 2.0 / (options_.long_window + 1);
+    long_ns_ = long_ns_ * (1 - factor) + rtt * factor;
+  }
+  if (samples_ <= warmup) return;
+  if (long_ns_ / rtt > 2) long_ns_ *= 0.9;
+  if (s.inflight < limit_ / 2) return;
+  const double gradient = std::clamp(long_ns_ / rtt, 0.5, 1.0);
+  const double target = limit_ * gradient + options_.queue_size;
+  limit_ = options_.bounds.Clamp(limit_ * (1 - options_.smoothing) +
+                                 target * options_.smoothing);
+}
+
+LimitInputs Gradient2Limit::Inputs() const {
+  LimitInputs in;
+  in.long_rtt = absl::Nanoseconds(long_ns_);
+  in.last_rtt = absl::Nanoseconds(last_ns_);
+  in.queue_estimate = options_.queue_size;
+  in.samples = samples_;
+  return in;
+}
+
+}  // namespace reqctx::limits

@@ -1,0 +1,109 @@
+// Limit: a concurrency-limit algorithm, apart from whoever enforces it
+// (issue 23, section 1).
+//
+// A Limit turns samples of admitted calls -- when each started, how long it
+// was handled, how many calls were in flight when it started, whether it was
+// "dropped" -- into a concurrency limit. It knows nothing of gRPC, queues or
+// clocks: every time comes in with the sample, so an algorithm is tested by
+// feeding it synthetic samples on a fake timeline (limits_test.cc).
+//
+// The algorithms (one file each) follow the TCP congestion-control family
+// Netflix's concurrency-limits library brought to RPC servers:
+//   fixed_limit.h  a constant (the operator's number);
+//   aimd_limit.h   additive increase, multiplicative decrease on drops or
+//                  on a handling time above a threshold (loss-based);
+//   gradient2_limit.h  long-term vs short-term handling-time ratio, with
+//                  smoothing and a queue-size allowance (Netflix Gradient2);
+//   vegas_limit.h  queue estimate from the minimum handling time (TCP Vegas).
+// windowed_limit.h aggregates the samples of a time window into one before
+// they reach an algorithm (as Netflix's WindowedLimit), and limit_config.h
+// names, validates and builds them from one options value.
+//
+// What the enforcer reports (Outcome), as the literature does: a call that
+// completed is a kSuccess sample; a call that ended by its caller's cancel
+// is kIgnore (its handling time says nothing about the server; Netflix's
+// gRPC server interceptor ignores cancels); a call still running when its
+// own deadline passed is kDropped (its handling time is a lower bound, and a
+// deadline hit is the server-side analogue of a TCP loss: AIMD and Vegas back
+// off, Gradient2 uses its handling time like any other).
+//
+// Thread-safety: a Limit is NOT safe for concurrent use: its owner
+// serialises calls (the LoadShedder calls it under its own mutex). Current()
+// and Inputs() are cheap reads. No Limit starts a thread or a timer.
+// Lifetime: plain objects, owned by their enforcer; no callbacks.
+#ifndef REQCTX_LIMITS_LIMIT_H_
+#define REQCTX_LIMITS_LIMIT_H_
+
+#include <cstdint>
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+
+namespace reqctx::limits {
+
+// How an admitted call's slot was given back.
+enum class Outcome {
+  kSuccess,  // the call's handling ended normally (any status of its own)
+  kIgnore,   // not a sample (canceled by its caller, or no measurement)
+  kDropped,  // it was still being handled when its own deadline passed
+};
+
+// One admitted call, reported when its slot is given back.
+struct Sample {
+  absl::Time start;      // when the call was admitted (got its slot)
+  absl::Duration rtt;    // handling time: admission to the end of its work
+  int inflight = 0;      // calls holding a slot when it was admitted (itself
+                         // included)
+  bool dropped = false;  // Outcome::kDropped
+  // When the sample was taken (start + rtt).
+  absl::Time end() const { return start + rtt; }
+};
+
+// What an algorithm bases its limit on, for metrics (zero when the
+// algorithm has no such input).
+struct LimitInputs {
+  absl::Duration min_rtt = absl::ZeroDuration();   // Vegas' no-load RTT
+  absl::Duration long_rtt = absl::ZeroDuration();  // Gradient2's baseline
+  absl::Duration last_rtt = absl::ZeroDuration();  // latest (window) RTT
+  double queue_estimate = 0;  // Vegas' queue / Gradient2's allowance
+  int64_t samples = 0;        // samples taken (warm-up included)
+};
+
+// The bounds every adaptive algorithm shares.
+struct LimitBounds {
+  int initial = 20;  // limit until warm-up ends; in [min, max]
+  int min = 1;       // >= 1
+  int max = 1000;    // >= min
+  // Samples the algorithm only learns from (its baseline RTT) before it
+  // moves the limit away from `initial`; >= 0.
+  int warmup_samples = 10;
+
+  // InvalidArgument naming "<prefix>.<field>" if out of range.
+  absl::Status Validate(std::string_view prefix) const;
+  // `v` clamped to [min, max] (the algorithm's own range, not a silent fix
+  // of options: options are validated).
+  double Clamp(double v) const;
+};
+
+// InvalidArgument "<prefix>.<field>: <why>": how every option check here
+// names the bad field.
+absl::Status BadOption(std::string_view prefix, std::string_view field,
+                       std::string_view why);
+
+class Limit {
+ public:
+  virtual ~Limit() = default;
+  // The limit now: >= 1.
+  virtual int Current() const = 0;
+  // Feeds one admitted call's sample (see Outcome for `dropped`).
+  virtual void OnSample(const Sample& s) = 0;
+  // The algorithm's inputs, for metrics.
+  virtual LimitInputs Inputs() const = 0;
+  // Stable lower-case name: "fixed", "aimd", "gradient", "vegas".
+  virtual std::string_view Name() const = 0;
+};
+
+}  // namespace reqctx::limits
+
+#endif  // REQCTX_LIMITS_LIMIT_H_

@@ -1,0 +1,53 @@
+#include "limits/windowed_limit.h"
+
+#include <algorithm>
+
+#include <string>
+
+namespace reqctx::limits {
+
+absl::Status WindowOptions::Validate(std::string_view prefix) const {
+  auto bad = [&](std::string_view field, std::string_view why) {
+    return BadOption(prefix, field, why);
+  };
+  if (min_time <= absl::ZeroDuration()) return bad("min_time", "must be > 0");
+  if (max_time < min_time) return bad("max_time", "must be >= min_time");
+  if (min_samples < 1) return bad("min_samples", "must be >= 1");
+  return absl::OkStatus();
+}
+
+WindowedLimit::WindowedLimit(std::unique_ptr<Limit> inner,
+                             const WindowOptions& options)
+    : inner_(std::move(inner)), options_(options) {}
+
+void WindowedLimit::OnSample(const Sample& s) {
+  const absl::Time end = s.end();
+  if (!open_) {
+    open_ = true;
+    opened_ = end;
+  }
+  sum_ += s.rtt;
+  ++count_;
+  max_inflight_ = std::max(max_inflight_, s.inflight);
+  dropped_ = dropped_ || s.dropped;
+  const absl::Duration age = end - opened_;
+  const bool enough = count_ >= options_.min_samples;
+  if (!((age >= options_.min_time && enough) || age >= options_.max_time)) {
+    return;
+  }
+  if (enough) {
+    Sample w;
+    w.start = opened_;
+    w.rtt = sum_ / count_;
+    w.inflight = max_inflight_;
+    w.dropped = dropped_;
+    inner_->OnSample(w);
+  }
+  open_ = false;
+  sum_ = absl::ZeroDuration();
+  count_ = 0;
+  max_inflight_ = 0;
+  dropped_ = false;
+}
+
+}  // namespace reqctx::limits

@@ -1,0 +1,54 @@
+// WindowedLimit: feeds an algorithm one sample per time window instead of
+// one per call (Netflix's WindowedLimit), so a limit moves at a rate set in
+// time, not in calls, and single outliers are averaged away.
+//
+// A window opens at its first sample's end time and closes at the first
+// sample that ends at least `min_time` after it opened once it holds
+// `min_samples` samples, or at least `max_time` after (a window with fewer
+// than `min_samples` samples is then discarded: too little evidence). A
+// closed window becomes one sample for the wrapped limit: start = the
+// window's opening, rtt = the mean handling time, inflight = the most calls
+// in flight seen, dropped = whether any call was dropped.
+//
+// Thread-safety and lifetime: as every Limit (limit.h).
+#ifndef REQCTX_LIMITS_WINDOWED_LIMIT_H_
+#define REQCTX_LIMITS_WINDOWED_LIMIT_H_
+
+#include <memory>
+
+#include "limits/limit.h"
+
+namespace reqctx::limits {
+
+struct WindowOptions {
+  absl::Duration min_time = absl::Milliseconds(100);  // > 0
+  absl::Duration max_time = absl::Seconds(1);         // >= min_time
+  int min_samples = 10;                               // >= 1
+
+  // InvalidArgument naming "<prefix>.<field>".
+  absl::Status Validate(std::string_view prefix) const;
+};
+
+class WindowedLimit final : public Limit {
+ public:
+  // `inner` not null; `options` valid (Validate).
+  WindowedLimit(std::unique_ptr<Limit> inner, const WindowOptions& options);
+  int Current() const override { return inner_->Current(); }
+  void OnSample(const Sample& s) override;
+  LimitInputs Inputs() const override { return inner_->Inputs(); }
+  std::string_view Name() const override { return inner_->Name(); }
+
+ private:
+  const std::unique_ptr<Limit> inner_;
+  const WindowOptions options_;
+  bool open_ = false;
+  absl::Time opened_;
+  absl::Duration sum_ = absl::ZeroDuration();
+  int count_ = 0;
+  int max_inflight_ = 0;
+  bool dropped_ = false;
+};
+
+}  // namespace reqctx::limits
+
+#endif  // REQCTX_LIMITS_WINDOWED_LIMIT_H_

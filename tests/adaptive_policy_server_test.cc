@@ -1,0 +1,168 @@
+// ServerPolicy's issue-23 admission on real servers, on each API (sync,
+// callback, async): an adaptive limit fed by the calls it admits,
+// criticality shares, dark mode, the run-time kill switch and the refusal
+// cap. The shedder's own rules are pinned down on a fake clock in
+// adaptive_shedder_test.cc; this file checks they reach every API.
+#include <grpcpp/grpcpp.h>
+
+#include <memory>
+#include <string>
+
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "gtest/gtest.h"
+#include "interceptors/policy/server_policy.h"
+#include "tests/policy_test_server.h"
+
+namespace reqctx::policy {
+namespace {
+
+using testing::BackgroundCall;
+using testing::CallEcho;
+using testing::CallResult;
+using testing::OneSlot;
+using testing::PolicedServer;
+using testing::PollUntil;
+using Api = testing::PolicyTestServer::Api;
+
+constexpr absl::Duration kBound = testing::kPolicyWaitBound;
+
+class AdaptivePolicyServerTest : public ::testing::TestWithParam<Api> {
+ protected:
+  bool Start(ServerPolicyOptions o) {
+    served_ = std::make_unique<PolicedServer>(GetParam(), std::move(o));
+    return served_->server.ok();
+  }
+  ServerPolicy& policy() { return served_->policy; }
+  testing::PolicyTestServer& server() { return served_->server; }
+  ::echo::v1::Echo::Stub& stub() { return *served_->stub; }
+
+ private:
+  std::unique_ptr<PolicedServer> served_;
+};
+
+TEST_P(AdaptivePolicyServerTest, AdaptiveLimitLearnsFromAdmittedCalls) {
+  ServerPolicyOptions o;
+  o.defaults.limit.algorithm = limits::Algorithm::kGradient;
+  o.defaults.limit.gradient.bounds = {/*initial=*/8, /*min=*/2, /*max=*/64,
+                                      /*warmup_samples=*/2};
+  o.defaults.limit.window.min_time = absl::Milliseconds(1);
+  o.defaults.limit.window.min_samples = 1;
+  ASSERT_EQ(o.defaults.max_concurrency, 0);  // no number chosen
+  ASSERT_TRUE(Start(o));
+  for (int i = 0; i < 6; ++i) {
+    ASSERT_TRUE(CallEcho(stub(), absl::Seconds(5), 2).status.ok());
+  }
+  // The slot of the last call is given back just after its status went out.
+  ASSERT_TRUE(PollUntil([&] { return policy().Running() == 0; }));
+  std::optional<ShedderStats> s = policy().LimiterStats("/echo.v1.Echo/Echo");
+  ASSERT_TRUE(s.has_value());
+  EXPECT_EQ(s->algorithm, "gradient");
+  EXPECT_GE(s->inputs.samples, 3);  // one per window, windows of >= 1 ms
+  EXPECT_GT(s->inputs.long_rtt, absl::ZeroDuration());
+  EXPECT_GE(s->limit, 2);
+  EXPECT_LE(s->limit, 64);
+}
+
+TEST_P(AdaptivePolicyServerTest, CriticalShareRunsPastSheddableCalls) {
+  ServerPolicyOptions o = OneSlot(8, absl::Milliseconds(1));
+  o.defaults.max_concurrency = 2;
+  o.defaults.shares = {0, 0, 0.5};  // one of two slots kept for critical
+  ASSERT_TRUE(Start(o));
+  BackgroundCall a(stub(), absl::Seconds(30), 2000, "criticality=sheddable");
+  BackgroundCall b(stub(), absl::Seconds(30), 2000, "criticality=sheddable");
+  ASSERT_TRUE(server().WaitHandled(2, kBound));
+  // Both slots held by sheddable calls: a critical call still runs at once.
+  CallResult critical =
+      CallEcho(stub(), absl::Seconds(10), 0, "criticality=critical");
+  EXPECT_TRUE(critical.status.ok()) << critical.status.error_message();
+  EXPECT_LT(critical.elapsed, absl::Milliseconds(1500));
+  EXPECT_EQ(policy().Counters()[PolicyCounter::kQueued], 0);
+  // Another sheddable one waits for a slot.
+  BackgroundCall c(stub(), absl::Seconds(30), 0, "criticality=sheddable");
+  EXPECT_TRUE(PollUntil([&] { return policy().Queued() == 1; }));
+  EXPECT_TRUE(a.Join().status.ok());
+  EXPECT_TRUE(b.Join().status.ok());
+  EXPECT_TRUE(c.Join().status.ok());
+}
+
+TEST_P(AdaptivePolicyServerTest, DarkModeCountsButRefusesNothing) {
+  ServerPolicyOptions o = OneSlot(0, absl::Milliseconds(1));
+  o.defaults.min_budget = absl::Seconds(3);
+  o.mode = ShedMode::kDark;
+  ASSERT_TRUE(Start(o));
+  BackgroundCall busy(stub(), absl::Seconds(30), 1000);
+  ASSERT_TRUE(server().WaitHandled(1, kBound));
+  // Over the limit with no queue, and below the minimum budget: both would
+  // be refused; both run.
+  CallResult over = CallEcho(stub(), absl::Seconds(10), 0);
+  EXPECT_TRUE(over.status.ok()) << over.status.error_message();
+  CallResult short_budget = CallEcho(stub(), absl::Seconds(1), 0);
+  EXPECT_TRUE(short_budget.status.ok()) << short_budget.status.error_message();
+  EXPECT_TRUE(busy.Join().status.ok());
+  PolicyCountersSnapshot c = policy().Counters();
+  EXPECT_GE(c[PolicyCounter::kDarkDecisions], 2);
+  EXPECT_EQ(c[PolicyCounter::kShedQueueFull], 0);
+  EXPECT_EQ(c[PolicyCounter::kMinBudgetRejected], 0);
+  EXPECT_EQ(server().handled(), 3);
+}
+
+TEST_P(AdaptivePolicyServerTest, KillSwitchTurnsEnforcementOffAtRunTime) {
+  ASSERT_TRUE(Start(OneSlot(0, absl::Milliseconds(1))));
+  BackgroundCall busy(stub(), absl::Seconds(30), 2000);
+  ASSERT_TRUE(server().WaitHandled(1, kBound));
+  EXPECT_EQ(CallEcho(stub(), absl::Seconds(10), 0).status.error_code(),
+            grpc::StatusCode::RESOURCE_EXHAUSTED);
+  policy().SetMode(ShedMode::kOff);
+  EXPECT_EQ(policy().Mode(), ShedMode::kOff);
+  EXPECT_TRUE(CallEcho(stub(), absl::Seconds(10), 0).status.ok());
+  EXPECT_EQ(policy().LimiterStats("/echo.v1.Echo/Echo")->mode, ShedMode::kOff);
+  policy().SetMode(ShedMode::kEnforce);
+  EXPECT_EQ(CallEcho(stub(), absl::Seconds(10), 0).status.error_code(),
+            grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_TRUE(busy.Join().status.ok());
+  EXPECT_EQ(policy().Counters()[PolicyCounter::kShedQueueFull], 2);
+  EXPECT_EQ(policy().Counters()[PolicyCounter::kDarkDecisions], 0);
+}
+
+TEST_P(AdaptivePolicyServerTest, RefusalCapBoundsTheShareRefused) {
+  ServerPolicyOptions o;
+  o.defaults.min_budget = absl::Seconds(3);
+  o.defaults.max_refused_share = 0.5;
+  o.defaults.refusal_window = absl::Hours(1);  // one window for the test
+  ASSERT_TRUE(Start(o));
+  int refused = 0;
+  constexpr int kCalls = 6;
+  for (int i = 0; i < kCalls; ++i) {
+    // Every call is below the minimum budget.
+    CallResult r = CallEcho(stub(), absl::Seconds(1), 0);
+    if (!r.status.ok()) {
+      EXPECT_EQ(r.status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+      ++refused;
+    }
+  }
+  // Judged as they come: refusals never exceed half the arrivals so far.
+  EXPECT_EQ(refused, kCalls / 2);
+  PolicyCountersSnapshot c = policy().Counters();
+  EXPECT_EQ(c[PolicyCounter::kMinBudgetRejected], refused);
+  EXPECT_EQ(c[PolicyCounter::kRefusalsCapped], kCalls - refused);
+  EXPECT_EQ(server().handled(), kCalls - refused);
+}
+
+INSTANTIATE_TEST_SUITE_P(Apis, AdaptivePolicyServerTest,
+                         ::testing::Values(Api::kSync, Api::kCallback,
+                                           Api::kAsync),
+                         [](const auto& info) {
+                           switch (info.param) {
+                             case Api::kSync:
+                               return "Sync";
+                             case Api::kCallback:
+                               return "Callback";
+                             case Api::kAsync:
+                               break;
+                           }
+                           return "Async";
+                         });
+
+}  // namespace
+}  // namespace reqctx::policy

@@ -1,0 +1,333 @@
+// LoadShedder with an adaptive limit and the issue-23 admission rules --
+// criticality shares, queue-delay (CoDel) admission, dark mode, the kill
+// switch, the refusal cap -- on a fake clock: every decision here is made
+// inside Acquire, Release or SetMode, on this thread, so the tests need no
+// sleeps and no waits.
+#include <deque>
+#include <functional>
+#include <map>
+#include <string>
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "context/context.h"
+#include "gtest/gtest.h"
+#include "interceptors/policy/deadline_policy.h"
+#include "interceptors/policy/load_shedder.h"
+#include "interceptors/policy/policy_counters.h"
+#include "interceptors/policy/refusal_cap.h"
+
+namespace reqctx::policy {
+namespace {
+
+// Decisions by call number, made on this thread.
+class Calls {
+ public:
+  std::function<void(ShedDecision)> Slot(int i) {
+    return [this, i](ShedDecision d) { decided_[i] = std::move(d); };
+  }
+  bool Decided(int i) const { return decided_.count(i) > 0; }
+  ShedDecision& operator[](int i) { return decided_.at(i); }
+  bool Admitted(int i) const {
+    return Decided(i) && decided_.at(i).status.ok();
+  }
+
+ private:
+  std::map<int, ShedDecision> decided_;
+};
+
+struct FakeClock {
+  absl::Time t = absl::Now();
+  std::function<absl::Time()> Fn() {
+    return [this] { return t; };
+  }
+};
+
+LoadShedderOptions Fixed(int limit, int queue, FakeClock& clock) {
+  LoadShedderOptions o;
+  o.max_concurrency = limit;
+  o.max_queue = queue;
+  o.lifo_after = absl::Hours(1);
+  o.now = clock.Fn();
+  return o;
+}
+
+TEST(AdaptiveShedderTest, AdaptiveLimitLearnsFromReleasedSlots) {
+  FakeClock clock;
+  LoadShedderOptions o = Fixed(1, 0, clock);
+  o.limit.algorithm = limits::Algorithm::kAimd;
+  o.limit.aimd.bounds = {/*initial=*/4, /*min=*/1, /*max=*/100,
+                         /*warmup_samples=*/0};
+  o.limit.window.min_time = absl::Milliseconds(10);
+  o.limit.window.min_samples = 1;
+  o.limit.aimd.timeout = absl::Milliseconds(50);
+  ASSERT_TRUE(ValidateLoadShedderOptions(o, "shedder").ok());
+  LoadShedder s(o, nullptr);
+  EXPECT_EQ(s.limit(), 4);
+  Calls calls;
+  // Saturated, fast calls: +1 per window.
+  for (int i = 0; i < 20; ++i) {
+    s.Acquire(Background(), Criticality::kDefault, absl::Milliseconds(1),
+              calls.Slot(i));
+    ASSERT_TRUE(calls.Admitted(i)) << i;
+    clock.t += absl::Milliseconds(11);
+    if (s.running() >= s.limit() - 1) {
+      // Keep the limit busy (inflight x 2 >= limit) while releasing one.
+      calls[i].slot.Release(limits::Outcome::kSuccess);
+    }
+  }
+  const int grown = s.limit();
+  EXPECT_GT(grown, 4);
+  // A call that ran into its deadline: multiplicative decrease.
+  s.Acquire(Background(), Criticality::kDefault, absl::Milliseconds(1),
+            calls.Slot(100));
+  ASSERT_TRUE(calls.Admitted(100));
+  clock.t += absl::Milliseconds(20);
+  calls[100].slot.Release(limits::Outcome::kDropped);
+  // The window it falls in closes with the next sample 11 ms later.
+  s.Acquire(Background(), Criticality::kDefault, absl::Milliseconds(1),
+            calls.Slot(102));
+  clock.t += absl::Milliseconds(11);
+  calls[102].slot.Release(limits::Outcome::kSuccess);
+  EXPECT_LT(s.limit(), grown);
+  // A canceled call is no sample.
+  const int before = s.limit();
+  const int64_t samples = s.Stats().inputs.samples;
+  s.Acquire(Background(), Criticality::kDefault, absl::Milliseconds(1),
+            calls.Slot(101));
+  clock.t += absl::Seconds(1);
+  calls[101].slot.Release(limits::Outcome::kIgnore);
+  EXPECT_EQ(s.limit(), before);
+  EXPECT_EQ(s.Stats().inputs.samples, samples);
+  EXPECT_EQ(s.Stats().algorithm, "aimd");
+}
+
+TEST(AdaptiveShedderTest, SharesKeepASlotForCriticalCalls) {
+  FakeClock clock;
+  LoadShedderOptions o = Fixed(4, 8, clock);
+  o.shares = {0, 0, 0.5};  // critical: 2 of 4 guaranteed
+  LoadShedder s(o, nullptr);
+  Calls calls;
+  for (int i = 0; i < 4; ++i) {
+    s.Acquire(Background(), Criticality::kSheddable, absl::Milliseconds(1),
+              calls.Slot(i));
+    ASSERT_TRUE(calls.Admitted(i));
+  }
+  // The limit is reached by sheddable calls: another sheddable one queues,
+  // a critical one still runs (its criticality holds 0 < 2 slots), twice.
+  s.Acquire(Background(), Criticality::kSheddable, absl::Milliseconds(1),
+            calls.Slot(4));
+  EXPECT_FALSE(calls.Decided(4));
+  for (int i = 5; i < 7; ++i) {
+    s.Acquire(Background(), Criticality::kCritical, absl::Milliseconds(1),
+              calls.Slot(i));
+    EXPECT_TRUE(calls.Admitted(i)) << i;
+  }
+  s.Acquire(Background(), Criticality::kCritical, absl::Milliseconds(1),
+            calls.Slot(7));
+  EXPECT_FALSE(calls.Decided(7));  // its guarantee is used: it queues
+  EXPECT_EQ(s.running(), 6);
+  // Slots freed: the critical call first, the sheddable one once the total
+  // is below the limit again.
+  calls[0].slot.Release();
+  EXPECT_FALSE(calls.Decided(7));  // 5 running >= 4, critical holds 2
+  calls[5].slot.Release();
+  EXPECT_TRUE(calls.Admitted(7));
+  EXPECT_FALSE(calls.Decided(4));
+  calls[1].slot.Release();
+  calls[2].slot.Release();
+  EXPECT_TRUE(calls.Admitted(4));
+  // Without shares the same critical arrival would have queued.
+  LoadShedder plain(Fixed(1, 8, clock), nullptr);
+  Calls p;
+  plain.Acquire(Background(), Criticality::kSheddable, absl::Milliseconds(1),
+                p.Slot(0));
+  plain.Acquire(Background(), Criticality::kCritical, absl::Milliseconds(1),
+                p.Slot(1));
+  EXPECT_FALSE(p.Decided(1));
+  p[0].slot.Release();
+  EXPECT_TRUE(p.Admitted(1));
+}
+
+TEST(AdaptiveShedderTest, CodelRefusesOnceTheQueueStands) {
+  FakeClock clock;
+  PolicyCounters counters;
+  LoadShedderOptions o = Fixed(1, 100, clock);
+  o.codel_target = absl::Milliseconds(5);
+  o.codel_interval = absl::Milliseconds(100);
+  LoadShedder s(o, &counters);
+  Calls calls;
+  s.Acquire(Background(), Criticality::kDefault, absl::Milliseconds(2),
+            calls.Slot(0));
+  ASSERT_TRUE(calls.Admitted(0));
+  // Queue young: waits up to the interval are allowed.
+  for (int i = 1; i <= 3; ++i) {
+    s.Acquire(Background(), Criticality::kDefault, absl::Milliseconds(2),
+              calls.Slot(i));
+    EXPECT_FALSE(calls.Decided(i));
+  }
+  // 150 ms later the queue has not been empty for a whole interval: the
+  // oldest queued call (waited 150 ms > 5 ms) is refused when its turn
+  // comes, and so are the others; the slot stays free for new calls.
+  clock.t += absl::Milliseconds(150);
+  s.Acquire(Background(), Criticality::kDefault, absl::Milliseconds(20),
+            calls.Slot(4));  // standing queue, expected wait 80 ms > 5 ms
+  ASSERT_TRUE(calls.Decided(4));
+  EXPECT_EQ(calls[4].reason, ShedReason::kQueueDelay);
+  calls[0].slot.Release();
+  for (int i = 1; i <= 3; ++i) {
+    ASSERT_TRUE(calls.Decided(i));
+    EXPECT_EQ(calls[i].reason, ShedReason::kQueueDelay) << i;
+    EXPECT_TRUE(calls[i].queued);
+  }
+  EXPECT_EQ(s.queued(), 0);
+  EXPECT_EQ(s.running(), 0);
+  EXPECT_EQ(counters.Get(PolicyCounter::kShedQueueDelay), 4);
+  // Drained: the next call runs.
+  s.Acquire(Background(), Criticality::kDefault, absl::Milliseconds(2),
+            calls.Slot(5));
+  EXPECT_TRUE(calls.Admitted(5));
+}
+
+TEST(AdaptiveShedderTest, DarkModeDecidesCountsAndNeverRefuses) {
+  FakeClock clock;
+  PolicyCounters counters;
+  LoadShedderOptions o = Fixed(1, 0, clock);
+  o.mode = ShedMode::kDark;
+  LoadShedder s(o, &counters);
+  Calls calls;
+  for (int i = 0; i < 3; ++i) {
+    s.Acquire(Background(), Criticality::kDefault, absl::Milliseconds(1),
+              calls.Slot(i));
+    ASSERT_TRUE(calls.Admitted(i)) << i;
+  }
+  EXPECT_FALSE(calls[0].would_queue);
+  EXPECT_TRUE(calls[1].would_queue);  // over the limit: it would queue
+  EXPECT_EQ(s.running(), 3);
+  // A call that could not finish in time: counted, run anyway.
+  auto [ctx, cancel] = WithTimeout(Background(), absl::Hours(1));
+  s.Acquire(ctx, Criticality::kDefault, absl::Hours(2), calls.Slot(3));
+  ASSERT_TRUE(calls.Admitted(3));
+  EXPECT_EQ(calls[3].dark, ShedReason::kShedAtArrival);
+  EXPECT_EQ(counters.Get(PolicyCounter::kDarkDecisions), 3);
+  EXPECT_EQ(counters.Get(PolicyCounter::kShedAtArrival), 0);
+  // Enforcing again: the same arrival is refused.
+  s.SetMode(ShedMode::kEnforce);
+  s.Acquire(ctx, Criticality::kDefault, absl::Hours(2), calls.Slot(4));
+  EXPECT_EQ(calls[4].reason, ShedReason::kShedAtArrival);
+  cancel();
+}
+
+TEST(AdaptiveShedderTest, KillSwitchAdmitsTheQueueAndEverythingAfter) {
+  FakeClock clock;
+  PolicyCounters counters;
+  LoadShedder s(Fixed(1, 10, clock), &counters);
+  Calls calls;
+  for (int i = 0; i < 3; ++i) {
+    s.Acquire(Background(), Criticality::kDefault, absl::Milliseconds(1),
+              calls.Slot(i));
+  }
+  EXPECT_EQ(s.queued(), 2);
+  s.SetMode(ShedMode::kOff);
+  EXPECT_EQ(s.mode(), ShedMode::kOff);
+  EXPECT_TRUE(calls.Admitted(1));
+  EXPECT_TRUE(calls.Admitted(2));
+  EXPECT_EQ(s.queued(), 0);
+  auto [ctx, cancel] = WithTimeout(Background(), absl::Hours(1));
+  s.Acquire(ctx, Criticality::kSheddable, absl::Hours(2), calls.Slot(3));
+  EXPECT_TRUE(calls.Admitted(3));  // no check at all
+  EXPECT_FALSE(calls[3].dark.has_value());
+  EXPECT_EQ(counters.Get(PolicyCounter::kDarkDecisions), 0);
+  EXPECT_EQ(s.running(), 4);
+  EXPECT_EQ(s.Stats().mode, ShedMode::kOff);
+  cancel();
+}
+
+TEST(AdaptiveShedderTest, RefusalCapTurnsRefusalsIntoAdmissions) {
+  FakeClock clock;
+  PolicyCounters counters;
+  RefusalCap cap(/*max_share=*/0.25, absl::Seconds(1));
+  LoadShedder s(Fixed(1, 0, clock), &counters, &cap);
+  Calls calls;
+  for (int i = 0; i < 8; ++i) {
+    cap.Arrived(clock.t);  // the owner counts arrivals
+    s.Acquire(Background(), Criticality::kDefault, absl::Milliseconds(1),
+              calls.Slot(i));
+  }
+  // 8 arrivals, 1 ran, 7 over the limit with no queue: a quarter of 8 = 2
+  // refused, the other 5 admitted by the cap.
+  int refused = 0, capped = 0;
+  for (int i = 1; i < 8; ++i) {
+    if (!calls[i].status.ok()) ++refused;
+    if (calls[i].capped.has_value()) {
+      ++capped;
+      EXPECT_EQ(*calls[i].capped, ShedReason::kQueueFull);
+    }
+  }
+  // Refusals are judged as they come: the first arrivals see few arrivals.
+  EXPECT_EQ(refused + capped, 7);
+  EXPECT_LE(refused, 2);
+  EXPECT_EQ(counters.Get(PolicyCounter::kRefusalsCapped), capped);
+  EXPECT_EQ(cap.capped(), capped);
+}
+
+TEST(RefusalCapTest, ShareOfTheWindowAndOfThePreviousOne) {
+  RefusalCap cap(0.5, absl::Seconds(1));
+  absl::Time t = absl::UnixEpoch();
+  for (int i = 0; i < 10; ++i) cap.Arrived(t);
+  for (int i = 0; i < 5; ++i) EXPECT_TRUE(cap.TryRefuse(t)) << i;
+  EXPECT_FALSE(cap.TryRefuse(t));
+  // Next window: judged by the previous window's 10 arrivals at first.
+  t += absl::Milliseconds(1100);
+  cap.Arrived(t);
+  for (int i = 0; i < 5; ++i) EXPECT_TRUE(cap.TryRefuse(t)) << i;
+  EXPECT_FALSE(cap.TryRefuse(t));
+  // After a long gap, nothing to judge by but the window's own arrivals.
+  t += absl::Seconds(10);
+  cap.Arrived(t);
+  EXPECT_FALSE(cap.TryRefuse(t));  // 1 x 0.5 < 1
+  cap.Arrived(t);
+  EXPECT_TRUE(cap.TryRefuse(t));
+  EXPECT_EQ(cap.capped(), 3);
+  RefusalCap none(1, absl::Seconds(1));
+  EXPECT_TRUE(none.TryRefuse(t));  // no arrivals, no cap
+}
+
+TEST(AdaptiveShedderTest, OptionsValidatedNamingTheField) {
+  auto error = [](const LoadShedderOptions& o) {
+    return std::string(ValidateLoadShedderOptions(o, "shedder").message());
+  };
+  LoadShedderOptions o;
+  o.max_concurrency = 0;
+  EXPECT_EQ(error(o), "shedder.max_concurrency: must be >= 1 with a fixed "
+                      "limit");
+  o.limit.algorithm = limits::Algorithm::kVegas;  // max_concurrency unused
+  EXPECT_TRUE(ValidateLoadShedderOptions(o, "shedder").ok());
+  o.limit.vegas.smoothing = 2;
+  EXPECT_EQ(error(o), "shedder.limit.vegas.smoothing: must be in (0, 1]");
+  o = LoadShedderOptions();
+  o.shares = {0.5, 0, 0.6};
+  EXPECT_EQ(error(o), "shedder.shares: must sum to <= 1");
+  o.shares = {0, 0, -1};
+  EXPECT_EQ(error(o), "shedder.shares[2]: must be in [0, 1]");
+  o = LoadShedderOptions();
+  o.codel_target = absl::Milliseconds(50);
+  o.codel_interval = absl::Milliseconds(10);
+  EXPECT_EQ(error(o), "shedder.codel_interval: must be >= codel_target");
+  MethodPolicy p;
+  p.limit.algorithm = limits::Algorithm::kGradient;
+  EXPECT_TRUE(SheddingOn(p));  // adaptive: no number needed
+  p.limit.gradient.long_window = 0;
+  EXPECT_EQ(ValidateMethodPolicy(p).message(),
+            "method policy.limit.gradient.long_window: must be >= 1");
+  p = MethodPolicy();
+  p.max_refused_share = 0;
+  EXPECT_EQ(ValidateMethodPolicy(p).message(),
+            "method policy: max_refused_share out of range");
+}
+
+}  // namespace
+}  // namespace reqctx::policy
