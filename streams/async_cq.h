@@ -43,6 +43,7 @@ class AsyncStream {
 
   // gRPC's Read(msg, tag), timed from now.
   template <typename R>
+    requires requires(Stream* s, R* m, void* t) { s->Read(m, t); }
   void Read(R* msg, void* tag) {
     guard_->ReadStarted();
     stream_->Read(msg, tag);
@@ -51,11 +52,13 @@ class AsyncStream {
   bool ReadDone(bool ok) { return guard_->ReadDone(ok); }
   // gRPC's Write(msg, tag).
   template <typename W>
+    requires requires(Stream* s, const W& m, void* t) { s->Write(m, t); }
   void Write(const W& msg, void* tag) {
     guard_->WriteStarted();
     stream_->Write(msg, tag);
   }
   template <typename W>
+    requires requires(Stream* s, const W& m, void* t) { s->Write(m, t); }
   void Write(const W& msg, grpc::WriteOptions options, void* tag) {
     guard_->WriteStarted();
     stream_->Write(msg, options, tag);

@@ -151,9 +151,10 @@ struct StreamGuard::State {
             : GRPC_STATUS_CANCELLED;
     const std::string message(why.message());
     if (server) {
+      // Not followed by sc->TryCancel(): its CANCELLED would reach the
+      // client in place of this status.
       grpc_call_cancel_with_status(sc->c_call(), code, message.c_str(),
                                    nullptr);
-      sc->TryCancel();
     } else {
       if (client_bound.load(std::memory_order_acquire)) {
         grpc_call_cancel_with_status(client_call, code, message.c_str(),
@@ -255,6 +256,15 @@ void StreamGuard::Cut(absl::Status cause) {
 void StreamGuard::CheckCallCancelled() {
   State& st = *state_;
   if (!st.server || ctx_.IsDone() || !st.sc->IsCancelled()) return;
+  // The glue ends the call's Context within its bounds (a sync call's poll;
+  // a cancel that is really the caller's deadline, at that deadline): wait
+  // for it, so the status is the glue's, DEADLINE_EXCEEDED included.
+  const auto until = st.sc->deadline() - std::chrono::system_clock::now();
+  absl::Duration bound = absl::Milliseconds(50);
+  if (until < std::chrono::seconds(2)) {
+    bound = std::max(bound, absl::FromChrono(until) + absl::Milliseconds(150));
+  }
+  if (ctx_.Done().WaitFor(bound)) return;
   if (st.sc->deadline() <= std::chrono::system_clock::now()) {
     Cut(absl::DeadlineExceededError(
         "reqctx stream: the call's deadline passed"));

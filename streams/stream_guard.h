@@ -12,9 +12,11 @@
 // gRPC itself does not know), a client cancel, a server shutdown, the
 // parent's cancel, or one of the guard's timeouts below -- the guard cancels
 // the gRPC call: grpc_call_cancel_with_status with context()'s code
-// (CANCELLED or DEADLINE_EXCEEDED) and Cause(context())'s message, then
-// TryCancel on the ServerContext / ClientContext (so reqctx's interceptors
-// see the cancel). Every Read or Write waiting on the call then returns
+// (CANCELLED or DEADLINE_EXCEEDED) and Cause(context())'s message -- on the
+// server side the peer receives that status (e.g. DEADLINE_EXCEEDED
+// "reqctx stream idle timeout ..."); on the client side it is followed by
+// ClientContext::TryCancel (so reqctx's client interceptor sees the
+// cancel). Every Read or Write waiting on the call then returns
 // false, a sync Write blocked on flow control (a peer that does not read)
 // included, and the handler or client gets status(), never a hang.
 //
