@@ -8,6 +8,8 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <condition_variable>
+#include <mutex>
 #include <optional>
 #include <utility>
 
@@ -73,6 +75,78 @@ absl::Status WhyClientLeft(const Context& ctx) {
   }
   if (ctx.Done().WaitFor(bound)) return ctx.Err();
   return absl::CancelledError("stream closed by the client");
+}
+
+// Why a Read from the caller returned false: OK for its half-close; the
+// Context's error when the call was canceled (client cancel, deadline,
+// shutdown). gRPC's sync Read says neither, so ask the call: a cancel that
+// ends the Read is seen by IsCancelled() as it completes (and by the
+// Context within the glue's poll interval).
+absl::Status InboundEnded(const Context& ctx, grpc::ServerContext* sc) {
+  if (ctx.IsDone()) return ctx.Err();
+  if (sc->IsCancelled()) return WhyClientLeft(ctx);
+  return absl::OkStatus();
+}
+
+// Chat relay: what the request worker (reading the caller, writing the next
+// hop) is doing, for the handler thread (relaying responses up) to stop it.
+// Thread-safe.
+class RequestReader {
+ public:
+  // Before each Read of the caller: false once Stop() was called.
+  bool BeginRead() {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopped_) return false;
+    reading_ = true;
+    return true;
+  }
+  void EndRead() { Set(&reading_, false); }
+  // The worker is done with the caller's stream.
+  void Done() { Set(&done_, true); }
+
+  // The next hop's response stream ended first (an error: it ends OK only
+  // after the worker's half-close), and the worker may wait in a Read of the
+  // caller's next request, which a sync handler cannot return during. Stops
+  // the worker at its next request. If it is reading: when the Context is
+  // done (deadline, cancel), gRPC ends the Read itself at the call's end,
+  // and the caller then sees its real status: wait for that, within a
+  // second; otherwise (or past the bound) cancel the call (the caller sees
+  // CANCELLED) rather than wait on a silent caller.
+  void Stop(const Context& ctx, grpc::ServerContext* sc) {
+    std::unique_lock<std::mutex> lock(mu_);
+    stopped_ = true;
+    if (done_ || !reading_) return;
+    if (ctx.IsDone()) {
+      changed_.wait_for(lock, std::chrono::seconds(1),
+                        [&] { return done_ || !reading_; });
+    }
+    if (reading_) sc->TryCancel();
+  }
+
+ private:
+  void Set(bool* flag, bool value) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      *flag = value;
+    }
+    changed_.notify_all();
+  }
+
+  std::mutex mu_;
+  std::condition_variable changed_;
+  bool reading_ = false;  // Guarded by mu_.
+  bool stopped_ = false;  // Guarded by mu_.
+  bool done_ = false;     // Guarded by mu_.
+};
+
+// `in` relayed up through `hop`: `hop` first, then the next hops'.
+EchoResponse Prepend(const Hop& hop, EchoResponse in) {
+  EchoResponse out;
+  out.set_message(std::move(*in.mutable_message()));
+  out.set_trace_id(hop.trace_id());
+  *out.add_hops() = hop;
+  for (Hop& h : *in.mutable_hops()) *out.add_hops() = std::move(h);
+  return out;
 }
 
 // Counts one call as active for its lifetime and records how it ended.
@@ -296,6 +370,142 @@ grpc::Status EchoService::EchoStream(grpc::ServerContext* sc,
     s = next_ != nullptr ? RelayStream(ctx, hop, *request, writer)
                          : GenerateStream(ctx, hop, *request, writer);
   }
+  scope.set_result(s);
+  return ToGrpcStatus(s);
+}
+
+absl::Status EchoService::RequestWork(const Context& ctx,
+                                      const EchoRequest& request) {
+  if (absl::Status s = CheckWork(request.work_ms(), options_.max_work_ms);
+      !s.ok()) {
+    return s;
+  }
+  return RunWorkers(ctx, absl::Milliseconds(request.work_ms()));
+}
+
+absl::Status EchoService::CollectRequests(
+    const Context& ctx, grpc::ServerContext* sc,
+    grpc::ServerReader<EchoRequest>* reader, Hop* hop, std::string* last,
+    EchoResponse* downstream) {
+  std::unique_ptr<grpc::ClientContext> cc;
+  std::unique_ptr<grpc::ClientWriter<EchoRequest>> next;
+  if (next_ != nullptr) {
+    cc = NewClientContext(ctx);
+    policy::PropagateCriticality(ctx, cc.get());
+    next = next_->Collect(cc.get(), downstream);
+  }
+  EchoRequest request;
+  absl::Status s;
+  while (true) {
+    if (!reader->Read(&request)) {
+      s = InboundEnded(ctx, sc);
+      break;
+    }
+    hop->set_messages_received(hop->messages_received() + 1);
+    *last = request.message();
+    s = RequestWork(ctx, request);
+    if (!s.ok()) break;
+    // A failed Write: the next hop ended the call; its Finish says why.
+    if (next != nullptr && !next->Write(request)) break;
+  }
+  if (next == nullptr) return s;
+  if (s.ok()) {
+    next->WritesDone();
+  } else {
+    cc->TryCancel();  // Never a half-close: the next hop must not answer.
+  }
+  absl::Status down = FromGrpcStatus(next->Finish());
+  return s.ok() ? down : s;
+}
+
+grpc::Status EchoService::Collect(grpc::ServerContext* sc,
+                                  grpc::ServerReader<EchoRequest>* reader,
+                                  EchoResponse* response) {
+  Context ctx = FromServerContext(sc);
+  Hop hop = ArrivalHop(ctx);
+  RequestScope scope(stats_, ctx);
+  std::string last;
+  EchoResponse downstream;
+  absl::Status s =
+      CollectRequests(ctx, sc, reader, &hop, &last, &downstream);
+  scope.set_result(s);
+  if (!s.ok()) return ToGrpcStatus(s);
+  downstream.set_message(std::move(last));
+  *response = Prepend(hop, std::move(downstream));
+  return grpc::Status::OK;
+}
+
+absl::Status EchoService::AnswerChat(const Context& ctx,
+                                     grpc::ServerContext* sc, const Hop& hop,
+                                     ChatStream* stream) {
+  EchoRequest request;
+  while (stream->Read(&request)) {
+    if (absl::Status s = RequestWork(ctx, request); !s.ok()) return s;
+    EchoResponse response;
+    response.set_message(request.message());
+    if (!stream->Write(Prepend(hop, std::move(response)))) {
+      return WhyClientLeft(ctx);
+    }
+  }
+  return InboundEnded(ctx, sc);
+}
+
+absl::Status EchoService::RelayChat(const Context& ctx,
+                                    grpc::ServerContext* sc, const Hop& hop,
+                                    ChatStream* stream) {
+  std::unique_ptr<grpc::ClientContext> cc = NewClientContext(ctx);
+  policy::PropagateCriticality(ctx, cc.get());
+  std::unique_ptr<grpc::ClientReaderWriter<EchoRequest, EchoResponse>> next =
+      next_->Chat(cc.get());
+  // Requests go down on a worker; this thread relays the responses up.
+  RequestReader requests;
+  Group group(ctx);
+  group.Go([&](const Context&) {
+    stats_.WorkerStarted();
+    absl::Status s;
+    EchoRequest request;
+    while (requests.BeginRead()) {
+      const bool got = stream->Read(&request);
+      requests.EndRead();
+      if (!got) {
+        s = InboundEnded(ctx, sc);
+        break;
+      }
+      s = RequestWork(ctx, request);
+      // A failed Write: the next hop ended the call; its Finish says why.
+      if (!s.ok() || !next->Write(request)) break;
+    }
+    if (s.ok()) {
+      next->WritesDone();
+    } else {
+      cc->TryCancel();  // Never a half-close: the next hop must not finish.
+    }
+    stats_.WorkerFinished();
+    requests.Done();
+    return s;
+  });
+  EchoResponse in;
+  bool client_gone = false;
+  while (next->Read(&in)) {
+    if (!stream->Write(Prepend(hop, std::move(in)))) {
+      client_gone = true;
+      cc->TryCancel();
+      break;
+    }
+  }
+  if (!client_gone) requests.Stop(ctx, sc);
+  const absl::Status up = group.Wait();
+  const absl::Status down = FromGrpcStatus(next->Finish());
+  if (client_gone) return WhyClientLeft(ctx);
+  return up.ok() ? down : up;
+}
+
+grpc::Status EchoService::Chat(grpc::ServerContext* sc, ChatStream* stream) {
+  Context ctx = FromServerContext(sc);
+  Hop hop = ArrivalHop(ctx);
+  RequestScope scope(stats_, ctx);
+  absl::Status s = next_ != nullptr ? RelayChat(ctx, sc, hop, stream)
+                                    : AnswerChat(ctx, sc, hop, stream);
   scope.set_result(s);
   return ToGrpcStatus(s);
 }

@@ -8,7 +8,21 @@
 // propagates and the trace continues), and returns one Hop per server.
 // EchoStream sends one numbered response per work_ms (100 ms if work_ms is 0)
 // until the client cancels or the deadline passes, or relays the next hop's
-// stream with this hop prepended. Stats reports EchoStats.
+// stream with this hop prepended. Collect and Chat (client- and
+// bidirectional streaming) do each request's work_ms as it arrives and, with
+// a next hop, relay the stream request by request (Chat's requests go down
+// on a worker thread while the handler relays the responses up); a client
+// cancel, the deadline or a failure anywhere ends every hop's call. Stats
+// reports EchoStats.
+//
+// How a stream ends at a hop (sync API): the caller's half-close ends the
+// call normally (Collect answers, Chat's stream closes after the last
+// response, OK); a client cancel or the deadline ends it with the Context's
+// error (CANCELLED, DEADLINE_EXCEEDED), and the hop cancels its call to the
+// next hop. A next hop that fails mid-Chat while the caller is silent ends
+// the caller's call at once with CANCELLED (gRPC's sync API cannot send a
+// status while a Read is pending); otherwise the next hop's status is
+// returned as it is.
 //
 // Thread-safety: gRPC calls the handlers concurrently; the service's state
 // is its immutable options, a thread-safe stub and EchoStats.
@@ -100,6 +114,13 @@ class EchoService final : public ::echo::v1::Echo::Service {
   grpc::Status EchoStream(
       grpc::ServerContext* sc, const ::echo::v1::EchoRequest* request,
       grpc::ServerWriter<::echo::v1::EchoResponse>* writer) override;
+  grpc::Status Collect(grpc::ServerContext* sc,
+                       grpc::ServerReader<::echo::v1::EchoRequest>* reader,
+                       ::echo::v1::EchoResponse* response) override;
+  grpc::Status Chat(
+      grpc::ServerContext* sc,
+      grpc::ServerReaderWriter<::echo::v1::EchoResponse,
+                               ::echo::v1::EchoRequest>* stream) override;
   grpc::Status Stats(grpc::ServerContext* sc,
                      const ::echo::v1::StatsRequest* request,
                      ::echo::v1::StatsResponse* response) override;
@@ -128,6 +149,25 @@ class EchoService final : public ::echo::v1::Echo::Service {
   absl::Status RelayStream(const Context& ctx, const ::echo::v1::Hop& hop,
                            const ::echo::v1::EchoRequest& request,
                            grpc::ServerWriter<::echo::v1::EchoResponse>* writer);
+
+  // One streamed request's checks and work (work_ms on the workers).
+  absl::Status RequestWork(const Context& ctx,
+                           const ::echo::v1::EchoRequest& request);
+  // Reads the caller's requests until its half-close, doing each one's work
+  // and relaying it to the next hop if any; counts them in
+  // hop->messages_received, the last message in *last. Fills *downstream
+  // with the next hop's answer.
+  absl::Status CollectRequests(
+      const Context& ctx, grpc::ServerContext* sc,
+      grpc::ServerReader<::echo::v1::EchoRequest>* reader,
+      ::echo::v1::Hop* hop, std::string* last,
+      ::echo::v1::EchoResponse* downstream);
+  using ChatStream = grpc::ServerReaderWriter<::echo::v1::EchoResponse,
+                                              ::echo::v1::EchoRequest>;
+  absl::Status AnswerChat(const Context& ctx, grpc::ServerContext* sc,
+                          const ::echo::v1::Hop& hop, ChatStream* stream);
+  absl::Status RelayChat(const Context& ctx, grpc::ServerContext* sc,
+                         const ::echo::v1::Hop& hop, ChatStream* stream);
 
   const EchoServiceOptions options_;
   const std::unique_ptr<::echo::v1::Echo::Stub> next_;  // Null: last hop.

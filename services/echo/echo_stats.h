@@ -1,10 +1,11 @@
 // EchoStats: the live counters an echo server reports through Stats.
 //
-// Each Echo/EchoStream call is counted active while it runs and, when it
-// finishes, exactly once as completed, canceled or deadline-exceeded; each
-// worker thread is counted active while it runs. So when the server is idle
-// both active counts are 0. WaitUntil lets in-process tests and the demo wait
-// for a state (e.g. "all workers stopped") without sleeping or polling.
+// Each Echo/EchoStream/Collect/Chat call is counted active while it runs
+// and, when it finishes, exactly once as completed, canceled or
+// deadline-exceeded; each worker thread is counted active while it runs.
+// So when the server is idle both active counts are 0. WaitUntil lets
+// in-process tests and the demo wait for a state (e.g. "all workers
+// stopped") without sleeping or polling.
 //
 // Thread-safety: all methods are safe from any thread (one std::mutex; a
 // condition variable is notified on every change).
