@@ -36,6 +36,13 @@ const std::vector<double>& PropagationBuckets() {
   return *b;
 }
 
+// Stream duration: 1 ms .. 1 h.
+const std::vector<double>& StreamBuckets() {
+  static const auto* const b = new std::vector<double>{
+      0.001, 0.01, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 1800, 3600};
+  return *b;
+}
+
 template <typename T>
 T* Must(absl::StatusOr<T*> f) {
   // The names here are constants checked by metrics_test; a failure is a
@@ -308,6 +315,53 @@ std::string_view CriticalityLabel(int criticality) {
   return criticality >= 0 && criticality < kCriticalities
              ? kNames[criticality]
              : "default";
+}
+
+namespace {
+struct StreamFamilies {
+  CounterFamily* messages = Must(R().AddCounter(
+      "reqctx_stream_messages_total",
+      "Stream messages read (direction=in) and written (out), counted when "
+      "the stream ends.",
+      {"side", "method", "direction"}, MethodFamilyCap(4)));
+  HistogramFamily* duration = Must(R().AddHistogram(
+      "reqctx_stream_duration_seconds",
+      "Time from a stream's binding (reqctx::streams) to its end.",
+      {"side", "method"}, StreamBuckets(), MethodFamilyCap(2)));
+  CounterFamily* cut = Must(R().AddCounter(
+      "reqctx_stream_timeouts_total",
+      "Streams cut before their end, by why: message_wait or idle timeout, "
+      "the call's deadline, or a cancel.",
+      {"side", "method", "kind"}, MethodFamilyCap(2 * kStreamCutKinds)));
+};
+const StreamFamilies& Stream() {
+  static const auto* const f = new StreamFamilies();
+  return *f;
+}
+}  // namespace
+
+void RegisterStreamFamilies() { (void)Stream(); }
+
+std::string_view StreamCutKindName(int kind) {
+  static constexpr std::string_view kNames[kStreamCutKinds] = {
+      "message_wait", "idle", "deadline", "cancelled"};
+  return kind >= 0 && kind < kStreamCutKinds ? kNames[kind] : "unknown";
+}
+
+const StreamMethodMetrics& StreamMethod(bool server, std::string_view method) {
+  static auto* const tables = new MethodTable<StreamMethodMetrics>[2];
+  const std::string_view side = server ? "server" : "client";
+  return tables[server ? 0 : 1].Get(method, [side](const std::string& m) {
+    const StreamFamilies& f = Stream();
+    StreamMethodMetrics out{&f.messages->WithLabels({side, m, "in"}),
+                            &f.messages->WithLabels({side, m, "out"}),
+                            &f.duration->WithLabels({side, m}),
+                            {}};
+    for (int k = 0; k < kStreamCutKinds; ++k) {
+      out.cut[k] = &f.cut->WithLabels({side, m, StreamCutKindName(k)});
+    }
+    return out;
+  });
 }
 
 const PolicyMethodMetrics& PolicyMethod(std::string_view method) {

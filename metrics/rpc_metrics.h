@@ -23,6 +23,9 @@
 //   reqctx_client_retries_total{method}                 (policies)
 //   reqctx_client_hedges_total{method}                  (policies)
 //   reqctx_client_retry_budget_exhausted_total{method}  (policies)
+//   reqctx_stream_messages_total{side,method,direction}  (streams)
+//   reqctx_stream_duration_seconds{side,method}         (streams) histogram
+//   reqctx_stream_timeouts_total{side,method,kind}      (streams)
 // plus process-wide gauges read at scrape (RegisterProcessGauges).
 //
 // Method labels (bounded against hostile peers): a method gets a `method`
@@ -140,6 +143,25 @@ struct PolicyFamilies {
   CounterFamily* retry_budget_exhausted;  // {method}
 };
 const PolicyFamilies& Policy();
+
+// Streams (//streams records them when a stream ends). `side`: "server" or
+// "client"; `direction`: "in" (messages read) or "out" (written); `kind`:
+// why a stream was cut, by index (StreamCutKindName).
+inline constexpr int kStreamCutKinds = 4;
+// "message_wait", "idle", "deadline", "cancelled"; "unknown" outside 0..3.
+std::string_view StreamCutKindName(int kind);
+struct StreamMethodMetrics {
+  Counter* messages_in;
+  Counter* messages_out;
+  Histogram* duration;
+  std::array<Counter*, kStreamCutKinds> cut;
+};
+// The handles for `method` on the server (server == true) or client side,
+// like ServerMethod's (same bound on labels).
+const StreamMethodMetrics& StreamMethod(bool server, std::string_view method);
+// Registers the reqctx_stream_* families now (idempotent; not part of
+// RegisterRpcFamilies, so servers without streams do not expose them).
+void RegisterStreamFamilies();
 
 // reqctx_orphan_reports_total{kind, method}.
 CounterFamily& OrphanReports();
