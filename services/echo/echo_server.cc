@@ -134,6 +134,7 @@ absl::StatusOr<std::unique_ptr<EchoServer>> EchoServer::Start(
   service_options.log = options.log;
   service_options.max_work_ms = options.max_work_ms;
   service_options.before_work = options.before_work;
+  service_options.streams = options.streams;
   service_options.server_policy = options.server_policy;
   // Stats is monitoring: it must answer under overload, so the policies
   // leave it alone unless it has an entry of its own.

@@ -91,6 +91,9 @@ struct EchoServerOptions {
   // (grpc::ResourceQuota::SetMaxThreads; see kDefaultMaxThreads); 0: no
   // bound. >= 0.
   int max_threads = kDefaultMaxThreads;
+  // Message-wait and idle timeouts of the streaming methods, per method;
+  // see EchoServiceOptions::streams (all off by default).
+  streams::MethodStreamOptions streams{};
   // For tests; see EchoServiceOptions::before_work.
   std::function<void(const Context&)> before_work{};
 };

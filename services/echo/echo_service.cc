@@ -7,9 +7,8 @@
 #include <cstdio>
 #include <cstdint>
 #include <memory>
-#include <string>
-#include <condition_variable>
 #include <mutex>
+#include <string>
 #include <optional>
 #include <utility>
 
@@ -18,6 +17,7 @@
 #include "context/group.h"
 #include "context/sleep.h"
 #include "interceptors/interceptors.h"
+#include "streams/sync.h"
 
 namespace reqctx::echo {
 namespace {
@@ -60,6 +60,10 @@ absl::Status SimulateWork(const Context& ctx, absl::Duration work) {
   return ctx.Err();
 }
 
+constexpr char kEchoStreamMethod[] = "/echo.v1.Echo/EchoStream";
+constexpr char kCollectMethod[] = "/echo.v1.Echo/Collect";
+constexpr char kChatMethod[] = "/echo.v1.Echo/Chat";
+
 // The client went away mid-stream (a Write failed). Say why: the glue
 // cancels the call's Context promptly when the client cancels, and when the
 // cancel is really the caller's deadline it lets this call's own deadline
@@ -88,57 +92,6 @@ absl::Status InboundEnded(const Context& ctx, grpc::ServerContext* sc) {
   return absl::OkStatus();
 }
 
-// Chat relay: what the request worker (reading the caller, writing the next
-// hop) is doing, for the handler thread (relaying responses up) to stop it.
-// Thread-safe.
-class RequestReader {
- public:
-  // Before each Read of the caller: false once Stop() was called.
-  bool BeginRead() {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (stopped_) return false;
-    reading_ = true;
-    return true;
-  }
-  void EndRead() { Set(&reading_, false); }
-  // The worker is done with the caller's stream.
-  void Done() { Set(&done_, true); }
-
-  // The next hop's response stream ended first (an error: it ends OK only
-  // after the worker's half-close), and the worker may wait in a Read of the
-  // caller's next request, which a sync handler cannot return during. Stops
-  // the worker at its next request. If it is reading: when the Context is
-  // done (deadline, cancel), gRPC ends the Read itself at the call's end,
-  // and the caller then sees its real status: wait for that, within a
-  // second; otherwise (or past the bound) cancel the call (the caller sees
-  // CANCELLED) rather than wait on a silent caller.
-  void Stop(const Context& ctx, grpc::ServerContext* sc) {
-    std::unique_lock<std::mutex> lock(mu_);
-    stopped_ = true;
-    if (done_ || !reading_) return;
-    if (ctx.IsDone()) {
-      changed_.wait_for(lock, std::chrono::seconds(1),
-                        [&] { return done_ || !reading_; });
-    }
-    if (reading_) sc->TryCancel();
-  }
-
- private:
-  void Set(bool* flag, bool value) {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      *flag = value;
-    }
-    changed_.notify_all();
-  }
-
-  std::mutex mu_;
-  std::condition_variable changed_;
-  bool reading_ = false;  // Guarded by mu_.
-  bool stopped_ = false;  // Guarded by mu_.
-  bool done_ = false;     // Guarded by mu_.
-};
-
 // `in` relayed up through `hop`: `hop` first, then the next hops'.
 EchoResponse Prepend(const Hop& hop, EchoResponse in) {
   EchoResponse out;
@@ -155,14 +108,34 @@ class RequestScope {
   RequestScope(EchoStats& stats, const Context& ctx) : stats_(stats), ctx_(ctx) {
     stats_.RequestStarted();
   }
-  ~RequestScope() { stats_.RequestFinished(ctx_, result_); }
+  ~RequestScope() { Finish(result_); }
   void set_result(absl::Status result) { result_ = std::move(result); }
+  // Counts the call as finished now, with `result` and the Context as it is
+  // now (a stream's handler: before the stream's Finish releases its
+  // Context); the destructor then counts nothing.
+  void Finish(const absl::Status& result) {
+    if (finished_) return;
+    finished_ = true;
+    stats_.RequestFinished(ctx_, result);
+  }
 
  private:
   EchoStats& stats_;
   const Context& ctx_;
   absl::Status result_;
+  bool finished_ = false;
 };
+
+// What a stream's handler returns, given its own result `s`: counts the call
+// (with the stream's Context, before Finish releases it), then the stream's
+// status if it was cut (a timeout, the Context), else `s`.
+template <typename Stream>
+grpc::Status FinishStream(streams::ServerStream<Stream>& stream,
+                          RequestScope& scope, const absl::Status& s) {
+  stream.guard().CheckCallCancelled();
+  scope.Finish(s);
+  return stream.Finish(ToGrpcStatus(s));
+}
 
 // The channel to options.next, with options.next_channel if valid.
 std::shared_ptr<grpc::Channel> NextChannel(const EchoServiceOptions& options) {
@@ -317,9 +290,9 @@ grpc::Status EchoService::Echo(grpc::ServerContext* sc,
   return grpc::Status::OK;
 }
 
-absl::Status EchoService::GenerateStream(
-    const Context& ctx, const Hop& hop, const EchoRequest& request,
-    grpc::ServerWriter<EchoResponse>* writer) {
+absl::Status EchoService::GenerateStream(const Context& ctx, const Hop& hop,
+                                         const EchoRequest& request,
+                                         EchoStreamWriter& writer) {
   absl::Duration interval = request.work_ms() > 0
                                 ? absl::Milliseconds(request.work_ms())
                                 : kDefaultStreamInterval;
@@ -329,49 +302,49 @@ absl::Status EchoService::GenerateStream(
     response.set_message(absl::StrCat(request.message(), " #", n));
     response.set_trace_id(hop.trace_id());
     *response.add_hops() = hop;
-    if (!writer->Write(response)) return WhyClientLeft(ctx);
+    if (!writer.Write(response)) return WhyClientLeft(ctx);
   }
 }
 
 absl::Status EchoService::RelayStream(const Context& ctx, const Hop& hop,
                                       const EchoRequest& request,
-                                      grpc::ServerWriter<EchoResponse>* writer) {
-  std::unique_ptr<grpc::ClientContext> cc = NewClientContext(ctx);
-  policy::PropagateCriticality(ctx, cc.get());
-  std::unique_ptr<grpc::ClientReader<EchoResponse>> reader =
-      next_->EchoStream(cc.get(), request);
+                                      EchoStreamWriter& writer) {
+  streams::ClientStream next(
+      ctx, streams::StreamOptions{},
+      [&](grpc::ClientContext* cc) {
+        policy::PropagateCriticality(ctx, cc);
+        return next_->EchoStream(cc, request);
+      },
+      kEchoStreamMethod);
   EchoResponse in;
   bool client_gone = false;
-  while (reader->Read(&in)) {
-    EchoResponse out;
-    out.set_message(in.message());
-    out.set_trace_id(hop.trace_id());
-    *out.add_hops() = hop;
-    for (Hop& h : *in.mutable_hops()) *out.add_hops() = std::move(h);
-    if (!writer->Write(out)) {
+  while (next.Read(&in)) {
+    if (!writer.Write(Prepend(hop, std::move(in)))) {
       client_gone = true;
-      cc->TryCancel();  // Don't wait for our Context's cancel to arrive.
+      // Don't wait for our Context's cancel to arrive.
+      next.guard().Cut(absl::CancelledError("the caller went away"));
       break;
     }
   }
-  absl::Status s = FromGrpcStatus(reader->Finish());
+  absl::Status s = FromGrpcStatus(next.Finish());
   if (client_gone) return WhyClientLeft(ctx);
   return s;
 }
 
-grpc::Status EchoService::EchoStream(grpc::ServerContext* sc,
-                                     const EchoRequest* request,
-                                     grpc::ServerWriter<EchoResponse>* writer) {
-  Context ctx = FromServerContext(sc);
+grpc::Status EchoService::EchoStream(
+    grpc::ServerContext* sc, const EchoRequest* request,
+    grpc::ServerWriter<EchoResponse>* writer) {
+  EchoStreamWriter stream(sc, writer, options_.streams.For(kEchoStreamMethod),
+                          kEchoStreamMethod);
+  const Context& ctx = stream.context();
   Hop hop = ArrivalHop(ctx);
   RequestScope scope(stats_, ctx);
   absl::Status s = CheckWork(request->work_ms(), options_.max_work_ms);
   if (s.ok()) {
-    s = next_ != nullptr ? RelayStream(ctx, hop, *request, writer)
-                         : GenerateStream(ctx, hop, *request, writer);
+    s = next_ != nullptr ? RelayStream(ctx, hop, *request, stream)
+                         : GenerateStream(ctx, hop, *request, stream);
   }
-  scope.set_result(s);
-  return ToGrpcStatus(s);
+  return FinishStream(stream, scope, s);
 }
 
 absl::Status EchoService::RequestWork(const Context& ctx,
@@ -383,21 +356,25 @@ absl::Status EchoService::RequestWork(const Context& ctx,
   return RunWorkers(ctx, absl::Milliseconds(request.work_ms()));
 }
 
-absl::Status EchoService::CollectRequests(
-    const Context& ctx, grpc::ServerContext* sc,
-    grpc::ServerReader<EchoRequest>* reader, Hop* hop, std::string* last,
-    EchoResponse* downstream) {
-  std::unique_ptr<grpc::ClientContext> cc;
-  std::unique_ptr<grpc::ClientWriter<EchoRequest>> next;
+absl::Status EchoService::CollectRequests(grpc::ServerContext* sc,
+                                          CollectReader& reader, Hop* hop,
+                                          std::string* last,
+                                          EchoResponse* downstream) {
+  const Context& ctx = reader.context();
+  std::optional<streams::ClientStream<grpc::ClientWriter<EchoRequest>>> next;
   if (next_ != nullptr) {
-    cc = NewClientContext(ctx);
-    policy::PropagateCriticality(ctx, cc.get());
-    next = next_->Collect(cc.get(), downstream);
+    next.emplace(
+        ctx, streams::StreamOptions{},
+        [&](grpc::ClientContext* cc) {
+          policy::PropagateCriticality(ctx, cc);
+          return next_->Collect(cc, downstream);
+        },
+        kCollectMethod);
   }
   EchoRequest request;
   absl::Status s;
   while (true) {
-    if (!reader->Read(&request)) {
+    if (!reader.Read(&request)) {
       s = InboundEnded(ctx, sc);
       break;
     }
@@ -406,13 +383,13 @@ absl::Status EchoService::CollectRequests(
     s = RequestWork(ctx, request);
     if (!s.ok()) break;
     // A failed Write: the next hop ended the call; its Finish says why.
-    if (next != nullptr && !next->Write(request)) break;
+    if (next.has_value() && !next->Write(request)) break;
   }
-  if (next == nullptr) return s;
+  if (!next.has_value()) return s;
   if (s.ok()) {
     next->WritesDone();
   } else {
-    cc->TryCancel();  // Never a half-close: the next hop must not answer.
+    next->guard().Cut(s);  // Never a half-close: the next hop must not answer.
   }
   absl::Status down = FromGrpcStatus(next->Finish());
   return s.ok() ? down : s;
@@ -421,93 +398,126 @@ absl::Status EchoService::CollectRequests(
 grpc::Status EchoService::Collect(grpc::ServerContext* sc,
                                   grpc::ServerReader<EchoRequest>* reader,
                                   EchoResponse* response) {
-  Context ctx = FromServerContext(sc);
-  Hop hop = ArrivalHop(ctx);
-  RequestScope scope(stats_, ctx);
+  CollectReader stream(sc, reader, options_.streams.For(kCollectMethod),
+                       kCollectMethod);
+  Hop hop = ArrivalHop(stream.context());
+  RequestScope scope(stats_, stream.context());
   std::string last;
   EchoResponse downstream;
-  absl::Status s =
-      CollectRequests(ctx, sc, reader, &hop, &last, &downstream);
-  scope.set_result(s);
-  if (!s.ok()) return ToGrpcStatus(s);
-  downstream.set_message(std::move(last));
-  *response = Prepend(hop, std::move(downstream));
-  return grpc::Status::OK;
+  absl::Status s = CollectRequests(sc, stream, &hop, &last, &downstream);
+  if (s.ok()) {
+    downstream.set_message(std::move(last));
+    *response = Prepend(hop, std::move(downstream));
+  }
+  return FinishStream(stream, scope, s);
 }
 
-absl::Status EchoService::AnswerChat(const Context& ctx,
-                                     grpc::ServerContext* sc, const Hop& hop,
-                                     ChatStream* stream) {
+absl::Status EchoService::AnswerChat(grpc::ServerContext* sc, const Hop& hop,
+                                     ChatStream& stream) {
+  const Context& ctx = stream.context();
   EchoRequest request;
-  while (stream->Read(&request)) {
+  while (stream.Read(&request)) {
     if (absl::Status s = RequestWork(ctx, request); !s.ok()) return s;
     EchoResponse response;
     response.set_message(request.message());
-    if (!stream->Write(Prepend(hop, std::move(response)))) {
+    if (!stream.Write(Prepend(hop, std::move(response)))) {
       return WhyClientLeft(ctx);
     }
   }
   return InboundEnded(ctx, sc);
 }
 
-absl::Status EchoService::RelayChat(const Context& ctx,
-                                    grpc::ServerContext* sc, const Hop& hop,
-                                    ChatStream* stream) {
-  std::unique_ptr<grpc::ClientContext> cc = NewClientContext(ctx);
-  policy::PropagateCriticality(ctx, cc.get());
-  std::unique_ptr<grpc::ClientReaderWriter<EchoRequest, EchoResponse>> next =
-      next_->Chat(cc.get());
-  // Requests go down on a worker; this thread relays the responses up.
-  RequestReader requests;
+absl::Status EchoService::RelayChat(grpc::ServerContext* sc, const Hop& hop,
+                                    ChatStream& stream) {
+  const Context& ctx = stream.context();
+  streams::ClientStream next(
+      ctx, streams::StreamOptions{},
+      [&](grpc::ClientContext* cc) {
+        policy::PropagateCriticality(ctx, cc);
+        return next_->Chat(cc);
+      },
+      kChatMethod);
+  // Requests go down on a worker while this thread relays the responses
+  // up. `next` is shared: the worker writes to it under `next_mu` until
+  // `requests_done`, then the handler alone finishes it.
+  std::mutex next_mu;
+  bool requests_done = false;  // Guarded by next_mu.
   Group group(ctx);
   group.Go([&](const Context&) {
     stats_.WorkerStarted();
     absl::Status s;
     EchoRequest request;
-    while (requests.BeginRead()) {
-      const bool got = stream->Read(&request);
-      requests.EndRead();
-      if (!got) {
+    while (true) {
+      if (!stream.Read(&request)) {
         s = InboundEnded(ctx, sc);
         break;
       }
       s = RequestWork(ctx, request);
+      if (!s.ok()) break;
+      std::lock_guard<std::mutex> lock(next_mu);
       // A failed Write: the next hop ended the call; its Finish says why.
-      if (!s.ok() || !next->Write(request)) break;
+      if (requests_done || !next.Write(request)) break;
     }
-    if (s.ok()) {
-      next->WritesDone();
-    } else {
-      cc->TryCancel();  // Never a half-close: the next hop must not finish.
+    {
+      std::lock_guard<std::mutex> lock(next_mu);
+      if (!requests_done) {
+        requests_done = true;
+        if (s.ok()) {
+          next.WritesDone();
+        } else {
+          next.guard().Cut(s);  // Never a half-close: no OK from the next hop.
+        }
+      }
     }
     stats_.WorkerFinished();
-    requests.Done();
     return s;
   });
   EchoResponse in;
   bool client_gone = false;
-  while (next->Read(&in)) {
-    if (!stream->Write(Prepend(hop, std::move(in)))) {
+  while (next.Read(&in)) {
+    if (!stream.Write(Prepend(hop, std::move(in)))) {
       client_gone = true;
-      cc->TryCancel();
+      next.guard().Cut(absl::CancelledError("the caller went away"));
       break;
     }
   }
-  if (!client_gone) requests.Stop(ctx, sc);
+  bool next_ended_first = false;
+  {
+    std::lock_guard<std::mutex> lock(next_mu);
+    next_ended_first = !requests_done && !client_gone;
+    requests_done = true;
+  }
+  const absl::Status down = FromGrpcStatus(next.Finish());
+  if (next_ended_first) {
+    // The next hop ended first (an error: it ends OK only after our
+    // half-close) while the worker may wait for the caller's next request,
+    // which a sync handler cannot return during. Its deadline is ours less
+    // grpc-timeout's rounding: for DEADLINE_EXCEEDED, let ours end the
+    // stream (bounded), so the caller sees that. Otherwise cut the stream,
+    // which ends the Read (the caller sees CANCELLED with the next hop's
+    // message).
+    if (down.code() == absl::StatusCode::kDeadlineExceeded) {
+      (void)WhyClientLeft(ctx);
+    }
+    stream.guard().Cut(
+        down.ok() ? absl::CancelledError(
+                        "reqctx echo: the next hop ended the stream first")
+                  : down);
+  }
   const absl::Status up = group.Wait();
-  const absl::Status down = FromGrpcStatus(next->Finish());
   if (client_gone) return WhyClientLeft(ctx);
   return up.ok() ? down : up;
 }
 
-grpc::Status EchoService::Chat(grpc::ServerContext* sc, ChatStream* stream) {
-  Context ctx = FromServerContext(sc);
-  Hop hop = ArrivalHop(ctx);
-  RequestScope scope(stats_, ctx);
-  absl::Status s = next_ != nullptr ? RelayChat(ctx, sc, hop, stream)
-                                    : AnswerChat(ctx, sc, hop, stream);
-  scope.set_result(s);
-  return ToGrpcStatus(s);
+grpc::Status EchoService::Chat(
+    grpc::ServerContext* sc,
+    grpc::ServerReaderWriter<EchoResponse, EchoRequest>* raw) {
+  ChatStream stream(sc, raw, options_.streams.For(kChatMethod), kChatMethod);
+  Hop hop = ArrivalHop(stream.context());
+  RequestScope scope(stats_, stream.context());
+  absl::Status s = next_ != nullptr ? RelayChat(sc, hop, stream)
+                                    : AnswerChat(sc, hop, stream);
+  return FinishStream(stream, scope, s);
 }
 
 grpc::Status EchoService::Stats(grpc::ServerContext*,
