@@ -108,15 +108,22 @@ class RequestScope {
   RequestScope(EchoStats& stats, const Context& ctx) : stats_(stats), ctx_(ctx) {
     stats_.RequestStarted();
   }
-  ~RequestScope() { Finish(result_); }
+  ~RequestScope() {
+    if (!finished_) stats_.RequestFinished(ctx_, result_);
+  }
   void set_result(absl::Status result) { result_ = std::move(result); }
-  // Counts the call as finished now, with `result` and the Context as it is
-  // now (a stream's handler: before the stream's Finish releases its
-  // Context); the destructor then counts nothing.
-  void Finish(const absl::Status& result) {
+  // A stream's handler: counts the call as finished now, by `cut` (the
+  // stream's status) if it is an error, else by the Context as it is now
+  // (before the stream's Finish releases it) and `result`. The destructor
+  // then counts nothing.
+  void FinishStream(const absl::Status& cut, const absl::Status& result) {
     if (finished_) return;
     finished_ = true;
-    stats_.RequestFinished(ctx_, result);
+    if (!cut.ok()) {
+      stats_.RequestEnded(cut);
+    } else {
+      stats_.RequestFinished(ctx_, result);
+    }
   }
 
  private:
@@ -133,7 +140,7 @@ template <typename Stream>
 grpc::Status FinishStream(streams::ServerStream<Stream>& stream,
                           RequestScope& scope, const absl::Status& s) {
   stream.guard().CheckCallCancelled();
-  scope.Finish(s);
+  scope.FinishStream(stream.guard().status(), s);
   return stream.Finish(ToGrpcStatus(s));
 }
 

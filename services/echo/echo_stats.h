@@ -46,6 +46,9 @@ class EchoStats {
   // (it says what really happened), then the returned status; anything else
   // (OK, or an error such as UNAVAILABLE from the next hop) is "completed".
   void RequestFinished(const Context& ctx, const absl::Status& result);
+  // Counts a finished call by `why`'s code alone (a stream's handler: the
+  // stream's status when it was cut, whose Context says only "canceled").
+  void RequestEnded(const absl::Status& why);
   void WorkerStarted();
   void WorkerFinished();
 
