@@ -11,12 +11,16 @@
 #include <cstdio>
 #include <cstring>
 #include <thread>
+#include <set>
+#include <string>
 #include <utility>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "absl/strings/str_split.h"
 #include "interceptors/interceptors.h"
 #include "logging/log_context.h"
 
@@ -89,6 +93,68 @@ absl::StatusOr<std::string> PostgresConninfo(std::string_view flag,
   return std::string(trimmed);
 }
 
+namespace {
+
+// A timeout flag's milliseconds as a stream timeout (0: off).
+absl::StatusOr<absl::Duration> StreamTimeoutMs(int64_t ms,
+                                               absl::string_view what) {
+  if (ms < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, " must be >= 0 (0: off), got ", ms));
+  }
+  return ms == 0 ? absl::InfiniteDuration() : absl::Milliseconds(ms);
+}
+
+}  // namespace
+
+absl::StatusOr<streams::MethodStreamOptions> StreamTimeoutFlags(
+    int64_t message_wait_ms, int64_t idle_ms, std::string_view per_method) {
+  streams::StreamOptions defaults;
+  absl::StatusOr<absl::Duration> wait =
+      StreamTimeoutMs(message_wait_ms, "--stream_message_wait_ms");
+  if (!wait.ok()) return wait.status();
+  absl::StatusOr<absl::Duration> idle =
+      StreamTimeoutMs(idle_ms, "--stream_idle_ms");
+  if (!idle.ok()) return idle.status();
+  defaults.message_wait = *wait;
+  defaults.idle = *idle;
+  streams::MethodStreamOptions options(defaults);
+  if (per_method.empty()) return options;
+  std::set<std::string> seen;
+  for (absl::string_view entry : absl::StrSplit(
+           absl::string_view(per_method.data(), per_method.size()), ',')) {
+    auto bad = [&](absl::string_view why) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--stream_timeouts: \"", absl::CEscape(entry), "\" ", why,
+          " (want METHOD=MESSAGE_WAIT_MS/IDLE_MS, METHOD one of EchoStream, "
+          "Collect, Chat; 0: off)"));
+    };
+    std::pair<absl::string_view, absl::string_view> kv =
+        absl::StrSplit(entry, absl::MaxSplits('=', 1));
+    std::pair<absl::string_view, absl::string_view> ms =
+        absl::StrSplit(kv.second, absl::MaxSplits('/', 1));
+    const std::string method(absl::StripAsciiWhitespace(kv.first));
+    if (method != "EchoStream" && method != "Collect" && method != "Chat") {
+      return bad("names no streaming method");
+    }
+    if (!seen.insert(method).second) return bad("repeats its method");
+    int64_t entry_wait = 0;
+    int64_t entry_idle = 0;
+    if (!absl::SimpleAtoi(ms.first, &entry_wait) ||
+        !absl::SimpleAtoi(ms.second, &entry_idle) || entry_wait < 0 ||
+        entry_idle < 0) {
+      return bad("needs two timeouts in ms, each >= 0");
+    }
+    streams::StreamOptions o;
+    o.message_wait = *StreamTimeoutMs(entry_wait, "");
+    o.idle = *StreamTimeoutMs(entry_idle, "");
+    if (absl::Status s = options.Set("/echo.v1.Echo/" + method, o); !s.ok()) {
+      return bad(s.message());
+    }
+  }
+  return options;
+}
+
 policy::ServerPolicyOptions DefaultEchoServerPolicy() {
   policy::ServerPolicyOptions o;
   o.defaults.max_concurrency = kDefaultMaxConcurrency;
@@ -141,6 +207,7 @@ absl::StatusOr<std::unique_ptr<EchoServer>> EchoServer::Start(
   service_options.log = options.log;
   service_options.max_work_ms = options.max_work_ms;
   service_options.before_work = options.before_work;
+  service_options.streams = options.streams;
   service_options.server_policy = options.server_policy;
   // Stats is monitoring: it must answer under overload, so the policies
   // leave it alone unless it has an entry of its own.

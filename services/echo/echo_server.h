@@ -43,6 +43,7 @@
 #include "interceptors/policy/server_policy.h"
 #include "services/echo/echo_service.h"
 #include "services/echo/echo_stats.h"
+#include "streams/stream_guard.h"
 
 namespace reqctx::echo {
 
@@ -113,6 +114,9 @@ struct EchoServerOptions {
   // (grpc::ResourceQuota::SetMaxThreads; see kDefaultMaxThreads); 0: no
   // bound. >= 0.
   int max_threads = kDefaultMaxThreads;
+  // Message-wait and idle timeouts of the streaming methods, per method;
+  // see EchoServiceOptions::streams (all off by default).
+  streams::MethodStreamOptions streams{};
   // For tests; see EchoServiceOptions::before_work.
   std::function<void(const Context&)> before_work{};
   // Serve grpc.health.v1.Health (see above).
@@ -140,6 +144,18 @@ absl::StatusOr<std::string> PostgresConninfo(std::string_view flag,
 // a port included, malformed): a server binds addresses, it does not
 // resolve names.
 absl::StatusOr<std::string> BindHost(std::string_view address);
+
+// The streaming methods' timeouts from the server binary's flags:
+// `message_wait_ms` and `idle_ms` (--stream_message_wait_ms,
+// --stream_idle_ms) for every streaming method (EchoStream, Collect, Chat),
+// 0 meaning off; then `per_method` (--stream_timeouts), a comma-separated
+// list of METHOD=MESSAGE_WAIT_MS/IDLE_MS entries (METHOD: EchoStream,
+// Collect or Chat; 0: off), e.g. "Chat=500/0,Collect=2000/10000", each
+// replacing both timeouts for its method. InvalidArgument naming the flag
+// (and the entry) for a negative value, an unknown method, a method given
+// twice or a malformed entry.
+absl::StatusOr<streams::MethodStreamOptions> StreamTimeoutFlags(
+    int64_t message_wait_ms, int64_t idle_ms, std::string_view per_method);
 
 class EchoServer {
  public:

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <optional>
 #include <utility>
@@ -16,6 +17,7 @@
 #include "context/group.h"
 #include "context/sleep.h"
 #include "interceptors/interceptors.h"
+#include "streams/sync.h"
 
 namespace reqctx::echo {
 namespace {
@@ -58,6 +60,10 @@ absl::Status SimulateWork(const Context& ctx, absl::Duration work) {
   return ctx.Err();
 }
 
+constexpr char kEchoStreamMethod[] = "/echo.v1.Echo/EchoStream";
+constexpr char kCollectMethod[] = "/echo.v1.Echo/Collect";
+constexpr char kChatMethod[] = "/echo.v1.Echo/Chat";
+
 // The client went away mid-stream (a Write failed). Say why: the glue
 // cancels the call's Context promptly when the client cancels, and when the
 // cancel is really the caller's deadline it lets this call's own deadline
@@ -75,20 +81,68 @@ absl::Status WhyClientLeft(const Context& ctx) {
   return absl::CancelledError("stream closed by the client");
 }
 
+// Why a Read from the caller returned false: OK for its half-close; the
+// Context's error when the call was canceled (client cancel, deadline,
+// shutdown). gRPC's sync Read says neither, so ask the call: a cancel that
+// ends the Read is seen by IsCancelled() as it completes (and by the
+// Context within the glue's poll interval).
+absl::Status InboundEnded(const Context& ctx, grpc::ServerContext* sc) {
+  if (ctx.IsDone()) return ctx.Err();
+  if (sc->IsCancelled()) return WhyClientLeft(ctx);
+  return absl::OkStatus();
+}
+
+// `in` relayed up through `hop`: `hop` first, then the next hops'.
+EchoResponse Prepend(const Hop& hop, EchoResponse in) {
+  EchoResponse out;
+  out.set_message(std::move(*in.mutable_message()));
+  out.set_trace_id(hop.trace_id());
+  *out.add_hops() = hop;
+  for (Hop& h : *in.mutable_hops()) *out.add_hops() = std::move(h);
+  return out;
+}
+
 // Counts one call as active for its lifetime and records how it ended.
 class RequestScope {
  public:
   RequestScope(EchoStats& stats, const Context& ctx) : stats_(stats), ctx_(ctx) {
     stats_.RequestStarted();
   }
-  ~RequestScope() { stats_.RequestFinished(ctx_, result_); }
+  ~RequestScope() {
+    if (!finished_) stats_.RequestFinished(ctx_, result_);
+  }
   void set_result(absl::Status result) { result_ = std::move(result); }
+  // A stream's handler: counts the call as finished now, by `cut` (the
+  // stream's status) if it is an error, else by the Context as it is now
+  // (before the stream's Finish releases it) and `result`. The destructor
+  // then counts nothing.
+  void FinishStream(const absl::Status& cut, const absl::Status& result) {
+    if (finished_) return;
+    finished_ = true;
+    if (!cut.ok()) {
+      stats_.RequestEnded(cut);
+    } else {
+      stats_.RequestFinished(ctx_, result);
+    }
+  }
 
  private:
   EchoStats& stats_;
   const Context& ctx_;
   absl::Status result_;
+  bool finished_ = false;
 };
+
+// What a stream's handler returns, given its own result `s`: counts the call
+// (with the stream's Context, before Finish releases it), then the stream's
+// status if it was cut (a timeout, the Context), else `s`.
+template <typename Stream>
+grpc::Status FinishStream(streams::ServerStream<Stream>& stream,
+                          RequestScope& scope, const absl::Status& s) {
+  stream.guard().CheckCallCancelled();
+  scope.FinishStream(stream.guard().status(), s);
+  return stream.Finish(ToGrpcStatus(s));
+}
 
 // The channel to options.next, with options.next_channel if valid.
 std::shared_ptr<grpc::Channel> NextChannel(const EchoServiceOptions& options) {
@@ -247,9 +301,9 @@ grpc::Status EchoService::Echo(grpc::ServerContext* sc,
   return grpc::Status::OK;
 }
 
-absl::Status EchoService::GenerateStream(
-    const Context& ctx, const Hop& hop, const EchoRequest& request,
-    grpc::ServerWriter<EchoResponse>* writer) {
+absl::Status EchoService::GenerateStream(const Context& ctx, const Hop& hop,
+                                         const EchoRequest& request,
+                                         EchoStreamWriter& writer) {
   absl::Duration interval = request.work_ms() > 0
                                 ? absl::Milliseconds(request.work_ms())
                                 : kDefaultStreamInterval;
@@ -259,49 +313,222 @@ absl::Status EchoService::GenerateStream(
     response.set_message(absl::StrCat(request.message(), " #", n));
     response.set_trace_id(hop.trace_id());
     *response.add_hops() = hop;
-    if (!writer->Write(response)) return WhyClientLeft(ctx);
+    if (!writer.Write(response)) return WhyClientLeft(ctx);
   }
 }
 
 absl::Status EchoService::RelayStream(const Context& ctx, const Hop& hop,
                                       const EchoRequest& request,
-                                      grpc::ServerWriter<EchoResponse>* writer) {
-  std::unique_ptr<grpc::ClientContext> cc = NewClientContext(ctx);
-  policy::PropagateCriticality(ctx, cc.get());
-  std::unique_ptr<grpc::ClientReader<EchoResponse>> reader =
-      next_->EchoStream(cc.get(), request);
+                                      EchoStreamWriter& writer) {
+  streams::ClientStream next(
+      ctx, streams::StreamOptions{},
+      [&](grpc::ClientContext* cc) {
+        policy::PropagateCriticality(ctx, cc);
+        return next_->EchoStream(cc, request);
+      },
+      kEchoStreamMethod);
   EchoResponse in;
   bool client_gone = false;
-  while (reader->Read(&in)) {
-    EchoResponse out;
-    out.set_message(in.message());
-    out.set_trace_id(hop.trace_id());
-    *out.add_hops() = hop;
-    for (Hop& h : *in.mutable_hops()) *out.add_hops() = std::move(h);
-    if (!writer->Write(out)) {
+  while (next.Read(&in)) {
+    if (!writer.Write(Prepend(hop, std::move(in)))) {
       client_gone = true;
-      cc->TryCancel();  // Don't wait for our Context's cancel to arrive.
+      // Don't wait for our Context's cancel to arrive.
+      next.guard().Cut(absl::CancelledError("the caller went away"));
       break;
     }
   }
-  absl::Status s = FromGrpcStatus(reader->Finish());
+  absl::Status s = FromGrpcStatus(next.Finish());
   if (client_gone) return WhyClientLeft(ctx);
   return s;
 }
 
-grpc::Status EchoService::EchoStream(grpc::ServerContext* sc,
-                                     const EchoRequest* request,
-                                     grpc::ServerWriter<EchoResponse>* writer) {
-  Context ctx = FromServerContext(sc);
+grpc::Status EchoService::EchoStream(
+    grpc::ServerContext* sc, const EchoRequest* request,
+    grpc::ServerWriter<EchoResponse>* writer) {
+  EchoStreamWriter stream(sc, writer, options_.streams.For(kEchoStreamMethod),
+                          kEchoStreamMethod);
+  const Context& ctx = stream.context();
   Hop hop = ArrivalHop(ctx);
   RequestScope scope(stats_, ctx);
   absl::Status s = CheckWork(request->work_ms(), options_.max_work_ms);
   if (s.ok()) {
-    s = next_ != nullptr ? RelayStream(ctx, hop, *request, writer)
-                         : GenerateStream(ctx, hop, *request, writer);
+    s = next_ != nullptr ? RelayStream(ctx, hop, *request, stream)
+                         : GenerateStream(ctx, hop, *request, stream);
   }
-  scope.set_result(s);
-  return ToGrpcStatus(s);
+  return FinishStream(stream, scope, s);
+}
+
+absl::Status EchoService::RequestWork(const Context& ctx,
+                                      const EchoRequest& request) {
+  if (absl::Status s = CheckWork(request.work_ms(), options_.max_work_ms);
+      !s.ok()) {
+    return s;
+  }
+  return RunWorkers(ctx, absl::Milliseconds(request.work_ms()));
+}
+
+absl::Status EchoService::CollectRequests(grpc::ServerContext* sc,
+                                          CollectReader& reader, Hop* hop,
+                                          std::string* last,
+                                          EchoResponse* downstream) {
+  const Context& ctx = reader.context();
+  std::optional<streams::ClientStream<grpc::ClientWriter<EchoRequest>>> next;
+  if (next_ != nullptr) {
+    next.emplace(
+        ctx, streams::StreamOptions{},
+        [&](grpc::ClientContext* cc) {
+          policy::PropagateCriticality(ctx, cc);
+          return next_->Collect(cc, downstream);
+        },
+        kCollectMethod);
+  }
+  EchoRequest request;
+  absl::Status s;
+  while (true) {
+    if (!reader.Read(&request)) {
+      s = InboundEnded(ctx, sc);
+      break;
+    }
+    hop->set_messages_received(hop->messages_received() + 1);
+    *last = request.message();
+    s = RequestWork(ctx, request);
+    if (!s.ok()) break;
+    // A failed Write: the next hop ended the call; its Finish says why.
+    if (next.has_value() && !next->Write(request)) break;
+  }
+  if (!next.has_value()) return s;
+  if (s.ok()) {
+    next->WritesDone();
+  } else {
+    next->guard().Cut(s);  // Never a half-close: the next hop must not answer.
+  }
+  absl::Status down = FromGrpcStatus(next->Finish());
+  return s.ok() ? down : s;
+}
+
+grpc::Status EchoService::Collect(grpc::ServerContext* sc,
+                                  grpc::ServerReader<EchoRequest>* reader,
+                                  EchoResponse* response) {
+  CollectReader stream(sc, reader, options_.streams.For(kCollectMethod),
+                       kCollectMethod);
+  Hop hop = ArrivalHop(stream.context());
+  RequestScope scope(stats_, stream.context());
+  std::string last;
+  EchoResponse downstream;
+  absl::Status s = CollectRequests(sc, stream, &hop, &last, &downstream);
+  if (s.ok()) {
+    downstream.set_message(std::move(last));
+    *response = Prepend(hop, std::move(downstream));
+  }
+  return FinishStream(stream, scope, s);
+}
+
+absl::Status EchoService::AnswerChat(grpc::ServerContext* sc, const Hop& hop,
+                                     ChatStream& stream) {
+  const Context& ctx = stream.context();
+  EchoRequest request;
+  while (stream.Read(&request)) {
+    if (absl::Status s = RequestWork(ctx, request); !s.ok()) return s;
+    EchoResponse response;
+    response.set_message(request.message());
+    if (!stream.Write(Prepend(hop, std::move(response)))) {
+      return WhyClientLeft(ctx);
+    }
+  }
+  return InboundEnded(ctx, sc);
+}
+
+absl::Status EchoService::RelayChat(grpc::ServerContext* sc, const Hop& hop,
+                                    ChatStream& stream) {
+  const Context& ctx = stream.context();
+  streams::ClientStream next(
+      ctx, streams::StreamOptions{},
+      [&](grpc::ClientContext* cc) {
+        policy::PropagateCriticality(ctx, cc);
+        return next_->Chat(cc);
+      },
+      kChatMethod);
+  // Requests go down on a worker while this thread relays the responses
+  // up. `next` is shared: the worker writes to it under `next_mu` until
+  // `requests_done`, then the handler alone finishes it.
+  std::mutex next_mu;
+  bool requests_done = false;  // Guarded by next_mu.
+  Group group(ctx);
+  group.Go([&](const Context&) {
+    stats_.WorkerStarted();
+    absl::Status s;
+    EchoRequest request;
+    while (true) {
+      if (!stream.Read(&request)) {
+        s = InboundEnded(ctx, sc);
+        break;
+      }
+      s = RequestWork(ctx, request);
+      if (!s.ok()) break;
+      std::lock_guard<std::mutex> lock(next_mu);
+      // A failed Write: the next hop ended the call; its Finish says why.
+      if (requests_done || !next.Write(request)) break;
+    }
+    {
+      std::lock_guard<std::mutex> lock(next_mu);
+      if (!requests_done) {
+        requests_done = true;
+        if (s.ok()) {
+          next.WritesDone();
+        } else {
+          next.guard().Cut(s);  // Never a half-close: no OK from the next hop.
+        }
+      }
+    }
+    stats_.WorkerFinished();
+    return s;
+  });
+  EchoResponse in;
+  bool client_gone = false;
+  while (next.Read(&in)) {
+    if (!stream.Write(Prepend(hop, std::move(in)))) {
+      client_gone = true;
+      next.guard().Cut(absl::CancelledError("the caller went away"));
+      break;
+    }
+  }
+  bool next_ended_first = false;
+  {
+    std::lock_guard<std::mutex> lock(next_mu);
+    next_ended_first = !requests_done && !client_gone;
+    requests_done = true;
+  }
+  const absl::Status down = FromGrpcStatus(next.Finish());
+  if (next_ended_first) {
+    // The next hop ended first (an error: it ends OK only after our
+    // half-close) while the worker may wait for the caller's next request,
+    // which a sync handler cannot return during. Its deadline is ours less
+    // grpc-timeout's rounding: for DEADLINE_EXCEEDED, let ours end the
+    // stream (bounded), so the caller sees that. Otherwise cut the stream,
+    // which ends the Read (the caller sees CANCELLED with the next hop's
+    // message).
+    if (down.code() == absl::StatusCode::kDeadlineExceeded) {
+      (void)WhyClientLeft(ctx);
+    }
+    stream.guard().Cut(
+        down.ok() ? absl::CancelledError(
+                        "reqctx echo: the next hop ended the stream first")
+                  : down);
+  }
+  const absl::Status up = group.Wait();
+  if (client_gone) return WhyClientLeft(ctx);
+  return up.ok() ? down : up;
+}
+
+grpc::Status EchoService::Chat(
+    grpc::ServerContext* sc,
+    grpc::ServerReaderWriter<EchoResponse, EchoRequest>* raw) {
+  ChatStream stream(sc, raw, options_.streams.For(kChatMethod), kChatMethod);
+  Hop hop = ArrivalHop(stream.context());
+  RequestScope scope(stats_, stream.context());
+  absl::Status s = next_ != nullptr ? RelayChat(sc, hop, stream)
+                                    : AnswerChat(sc, hop, stream);
+  return FinishStream(stream, scope, s);
 }
 
 grpc::Status EchoService::Stats(grpc::ServerContext*,

@@ -8,7 +8,26 @@
 // propagates and the trace continues), and returns one Hop per server.
 // EchoStream sends one numbered response per work_ms (100 ms if work_ms is 0)
 // until the client cancels or the deadline passes, or relays the next hop's
-// stream with this hop prepended. Stats reports EchoStats.
+// stream with this hop prepended. Collect and Chat (client- and
+// bidirectional streaming) do each request's work_ms as it arrives and, with
+// a next hop, relay the stream request by request (Chat's requests go down
+// on a worker thread while the handler relays the responses up); a client
+// cancel, the deadline or a failure anywhere ends every hop's call. Stats
+// reports EchoStats.
+//
+// How a stream ends at a hop (sync API; each stream bound to its Context by
+// streams/sync.h): the caller's half-close ends the call normally (Collect
+// answers, Chat's stream closes after the last response, OK); a client
+// cancel, the deadline or an expired stream timeout
+// (EchoServiceOptions::streams) ends it with the stream's status
+// (CANCELLED, DEADLINE_EXCEEDED with the timeout's message), and the hop
+// cancels its call to the next hop with it (never a half-close, so no hop
+// answers a stream that did not end). A next hop that fails mid-Chat while
+// the caller is silent ends the caller's call at once (gRPC's sync API
+// cannot send a status while a Read is pending): CANCELLED with the next
+// hop's message, or, when the next hop's deadline ended it, DEADLINE_EXCEEDED
+// at this hop's own deadline (later by grpc-timeout's rounding); otherwise
+// the next hop's status is returned as it is.
 //
 // Thread-safety: gRPC calls the handlers concurrently; the service's state
 // is its immutable options, a thread-safe stub and EchoStats.
@@ -33,6 +52,8 @@
 #include "interceptors/policy/server_policy.h"
 #include "proto/echo.grpc.pb.h"
 #include "services/echo/echo_stats.h"
+#include "streams/stream_guard.h"
+#include "streams/sync.h"
 
 namespace reqctx::echo {
 
@@ -76,6 +97,15 @@ struct EchoServiceOptions {
   // invalid ones naming the field; an EchoService built directly with
   // invalid ones uses the defaults.
   ClientInterceptorOptions next_channel{};
+  // Message-wait and idle timeouts of the streaming methods (EchoStream,
+  // Collect, Chat), per method ("/echo.v1.Echo/Chat"); all off by default.
+  // Each stream's Reads and Writes are bound to its call's Context
+  // (streams/sync.h): a timeout, the deadline or a cancel ends a Read or a
+  // Write blocked on a peer that does not read, the call ends with the
+  // stream's status (a timeout: DEADLINE_EXCEEDED "reqctx stream
+  // message-wait timeout (...) expired ... after N messages received, M
+  // sent"), and the hop's call to the next hop is canceled with it.
+  streams::MethodStreamOptions streams{};
   // Test hook (empty in production): called with the call's Context at the
   // start of each Echo call's work, before the workers (or the query); the
   // call waits while it runs. Tests hold calls in it to make them overlap
@@ -101,6 +131,13 @@ class EchoService final : public ::echo::v1::Echo::Service {
   grpc::Status EchoStream(
       grpc::ServerContext* sc, const ::echo::v1::EchoRequest* request,
       grpc::ServerWriter<::echo::v1::EchoResponse>* writer) override;
+  grpc::Status Collect(grpc::ServerContext* sc,
+                       grpc::ServerReader<::echo::v1::EchoRequest>* reader,
+                       ::echo::v1::EchoResponse* response) override;
+  grpc::Status Chat(
+      grpc::ServerContext* sc,
+      grpc::ServerReaderWriter<::echo::v1::EchoResponse,
+                               ::echo::v1::EchoRequest>* stream) override;
   grpc::Status Stats(grpc::ServerContext* sc,
                      const ::echo::v1::StatsRequest* request,
                      ::echo::v1::StatsResponse* response) override;
@@ -125,13 +162,33 @@ class EchoService final : public ::echo::v1::Echo::Service {
   // `s` as a client may see it (see EchoServiceOptions::postgres); logs the
   // details of anything else.
   absl::Status DatabaseError(const Context& ctx, const absl::Status& s) const;
-  absl::Status GenerateStream(
-      const Context& ctx, const ::echo::v1::Hop& hop,
-      const ::echo::v1::EchoRequest& request,
-      grpc::ServerWriter<::echo::v1::EchoResponse>* writer);
+  using EchoStreamWriter =
+      streams::ServerStream<grpc::ServerWriter<::echo::v1::EchoResponse>>;
+  using CollectReader =
+      streams::ServerStream<grpc::ServerReader<::echo::v1::EchoRequest>>;
+  using ChatStream = streams::ServerStream<grpc::ServerReaderWriter<
+      ::echo::v1::EchoResponse, ::echo::v1::EchoRequest>>;
+
+  absl::Status GenerateStream(const Context& ctx, const ::echo::v1::Hop& hop,
+                              const ::echo::v1::EchoRequest& request,
+                              EchoStreamWriter& writer);
   absl::Status RelayStream(const Context& ctx, const ::echo::v1::Hop& hop,
                            const ::echo::v1::EchoRequest& request,
-                           grpc::ServerWriter<::echo::v1::EchoResponse>* writer);
+                           EchoStreamWriter& writer);
+  // One streamed request's checks and work (work_ms on the workers).
+  absl::Status RequestWork(const Context& ctx,
+                           const ::echo::v1::EchoRequest& request);
+  // Reads the caller's requests until its half-close, doing each one's work
+  // and relaying it to the next hop if any; counts them in
+  // hop->messages_received, the last message in *last. Fills *downstream
+  // with the next hop's answer.
+  absl::Status CollectRequests(grpc::ServerContext* sc, CollectReader& reader,
+                               ::echo::v1::Hop* hop, std::string* last,
+                               ::echo::v1::EchoResponse* downstream);
+  absl::Status AnswerChat(grpc::ServerContext* sc, const ::echo::v1::Hop& hop,
+                          ChatStream& stream);
+  absl::Status RelayChat(grpc::ServerContext* sc, const ::echo::v1::Hop& hop,
+                         ChatStream& stream);
 
   const EchoServiceOptions options_;
   const std::unique_ptr<::echo::v1::Echo::Stub> next_;  // Null: last hop.

@@ -21,8 +21,12 @@ void EchoStats::RequestStarted() {
 }
 
 void EchoStats::RequestFinished(const Context& ctx, const absl::Status& result) {
-  absl::StatusCode why = ctx.Err().code();
-  if (why == absl::StatusCode::kOk) why = result.code();
+  const absl::Status& err = ctx.Err();
+  RequestEnded(err.ok() ? result : err);
+}
+
+void EchoStats::RequestEnded(const absl::Status& status) {
+  const absl::StatusCode why = status.code();
   Update([why](Snapshot& s) {
     --s.active_requests;
     if (why == absl::StatusCode::kDeadlineExceeded) {

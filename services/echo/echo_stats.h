@@ -1,10 +1,11 @@
 // EchoStats: the live counters an echo server reports through Stats.
 //
-// Each Echo/EchoStream call is counted active while it runs and, when it
-// finishes, exactly once as completed, canceled or deadline-exceeded; each
-// worker thread is counted active while it runs. So when the server is idle
-// both active counts are 0. WaitUntil lets in-process tests and the demo wait
-// for a state (e.g. "all workers stopped") without sleeping or polling.
+// Each Echo/EchoStream/Collect/Chat call is counted active while it runs
+// and, when it finishes, exactly once as completed, canceled or
+// deadline-exceeded; each worker thread is counted active while it runs.
+// So when the server is idle both active counts are 0. WaitUntil lets
+// in-process tests and the demo wait for a state (e.g. "all workers
+// stopped") without sleeping or polling.
 //
 // Thread-safety: all methods are safe from any thread (one std::mutex; a
 // condition variable is notified on every change).
@@ -45,6 +46,9 @@ class EchoStats {
   // (it says what really happened), then the returned status; anything else
   // (OK, or an error such as UNAVAILABLE from the next hop) is "completed".
   void RequestFinished(const Context& ctx, const absl::Status& result);
+  // Counts a finished call by `why`'s code alone (a stream's handler: the
+  // stream's status when it was cut, whose Context says only "canceled").
+  void RequestEnded(const absl::Status& why);
   void WorkerStarted();
   void WorkerFinished();
 

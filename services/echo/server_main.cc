@@ -59,6 +59,10 @@
 // --hedging_learned_warmup/--hedging_min_delay_ms/--hedging_max_delay_ms
 // (calls to --next). Their
 // counts are in Stats.policy_counts and printed at exit.
+// Streaming calls (EchoStream, Collect, Chat) have every Read and Write
+// bound to their Context; --stream_message_wait_ms and --stream_idle_ms
+// (0: off) end a stalled stream with DEADLINE_EXCEEDED naming the timeout,
+// --stream_timeouts sets them per method (Chat=500/0,Collect=2000/10000).
 #include <pthread.h>
 #include <signal.h>
 
@@ -184,6 +188,20 @@ ABSL_FLAG(int64_t, drain_ms, 0,
           "calls (UNAVAILABLE) and starting --shutdown_grace_ms");
 ABSL_FLAG(bool, health_check, true,
           "serve the standard grpc.health.v1.Health service");
+
+// Streaming calls (issue 22): timeouts of EchoStream, Collect and Chat.
+ABSL_FLAG(int64_t, stream_message_wait_ms, 0,
+          "longest wait of a streaming call's Read for the next message; an "
+          "expired wait ends the call with DEADLINE_EXCEEDED naming it (0: "
+          "off)");
+ABSL_FLAG(int64_t, stream_idle_ms, 0,
+          "longest time a streaming call may pass with no message in either "
+          "direction (a Write blocked on a peer that does not read counts "
+          "as idle); DEADLINE_EXCEEDED naming it (0: off)");
+ABSL_FLAG(std::string, stream_timeouts, "",
+          "per-method stream timeouts replacing the two above, "
+          "METHOD=MESSAGE_WAIT_MS/IDLE_MS,... with METHOD EchoStream, Collect "
+          "or Chat (0: off), e.g. Chat=500/0,Collect=2000/10000");
 
 ABSL_FLAG(int, metrics_port, -1,
           "serve Prometheus metrics on this port (0: a free one; -1: off)");
@@ -565,6 +583,13 @@ int main(int argc, char** argv) {
     options.retry.learned_hedging =
         std::make_shared<reqctx::policy::LearnedHedgingDelay>(h);
   }
+  absl::StatusOr<reqctx::streams::MethodStreamOptions> stream_timeouts =
+      reqctx::echo::StreamTimeoutFlags(
+          absl::GetFlag(FLAGS_stream_message_wait_ms),
+          absl::GetFlag(FLAGS_stream_idle_ms),
+          absl::GetFlag(FLAGS_stream_timeouts));
+  if (!stream_timeouts.ok()) return Fail(stream_timeouts.status());
+  options.streams = *std::move(stream_timeouts);
   absl::StatusOr<std::unique_ptr<reqctx::echo::EchoServer>> server =
       reqctx::echo::EchoServer::Start(options);
   if (!server.ok()) return Fail(server.status());
