@@ -28,7 +28,7 @@
 # Knobs (environment):
 #   CALLS            measured calls per run (2000)
 #   WARMUP_CALLS     unmeasured calls before them (200)
-#   RUNS             runs per mode; the least is reported (2)
+#   RUNS             runs per mode; the least is reported (3)
 #   MODES            modes to run (plain noop by_hand reqctx metrics)
 #   RPC_BENCH        a built rpc_bench to use instead of building -c opt
 #   KEEP_DIR         keep callgrind's output files there (for callgrind_annotate)
@@ -52,7 +52,7 @@ done
 
 calls="${CALLS:-2000}"
 warmup="${WARMUP_CALLS:-200}"
-runs="${RUNS:-2}"
+runs="${RUNS:-3}"
 modes="${MODES:-plain noop by_hand reqctx metrics}"
 max_instructions="${MAX_INSTRUCTIONS:-6600}"
 max_allocations="${MAX_ALLOCATIONS:-3}"
