@@ -78,8 +78,10 @@ if [[ -n "${KEEP_DIR:-}" ]]; then mkdir -p "${KEEP_DIR}"; fi
 # One line per run: mode run instructions allocations_per_rpc
 results="${work}/results"
 : >"${results}"
-for mode in ${modes}; do
-  for ((r = 1; r <= runs; r++)); do
+# Rounds outside, modes inside: a spell of load on the machine touches every
+# mode, not all runs of one.
+for ((r = 1; r <= runs; r++)); do
+  for mode in ${modes}; do
     out="${work}/${mode}.${r}.callgrind"
     log "${mode} run ${r}/${runs}: ${warmup} + ${calls} calls under callgrind"
     if ! valgrind --tool=callgrind --fair-sched=yes --instr-atstart=no \
