@@ -255,15 +255,19 @@ std::unique_ptr<grpc::ClientContext> NewClientContext(const Context& ctx) {
                                        timeout, absl::ZeroDuration(),
                                        absl::Hours(24 * 365 * 100)))));
   }
-  internal::OutgoingTrace trace = internal::OutgoingTraceFor(ctx);
-  cc->AddMetadata(internal::kTraceparentHeader, trace.traceparent);
-  if (trace.tracestate.has_value()) {
-    cc->AddMetadata(internal::kTracestateHeader, *trace.tracestate);
+  // Written into this thread's string, which AddMetadata copies: the header
+  // costs the ClientContext's own copy only.
+  thread_local std::string traceparent;
+  internal::WriteOutgoingTraceparent(ctx, &traceparent);
+  static const std::string kTraceparentKey = internal::kTraceparentHeader;
+  cc->AddMetadata(kTraceparentKey, traceparent);
+  if (const std::string* tracestate = internal::GetTracestate(ctx)) {
+    cc->AddMetadata(internal::kTracestateHeader, *tracestate);
   }
   if (std::string baggage = BaggageHeaderFor(ctx); !baggage.empty()) {
     cc->AddMetadata(kBaggageHeader, baggage);
   }
-  ClientBindingRegistry::Get().Bind(cc.get(), ctx, std::move(trace.traceparent));
+  ClientBindingRegistry::Get().Bind(cc.get(), ctx, traceparent);
   return cc;
 }
 
