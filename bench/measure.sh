@@ -18,8 +18,8 @@
 #   GO_BENCHTIME       go test -benchtime (100ms)
 #   BENCH_REPETITIONS  runs per case on both sides; the median is reported (3)
 #   RPC_PHASE_SECONDS  rpc_bench seconds per throughput phase (3)
-#   RPC_ROUNDS         rpc_bench rounds of plain/noop/reqctx phases; medians
-#                      reported (5)
+#   RPC_ROUNDS         rpc_bench rounds of plain/noop/by-hand/reqctx/metrics
+#                      phases; medians reported (5)
 #   RPC_CANCEL_TRIALS  rpc_bench 3-hop cancellation trials per API (1000)
 #   BENCH_SKIP_RPC     1: skip rpc_bench and timer_bench (context tables only)
 #   BENCH_OUT          directory for the raw outputs (default: a temp dir)
@@ -89,10 +89,10 @@ go_bench go_scaling_context.txt context.test -test.cpu="${CPUS}" \
   -test.bench='^Benchmark(ContextCancelDone|WithTimeout|CommonParentCancel)$'
 go_bench go_scaling_bench.txt bench.test -test.cpu="${CPUS}" -test.bench=.
 
-# --- RPC benchmark: plain gRPC, no-op and reqctx interceptors, 3-hop cancel --------
+# --- RPC benchmark: plain gRPC, no-op interceptors, by hand, reqctx (+ metrics), 3-hop cancel
 rpc_args=()
 if [[ "${SKIP_RPC}" != 1 ]]; then
-  log "running rpc_bench (${RPC_ROUNDS} x 3 phases of ${RPC_PHASE_SECONDS}s, ${RPC_CANCEL_TRIALS} cancel trials per API)"
+  log "running rpc_bench (${RPC_ROUNDS} x 5 phases of ${RPC_PHASE_SECONDS}s, ${RPC_CANCEL_TRIALS} cancel trials per API)"
   "${RUN[@]}" "${BIN}/rpc_bench" \
     --phase_seconds="${RPC_PHASE_SECONDS}" \
     --rounds="${RPC_ROUNDS}" \

@@ -14,7 +14,14 @@
 //      FromServerContext (what every reqctx handler does). "reqctx over
 //      noop" is thus reqctx's own cost. "metrics" is "reqctx" with the
 //      reqctx_* Prometheus metrics recorded (EnableRpcMetrics), so "metrics
-//      over reqctx" is the cost of recording them.
+//      over reqctx" is the cost of recording them. "by hand" is plain gRPC
+//      (no interceptors) doing the least any propagation does: the client
+//      sets the deadline and adds a `traceparent` header itself (formatted
+//      once per caller thread), the server parses it with reqctx's W3C parser
+//      (ParseTraceparent) and makes its own Context with WithDeadline from
+//      ServerContext::deadline(); "reqctx over by hand" is thus what the
+//      interceptors (gRPC's machinery and reqctx's code) add to hand-written
+//      propagation.
 //      Phases are time-bounded and rotate plain/noop/reqctx/metrics (the order
 //      rotates and flips every round, to cancel drift); each mode's median
 //      over the rounds is reported. CPU per RPC is process CPU time (CLOCK_PROCESS_CPUTIME_ID:
@@ -35,8 +42,18 @@
 //
 //          Each hop works --sync_work_ms before calling the next, so a
 //          cancel slower than that is counted as a failed trial.
-// --profile_mode=plain|noop|reqctx|metrics runs only that mode's throughput phases, to
-// put one side under `perf record` or `perf stat`.
+// --profile_mode=plain|noop|by_hand|reqctx|metrics runs only that mode's
+// throughput phases, to put one side under `perf record` or `perf stat`; with
+// --profile_calls it makes a fixed number of calls (after
+// --profile_warmup_calls unmeasured ones), the measured loop wrapped in
+// callgrind's START/STOP_INSTRUMENTATION client requests (no-ops outside
+// valgrind), which bench/rpc_instructions.sh uses to count instructions per
+// RPC (client and server together: one process).
+// Allocations: this binary replaces the global operator new/delete with
+// counting ones (counting only while a measured --profile_calls loop runs, so
+// the wall-clock phases pay nothing for it); allocations per RPC are the
+// operator new calls of every thread (client, server and gRPC's own) over
+// the measured loop / RPCs made.
 //
 // Output: a markdown table on stdout (bench/run_all.sh includes it), the
 // numbers as JSON in --json_out (run_all.sh checks the issue's targets
@@ -45,17 +62,28 @@
 #include <sys/resource.h>
 #include <time.h>
 
+#if __has_include(<valgrind/callgrind.h>)
+#include <valgrind/callgrind.h>
+#else  // Without valgrind's headers the instruction counts are unavailable.
+#define CALLGRIND_START_INSTRUMENTATION
+#define CALLGRIND_STOP_INSTRUMENTATION
+#endif
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
+#include <latch>
 #include <memory>
+#include <new>
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -68,6 +96,7 @@
 #include "context/after_func.h"
 #include "context/core.h"
 #include "interceptors/interceptors.h"
+#include "w3c/traceparent.h"
 #include "interceptors/observability.h"
 #include "proto/echo.grpc.pb.h"
 #include "services/echo/echo_server.h"
@@ -80,17 +109,99 @@ ABSL_FLAG(int, callers, 8, "client threads (blocking stubs, one channel)");
 ABSL_FLAG(int, payload_bytes, 64, "Echo message size");
 ABSL_FLAG(int, cancel_trials, 1000, "3-hop cancellation trials per API");
 ABSL_FLAG(std::string, profile_mode, "",
-          "plain, noop or reqctx: run only throughput phases of that mode "
-          "(for perf)");
+          "plain, noop, by_hand, reqctx or metrics: run only throughput "
+          "phases of that mode (for perf, callgrind)");
 ABSL_FLAG(int64_t, profile_calls, 0,
           "with --profile_mode: each caller makes exactly this many calls "
           "(no warm-up, no time bound) instead of timed phases, so two runs "
           "under `valgrind --tool=callgrind` with different counts give the "
           "instructions per RPC by difference (repeatable on a loaded "
           "machine)");
+ABSL_FLAG(int64_t, profile_warmup_calls, 0,
+          "with --profile_calls: each caller first makes this many calls "
+          "outside the measured loop (not counted by callgrind nor in the "
+          "allocations)");
 ABSL_FLAG(int, sync_work_ms, 30,
           "sync 3-hop trials: work per hop before it calls the next");
 ABSL_FLAG(std::string, json_out, "", "also write the numbers here as JSON");
+
+// --- Counting allocations ---------------------------------------------------------
+// The global operator new of this binary, counting while g_count_allocations
+// is set (only around a measured --profile_calls loop: the timed phases pay
+// one relaxed load per allocation). Every form forwards to malloc / free, as
+// libstdc++'s own do. gRPC core's own allocations (gpr_malloc) are malloc
+// calls, not operator new: they are not counted here.
+namespace {
+std::atomic<bool> g_count_allocations{false};
+std::atomic<int64_t> g_allocations{0};
+
+void* CountedAllocation(std::size_t n, std::size_t align) {
+  if (g_count_allocations.load(std::memory_order_relaxed)) {
+    g_allocations.fetch_add(1, std::memory_order_relaxed);
+  }
+  if (n == 0) n = 1;
+  void* p = nullptr;
+  if (align <= alignof(std::max_align_t)) {
+    p = std::malloc(n);
+  } else if (posix_memalign(&p, align, n) != 0) {
+    p = nullptr;
+  }
+  return p;
+}
+
+void* CountedNew(std::size_t n, std::size_t align) {
+  void* p = CountedAllocation(n, align);
+  if (p == nullptr) throw std::bad_alloc();
+  return p;
+}
+}  // namespace
+
+void* operator new(std::size_t n) { return CountedNew(n, 0); }
+void* operator new[](std::size_t n) { return CountedNew(n, 0); }
+void* operator new(std::size_t n, std::align_val_t a) {
+  return CountedNew(n, static_cast<std::size_t>(a));
+}
+void* operator new[](std::size_t n, std::align_val_t a) {
+  return CountedNew(n, static_cast<std::size_t>(a));
+}
+void* operator new(std::size_t n, const std::nothrow_t&) noexcept {
+  return CountedAllocation(n, 0);
+}
+void* operator new[](std::size_t n, const std::nothrow_t&) noexcept {
+  return CountedAllocation(n, 0);
+}
+void* operator new(std::size_t n, std::align_val_t a,
+                   const std::nothrow_t&) noexcept {
+  return CountedAllocation(n, static_cast<std::size_t>(a));
+}
+void* operator new[](std::size_t n, std::align_val_t a,
+                     const std::nothrow_t&) noexcept {
+  return CountedAllocation(n, static_cast<std::size_t>(a));
+}
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete[](void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
+void operator delete(void* p, std::align_val_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::align_val_t) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t, std::align_val_t) noexcept {
+  std::free(p);
+}
+void operator delete[](void* p, std::size_t, std::align_val_t) noexcept {
+  std::free(p);
+}
+void operator delete(void* p, const std::nothrow_t&) noexcept { std::free(p); }
+void operator delete[](void* p, const std::nothrow_t&) noexcept {
+  std::free(p);
+}
+void operator delete(void* p, std::align_val_t,
+                     const std::nothrow_t&) noexcept {
+  std::free(p);
+}
+void operator delete[](void* p, std::align_val_t,
+                       const std::nothrow_t&) noexcept {
+  std::free(p);
+}
 
 namespace {
 
@@ -141,10 +252,10 @@ double Median(std::vector<double> v) { return Percentile(v, 0.5); }
 std::string Target(int port) { return absl::StrCat("127.0.0.1:", port); }
 
 // What a throughput phase installs on its server and channel.
-enum class Mode { kPlain, kNoop, kReqctx, kMetrics };
-constexpr Mode kModes[] = {Mode::kPlain, Mode::kNoop, Mode::kReqctx,
-                           Mode::kMetrics};
-constexpr int kModeCount = 4;
+enum class Mode { kPlain, kNoop, kByHand, kReqctx, kMetrics };
+constexpr Mode kModes[] = {Mode::kPlain, Mode::kNoop, Mode::kByHand,
+                           Mode::kReqctx, Mode::kMetrics};
+constexpr int kModeCount = 5;
 
 bool WithReqctx(Mode m) { return m == Mode::kReqctx || m == Mode::kMetrics; }
 
@@ -152,10 +263,18 @@ const char* ModeName(Mode m) {
   switch (m) {
     case Mode::kPlain: return "plain";
     case Mode::kNoop: return "noop";
+    case Mode::kByHand: return "by_hand";
     case Mode::kReqctx: return "reqctx";
     case Mode::kMetrics: return "metrics";
   }
   return "?";
+}
+
+std::optional<Mode> ModeNamed(std::string_view name) {
+  for (Mode m : kModes) {
+    if (name == ModeName(m)) return m;
+  }
+  return std::nullopt;
 }
 
 // Interceptors that do nothing but let every batch through: what gRPC itself
@@ -217,6 +336,7 @@ std::shared_ptr<grpc::Channel> Connect(int port, Mode mode) {
   std::shared_ptr<grpc::Channel> channel;
   switch (mode) {
     case Mode::kPlain:
+    case Mode::kByHand:
       channel = grpc::CreateChannel(Target(port), creds);
       break;
     case Mode::kReqctx:
@@ -243,17 +363,43 @@ std::shared_ptr<grpc::Channel> Connect(int port, bool with_reqctx) {
 
 // --- 1. Throughput -------------------------------------------------------------
 
-// The minimal handler; with reqctx it also takes the call's Context, as any
-// reqctx handler would, and answers with its error if it is already done.
+// By hand, the server side: the call's trace from its one `traceparent`
+// header (reqctx's W3C parser) and a Context with the call's deadline, made
+// by the handler itself (no interceptor). The handler keeps the CancelFunc
+// for the call's length (its last copy's destruction cancels the Context).
+std::pair<reqctx::Context, reqctx::CancelFunc> ByHandContext(
+    const grpc::ServerContext* sc, std::optional<reqctx::TraceContext>* trace) {
+  const auto& metadata = sc->client_metadata();
+  if (auto it = metadata.find("traceparent"); it != metadata.end()) {
+    *trace = reqctx::ParseTraceparent(
+        std::string_view(it->second.data(), it->second.size()));
+  }
+  return reqctx::WithDeadline(reqctx::Background(),
+                              absl::FromChrono(sc->deadline()));
+}
+
+// The minimal handler; with reqctx (or by hand) it also takes the call's
+// Context, as any reqctx handler would, and answers with its error if it is
+// already done.
 class MinimalEcho final : public ::echo::v1::Echo::Service {
  public:
-  explicit MinimalEcho(bool with_reqctx) : with_reqctx_(with_reqctx) {}
+  explicit MinimalEcho(Mode mode) : mode_(mode) {}
   grpc::Status Echo(grpc::ServerContext* sc, const EchoRequest* request,
                     EchoResponse* response) override {
-    if (with_reqctx_) {
+    if (WithReqctx(mode_)) {
       reqctx::Context ctx = reqctx::FromServerContext(sc);
       if (absl::Status err = ctx.Err(); !err.ok()) {
         return reqctx::ToGrpcStatus(err);
+      }
+    } else if (mode_ == Mode::kByHand) {
+      std::optional<reqctx::TraceContext> trace;
+      auto [ctx, cancel] = ByHandContext(sc, &trace);
+      if (absl::Status err = ctx.Err(); !err.ok()) {
+        return reqctx::ToGrpcStatus(err);
+      }
+      if (!trace.has_value()) {
+        return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                            "by hand: no valid traceparent");
       }
     }
     response->set_message(request->message());
@@ -261,7 +407,7 @@ class MinimalEcho final : public ::echo::v1::Echo::Service {
   }
 
  private:
-  const bool with_reqctx_;
+  const Mode mode_;
 };
 
 struct PhaseResult {
@@ -269,6 +415,9 @@ struct PhaseResult {
   // getrusage(RUSAGE_SELF) deltas over the measured phase / RPCs completed.
   double vcsw_per_rpc = 0, ivcsw_per_rpc = 0;
   int64_t rpcs = 0, errors = 0;
+  // With --profile_calls: operator new calls (every thread) over the
+  // measured loop / calls made; else -1 (not counted).
+  double allocations_per_rpc = -1;
 };
 
 PhaseResult RunThroughputPhase(Mode mode) {
@@ -278,7 +427,7 @@ PhaseResult RunThroughputPhase(Mode mode) {
   } else {
     reqctx::DisableRpcMetrics();
   }
-  MinimalEcho service(with_reqctx);
+  MinimalEcho service(mode);
   int port = 0;
   std::unique_ptr<grpc::Server> server = Serve(&service, mode, &port);
   if (server == nullptr || port == 0) {
@@ -301,15 +450,23 @@ PhaseResult RunThroughputPhase(Mode mode) {
       reqctx::Background(), absl::FromChrono(deadline_sys));
 
   enum State { kWarmup, kMeasure, kStop };
-  // --profile_calls: a fixed number of calls per caller, all measured.
+  // --profile_calls: a fixed number of measured calls per caller, after
+  // --profile_warmup_calls unmeasured ones.
   const int64_t fixed_calls = absl::GetFlag(FLAGS_profile_calls);
+  const int64_t warmup_calls =
+      fixed_calls > 0 ? std::max<int64_t>(0, absl::GetFlag(FLAGS_profile_warmup_calls))
+                      : 0;
   const int64_t max_calls = fixed_calls > 0 ? fixed_calls : kMaxCallsPerCaller;
-  std::atomic<int> state{fixed_calls > 0 ? kMeasure : kWarmup};
+  std::atomic<int> state{fixed_calls > 0 && warmup_calls == 0 ? kMeasure
+                                                              : kWarmup};
   const int callers = std::max(1, absl::GetFlag(FLAGS_callers));
   std::vector<std::vector<double>> latencies(callers);
   std::vector<int64_t> errors(callers, 0);
   EchoRequest request;
   request.set_message(std::string(absl::GetFlag(FLAGS_payload_bytes), 'x'));
+  // --profile_calls: every caller has made its warm-up calls (warmed), then
+  // the measured loop starts for all at once (go).
+  std::latch warmed(callers), go(1);
 
   std::vector<std::thread> threads;
   for (int i = 0; i < callers; ++i) {
@@ -317,29 +474,59 @@ PhaseResult RunThroughputPhase(Mode mode) {
       std::vector<double>& lat = latencies[i];
       lat.reserve(1 << 16);
       EchoResponse response;
+      // By hand: the caller's trace, its header formatted once (a service
+      // propagating by hand holds its request's trace the same way).
+      const std::string traceparent = reqctx::FormatTraceparent(
+          {.trace_id = absl::StrFormat("%032x", i + 1),
+           .span_id = absl::StrFormat("%016x", i + 1),
+           .sampled = true});
+      auto call = [&]() -> grpc::Status {
+        if (with_reqctx) {
+          std::unique_ptr<grpc::ClientContext> cc = reqctx::NewClientContext(ctx);
+          return stub->Echo(cc.get(), request, &response);
+        }
+        grpc::ClientContext cc;
+        cc.set_deadline(deadline_sys);
+        if (mode == Mode::kByHand) cc.AddMetadata("traceparent", traceparent);
+        return stub->Echo(&cc, request, &response);
+      };
+      for (int64_t n = 0; n < warmup_calls; ++n) {
+        if (const grpc::Status s = call(); !s.ok()) {
+          ++errors[i];
+          if (errors[i] == 1) {
+            Log(absl::StrCat(ModeName(mode), ": warm-up call failed: ",
+                             s.error_message()));
+          }
+        }
+      }
+      if (fixed_calls > 0) {
+        warmed.count_down();
+        go.wait();
+      }
       for (int64_t n = 0; n < max_calls; ++n) {
         if (state.load(std::memory_order_relaxed) == kStop) break;
         const Clock::time_point start = Clock::now();
-        grpc::Status s;
-        if (with_reqctx) {
-          std::unique_ptr<grpc::ClientContext> cc = reqctx::NewClientContext(ctx);
-          s = stub->Echo(cc.get(), request, &response);
-        } else {
-          grpc::ClientContext cc;
-          cc.set_deadline(deadline_sys);
-          s = stub->Echo(&cc, request, &response);
-        }
+        const grpc::Status s = call();
         const Clock::time_point end = Clock::now();
         if (state.load(std::memory_order_relaxed) != kMeasure) continue;
         if (s.ok()) {
           lat.push_back(Micros(end - start));
-        } else {
-          ++errors[i];
+        } else if (++errors[i] == 1) {
+          Log(absl::StrCat(ModeName(mode), ": call failed: ", s.error_message()));
         }
       }
     });
   }
   if (fixed_calls == 0) std::this_thread::sleep_for(warmup);
+  if (fixed_calls > 0) warmed.wait();
+  int64_t allocations0 = 0;
+  if (fixed_calls > 0) {
+    // Only the measured loop is counted: callgrind (run with
+    // --instr-atstart=no) from here to the STOP below, and operator new.
+    CALLGRIND_START_INSTRUMENTATION;
+    allocations0 = g_allocations.load();
+    g_count_allocations.store(true);
+  }
   const double cpu0 = ProcessCpuSeconds();
   const Switches sw0 = ProcessSwitches();
   const Clock::time_point t0 = Clock::now();
@@ -348,11 +535,18 @@ PhaseResult RunThroughputPhase(Mode mode) {
     std::this_thread::sleep_for(phase);
     state.store(kStop);
   } else {
+    go.count_down();
     for (std::thread& t : threads) t.join();
   }
   const Clock::time_point t1 = Clock::now();
   const double cpu1 = ProcessCpuSeconds();
   const Switches sw1 = ProcessSwitches();
+  int64_t allocations = -1;
+  if (fixed_calls > 0) {
+    g_count_allocations.store(false);
+    allocations = g_allocations.load() - allocations0;
+    CALLGRIND_STOP_INSTRUMENTATION;
+  }
   if (fixed_calls == 0) {
     for (std::thread& t : threads) t.join();
   }
@@ -374,6 +568,10 @@ PhaseResult RunThroughputPhase(Mode mode) {
         static_cast<double>(sw1.voluntary - sw0.voluntary) / r.rpcs;
     r.ivcsw_per_rpc =
         static_cast<double>(sw1.involuntary - sw0.involuntary) / r.rpcs;
+  }
+  if (allocations >= 0) {
+    r.allocations_per_rpc =
+        static_cast<double>(allocations) / (callers * fixed_calls);
   }
   r.p50_us = Percentile(all, 0.50);
   r.p99_us = Percentile(all, 0.99);
@@ -627,30 +825,33 @@ int main(int argc, char** argv) {
   const int cancel_trials = std::max(1, absl::GetFlag(FLAGS_cancel_trials));
 
   if (const std::string mode = absl::GetFlag(FLAGS_profile_mode); !mode.empty()) {
-    if (mode != "plain" && mode != "noop" && mode != "reqctx" &&
-        mode != "metrics") {
-      Log("--profile_mode must be plain, noop, reqctx or metrics");
+    const std::optional<Mode> m = ModeNamed(mode);
+    if (!m.has_value()) {
+      Log("--profile_mode must be plain, noop, by_hand, reqctx or metrics");
       return 2;
     }
-    const Mode m = mode == "metrics" ? Mode::kMetrics
-                   : mode == "reqctx" ? Mode::kReqctx
-                   : mode == "noop"   ? Mode::kNoop
-                                      : Mode::kPlain;
     for (int r = 0; r < std::max(1, rounds); ++r) {
-      PhaseResult p = RunThroughputPhase(m);
+      PhaseResult p = RunThroughputPhase(*m);
       std::printf(
           "%s: %lld RPCs, %.0f QPS, p50 %.1f us, p99 %.1f us, %.2f us "
-          "CPU/RPC, %.4f voluntary + %.4f involuntary context switches/RPC\n",
+          "CPU/RPC, %.4f voluntary + %.4f involuntary context switches/RPC, "
+          "%lld errors",
           mode.c_str(), static_cast<long long>(p.rpcs), p.qps, p.p50_us,
-          p.p99_us, p.cpu_us_per_rpc, p.vcsw_per_rpc, p.ivcsw_per_rpc);
+          p.p99_us, p.cpu_us_per_rpc, p.vcsw_per_rpc, p.ivcsw_per_rpc,
+          static_cast<long long>(p.errors));
+      if (p.allocations_per_rpc >= 0) {
+        std::printf(", %.3f allocations/RPC", p.allocations_per_rpc);
+      }
+      std::printf("\n");
+      if (p.errors > 0) return 1;
     }
     return 0;
   }
 
-  // Throughput: the four modes back to back each round; the order rotates
+  // Throughput: the five modes back to back each round; the order rotates
   // and flips from round to round, so no mode always runs first or last, or
   // always after the same other mode.
-  std::vector<PhaseResult> plain, noop, with, metrics;
+  std::vector<PhaseResult> plain, noop, by_hand, with, metrics;
   for (int r = 0; r < rounds; ++r) {
     for (int k = 0; k < kModeCount; ++k) {
       const int slot = (r / 2) % 2 == 0 ? k : kModeCount - 1 - k;
@@ -661,8 +862,9 @@ int main(int argc, char** argv) {
           "%.2f us CPU/RPC, %.4f + %.4f cs/RPC, %d errors",
           r + 1, ModeName(mode), p.qps, p.p50_us, p.p99_us, p.cpu_us_per_rpc,
           p.vcsw_per_rpc, p.ivcsw_per_rpc, p.errors));
-      (mode == Mode::kPlain  ? plain
-       : mode == Mode::kNoop ? noop
+      (mode == Mode::kPlain    ? plain
+       : mode == Mode::kNoop   ? noop
+       : mode == Mode::kByHand ? by_hand
        : mode == Mode::kReqctx ? with
                                : metrics)
           .push_back(p);
@@ -677,7 +879,7 @@ int main(int argc, char** argv) {
   // Paired per round (adjacent phases share the machine's mood), then median.
   std::vector<double> qps_loss, cpu_extra, noop_loss, noop_extra,
       own_loss, own_extra, metrics_loss, metrics_extra, own_vcsw, own_ivcsw,
-      noop_vcsw, noop_ivcsw;
+      noop_vcsw, noop_ivcsw, hand_loss, hand_extra;
   int64_t errors = 0;
   for (int r = 0; r < rounds; ++r) {
     qps_loss.push_back(100.0 * (1.0 - with[r].qps / plain[r].qps));
@@ -692,8 +894,10 @@ int main(int argc, char** argv) {
     own_ivcsw.push_back(with[r].ivcsw_per_rpc - noop[r].ivcsw_per_rpc);
     noop_vcsw.push_back(noop[r].vcsw_per_rpc - plain[r].vcsw_per_rpc);
     noop_ivcsw.push_back(noop[r].ivcsw_per_rpc - plain[r].ivcsw_per_rpc);
-    errors += plain[r].errors + noop[r].errors + with[r].errors +
-              metrics[r].errors;
+    hand_loss.push_back(100.0 * (1.0 - with[r].qps / by_hand[r].qps));
+    hand_extra.push_back(with[r].cpu_us_per_rpc - by_hand[r].cpu_us_per_rpc);
+    errors += plain[r].errors + noop[r].errors + by_hand[r].errors +
+              with[r].errors + metrics[r].errors;
   }
 
   Log(absl::StrCat("3-hop cancellation, callback API: ", cancel_trials, " trials"));
@@ -711,6 +915,8 @@ int main(int argc, char** argv) {
   const double cpu_n = median_of(noop, &PhaseResult::cpu_us_per_rpc);
   const double qps_m = median_of(metrics, &PhaseResult::qps);
   const double cpu_m = median_of(metrics, &PhaseResult::cpu_us_per_rpc);
+  const double qps_h = median_of(by_hand, &PhaseResult::qps);
+  const double cpu_h = median_of(by_hand, &PhaseResult::cpu_us_per_rpc);
 
   std::printf(
       "Unary Echo on 127.0.0.1, sync-API server, minimal handler, %d-byte "
@@ -718,7 +924,10 @@ int main(int argc, char** argv) {
       "server in one process; %d rounds of %.0f s per mode, alternating; "
       "median over rounds. The no-op interceptors only Proceed(): gRPC's own "
       "cost of interceptors, so reqctx over no-op is reqctx's own code; "
-      "\"with metrics\" also records the reqctx_* Prometheus metrics.\n\n",
+      "\"by hand\" is plain gRPC with the deadline and traceparent set by the "
+      "client and parsed into a WithDeadline Context by the handler (the "
+      "least any propagation costs); \"with metrics\" also records the "
+      "reqctx_* Prometheus metrics.\n\n",
       absl::GetFlag(FLAGS_payload_bytes), absl::GetFlag(FLAGS_callers), rounds,
       absl::GetFlag(FLAGS_phase_seconds));
   std::printf(
@@ -736,6 +945,7 @@ int main(int argc, char** argv) {
   };
   mode_row("plain gRPC", plain);
   mode_row("gRPC with no-op interceptors", noop);
+  mode_row("by hand (plain gRPC, deadline + traceparent by hand)", by_hand);
   mode_row("reqctx interceptors", with);
   mode_row("reqctx interceptors with metrics", metrics);
   std::printf(
@@ -748,6 +958,10 @@ int main(int argc, char** argv) {
       "| %+.1f%% | | | %+.2f | %+.3f | %+.3f |\n",
       -Median(own_loss), Median(own_extra), Median(own_vcsw),
       Median(own_ivcsw));
+  std::printf(
+      "| reqctx vs by hand (median of per-round pairs) | %+.1f%% | | | %+.2f "
+      "| | |\n",
+      -Median(hand_loss), Median(hand_extra));
   std::printf(
       "| reqctx vs plain (median of per-round pairs) | %+.1f%% | | | %+.2f "
       "| | |\n",
@@ -792,6 +1006,9 @@ int main(int argc, char** argv) {
         "\"ivcsw_per_rpc_noop\": %.4f, \"ivcsw_per_rpc_reqctx\": %.4f, "
         "\"reqctx_over_noop_vcsw_per_rpc\": %.4f, "
         "\"reqctx_over_noop_ivcsw_per_rpc\": %.4f, "
+        "\"qps_by_hand\": %.1f, \"cpu_us_by_hand\": %.3f, "
+        "\"reqctx_over_by_hand_qps_loss_pct\": %.3f, "
+        "\"reqctx_over_by_hand_cpu_extra_us\": %.3f, "
         "\"cancel_callback\": {\"trials\": %d, \"failed\": %d, "
         "\"p50_us\": %.1f, \"p99_us\": %.1f}, "
         "\"cancel_sync\": {\"trials\": %d, \"failed\": %d, "
@@ -805,7 +1022,8 @@ int main(int argc, char** argv) {
         median_of(plain, &PhaseResult::ivcsw_per_rpc),
         median_of(noop, &PhaseResult::ivcsw_per_rpc),
         median_of(with, &PhaseResult::ivcsw_per_rpc), Median(own_vcsw),
-        Median(own_ivcsw), cb.trials, cb.failed,
+        Median(own_ivcsw), qps_h, cpu_h, Median(hand_loss), Median(hand_extra),
+        cb.trials, cb.failed,
         cb.p50_us, cb.p99_us, sy.trials, sy.failed, sy.p50_us, sy.p99_us);
   }
   return 0;

@@ -5,7 +5,7 @@
 # one markdown table joining the cases by name; the scaling table of the
 # parallel cases at 1, 2, 4, 8 and 16 threads (Go: -cpu N) with reqctx, Go and
 # std::stop_source side by side; //bench:rpc_bench's table (plain gRPC, gRPC
-# with no-op interceptors, reqctx interceptors: QPS, latency, CPU and
+# with no-op interceptors, by hand, reqctx interceptors (+ metrics): QPS, latency, CPU and
 # voluntary/involuntary context switches per RPC; 3-hop cancellation); the
 # issues' targets checked against this run; //bench:timer_bench's tables.
 #

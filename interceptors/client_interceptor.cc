@@ -116,9 +116,12 @@ class ClientCallInterceptor final : public grpc::experimental::Interceptor {
 
   // Drops the cancel registration (waiting for a TryCancel in progress) and
   // reports a cancel caused by ctx's deadline as DEADLINE_EXCEEDED.
-  // One lock per call of this (twice per call: the status hook and the
-  // destructor, whose second call finds nothing left to do).
+  // Runs once (the status hook, or the destructor of a call whose status
+  // was never received); one lock.
   void FinishCall(grpc::Status* status) {
+    // The destructor after the status hook (as gRPC orders them): nothing
+    // left, no lock.
+    if (finished_.exchange(true, std::memory_order_acq_rel)) return;
     std::optional<Context> ctx;
     AfterFuncHandle cancel_on_done;
     {
@@ -157,6 +160,7 @@ class ClientCallInterceptor final : public grpc::experimental::Interceptor {
   std::mutex mu_;
   std::optional<grpc::Status> failure_;  // Guarded by mu_.
   std::atomic<bool> failed_{false};      // failure_ is set.
+  std::atomic<bool> finished_{false};    // FinishCall has run.
   std::optional<Context> ctx_;      // Guarded by mu_.
   AfterFuncHandle cancel_on_done_;  // Guarded by mu_.
   internal::ClientCallObserver observer_;  // Guarded by mu_.
@@ -255,15 +259,19 @@ std::unique_ptr<grpc::ClientContext> NewClientContext(const Context& ctx) {
                                        timeout, absl::ZeroDuration(),
                                        absl::Hours(24 * 365 * 100)))));
   }
-  internal::OutgoingTrace trace = internal::OutgoingTraceFor(ctx);
-  cc->AddMetadata(internal::kTraceparentHeader, trace.traceparent);
-  if (trace.tracestate.has_value()) {
-    cc->AddMetadata(internal::kTracestateHeader, *trace.tracestate);
+  // Written into this thread's string, which AddMetadata copies: the header
+  // costs the ClientContext's own copy only.
+  thread_local std::string traceparent;
+  internal::WriteOutgoingTraceparent(ctx, &traceparent);
+  static const std::string kTraceparentKey = internal::kTraceparentHeader;
+  cc->AddMetadata(kTraceparentKey, traceparent);
+  if (const std::string* tracestate = internal::GetTracestate(ctx)) {
+    cc->AddMetadata(internal::kTracestateHeader, *tracestate);
   }
   if (std::string baggage = BaggageHeaderFor(ctx); !baggage.empty()) {
     cc->AddMetadata(kBaggageHeader, baggage);
   }
-  ClientBindingRegistry::Get().Bind(cc.get(), ctx, std::move(trace.traceparent));
+  ClientBindingRegistry::Get().Bind(cc.get(), ctx, traceparent);
   return cc;
 }
 

@@ -12,6 +12,7 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <typeinfo>
 #include <utility>
 #include <vector>
 
@@ -136,10 +137,23 @@ bool IsSyncThread() {
   return sync;
 }
 
-ServerApi ApiOf(const grpc::ServerContextBase* sc) {
-  if (dynamic_cast<const grpc::CallbackServerContext*>(sc) != nullptr) {
-    return ServerApi::kCallback;
+// Whether `sc` is a CallbackServerContext (or derived from one: the generic
+// callback API's). The dynamic_cast's answer is cached per thread for the
+// last dynamic type seen (a thread serves one API in practice), so the usual
+// call pays a typeid comparison instead of a cross-cast's type walk.
+bool IsCallbackContext(const grpc::ServerContextBase* sc) {
+  thread_local const std::type_info* last_type = nullptr;
+  thread_local bool last_answer = false;
+  const std::type_info* type = &typeid(*sc);
+  if (type != last_type) {
+    last_answer = dynamic_cast<const grpc::CallbackServerContext*>(sc) != nullptr;
+    last_type = type;
   }
+  return last_answer;
+}
+
+ServerApi ApiOf(const grpc::ServerContextBase* sc) {
+  if (IsCallbackContext(sc)) return ServerApi::kCallback;
   return IsSyncThread() ? ServerApi::kSync : ServerApi::kAsync;
 }
 
@@ -196,7 +210,7 @@ void BeginCall(ServerCall& call, ServerApi api, const char* method,
 // continuation of the initial batch), an async call's Proceed() only queues
 // its tag. So FromServerContext() for this call on this thread proves a sync
 // handler even where IsSyncThread() could not tell.
-thread_local const ServerCall* t_dispatching = nullptr;
+thread_local ServerCall* t_dispatching = nullptr;
 
 // One per call (gRPC creates it with the call and destroys it after both the
 // ServerContext and the call's close notification are gone). A thin adapter:
@@ -256,7 +270,7 @@ class ServerCallInterceptor final : public grpc::experimental::Interceptor {
   // scope, so nothing is left behind on the completion-queue thread.
   void Dispatch(InterceptorBatchMethods* methods, ServerApi api) {
     ServerCall* call = this->call();
-    const ServerCall* outer = std::exchange(t_dispatching, call);
+    ServerCall* const outer = std::exchange(t_dispatching, call);
     if (api == ServerApi::kSync) {
       ScopedContext scope(call->context());
       methods->Proceed();
@@ -348,6 +362,16 @@ void AtServerCallEnd(const grpc::ServerContextBase* sc,
 }  // namespace internal
 
 Context FromServerContext(const grpc::ServerContextBase* sc) {
+  // Asked from inside the call's own dispatch (a sync handler, the usual
+  // case): that call is t_dispatching, alive (its interceptor is running
+  // Dispatch) and begun (Dispatch runs after Begin) -- its Context without
+  // the registry's lock and lookup. Watched as below (a no-op once watched:
+  // one atomic load).
+  if (ServerCall* dispatching = t_dispatching;
+      dispatching != nullptr && dispatching->server_context() == sc) {
+    dispatching->StartWatching();
+    return dispatching->context();
+  }
   std::shared_ptr<ServerCall> call = ServerCallRegistry::Get().Find(sc);
   if (call == nullptr) return CanceledContext();
   // Asked from inside the call's own dispatch: a sync handler (see

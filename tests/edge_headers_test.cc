@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
+#include "tests/test_timing.h"
 #include "interceptors/client_interceptor.h"
 #include "interceptors/internal/grpc_timeout.h"
 #include "interceptors/internal/outbound_headers.h"
@@ -37,6 +38,23 @@ TEST(HeaderRules, ValuesAreLegalOnlyInPrintableAscii) {
     const std::string v(1, static_cast<char>(c));
     EXPECT_EQ(IsLegalGrpcHeaderValue(v), c >= 0x20 && c <= 0x7e) << c;
   }
+}
+
+// The word-at-a-time path (eight bytes per step) and the tail: every byte
+// value at every position of a longer value, among legal bytes at both ends
+// of the legal range.
+TEST(HeaderRules, ValuesAreCheckedAtEveryPosition) {
+  for (const char fill : {' ', '~', 'a'}) {
+    for (size_t pos = 0; pos < 19; ++pos) {
+      for (int c = 0; c < 256; ++c) {
+        std::string v(19, fill);
+        v[pos] = static_cast<char>(c);
+        EXPECT_EQ(IsLegalGrpcHeaderValue(v), c >= 0x20 && c <= 0x7e)
+            << "byte " << c << " at " << pos;
+      }
+    }
+  }
+  EXPECT_TRUE(IsLegalGrpcHeaderValue(kTraceparent));
 }
 
 TEST(HeaderRules, Keys) {
@@ -322,6 +340,50 @@ TEST(GrpcTimeout, EncodingNeverDecreasesAndRoundsUp) {
     ASSERT_GE(e, prev) << ms;
     ASSERT_GE(e, ms) << ms;
     prev = e;
+  }
+}
+
+// LargestEncodedAtMost against its definition, a binary search over the
+// non-decreasing encoding: exhaustive to 2,000 s by the ms, sampled beyond
+// up to past gRPC's 27,000 h cap.
+int64_t LargestEncodedBySearch(int64_t target_ms) {
+  int64_t lo = 0, hi = target_ms;  // E(lo) <= target; answer in [lo, hi].
+  while (lo < hi) {
+    const int64_t mid = lo + (hi - lo + 1) / 2;
+    if (internal::GrpcEncodedTimeoutMs(mid) <= target_ms) {
+      lo = mid;
+    } else {
+      hi = mid - 1;
+    }
+  }
+  return lo;
+}
+
+TEST(GrpcTimeout, LargestEncodedAtMostIsTheSearchsAnswer) {
+  const int64_t exhaustive = testing::PlainOrSanitized<int64_t>(2'000'000, 300'000);
+  for (int64_t ms = 0; ms <= exhaustive; ++ms) {
+    ASSERT_EQ(internal::LargestEncodedAtMost(ms), LargestEncodedBySearch(ms))
+        << ms;
+  }
+  for (int64_t ms = exhaustive; ms < int64_t{40000} * 3600 * 1000;
+       ms = ms * 1.013 + 7) {
+    for (int64_t d = -2; d <= 2; ++d) {  // Around each sample too.
+      ASSERT_EQ(internal::LargestEncodedAtMost(ms + d),
+                LargestEncodedBySearch(ms + d))
+          << ms + d;
+    }
+  }
+  // Each unit's boundaries, where the table changes units.
+  for (int64_t unit : {int64_t{1000}, int64_t{60'000}, int64_t{3'600'000}}) {
+    for (int64_t k : {999, 1000, 1001, 9999, 10000, 10001, 99999, 100000,
+                      100001}) {
+      for (int64_t d = -3; d <= 3; ++d) {
+        const int64_t ms = k * unit + d;
+        ASSERT_EQ(internal::LargestEncodedAtMost(ms),
+                  LargestEncodedBySearch(ms))
+            << ms;
+      }
+    }
   }
 }
 

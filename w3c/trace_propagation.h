@@ -73,6 +73,10 @@ struct OutgoingTrace {
   std::optional<std::string> tracestate;
 };
 OutgoingTrace OutgoingTraceFor(const Context& ctx);
+// OutgoingTraceFor(ctx).traceparent, written into `*out` (replacing what it
+// held; no allocation once `*out` has held one): for a caller that reuses
+// one string per thread.
+void WriteOutgoingTraceparent(const Context& ctx, std::string* out);
 
 // The TraceContext stored in `ctx` (by WithTraceContext), or nullptr; unlike
 // GetTraceContext it does not copy the ids. Defined in trace_context.cc.

@@ -116,7 +116,6 @@ void ClientCallObserver::Start(const char* method, const Context* ctx) {
 void ClientCallObserver::Finish(int code) {
   if (!started_) return;
   started_ = false;
-  const absl::Duration duration = SinceNs(start_ns_);
   if (m_ != nullptr) {
     m_->handled[code >= 0 && code < metrics::kCodes ? code : 2]->Increment();
     m_->active->Decrement();
@@ -124,6 +123,7 @@ void ClientCallObserver::Finish(int code) {
   if (!log_) return;
   CallLogSink* sink = GetCallLogSink();
   if (sink == nullptr) return;
+  const absl::Duration duration = SinceNs(start_ns_);  // Only for the log.
   CallLogRecord r;
   r.side = "client";
   r.method = method_;

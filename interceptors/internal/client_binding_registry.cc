@@ -15,12 +15,13 @@ ClientBindingRegistry::Shard& ClientBindingRegistry::ShardFor(
 }
 
 void ClientBindingRegistry::Bind(const grpc::ClientContext* cc, Context ctx,
-                                 std::string traceparent) {
+                                 std::string_view traceparent) {
+  Binding binding{std::move(ctx), {traceparent.begin(), traceparent.end()}};
   Binding replaced;  // A stale binding is released outside the lock.
   Shard& shard = ShardFor(cc);
   std::lock_guard<std::mutex> lock(shard.mu);
   Binding& slot = shard.bindings[cc];
-  replaced = std::exchange(slot, Binding{std::move(ctx), std::move(traceparent)});
+  replaced = std::exchange(slot, std::move(binding));
 }
 
 std::optional<Context> ClientBindingRegistry::Take(
@@ -34,7 +35,10 @@ std::optional<Context> ClientBindingRegistry::Take(
     taken = std::move(it->second);
     shard.bindings.erase(it);
   }
-  if (taken->traceparent != traceparent) return std::nullopt;
+  if (std::string_view(taken->traceparent.data(), taken->traceparent.size()) !=
+      traceparent) {
+    return std::nullopt;
+  }
   return std::move(taken->ctx);
 }
 

@@ -27,6 +27,7 @@
 #include <string_view>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/inlined_vector.h"
 #include "context/core.h"
 #include "interceptors/internal/pointer_shard.h"
 
@@ -40,7 +41,8 @@ class ClientBindingRegistry {
  public:
   static ClientBindingRegistry& Get();
 
-  void Bind(const grpc::ClientContext* cc, Context ctx, std::string traceparent);
+  void Bind(const grpc::ClientContext* cc, Context ctx,
+            std::string_view traceparent);
   // Removes and returns the Context bound to `cc`, if the binding's
   // traceparent is `traceparent`; a mismatching (stale) binding is dropped.
   std::optional<Context> Take(const grpc::ClientContext* cc,
@@ -50,7 +52,9 @@ class ClientBindingRegistry {
  private:
   struct Binding {
     Context ctx;
-    std::string traceparent;
+    // Inline up to a version-00 header's 55 bytes (what NewClientContext
+    // writes): a binding allocates nothing of its own.
+    absl::InlinedVector<char, 55> traceparent;
   };
   struct alignas(64) Shard {  // One cache line each: no false sharing.
     std::mutex mu;

@@ -29,7 +29,57 @@ int64_t RoundInRanges(int64_t value, int64_t next) {
   return -1;
 }
 
+// The units of the table below kFixedPointsBelowMs, in ms, ascending: a
+// value gRPC writes exactly there is a multiple of one of them.
+constexpr int64_t kUnitsMs[] = {1,    10,           100,        1000,
+                                10000, kMsPerMinute, 100 * 1000, 10 * kMsPerMinute};
+
+// Below this the encoding is non-decreasing and rounds up to the smallest
+// value it writes exactly (its fixed points). From 60,000 s on it is not
+// quite: a multiple of 100 s that is a whole number of minutes is written in
+// 10-minute units, rounded up past the next multiples of 100 s.
+constexpr int64_t kFixedPointsBelowMs = 60000 * int64_t{1000};
+
+// The largest g with GrpcEncodedTimeoutMs(g) <= target_ms by binary search
+// (the answer for the far timeouts, >= kFixedPointsBelowMs).
+int64_t LargestEncodedBySearch(int64_t target_ms) {
+  int64_t lo = 0, hi = target_ms;  // E(lo) <= target; answer in [lo, hi].
+  while (lo < hi) {
+    const int64_t mid = lo + (hi - lo + 1) / 2;
+    if (GrpcEncodedTimeoutMs(mid) <= target_ms) {
+      lo = mid;
+    } else {
+      hi = mid - 1;
+    }
+  }
+  return lo;
+}
+
 }  // namespace
+
+int64_t LargestEncodedAtMost(int64_t target_ms) {
+  if (target_ms < 1000) return target_ms;  // Exact below 1 s.
+  if (target_ms >= kFixedPointsBelowMs) return LargestEncodedBySearch(target_ms);
+  // The answer is the largest fixed point <= target_ms: a multiple of a
+  // unit, written in it with fewer than 100,000 of it. For each such unit,
+  // its largest multiple <= target_ms, or the one before it (a multiple
+  // that is also a whole number of the next unit is written in that unit,
+  // rounded up: never two in a row), checked; the best. A few dozen integer
+  // operations instead of a binary search's ~25 encodings.
+  int64_t best = 0;
+  for (const int64_t unit : kUnitsMs) {
+    if (unit > target_ms) break;
+    if (target_ms / unit >= 100000) continue;
+    int64_t c = target_ms / unit * unit;
+    for (int tries = 0; tries < 2 && c > best; ++tries, c -= unit) {
+      if (GrpcEncodedTimeoutMs(c) <= target_ms) {
+        best = c;
+        break;
+      }
+    }
+  }
+  return best;
+}
 
 int64_t GrpcEncodedTimeoutMs(int64_t millis) {
   if (millis <= 0) return 1;  // "1n", decoded rounded up to 1 ms.
@@ -63,22 +113,7 @@ absl::Duration OutboundGrpcTimeout(absl::Duration left) {
   // than the encoding / 0.97, is still within `left` (see the header).
   constexpr int64_t kKeep = 100 - kHpackTimeoutReusePercent;
   const int64_t target_ms = left_ms / 100 * kKeep + left_ms % 100 * kKeep / 100;
-  // The largest g with GrpcEncodedTimeoutMs(g) <= target_ms (non-decreasing,
-  // and >= g below the 27,000 h cap, so g <= target_ms).
-  int64_t g = target_ms;
-  if (target_ms >= 1000) {
-    int64_t lo = 0, hi = target_ms;  // E(lo) <= target; answer in [lo, hi].
-    while (lo < hi) {
-      const int64_t mid = lo + (hi - lo + 1) / 2;
-      if (GrpcEncodedTimeoutMs(mid) <= target_ms) {
-        lo = mid;
-      } else {
-        hi = mid - 1;
-      }
-    }
-    g = lo;
-  }
-  const int64_t t = g - kGrpcTimeoutSlackMs;
+  const int64_t t = LargestEncodedAtMost(target_ms) - kGrpcTimeoutSlackMs;
   return t > 0 ? absl::Milliseconds(t) : absl::ZeroDuration();
 }
 

@@ -48,8 +48,16 @@ inline constexpr int64_t kGrpcTimeoutSlackMs = 2;
 // writes for a call with `millis` ms left: 1 ms for `millis` <= 0 (written
 // as "1n", which gRPC decodes rounded up to 1 ms), else `millis` rounded up
 // to the first unit of the table above that can hold it (capped at 27,000
-// hours, gRPC's maximum). Non-decreasing in `millis`.
+// hours, gRPC's maximum). Non-decreasing in `millis` below 60,000 s (see
+// LargestEncodedAtMost).
 int64_t GrpcEncodedTimeoutMs(int64_t millis);
+
+// What a binary search for the largest g with GrpcEncodedTimeoutMs(g) <=
+// target_ms finds (the encoding is >= g below the 27,000 h cap, so g <=
+// target_ms): below 60,000 s, where the encoding is non-decreasing, the
+// largest value the table writes exactly that is at most `target_ms`,
+// computed directly; beyond, that binary search. For target_ms >= 0.
+int64_t LargestEncodedAtMost(int64_t target_ms);
 
 // gRPC 1.51's HPACK encoder re-sends an earlier timeout T instead of a new
 // one N when -3 < 100 * (N / T - 1) <= 0 (see above).
@@ -62,7 +70,7 @@ inline constexpr int64_t kHpackTimeoutReusePercent = 3;
 // the next hop's remaining time is never more than this hop's. Zero if `left` is under about
 // kGrpcTimeoutSlackMs + 1 ms (the call then fails at once with
 // DEADLINE_EXCEEDED); InfiniteDuration() for InfiniteDuration(). Costs a few
-// dozen integer operations (a binary search of the table for 1 s and over).
+// dozen integer operations (LargestEncodedAtMost).
 absl::Duration OutboundGrpcTimeout(absl::Duration left);
 
 }  // namespace reqctx::internal

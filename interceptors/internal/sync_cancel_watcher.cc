@@ -27,6 +27,7 @@ void SyncCancelWatcher::Watch(std::shared_ptr<ServerCall> call) {
   {
     std::lock_guard<std::mutex> lock(shard.mu);
     shard.calls.push_back(std::move(call));
+    shard.size.store(shard.calls.size(), std::memory_order_release);
   }
   // Only the first call after an empty spell can need to wake the thread,
   // and only if it is idle (waiting for calls): between passes it sees the
@@ -51,9 +52,11 @@ size_t SyncCancelWatcher::PollOnce() {
   size_t remaining = 0;
   size_t dropped = 0;
   for (Shard& shard : shards_) {
+    if (shard.size.load(std::memory_order_acquire) == 0) continue;
     {
       std::lock_guard<std::mutex> lock(shard.mu);
       polling_.swap(shard.calls);  // polling_ was empty.
+      shard.size.store(0, std::memory_order_relaxed);
     }
     if (polling_.empty()) continue;
     // Poll outside the lock (gRPC may run our hooks inside IsCancelled), and
@@ -79,6 +82,7 @@ size_t SyncCancelWatcher::PollOnce() {
                            std::make_move_iterator(polling_.begin()),
                            std::make_move_iterator(polling_.end()));
       }
+      shard.size.store(shard.calls.size(), std::memory_order_release);
       remaining += shard.calls.size();
     }
     polling_.clear();
