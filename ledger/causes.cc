@@ -19,7 +19,7 @@ constexpr std::array<CauseEntry, kCauseKinds> kCauses = {{
     {"NONE", "", absl::StatusCode::kOk},
     {"CALLER_DEADLINE", "caller's deadline", absl::StatusCode::kDeadlineExceeded},
     {"CLIENT_CANCEL", "client cancel", absl::StatusCode::kCancelled},
-    {"SERVER_SHUTDOWN", "server shutting down", absl::StatusCode::kUnavailable},
+    {"SERVER_SHUTDOWN", "server shutting down", absl::StatusCode::kCancelled},
     {"SHED", "shed by the load shedder", absl::StatusCode::kResourceExhausted},
     {"REPLY_MARGIN", "reply margin", absl::StatusCode::kDeadlineExceeded},
     {"GROUP_SIBLING", "a sibling in the group failed",

@@ -62,9 +62,9 @@ std::optional<CauseKind> CauseFromName(std::string_view name);
 std::optional<CauseKind> CauseFromNumber(int64_t n);
 // The code a call ended by `kind` reports: kDeadlineExceeded for
 // kCallerDeadline, kReplyMargin, kDetachedBound and kDeadlinePolicy;
-// kCancelled for kClientCancel, kGroupSibling and kHedgeLost; kUnavailable
-// for kServerShutdown; kResourceExhausted for kShed and kMinBudget; kOk for
-// kNone.
+// kCancelled for kClientCancel, kServerShutdown, kGroupSibling and
+// kHedgeLost (the Context was canceled); kResourceExhausted for kShed and
+// kMinBudget; kOk for kNone.
 absl::StatusCode CauseCode(CauseKind kind);
 // A short English phrase: "caller's deadline", "client cancel", "server
 // shutting down", "shed by the load shedder", "reply margin", "a sibling in

@@ -182,22 +182,47 @@ uint32_t HopsIn(const reqctx::v1::Hop& h) {
   return n;
 }
 
+// Hops actually present in `h`'s subtree (not counting summarised ones).
+uint32_t PresentHops(const reqctx::v1::Hop& h) {
+  uint32_t n = 1;
+  for (const reqctx::v1::Outbound& o : h.outbound()) {
+    if (o.has_ledger()) n += PresentHops(o.ledger());
+  }
+  return n;
+}
+
 // Clears the ledgers at depth `target` below `h` (at depth `depth`); returns
-// the hops removed.
+// the hops removed (present ones only).
 uint32_t PruneLevel(reqctx::v1::Hop* h, int depth, int target) {
   uint32_t removed = 0;
   for (reqctx::v1::Outbound& o : *h->mutable_outbound()) {
     if (!o.has_ledger()) continue;
     if (depth + 1 == target) {
-      uint32_t n = HopsIn(o.ledger());
+      // The call counts every hop lost beneath it; the top counts only
+      // those lost now (earlier ones are counted already).
+      removed += PresentHops(o.ledger());
+      o.set_summarised_hops(o.summarised_hops() + HopsIn(o.ledger()));
       o.clear_ledger();
-      o.set_summarised_hops(o.summarised_hops() + n);
-      removed += n;
     } else {
       removed += PruneLevel(o.mutable_ledger(), depth + 1, target);
     }
   }
   return removed;
+}
+
+uint32_t CountOutbound(const reqctx::v1::Hop& h) {
+  uint32_t n = static_cast<uint32_t>(h.outbound_size());
+  for (const reqctx::v1::Outbound& o : h.outbound()) {
+    if (o.has_ledger()) n += CountOutbound(o.ledger());
+  }
+  return n;
+}
+
+// True if DecodeLedgerDetails' bounds accept `l`'s shape.
+bool WithinDecodeBounds(const reqctx::v1::BudgetLedger& l) {
+  return Depth(l.root()) < kLedgerMaxDepth &&
+         PresentHops(l.root()) <= static_cast<uint32_t>(kLedgerMaxHops) &&
+         CountOutbound(l.root()) <= static_cast<uint32_t>(kLedgerMaxOutbound);
 }
 
 // One step making `l` smaller; false when nothing is left to take out.
@@ -273,7 +298,10 @@ std::optional<std::string> Compose(const google::rpc::Status& base,
     if (with_ledger) AddAny(&st, kLedgerTypeUrl, l);
     AddAny(&st, kErrorInfoTypeUrl, info);
     if (with_debug) AddAny(&st, kDebugInfoTypeUrl, debug);
-    if (st.ByteSizeLong() <= kLedgerDetailsCap) return st.SerializeAsString();
+    if (st.ByteSizeLong() <= kLedgerDetailsCap &&
+        (!with_ledger || WithinDecodeBounds(l))) {
+      return st.SerializeAsString();
+    }
     if (with_ledger && Shrink(&l)) continue;
     if (with_debug) {
       with_debug = false;

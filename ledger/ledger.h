@@ -22,7 +22,7 @@
 // Size: the serialised google.rpc.Status is at most kLedgerDetailsCap bytes
 // (4096; 5464 once base64'd on the wire), which with grpc-status and a
 // grpc-message fits gRPC's default 8 KiB limit on received metadata. Over the
-// cap, the deepest hops are summarised first (a level at a time: their
+// cap (or over the decoder's depth, hop or call bounds below), the deepest hops are summarised first (a level at a time: their
 // Outbound keeps method, budget, time and code, and counts the hops it lost
 // in summarised_hops), then the root's last outbound calls are omitted, then
 // the readable line is dropped, then the ledger itself (the ErrorInfo stays).
