@@ -21,6 +21,7 @@ import xml.etree.ElementTree as ET
 
 # Packages CMake mirrors (bench/ and third_party/ are Bazel-only).
 PACKAGES = ["context", "interceptors", "w3c", "metrics", "async", "proto",
+            "ledger",
             "services", "tests",
             "examples", "integrations"]
 KINDS = "cc_library|cc_test|cc_binary"
