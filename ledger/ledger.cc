@@ -315,10 +315,16 @@ std::optional<std::string> Compose(const google::rpc::Status& base,
 
 // ---- the readable line -----------------------------------------------------
 
+// A budget: whole milliseconds from 100 ms up ("250 ms", "80.0 ms").
 std::string Ms(absl::Duration d) {
   double ms = absl::ToDoubleMilliseconds(d);
   if (ms >= 100 || ms <= -100) return absl::StrFormat("%.0f ms", ms);
   return absl::StrFormat("%.1f ms", ms);
+}
+
+// A time spent: always to a tenth of a millisecond ("150.2 ms").
+std::string Spent(absl::Duration d) {
+  return absl::StrFormat("%.1f ms", absl::ToDoubleMilliseconds(d));
 }
 
 std::string CodeName(int code) {
@@ -347,9 +353,9 @@ void AppendHop(const LedgerHop& h, bool root, int depth, std::string& out) {
     absl::StrAppend(&out, " shed");
   } else {
     if (h.queued > absl::ZeroDuration()) {
-      absl::StrAppend(&out, " ", Ms(h.queued), " queued,");
+      absl::StrAppend(&out, " ", Spent(h.queued), " queued,");
     }
-    absl::StrAppend(&out, " ", Ms(h.work), " work");
+    absl::StrAppend(&out, " ", Spent(h.work), " work");
   }
   size_t calls = h.outbound.size() + h.omitted_outbound;
   const LedgerOutbound* next = nullptr;
@@ -382,7 +388,7 @@ void AppendHop(const LedgerHop& h, bool root, int depth, std::string& out) {
   } else if (deeper) {
     AppendHop(next->ledger.front(), false, depth + 1, out);
   } else {
-    absl::StrAppend(&out, Clean(next->method), " ", Ms(next->took), ", ",
+    absl::StrAppend(&out, Clean(next->method), " ", Spent(next->took), ", ",
                     CodeName(next->code));
     if (next->summarised_hops > 0) {
       absl::StrAppend(&out, " (", next->summarised_hops, " hops summarised)");

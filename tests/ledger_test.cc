@@ -97,7 +97,7 @@ int DepthOf(const LedgerHop& h) {
 TEST(LedgerLineTest, TheIssuesExample) {
   EXPECT_EQ(LedgerLine(ExampleLedger()),
             "deadline 250 ms: frontend 0.4 ms queued, 50.1 ms work -> middle "
-            "(199 ms left) 150 ms work, deadline ran out here -> "
+            "(199 ms left) 150.2 ms work, deadline ran out here -> "
             "/echo.v1.Echo/Echo never called");
 }
 
