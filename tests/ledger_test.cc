@@ -5,6 +5,8 @@
 
 #include <random>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "absl/time/time.h"
 #include "google/rpc/error_details.pb.h"
@@ -171,6 +173,35 @@ TEST(LedgerRecorderTest, KeepsAtMostTheCapAndCountsTheRest) {
   EXPECT_EQ(l.root.omitted_outbound, 5u);
   EXPECT_EQ(l.root.outbound[0].code, 0);
   EXPECT_FALSE(l.root.budget.has_value());
+}
+
+// Outbound calls recorded from many threads at once (a Group's tasks): every
+// call is kept or counted, and the in-flight time is never more than the
+// handler's.
+TEST(LedgerRecorderTest, ConcurrentOutboundCalls) {
+  const int kThreads = 8;
+  const int kCalls = testing::PlainOrSanitized(200, 50);
+  LedgerRecorder rec("/a.B/C", "h", kT0, Milliseconds(100));
+  rec.HandlerStarted(kT0);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&rec, t, kCalls] {
+      for (int i = 0; i < kCalls; ++i) {
+        absl::Time start = kT0 + Microseconds(10 * i + t);
+        auto id = rec.OutboundStarted("/x.Y/Z", std::nullopt, start);
+        rec.OutboundEnded(id, start + Microseconds(5), i % 3 == 0 ? 4 : 0,
+                          true);
+      }
+    });
+  }
+  for (std::thread& th : threads) th.join();
+  rec.HandlerEnded(kT0 + Milliseconds(10));
+  Ledger l = rec.Snapshot();
+  EXPECT_EQ(l.root.outbound.size() + l.root.omitted_outbound,
+            static_cast<size_t>(kThreads * kCalls));
+  EXPECT_EQ(l.root.outbound.size(), size_t{kLedgerRecordedOutbound});
+  EXPECT_LE(l.root.outbound_wait, Milliseconds(10));
+  EXPECT_EQ(l.root.work + l.root.outbound_wait, Milliseconds(10));
 }
 
 TEST(LedgerRecorderTest, ShouldReturnTheFailureCodes) {
