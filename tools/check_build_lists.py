@@ -21,7 +21,7 @@ import xml.etree.ElementTree as ET
 
 # Packages CMake mirrors (bench/ and third_party/ are Bazel-only).
 PACKAGES = ["context", "interceptors", "limits", "w3c", "metrics", "async", "proto",
-            "services", "streams", "tests",
+            "ledger", "services", "streams", "tests",
             "examples", "integrations", "logging", "drain"]
 KINDS = "cc_library|cc_test|cc_binary"
 
