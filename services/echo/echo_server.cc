@@ -273,10 +273,10 @@ EchoServer::EchoServer(std::unique_ptr<EchoService> service,
       port_(port),
       shutdown_grace_(options.shutdown_grace),
       drain_period_(options.drain_period),
-      log_(options.log) {}
+      shutdown_log_(options.shutdown_log) {}
 
 void EchoServer::Log(std::string_view line) const {
-  if (log_) log_(line);
+  if (shutdown_log_) shutdown_log_(line);
 }
 
 EchoServer::~EchoServer() { Shutdown(); }

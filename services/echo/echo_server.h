@@ -103,9 +103,6 @@ struct EchoServerOptions {
   // EchoServiceOptions. Invalid limits make Start() fail with
   // InvalidArgument naming the field.
   postgres::PoolOptions postgres_pool{};
-  // Also gets Shutdown()'s progress lines (so the destructor may call it:
-  // what it uses must outlive the server). Empty: database lines go to
-  // stderr, shutdown lines nowhere. Must not throw.
   std::function<void(std::string_view)> log{};
   // The channel to `next`: its outbound header budget; see
   // EchoServiceOptions. Invalid ones make Start() fail naming the field.
@@ -124,6 +121,9 @@ struct EchoServerOptions {
   // How long Shutdown() keeps serving after turning health NOT_SERVING,
   // before it refuses new calls (>= 0; 0: refuse at once).
   absl::Duration drain_period = absl::ZeroDuration();
+  // Gets Shutdown()'s progress lines (empty: none). The destructor may call
+  // it, so what it uses must outlive the server. Must not throw.
+  std::function<void(std::string_view)> shutdown_log{};
 };
 
 // The libpq conninfo for the server binary's --postgres (`flag`) and
@@ -179,7 +179,7 @@ class EchoServer {
   policy::ServerPolicy& server_policy() { return service_->server_policy(); }
 
   // Drains and stops the server (see above); returns once every handler
-  // has returned. Progress goes to options.log, if set.
+  // has returned. Progress goes to options.shutdown_log, if set.
   void Shutdown();
 
  private:
@@ -194,7 +194,7 @@ class EchoServer {
   const int port_;
   const absl::Duration shutdown_grace_;
   const absl::Duration drain_period_;
-  const std::function<void(std::string_view)> log_;
+  const std::function<void(std::string_view)> shutdown_log_;
   std::once_flag shutdown_once_;
 };
 

@@ -523,6 +523,9 @@ int main(int argc, char** argv) {
   options.next = absl::GetFlag(FLAGS_next);
   options.workers = absl::GetFlag(FLAGS_workers);
   options.log = [log](std::string_view line) { log->warn("{}", line); };
+  options.shutdown_log = [log](std::string_view line) {
+    log->info("{}", line);
+  };
   absl::StatusOr<std::string> conninfo = reqctx::echo::PostgresConninfo(
       absl::GetFlag(FLAGS_postgres), absl::GetFlag(FLAGS_postgres_conninfo_file));
   if (!conninfo.ok()) return Fail(conninfo.status());
