@@ -274,6 +274,28 @@ TEST(AdaptiveShedderTest, RefusalCapTurnsRefusalsIntoAdmissions) {
   EXPECT_EQ(cap.capped(), capped);
 }
 
+TEST(AdaptiveShedderTest, CappedEvictionRunsTheArrivalAndCountsOnce) {
+  FakeClock clock;
+  PolicyCounters counters;
+  RefusalCap cap(/*max_share=*/0.01, absl::Seconds(1));  // no refusal left
+  LoadShedder s(Fixed(1, 1, clock), &counters, &cap);
+  Calls calls;
+  s.Acquire(Background(), Criticality::kDefault, absl::Milliseconds(1),
+            calls.Slot(0));
+  s.Acquire(Background(), Criticality::kSheddable, absl::Milliseconds(1),
+            calls.Slot(1));
+  EXPECT_EQ(s.queued(), 1);
+  // Queue full: evicting the sheddable call would be a refusal; the cap
+  // allows none, so the critical arrival runs over the limit instead.
+  s.Acquire(Background(), Criticality::kCritical, absl::Milliseconds(1),
+            calls.Slot(2));
+  ASSERT_TRUE(calls.Admitted(2));
+  EXPECT_EQ(calls[2].capped, ShedReason::kQueueFull);
+  EXPECT_FALSE(calls.Decided(1));
+  EXPECT_EQ(counters.Get(PolicyCounter::kRefusalsCapped), 1);
+  EXPECT_EQ(cap.capped(), 1);
+}
+
 TEST(RefusalCapTest, ShareOfTheWindowAndOfThePreviousOne) {
   RefusalCap cap(0.5, absl::Seconds(1));
   absl::Time t = absl::UnixEpoch();

@@ -269,6 +269,7 @@ void LoadShedder::Acquire(const Context& ctx, Criticality c,
       const std::optional<absl::Time> deadline = ctx.Deadline();
       std::optional<ShedReason> refuse;
       bool queue = false;
+      bool cap_blocked = false;  // the cap already said no to a refusal
       const int max_queue =
           options_.max_queue >= 0 ? options_.max_queue : 4 * limit;
       if (ahead == 0 && AdmissibleLocked(c, limit)) {
@@ -285,12 +286,15 @@ void LoadShedder::Acquire(const Context& ctx, Criticality c,
           // Evict the oldest of the least critical queued calls, if less
           // critical than this one (a refusal of that call: capped too).
           for (size_t i = 0; i < Index(c); ++i) {
-            if (!queues_[i].empty() && MayRefuseLocked(now)) {
+            if (queues_[i].empty()) continue;
+            if (MayRefuseLocked(now)) {
               evicted = queues_[i].front();
               RemoveLocked(evicted);
               evicted_on_done = std::move(evicted->on_done);
-              break;
+            } else {
+              cap_blocked = true;  // no refusal left: this call will run
             }
+            break;
           }
         }
         if (queued_ >= max_queue) {
@@ -304,7 +308,7 @@ void LoadShedder::Acquire(const Context& ctx, Criticality c,
         now_decided->dark = refuse;
         now_decided->would_queue = queue;
       } else if (refuse.has_value()) {
-        if (MayRefuseLocked(now)) {
+        if (!cap_blocked && MayRefuseLocked(now)) {
           switch (*refuse) {
             case ShedReason::kShedAtArrival:
               now_decided = Shed(

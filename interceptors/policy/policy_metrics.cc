@@ -4,6 +4,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/container/flat_hash_set.h"
 #include "metrics/metrics.h"
 
 namespace reqctx::policy {
@@ -79,8 +80,14 @@ std::vector<std::pair<std::string, ShedderStats>> ReadLimiters() {
       if (auto s = w.lock()) live.emplace_back(m, std::move(s));
     }
   }
+  // One series per method: with several policies in the process serving
+  // the same method (servers started in one process), the first published
+  // one that is still alive is shown.
   std::vector<std::pair<std::string, ShedderStats>> out;
-  for (const auto& [m, s] : live) out.emplace_back(m, s->Stats());
+  absl::flat_hash_set<std::string> seen;
+  for (const auto& [m, s] : live) {
+    if (seen.insert(m).second) out.emplace_back(m, s->Stats());
+  }
   return out;
 }
 
@@ -165,6 +172,7 @@ void PublishLimiter(const std::string& method,
   RegisterLimiterGauges();
   Published& p = Limiters();
   std::lock_guard<std::mutex> lock(p.mu);
+  std::erase_if(p.entries, [](const auto& e) { return e.second.expired(); });
   p.entries.emplace_back(method, std::move(shedder));
 }
 

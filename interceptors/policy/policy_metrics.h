@@ -55,7 +55,8 @@ void RecordShedDecision(const metrics::PolicyMethodMetrics& m,
 
 // Shows `shedder`'s state under `method` in the reqctx_policy_limit...
 // gauges above until the shedder is destroyed (registers those families on
-// first use). Several methods may share one shedder (a per-server limit).
+// first use). Several methods may share one shedder (a per-server limit);
+// if several live policies publish one method, the first is shown.
 void PublishLimiter(const std::string& method,
                     std::weak_ptr<const LoadShedder> shedder);
 

@@ -31,6 +31,16 @@
 //      the queue on their gRPC thread; callback and async calls are queued
 //      without blocking a thread and started by the call that frees their
 //      slot.
+// The limit may be fixed (max_concurrency) or adaptive (MethodPolicy::limit:
+// AIMD, Gradient2, Vegas from //limits), learning from each admitted call's
+// handling time when its slot is given back: a call still handled when its
+// deadline passed is reported as a drop, a sync call its client canceled as
+// no sample (the callback and async APIs cannot tell a client cancel after
+// the fact: such a call is a success, or a drop past its deadline). With
+// criticality shares, queue-delay admission and the refusal cap as in
+// load_shedder.h and refusal_cap.h; SetMode is the run-time dark mode and
+// kill switch; LimiterStats and the reqctx_policy_limit... gauges show each
+// limit's state.
 // A call holds its concurrency slot until its handler's work really ends --
 // the handler returns (sync API), its reactor calls Finish (callback API),
 // AsyncAdmission::Done (async API) -- not merely until its Context is done:
