@@ -37,7 +37,13 @@ class ClientCallInterceptor final : public grpc::experimental::Interceptor {
                         size_t header_budget)
       : cc_(info->client_context()),
         method_(info->method()),
-        header_budget_(header_budget) {}
+        header_budget_(header_budget) {
+    // Publishes the construction to hooks that gRPC runs on its own
+    // threads (a callback stream's POST_SEND hooks), handed over through
+    // gRPC core, which TSan cannot see: their first failed_ load (acquire)
+    // reads this store.
+    failed_.store(false, std::memory_order_release);
+  }
 
   // A call whose status was never received (gRPC requires it to be) still
   // drops its cancel registration here.

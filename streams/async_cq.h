@@ -18,8 +18,13 @@
 // When the stream is cut (its Context done, a timeout expired), the guard
 // cancels the call: the pending tags come back with ok == false, and
 // guard.FinalStatus(s) is the status to Finish with (server) or to report
-// (client). End the guard (End() or its destructor) before the call's
-// ServerContext / ClientContext is destroyed, after the last tag.
+// (client). Server: End() the guard before Finish (the call's Context is
+// released when its status goes out, which must not be taken for a cut).
+// A server Read that fails is either the client's half-close or the call's
+// end; to tell them apart, once the AsyncNotifyWhenDone tag has arrived
+// call guard.CheckCallCancelled(): FinalStatus then gives CANCELLED /
+// DEADLINE_EXCEEDED for a call that was cancelled. The guard must be ended
+// before the call's ServerContext / ClientContext is destroyed.
 //
 // Thread-safety: as gRPC's async streams (one read and one write
 // outstanding at a time). Lifetime: AsyncStream holds two pointers; the
@@ -43,6 +48,7 @@ class AsyncStream {
 
   // gRPC's Read(msg, tag), timed from now.
   template <typename R>
+    requires requires(Stream* s, R* m, void* t) { s->Read(m, t); }
   void Read(R* msg, void* tag) {
     guard_->ReadStarted();
     stream_->Read(msg, tag);
@@ -51,11 +57,13 @@ class AsyncStream {
   bool ReadDone(bool ok) { return guard_->ReadDone(ok); }
   // gRPC's Write(msg, tag).
   template <typename W>
+    requires requires(Stream* s, const W& m, void* t) { s->Write(m, t); }
   void Write(const W& msg, void* tag) {
     guard_->WriteStarted();
     stream_->Write(msg, tag);
   }
   template <typename W>
+    requires requires(Stream* s, const W& m, void* t) { s->Write(m, t); }
   void Write(const W& msg, grpc::WriteOptions options, void* tag) {
     guard_->WriteStarted();
     stream_->Write(msg, options, tag);

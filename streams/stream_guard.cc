@@ -151,9 +151,10 @@ struct StreamGuard::State {
             : GRPC_STATUS_CANCELLED;
     const std::string message(why.message());
     if (server) {
+      // Not followed by sc->TryCancel(): its CANCELLED would reach the
+      // client in place of this status.
       grpc_call_cancel_with_status(sc->c_call(), code, message.c_str(),
                                    nullptr);
-      sc->TryCancel();
     } else {
       if (client_bound.load(std::memory_order_acquire)) {
         grpc_call_cancel_with_status(client_call, code, message.c_str(),
@@ -202,11 +203,13 @@ void StreamGuard::Init(const Context& parent, const StreamOptions& options,
     std::lock_guard<std::mutex> lock(st.mu);
     st.ArmLocked(self, first);
   }
+  published_.store(true, std::memory_order_release);
 }
 
 StreamGuard::~StreamGuard() { End(); }
 
 void StreamGuard::BindClientCall() {
+  (void)Acquire();
   if (state_->server || state_->client_bound.load()) return;
   state_->client_call = state_->cc->c_call();
   if (state_->client_call != nullptr) {
@@ -215,12 +218,14 @@ void StreamGuard::BindClientCall() {
 }
 
 void StreamGuard::ReadStarted() {
+  (void)Acquire();
   if (!state_->timed()) return;
   const MonoTime now = MonoNow();
   state_->read_started.store(now, std::memory_order_relaxed);
 }
 
 bool StreamGuard::ReadDone(bool ok) {
+  (void)Acquire();
   State& st = *state_;
   if (st.timed()) {
     st.read_started.store(0, std::memory_order_relaxed);
@@ -234,6 +239,7 @@ bool StreamGuard::ReadDone(bool ok) {
 void StreamGuard::WriteStarted() {}
 
 bool StreamGuard::WriteDone(bool ok) {
+  (void)Acquire();
   State& st = *state_;
   if (ok && On(st.idle)) {
     st.last_message.store(MonoNow(), std::memory_order_relaxed);
@@ -244,6 +250,7 @@ bool StreamGuard::WriteDone(bool ok) {
 }
 
 void StreamGuard::Cut(absl::Status cause) {
+  (void)Acquire();
   if (cause.ok()) cause = absl::CancelledError("reqctx stream cut");
   {
     std::lock_guard<std::mutex> lock(state_->mu);
@@ -252,18 +259,55 @@ void StreamGuard::Cut(absl::Status cause) {
   state_->cancel(std::move(cause));
 }
 
-void StreamGuard::CheckCallCancelled() {
-  State& st = *state_;
-  if (!st.server || ctx_.IsDone() || !st.sc->IsCancelled()) return;
-  if (st.sc->deadline() <= std::chrono::system_clock::now()) {
-    Cut(absl::DeadlineExceededError(
-        "reqctx stream: the call's deadline passed"));
-  } else {
-    Cut(absl::CancelledError("reqctx stream: the call was cancelled"));
+namespace {
+// Why gRPC cancelled a server call whose Context did not say: its deadline
+// if that has passed or is within the grpc-timeout rounding of it (1% of
+// the call's time so far + 100 ms; see interceptors' incoming_deadline.h),
+// else a cancel.
+absl::Status CallCancelledStatus(const grpc::ServerContextBase& sc,
+                                 MonoTime start) {
+  const auto until = sc.deadline() - std::chrono::system_clock::now();
+  const absl::Duration window =
+      MonoUntil(start, MonoNow()) / 100 + absl::Milliseconds(100);
+  if (until <= absl::ToChronoNanoseconds(window)) {
+    return absl::DeadlineExceededError(
+        "reqctx stream: the call's deadline passed");
   }
+  return absl::CancelledError("reqctx stream: the call was cancelled");
+}
+}  // namespace
+
+void StreamGuard::CheckCallCancelled() {
+  (void)Acquire();
+  State& st = *state_;
+  if (!st.server) return;
+  if (st.end_done.load(std::memory_order_acquire)) {
+    // After End (the completion-queue API, once the done tag came): the
+    // status went out as if the stream ended; say if the call did not.
+    if (!st.sc->IsCancelled()) return;
+    std::lock_guard<std::mutex> lock(st.mu);
+    if (!st.cut.ok()) return;
+    st.cut = CallCancelledStatus(*st.sc, st.start);
+    const int kind =
+        st.cut.code() == absl::StatusCode::kDeadlineExceeded ? 2 : 3;
+    metrics::StreamMethod(true, st.method).cut[kind]->Increment();
+    return;
+  }
+  if (ctx_.IsDone() || !st.sc->IsCancelled()) return;
+  // The glue ends the call's Context within its bounds (a sync call's poll;
+  // a cancel that is really the caller's deadline, at that deadline): wait
+  // for it, so the status is the glue's, DEADLINE_EXCEEDED included.
+  const auto until = st.sc->deadline() - std::chrono::system_clock::now();
+  absl::Duration bound = absl::Milliseconds(50);
+  if (until < std::chrono::seconds(2)) {
+    bound = std::max(bound, absl::FromChrono(until) + absl::Milliseconds(150));
+  }
+  if (ctx_.Done().WaitFor(bound)) return;
+  Cut(CallCancelledStatus(*st.sc, st.start));
 }
 
 absl::Status StreamGuard::status() const {
+  (void)Acquire();
   State& st = *state_;
   if (st.end_done.load(std::memory_order_acquire)) {
     std::lock_guard<std::mutex> lock(st.mu);
@@ -280,6 +324,7 @@ grpc::Status StreamGuard::FinalStatus(const grpc::Status& s) const {
 }
 
 StreamStats StreamGuard::stats() const {
+  (void)Acquire();
   const State& st = *state_;
   StreamStats out;
   out.messages_in = st.in.load(std::memory_order_relaxed);
@@ -290,6 +335,7 @@ StreamStats StreamGuard::stats() const {
 }
 
 void StreamGuard::End() {
+  (void)Acquire();
   State& st = *state_;
   CancelFunc timer_cancel;
   AfterFuncHandle timer_fn;

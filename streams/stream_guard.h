@@ -12,9 +12,11 @@
 // gRPC itself does not know), a client cancel, a server shutdown, the
 // parent's cancel, or one of the guard's timeouts below -- the guard cancels
 // the gRPC call: grpc_call_cancel_with_status with context()'s code
-// (CANCELLED or DEADLINE_EXCEEDED) and Cause(context())'s message, then
-// TryCancel on the ServerContext / ClientContext (so reqctx's interceptors
-// see the cancel). Every Read or Write waiting on the call then returns
+// (CANCELLED or DEADLINE_EXCEEDED) and Cause(context())'s message -- on the
+// server side the peer receives that status (e.g. DEADLINE_EXCEEDED
+// "reqctx stream idle timeout ..."); on the client side it is followed by
+// ClientContext::TryCancel (so reqctx's client interceptor sees the
+// cancel). Every Read or Write waiting on the call then returns
 // false, a sync Write blocked on flow control (a peer that does not read)
 // included, and the handler or client gets status(), never a hang.
 //
@@ -159,7 +161,10 @@ class StreamGuard {
 
   // The stream's Context: done when the call's Context is, when a timeout
   // expires, or at End(). Pass it to the work the stream's handler starts.
-  const Context& context() const { return ctx_; }
+  const Context& context() const {
+    (void)Acquire();
+    return ctx_;
+  }
 
   // A Read is about to wait (before gRPC's Read / StartRead).
   void ReadStarted();
@@ -176,17 +181,28 @@ class StreamGuard {
   // CANCELLED), and so the call, as a timeout would. A no-op once context()
   // is done or after End().
   void Cut(absl::Status cause);
-  // Server side, sync and callback APIs (where IsCancelled() is always
-  // safe): if gRPC reports the call cancelled and context() is still live
-  // (the glue learns of a close within its bounds; see
-  // server_interceptor.h), Cuts with DEADLINE_EXCEEDED if the call's
-  // deadline has passed, else CANCELLED. The wrappers call it before End(),
-  // so a handler whose Read returned false because the call ended gets that
-  // status and not OK. A no-op on the client side.
+  // Server side: tells a stream that ended from a call that gRPC cancelled
+  // (a handler's Read also returns false at the client's half-close).
+  // Sync and callback APIs (IsCancelled() is always safe there), before
+  // End(), as the wrappers do: if gRPC reports the call cancelled and
+  // context() is still live, waits for the glue to end the call's Context
+  // (within its bounds, see server_interceptor.h: a sync call's poll; a
+  // cancel that is really the caller's deadline, at that deadline; at most
+  // ~2 s) and takes its status, else Cuts with DEADLINE_EXCEEDED if the
+  // call's deadline has passed (or is within 1% + 100 ms of it), else
+  // CANCELLED. Completion-queue API: End() before sending the status (so
+  // the release of the call's Context at its end is not taken for a cut),
+  // then, once the AsyncNotifyWhenDone tag has been delivered (IsCancelled()
+  // is unsafe before), call this: an uncut stream whose call was cancelled
+  // then gets that status (FinalStatus, status()). A no-op on the client
+  // side.
   void CheckCallCancelled();
 
   // True once context() is done.
-  bool IsDone() const { return ctx_.IsDone(); }
+  bool IsDone() const {
+    (void)Acquire();
+    return ctx_.IsDone();
+  }
   // Whether the stream was cut: OK while live and after an End() that
   // found context() live; else Cause(context()) as it was when context()
   // became done (a timeout's DEADLINE_EXCEEDED with its message, or the
@@ -213,8 +229,17 @@ class StreamGuard {
   void Init(const Context& parent, const StreamOptions& options,
             std::string_view method, bool server);
 
+  // Published by the constructors (release) and acquired by every method:
+  // gRPC hands a reactor's callbacks to its threads through gRPC core,
+  // which ThreadSanitizer cannot see; this makes the guard's construction
+  // visible to it (an acquire load costs a plain load on x86).
+  const State& Acquire() const {
+    (void)published_.load(std::memory_order_acquire);
+    return *state_;
+  }
   Context ctx_;
   std::shared_ptr<State> state_;
+  std::atomic<bool> published_{false};
 };
 
 }  // namespace reqctx::streams

@@ -65,6 +65,7 @@ class SyncOps {
 
   // gRPC's Read, bound: false once the stream is cut or the peer is done.
   template <typename R>
+    requires requires(Stream* s, R* m) { s->Read(m); }
   bool Read(R* msg) {
     if (guard_->IsDone()) return false;
     guard_->ReadStarted();
@@ -72,6 +73,7 @@ class SyncOps {
   }
   // gRPC's Write, bound: false once the stream is cut or the call ended.
   template <typename W>
+    requires requires(Stream* s, const W& m) { s->Write(m, {}); }
   bool Write(const W& msg, grpc::WriteOptions options = {}) {
     if (guard_->IsDone()) return false;
     guard_->WriteStarted();
@@ -144,12 +146,16 @@ class ClientStream : public internal::SyncOps<Stream> {
   grpc::ClientContext& client_context() { return *cc_; }
 
   // Half-closes (client- and bidi-streaming calls).
-  bool WritesDone() {
+  bool WritesDone()
+    requires requires(Stream* s) { s->WritesDone(); }
+  {
     if (guard_.IsDone()) return false;
     return owned_->WritesDone();
   }
   // gRPC's Finish (waits for the server's status), then ends the guard;
-  // the call's status, or the stream's if it was cut. Once.
+  // the call's status, or the stream's if it was cut. Once. As gRPC
+  // requires, Read until it returns false first (on a reading stream):
+  // gRPC delivers the status only after what was received has been read.
   grpc::Status Finish() {
     finished_ = true;
     grpc::Status s = owned_->Finish();
