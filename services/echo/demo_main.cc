@@ -8,7 +8,9 @@
 //      and stop its workers;
 //   4. production policies (issue 12): a hopeless call refused at the first
 //      hop by its minimum budget, and a follow-up detached from a call (with
-//      a bound) that outlives it.
+//      a bound) that outlives it;
+//   5. a bidirectional stream (Chat) whose client goes silent mid-stream, cut
+//      by the frontend's message-wait timeout, every hop's call ended.
 // Exits 0 by itself within a few seconds.
 #include <algorithm>
 #include <cstdio>
@@ -27,6 +29,7 @@
 #include "interceptors/policy/detach.h"
 #include "proto/echo.grpc.pb.h"
 #include "services/echo/echo_server.h"
+#include "streams/stream_guard.h"
 
 namespace {
 
@@ -35,6 +38,8 @@ using reqctx::echo::EchoStats;
 
 constexpr int kWorkers = 2;
 constexpr absl::Duration kWaitBound = absl::Seconds(5);
+// The frontend's message-wait timeout for streaming calls (scene 5).
+constexpr absl::Duration kMessageWait = absl::Milliseconds(300);
 
 struct Chain {
   std::unique_ptr<EchoServer> backend, middle, frontend;
@@ -49,6 +54,11 @@ absl::StatusOr<std::unique_ptr<EchoServer>> StartHop(const std::string& name,
   options.name = name;
   options.next = next;
   options.workers = kWorkers;
+  if (name == "frontend") {
+    reqctx::streams::StreamOptions streams;
+    streams.message_wait = kMessageWait;
+    options.streams = reqctx::streams::MethodStreamOptions(streams);
+  }
   return EchoServer::Start(options);
 }
 
@@ -206,6 +216,34 @@ void Policies() {
       flushed.ok() ? "OK" : flushed.ToString());
 }
 
+void StalledStream(echo::v1::Echo::Stub& stub, const Chain& chain) {
+  absl::PrintF(
+      "\n5) A Chat stream with no deadline whose client goes silent after two "
+      "messages;\n   the frontend waits at most %d ms for the next one "
+      "(--stream_message_wait_ms)\n",
+      absl::ToInt64Milliseconds(kMessageWait));
+  auto cc = reqctx::NewClientContext(reqctx::Background());
+  auto stream = stub.Chat(cc.get());
+  echo::v1::EchoResponse response;
+  for (const char* line : {"hello", "still there?"}) {
+    echo::v1::EchoRequest request;
+    request.set_message(line);
+    if (!stream->Write(request) || !stream->Read(&response)) break;
+    absl::PrintF("   sent \"%s\", answered through %d hops\n", line,
+                 response.hops_size());
+  }
+  absl::Time silent_from = absl::Now();
+  absl::PrintF("   ... the client now sends nothing and keeps the stream open\n");
+  while (stream->Read(&response)) {
+  }
+  grpc::Status status = stream->Finish();
+  absl::PrintF("   client: %s after %d ms of silence: %s\n", CodeName(status),
+               absl::ToInt64Milliseconds(absl::Now() - silent_from),
+               status.error_message());
+  absl::PrintF("   stats once every hop is idle:\n");
+  PrintStats(chain);
+}
+
 }  // namespace
 
 int main() {
@@ -230,6 +268,7 @@ int main() {
   DeadlineInMiddle(*stub, chain);
   ClientCancel(*stub, chain);
   Policies();
+  StalledStream(*stub, chain);
 
   absl::PrintF("\nshutting down\n");
   chain.frontend->Shutdown();
