@@ -73,6 +73,18 @@ class StatusService final : public echo::v1::Echo::Service {
       return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "x",
                           std::string("\x1a\x05\x0a\x03" "abc\xff\xff", 9));
     }
+    if (m == "huge") {
+      // A hostile peer: a well-formed google.rpc.Status with a ledger, past
+      // the decoder's limit (the test's client accepts 64 KiB of metadata).
+      google::rpc::Status st;
+      st.set_code(4);
+      st.set_message(std::string(kLedgerDecodeLimit, 'x'));
+      google::rpc::Status ours;
+      ours.ParseFromString(EncodeLedgerStatus(4, "m", Chain(2, 0)));
+      *st.add_details() = ours.details(0);
+      return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "x",
+                          st.SerializeAsString());
+    }
     if (m == "ok") return WithLedger(grpc::Status::OK, Chain(2, 0));
     return failed;
   }
@@ -87,9 +99,11 @@ class LedgerGrpcTest : public ::testing::Test {
     builder.RegisterService(&service_);
     server_ = builder.BuildAndStart();
     ASSERT_NE(server_, nullptr);
-    stub_ = echo::v1::Echo::NewStub(grpc::CreateChannel(
+    grpc::ChannelArguments args;
+    args.SetInt(GRPC_ARG_MAX_METADATA_SIZE, 64 * 1024);
+    stub_ = echo::v1::Echo::NewStub(grpc::CreateCustomChannel(
         "127.0.0.1:" + std::to_string(port_),
-        grpc::InsecureChannelCredentials()));
+        grpc::InsecureChannelCredentials(), args));
   }
   void TearDown() override {
     server_->Shutdown(std::chrono::system_clock::now() +
@@ -151,11 +165,22 @@ TEST_F(LedgerGrpcTest, ForeignDetailsAreNeverReplaced) {
   EXPECT_EQ(LedgerLineOf(s), "");
 }
 
-TEST_F(LedgerGrpcTest, GarbledAndAbsentDetailsDecodeCleanly) {
+TEST_F(LedgerGrpcTest, GarbledHugeAndAbsentDetailsDecodeCleanly) {
   {
     grpc::ClientContext ctx;
     grpc::Status s = Call("garbled", ctx);
     EXPECT_EQ(s.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+    EXPECT_EQ(LedgerFromStatus(s).status().code(),
+              absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(LedgerFromTrailers(ctx).status().code(),
+              absl::StatusCode::kInvalidArgument);
+  }
+  {
+    grpc::ClientContext ctx;
+    grpc::Status s = Call("huge", ctx);
+    ASSERT_EQ(s.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED)
+        << s.error_message();
+    EXPECT_GT(s.error_details().size(), kLedgerDecodeLimit);
     EXPECT_EQ(LedgerFromStatus(s).status().code(),
               absl::StatusCode::kInvalidArgument);
     EXPECT_EQ(LedgerFromTrailers(ctx).status().code(),

@@ -12,6 +12,7 @@
 #include "google/rpc/error_details.pb.h"
 #include "google/rpc/status.pb.h"
 #include "gtest/gtest.h"
+#include "context/core.h"
 #include "ledger/causes.h"
 #include "reqctx/v1/ledger.pb.h"
 #include "tests/test_timing.h"
@@ -578,6 +579,23 @@ TEST(CausesTest, StatusesCarryTheirKind) {
     EXPECT_FALSE(CausePhrase(k).empty());
     EXPECT_NE(CauseCode(k), absl::StatusCode::kOk);
   }
+}
+
+// The glue's use: a Context canceled or timed out with a cause value; code
+// switches on CauseOf(Cause(ctx)).
+TEST(CausesTest, ThroughContextCause) {
+  auto [ctx, cancel] = WithCancelCause(Background());
+  auto [child, child_cancel] = WithCancel(ctx);
+  cancel(MakeCause(CauseKind::kServerShutdown));
+  EXPECT_EQ(CauseOf(Cause(child)), CauseKind::kServerShutdown);
+  EXPECT_EQ(child.Err().code(), absl::StatusCode::kCancelled);
+
+  auto [late, late_cancel] = WithTimeoutCause(
+      Background(), absl::ZeroDuration(),
+      MakeCause(CauseKind::kCallerDeadline, "frontend"));
+  EXPECT_EQ(CauseOf(Cause(late)), CauseKind::kCallerDeadline);
+  EXPECT_EQ(CauseHop(Cause(late)), "frontend");
+  EXPECT_EQ(late.Err().code(), absl::StatusCode::kDeadlineExceeded);
 }
 
 }  // namespace
