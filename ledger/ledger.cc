@@ -448,7 +448,7 @@ void LedgerRecorder::OutboundEnded(OutboundId id, absl::Time now, int code,
   r.took = std::max(now - r.start, absl::ZeroDuration());
   r.code = code;
   r.sent = sent;
-  r.child = std::move(child);
+  if (child.has_value()) r.child = std::make_unique<LedgerHop>(*std::move(child));
 }
 
 void LedgerRecorder::Ended(int code, CauseKind cause,
@@ -488,10 +488,8 @@ Ledger LedgerRecorder::Snapshot() const {
     o.took = r.took;
     o.code = r.ended ? r.code : 0;
     o.sent = r.sent;
-    if (r.child.has_value()) {
-      o.ledger.push_back(*r.child);
-      // The callee's summarised hops stay counted where they were lost.
-    }
+    // The callee's summarised hops stay counted where they were lost.
+    if (r.child != nullptr) o.ledger.push_back(*r.child);
   }
   return l;
 }

@@ -47,6 +47,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -181,7 +182,7 @@ class LedgerRecorder {
     int code = 0;
     bool sent = true;
     bool ended = false;
-    std::optional<LedgerHop> child;
+    std::unique_ptr<LedgerHop> child;  // Only when the callee returned one.
   };
 
   const std::string_view method_;
