@@ -145,8 +145,12 @@ struct StreamGuard::State {
   void CancelCall() {
     const absl::Status& err = ctx.Err();
     const absl::Status why = Cause(ctx);
+    // A timeout cancels with a DEADLINE_EXCEEDED cause (Err() is then
+    // CANCELLED, as Go's cancel(cause) leaves it): the peer gets the cause's
+    // code, so every stream timeout reaches it as DEADLINE_EXCEEDED.
     const grpc_status_code code =
-        err.code() == absl::StatusCode::kDeadlineExceeded
+        err.code() == absl::StatusCode::kDeadlineExceeded ||
+                why.code() == absl::StatusCode::kDeadlineExceeded
             ? GRPC_STATUS_DEADLINE_EXCEEDED
             : GRPC_STATUS_CANCELLED;
     const std::string message(why.message());

@@ -118,12 +118,10 @@ class PythonStreamPeerTest : public ::testing::Test {
     EXPECT_EQ(stats.deadline_exceeded_total(), 1) << stats.DebugString();
   }
 
-  // The status of a stream the server cut with `timeout`. The code
-  // documented by streams/stream_guard.h is DEADLINE_EXCEEDED; streams/ at
-  // 47707f1 sends CANCELLED (reported to the lead), accepted until fixed.
+  // The status of a stream the server cut with `timeout`: DEADLINE_EXCEEDED
+  // (streams/stream_guard.h) with the timeout's message.
   static void ExpectCutBy(const PeerResult& r, const std::string& timeout) {
-    EXPECT_TRUE(r.code == "DEADLINE_EXCEEDED" || r.code == "CANCELLED")
-        << r.code << ": " << r.details;
+    EXPECT_EQ(r.code, "DEADLINE_EXCEEDED") << r.details;
     EXPECT_NE(r.details.find("reqctx stream " + timeout + " timeout"),
               std::string::npos)
         << r.details;
