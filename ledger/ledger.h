@@ -131,10 +131,13 @@ struct Ledger {
   uint32_t summarised_hops = 0;
 };
 
-// Records one server call's ledger cheaply: the recorder is one object (the
-// glue allocates or embeds it per call); recording allocates nothing until
-// more than two outbound calls are made or a child's ledger is kept (only
-// failed calls return one), and serialises nothing.
+// Records one server call's ledger cheaply: the recorder is one object of
+// 528 bytes (the glue allocates or embeds it per call); a call without
+// outbound calls allocates nothing more (measured: ~250 instructions for the
+// whole success path, callgrind, -c opt); each outbound call copies its
+// method name (one allocation past 15 bytes; ~770 instructions with its two
+// mutex sections), a third one grows the list, and a child ledger (only
+// failed calls return one) is kept behind a pointer. Nothing is serialised.
 class LedgerRecorder {
  public:
   using OutboundId = int;  // -1: over kLedgerRecordedOutbound, only counted.
