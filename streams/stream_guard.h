@@ -1,8 +1,7 @@
 // StreamGuard: one streaming gRPC call bound to a Context, with a
 // message-wait and an idle timeout (issue 22). The core shared by the
 // sync (streams/sync.h), callback (streams/callback.h) and completion-queue
-// (streams/async_cq.h) wrappers and by the coroutines of async/stream.h;
-// use those. Direct use: the completion-queue API, or a shape the wrappers
+// (streams/async_cq.h) wrappers; use those. Direct use: the completion-queue API, or a shape the wrappers
 // do not cover.
 //
 // What is bound. A guard makes the stream's Context, context(): a child of
