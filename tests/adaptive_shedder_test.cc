@@ -26,6 +26,15 @@ namespace {
 // Decisions by call number, made on this thread.
 class Calls {
  public:
+  // Slots still held are given back here; what they admit from the queue
+  // is decided into a map that is still alive, round after round.
+  ~Calls() {
+    while (!decided_.empty()) {
+      std::map<int, ShedDecision> round = std::move(decided_);
+      decided_.clear();
+      round.clear();
+    }
+  }
   std::function<void(ShedDecision)> Slot(int i) {
     return [this, i](ShedDecision d) { decided_[i] = std::move(d); };
   }
