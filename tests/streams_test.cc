@@ -102,7 +102,8 @@ Msg Sized(int size) {
 
 // ---------------------------------------------------------------------------
 // Server side: what the handler does is told by the client's metadata.
-//   x-mode: "normal" | "stall" (Down: stop writing after `count`) |
+//   x-mode: "normal" | "stall" (Down: stop writing after `count`; Up: read
+//           everything, never answer) |
 //           "noread" (Up: never read; Bidi: write big messages, never read)
 //   x-wait-ms, x-idle-ms: the handler's StreamOptions.
 
@@ -218,6 +219,8 @@ void RunHandler(Kind kind, const ServerScript& script, const Msg& request,
         int n = 0;
         while (ops.Read(&m)) ++n;
         response.set_count(n);
+        // Read everything, then never answer.
+        if (script.mode == "stall") ops.WaitForCut();
       }
       break;
     case Kind::kBidi:
@@ -817,7 +820,7 @@ class AsyncClient : public ClientOps {
   grpc::Status Finish() override {
     if (finished_) return status_;
     finished_ = true;
-    stream_->Finish(&status_, kFinishTag);
+    ops_->Finish(&status_, kFinishTag);
     (void)WaitTag(cq_, kFinishTag, nullptr);
     guard_.End();
     status_ = guard_.FinalStatus(status_);
@@ -1117,6 +1120,35 @@ TEST_P(StreamsTest, SilentPeerCutAtMessageWait) {
   EXPECT_FALSE(s.ok());
   EXPECT_TRUE(absl::StrContains(s.error_message(), "message-wait timeout"))
       << s.error_message();
+}
+
+// Client-streaming: the client half-closes and waits for the response; the
+// server reads everything and never answers. The client's message-wait
+// timeout covers that wait too (the response is the message it waits for):
+// the call is cut at it instead of hanging until the call's deadline.
+TEST_P(StreamsTest, SilentServerAfterHalfCloseCutAtClientMessageWait) {
+  if (kind() != Kind::kUp) GTEST_SKIP() << "client-streaming only";
+  auto [ctx, cancel] = WithTimeout(Background(), kBound / 2);
+  ClientSetup setup;
+  setup.ctx = ctx;
+  setup.metadata["x-mode"] = "stall";
+  setup.options.message_wait = kWait;
+  const absl::Time start = absl::Now();
+  std::unique_ptr<ClientOps> c = Start(setup);
+  Msg m = Sized(10);
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(c->Write(m));
+  c->WritesDone();
+  grpc::Status s = c->Finish();
+  EXPECT_TRUE(HasCode(s, grpc::StatusCode::DEADLINE_EXCEEDED))
+      << s.error_message();
+  EXPECT_TRUE(absl::StrContains(s.error_message(), "message-wait timeout"))
+      << s.error_message();
+  EXPECT_EQ(c->guard().stats().timeout, StreamTimeout::kMessageWait);
+  EXPECT_GE(absl::Now() - start, kWait);
+  EXPECT_LT(absl::Now() - start, kBound / 2);
+  ServerResult r = NextResult();
+  EXPECT_FALSE(r.status.ok());
+  EXPECT_EQ(r.in, 3u);
 }
 
 // The peer stops reading: the writer's Write blocks on flow control (256 KiB
