@@ -1151,6 +1151,38 @@ TEST_P(StreamsTest, SilentServerAfterHalfCloseCutAtClientMessageWait) {
   EXPECT_EQ(r.in, 3u);
 }
 
+// Many streams stall at once: every one is cut at the server's message-wait
+// timeout (timers firing together, cancels racing the handlers' ends), each
+// client learns why, and no guard, call or binding is left (TearDown).
+TEST_P(StreamsTest, ManyStalledStreamsAllCutAtOnce) {
+  if (kind() != Kind::kBidi) GTEST_SKIP() << "bidi only (the others agree)";
+  const int n = PlainOrSanitized(64, 16);
+  ClientSetup setup;
+  setup.ctx = Background();
+  setup.metadata["x-wait-ms"] =
+      std::to_string(absl::ToInt64Milliseconds(kWait));
+  std::vector<std::unique_ptr<ClientOps>> clients;
+  Msg m = Sized(10);
+  for (int i = 0; i < n; ++i) {
+    clients.push_back(Start(setup));
+    ASSERT_TRUE(clients.back()->Write(m)) << i;
+    ASSERT_TRUE(clients.back()->Read(&m)) << i;
+  }
+  for (int i = 0; i < n; ++i) {
+    EXPECT_FALSE(clients[i]->Read(&m)) << i;
+    grpc::Status s = clients[i]->Finish();
+    EXPECT_TRUE(absl::StrContains(s.error_message(), "message-wait timeout"))
+        << i << ": " << s.error_code() << " " << s.error_message();
+  }
+  for (int i = 0; i < n; ++i) {
+    ServerResult r = NextResult();
+    EXPECT_TRUE(HasCode(r.status, grpc::StatusCode::DEADLINE_EXCEEDED))
+        << i << ": " << r.status.error_message();
+    EXPECT_EQ(r.in, 1u) << i;
+  }
+  clients.clear();
+}
+
 // The peer stops reading: the writer's Write blocks on flow control (256 KiB
 // messages) and its idle timeout ends it.
 TEST_P(StreamsTest, NonReadingPeerEndsBlockedWriteAtIdle) {
