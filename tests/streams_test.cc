@@ -856,16 +856,19 @@ class StreamsTest
   }
   void SetUp() override { ServerResults().Clear(); }
   void TearDown() override {
-    // No guard, server call or binding is left, and the timers drain.
+    // No guard, server call or binding is left, and the timers drain (the
+    // guards' timeout timers and the calls' deadline timers included).
     EXPECT_TRUE(testing::Eventually(
         [] {
           return StreamGuard::LiveForTesting() == 0 &&
                  debug::LiveServerCallCount() == 0 &&
-                 debug::WatchedServerCallCount() == 0;
+                 debug::WatchedServerCallCount() == 0 &&
+                 debug::PendingTimerCount() == 0;
         },
         kBound))
         << "guards " << StreamGuard::LiveForTesting() << ", server calls "
-        << debug::LiveServerCallCount();
+        << debug::LiveServerCallCount() << ", timers "
+        << debug::PendingTimerCount();
   }
 
   Api api() const { return std::get<0>(GetParam()); }
