@@ -675,6 +675,10 @@ class CallbackClientBase : public Reactor, public ClientOps {
     (void)Finish();
   }
   void Begin() {
+    // OnStreamDone may run on a gRPC executor thread, handed the reactor
+    // through gRPC core (which TSan cannot see): releasing mu_ here
+    // publishes the construction to its lock of mu_.
+    { std::lock_guard<std::mutex> lock(mu_); }
     this->AddHold();
     this->StartCall();
   }
