@@ -47,7 +47,13 @@ class ClientCallInterceptor final : public grpc::experimental::Interceptor {
 
   // A call whose status was never received (gRPC requires it to be) still
   // drops its cancel registration here.
-  ~ClientCallInterceptor() override { FinishCall(nullptr); }
+  // The status hook's FinishCall ran on a gRPC thread, ordered before this
+  // destructor by gRPC core (which TSan cannot see): taking mu_ publishes
+  // what it wrote (cancel_on_done_, ctx_) to the member destructors.
+  ~ClientCallInterceptor() override {
+    FinishCall(nullptr);
+    std::lock_guard<std::mutex> lock(mu_);
+  }
 
   void Intercept(InterceptorBatchMethods* methods) override {
     if (methods->QueryInterceptionHookPoint(

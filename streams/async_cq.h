@@ -70,6 +70,18 @@ class AsyncStream {
   }
   // The write's tag arrived with `ok`: ok && the stream is live.
   bool WriteDone(bool ok) { return guard_->WriteDone(ok); }
+  // Client side: gRPC's Finish(status, tag), timed as a Read (the status
+  // -- and a client-streaming call's response -- is the message it waits
+  // for): the message-wait timeout cuts a peer that never answers. End()
+  // the guard once the tag arrives.
+  void Finish(grpc::Status* status, void* tag)
+    requires requires(Stream* s, grpc::Status* st, void* t) {
+      s->Finish(st, t);
+    }
+  {
+    guard_->ReadStarted();
+    stream_->Finish(status, tag);
+  }
 
  private:
   StreamGuard* const guard_;

@@ -16,6 +16,8 @@
 //   * Finish(s) (server) sends `s`, or the stream's status if it was cut;
 //     OnStreamDone(s) (client) receives gRPC's status, or the stream's if it
 //     was cut;
+//   * client: the wait for the response of a client-streaming call (after
+//     StartWritesDone / StartWriteLast) is timed as a Read;
 //   * client: start the call as usual on client_context(), e.g.
 //     `stub->async()->Chat(reactor->client_context(), reactor)`, then
 //     StartCall() (the bound one: it binds the guard to the call).
@@ -178,6 +180,24 @@ class WriteHooks : public B {
   }
 };
 
+// Bound StartWritesDone over `B`, for a client that only writes: after the
+// half-close it waits for the response, timed as a Read (the message-wait
+// timeout cuts a server that never answers). StartWriteLast is timed from
+// its call, its write included.
+template <typename B, typename Message>
+class ResponseWaitHooks : public B {
+ public:
+  using B::B;
+  void StartWritesDone() {
+    this->guard().ReadStarted();
+    B::StartWritesDone();
+  }
+  void StartWriteLast(const Message* msg, grpc::WriteOptions options) {
+    this->guard().ReadStarted();
+    B::StartWriteLast(msg, options);
+  }
+};
+
 }  // namespace internal
 
 // Server-streaming handler: writes `Response`s.
@@ -202,8 +222,10 @@ using ClientReadReactor = internal::ReadHooks<
     internal::ClientBound<grpc::ClientReadReactor<Response>>, Response>;
 // Client of a client-streaming call: writes `Request`s.
 template <typename Request>
-using ClientWriteReactor = internal::WriteHooks<
-    internal::ClientBound<grpc::ClientWriteReactor<Request>>, Request>;
+using ClientWriteReactor = internal::ResponseWaitHooks<
+    internal::WriteHooks<
+        internal::ClientBound<grpc::ClientWriteReactor<Request>>, Request>,
+    Request>;
 // Client of a bidirectional call.
 template <typename Request, typename Response>
 using ClientBidiReactor = internal::ReadHooks<

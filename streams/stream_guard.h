@@ -24,7 +24,10 @@
 //     from the Read's start (ReadStarted) to its end (ReadDone). Only
 //     reads are timed: a handler that is slow between reads does not trip
 //     it (gRPC buffers what the peer sends meanwhile; flow control then
-//     stops the peer).
+//     stops the peer). On the client side the wait for the call's status
+//     is a read too (the wrappers time it: sync Finish, the callback
+//     ClientWriteReactor after its half-close, AsyncStream::Finish), so a
+//     server that never answers a client-streaming call is cut.
 //   * idle: the longest time with no message read or written, in either
 //     direction, from the guard's creation or the last message on; a Write
 //     blocked on flow control or a Read waiting counts as idle. Ended by

@@ -156,9 +156,14 @@ class ClientStream : public internal::SyncOps<Stream> {
   // the call's status, or the stream's if it was cut. Once. As gRPC
   // requires, Read until it returns false first (on a reading stream):
   // gRPC delivers the status only after what was received has been read.
+  // The wait for the status (a client-streaming call's response included)
+  // is timed as a Read: the message-wait timeout cuts a server that never
+  // answers.
   grpc::Status Finish() {
     finished_ = true;
+    guard_.ReadStarted();
     grpc::Status s = owned_->Finish();
+    (void)guard_.ReadDone(false);
     guard_.End();
     return guard_.FinalStatus(s);
   }

@@ -102,7 +102,8 @@ Msg Sized(int size) {
 
 // ---------------------------------------------------------------------------
 // Server side: what the handler does is told by the client's metadata.
-//   x-mode: "normal" | "stall" (Down: stop writing after `count`) |
+//   x-mode: "normal" | "stall" (Down: stop writing after `count`; Up: read
+//           everything, never answer) |
 //           "noread" (Up: never read; Bidi: write big messages, never read)
 //   x-wait-ms, x-idle-ms: the handler's StreamOptions.
 
@@ -218,6 +219,8 @@ void RunHandler(Kind kind, const ServerScript& script, const Msg& request,
         int n = 0;
         while (ops.Read(&m)) ++n;
         response.set_count(n);
+        // Read everything, then never answer.
+        if (script.mode == "stall") ops.WaitForCut();
       }
       break;
     case Kind::kBidi:
@@ -672,6 +675,10 @@ class CallbackClientBase : public Reactor, public ClientOps {
     (void)Finish();
   }
   void Begin() {
+    // OnStreamDone may run on a gRPC executor thread, handed the reactor
+    // through gRPC core (which TSan cannot see): releasing mu_ here
+    // publishes the construction to its lock of mu_.
+    { std::lock_guard<std::mutex> lock(mu_); }
     this->AddHold();
     this->StartCall();
   }
@@ -817,7 +824,7 @@ class AsyncClient : public ClientOps {
   grpc::Status Finish() override {
     if (finished_) return status_;
     finished_ = true;
-    stream_->Finish(&status_, kFinishTag);
+    ops_->Finish(&status_, kFinishTag);
     (void)WaitTag(cq_, kFinishTag, nullptr);
     guard_.End();
     status_ = guard_.FinalStatus(status_);
@@ -853,16 +860,19 @@ class StreamsTest
   }
   void SetUp() override { ServerResults().Clear(); }
   void TearDown() override {
-    // No guard, server call or binding is left, and the timers drain.
+    // No guard, server call or binding is left, and the timers drain (the
+    // guards' timeout timers and the calls' deadline timers included).
     EXPECT_TRUE(testing::Eventually(
         [] {
           return StreamGuard::LiveForTesting() == 0 &&
                  debug::LiveServerCallCount() == 0 &&
-                 debug::WatchedServerCallCount() == 0;
+                 debug::WatchedServerCallCount() == 0 &&
+                 debug::PendingTimerCount() == 0;
         },
         kBound))
         << "guards " << StreamGuard::LiveForTesting() << ", server calls "
-        << debug::LiveServerCallCount();
+        << debug::LiveServerCallCount() << ", timers "
+        << debug::PendingTimerCount();
   }
 
   Api api() const { return std::get<0>(GetParam()); }
@@ -1117,6 +1127,67 @@ TEST_P(StreamsTest, SilentPeerCutAtMessageWait) {
       << s.error_message();
   EXPECT_TRUE(absl::StrContains(s.error_message(), "message-wait timeout"))
       << s.error_message();
+}
+
+// Client-streaming: the client half-closes and waits for the response; the
+// server reads everything and never answers. The client's message-wait
+// timeout covers that wait too (the response is the message it waits for):
+// the call is cut at it instead of hanging until the call's deadline.
+TEST_P(StreamsTest, SilentServerAfterHalfCloseCutAtClientMessageWait) {
+  if (kind() != Kind::kUp) GTEST_SKIP() << "client-streaming only";
+  auto [ctx, cancel] = WithTimeout(Background(), kBound / 2);
+  ClientSetup setup;
+  setup.ctx = ctx;
+  setup.metadata["x-mode"] = "stall";
+  setup.options.message_wait = kWait;
+  const absl::Time start = absl::Now();
+  std::unique_ptr<ClientOps> c = Start(setup);
+  Msg m = Sized(10);
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(c->Write(m));
+  c->WritesDone();
+  grpc::Status s = c->Finish();
+  EXPECT_TRUE(HasCode(s, grpc::StatusCode::DEADLINE_EXCEEDED))
+      << s.error_message();
+  EXPECT_TRUE(absl::StrContains(s.error_message(), "message-wait timeout"))
+      << s.error_message();
+  EXPECT_EQ(c->guard().stats().timeout, StreamTimeout::kMessageWait);
+  EXPECT_GE(absl::Now() - start, kWait);
+  EXPECT_LT(absl::Now() - start, kBound / 2);
+  ServerResult r = NextResult();
+  EXPECT_FALSE(r.status.ok());
+  EXPECT_EQ(r.in, 3u);
+}
+
+// Many streams stall at once: every one is cut at the server's message-wait
+// timeout (timers firing together, cancels racing the handlers' ends), each
+// client learns why, and no guard, call or binding is left (TearDown).
+TEST_P(StreamsTest, ManyStalledStreamsAllCutAtOnce) {
+  if (kind() != Kind::kBidi) GTEST_SKIP() << "bidi only (the others agree)";
+  const int n = PlainOrSanitized(64, 16);
+  ClientSetup setup;
+  setup.ctx = Background();
+  setup.metadata["x-wait-ms"] =
+      std::to_string(absl::ToInt64Milliseconds(kWait));
+  std::vector<std::unique_ptr<ClientOps>> clients;
+  Msg m = Sized(10);
+  for (int i = 0; i < n; ++i) {
+    clients.push_back(Start(setup));
+    ASSERT_TRUE(clients.back()->Write(m)) << i;
+    ASSERT_TRUE(clients.back()->Read(&m)) << i;
+  }
+  for (int i = 0; i < n; ++i) {
+    EXPECT_FALSE(clients[i]->Read(&m)) << i;
+    grpc::Status s = clients[i]->Finish();
+    EXPECT_TRUE(absl::StrContains(s.error_message(), "message-wait timeout"))
+        << i << ": " << s.error_code() << " " << s.error_message();
+  }
+  for (int i = 0; i < n; ++i) {
+    ServerResult r = NextResult();
+    EXPECT_TRUE(HasCode(r.status, grpc::StatusCode::DEADLINE_EXCEEDED))
+        << i << ": " << r.status.error_message();
+    EXPECT_EQ(r.in, 1u) << i;
+  }
+  clients.clear();
 }
 
 // The peer stops reading: the writer's Write blocks on flow control (256 KiB
