@@ -194,10 +194,12 @@ ABSL_FLAG(int64_t, stream_message_wait_ms, 0,
           "longest wait of a streaming call's Read for the next message; an "
           "expired wait ends the call with DEADLINE_EXCEEDED naming it (0: "
           "off)");
-ABSL_FLAG(int64_t, stream_idle_ms, 0,
+ABSL_FLAG(int64_t, stream_idle_ms, 60000,
           "longest time a streaming call may pass with no message in either "
           "direction (a Write blocked on a peer that does not read counts "
-          "as idle); DEADLINE_EXCEEDED naming it (0: off)");
+          "as idle); DEADLINE_EXCEEDED naming it (0: off). On by default so "
+          "silent or non-reading peers cannot hold every concurrency slot "
+          "for ever");
 ABSL_FLAG(std::string, stream_timeouts, "",
           "per-method stream timeouts replacing the two above, "
           "METHOD=MESSAGE_WAIT_MS/IDLE_MS,... with METHOD EchoStream, Collect "
