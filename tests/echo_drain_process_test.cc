@@ -369,14 +369,24 @@ TEST(EchoDrainProcessTest, StreamsInFlightEndWithTheShutdownCause) {
   EXPECT_EQ(stream_status.error_code(), grpc::StatusCode::UNAVAILABLE)
       << stream_status.error_message() << "\n" << front.output();
   EXPECT_EQ(stream_status.error_message(), "server shutting down");
+  // Chat's status frame may still be unsent when the process exits (seen
+  // under TSan/ASan): the client then has UNAVAILABLE "Socket closed",
+  // retryable too. The log says both streams got the cause.
   EXPECT_EQ(chat_status.error_code(), grpc::StatusCode::UNAVAILABLE)
       << chat_status.error_message() << "\n" << front.output();
-  EXPECT_EQ(chat_status.error_message(), "server shutting down");
+  EXPECT_TRUE(chat_status.error_message() == "server shutting down" ||
+              chat_status.error_message() == "Socket closed")
+      << chat_status.error_message();
+  EXPECT_NE(front.output().find("canceled 2 call(s): server shutting down"),
+            std::string::npos)
+      << front.output();
   EXPECT_GE(stream_ended, drain + grace - absl::Milliseconds(100));
   EXPECT_LT(stream_ended, drain + grace + kWaitBound);
   // The relay's call to the next hop ended with it.
-  EXPECT_TRUE(Eventually([&] { return (*next_server)->stats().Get().active_requests == 0; }))
-      << "next hop still has " << (*next_server)->stats().Get().active_requests
+  EXPECT_TRUE(Eventually(
+      [&] { return (*next_server)->stats().Get().active_requests == 0; }))
+      << "next hop still has "
+      << (*next_server)->stats().Get().active_requests
       << " call(s)";
 }
 
