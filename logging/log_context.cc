@@ -19,11 +19,14 @@ namespace {
 // for the process.
 inline constexpr Key<const std::string*> kLogMethodKey("reqctx.log_method");
 
+// What a field's value may hold: printable ASCII but space.
+bool IsTokenChar(char c) { return c >= 0x21 && c <= 0x7E; }
+
 // `method` as it is logged: printable ASCII, at most kMaxLogMethodBytes.
 std::string Sanitize(std::string_view method) {
   std::string s(method.substr(0, kMaxLogMethodBytes));
   for (char& c : s) {
-    if (c < 0x21 || c > 0x7E) c = '?';
+    if (!IsTokenChar(c)) c = '?';
   }
   return s;
 }
@@ -57,6 +60,17 @@ void AppendOrDash(std::string_view value, std::string* out) {
   }
 }
 
+// A trace or span id as it is logged: as a method name is (Sanitize), cut
+// to kMaxLogIdBytes; "-" if empty. Copies a valid id unchanged.
+void AppendId(std::string_view id, std::string* out) {
+  id = id.substr(0, kMaxLogIdBytes);
+  if (std::all_of(id.begin(), id.end(), IsTokenChar)) {
+    AppendOrDash(id, out);
+    return;
+  }
+  for (char c : id) out->push_back(IsTokenChar(c) ? c : '?');
+}
+
 }  // namespace
 
 Context WithLogMethod(const Context& parent, std::string_view method) {
@@ -83,9 +97,9 @@ ServerCallRules WithLogMethodRule(ServerCallRules rules) {
 void AppendLogFields(const Context& ctx, std::string* out) {
   const TraceContext* tc = internal::FindTraceContext(ctx);
   out->append("trace_id=");
-  AppendOrDash(tc != nullptr ? std::string_view(tc->trace_id) : "", out);
+  AppendId(tc != nullptr ? std::string_view(tc->trace_id) : "", out);
   out->append(" span_id=");
-  AppendOrDash(tc != nullptr ? std::string_view(tc->span_id) : "", out);
+  AppendId(tc != nullptr ? std::string_view(tc->span_id) : "", out);
   out->append(" method=");
   AppendOrDash(LogMethodOf(ctx), out);
   out->append(" budget_ms=");

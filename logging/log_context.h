@@ -14,7 +14,10 @@
 //
 // Where the fields come from:
 //   * trace_id, span_id: the Context's TraceContext (w3c/trace_context.h),
-//     which the server glue sets for every call (this hop's span);
+//     which the server glue sets for every call (this hop's span); as
+//     WithTraceContext does not validate, each is logged as the method is
+//     (bytes outside 0x21-0x7E as '?', cut to kMaxLogIdBytes), so every
+//     field is one token whatever a caller put in it;
 //   * method: set by WithLogMethod, which the server rule made by
 //     WithLogMethodRule runs for every call (install it with the server's
 //     interceptors); a Context without one logs "-";
@@ -47,6 +50,9 @@ namespace reqctx::logging {
 inline constexpr size_t kMaxLogMethods = 1024;
 // Longest method name kept; longer ones are cut to this many bytes.
 inline constexpr size_t kMaxLogMethodBytes = 256;
+// Longest trace or span id logged (a valid one has 32 or 16 hex digits);
+// longer ones are cut to this many bytes.
+inline constexpr size_t kMaxLogIdBytes = 64;
 
 // A child of `parent` that logs `method` (e.g. "/echo.v1.Echo/Echo") as its
 // method. Bytes outside printable ASCII (0x21-0x7E) become '?' and the name

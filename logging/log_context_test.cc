@@ -61,6 +61,24 @@ TEST(LogContextTest, HostileMethodNamesStayOneBoundedToken) {
   EXPECT_EQ(LogMethodOf(Background()), "");
 }
 
+// WithTraceContext does not validate (a caller may set any id): the ids
+// are logged as the method is, one bounded token of printable ASCII, so an
+// id with a newline, a space or a quote cannot forge a line or a field.
+TEST(LogContextTest, HostileTraceIdsStayOneBoundedToken) {
+  Context ctx = WithTraceContext(
+      Background(),
+      {"abc\ntrace_id=forged span_id=\"x", "s p\r\x01\xff", true});
+  EXPECT_EQ(FieldsOf(ctx),
+            "trace_id=abc?trace_id=forged?span_id=\"x span_id=s?p??? "
+            "method=- budget_ms=none");
+  Context huge = WithTraceContext(Background(),
+                                  {std::string(200, 'a'),
+                                   std::string(200, 'b'), true});
+  const auto f = testing::ParseFields(FieldsOf(huge));
+  EXPECT_EQ(f.at("trace_id"), std::string(kMaxLogIdBytes, 'a'));
+  EXPECT_EQ(f.at("span_id"), std::string(kMaxLogIdBytes, 'b'));
+}
+
 TEST(LogContextTest, DistinctMethodNamesAreBounded) {
   // Fills the process's table: in a child process (re-executed, as gRPC's
   // threads may run), so the other tests keep theirs.

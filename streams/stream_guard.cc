@@ -148,13 +148,16 @@ struct StreamGuard::State {
     // A timeout cancels with a DEADLINE_EXCEEDED cause (Err() is then
     // CANCELLED, as Go's cancel(cause) leaves it): the peer gets the cause's
     // code, so every stream timeout reaches it as DEADLINE_EXCEEDED.
-    const grpc_status_code code =
+    grpc_status_code code =
         err.code() == absl::StatusCode::kDeadlineExceeded ||
                 why.code() == absl::StatusCode::kDeadlineExceeded
             ? GRPC_STATUS_DEADLINE_EXCEEDED
             : GRPC_STATUS_CANCELLED;
     const std::string message(why.message());
     if (server) {
+      // The peer gets the cause's code, as FinalStatus gives the handler
+      // (e.g. UNAVAILABLE "server shutting down", which clients may retry).
+      if (!why.ok()) code = static_cast<grpc_status_code>(why.code());
       // Not followed by sc->TryCancel(): its CANCELLED would reach the
       // client in place of this status.
       grpc_call_cancel_with_status(sc->c_call(), code, message.c_str(),
@@ -171,10 +174,14 @@ struct StreamGuard::State {
 
 StreamGuard::StreamGuard(grpc::ServerContextBase* sc,
                          const StreamOptions& options, std::string_view method)
+    : StreamGuard(FromServerContext(sc), sc, options, method) {}
+
+StreamGuard::StreamGuard(const Context& parent, grpc::ServerContextBase* sc,
+                         const StreamOptions& options, std::string_view method)
     : state_(std::make_shared<State>()) {
   state_->server = true;
   state_->sc = sc;
-  Init(FromServerContext(sc), options, method, true);
+  Init(parent, options, method, true);
 }
 
 StreamGuard::StreamGuard(const Context& ctx, grpc::ClientContext* cc,

@@ -10,9 +10,11 @@
 // done -- the call's deadline (with a ServerPolicy default or cap, which
 // gRPC itself does not know), a client cancel, a server shutdown, the
 // parent's cancel, or one of the guard's timeouts below -- the guard cancels
-// the gRPC call: grpc_call_cancel_with_status with context()'s code
-// (CANCELLED or DEADLINE_EXCEEDED) and Cause(context())'s message -- on the
-// server side the peer receives that status (e.g. DEADLINE_EXCEEDED
+// the gRPC call: grpc_call_cancel_with_status with Cause(context())'s code
+// and message on the server side (the status FinalStatus gives the
+// handler), context()'s code (CANCELLED or DEADLINE_EXCEEDED) and the
+// cause's message on the client side -- on the server side the peer
+// receives that status (e.g. DEADLINE_EXCEEDED
 // "reqctx stream idle timeout ..."); on the client side it is followed by
 // ClientContext::TryCancel (so reqctx's client interceptor sees the
 // cancel). Every Read or Write waiting on the call then returns
@@ -144,6 +146,12 @@ class StreamGuard {
   // treated as off.
   StreamGuard(grpc::ServerContextBase* sc, const StreamOptions& options,
               std::string_view method = {});
+  // Server side, with the stream's Context a child of `parent`, which must
+  // be FromServerContext(sc) or derived from it (e.g. a call tracked by
+  // drain::CallTracker, so that its cancel -- and its cause -- cut the
+  // stream as the call's own end does).
+  StreamGuard(const Context& parent, grpc::ServerContextBase* sc,
+              const StreamOptions& options, std::string_view method = {});
   // Client side: the stream's Context is a child of `ctx`, which should be
   // the Context `cc` was made from (NewClientContext(ctx)). The call is
   // bound with BindClientCall once started (a cancel before that uses

@@ -97,6 +97,12 @@ class ServerStream : public internal::SyncOps<Stream> {
                const StreamOptions& options, std::string_view method = {})
       : internal::SyncOps<Stream>(&guard_, stream),
         guard_(sc, options, method) {}
+  // The same with the stream's Context a child of `parent` (see
+  // StreamGuard's constructor of that shape).
+  ServerStream(const Context& parent, grpc::ServerContext* sc, Stream* stream,
+               const StreamOptions& options, std::string_view method = {})
+      : internal::SyncOps<Stream>(&guard_, stream),
+        guard_(parent, sc, options, method) {}
 
   const Context& context() const { return guard_.context(); }
   StreamGuard& guard() { return guard_; }

@@ -315,6 +315,81 @@ TEST(EchoDrainProcessTest, SigtermDrainsAsALoadBalancerAndClientsExpect) {
       << front.output();
 }
 
+// A streaming call still running when the grace is over ends like a unary
+// one: UNAVAILABLE "server shutting down" (retryable), not a bare CANCELLED,
+// and its relay to the next hop ends too; the process exits 0 in time.
+TEST(EchoDrainProcessTest, StreamsInFlightEndWithTheShutdownCause) {
+  const absl::Duration drain = PlainOrSanitized(absl::Milliseconds(300),
+                                                absl::Seconds(1));
+  const absl::Duration grace = PlainOrSanitized(absl::Milliseconds(500),
+                                                absl::Seconds(2));
+  echo::EchoServerOptions next_options;
+  next_options.name = "next";
+  absl::StatusOr<std::unique_ptr<echo::EchoServer>> next_server =
+      echo::EchoServer::Start(next_options);
+  ASSERT_TRUE(next_server.ok()) << next_server.status();
+  ServerProcess front;
+  ASSERT_TRUE(front.Start(
+      {absl::StrCat("--next=", (*next_server)->address()),
+       absl::StrCat("--drain_ms=", absl::ToInt64Milliseconds(drain)),
+       absl::StrCat("--shutdown_grace_ms=", absl::ToInt64Milliseconds(grace))},
+      /*with_stderr=*/true))
+      << front.output();
+  auto stub = ::echo::v1::Echo::NewStub(reqctx::CreateChannel(
+      front.address(), grpc::InsecureChannelCredentials()));
+  // EchoStream (relayed to the next hop, one message each 20 ms) and Chat
+  // (the client keeps it open without sending), both running at the signal.
+  auto [ctx, cancel] = WithTimeout(Background(), absl::Minutes(2));
+  auto stream_cc = NewClientContext(ctx);
+  EchoRequest request;
+  request.set_message("s");
+  request.set_work_ms(20);
+  auto reader = stub->EchoStream(stream_cc.get(), request);
+  EchoResponse response;
+  ASSERT_TRUE(reader->Read(&response));
+  auto chat_cc = NewClientContext(ctx);
+  auto chat = stub->Chat(chat_cc.get());
+  request.set_work_ms(0);
+  ASSERT_TRUE(chat->Write(request));
+  ASSERT_TRUE(chat->Read(&response));
+
+  const absl::Time signaled = absl::Now();
+  ASSERT_TRUE(front.Signal(SIGTERM));
+  int read = 0;
+  while (read < 1000000 && reader->Read(&response)) ++read;
+  const grpc::Status stream_status = reader->Finish();
+  const absl::Duration stream_ended = absl::Now() - signaled;
+  while (chat->Read(&response)) {
+  }
+  const grpc::Status chat_status = chat->Finish();
+  const int wait_status = front.WaitExit(kWaitBound);
+  ASSERT_NE(wait_status, -1) << front.output();
+  EXPECT_TRUE(WIFEXITED(wait_status) && WEXITSTATUS(wait_status) == 0)
+      << front.output();
+  EXPECT_EQ(stream_status.error_code(), grpc::StatusCode::UNAVAILABLE)
+      << stream_status.error_message() << "\n" << front.output();
+  EXPECT_EQ(stream_status.error_message(), "server shutting down");
+  // Chat's status frame may still be unsent when the process exits (seen
+  // under TSan/ASan): the client then has UNAVAILABLE "Socket closed",
+  // retryable too. The log says both streams got the cause.
+  EXPECT_EQ(chat_status.error_code(), grpc::StatusCode::UNAVAILABLE)
+      << chat_status.error_message() << "\n" << front.output();
+  EXPECT_TRUE(chat_status.error_message() == "server shutting down" ||
+              chat_status.error_message() == "Socket closed")
+      << chat_status.error_message();
+  EXPECT_NE(front.output().find("canceled 2 call(s): server shutting down"),
+            std::string::npos)
+      << front.output();
+  EXPECT_GE(stream_ended, drain + grace - absl::Milliseconds(100));
+  EXPECT_LT(stream_ended, drain + grace + kWaitBound);
+  // The relay's call to the next hop ended with it.
+  EXPECT_TRUE(Eventually(
+      [&] { return (*next_server)->stats().Get().active_requests == 0; }))
+      << "next hop still has "
+      << (*next_server)->stats().Get().active_requests
+      << " call(s)";
+}
+
 // The server's log lines written inside a call carry that call's fields: a
 // database failure's details (--postgres to a port nothing listens on).
 TEST(EchoServerLogProcessTest, LinesInACallCarryItsTraceMethodAndBudget) {

@@ -306,7 +306,8 @@ void EchoServer::Shutdown() {
     std::thread stopper([this, grace_end] {
       server_->Shutdown(absl::ToChronoTime(grace_end + kShutdownBackstop));
     });
-    // 3. Then end the Echo calls still running, with the cause.
+    // 3. Then end the Echo calls (unary and streams) still running, with
+    // the cause.
     if (!service_->calls().WaitIdle(grace_end)) {
       const size_t n = service_->calls().CancelAll();
       Log(absl::StrCat(name(), ": grace over: canceled ", n,

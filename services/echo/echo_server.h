@@ -11,12 +11,13 @@
 //   2. then the server stops taking calls (new calls fail with UNAVAILABLE,
 //      which clients may retry elsewhere) and lets in-flight calls run for
 //      up to options.shutdown_grace;
-//   3. then the Echo calls still running are canceled with the cause
-//      "server shutting down" (drain/call_tracker.h): their Contexts end,
-//      so do their workers and their calls to the next hop (whose handlers
-//      see their own Contexts end), and their clients get UNAVAILABLE
-//      "server shutting down"; whatever else still runs (streams, queued
-//      calls) is canceled by gRPC kShutdownBackstop later;
+//   3. then the Echo calls still running, unary and streaming, are
+//      canceled with the cause "server shutting down"
+//      (drain/call_tracker.h): their Contexts end, so do their workers and
+//      their calls to the next hop (whose handlers see their own Contexts
+//      end), and their clients get UNAVAILABLE "server shutting down";
+//      whatever else still runs (queued calls, health Watch streams) is
+//      canceled by gRPC kShutdownBackstop later;
 //   4. it returns once every handler has returned.
 // The server binary, the demo and the end-to-end tests all use this class.
 //

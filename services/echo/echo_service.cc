@@ -345,7 +345,10 @@ absl::Status EchoService::RelayStream(const Context& ctx, const Hop& hop,
 grpc::Status EchoService::EchoStream(
     grpc::ServerContext* sc, const EchoRequest* request,
     grpc::ServerWriter<EchoResponse>* writer) {
-  EchoStreamWriter stream(sc, writer, options_.streams.For(kEchoStreamMethod),
+  // Tracked as Echo is: a drain's CancelAll cuts the stream with its cause.
+  const drain::CallTracker::Call call = calls_.Track(FromServerContext(sc));
+  EchoStreamWriter stream(call.context(), sc, writer,
+                          options_.streams.For(kEchoStreamMethod),
                           kEchoStreamMethod);
   const Context& ctx = stream.context();
   Hop hop = ArrivalHop(ctx);
@@ -409,8 +412,9 @@ absl::Status EchoService::CollectRequests(grpc::ServerContext* sc,
 grpc::Status EchoService::Collect(grpc::ServerContext* sc,
                                   grpc::ServerReader<EchoRequest>* reader,
                                   EchoResponse* response) {
-  CollectReader stream(sc, reader, options_.streams.For(kCollectMethod),
-                       kCollectMethod);
+  const drain::CallTracker::Call call = calls_.Track(FromServerContext(sc));
+  CollectReader stream(call.context(), sc, reader,
+                       options_.streams.For(kCollectMethod), kCollectMethod);
   Hop hop = ArrivalHop(stream.context());
   RequestScope scope(stats_, stream.context());
   std::string last;
@@ -523,7 +527,9 @@ absl::Status EchoService::RelayChat(grpc::ServerContext* sc, const Hop& hop,
 grpc::Status EchoService::Chat(
     grpc::ServerContext* sc,
     grpc::ServerReaderWriter<EchoResponse, EchoRequest>* raw) {
-  ChatStream stream(sc, raw, options_.streams.For(kChatMethod), kChatMethod);
+  const drain::CallTracker::Call call = calls_.Track(FromServerContext(sc));
+  ChatStream stream(call.context(), sc, raw, options_.streams.For(kChatMethod),
+                    kChatMethod);
   Hop hop = ArrivalHop(stream.context());
   RequestScope scope(stats_, stream.context());
   absl::Status s = next_ != nullptr ? RelayChat(sc, hop, stream)
