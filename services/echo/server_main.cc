@@ -453,6 +453,19 @@ void ForEachPolicyCount(const reqctx::policy::PolicyCountersSnapshot& counts,
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Block the stop signals in every thread (gRPC's threads inherit this
+  // mask) and take them synchronously with sigwait below. SIGUSR1 is how the
+  // shutdown thread tells the main thread it is done. First thing in main,
+  // so a SIGTERM during start-up waits for sigwait (a drain, exit 0)
+  // instead of killing the process.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGUSR1);
+  sigaddset(&stop_signals, SIGUSR2);  // shed mode (kill switch)
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
   absl::SetProgramUsageMessage(
       "echo server: --name=N --port=P [--next=host:port] [--workers=K] "
       "[--max_work_ms=MS] [--shutdown_grace_ms=MS] [--drain_ms=MS] "
@@ -472,17 +485,6 @@ int main(int argc, char** argv) {
   reqctx::logging::UseContextPattern(
       *log, "[%Y-%m-%d %H:%M:%S.%e] [%n] [%l] %* %v");
   log->flush_on(spdlog::level::trace);
-
-  // Block the stop signals in every thread (gRPC's threads inherit this
-  // mask) and take them synchronously with sigwait below. SIGUSR1 is how the
-  // shutdown thread tells the main thread it is done.
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGINT);
-  sigaddset(&stop_signals, SIGTERM);
-  sigaddset(&stop_signals, SIGUSR1);
-  sigaddset(&stop_signals, SIGUSR2);  // shed mode (kill switch)
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
   std::unique_ptr<reqctx::MetricsServer> metrics;
   if (const int port = absl::GetFlag(FLAGS_metrics_port); port >= 0) {
