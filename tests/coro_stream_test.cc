@@ -11,6 +11,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/time/clock.h"
@@ -139,9 +140,11 @@ struct Outcome {
 };
 
 // Sends `n` messages, reading each reply, then `tail` (if not empty) and a
-// Read; then half-closes and finishes.
+// Read (setting *at_tail, if given, just before it); then half-closes and
+// finishes.
 Task<Outcome> Drive(Context ctx, StreamTest::Stub* stub,
-                    streams::StreamOptions options, int n, std::string tail) {
+                    streams::StreamOptions options, int n, std::string tail,
+                    bool* at_tail = nullptr) {
   Outcome out;
   Stream stream(ctx, stub, &StreamTest::Stub::async::Bidi, options, kMethod);
   for (int i = 0; i < n; ++i) {
@@ -156,6 +159,7 @@ Task<Outcome> Drive(Context ctx, StreamTest::Stub* stub,
     m.set_payload(tail);
     (void)co_await stream.Write(m);
     Msg reply;
+    if (at_tail != nullptr) *at_tail = true;
     out.last_read = co_await stream.Read(&reply);
   }
   (void)co_await stream.WritesDone();
@@ -194,6 +198,28 @@ TEST_F(CoroStreamTest, MessageWaitTimeoutWhileAwaitingRead) {
   EXPECT_EQ(o.stats.timeout, streams::StreamTimeout::kMessageWait);
 }
 
+TEST_F(CoroStreamTest, IdleTimeoutWhileAwaitingRead) {
+  streams::StreamOptions options;
+  options.idle = kWait;
+  Outcome o = RunSync(Drive(Background(), stub_.get(), options, 2, "silent"));
+  EXPECT_EQ(o.replies, 2);
+  EXPECT_FALSE(o.last_read);
+  EXPECT_EQ(o.status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  EXPECT_TRUE(absl::StrContains(o.status.error_message(), "idle"))
+      << o.status.error_message();
+  EXPECT_EQ(o.stats.timeout, streams::StreamTimeout::kIdle);
+}
+
+// Runs `loop` until *flag (set by its task) or kBound; the task is then
+// suspended in the co_await that follows setting the flag.
+bool RunUntilFlag(Loop& loop, const bool* flag) {
+  const absl::Time end = absl::Now() + kBound;
+  while (!*flag && absl::Now() < end) {
+    if (loop.RunFor(absl::Milliseconds(5))) return false;  // Task ended.
+  }
+  return *flag;
+}
+
 TEST_F(CoroStreamTest, DeadlineMidStream) {
   auto [ctx, cancel] = WithTimeout(Background(), kDeadline);
   Outcome o = RunSync(Drive(ctx, stub_.get(), {}, 2, "silent"));
@@ -207,12 +233,14 @@ TEST_F(CoroStreamTest, CancelWhileAwaitingRead) {
   auto [ctx, cancel] = WithCancel(Background());
   Loop loop;
   std::optional<Outcome> result;
-  loop.Spawn([](Context c, StreamTest::Stub* stub,
-                std::optional<Outcome>* out) -> Task<void> {
-    *out = co_await Drive(c, stub, {}, 1, "silent");
-  }(ctx, stub_.get(), &result));
-  // Suspended in the Read of "silent" (bounded: never ends by itself).
-  EXPECT_FALSE(loop.RunFor(kWait));
+  bool at_tail = false;
+  loop.Spawn([](Context c, StreamTest::Stub* stub, std::optional<Outcome>* out,
+                bool* at) -> Task<void> {
+    *out = co_await Drive(c, stub, {}, 1, "silent", at);
+  }(ctx, stub_.get(), &result, &at_tail));
+  // Suspended in the Read after "silent" (it never ends by itself).
+  ASSERT_TRUE(RunUntilFlag(loop, &at_tail));
+  EXPECT_FALSE(loop.RunFor(absl::Milliseconds(20)));
   EXPECT_FALSE(result.has_value());
   std::thread canceller([c = cancel] { c(); });
   EXPECT_TRUE(loop.RunFor(kBound));
@@ -233,13 +261,62 @@ TEST_F(CoroStreamTest, AlreadyDoneContextFailsAtOnce) {
 }
 
 TEST_F(CoroStreamTest, DestroyingASuspendedCoroutineCancelsTheCall) {
-  Loop* loop = new Loop();
-  loop->Spawn([](StreamTest::Stub* stub) -> Task<void> {
-    (void)co_await Drive(Background(), stub, {}, 1, "silent");
-  }(stub_.get()));
-  EXPECT_FALSE(loop->RunFor(kWait));
-  delete loop;  // Destroys the suspended task: the call is cancelled.
+  auto loop = std::make_unique<Loop>();
+  bool at_tail = false;
+  loop->Spawn([](StreamTest::Stub* stub, bool* at) -> Task<void> {
+    (void)co_await Drive(Background(), stub, {}, 1, "silent", at);
+  }(stub_.get(), &at_tail));
+  ASSERT_TRUE(RunUntilFlag(*loop, &at_tail));
+  EXPECT_EQ(streams::StreamGuard::LiveForTesting(), 2);  // Client + server.
+  loop.reset();  // Destroys the suspended task: the call is cancelled.
   // TearDown: no guard or server call left.
+}
+
+// A Read and a Write pending together (WhenAll), and destroying a task
+// suspended in Finish.
+TEST_F(CoroStreamTest, ReadAndWritePendingTogether) {
+  auto [ctx, cancel] = WithTimeout(Background(), absl::Seconds(20));
+  auto body = [](Context c, StreamTest::Stub* stub) -> Task<int> {
+    Stream stream(c, stub, &StreamTest::Stub::async::Bidi, {}, kMethod);
+    int got = 0;
+    for (int i = 0; i < 20; ++i) {
+      Msg reply;
+      auto read = [](Stream* s, Msg* m) -> Task<bool> {
+        co_return co_await s->Read(m);
+      }(&stream, &reply);
+      auto write = [](Stream* s) -> Task<bool> {
+        co_return co_await s->Write(Msg());
+      }(&stream);
+      std::vector<Task<bool>> both;
+      both.push_back(std::move(read));
+      both.push_back(std::move(write));
+      std::vector<bool> ok = co_await WhenAll(std::move(both));
+      if (!ok[0] || !ok[1]) break;
+      EXPECT_EQ(reply.count(), i + 1);
+      ++got;
+    }
+    (void)co_await stream.WritesDone();
+    grpc::Status s = co_await stream.Finish();
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    co_return got;
+  };
+  EXPECT_EQ(RunSync(body(ctx, stub_.get())), 20);
+}
+
+TEST_F(CoroStreamTest, DestroyingATaskSuspendedInFinish) {
+  auto loop = std::make_unique<Loop>();
+  bool at_finish = false;
+  loop->Spawn([](StreamTest::Stub* stub, bool* at) -> Task<void> {
+    Stream stream(Background(), stub, &StreamTest::Stub::async::Bidi, {},
+                  kMethod);
+    (void)co_await stream.Write(Msg());
+    *at = true;
+    (void)co_await stream.Finish();  // No WritesDone: the server waits.
+    ADD_FAILURE() << "resumed";
+  }(stub_.get(), &at_finish));
+  ASSERT_TRUE(RunUntilFlag(*loop, &at_finish));
+  EXPECT_FALSE(loop->RunFor(absl::Milliseconds(20)));
+  loop.reset();
 }
 
 }  // namespace
