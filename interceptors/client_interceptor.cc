@@ -47,7 +47,14 @@ class ClientCallInterceptor final : public grpc::experimental::Interceptor {
 
   // A call whose status was never received (gRPC requires it to be) still
   // drops its cancel registration here.
-  ~ClientCallInterceptor() override { FinishCall(nullptr); }
+  ~ClientCallInterceptor() override {
+    // The status hook may have run on another thread than this one, handed
+    // over by gRPC core (which TSan cannot see; e.g. a callback stream's
+    // ClientContext released after OnDone): taking mu_ orders what that
+    // hook wrote under it before the members are destroyed.
+    { std::lock_guard<std::mutex> lock(mu_); }
+    FinishCall(nullptr);
+  }
 
   void Intercept(InterceptorBatchMethods* methods) override {
     if (methods->QueryInterceptionHookPoint(
