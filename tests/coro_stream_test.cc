@@ -93,22 +93,34 @@ class Service : public StreamTest::CallbackService {
   }
 };
 
+// One server for the suite (as streams_test): gRPC 1.51 is not exercised
+// with a server started and shut down per test here.
 class CoroStreamTest : public ::testing::Test {
  protected:
-  void SetUp() override {
+  static void SetUpTestSuite() {
+    service_ = new Service();
     grpc::ServerBuilder builder;
     int port = 0;
     builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(),
                              &port);
-    builder.RegisterService(&service_);
+    builder.RegisterService(service_);
     InstallServerInterceptors(builder);
-    server_ = builder.BuildAndStart();
-    ASSERT_NE(server_, nullptr);
+    server_ = builder.BuildAndStart().release();
     stub_ = StreamTest::NewStub(reqctx::CreateChannel(
-        "127.0.0.1:" + std::to_string(port),
-        grpc::InsecureChannelCredentials()));
+                                    "127.0.0.1:" + std::to_string(port),
+                                    grpc::InsecureChannelCredentials()))
+                .release();
   }
+  static void TearDownTestSuite() {
+    server_->Shutdown(std::chrono::system_clock::now() +
+                      std::chrono::seconds(5));
+    delete stub_;
+    delete server_;
+    delete service_;
+  }
+  void SetUp() override { ASSERT_NE(server_, nullptr); }
   void TearDown() override {
+    // No guard or server call is left.
     EXPECT_TRUE(testing::Eventually(
         [] {
           return streams::StreamGuard::LiveForTesting() == 0 &&
@@ -117,20 +129,15 @@ class CoroStreamTest : public ::testing::Test {
         kBound))
         << "guards " << streams::StreamGuard::LiveForTesting()
         << ", server calls " << debug::LiveServerCallCount();
-    server_->Shutdown(std::chrono::system_clock::now() +
-                      std::chrono::seconds(5));
   }
 
-  static Msg M(std::string payload) {
-    Msg m;
-    m.set_payload(std::move(payload));
-    return m;
-  }
-
-  Service service_;
-  std::unique_ptr<grpc::Server> server_;
-  std::unique_ptr<StreamTest::Stub> stub_;
+  static Service* service_;
+  static grpc::Server* server_;
+  static StreamTest::Stub* stub_;
 };
+Service* CoroStreamTest::service_ = nullptr;
+grpc::Server* CoroStreamTest::server_ = nullptr;
+StreamTest::Stub* CoroStreamTest::stub_ = nullptr;
 
 struct Outcome {
   int replies = 0;
@@ -175,7 +182,7 @@ Task<Outcome> Drive(Context ctx, StreamTest::Stub* stub,
 
 TEST_F(CoroStreamTest, BidiEndToEnd) {
   auto [ctx, cancel] = WithTimeout(Background(), absl::Seconds(20));
-  Outcome o = RunSync(Drive(ctx, stub_.get(), {}, 50, ""));
+  Outcome o = RunSync(Drive(ctx, stub_, {}, 50, ""));
   EXPECT_EQ(o.replies, 50);
   EXPECT_FALSE(o.last_read);  // The server ended the stream.
   EXPECT_TRUE(o.status.ok()) << o.status.error_message();
@@ -188,7 +195,7 @@ TEST_F(CoroStreamTest, MessageWaitTimeoutWhileAwaitingRead) {
   streams::StreamOptions options;
   options.message_wait = kWait;
   const absl::Time start = absl::Now();
-  Outcome o = RunSync(Drive(Background(), stub_.get(), options, 3, "silent"));
+  Outcome o = RunSync(Drive(Background(), stub_, options, 3, "silent"));
   EXPECT_GE(absl::Now() - start, kWait);
   EXPECT_EQ(o.replies, 3);
   EXPECT_FALSE(o.last_read);
@@ -201,7 +208,7 @@ TEST_F(CoroStreamTest, MessageWaitTimeoutWhileAwaitingRead) {
 TEST_F(CoroStreamTest, IdleTimeoutWhileAwaitingRead) {
   streams::StreamOptions options;
   options.idle = kWait;
-  Outcome o = RunSync(Drive(Background(), stub_.get(), options, 2, "silent"));
+  Outcome o = RunSync(Drive(Background(), stub_, options, 2, "silent"));
   EXPECT_EQ(o.replies, 2);
   EXPECT_FALSE(o.last_read);
   EXPECT_EQ(o.status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
@@ -222,7 +229,7 @@ bool RunUntilFlag(Loop& loop, const bool* flag) {
 
 TEST_F(CoroStreamTest, DeadlineMidStream) {
   auto [ctx, cancel] = WithTimeout(Background(), kDeadline);
-  Outcome o = RunSync(Drive(ctx, stub_.get(), {}, 2, "silent"));
+  Outcome o = RunSync(Drive(ctx, stub_, {}, 2, "silent"));
   EXPECT_EQ(o.replies, 2);
   EXPECT_FALSE(o.last_read);
   EXPECT_EQ(o.status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED)
@@ -237,7 +244,7 @@ TEST_F(CoroStreamTest, CancelWhileAwaitingRead) {
   loop.Spawn([](Context c, StreamTest::Stub* stub, std::optional<Outcome>* out,
                 bool* at) -> Task<void> {
     *out = co_await Drive(c, stub, {}, 1, "silent", at);
-  }(ctx, stub_.get(), &result, &at_tail));
+  }(ctx, stub_, &result, &at_tail));
   // Suspended in the Read after "silent" (it never ends by itself).
   ASSERT_TRUE(RunUntilFlag(loop, &at_tail));
   EXPECT_FALSE(loop.RunFor(absl::Milliseconds(20)));
@@ -255,7 +262,7 @@ TEST_F(CoroStreamTest, CancelWhileAwaitingRead) {
 TEST_F(CoroStreamTest, AlreadyDoneContextFailsAtOnce) {
   auto [ctx, cancel] = WithCancel(Background());
   cancel();
-  Outcome o = RunSync(Drive(ctx, stub_.get(), {}, 3, ""));
+  Outcome o = RunSync(Drive(ctx, stub_, {}, 3, ""));
   EXPECT_EQ(o.replies, 0);
   EXPECT_EQ(o.status.error_code(), grpc::StatusCode::CANCELLED);
 }
@@ -265,7 +272,7 @@ TEST_F(CoroStreamTest, DestroyingASuspendedCoroutineCancelsTheCall) {
   bool at_tail = false;
   loop->Spawn([](StreamTest::Stub* stub, bool* at) -> Task<void> {
     (void)co_await Drive(Background(), stub, {}, 1, "silent", at);
-  }(stub_.get(), &at_tail));
+  }(stub_, &at_tail));
   ASSERT_TRUE(RunUntilFlag(*loop, &at_tail));
   EXPECT_EQ(streams::StreamGuard::LiveForTesting(), 2);  // Client + server.
   loop.reset();  // Destroys the suspended task: the call is cancelled.
@@ -300,7 +307,7 @@ TEST_F(CoroStreamTest, ReadAndWritePendingTogether) {
     EXPECT_TRUE(s.ok()) << s.error_message();
     co_return got;
   };
-  EXPECT_EQ(RunSync(body(ctx, stub_.get())), 20);
+  EXPECT_EQ(RunSync(body(ctx, stub_)), 20);
 }
 
 TEST_F(CoroStreamTest, DestroyingATaskSuspendedInFinish) {
@@ -313,7 +320,7 @@ TEST_F(CoroStreamTest, DestroyingATaskSuspendedInFinish) {
     *at = true;
     (void)co_await stream.Finish();  // No WritesDone: the server waits.
     ADD_FAILURE() << "resumed";
-  }(stub_.get(), &at_finish));
+  }(stub_, &at_finish));
   ASSERT_TRUE(RunUntilFlag(*loop, &at_finish));
   EXPECT_FALSE(loop->RunFor(absl::Milliseconds(20)));
   loop.reset();
