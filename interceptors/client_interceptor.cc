@@ -47,12 +47,13 @@ class ClientCallInterceptor final : public grpc::experimental::Interceptor {
 
   // A call whose status was never received (gRPC requires it to be) still
   // drops its cancel registration here.
-  // The status hook's FinishCall ran on a gRPC thread, ordered before this
-  // destructor by gRPC core (which TSan cannot see): taking mu_ publishes
-  // what it wrote (cancel_on_done_, ctx_) to the member destructors.
   ~ClientCallInterceptor() override {
+    // The status hook may have run on another thread than this one, handed
+    // over by gRPC core (which TSan cannot see; e.g. a callback stream's
+    // ClientContext released after OnDone): taking mu_ orders what that
+    // hook wrote under it before the members are destroyed.
+    { std::lock_guard<std::mutex> lock(mu_); }
     FinishCall(nullptr);
-    std::lock_guard<std::mutex> lock(mu_);
   }
 
   void Intercept(InterceptorBatchMethods* methods) override {

@@ -221,6 +221,11 @@ StreamGuard::~StreamGuard() { End(); }
 
 void StreamGuard::BindClientCall() {
   (void)Acquire();
+  // Publishes again what this thread did before starting the call -- for a
+  // callback reactor, the rest of its construction (the derived classes'
+  // members and vtable pointer, written after the guard's constructor) --
+  // to the gRPC threads whose callbacks call Acquire() first.
+  published_.store(true, std::memory_order_release);
   if (state_->server || state_->client_bound.load()) return;
   state_->client_call = state_->cc->c_call();
   if (state_->client_call != nullptr) {

@@ -166,7 +166,8 @@ class StreamGuard {
   // Client side, once the call exists (the stub's stream call returned, or
   // the callback stub's method was called): a later cancel carries
   // context()'s status to gRPC core. Call on the thread that started the
-  // call, once.
+  // call, once. Also publishes (release; every method acquires) what that
+  // thread wrote before, e.g. the rest of a reactor built around the guard.
   void BindClientCall();
 
   // The stream's Context: done when the call's Context is, when a timeout
