@@ -366,17 +366,21 @@ TEST(EchoDrainProcessTest, StreamsInFlightEndWithTheShutdownCause) {
   ASSERT_NE(wait_status, -1) << front.output();
   EXPECT_TRUE(WIFEXITED(wait_status) && WEXITSTATUS(wait_status) == 0)
       << front.output();
-  EXPECT_EQ(stream_status.error_code(), grpc::StatusCode::UNAVAILABLE)
-      << stream_status.error_message() << "\n" << front.output();
-  EXPECT_EQ(stream_status.error_message(), "server shutting down");
-  // Chat's status frame may still be unsent when the process exits (seen
-  // under TSan/ASan): the client then has UNAVAILABLE "Socket closed",
-  // retryable too. The log says both streams got the cause.
-  EXPECT_EQ(chat_status.error_code(), grpc::StatusCode::UNAVAILABLE)
-      << chat_status.error_message() << "\n" << front.output();
-  EXPECT_TRUE(chat_status.error_message() == "server shutting down" ||
-              chat_status.error_message() == "Socket closed")
-      << chat_status.error_message();
+  // Each stream ends UNAVAILABLE (retryable), and its message is the cause
+  // unless gRPC 1.51 closes the connection first: once the server has sent
+  // its GOAWAY, the transport closes as soon as its last call ends, and the
+  // client may lose the last status (most likely a reset: a client frame
+  // still unread at the close), seeing UNAVAILABLE "Socket closed" instead:
+  // about one run in three here. Not the process exiting first: waiting for
+  // the server's connections to close before exit changed nothing. The log says
+  // both streams got the cause, and the next hop's relay ended with it.
+  for (const grpc::Status* status : {&stream_status, &chat_status}) {
+    EXPECT_EQ(status->error_code(), grpc::StatusCode::UNAVAILABLE)
+        << status->error_message() << "\n" << front.output();
+    EXPECT_TRUE(status->error_message() == "server shutting down" ||
+                status->error_message() == "Socket closed")
+        << status->error_message() << "\n" << front.output();
+  }
   EXPECT_NE(front.output().find("canceled 2 call(s): server shutting down"),
             std::string::npos)
       << front.output();

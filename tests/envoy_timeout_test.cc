@@ -133,10 +133,14 @@ TEST(BehindEnvoyTest, EnvoysShorterTimeoutIsTheHandlersDeadline) {
   ASSERT_TRUE(r.status.ok()) << r.status.error_message();
   EXPECT_LE(ArrivalRemainingMs(r), 400);
   EXPECT_GT(ArrivalRemainingMs(r), 0);
-  // Never extended: grpc-timeout shorter than Envoy's.
+  // Never extended: grpc-timeout shorter than Envoy's. gRPC 1.51's client
+  // encodes a timeout rounded up to its wire units, and its HPACK encoder may
+  // re-send an earlier, up to 3% longer value on the same connection
+  // (interceptors/internal/grpc_timeout.h): up to 2,060 ms arrive for 2 s
+  // (2,009 ms seen on loaded cores), never Envoy's 60 s.
   r = Call(*server, absl::Seconds(2), {"60000"});
   ASSERT_TRUE(r.status.ok()) << r.status.error_message();
-  EXPECT_LE(ArrivalRemainingMs(r), 2000);
+  EXPECT_LE(ArrivalRemainingMs(r), 2060);
   EXPECT_GT(ArrivalRemainingMs(r), 1000);
 }
 

@@ -15,7 +15,9 @@
 //      canceled with the cause "server shutting down"
 //      (drain/call_tracker.h): their Contexts end, so do their workers and
 //      their calls to the next hop (whose handlers see their own Contexts
-//      end), and their clients get UNAVAILABLE "server shutting down";
+//      end), and their clients get UNAVAILABLE "server shutting down"
+//      (or, when gRPC 1.51 closes the connection as its last call ends and
+//      the last status is lost, UNAVAILABLE "Socket closed": retryable too);
 //      whatever else still runs (queued calls, health Watch streams) is
 //      canceled by gRPC kShutdownBackstop later;
 //   4. it returns once every handler has returned.
