@@ -363,18 +363,84 @@ TEST(VegasLimit, DropsDecreaseAndProbeRelearnsTheBaseline) {
   VegasOptions o;
   o.bounds.initial = 20;
   o.bounds.warmup_samples = 0;
-  o.probe_multiplier = 1;  // re-learn every `limit` samples
+  o.probe_multiplier = 1;  // a probe every `limit` samples
   VegasLimit limit(o);
   absl::Time now = absl::UnixEpoch();
-  limit.OnSample({now, absl::Milliseconds(10), 20, false});  // baseline
-  limit.OnSample({now, absl::Milliseconds(10), 20, true});
+  const absl::Duration ms = absl::Milliseconds(1);
+  limit.OnSample({now, 10 * ms, 20, false});  // baseline
+  limit.OnSample({now, 10 * ms, 20, true});
   EXPECT_EQ(limit.Current(), 19);
-  EXPECT_EQ(limit.Inputs().min_rtt, absl::Milliseconds(10));
-  // The baseline grows x5 (a slower dependency): a probe re-learns it.
-  for (int i = 0; i < 40; ++i) {
-    limit.OnSample({now, absl::Milliseconds(50), 19, false});
+  EXPECT_EQ(limit.Inputs().min_rtt, 10 * ms);
+  // The baseline grows x5 (a slower dependency): within `limit` samples a
+  // probe halves the limit; samples admitted before the halving are
+  // ignored, the smallest of the next two is the new baseline.
+  int probed_at = -1;
+  for (int i = 0; i < 40 && probed_at < 0; ++i) {
+    const int before = limit.Current();
+    limit.OnSample({now, 50 * ms, before, false});
+    now += 50 * ms;
+    if (limit.Current() <= before / 2) probed_at = i;
   }
-  EXPECT_EQ(limit.Inputs().min_rtt, absl::Milliseconds(50));
+  ASSERT_GE(probed_at, 0);
+  const int halved = limit.Current();
+  limit.OnSample({now - 60 * ms, 200 * ms, halved, false});  // before: ignored
+  EXPECT_EQ(limit.Inputs().min_rtt, 10 * ms);
+  limit.OnSample({now, 60 * ms, halved, false});
+  limit.OnSample({now + 10 * ms, 50 * ms, halved, false});
+  EXPECT_EQ(limit.Inputs().min_rtt, 50 * ms);
+  EXPECT_EQ(limit.Current(), halved);
+  // No queue against the new baseline: it grows back (by beta).
+  limit.OnSample({now + 100 * ms, 50 * ms, halved, false});
+  EXPECT_EQ(limit.Current(), halved + 3);
+}
+
+TEST(VegasLimit, ProbesWhenDecreasesInARowCutAQuarter) {
+  VegasOptions o;
+  o.bounds.initial = 40;
+  o.bounds.warmup_samples = 0;
+  VegasLimit limit(o);
+  absl::Time now = absl::UnixEpoch();
+  const absl::Duration ms = absl::Milliseconds(1);
+  limit.OnSample({now, 10 * ms, 40, false});  // baseline 10 ms
+  // 20 ms: a queue of half the limit, every sample -> -1 each, until the
+  // limit is 3/4 of 40 = 30; the next sample starts a probe (halves).
+  int n = 0;
+  while (limit.Current() > 20 && n < 100) {
+    now += 20 * ms;
+    limit.OnSample({now, 20 * ms, limit.Current(), false});
+    ++n;
+  }
+  EXPECT_EQ(n, 11);  // 10 decreases, then the probe
+  EXPECT_EQ(limit.Current(), 15);
+  // Off: no probe, the decreases go on.
+  o.probe_after_fall = 0;
+  VegasLimit off(o);
+  off.OnSample({now, 10 * ms, 40, false});
+  for (int i = 0; i < 11; ++i) {
+    now += 20 * ms;
+    off.OnSample({now, 20 * ms, off.Current(), false});
+  }
+  EXPECT_EQ(off.Current(), 29);
+}
+
+TEST(VegasLimit, ProbesWhenHandlingGetsMuchFaster) {
+  VegasOptions o;
+  o.bounds.initial = 20;
+  o.bounds.warmup_samples = 0;
+  VegasLimit limit(o);
+  absl::Time now = absl::UnixEpoch();
+  const absl::Duration ms = absl::Milliseconds(1);
+  limit.OnSample({now, 100 * ms, 20, false});  // baseline 100 ms
+  now += 100 * ms;
+  // 60 ms < 3/4 of the baseline: a slow phase ended; probe.
+  limit.OnSample({now, 60 * ms, 20, false});
+  EXPECT_EQ(limit.Current(), 10);
+  // A little faster (90 ms) only lowers the baseline.
+  VegasLimit small(o);
+  small.OnSample({now, 100 * ms, 20, false});
+  small.OnSample({now, 90 * ms, 20, false});
+  EXPECT_EQ(small.Current(), 20);
+  EXPECT_EQ(small.Inputs().min_rtt, 90 * ms);
 }
 
 TEST(Gradient2Limit, ShrinksWhenLatencyRisesAndRecoversLongRtt) {
@@ -483,6 +549,9 @@ TEST(LimitOptions, ValidationNamesTheBadField) {
   o.algorithm = Algorithm::kVegas;
   o.vegas.beta = 2;
   EXPECT_EQ(error(o), "limit.vegas.beta: must be > alpha");
+  o.vegas.beta = 3;
+  o.vegas.probe_after_fall = 1;
+  EXPECT_EQ(error(o), "limit.vegas.probe_after_fall: must be in [0, 1)");
   o = LimitOptions();
   o.algorithm = Algorithm::kAimd;
   o.aimd.backoff_ratio = 1;
