@@ -60,11 +60,13 @@ void VegasLimit::OnSample(const Sample& s) {
     return;
   }
   if (no_load_ns_ == 0 || rtt < no_load_ns_) {
-    // Much faster than the baseline: the server changed (a slow phase
-    // ended), and this sample may still hold a queue: probe it.
+    // Under half the baseline: the server changed (a slow phase ended), and
+    // this sample may still hold a queue: probe it. (Half, not less: a mix
+    // of fast and slow calls moves window means by less, and each probe
+    // costs the server half its limit for a few windows.)
     if (no_load_ns_ != 0 && options_.probe_after_fall > 0 &&
         samples_ > options_.bounds.warmup_samples &&
-        rtt < no_load_ns_ * (1 - options_.probe_after_fall)) {
+        rtt < no_load_ns_ / 2) {
       StartProbe(s.end());
       return;
     }

@@ -8,9 +8,9 @@
 //             probe_multiplier x limit samples, and once a run of
 //             decreases in a row has cut the limit by probe_after_fall
 //             (a queue that does not drain as the limit falls may be a
-//             slower server, not a longer queue), and when a sample is
-//             faster than no_load by that share (a slow phase ended; the
-//             sample may still hold a queue): the limit halves,
+//             slower server, not a longer queue), and when a sample takes
+//             under half of no_load (a slow phase ended; the sample may
+//             still hold a queue): the limit halves,
 //             and the smallest of the next 2 samples holding only calls
 //             admitted after the halving becomes no_load; the limit then
 //             grows back from the half by the rules below. A slower
@@ -34,6 +34,9 @@
 // defaults (within 20% of C from C = 15; Netflix's 3 and 6 settle at
 // C + 3..6, 38% above a C of 16).
 // The limit stays at bounds.initial during warm-up (no_load is learned).
+// A probe's cost: half the limit for ~2 windows plus the regrowth (beta x L
+// per window); at the defaults one every 30 x limit windows (5 min at a
+// limit of 100 with 100 ms windows) and after each sustained fall.
 //
 // Thread-safety and lifetime: as every Limit (limit.h).
 #ifndef REQCTX_LIMITS_VEGAS_LIMIT_H_

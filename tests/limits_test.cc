@@ -432,15 +432,15 @@ TEST(VegasLimit, ProbesWhenHandlingGetsMuchFaster) {
   const absl::Duration ms = absl::Milliseconds(1);
   limit.OnSample({now, 100 * ms, 20, false});  // baseline 100 ms
   now += 100 * ms;
-  // 60 ms < 3/4 of the baseline: a slow phase ended; probe.
-  limit.OnSample({now, 60 * ms, 20, false});
+  // 40 ms < half the baseline: a slow phase ended; probe.
+  limit.OnSample({now, 40 * ms, 20, false});
   EXPECT_EQ(limit.Current(), 10);
-  // A little faster (90 ms) only lowers the baseline.
+  // Faster, but not by half (60 ms): only lowers the baseline.
   VegasLimit small(o);
   small.OnSample({now, 100 * ms, 20, false});
-  small.OnSample({now, 90 * ms, 20, false});
+  small.OnSample({now, 60 * ms, 20, false});
   EXPECT_EQ(small.Current(), 20);
-  EXPECT_EQ(small.Inputs().min_rtt, 90 * ms);
+  EXPECT_EQ(small.Inputs().min_rtt, 60 * ms);
 }
 
 TEST(Gradient2Limit, ShrinksWhenLatencyRisesAndRecoversLongRtt) {
