@@ -21,25 +21,11 @@ using testing::BackgroundCall;
 using testing::CallEcho;
 using testing::CallResult;
 using testing::OneSlot;
-using testing::PolicedServer;
 using testing::PollUntil;
-using Api = testing::PolicyTestServer::Api;
 
 constexpr absl::Duration kBound = testing::kPolicyWaitBound;
 
-class AdaptivePolicyServerTest : public ::testing::TestWithParam<Api> {
- protected:
-  bool Start(ServerPolicyOptions o) {
-    served_ = std::make_unique<PolicedServer>(GetParam(), std::move(o));
-    return served_->server.ok();
-  }
-  ServerPolicy& policy() { return served_->policy; }
-  testing::PolicyTestServer& server() { return served_->server; }
-  ::echo::v1::Echo::Stub& stub() { return *served_->stub; }
-
- private:
-  std::unique_ptr<PolicedServer> served_;
-};
+using AdaptivePolicyServerTest = testing::PolicedServerTest;
 
 TEST_P(AdaptivePolicyServerTest, AdaptiveLimitLearnsFromAdmittedCalls) {
   ServerPolicyOptions o;
@@ -183,20 +169,8 @@ TEST_P(AdaptivePolicyServerTest, RefusalCapBoundsTheShareRefused) {
   EXPECT_EQ(server().handled(), kCalls - refused);
 }
 
-INSTANTIATE_TEST_SUITE_P(Apis, AdaptivePolicyServerTest,
-                         ::testing::Values(Api::kSync, Api::kCallback,
-                                           Api::kAsync),
-                         [](const auto& info) {
-                           switch (info.param) {
-                             case Api::kSync:
-                               return "Sync";
-                             case Api::kCallback:
-                               return "Callback";
-                             case Api::kAsync:
-                               break;
-                           }
-                           return "Async";
-                         });
+INSTANTIATE_TEST_SUITE_P(Apis, AdaptivePolicyServerTest, testing::kAllApis,
+                         testing::ApiName);
 
 }  // namespace
 }  // namespace reqctx::policy
