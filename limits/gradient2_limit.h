@@ -8,8 +8,8 @@
 //   long  = min(long, short x max_long_ratio): when handling gets faster (an
 //           overload or a slow dependency ended) the baseline follows at
 //           once instead of over long_window samples (Netflix decays it by
-//           0.9 per sample past 2x; with 2x the limit settled up to 2 C
-//           after a slow phase, limits_test.cc);
+//           0.9 per sample past 2x; with that rule the limit settled 1.5 C
+//           after a 5x slow phase in limits_test.cc's model);
 //   if inflight < limit / 2: unchanged (application-limited: too few calls
 //           to tell whether more would queue);
 //   gradient = clamp(long / short, 0.5, 1)   (1: no queueing seen)
@@ -24,7 +24,8 @@
 //           seconds, not tens of seconds.
 // At equilibrium behind a saturated server of concurrency C, gradient =
 // 1 - allowance / limit: the limit settles near (C + queue_size) / (1 -
-// queue_share) (C 16: 18, C 32: 35 with the defaults), then creeps up as
+// queue_share) (17-18 for C = 16, 33-35 for C = 32 with the defaults,
+// in limits_test.cc and the bench), then creeps up as
 // the long average learns the queueing (~0.1 per second with 100 ms
 // windows); when capacity falls, short jumps while long lags, and the limit
 // falls by up to 10% (smoothing x 0.5) per sample. The limit stays at
