@@ -84,7 +84,7 @@ ABSL_FLAG(std::string, configs, "none,static-right,static-4x,aimd,gradient,vegas
           "which server configurations to run");
 ABSL_FLAG(double, critical_share, 0.2,
           "share of critical calls in the mixed scenario");
-ABSL_FLAG(double, aimd_timeout_factor, 1.25,
+ABSL_FLAG(double, aimd_timeout_factor, 1.1,
           "AIMD's latency threshold, in multiples of work_ms");
 
 namespace {

@@ -27,7 +27,11 @@ void AimdLimit::OnSample(const Sample& s) {
   const bool over = options_.timeout > absl::ZeroDuration() &&
                     s.rtt > options_.timeout;
   if (s.dropped || over) {
+    // One decrease per round trip (TCP's rule): a sample holding calls
+    // admitted before the last decrease shows the old limit's queue.
+    if (s.start < backed_off_at_) return;
     limit_ = options_.bounds.Clamp(limit_ * options_.backoff_ratio);
+    backed_off_at_ = s.end();
   } else if (s.inflight * 2 >= limit_) {
     limit_ = options_.bounds.Clamp(limit_ + 1);
   }

@@ -4,16 +4,19 @@
 //
 // Per sample (after warm-up):
 //   * dropped (deadline hit while handled), or handling time > `timeout`
-//     when a timeout is set: limit = limit x backoff_ratio;
+//     when a timeout is set: limit = limit x backoff_ratio -- once per round
+//     trip, as TCP does: a sample (window) holding a call admitted before
+//     the last decrease changes nothing (its latency shows the queue of the
+//     old, higher limit; backing off again for it undershoots);
 //   * else, if the server is using at least half the limit
 //     (inflight x 2 >= limit): limit = limit + 1;
 //   * else (application-limited: too few calls to tell): unchanged.
 // Then clamped to [bounds.min, bounds.max].
 // Its steady state is a saw-tooth: it grows until calls start to exceed the
 // timeout, then drops by (1 - backoff_ratio). Behind a queue of fixed
-// capacity C with handling time S, set `timeout` a little above S: the limit
-// then oscillates in about [C x backoff_ratio, C + a few] (limits_test.cc
-// states the band it checks).
+// capacity C with handling time S, set `timeout` to 1.1 x S: the limit
+// then saw-tooths in about [1.1 x C x backoff_ratio, 1.1 x C + 1], inside
+// [0.8 C, 1.2 C] (limits_test.cc checks that band).
 //
 // Thread-safety and lifetime: as every Limit (limit.h).
 #ifndef REQCTX_LIMITS_AIMD_LIMIT_H_
@@ -47,6 +50,7 @@ class AimdLimit final : public Limit {
  private:
   const AimdOptions options_;
   double limit_;
+  absl::Time backed_off_at_ = absl::InfinitePast();  // last decrease
   LimitInputs inputs_;
 };
 

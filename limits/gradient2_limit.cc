@@ -19,6 +19,10 @@ absl::Status Gradient2Options::Validate(std::string_view prefix) const {
   }
   if (long_window < 1) return bad("long_window", "must be >= 1");
   if (!(queue_size >= 0)) return bad("queue_size", "must be >= 0");
+  if (!(queue_share >= 0 && queue_share < 1)) {
+    return bad("queue_share", "must be in [0, 1)");
+  }
+  if (!(max_long_ratio >= 1)) return bad("max_long_ratio", "must be >= 1");
   return absl::OkStatus();
 }
 
@@ -38,19 +42,26 @@ void Gradient2Limit::OnSample(const Sample& s) {
     long_ns_ = long_ns_ * (1 - factor) + rtt * factor;
   }
   if (samples_ <= warmup) return;
-  if (long_ns_ / rtt > 2) long_ns_ *= 0.9;
+  long_ns_ = std::min(long_ns_, rtt * options_.max_long_ratio);
   if (s.inflight < limit_ / 2) return;
   const double gradient = std::clamp(long_ns_ / rtt, 0.5, 1.0);
-  const double target = limit_ * gradient + options_.queue_size;
-  limit_ = options_.bounds.Clamp(limit_ * (1 - options_.smoothing) +
-                                 target * options_.smoothing);
+  const double target = limit_ * gradient + Allowance();
+  // Smoothing damps decreases (its purpose in Netflix's Gradient2); while
+  // no queueing is seen the limit takes the whole allowance.
+  const double smoothing = gradient < 1 ? options_.smoothing : 1.0;
+  limit_ = options_.bounds.Clamp(limit_ * (1 - smoothing) +
+                                 target * smoothing);
+}
+
+double Gradient2Limit::Allowance() const {
+  return options_.queue_size + options_.queue_share * limit_;
 }
 
 LimitInputs Gradient2Limit::Inputs() const {
   LimitInputs in;
   in.long_rtt = absl::Nanoseconds(long_ns_);
   in.last_rtt = absl::Nanoseconds(last_ns_);
-  in.queue_estimate = options_.queue_size;
+  in.queue_estimate = Allowance();
   in.samples = samples_;
   return in;
 }

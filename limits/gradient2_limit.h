@@ -5,19 +5,33 @@
 //   short = the sample's handling time;
 //   long  = exponential average of the samples over `long_window` samples
 //           (a plain mean over the first bounds.warmup_samples);
-//   if long / short > 2 (a long overload just ended): long = long x 0.9, so
-//           the baseline comes back down faster than the average would;
+//   long  = min(long, short x max_long_ratio): when handling gets faster (an
+//           overload or a slow dependency ended) the baseline follows at
+//           once instead of over long_window samples (Netflix decays it by
+//           0.9 per sample past 2x; with that rule the limit settled 1.5 C
+//           after a 5x slow phase in limits_test.cc's model);
 //   if inflight < limit / 2: unchanged (application-limited: too few calls
 //           to tell whether more would queue);
 //   gradient = clamp(long / short, 0.5, 1)   (1: no queueing seen)
-//   target = limit x gradient + queue_size   (the allowance lets the limit
-//           grow while latency stays flat, and probes for more capacity)
-//   limit = limit x (1 - smoothing) + target x smoothing, clamped to bounds.
-// At equilibrium behind a saturated server, gradient = 1 - queue_size /
-// limit: the limit settles `queue_size` (plus the long average's lag) above
-// what the server can run without queueing; when capacity falls, short
-// jumps while long lags, and the limit falls by up to half per sample. The
-// limit stays at bounds.initial during warm-up.
+//   allowance = queue_size + queue_share x limit  (Netflix's queueSize as a
+//           function of the limit: it lets the limit grow while latency
+//           stays flat, probing for more capacity, in proportion to it)
+//   target = limit x gradient + allowance
+//   limit = limit x (1 - smoothing) + target x smoothing, clamped to bounds
+//           -- smoothing damps decreases (what Netflix documents it for):
+//           at gradient 1 (no queueing seen) the limit takes the whole
+//           allowance per sample, so it climbs back from a low limit in
+//           seconds, not tens of seconds.
+// At equilibrium behind a saturated server of concurrency C, gradient =
+// 1 - allowance / limit: the limit settles near (C + queue_size) / (1 -
+// queue_share) (17-18 for C = 16, 33-35 for C = 32 with the defaults,
+// in limits_test.cc and the bench), then creeps up as
+// the long average learns the queueing (~0.1 per second with 100 ms
+// windows); when capacity falls, short jumps while long lags, and the limit
+// falls by up to 10% (smoothing x 0.5) per sample. The limit stays at
+// bounds.initial during warm-up. A slower dependency looks like queueing:
+// the limit shrinks until the long average has learned the new handling
+// time (a static limit set right does better there; docs/production.md).
 //
 // Thread-safety and lifetime: as every Limit (limit.h).
 #ifndef REQCTX_LIMITS_GRADIENT2_LIMIT_H_
@@ -29,12 +43,16 @@ namespace reqctx::limits {
 
 struct Gradient2Options {
   LimitBounds bounds;
-  // Share of the new estimate taken per sample; in (0, 1].
+  // Share of a lower estimate taken per sample; in (0, 1].
   double smoothing = 0.2;
   // Samples the long-term average spans; >= 1.
   int long_window = 600;
-  // Calls the limit may exceed the no-queue estimate by; >= 0.
-  double queue_size = 4;
+  // Calls the limit may exceed the no-queue estimate by: queue_size (>= 0)
+  // plus queue_share (in [0, 1)) x the limit.
+  double queue_size = 0.5;
+  double queue_share = 0.03;
+  // The long average is kept <= short x max_long_ratio; >= 1.
+  double max_long_ratio = 1.05;
 
   // InvalidArgument naming "<prefix>.<field>".
   absl::Status Validate(std::string_view prefix) const;
@@ -50,6 +68,7 @@ class Gradient2Limit final : public Limit {
   std::string_view Name() const override { return "gradient"; }
 
  private:
+  double Allowance() const;
   const Gradient2Options options_;
   double limit_;
   double long_ns_ = 0;

@@ -51,13 +51,19 @@ enum class Outcome {
 
 // One admitted call, reported when its slot is given back.
 struct Sample {
-  absl::Time start;      // when the call was admitted (got its slot)
+  absl::Time start;      // when the call was admitted (got its slot); for a
+                         // window (windowed_limit.h), its earliest admission
   absl::Duration rtt;    // handling time: admission to the end of its work
+                         // (a window: the mean)
   int inflight = 0;      // calls holding a slot when it was admitted (itself
-                         // included)
+                         // included; a window: the most)
   bool dropped = false;  // Outcome::kDropped
-  // When the sample was taken (start + rtt).
-  absl::Time end() const { return start + rtt; }
+  // When the sample was taken: a window's close; InfinitePast: start + rtt
+  // (one call).
+  absl::Time taken = absl::InfinitePast();
+  absl::Time end() const {
+    return taken == absl::InfinitePast() ? start + rtt : taken;
+  }
 };
 
 // What an algorithm bases its limit on, for metrics (zero when the

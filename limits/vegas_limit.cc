@@ -22,24 +22,54 @@ absl::Status VegasOptions::Validate(std::string_view prefix) const {
     return bad("smoothing", "must be in (0, 1]");
   }
   if (probe_multiplier < 1) return bad("probe_multiplier", "must be >= 1");
+  if (!(probe_after_fall >= 0 && probe_after_fall < 1)) {
+    return bad("probe_after_fall", "must be in [0, 1)");
+  }
   return absl::OkStatus();
 }
 
 VegasLimit::VegasLimit(const VegasOptions& options)
     : options_(options), limit_(options.bounds.initial) {}
 
+void VegasLimit::StartProbe(absl::Time at) {
+  since_probe_ = 0;
+  decreases_ = 0;
+  probe_began_ = at;
+  probe_left_ = kProbeSamples;
+  probe_min_ns_ = 0;
+  limit_ = options_.bounds.Clamp(std::floor(limit_ / 2));
+}
+
 void VegasLimit::OnSample(const Sample& s) {
   const double rtt = std::max(1.0, absl::ToDoubleNanoseconds(s.rtt));
   last_ns_ = rtt;
   ++samples_;
-  if (++since_probe_ >= options_.probe_multiplier * limit_ &&
-      samples_ > options_.bounds.warmup_samples) {
-    // Probe: forget the baseline; this sample is the new one.
-    since_probe_ = 0;
-    no_load_ns_ = rtt;
+  if (probe_left_ > 0) {
+    // Draining: only calls admitted at the halved limit show the no-load
+    // handling time.
+    if (s.start < probe_began_) return;
+    probe_min_ns_ = probe_min_ns_ == 0 ? rtt : std::min(probe_min_ns_, rtt);
+    if (--probe_left_ == 0) no_load_ns_ = probe_min_ns_;
+    return;
+  }
+  if (samples_ > options_.bounds.warmup_samples &&
+      (++since_probe_ >= options_.probe_multiplier * limit_ ||
+       (options_.probe_after_fall > 0 && decreases_ > 0 &&
+        limit_ <= fall_from_ * (1 - options_.probe_after_fall)))) {
+    StartProbe(s.end());
     return;
   }
   if (no_load_ns_ == 0 || rtt < no_load_ns_) {
+    // Under half the baseline: the server changed (a slow phase ended), and
+    // this sample may still hold a queue: probe it. (Half, not less: a mix
+    // of fast and slow calls moves window means by less, and each probe
+    // costs the server half its limit for a few windows.)
+    if (no_load_ns_ != 0 && options_.probe_after_fall > 0 &&
+        samples_ > options_.bounds.warmup_samples &&
+        rtt < no_load_ns_ / 2) {
+      StartProbe(s.end());
+      return;
+    }
     no_load_ns_ = rtt;
     return;
   }
@@ -48,17 +78,18 @@ void VegasLimit::OnSample(const Sample& s) {
   const double log =
       std::max(1.0, std::floor(std::log10(std::max(limit_, 1.0))));
   double next;
-  if (s.dropped) {
+  if (!s.dropped && s.inflight * 2 < limit_) return;
+  if (s.dropped || queue_ > options_.beta * log) {
+    if (decreases_++ == 0) fall_from_ = limit_;
     next = limit_ - log;
-  } else if (s.inflight * 2 < limit_) {
-    return;
   } else if (queue_ <= options_.threshold * log) {
     next = limit_ + options_.beta * log;
+    decreases_ = 0;
   } else if (queue_ < options_.alpha * log) {
     next = limit_ + log;
-  } else if (queue_ > options_.beta * log) {
-    next = limit_ - log;
+    decreases_ = 0;
   } else {
+    decreases_ = 0;
     return;
   }
   next = options_.bounds.Clamp(next);

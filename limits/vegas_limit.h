@@ -3,23 +3,40 @@
 // Netflix's VegasLimit).
 //
 // Per sample (each sample is usually one window's average, windowed_limit.h):
-//   no_load = the smallest handling time seen (re-learned from the next
-//             sample every probe_multiplier x limit samples, so a server
-//             whose baseline grew -- a slower dependency -- is not taken for
-//             a queue forever);
+//   no_load = the smallest handling time seen, re-learned by a probe;
+//   probe   = (BBR's ProbeRTT, triggered as Netflix's Vegas probes) every
+//             probe_multiplier x limit samples, and once a run of
+//             decreases in a row has cut the limit by probe_after_fall
+//             (a queue that does not drain as the limit falls may be a
+//             slower server, not a longer queue), and when a sample takes
+//             under half of no_load (a slow phase ended; the sample may
+//             still hold a queue): the limit halves,
+//             and the smallest of the next 2 samples holding only calls
+//             admitted after the halving becomes no_load; the limit then
+//             grows back from the half by the rules below. A slower
+//             dependency (handling time x5, same workers) looks like a queue
+//             until a probe, drained below the server's concurrency, sees
+//             the new handling time without queueing: the limit is back
+//             within seconds instead of shrinking to min. Samples of calls
+//             admitted before the halving are ignored;
 //   queue   = ceil(limit x (1 - no_load / rtt)): calls beyond those the
 //             server runs without waiting;
 //   with L = max(1, floor(log10(limit))):
 //     dropped (deadline hit)       -> limit - L
 //     inflight x 2 < limit          -> unchanged (application-limited)
+//     queue >  beta x L             -> limit - L
 //     queue <= threshold x L        -> limit + beta x L   (far below: grow fast)
 //     queue <  alpha x L            -> limit + L
-//     queue >  beta x L             -> limit - L
 //     otherwise                     -> unchanged (the target band)
 //   limit = limit x (1 - smoothing) + new x smoothing, clamped to bounds.
 // It settles where alpha x L <= queue <= beta x L: behind a saturated server
-// of concurrency C, at C + 3..6 calls for limits under 100 (the defaults).
+// of concurrency C, at C + 2..3 calls for limits under 100 with the
+// defaults (within 20% of C from C = 15; Netflix's 3 and 6 settle at
+// C + 3..6, 38% above a C of 16).
 // The limit stays at bounds.initial during warm-up (no_load is learned).
+// A probe's cost: half the limit for ~2 windows plus the regrowth (beta x L
+// per window); at the defaults one every 30 x limit windows (5 min at a
+// limit of 100 with 100 ms windows) and after each sustained fall.
 //
 // Thread-safety and lifetime: as every Limit (limit.h).
 #ifndef REQCTX_LIMITS_VEGAS_LIMIT_H_
@@ -33,12 +50,15 @@ struct VegasOptions {
   LimitBounds bounds;
   // Multiples of L (see above): 0 < threshold <= alpha < beta.
   double threshold = 1;
-  double alpha = 3;
-  double beta = 6;
+  double alpha = 2;
+  double beta = 3;
   // Share of the new limit taken per sample; in (0, 1].
   double smoothing = 1.0;
-  // no_load is re-learned every probe_multiplier x limit samples; >= 1.
+  // A probe every probe_multiplier x limit samples; >= 1.
   int probe_multiplier = 30;
+  // A probe once decreases in a row cut the limit by this share; 0: never;
+  // in [0, 1).
+  double probe_after_fall = 0.25;
 
   // InvalidArgument naming "<prefix>.<field>".
   absl::Status Validate(std::string_view prefix) const;
@@ -56,11 +76,21 @@ class VegasLimit final : public Limit {
  private:
   const VegasOptions options_;
   double limit_;
+  static constexpr int kProbeSamples = 2;
+  // Halves the limit and starts learning no_load from calls admitted from
+  // `at` on.
+  void StartProbe(absl::Time at);
+
   double no_load_ns_ = 0;  // 0: not known yet
   double last_ns_ = 0;
   double queue_ = 0;
   int64_t samples_ = 0;
   int64_t since_probe_ = 0;
+  int decreases_ = 0;         // in a row
+  double fall_from_ = 0;      // the limit before this run of decreases
+  int probe_left_ = 0;        // samples still to take; 0: not probing
+  absl::Time probe_began_;    // the halving
+  double probe_min_ns_ = 0;
 };
 
 }  // namespace reqctx::limits

@@ -25,7 +25,9 @@ void WindowedLimit::OnSample(const Sample& s) {
   if (!open_) {
     open_ = true;
     opened_ = end;
+    earliest_ = s.start;
   }
+  earliest_ = std::min(earliest_, s.start);
   sum_ += s.rtt;
   ++count_;
   max_inflight_ = std::max(max_inflight_, s.inflight);
@@ -37,7 +39,8 @@ void WindowedLimit::OnSample(const Sample& s) {
   }
   if (enough) {
     Sample w;
-    w.start = opened_;
+    w.start = earliest_;
+    w.taken = end;
     w.rtt = sum_ / count_;
     w.inflight = max_inflight_;
     w.dropped = dropped_;

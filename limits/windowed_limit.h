@@ -7,8 +7,10 @@
 // `min_samples` samples, or at least `max_time` after (a window with fewer
 // than `min_samples` samples is then discarded: too little evidence). A
 // closed window becomes one sample for the wrapped limit: start = the
-// window's opening, rtt = the mean handling time, inflight = the most calls
-// in flight seen, dropped = whether any call was dropped.
+// earliest admission among its calls (so an algorithm can tell a window
+// holding calls admitted before its last change: aimd_limit.h), taken = the
+// close, rtt = the mean handling time, inflight = the most calls in flight
+// seen, dropped = whether any call was dropped.
 //
 // Thread-safety and lifetime: as every Limit (limit.h).
 #ifndef REQCTX_LIMITS_WINDOWED_LIMIT_H_
@@ -43,6 +45,7 @@ class WindowedLimit final : public Limit {
   const WindowOptions options_;
   bool open_ = false;
   absl::Time opened_;
+  absl::Time earliest_;  // earliest start in the open window
   absl::Duration sum_ = absl::ZeroDuration();
   int count_ = 0;
   int max_inflight_ = 0;

@@ -21,25 +21,11 @@ using testing::BackgroundCall;
 using testing::CallEcho;
 using testing::CallResult;
 using testing::OneSlot;
-using testing::PolicedServer;
 using testing::PollUntil;
-using Api = testing::PolicyTestServer::Api;
 
 constexpr absl::Duration kBound = testing::kPolicyWaitBound;
 
-class AdaptivePolicyServerTest : public ::testing::TestWithParam<Api> {
- protected:
-  bool Start(ServerPolicyOptions o) {
-    served_ = std::make_unique<PolicedServer>(GetParam(), std::move(o));
-    return served_->server.ok();
-  }
-  ServerPolicy& policy() { return served_->policy; }
-  testing::PolicyTestServer& server() { return served_->server; }
-  ::echo::v1::Echo::Stub& stub() { return *served_->stub; }
-
- private:
-  std::unique_ptr<PolicedServer> served_;
-};
+using AdaptivePolicyServerTest = testing::PolicedServerTest;
 
 TEST_P(AdaptivePolicyServerTest, AdaptiveLimitLearnsFromAdmittedCalls) {
   ServerPolicyOptions o;
@@ -62,6 +48,40 @@ TEST_P(AdaptivePolicyServerTest, AdaptiveLimitLearnsFromAdmittedCalls) {
   EXPECT_GT(s->inputs.long_rtt, absl::ZeroDuration());
   EXPECT_GE(s->limit, 2);
   EXPECT_LE(s->limit, 64);
+}
+
+// Attack review: a client whose calls carry deadlines shorter than the
+// method's handling time. Each is admitted (a slot is free) and ends by its
+// own deadline; counted as drops they would cut an AIMD limit by 10% each
+// (8 -> 1 in 20 calls). They are no samples, and do not teach the expected
+// handling time either.
+TEST_P(AdaptivePolicyServerTest, ShortDeadlineFloodDoesNotCollapseTheLimit) {
+  ServerPolicyOptions o;
+  o.defaults.expected_handling = absl::Milliseconds(200);
+  o.defaults.learned_warmup = 1;
+  o.defaults.limit.algorithm = limits::Algorithm::kAimd;
+  o.defaults.limit.aimd.bounds = {/*initial=*/8, /*min=*/1, /*max=*/64,
+                                  /*warmup_samples=*/0};
+  o.defaults.limit.window.min_time = absl::Milliseconds(1);
+  o.defaults.limit.window.min_samples = 1;
+  ASSERT_TRUE(Start(o));
+  for (int i = 0; i < 20; ++i) {
+    // 20 ms of budget for 2 s of work: ends by its deadline.
+    CallResult r = CallEcho(stub(), absl::Milliseconds(20), 2000);
+    EXPECT_FALSE(r.status.ok());
+  }
+  ASSERT_TRUE(PollUntil([&] { return policy().Running() == 0; }));
+  std::optional<ShedderStats> s = policy().LimiterStats("/echo.v1.Echo/Echo");
+  ASSERT_TRUE(s.has_value());
+  EXPECT_EQ(s->limit, 8);
+  EXPECT_EQ(s->inputs.samples, 0);
+  // Real calls are samples (the first opens a window, the next closes it).
+  ASSERT_TRUE(CallEcho(stub(), absl::Seconds(5), 1).status.ok());
+  ASSERT_TRUE(CallEcho(stub(), absl::Seconds(5), 2).status.ok());
+  ASSERT_TRUE(PollUntil([&] { return policy().Running() == 0; }));
+  s = policy().LimiterStats("/echo.v1.Echo/Echo");
+  EXPECT_GE(s->inputs.samples, 1);
+  EXPECT_GE(s->limit, 8);
 }
 
 TEST_P(AdaptivePolicyServerTest, CriticalShareRunsPastSheddableCalls) {
@@ -149,20 +169,8 @@ TEST_P(AdaptivePolicyServerTest, RefusalCapBoundsTheShareRefused) {
   EXPECT_EQ(server().handled(), kCalls - refused);
 }
 
-INSTANTIATE_TEST_SUITE_P(Apis, AdaptivePolicyServerTest,
-                         ::testing::Values(Api::kSync, Api::kCallback,
-                                           Api::kAsync),
-                         [](const auto& info) {
-                           switch (info.param) {
-                             case Api::kSync:
-                               return "Sync";
-                             case Api::kCallback:
-                               return "Callback";
-                             case Api::kAsync:
-                               break;
-                           }
-                           return "Async";
-                         });
+INSTANTIATE_TEST_SUITE_P(Apis, AdaptivePolicyServerTest, testing::kAllApis,
+                         testing::ApiName);
 
 }  // namespace
 }  // namespace reqctx::policy

@@ -114,6 +114,30 @@ TEST(AdaptiveShedderTest, AdaptiveLimitLearnsFromReleasedSlots) {
   EXPECT_EQ(s.Stats().algorithm, "aimd");
 }
 
+TEST(AdaptiveShedderTest, ClassifyEndDropsOnlyCallsThatHadRoomToFinish) {
+  const absl::Time t = absl::UnixEpoch();
+  const absl::Duration ms = absl::Milliseconds(1);
+  // Ran into a deadline that left room for the expected 50 ms: a drop.
+  EXPECT_EQ(ClassifyEnd(t, t + 200 * ms, t + 200 * ms, 50 * ms, false),
+            limits::Outcome::kDropped);
+  // Its budget at admission (20 ms) was below the expected handling: its
+  // own deadline ended it -- no sample.
+  EXPECT_EQ(ClassifyEnd(t, t + 20 * ms, t + 20 * ms, 50 * ms, false),
+            limits::Outcome::kIgnore);
+  EXPECT_EQ(ClassifyEnd(t, t + 30 * ms, t + 20 * ms, 50 * ms, true),
+            limits::Outcome::kIgnore);
+  // Canceled by its client before its deadline: no sample.
+  EXPECT_EQ(ClassifyEnd(t, t + 10 * ms, t + 200 * ms, 50 * ms, true),
+            limits::Outcome::kIgnore);
+  EXPECT_EQ(ClassifyEnd(t, t + 10 * ms, std::nullopt, 50 * ms, true),
+            limits::Outcome::kIgnore);
+  // Done in time, or without a deadline: a success.
+  EXPECT_EQ(ClassifyEnd(t, t + 10 * ms, t + 200 * ms, 50 * ms, false),
+            limits::Outcome::kSuccess);
+  EXPECT_EQ(ClassifyEnd(t, t + 10 * ms, std::nullopt, 50 * ms, false),
+            limits::Outcome::kSuccess);
+}
+
 TEST(AdaptiveShedderTest, SharesKeepASlotForCriticalCalls) {
   FakeClock clock;
   LoadShedderOptions o = Fixed(4, 8, clock);

@@ -13,6 +13,7 @@
 #include "gtest/gtest.h"
 #include "interceptors/interceptors.h"
 #include "interceptors/policy/criticality.h"
+#include "limits/limit_options.h"
 #include "proto/echo.grpc.pb.h"
 #include "services/echo/echo_server.h"
 #include "tests/echo_chain.h"
@@ -194,6 +195,28 @@ TEST(EchoPolicyTest, MiddleRetriesAnUnavailableBackend) {
   EXPECT_EQ(r.status.error_code(), grpc::StatusCode::UNAVAILABLE);
   EXPECT_EQ(Count(**middle, "retry_attempts"), 3);
   EXPECT_EQ(Count(**middle, "retries"), 2);
+}
+
+// An adaptive limit alone (no concurrency number) switches the policy on:
+// the server sheds by it, and its calls feed it.
+TEST(EchoPolicyTest, AdaptiveLimitAloneIsEnforced) {
+  EchoServerOptions o;
+  o.server_policy.defaults.max_concurrency = 0;
+  o.server_policy.defaults.limit.algorithm = limits::Algorithm::kVegas;
+  o.server_policy.defaults.limit.window.min_time = absl::Milliseconds(1);
+  o.server_policy.defaults.limit.window.min_samples = 1;
+  auto server = EchoServer::Start(o);
+  ASSERT_TRUE(server.ok()) << server.status();
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(Call(**server, absl::Seconds(10), 1).status.ok());
+  }
+  std::optional<policy::ShedderStats> s;
+  ASSERT_TRUE(PollUntil([&] {
+    s = (*server)->server_policy().LimiterStats("/echo.v1.Echo/Echo");
+    return s.has_value() && s->running == 0 && s->inputs.samples >= 1;
+  })) << (s.has_value() ? s->inputs.samples : -1);
+  EXPECT_EQ(s->algorithm, "vegas");
+  EXPECT_EQ(Count(**server, "admitted"), 3);
 }
 
 TEST(EchoPolicyTest, InvalidPolicyFailsStart) {

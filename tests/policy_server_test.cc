@@ -36,13 +36,8 @@ constexpr absl::Duration kBound = kPolicyWaitBound;
 
 // Each test serves Echo (SleepWork) on its API under a policy: Start(o),
 // then policy(), server(), stub().
-class PolicyServerTest : public ::testing::TestWithParam<Api> {
+class PolicyServerTest : public PolicedServerTest {
  protected:
-  bool Start(ServerPolicyOptions o, Behavior behavior = SleepWork) {
-    served_ = std::make_unique<PolicedServer>(GetParam(), std::move(o),
-                                              std::move(behavior));
-    return served_->server.ok();
-  }
   // Start(o), then a call of `work_ms` (deadline `timeout`) that holds a
   // slot: true once its handler runs. JoinBusy() waits for it to end.
   bool StartHoldingTheSlot(ServerPolicyOptions o, int64_t work_ms,
@@ -58,12 +53,8 @@ class PolicyServerTest : public ::testing::TestWithParam<Api> {
   friend int ClaimsThatEvict(PolicyServerTest& t, ServerPolicyOptions o,
                              const std::vector<std::string>& headers,
                              int claims);
-  ServerPolicy& policy() { return served_->policy; }
-  PolicyTestServer& server() { return served_->server; }
-  ::echo::v1::Echo::Stub& stub() { return *served_->stub; }
 
  private:
-  std::unique_ptr<PolicedServer> served_;
   std::unique_ptr<BackgroundCall> busy_;  // Ends before the server goes.
 };
 
@@ -546,20 +537,7 @@ TEST_P(PolicyServerTest, SlotIsHeldPastTheCancelOfAHandlerThatIgnoresIt) {
   SlotHeldUntilTheHandlerEnds(*this, /*cancel_first=*/true);
 }
 
-INSTANTIATE_TEST_SUITE_P(Apis, PolicyServerTest,
-                         ::testing::Values(Api::kSync, Api::kCallback,
-                                           Api::kAsync),
-                         [](const auto& info) {
-                           switch (info.param) {
-                             case Api::kSync:
-                               return "Sync";
-                             case Api::kCallback:
-                               return "Callback";
-                             case Api::kAsync:
-                               break;
-                           }
-                           return "Async";
-                         });
+INSTANTIATE_TEST_SUITE_P(Apis, PolicyServerTest, kAllApis, ApiName);
 
 
 

@@ -321,4 +321,17 @@ bool PollUntil(const std::function<bool()>& done, absl::Duration bound) {
   return true;
 }
 
+std::string ApiName(
+    const ::testing::TestParamInfo<PolicyTestServer::Api>& info) {
+  switch (info.param) {
+    case PolicyTestServer::Api::kSync:
+      return "Sync";
+    case PolicyTestServer::Api::kCallback:
+      return "Callback";
+    case PolicyTestServer::Api::kAsync:
+      break;
+  }
+  return "Async";
+}
+
 }  // namespace reqctx::testing

@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "absl/time/time.h"
+#include "gtest/gtest.h"
 #include "context/core.h"
 #include "interceptors/policy/criticality.h"
 #include "interceptors/policy/server_policy.h"
@@ -146,6 +147,35 @@ struct PolicedServer {
   PolicyTestServer server;
   std::unique_ptr<::echo::v1::Echo::Stub> stub;
 };
+
+// The fixture of the policy tests that run on every API (the test's
+// parameter): Start(o) serves Echo (`behavior`) on that API under a policy
+// built from `o`; then policy(), server(), stub(). Instantiate with
+// INSTANTIATE_TEST_SUITE_P(Apis, T, kAllApis, ApiName).
+class PolicedServerTest
+    : public ::testing::TestWithParam<PolicyTestServer::Api> {
+ protected:
+  bool Start(policy::ServerPolicyOptions o, Behavior behavior = SleepWork) {
+    served_ = std::make_unique<PolicedServer>(GetParam(), std::move(o),
+                                              std::move(behavior));
+    return served_->server.ok();
+  }
+  policy::ServerPolicy& policy() { return served_->policy; }
+  PolicyTestServer& server() { return served_->server; }
+  ::echo::v1::Echo::Stub& stub() { return *served_->stub; }
+
+ private:
+  std::unique_ptr<PolicedServer> served_;
+};
+
+// Sync, callback and async.
+inline const auto kAllApis =
+    ::testing::Values(PolicyTestServer::Api::kSync,
+                      PolicyTestServer::Api::kCallback,
+                      PolicyTestServer::Api::kAsync);
+// "Sync", "Callback", "Async": test-name suffixes.
+std::string ApiName(
+    const ::testing::TestParamInfo<PolicyTestServer::Api>& info);
 
 // One concurrency slot, a queue of `max_queue`, `expected` handling time
 // assumed by the shedder, and FIFO unless told otherwise.

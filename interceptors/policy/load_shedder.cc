@@ -87,6 +87,16 @@ absl::Status ValidateLoadShedderOptions(const LoadShedderOptions& o,
   return absl::OkStatus();
 }
 
+limits::Outcome ClassifyEnd(absl::Time admitted, absl::Time end,
+                            std::optional<absl::Time> deadline,
+                            absl::Duration expected, bool canceled) {
+  if (deadline.has_value() && end >= *deadline) {
+    return *deadline - admitted >= expected ? limits::Outcome::kDropped
+                                            : limits::Outcome::kIgnore;
+  }
+  return canceled ? limits::Outcome::kIgnore : limits::Outcome::kSuccess;
+}
+
 namespace {
 
 size_t Index(Criticality c) { return static_cast<size_t>(c); }

@@ -61,6 +61,29 @@ struct ServerPolicy::MethodState {
 
 namespace {
 
+// A call admitted at `start` is over now: its handling time is learned
+// (LatencyWindow) and its slot given back with its outcome (ClassifyEnd).
+// A call that ended at its deadline or after its client's cancel may have
+// been cut short: its handling time is only a lower bound, learned only if
+// it is at least the expected handling (a handler that ignored its Context
+// and kept working shows its real cost; a flood of calls with tiny
+// deadlines or instant cancels must not pull the expected handling down to
+// their budget -- and then count as drops).
+void Ended(ServerPolicy::MethodState& state, ShedSlot& slot, absl::Time start,
+           std::optional<absl::Time> deadline, absl::Duration expected,
+           bool canceled) {
+  const absl::Time end = absl::Now();
+  const limits::Outcome outcome =
+      ClassifyEnd(start, end, deadline, expected, canceled);
+  const bool cut_short = canceled || (deadline.has_value() && end >= *deadline);
+  if (!cut_short || end - start >= expected) state.window.Add(end - start);
+  slot.Release(outcome);
+}
+
+}  // namespace
+
+namespace {
+
 using grpc::internal::MethodHandler;
 using grpc::internal::RpcMethod;
 using grpc::internal::RpcServiceMethod;
@@ -82,17 +105,6 @@ struct ServiceMethodsAccess {
   friend ServiceMethods MethodsMember(ServiceMethodsTag) { return M; }
 };
 template struct ServiceMethodsAccess<&grpc::Service::methods_>;
-
-// How an admitted call ended, for its limit's sample (limits::Outcome): a
-// call still being handled when its deadline passed is a drop; one its
-// client canceled is no sample; any other is a success.
-limits::Outcome OutcomeOf(std::optional<absl::Time> deadline, absl::Time end,
-                          bool canceled) {
-  if (deadline.has_value() && end >= *deadline) {
-    return limits::Outcome::kDropped;
-  }
-  return canceled ? limits::Outcome::kIgnore : limits::Outcome::kSuccess;
-}
 
 std::optional<absl::Time> DeadlineOf(const grpc::ServerContextBase& sc) {
   gpr_timespec raw = sc.raw_deadline();
@@ -266,6 +278,7 @@ class PolicyHandler final : public MethodHandler {
            ShedSlot slot) {
     const absl::Time start = absl::Now();
     std::shared_ptr<ServerPolicy::MethodState> state = state_;
+    const absl::Duration expected = state->ExpectedHandling();
     if (callback_) {
       // The handler only starts the call; it ends when its reactor finishes
       // (the status is sent) -- not when its Context is done: a handler
@@ -273,21 +286,17 @@ class PolicyHandler final : public MethodHandler {
       // and keeps its slot until then.
       auto held = std::make_shared<ShedSlot>(std::move(slot));
       internal::AtServerCallEnd(param.server_context,
-                                [state, held, start, deadline] {
-                                  const absl::Time end = absl::Now();
-                                  state->window.Add(end - start);
-                                  held->Release(OutcomeOf(deadline, end,
-                                                          /*canceled=*/false));
+                                [state, held, start, deadline, expected] {
+                                  Ended(*state, *held, start, deadline,
+                                        expected, /*canceled=*/false);
                                 });
       inner_->RunHandler(param);
       return;
     }
     inner_->RunHandler(param);
-    const absl::Time end = absl::Now();
-    state->window.Add(end - start);
     // IsCancelled is safe at any time on the sync API.
-    slot.Release(
-        OutcomeOf(deadline, end, param.server_context->IsCancelled()));
+    Ended(*state, slot, start, deadline, expected,
+          param.server_context->IsCancelled());
   }
 
   // Destroys the request the original handler deserialized (it would have
@@ -637,6 +646,7 @@ void AsyncAdmission::Decide(std::shared_ptr<ServerPolicy::MethodState> state,
     }
     slot_ = std::move(d.slot);
     admitted_at_ = absl::Now();
+    expected_ = state_->ExpectedHandling();
     decided_ = true;
   }
   // An alarm that is already due: gRPC delivers `tag` on `cq` (ok = true)
@@ -675,20 +685,20 @@ grpc::Status AsyncAdmission::Refusal(grpc::ServerContext* sc) const {
 void AsyncAdmission::Done() {
   std::shared_ptr<ServerPolicy::MethodState> state;
   ShedSlot slot;
-  absl::Duration handling;
-  limits::Outcome outcome;
+  absl::Time start;
+  std::optional<absl::Time> deadline;
+  absl::Duration expected;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (!decided_ || done_ || !status_.ok()) return;
     done_ = true;
     state = state_;
     slot = std::move(slot_);
-    const absl::Time end = absl::Now();
-    handling = end - admitted_at_;
-    outcome = OutcomeOf(deadline_, end, /*canceled=*/false);
+    start = admitted_at_;
+    deadline = deadline_;
+    expected = expected_;
   }
-  state->window.Add(handling);
-  slot.Release(outcome);
+  Ended(*state, slot, start, deadline, expected, /*canceled=*/false);
 }
 
 }  // namespace reqctx::policy

@@ -322,6 +322,8 @@ class AsyncAdmission {
   absl::Status status_;             // Guarded by mu_.
   std::optional<absl::Duration> pushback_;  // Guarded by mu_.
   absl::Time admitted_at_;          // Guarded by mu_.
+  // The method's expected handling time at admission. Guarded by mu_.
+  absl::Duration expected_ = absl::ZeroDuration();
   std::optional<absl::Time> deadline_;  // The call's. Guarded by mu_.
   bool decided_ = false;            // Guarded by mu_.
   bool done_ = false;               // Guarded by mu_.

@@ -10,11 +10,18 @@
 //      hop by its minimum budget, and a follow-up detached from a call (with
 //      a bound) that outlives it;
 //   5. a bidirectional stream (Chat) whose client goes silent mid-stream, cut
-//      by the frontend's message-wait timeout, every hop's call ended.
+//      by the frontend's message-wait timeout, every hop's call ended;
+//   6. an adaptive concurrency limit (issue 23): a server in front of a
+//      backend that runs 4 calls at a time; as the load rises from 4 to 32
+//      callers the printed limit moves from its initial value down to what
+//      the backend can take, with no concurrency number chosen.
 // Exits 0 by itself within a few seconds.
 #include <algorithm>
+#include <atomic>
+#include <cstdint>
 #include <cstdio>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -27,6 +34,7 @@
 #include "context/sleep.h"
 #include "interceptors/interceptors.h"
 #include "interceptors/policy/detach.h"
+#include "limits/limit_options.h"
 #include "proto/echo.grpc.pb.h"
 #include "services/echo/echo_server.h"
 #include "streams/stream_guard.h"
@@ -244,6 +252,127 @@ void StalledStream(echo::v1::Echo::Stub& stub, const Chain& chain) {
   PrintStats(chain);
 }
 
+// Scene 6. `callers` threads call `stub` back to back (each call 20 ms of
+// work per hop, a 1 s deadline) while `running` is set; counts the answers.
+struct Load {
+  std::atomic<bool> running{true};
+  std::atomic<int> callers{0};
+  std::atomic<int> ok{0}, refused{0}, other{0};
+  std::atomic<int64_t> ok_us{0};  // latency of the OK calls, summed
+  std::mutex mu;
+  std::string first_other;  // Guarded by mu.
+  std::vector<std::thread> threads;
+  void Add(echo::v1::Echo::Stub& stub, int n) {
+    for (int i = 0; i < n; ++i) {
+      callers.fetch_add(1);
+      threads.emplace_back([this, &stub] {
+        while (running.load()) {
+          auto [ctx, cancel] =
+              reqctx::WithTimeout(reqctx::Background(), absl::Seconds(1));
+          auto cc = reqctx::NewClientContext(ctx);
+          echo::v1::EchoRequest request;
+          request.set_work_ms(20);
+          echo::v1::EchoResponse response;
+          const absl::Time start = absl::Now();
+          grpc::Status s = stub.Echo(cc.get(), request, &response);
+          if (s.ok()) {
+            ok_us.fetch_add(absl::ToInt64Microseconds(absl::Now() - start));
+            ok.fetch_add(1);
+          } else if (s.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) {
+            refused.fetch_add(1);
+            // As a polite client does with grpc-retry-pushback-ms.
+            absl::SleepFor(absl::Milliseconds(10));
+          } else if (other.fetch_add(1) == 0) {
+            std::lock_guard<std::mutex> lock(mu);
+            first_other = s.error_message();
+          }
+        }
+      });
+    }
+  }
+  void Stop() {
+    running.store(false);
+    for (std::thread& t : threads) t.join();  // Each call ends within 1 s.
+  }
+};
+
+void AdaptiveLimit() {
+  absl::PrintF(
+      "\n6) An adaptive limit (--limit=vegas): a server in front of a backend "
+      "that runs\n   4 calls at a time (20 ms of work per hop); no concurrency "
+      "number is chosen\n");
+  reqctx::echo::EchoServerOptions backend_options;
+  backend_options.name = "backend4";
+  backend_options.workers = 1;
+  backend_options.server_policy.defaults.max_concurrency = 4;
+  backend_options.server_policy.defaults.max_queue = 256;
+  auto backend = EchoServer::Start(backend_options);
+  if (!backend.ok()) {
+    absl::PrintF("   cannot start: %s\n", backend.status().ToString());
+    return;
+  }
+  reqctx::echo::EchoServerOptions options;
+  options.name = "adaptive";
+  options.workers = 1;
+  options.next = (*backend)->address();
+  reqctx::policy::MethodPolicy& p = options.server_policy.defaults;
+  p.max_concurrency = 0;
+  p.max_queue = -1;  // 4 x the limit
+  p.limit.algorithm = reqctx::limits::Algorithm::kVegas;
+  p.limit.vegas.bounds = {/*initial=*/24, /*min=*/2, /*max=*/200,
+                          /*warmup_samples=*/3};
+  p.limit.window.min_time = absl::Milliseconds(50);
+  p.limit.window.min_samples = 5;
+  auto server = EchoServer::Start(options);
+  if (!server.ok()) {
+    absl::PrintF("   cannot start: %s\n", server.status().ToString());
+    return;
+  }
+  auto stub = echo::v1::Echo::NewStub(reqctx::CreateChannel(
+      (*server)->address(), grpc::InsecureChannelCredentials()));
+  Load load;
+  auto report = [&](absl::Duration for_how_long) {
+    const absl::Time end = absl::Now() + for_how_long;
+    int last_ok = load.ok.load();
+    int64_t last_us = load.ok_us.load();
+    while (absl::Now() < end) {
+      absl::SleepFor(absl::Milliseconds(300));
+      const int ok = load.ok.load();
+      const int64_t us = load.ok_us.load();
+      const double mean_ms =
+          ok > last_ok ? (us - last_us) / 1000.0 / (ok - last_ok) : 0;
+      last_ok = ok;
+      last_us = us;
+      std::optional<reqctx::policy::ShedderStats> s =
+          (*server)->server_policy().LimiterStats("/echo.v1.Echo/Echo");
+      if (!s.has_value()) return;
+      absl::PrintF(
+          "   %2d callers: limit %3d | in flight %2d, queued %2d | "
+          "handling %3.0f ms (no-load %3.0f) | callers see %3.0f ms | "
+          "ok %4d, refused %3d\n",
+          load.callers.load(), s->limit, s->running, s->queued,
+          absl::ToDoubleMilliseconds(s->inputs.last_rtt),
+          absl::ToDoubleMilliseconds(s->inputs.min_rtt), mean_ms, ok,
+          load.refused.load());
+    }
+  };
+  load.Add(*stub, 4);
+  report(absl::Milliseconds(900));
+  absl::PrintF("   ... the load rises to 32 callers\n");
+  load.Add(*stub, 28);
+  report(absl::Milliseconds(2400));
+  load.Stop();
+  absl::PrintF(
+      "   the limit left its initial 24 for what the backend takes (4 at a "
+      "time x 2 hops of\n   20 ms: ~8 calls in flight without queueing); "
+      "the rest wait in the frontend's\n   deadline-aware queue. %d calls "
+      "failed otherwise%s%s\n",
+      load.other.load(), load.first_other.empty() ? "" : ", first: ",
+      load.first_other);
+  (*server)->Shutdown();
+  (*backend)->Shutdown();
+}
+
 }  // namespace
 
 int main() {
@@ -269,6 +398,7 @@ int main() {
   ClientCancel(*stub, chain);
   Policies();
   StalledStream(*stub, chain);
+  AdaptiveLimit();
 
   absl::PrintF("\nshutting down\n");
   chain.frontend->Shutdown();

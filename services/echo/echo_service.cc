@@ -183,7 +183,7 @@ bool EchoServiceOptions::ServerPolicyOn(const policy::ServerPolicyOptions& o) {
            p.learned_min_budget_quantile > 0 ||
            p.reply_margin > absl::ZeroDuration() ||
            p.default_deadline.has_value() || p.max_deadline.has_value() ||
-           p.max_concurrency > 0;
+           policy::SheddingOn(p);
   };
   if (on(o.defaults)) return true;
   for (const auto& [name, p] : o.methods) {

@@ -89,6 +89,7 @@
 #include "spdlog/spdlog.h"
 #include "interceptors/observability.h"
 #include "interceptors/policy/policy_counters.h"
+#include "limits/limit_options.h"
 #include "logging/spdlog.h"
 #include "metrics/metrics.h"
 #include "metrics/metrics_server.h"
@@ -242,11 +243,21 @@ ABSL_FLAG(int64_t, aimd_timeout_ms, 0,
 ABSL_FLAG(double, gradient_smoothing, 0.2, "Gradient2: smoothing");
 ABSL_FLAG(int, gradient_long_window, 600,
           "Gradient2: samples in the long-term average");
-ABSL_FLAG(double, gradient_queue_size, 4,
-          "Gradient2: calls the limit may exceed the no-queue estimate by");
-ABSL_FLAG(double, vegas_alpha, 3, "Vegas: grow below alpha x log10(limit)");
-ABSL_FLAG(double, vegas_beta, 6,
+ABSL_FLAG(double, gradient_queue_size,
+          reqctx::limits::Gradient2Options().queue_size,
+          "Gradient2: calls the limit may exceed the no-queue estimate by "
+          "(plus --gradient_queue_share x the limit)");
+ABSL_FLAG(double, gradient_queue_share,
+          reqctx::limits::Gradient2Options().queue_share,
+          "Gradient2: share of the limit added to --gradient_queue_size");
+ABSL_FLAG(double, vegas_alpha, reqctx::limits::VegasOptions().alpha,
+          "Vegas: grow below alpha x log10(limit)");
+ABSL_FLAG(double, vegas_beta, reqctx::limits::VegasOptions().beta,
           "Vegas: shrink above beta x log10(limit) queued calls");
+ABSL_FLAG(double, vegas_probe_after_fall,
+          reqctx::limits::VegasOptions().probe_after_fall,
+          "Vegas: probe the no-load time (halving the limit) once decreases "
+          "in a row cut the limit by this share (0: never)");
 ABSL_FLAG(int, vegas_probe_multiplier, 30,
           "Vegas: re-learn the no-load time every this x limit samples");
 ABSL_FLAG(std::string, shares, "",
@@ -316,8 +327,11 @@ absl::Status ApplyAdmissionFlags(reqctx::policy::ServerPolicyOptions& o) {
   p.limit.gradient.smoothing = absl::GetFlag(FLAGS_gradient_smoothing);
   p.limit.gradient.long_window = absl::GetFlag(FLAGS_gradient_long_window);
   p.limit.gradient.queue_size = absl::GetFlag(FLAGS_gradient_queue_size);
+  p.limit.gradient.queue_share = absl::GetFlag(FLAGS_gradient_queue_share);
   p.limit.vegas.alpha = absl::GetFlag(FLAGS_vegas_alpha);
   p.limit.vegas.beta = absl::GetFlag(FLAGS_vegas_beta);
+  p.limit.vegas.probe_after_fall =
+      absl::GetFlag(FLAGS_vegas_probe_after_fall);
   p.limit.vegas.probe_multiplier = absl::GetFlag(FLAGS_vegas_probe_multiplier);
   if (const std::string shares = absl::GetFlag(FLAGS_shares); !shares.empty()) {
     std::vector<std::string> parts = absl::StrSplit(shares, ',');
