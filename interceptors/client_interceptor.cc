@@ -117,13 +117,14 @@ class ClientCallInterceptor final : public grpc::experimental::Interceptor {
     }
     grpc::ClientContext* cc = cc_;
     const metrics::ClientMethodMetrics* m = observer_.metrics();
-    AfterFuncHandle cancel_on_done = AfterFunc(*ctx, [cc, m] {
+    // Embedded in this object (no allocation per call); FinishCall stops
+    // it, and the lock below publishes it to that hook.
+    cancel_on_done_.Start(*ctx, [cc, m] {
       cc->TryCancel();
       internal::ClientCallObserver::CancelSent(m);
     });
     std::lock_guard<std::mutex> lock(mu_);
     ctx_ = std::move(ctx);
-    cancel_on_done_ = std::move(cancel_on_done);
     return false;
   }
 
@@ -136,11 +137,9 @@ class ClientCallInterceptor final : public grpc::experimental::Interceptor {
     // left, no lock.
     if (finished_.exchange(true, std::memory_order_acq_rel)) return;
     std::optional<Context> ctx;
-    AfterFuncHandle cancel_on_done;
     {
       std::lock_guard<std::mutex> lock(mu_);
       ctx = std::exchange(ctx_, std::nullopt);
-      cancel_on_done = std::move(cancel_on_done_);
       if (status != nullptr && ctx.has_value() &&
           status->error_code() == grpc::StatusCode::CANCELLED &&
           ctx->Err().code() == absl::StatusCode::kDeadlineExceeded) {
@@ -151,8 +150,9 @@ class ClientCallInterceptor final : public grpc::experimental::Interceptor {
                            ? static_cast<int>(status->error_code())
                            : static_cast<int>(grpc::CANCELLED));
     }
-    // Outside the lock: stops f, or waits for a TryCancel in progress.
-    cancel_on_done = AfterFuncHandle();
+    // Outside the lock: stops f, or waits for a TryCancel in progress
+    // (a no-op if StartCall never armed it).
+    cancel_on_done_.StopAndWait();
   }
 
   // Set if the call was hijacked: the status it fails with.
@@ -175,7 +175,8 @@ class ClientCallInterceptor final : public grpc::experimental::Interceptor {
   std::atomic<bool> failed_{false};      // failure_ is set.
   std::atomic<bool> finished_{false};    // FinishCall has run.
   std::optional<Context> ctx_;      // Guarded by mu_.
-  AfterFuncHandle cancel_on_done_;  // Guarded by mu_.
+  // Armed by StartCall, stopped by FinishCall (thread-safe itself).
+  internal::AfterFuncCore cancel_on_done_;
   internal::ClientCallObserver observer_;  // Guarded by mu_.
 };
 
