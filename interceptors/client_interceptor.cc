@@ -134,8 +134,12 @@ class ClientCallInterceptor final : public grpc::experimental::Interceptor {
   // was never received); one lock.
   void FinishCall(grpc::Status* status) {
     // The destructor after the status hook (as gRPC orders them): nothing
-    // left, no lock.
-    if (finished_.exchange(true, std::memory_order_acq_rel)) return;
+    // left, no lock; the acquire orders that hook's last writes (the
+    // listener's Stop, after the unlock) before the destruction.
+    if (finished_.exchange(true, std::memory_order_acq_rel)) {
+      (void)finish_done_.load(std::memory_order_acquire);
+      return;
+    }
     std::optional<Context> ctx;
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -153,6 +157,7 @@ class ClientCallInterceptor final : public grpc::experimental::Interceptor {
     // Outside the lock: stops f, or waits for a TryCancel in progress
     // (a no-op if StartCall never armed it).
     cancel_on_done_.StopAndWait();
+    finish_done_.store(true, std::memory_order_release);
   }
 
   // Set if the call was hijacked: the status it fails with.
@@ -173,7 +178,8 @@ class ClientCallInterceptor final : public grpc::experimental::Interceptor {
   std::mutex mu_;
   std::optional<grpc::Status> failure_;  // Guarded by mu_.
   std::atomic<bool> failed_{false};      // failure_ is set.
-  std::atomic<bool> finished_{false};    // FinishCall has run.
+  std::atomic<bool> finished_{false};    // FinishCall has started.
+  std::atomic<bool> finish_done_{false};  // FinishCall has returned.
   std::optional<Context> ctx_;      // Guarded by mu_.
   // Armed by StartCall, stopped by FinishCall (thread-safe itself).
   internal::AfterFuncCore cancel_on_done_;
