@@ -34,8 +34,13 @@
 #ifndef REQCTX_CONTEXT_AFTER_FUNC_H_
 #define REQCTX_CONTEXT_AFTER_FUNC_H_
 
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
+#include <thread>
 
 #include "context/core.h"
 
@@ -43,6 +48,69 @@ namespace reqctx {
 
 namespace internal {
 class AfterFuncState;
+
+// The state of one AfterFunc, without its allocation: what AfterFunc's
+// shared state is made of, and what an owner embeds to arm an AfterFunc per
+// call with no allocation and no reference count (the gRPC client
+// interceptor: one per call). Same contract as AfterFunc (see the file
+// comment): f runs at most once, on the executor, after the context is done;
+// f must not throw.
+//
+// Use: Start() once; then Stop() and Wait() (or StopAndWait()) before the
+// owner is destroyed -- the destructor does both, but an owner whose f
+// reads the owner's members must call them from its own destructor first.
+// After Wait() returns, f is not running and never will (unless Wait() was
+// called from inside f, which does not wait).
+//
+// Thread-safety: Stop() and Wait() may be called from any thread, also at
+// once; Start() once, before either. Lifetime: the embedding object must
+// outlive a scheduled f; Wait() (and the destructor) ensure it.
+class AfterFuncCore : public Listener, public Job {
+ public:
+  AfterFuncCore() = default;
+  ~AfterFuncCore() { StopAndWait(); }
+
+  // Arms f on `ctx` (scheduling it at once if ctx is done already; never if
+  // ctx can never be done). Once.
+  void Start(const Context& ctx, std::function<void()> f);
+  // As AfterFuncHandle::Stop(): true if this call kept f from running.
+  bool Stop();
+  // Blocks until f has returned, if it was scheduled and is not running on
+  // this very thread.
+  void Wait();
+  void StopAndWait() {
+    Stop();
+    Wait();
+  }
+
+  void OnParentDone(DoneReason, const absl::Status&,
+                    JobList& deferred) noexcept override;
+
+ protected:
+  // While scheduled, the shared form keeps itself alive: Retain() when f is
+  // scheduled; Run() takes that reference back (TakeRetained) before it
+  // marks f finished, and drops it (maybe freeing this object) as its last
+  // act, after which it touches nothing of this object. The embedded form
+  // keeps none: its owner's Wait() keeps it alive.
+  virtual void Retain() noexcept {}
+  virtual std::shared_ptr<void> TakeRetained() noexcept { return nullptr; }
+
+ private:
+  enum Phase : int { kPending, kStopped, kScheduled };
+
+  void Schedule(JobList& out) noexcept;
+  void Run() noexcept override;
+
+  std::atomic<int> phase_{kPending};
+  NodeRef<CancelNode> node_;  // Set by Start.
+  std::function<void()> f_;  // Owned by whoever moved phase_ off kPending.
+  int64_t done_ns_ = 0;  // Written by Schedule, read by Run.
+
+  std::mutex mu_;
+  std::condition_variable finished_cv_;
+  std::thread::id runner_;  // Guarded by mu_.
+  bool finished_ = false;   // Guarded by mu_.
+};
 }  // namespace internal
 
 class AfterFuncHandle {

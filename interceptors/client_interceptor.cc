@@ -50,9 +50,9 @@ class ClientCallInterceptor final : public grpc::experimental::Interceptor {
   ~ClientCallInterceptor() override {
     // The status hook may have run on another thread than this one, handed
     // over by gRPC core (which TSan cannot see; e.g. a callback stream's
-    // ClientContext released after OnDone): taking mu_ orders what that
-    // hook wrote under it before the members are destroyed.
-    { std::lock_guard<std::mutex> lock(mu_); }
+    // ClientContext released after OnDone): FinishCall's acquire of
+    // finish_done_ orders what that hook wrote before the members are
+    // destroyed.
     FinishCall(nullptr);
   }
 
@@ -102,57 +102,59 @@ class ClientCallInterceptor final : public grpc::experimental::Interceptor {
       ctx = ClientBindingRegistry::Get().Take(cc_, it->second);
     }
     // The first hook of the call: nothing else touches the state yet. It
-    // is written here and published by the one lock below (the other hooks
-    // and the destructor read it under mu_).
+    // is written here and published by the release store of started_ (the
+    // other hooks and the destructor acquire it first).
     observer_.Start(method_, ctx.has_value() ? &*ctx : nullptr);
     if (!ctx.has_value()) {
-      std::lock_guard<std::mutex> lock(mu_);
+      started_.store(true, std::memory_order_release);
       return false;
     }
     if (ctx->IsDone()) {
-      std::lock_guard<std::mutex> lock(mu_);
       failure_ = ToGrpcStatus(ctx->Err());
       failed_.store(true, std::memory_order_release);
+      started_.store(true, std::memory_order_release);
       return true;
     }
     grpc::ClientContext* cc = cc_;
     const metrics::ClientMethodMetrics* m = observer_.metrics();
-    AfterFuncHandle cancel_on_done = AfterFunc(*ctx, [cc, m] {
+    // Embedded in this object (no allocation per call); FinishCall stops
+    // it, and started_ publishes it to that hook.
+    cancel_on_done_.Start(*ctx, [cc, m] {
       cc->TryCancel();
       internal::ClientCallObserver::CancelSent(m);
     });
-    std::lock_guard<std::mutex> lock(mu_);
     ctx_ = std::move(ctx);
-    cancel_on_done_ = std::move(cancel_on_done);
+    started_.store(true, std::memory_order_release);
     return false;
   }
 
   // Drops the cancel registration (waiting for a TryCancel in progress) and
   // reports a cancel caused by ctx's deadline as DEADLINE_EXCEEDED.
   // Runs once (the status hook, or the destructor of a call whose status
-  // was never received); one lock.
+  // was never received); no lock.
   void FinishCall(grpc::Status* status) {
     // The destructor after the status hook (as gRPC orders them): nothing
-    // left, no lock.
-    if (finished_.exchange(true, std::memory_order_acq_rel)) return;
-    std::optional<Context> ctx;
-    AfterFuncHandle cancel_on_done;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      ctx = std::exchange(ctx_, std::nullopt);
-      cancel_on_done = std::move(cancel_on_done_);
-      if (status != nullptr && ctx.has_value() &&
-          status->error_code() == grpc::StatusCode::CANCELLED &&
-          ctx->Err().code() == absl::StatusCode::kDeadlineExceeded) {
-        *status = ToGrpcStatus(ctx->Err());
-      }
-      // No status ever received (the call was abandoned): counted CANCELLED.
-      observer_.Finish(status != nullptr
-                           ? static_cast<int>(status->error_code())
-                           : static_cast<int>(grpc::CANCELLED));
+    // left; the acquire orders that hook's writes before the destruction.
+    if (finished_.exchange(true, std::memory_order_acq_rel)) {
+      (void)finish_done_.load(std::memory_order_acquire);
+      return;
     }
-    // Outside the lock: stops f, or waits for a TryCancel in progress.
-    cancel_on_done = AfterFuncHandle();
+    // What StartCall wrote (if it ran: else the state is as constructed).
+    (void)started_.load(std::memory_order_acquire);
+    std::optional<Context> ctx = std::exchange(ctx_, std::nullopt);
+    if (status != nullptr && ctx.has_value() &&
+        status->error_code() == grpc::StatusCode::CANCELLED &&
+        ctx->Err().code() == absl::StatusCode::kDeadlineExceeded) {
+      *status = ToGrpcStatus(ctx->Err());
+    }
+    // No status ever received (the call was abandoned): counted CANCELLED.
+    observer_.Finish(status != nullptr
+                         ? static_cast<int>(status->error_code())
+                         : static_cast<int>(grpc::CANCELLED));
+    // Stops f, or waits for a TryCancel in progress (a no-op if StartCall
+    // never armed it).
+    cancel_on_done_.StopAndWait();
+    finish_done_.store(true, std::memory_order_release);
   }
 
   // Set if the call was hijacked: the status it fails with.
@@ -160,8 +162,7 @@ class ClientCallInterceptor final : public grpc::experimental::Interceptor {
   // optional<Status> copy for the calls that were not hijacked (nearly all).
   std::optional<grpc::Status> Failure() {
     if (!failed_.load(std::memory_order_acquire)) return std::nullopt;
-    std::lock_guard<std::mutex> lock(mu_);
-    return failure_;
+    return failure_;  // Written once, before failed_ was set.
   }
 
   grpc::ClientContext* const cc_;
@@ -169,14 +170,21 @@ class ClientCallInterceptor final : public grpc::experimental::Interceptor {
   const size_t header_budget_;
 
   // Batches of one call may be intercepted on different threads, ordered by
-  // gRPC core (which TSan cannot see); so all state is under mu_.
-  std::mutex mu_;
-  std::optional<grpc::Status> failure_;  // Guarded by mu_.
+  // gRPC core (which TSan cannot see). The hooks of one call never run at
+  // once, so no lock: each hand-over is an atomic TSan can see. StartCall
+  // (the first hook) writes failure_, ctx_, cancel_on_done_ and observer_,
+  // then sets started_ (release); failure_ is also published by failed_.
+  // FinishCall (once: finished_) acquires started_, then sets finish_done_
+  // (release) when done, which the destructor acquires.
+  std::optional<grpc::Status> failure_;  // Set before failed_.
   std::atomic<bool> failed_{false};      // failure_ is set.
-  std::atomic<bool> finished_{false};    // FinishCall has run.
-  std::optional<Context> ctx_;      // Guarded by mu_.
-  AfterFuncHandle cancel_on_done_;  // Guarded by mu_.
-  internal::ClientCallObserver observer_;  // Guarded by mu_.
+  std::atomic<bool> started_{false};     // StartCall has run.
+  std::atomic<bool> finished_{false};    // FinishCall has started.
+  std::atomic<bool> finish_done_{false};  // FinishCall has returned.
+  std::optional<Context> ctx_;      // Written by StartCall only.
+  // Armed by StartCall, stopped by FinishCall (thread-safe itself).
+  internal::AfterFuncCore cancel_on_done_;
+  internal::ClientCallObserver observer_;  // Started by StartCall.
 };
 
 class ClientInterceptorFactory final

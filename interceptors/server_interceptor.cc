@@ -8,6 +8,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <new>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -216,19 +217,31 @@ thread_local ServerCall* t_dispatching = nullptr;
 // ServerContext and the call's close notification are gone). A thin adapter:
 // every hook goes to the call's one owner, ServerCall, which keeps all of
 // the call's state (internal/server_call.h).
+//
+// Allocation: the interceptor lives in the same allocation as its
+// ServerCall (one make_shared per call, not two): New() places it in the
+// block's storage, and gRPC's `delete` reaches the destroying operator
+// delete below, which destroys it and drops its reference to the block (the
+// block, and so the storage, is freed once the registry and the watcher
+// have let go of the ServerCall too).
 class ServerCallInterceptor final : public grpc::experimental::Interceptor {
  public:
-  // `rules` belongs to the factory, which outlives its server's calls.
-  ServerCallInterceptor(grpc::experimental::ServerRpcInfo* info,
-                        const ServerCallRules* rules)
-      : owner_(std::make_shared<ServerCall>(info->server_context())),
-        method_(info->method() != nullptr ? info->method() : ""),
-        rules_(rules) {
-    call_.store(owner_.get(), std::memory_order_release);
-  }
+  // The only way to make one (see Allocation). `rules` belongs to the
+  // factory, which outlives its server's calls.
+  static ServerCallInterceptor* New(grpc::experimental::ServerRpcInfo* info,
+                                    const ServerCallRules* rules);
 
   // Ends the call if no status was sent (End is idempotent).
   ~ServerCallInterceptor() override { call()->End(); }
+
+  // `delete` of one made by New() (gRPC's, through Interceptor's virtual
+  // destructor): destroys it in place and drops its share of the block that
+  // holds it, last (that may free the block, and *p with it).
+  static void operator delete(ServerCallInterceptor* p,
+                              std::destroying_delete_t) {
+    std::shared_ptr<ServerCall> block = std::move(p->owner_);
+    p->~ServerCallInterceptor();
+  }
 
   void Intercept(InterceptorBatchMethods* methods) override {
     if (methods->QueryInterceptionHookPoint(
@@ -286,13 +299,41 @@ class ServerCallInterceptor final : public grpc::experimental::Interceptor {
   // them after the construction where TSan can see it, without a lock.
   ServerCall* call() const { return call_.load(std::memory_order_acquire); }
 
-  // Set at construction, before gRPC runs any hook; never changed. Read
-  // only through call() (see there).
-  const std::shared_ptr<ServerCall> owner_;
+  struct Block;
+
+  ServerCallInterceptor(std::shared_ptr<ServerCall> owner,
+                        grpc::experimental::ServerRpcInfo* info,
+                        const ServerCallRules* rules)
+      : owner_(std::move(owner)),
+        method_(info->method() != nullptr ? info->method() : ""),
+        rules_(rules) {
+    call_.store(owner_.get(), std::memory_order_release);
+  }
+
+  // Set at construction, before gRPC runs any hook; moved out only by the
+  // destroying delete. Read only through call() (see there).
+  std::shared_ptr<ServerCall> owner_;
   std::atomic<ServerCall*> call_{nullptr};
   const char* const method_;  // gRPC's (static in generated code), or "".
   const ServerCallRules* const rules_;
 };
+
+// The one allocation of a call: its ServerCall (shared: interceptor,
+// registry, watcher) with room for its interceptor. The interceptor is not
+// a member: the destroying delete destroys it, the block only frees it.
+struct ServerCallInterceptor::Block final : ServerCall {
+  explicit Block(const grpc::ServerContextBase* sc) : ServerCall(sc) {}
+  alignas(ServerCallInterceptor) unsigned char
+      interceptor[sizeof(ServerCallInterceptor)];
+};
+
+ServerCallInterceptor* ServerCallInterceptor::New(
+    grpc::experimental::ServerRpcInfo* info, const ServerCallRules* rules) {
+  std::shared_ptr<Block> block =
+      std::make_shared<Block>(info->server_context());
+  void* storage = block->interceptor;
+  return ::new (storage) ServerCallInterceptor(std::move(block), info, rules);
+}
 
 class ServerInterceptorFactory final
     : public grpc::experimental::ServerInterceptorFactoryInterface {
@@ -301,7 +342,7 @@ class ServerInterceptorFactory final
       : rules_(std::move(rules)) {}
   grpc::experimental::Interceptor* CreateServerInterceptor(
       grpc::experimental::ServerRpcInfo* info) override {
-    return new ServerCallInterceptor(info, &rules_);
+    return ServerCallInterceptor::New(info, &rules_);
   }
 
  private:

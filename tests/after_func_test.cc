@@ -13,6 +13,7 @@
 #include "context/debug.h"
 #include "gtest/gtest.h"
 #include "tests/process_probe.h"
+#include "tests/test_timing.h"
 
 namespace reqctx {
 namespace {
@@ -51,6 +52,34 @@ void ExpectDidNotRun(const Context& ctx, const std::atomic<bool>& ran) {
   AfterFuncHandle p = AfterFunc(ctx, [&] { probe.Notify(); });
   ASSERT_TRUE(probe.WaitFor(kLongWait));
   EXPECT_FALSE(ran.load());
+}
+
+// internal::AfterFuncCore embedded in an owner (as the gRPC client
+// interceptor does, one per call): the owner is freed as soon as
+// StopAndWait() returns, also when f has just run on the executor and is
+// finishing. Run() must touch nothing of the core after it marks f finished
+// (ASan: heap-use-after-free otherwise, e.g. a virtual call after the
+// unlock). Cancels race the stop at every point: each round either runs f
+// once or stops it.
+TEST(AfterFuncTest, EmbeddedCoreOwnerFreedRightAfterStopAndWait) {
+  struct Owner {
+    internal::AfterFuncCore core;
+  };
+  constexpr int kRounds = testing::PlainOrSanitized(2000, 300);
+  std::atomic<int> ran{0};
+  int stopped = 0;
+  for (int i = 0; i < kRounds; ++i) {
+    auto [ctx, cancel] = WithCancel(Background());
+    auto owner = std::make_unique<Owner>();
+    owner->core.Start(ctx, [&ran] { ran.fetch_add(1); });
+    std::thread canceler([cancel = cancel] { cancel(); });
+    if (i % 2 == 0) canceler.join();  // Half: f scheduled before the stop.
+    if (owner->core.Stop()) ++stopped;
+    owner->core.Wait();
+    owner.reset();  // Freed at once: f has returned or never runs.
+    if (canceler.joinable()) canceler.join();
+  }
+  EXPECT_EQ(ran.load() + stopped, kRounds);
 }
 
 TEST(AfterFuncTest, RunsOnceAfterCancelOnAnotherThread) {
