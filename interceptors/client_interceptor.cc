@@ -15,11 +15,13 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "context/after_func.h"
+#include "context/internal/owned_deadline.h"
 #include "interceptors/internal/call_observer.h"
 #include "interceptors/internal/client_binding_registry.h"
 #include "interceptors/internal/grpc_timeout.h"
 #include "interceptors/internal/outbound_headers.h"
 #include "interceptors/status_mapping.h"
+#include "ledger/causes.h"
 #include "w3c/baggage_context.h"
 #include "w3c/trace_propagation.h"
 
@@ -111,7 +113,7 @@ class ClientCallInterceptor final : public grpc::experimental::Interceptor {
     }
     if (ctx->IsDone()) {
       std::lock_guard<std::mutex> lock(mu_);
-      failure_ = ToGrpcStatus(ctx->Err());
+      failure_ = ContextEndStatus(*ctx);
       failed_.store(true, std::memory_order_release);
       return true;
     }
@@ -128,7 +130,8 @@ class ClientCallInterceptor final : public grpc::experimental::Interceptor {
   }
 
   // Drops the cancel registration (waiting for a TryCancel in progress) and
-  // reports a cancel caused by ctx's deadline as DEADLINE_EXCEEDED.
+  // reports a call ctx ended as ContextEndStatus does: a cancel caused by
+  // ctx's deadline as DEADLINE_EXCEEDED, the message naming ctx's cause.
   // Runs once (the status hook, or the destructor of a call whose status
   // was never received); one lock.
   void FinishCall(grpc::Status* status) {
@@ -141,11 +144,9 @@ class ClientCallInterceptor final : public grpc::experimental::Interceptor {
       std::lock_guard<std::mutex> lock(mu_);
       ctx = std::exchange(ctx_, std::nullopt);
       cancel_on_done = std::move(cancel_on_done_);
-      if (status != nullptr && ctx.has_value() &&
-          status->error_code() == grpc::StatusCode::CANCELLED &&
-          ctx->Err().code() == absl::StatusCode::kDeadlineExceeded) {
-        *status = ToGrpcStatus(ctx->Err());
-      }
+      // Ended by ctx (its cancel sent, or the deadline gRPC enforced for
+      // it): ctx's code, the message naming its cause.
+      if (status != nullptr && ctx.has_value()) EndedByContext(*ctx, *status);
       // No status ever received (the call was abandoned): counted CANCELLED.
       observer_.Finish(status != nullptr
                            ? static_cast<int>(status->error_code())
@@ -153,6 +154,45 @@ class ClientCallInterceptor final : public grpc::experimental::Interceptor {
     }
     // Outside the lock: stops f, or waits for a TryCancel in progress.
     cancel_on_done = AfterFuncHandle();
+  }
+
+  // A call's `status` when `ctx` ended it: CANCELLED with ctx done (its
+  // cancel was sent), or DEADLINE_EXCEEDED with ctx done by its deadline or
+  // -- before ctx's own timer fires -- past the call's gRPC deadline, which
+  // NewClientContext set a little earlier than ctx's (then only for a
+  // deadline of ctx's with a reqctx cause). A cancel that was ctx's
+  // deadline becomes DEADLINE_EXCEEDED; the message names ctx's cause
+  // (CauseDescription) when it has one of ledger/causes.h, else is left (or
+  // is Err()'s, for a code changed). Any other status is left alone.
+  // Allocates only for a message it writes.
+  void EndedByContext(const Context& ctx, grpc::Status& status) const {
+    grpc::StatusCode code = status.error_code();
+    if (code != grpc::StatusCode::CANCELLED &&
+        code != grpc::StatusCode::DEADLINE_EXCEEDED) {
+      return;
+    }
+    std::string why;
+    if (ctx.IsDone()) {
+      const bool by_deadline =
+          ctx.Err().code() == absl::StatusCode::kDeadlineExceeded;
+      if (code == grpc::StatusCode::DEADLINE_EXCEEDED && !by_deadline) return;
+      why = CauseDescription(Cause(ctx));
+      if (why.empty()) {
+        if (code != grpc::StatusCode::DEADLINE_EXCEEDED && by_deadline) {
+          status = ToGrpcStatus(ctx.Err());
+        }
+        return;
+      }
+      if (by_deadline) code = grpc::StatusCode::DEADLINE_EXCEEDED;
+    } else {
+      if (code != grpc::StatusCode::DEADLINE_EXCEEDED ||
+          std::chrono::system_clock::now() < cc_->deadline()) {
+        return;
+      }
+      why = CauseDescription(internal::DeadlineCause(ctx));
+      if (why.empty()) return;
+    }
+    status = grpc::Status(code, std::move(why));
   }
 
   // Set if the call was hijacked: the status it fails with.

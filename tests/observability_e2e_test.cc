@@ -236,10 +236,17 @@ TEST_F(ObservabilityTest, KnownTrafficGivesExactCountsAndBuckets) {
   };
   auto code = [](const char* c) { return absl::StrCat(",code=\"", c, "\""); };
   EXPECT_EQ(delta(M("reqctx_server_started_total")), 13);
-  EXPECT_EQ(delta(M("reqctx_server_handled_total", code("OK"))), 7);
-  EXPECT_EQ(delta(M("reqctx_server_handled_total", code("DEADLINE_EXCEEDED"))), 3);
-  EXPECT_EQ(delta(M("reqctx_server_handled_total", code("CANCELLED"))), 2);
-  EXPECT_EQ(delta(M("reqctx_server_handled_total", code("INVALID_ARGUMENT"))), 1);
+  // The server's series say why each call's Context ended (its `cause`).
+  auto ended = [&](const char* c, const char* cause) {
+    return absl::StrCat(code(c), ",cause=\"", cause, "\"");
+  };
+  EXPECT_EQ(delta(M("reqctx_server_handled_total", ended("OK", "NONE"))), 7);
+  EXPECT_EQ(delta(M("reqctx_server_handled_total",
+                    ended("DEADLINE_EXCEEDED", "CALLER_DEADLINE"))), 3);
+  EXPECT_EQ(delta(M("reqctx_server_handled_total",
+                    ended("CANCELLED", "CLIENT_CANCEL"))), 2);
+  EXPECT_EQ(delta(M("reqctx_server_handled_total",
+                    ended("INVALID_ARGUMENT", "NONE"))), 1);
   EXPECT_EQ(Sample(after, M("reqctx_server_active_calls")), 0);
   // Deadlines at arrival: 3 x 400 ms and 6 x 8 s; 4 calls had none. (400 ms,
   // not less: under TSan on 2 loaded cores a 40 ms call once expired before
