@@ -146,11 +146,14 @@ class ClientCallInterceptor final : public grpc::experimental::Interceptor {
       cancel_on_done = std::move(cancel_on_done_);
       // Ended by ctx (its cancel sent, or the deadline gRPC enforced for
       // it): ctx's code, the message naming its cause.
-      if (status != nullptr && ctx.has_value()) EndedByContext(*ctx, *status);
+      const CauseKind cause = status != nullptr && ctx.has_value()
+                                  ? EndedByContext(*ctx, *status)
+                                  : CauseKind::kNone;
       // No status ever received (the call was abandoned): counted CANCELLED.
       observer_.Finish(status != nullptr
                            ? static_cast<int>(status->error_code())
-                           : static_cast<int>(grpc::CANCELLED));
+                           : static_cast<int>(grpc::CANCELLED),
+                       cause);
     }
     // Outside the lock: stops f, or waits for a TryCancel in progress.
     cancel_on_done = AfterFuncHandle();
@@ -164,35 +167,38 @@ class ClientCallInterceptor final : public grpc::experimental::Interceptor {
   // deadline becomes DEADLINE_EXCEEDED; the message names ctx's cause
   // (CauseDescription) when it has one of ledger/causes.h, else is left (or
   // is Err()'s, for a code changed). Any other status is left alone.
-  // Allocates only for a message it writes.
-  void EndedByContext(const Context& ctx, grpc::Status& status) const {
+  // Allocates only for a message it writes. Returns the cause named (kNone
+  // if none).
+  CauseKind EndedByContext(const Context& ctx, grpc::Status& status) const {
     grpc::StatusCode code = status.error_code();
     if (code != grpc::StatusCode::CANCELLED &&
         code != grpc::StatusCode::DEADLINE_EXCEEDED) {
-      return;
+      return CauseKind::kNone;
     }
-    std::string why;
+    absl::Status cause;
     if (ctx.IsDone()) {
       const bool by_deadline =
           ctx.Err().code() == absl::StatusCode::kDeadlineExceeded;
-      if (code == grpc::StatusCode::DEADLINE_EXCEEDED && !by_deadline) return;
-      why = CauseDescription(Cause(ctx));
-      if (why.empty()) {
-        if (code != grpc::StatusCode::DEADLINE_EXCEEDED && by_deadline) {
-          status = ToGrpcStatus(ctx.Err());
-        }
-        return;
+      if (code == grpc::StatusCode::DEADLINE_EXCEEDED && !by_deadline) {
+        return CauseKind::kNone;
       }
       if (by_deadline) code = grpc::StatusCode::DEADLINE_EXCEEDED;
+      cause = Cause(ctx);
     } else {
       if (code != grpc::StatusCode::DEADLINE_EXCEEDED ||
           std::chrono::system_clock::now() < cc_->deadline()) {
-        return;
+        return CauseKind::kNone;
       }
-      why = CauseDescription(internal::DeadlineCause(ctx));
-      if (why.empty()) return;
+      cause = internal::DeadlineCause(ctx);
+    }
+    std::string why = CauseDescription(cause);
+    if (why.empty()) {
+      // No cause of reqctx's: a cancel that was ctx's deadline still says so.
+      if (code != status.error_code()) status = ToGrpcStatus(ctx.Err());
+      return CauseKind::kNone;
     }
     status = grpc::Status(code, std::move(why));
+    return CauseOf(cause);
   }
 
   // Set if the call was hijacked: the status it fails with.

@@ -117,7 +117,7 @@ void ClientCallObserver::Start(const char* method, const Context* ctx) {
   m_->active->Increment();
 }
 
-void ClientCallObserver::Finish(int code) {
+void ClientCallObserver::Finish(int code, CauseKind cause) {
   if (!started_) return;
   started_ = false;
   if (m_ != nullptr) {
@@ -143,6 +143,7 @@ void ClientCallObserver::Finish(int code) {
   }
   r.duration = duration;
   r.orphaned = absl::ZeroDuration();
+  r.cause = CauseName(cause);
   sink->Write(r);
 }
 
