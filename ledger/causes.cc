@@ -30,7 +30,7 @@ constexpr std::array<CauseEntry, kCauseKinds> kCauses = {{
     {"DEADLINE_POLICY", "server's deadline policy",
      absl::StatusCode::kDeadlineExceeded},
     {"MIN_BUDGET", "below the minimum budget",
-     absl::StatusCode::kResourceExhausted},
+     absl::StatusCode::kDeadlineExceeded},
 }};
 
 // Debian's abseil has its own string_view.

@@ -45,15 +45,18 @@ enum class CauseKind : uint8_t {
   kCallerDeadline = 1,
   // The caller canceled the call, or went away (its stream was reset or its
   // connection lost) before the server answered: a server call's Context.
+  // gRPC 1.51 reports its own Server::Shutdown cancel the same way (it does
+  // not say which), so drain with drain::CallTracker to tell them apart.
   kClientCancel = 2,
   // This server was shutting down: the Contexts drain::CallTracker::CancelAll
   // ends (the status keeps drain's UNAVAILABLE "server shutting down", so
-  // clients may retry it elsewhere), and a server call gRPC's own
-  // Server::Shutdown canceled (CANCELLED).
+  // clients may retry it elsewhere), and a call the load shedder still held
+  // in its queue when it was destroyed (UNAVAILABLE).
   kServerShutdown = 3,
-  // The load shedder refused the call, or it waited out its queue's bound
-  // (policy::LoadShedder's decision status; RESOURCE_EXHAUSTED, or
-  // UNAVAILABLE when the shedder shut down).
+  // The load shedder refused the call (queue full, hopeless at arrival,
+  // evicted, or it waited out its queue's bound): RESOURCE_EXHAUSTED, and
+  // the refused call's Context ends with it (policy::LoadShedder's decision
+  // status).
   kShed = 4,
   // The handler's deadline, earlier than the caller's by the method's
   // reply_margin (policy::MethodPolicy), ran out: the handler was stopped
@@ -71,7 +74,9 @@ enum class CauseKind : uint8_t {
   // The server's capped (max_deadline) or defaulted (default_deadline)
   // deadline ran out, or one a ServerCallRules deadline rule set.
   kDeadlinePolicy = 9,
-  // Refused: less budget left than the method's minimum (min_budget).
+  // Refused: less budget left than the method's minimum (min_budget,
+  // learned or fixed): DEADLINE_EXCEEDED before the handler, and the
+  // refused call's Context ends with it.
   kMinBudget = 10,
 };
 inline constexpr int kCauseKinds = 11;
@@ -88,10 +93,11 @@ std::optional<CauseKind> CauseFromName(std::string_view name);
 // The kind numbered `n` (reqctx.v1.Cause), or nullopt when out of range.
 std::optional<CauseKind> CauseFromNumber(int64_t n);
 // The code a call ended by `kind` reports: kDeadlineExceeded for
-// kCallerDeadline, kReplyMargin, kDetachedBound and kDeadlinePolicy;
+// kCallerDeadline, kReplyMargin, kDetachedBound, kDeadlinePolicy and
+// kMinBudget (policy::ServerPolicy refuses such a call with it);
 // kCancelled for kClientCancel, kServerShutdown, kGroupSibling and
-// kHedgeLost (the Context was canceled); kResourceExhausted for kShed and
-// kMinBudget; kOk for kNone.
+// kHedgeLost (the Context was canceled); kResourceExhausted for kShed; kOk
+// for kNone.
 absl::StatusCode CauseCode(CauseKind kind);
 // A short English phrase: "caller's deadline", "client cancel", "server
 // shutting down", "shed by the load shedder", "reply margin", "a sibling in

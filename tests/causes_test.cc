@@ -29,6 +29,7 @@
 #include "proto/echo.grpc.pb.h"
 #include "tests/http_client.h"
 #include "tests/policy_test_server.h"
+#include "tests/test_timing.h"
 
 namespace reqctx::testing {
 namespace {
@@ -39,6 +40,10 @@ using policy::ServerPolicyOptions;
 using Api = PolicyTestServer::Api;
 
 constexpr absl::Duration kBound = kPolicyWaitBound;
+// A caller's deadline long enough for the call to reach the server on 2
+// loaded cores (a call that expires in transit never runs its handler).
+constexpr absl::Duration kDeadline =
+    PlainOrSanitized(absl::Seconds(1), absl::Seconds(4));
 
 // What handlers saw: the cause of each call's Context once it was done.
 class CauseLog {
@@ -95,7 +100,7 @@ TEST_P(ServerCauseTest, CallersDeadline) {
   PolicyTestServer server(GetParam(), WaitAndLog(&log));
   ASSERT_TRUE(server.ok());
   auto stub = server.NewStub();
-  EXPECT_EQ(CallEcho(*stub, absl::Milliseconds(300), 0).status.error_code(),
+  EXPECT_EQ(CallEcho(*stub, kDeadline, 0).status.error_code(),
             grpc::StatusCode::DEADLINE_EXCEEDED);
   EXPECT_EQ(log.Kind(0), CauseKind::kCallerDeadline);
   EXPECT_EQ(log.Status(0).code(), absl::StatusCode::kDeadlineExceeded);
@@ -124,12 +129,12 @@ TEST_P(ServerCauseTest, ClientCancel) {
 TEST_P(ServerCauseTest, ReplyMargin) {
   CauseLog log;
   ServerPolicyOptions o;
-  o.defaults.reply_margin = absl::Milliseconds(300);
+  o.defaults.reply_margin = kDeadline / 2;
   PolicedServer served(GetParam(), o, WaitAndLog(&log));
   ASSERT_TRUE(served.server.ok());
-  // The handler's Context ends 300 ms before the caller's deadline; its
+  // The handler's Context ends half the deadline before the caller's; its
   // answer reaches the caller in time.
-  CallResult r = CallEcho(*served.stub, absl::Milliseconds(900), 0);
+  CallResult r = CallEcho(*served.stub, kDeadline, 0);
   EXPECT_EQ(r.status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
   EXPECT_EQ(log.Kind(0), CauseKind::kReplyMargin);
 }
@@ -183,11 +188,11 @@ TEST_P(RefusalCauseTest, ShedCallsAreCountedWithTheirCause) {
 
 TEST_P(RefusalCauseTest, MinimumBudgetRefusalsAreCountedWithTheirCause) {
   ServerPolicyOptions o;
-  o.defaults.min_budget = absl::Seconds(3);
+  o.defaults.min_budget = absl::Seconds(30);
   PolicedServer served(GetParam(), o);
   ASSERT_TRUE(served.server.ok());
   const double before = Handled("DEADLINE_EXCEEDED", "MIN_BUDGET");
-  CallResult r = CallEcho(*served.stub, absl::Seconds(1), 0);
+  CallResult r = CallEcho(*served.stub, kDeadline, 0);
   EXPECT_EQ(r.status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
   EXPECT_EQ(Handled("DEADLINE_EXCEEDED", "MIN_BUDGET"), before + 1);
 }
@@ -317,7 +322,7 @@ TEST_F(OutboundCauseTest, MiddleHopRunsOutOfTheCallersDeadline) {
       });
   ASSERT_TRUE(middle.ok());
   auto stub = middle.NewStub();
-  CallResult r = CallEcho(*stub, absl::Milliseconds(400), 0);
+  CallResult r = CallEcho(*stub, kDeadline, 0);
   EXPECT_EQ(r.status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
   ASSERT_TRUE(middle.WaitFinished(1, kBound));
   std::lock_guard<std::mutex> lock(mu);
