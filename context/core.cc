@@ -236,7 +236,7 @@ std::pair<Context, CancelFunc> NewDeadlineChild(const Context& parent,
       armed ? internal::TimerNode::New(ContextAccess::NodeOf(parent), wall,
                                        mono, std::move(cause))
             : internal::TimerNode::NewUnarmed(ContextAccess::NodeOf(parent),
-                                              wall, mono);
+                                              wall, mono, std::move(cause));
   auto [ctx, canceler] = ShareNewNode(n);
   return {ContextAccess::FromNode(std::move(ctx)),
           ContextAccess::MakeCancelFunc(std::move(canceler))};
@@ -286,21 +286,38 @@ absl::Status Cause(const Context& ctx) {
 namespace internal {
 
 std::pair<Context, CancelFunc> WithOwnedTimeout(const Context& parent,
-                                                absl::Duration timeout) {
+                                                absl::Duration timeout,
+                                                absl::Status cause) {
   if (timeout == absl::InfiniteDuration()) return WithCancel(parent);
   return NewDeadlineChild(parent, WallNow() + timeout,
-                          MonoAdd(MonoNow(), timeout), absl::OkStatus(),
+                          MonoAdd(MonoNow(), timeout), std::move(cause),
                           /*armed=*/false);
+}
+
+void CancelWithCause(const CancelFunc& cancel, const absl::Status& cause) {
+  if (CancelNode* n = ContextAccess::CancelNodeOf(cancel)) {
+    n->Cancel(DoneReason::kCanceled, cause, /*remove_from_parent=*/true);
+  }
 }
 
 void ArmOwnedDeadline(const CancelFunc& cancel) {
   CancelNode* n = ContextAccess::CancelNodeOf(cancel);
   if (n == nullptr) return;
-  if (n->kind() == NodeKind::kTimer && static_cast<TimerNode*>(n)->Arm()) {
+  if (n->kind() == NodeKind::kTimer) {
+    auto* timer = static_cast<TimerNode*>(n);
+    if (timer->Arm()) return;
+    n->Cancel(DoneReason::kDeadline, timer->deadline_cause(),
+              /*remove_from_parent=*/true);
     return;
   }
   n->Cancel(DoneReason::kDeadline, absl::OkStatus(),
             /*remove_from_parent=*/true);
+}
+
+const absl::Status& DeadlineCause(const Context& ctx) {
+  static const absl::Status* const ok = new absl::Status();
+  const TimerNode* t = NearestTimer(ContextAccess::NodeOf(ctx));
+  return t != nullptr ? t->deadline_cause() : *ok;
 }
 
 bool HasArmedDeadlineForTesting(const Context& ctx) {

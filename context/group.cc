@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "context/internal/thread_start.h"
 #include "context/orphans.h"
+#include "ledger/causes.h"
 
 namespace reqctx {
 
@@ -26,10 +27,11 @@ void Group::Go(std::function<absl::Status(const Context&)> task) {
   std::unique_lock<std::mutex> lock(mu_);
   slot_freed_.wait(lock, [this] { return limit_ <= 0 || active_ < limit_; });
   ++active_;
+  const int number = ++started_;
   try {
     threads_.reserve(threads_.size() + 1);
     threads_.push_back(internal::StartThread(
-        [this, task = std::move(task)] { RunTask(task); }));
+        [this, number, task = std::move(task)] { RunTask(task, number); }));
   } catch (const std::exception& e) {
     // No thread (or no memory): the slot is given back and the task counts
     // as failed, so Wait() reports it and the limit never leaks a slot.
@@ -37,11 +39,12 @@ void Group::Go(std::function<absl::Status(const Context&)> task) {
     lock.unlock();
     slot_freed_.notify_all();
     Fail(absl::ResourceExhaustedError(
-        absl::StrCat("reqctx::Group: cannot start a task: ", e.what())));
+             absl::StrCat("reqctx::Group: cannot start a task: ", e.what())),
+         number);
   }
 }
 
-void Group::Fail(const absl::Status& status) {
+void Group::Fail(const absl::Status& status, int number) {
   bool first_error = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -50,10 +53,14 @@ void Group::Fail(const absl::Status& status) {
       first_error = true;
     }
   }
-  if (first_error) cancel_(status);
+  if (first_error) {
+    cancel_(MarkCause(status, CauseKind::kGroupSibling,
+                      absl::StrCat("task #", number)));
+  }
 }
 
-void Group::RunTask(const std::function<absl::Status(const Context&)>& task) {
+void Group::RunTask(const std::function<absl::Status(const Context&)>& task,
+                    int number) {
   absl::Status status;
   {
     OrphanWatch watch(ctx_, "group_task", "");
@@ -64,7 +71,7 @@ void Group::RunTask(const std::function<absl::Status(const Context&)>& task) {
     --active_;
   }
   slot_freed_.notify_all();
-  if (!status.ok()) Fail(status);
+  if (!status.ok()) Fail(status, number);
 }
 
 absl::Status Group::Wait() {

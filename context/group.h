@@ -2,8 +2,11 @@
 //
 // Contract (errgroup's):
 //   * Every task gets the group's context, a child of the parent given to the
-//     constructor. It is canceled (with the error as its cause) on the first
-//     task error, and canceled when Wait() returns.
+//     constructor. It is canceled on the first task error, and canceled when
+//     Wait() returns. The first error is its cause, as in Go, marked as a
+//     ledger/causes.h cause: Cause(context()) keeps the error's code and
+//     message, CauseOf() of it is CauseKind::kGroupSibling and CauseHop()
+//     names the task that failed, "task #N" (N-th call of Go(), from 1).
 //   * Wait() blocks until every task started with Go() has returned, then
 //     returns the first non-OK status (first in time), or OK.
 //   * SetLimit(n): at most n tasks run at once; Go() blocks until a slot is
@@ -51,9 +54,11 @@ class Group {
 
  private:
   explicit Group(std::pair<Context, CancelCauseFunc> ctx_and_cancel);
-  void RunTask(const std::function<absl::Status(const Context&)>& task);
-  // Records `status` if it is the first error, then cancels the group.
-  void Fail(const absl::Status& status);
+  void RunTask(const std::function<absl::Status(const Context&)>& task,
+               int number);
+  // Records `status` of task `number` (its Go() order, from 1) if it is the
+  // first error, then cancels the group with it as the cause.
+  void Fail(const absl::Status& status, int number);
 
   const Context ctx_;
   const CancelCauseFunc cancel_;
@@ -62,6 +67,7 @@ class Group {
   std::condition_variable slot_freed_;
   int limit_ = 0;                     // Guarded by mu_.
   int active_ = 0;                    // Guarded by mu_.
+  int started_ = 0;                   // Go() calls so far; guarded by mu_.
   absl::Status first_error_;          // Guarded by mu_.
   std::vector<std::thread> threads_;  // Guarded by mu_.
 };

@@ -4,10 +4,15 @@
 #include <utility>
 #include <vector>
 
+#include "ledger/causes.h"
+
 namespace reqctx::drain {
 
 absl::Status ShuttingDownError() {
-  return absl::UnavailableError("server shutting down");
+  static const absl::Status* const error = new absl::Status(MarkCause(
+      absl::UnavailableError("server shutting down"),
+      CauseKind::kServerShutdown));
+  return *error;
 }
 
 bool IsShuttingDown(const absl::Status& s) {

@@ -40,9 +40,10 @@
 
 namespace reqctx::drain {
 
-// UNAVAILABLE "server shutting down": the cause CancelAll gives, and the
-// status a call it ended should answer (UNAVAILABLE: clients may retry it
-// on another server).
+// UNAVAILABLE "server shutting down", marked CauseKind::kServerShutdown
+// (ledger/causes.h: CauseOf() of it says SERVER_SHUTDOWN): the cause
+// CancelAll gives, and the status a call it ended should answer
+// (UNAVAILABLE: clients may retry it on another server).
 absl::Status ShuttingDownError();
 // True if `s` is ShuttingDownError() (code and message).
 bool IsShuttingDown(const absl::Status& s);

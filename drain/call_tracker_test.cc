@@ -7,6 +7,7 @@
 
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
+#include "ledger/causes.h"
 
 namespace reqctx::drain {
 namespace {
@@ -22,6 +23,10 @@ TEST(CallTrackerTest, CancelAllEndsTrackedCallsWithTheCause) {
   EXPECT_TRUE(a->context().IsDone());
   EXPECT_TRUE(b->context().IsDone());
   EXPECT_TRUE(IsShuttingDown(Cause(a->context())));
+  // A documented cause users can switch on, not only a message.
+  EXPECT_EQ(CauseOf(Cause(a->context())), CauseKind::kServerShutdown);
+  EXPECT_EQ(CauseDescription(Cause(a->context())),
+            "canceled: server shutting down");
   EXPECT_EQ(a->context().Err().code(), absl::StatusCode::kCancelled);
   EXPECT_FALSE(parent.IsDone()) << "the call's own Context is not canceled";
   EXPECT_EQ(tracker.CancelAll(), 0u);

@@ -15,11 +15,13 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "context/after_func.h"
+#include "context/internal/owned_deadline.h"
 #include "interceptors/internal/call_observer.h"
 #include "interceptors/internal/client_binding_registry.h"
 #include "interceptors/internal/grpc_timeout.h"
 #include "interceptors/internal/outbound_headers.h"
 #include "interceptors/status_mapping.h"
+#include "ledger/causes.h"
 #include "w3c/baggage_context.h"
 #include "w3c/trace_propagation.h"
 
@@ -110,7 +112,7 @@ class ClientCallInterceptor final : public grpc::experimental::Interceptor {
       return false;
     }
     if (ctx->IsDone()) {
-      failure_ = ToGrpcStatus(ctx->Err());
+      failure_ = ContextEndStatus(*ctx);
       failed_.store(true, std::memory_order_release);
       started_.store(true, std::memory_order_release);
       return true;
@@ -129,7 +131,8 @@ class ClientCallInterceptor final : public grpc::experimental::Interceptor {
   }
 
   // Drops the cancel registration (waiting for a TryCancel in progress) and
-  // reports a cancel caused by ctx's deadline as DEADLINE_EXCEEDED.
+  // reports a call ctx ended as ContextEndStatus does: a cancel caused by
+  // ctx's deadline as DEADLINE_EXCEEDED, the message naming ctx's cause.
   // Runs once (the status hook, or the destructor of a call whose status
   // was never received); no lock.
   void FinishCall(grpc::Status* status) {
@@ -142,19 +145,62 @@ class ClientCallInterceptor final : public grpc::experimental::Interceptor {
     // What StartCall wrote (if it ran: else the state is as constructed).
     (void)started_.load(std::memory_order_acquire);
     std::optional<Context> ctx = std::exchange(ctx_, std::nullopt);
-    if (status != nullptr && ctx.has_value() &&
-        status->error_code() == grpc::StatusCode::CANCELLED &&
-        ctx->Err().code() == absl::StatusCode::kDeadlineExceeded) {
-      *status = ToGrpcStatus(ctx->Err());
-    }
+    // Ended by ctx (its cancel sent, or the deadline gRPC enforced for it):
+    // ctx's code, the message naming its cause.
+    const CauseKind cause = status != nullptr && ctx.has_value()
+                                ? EndedByContext(*ctx, *status)
+                                : CauseKind::kNone;
     // No status ever received (the call was abandoned): counted CANCELLED.
     observer_.Finish(status != nullptr
                          ? static_cast<int>(status->error_code())
-                         : static_cast<int>(grpc::CANCELLED));
+                         : static_cast<int>(grpc::CANCELLED),
+                     cause);
     // Stops f, or waits for a TryCancel in progress (a no-op if StartCall
     // never armed it).
     cancel_on_done_.StopAndWait();
     finish_done_.store(true, std::memory_order_release);
+  }
+
+  // A call's `status` when `ctx` ended it: CANCELLED with ctx done (its
+  // cancel was sent), or DEADLINE_EXCEEDED with ctx done by its deadline or
+  // -- before ctx's own timer fires -- past the call's gRPC deadline, which
+  // NewClientContext set a little earlier than ctx's (then only for a
+  // deadline of ctx's with a reqctx cause). A cancel that was ctx's
+  // deadline becomes DEADLINE_EXCEEDED; the message names ctx's cause
+  // (CauseDescription) when it has one of ledger/causes.h, else is left (or
+  // is Err()'s, for a code changed). Any other status is left alone.
+  // Allocates only for a message it writes. Returns the cause named (kNone
+  // if none).
+  CauseKind EndedByContext(const Context& ctx, grpc::Status& status) const {
+    grpc::StatusCode code = status.error_code();
+    if (code != grpc::StatusCode::CANCELLED &&
+        code != grpc::StatusCode::DEADLINE_EXCEEDED) {
+      return CauseKind::kNone;
+    }
+    absl::Status cause;
+    if (ctx.IsDone()) {
+      const bool by_deadline =
+          ctx.Err().code() == absl::StatusCode::kDeadlineExceeded;
+      if (code == grpc::StatusCode::DEADLINE_EXCEEDED && !by_deadline) {
+        return CauseKind::kNone;
+      }
+      if (by_deadline) code = grpc::StatusCode::DEADLINE_EXCEEDED;
+      cause = Cause(ctx);
+    } else {
+      if (code != grpc::StatusCode::DEADLINE_EXCEEDED ||
+          std::chrono::system_clock::now() < cc_->deadline()) {
+        return CauseKind::kNone;
+      }
+      cause = internal::DeadlineCause(ctx);
+    }
+    std::string why = CauseDescription(cause);
+    if (why.empty()) {
+      // No cause of reqctx's: a cancel that was ctx's deadline still says so.
+      if (code != status.error_code()) status = ToGrpcStatus(ctx.Err());
+      return CauseKind::kNone;
+    }
+    status = grpc::Status(code, std::move(why));
+    return CauseOf(cause);
   }
 
   // Set if the call was hijacked: the status it fails with.

@@ -175,16 +175,24 @@ void BeginCall(ServerCall& call, ServerApi api, const char* method,
   std::optional<absl::Duration> remaining =
       rules.behind_envoy ? EnvoyRemainingOf(grpc_remaining, metadata)
                          : grpc_remaining;
-  std::optional<absl::Duration> handler_remaining = remaining;
-  if (rules.deadline) handler_remaining = rules.deadline(method, remaining);
+  HandlerBudget handler{remaining, CauseKind::kCallerDeadline};
+  if (rules.deadline) {
+    handler = rules.deadline(method, remaining);
+    if (handler.remaining == remaining) handler.cause = CauseKind::kCallerDeadline;
+  }
+  const std::optional<absl::Duration>& handler_remaining = handler.remaining;
   // Only gRPC's own deadline is enforced by gRPC (not Envoy's, not a rule's).
   const bool owned = handler_remaining.has_value() &&
                      api != ServerApi::kAsync &&
                      handler_remaining == grpc_remaining;
+  // A process-wide status: a reference count, no allocation, per call.
+  const absl::Status& cause = CauseStatus(handler.cause);
   std::pair<Context, CancelFunc> base =
-      !handler_remaining.has_value() ? WithCancel(Background())
-      : owned ? internal::WithOwnedTimeout(Background(), *handler_remaining)
-              : WithTimeout(Background(), *handler_remaining);
+      !handler_remaining.has_value()
+          ? WithCancel(Background())
+      : owned ? internal::WithOwnedTimeout(Background(), *handler_remaining,
+                                           cause)
+              : WithTimeoutCause(Background(), *handler_remaining, cause);
   const TraceHeaders headers = TraceHeadersOf(metadata);
   const HeaderList& traceparents = headers.traceparents;
   internal::IncomingTrace trace = internal::ContinueTraceOf(
@@ -246,8 +254,9 @@ class ServerCallInterceptor final : public grpc::experimental::Interceptor {
   void Intercept(InterceptorBatchMethods* methods) override {
     if (methods->QueryInterceptionHookPoint(
             InterceptionHookPoints::PRE_SEND_CANCEL)) {
-      // Server-side TryCancel (any thread; must not block; no Proceed).
-      call()->OnCancelled();
+      // Server-side TryCancel (any thread; must not block; no Proceed): the
+      // handler's own decision, no cause of the glue's.
+      call()->OnCancelled(CauseKind::kNone);
       return;
     }
     if (methods->QueryInterceptionHookPoint(
@@ -388,6 +397,14 @@ namespace internal {
 void HoldingServerCall(const grpc::ServerContextBase* sc) {
   if (std::shared_ptr<ServerCall> call = ServerCallRegistry::Get().Find(sc)) {
     call->ArmDeadline();
+  }
+}
+
+void CancelServerCall(const grpc::ServerContextBase* sc,
+                      const absl::Status& cause) {
+  if (cause.ok()) return;
+  if (std::shared_ptr<ServerCall> call = ServerCallRegistry::Get().Find(sc)) {
+    call->CancelWith(cause);
   }
 }
 

@@ -28,6 +28,15 @@
 //     the deadline is left to the deadline, which then fires within that
 //     window (internal/incoming_deadline.h, the one place that decides); an
 //     earlier cancel cancels at once;
+//   * it ends with a cause (Cause(ctx); ledger/causes.h): CALLER_DEADLINE
+//     at the caller's deadline, DEADLINE_POLICY or REPLY_MARGIN at a
+//     deadline a rule set (HandlerBudget), CLIENT_CANCEL when gRPC reports
+//     the call closed before its status (a client cancel or reset, a lost
+//     connection, or gRPC's own Server::Shutdown cancel: gRPC does not say
+//     which; drain::CallTracker gives SERVER_SHUTDOWN to the Contexts it
+//     tracks); none when the handler's own TryCancel or the call's end
+//     canceled it. The metric reqctx_server_handled_total and the call log
+//     carry that cause's name;
 //   * it carries the call's TraceContext: a valid incoming W3C `traceparent`
 //     keeps its trace id with a fresh span id for this hop, anything else
 //     starts a new trace (never failing the call); of `tracestate` only the
@@ -94,10 +103,25 @@
 #include <string>
 #include <string_view>
 
+#include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "context/core.h"
+#include "ledger/causes.h"
 
 namespace reqctx {
+
+// What a ServerCallRules deadline rule returns: the handler's remaining time
+// (nullopt: no deadline) and the cause its Context ends with when that time
+// runs out, if it is not the caller's own deadline (the same remaining time
+// as the caller's is always CALLER_DEADLINE). Made implicitly from the
+// remaining time alone (cause DEADLINE_POLICY).
+struct HandlerBudget {
+  HandlerBudget(std::optional<absl::Duration> r = std::nullopt,  // NOLINT
+                CauseKind c = CauseKind::kDeadlinePolicy)
+      : remaining(r), cause(c) {}
+  std::optional<absl::Duration> remaining;
+  CauseKind cause;
+};
 
 // Optional per-call rules a server adds to the glue (reqctx::policy's
 // ServerPolicy installs its deadline policies and criticality this way).
@@ -108,9 +132,10 @@ struct ServerCallRules {
   // Given the full method name ("/pkg.Service/Method") and the call's
   // remaining time at arrival (nullopt: no deadline), the remaining time the
   // handler's Context gets. The caller's own deadline still decides whether
-  // a client cancel is reported as DEADLINE_EXCEEDED.
-  std::function<std::optional<absl::Duration>(
-      std::string_view method, std::optional<absl::Duration> remaining)>
+  // a client cancel is reported as DEADLINE_EXCEEDED. The result's cause is
+  // Cause() of the Context when a deadline the rule changed runs out.
+  std::function<HandlerBudget(std::string_view method,
+                              std::optional<absl::Duration> remaining)>
       deadline;
   // Derives the handler's Context from the glue's (values only: it must not
   // add a cancel layer), given the method, the incoming metadata and the
@@ -176,6 +201,14 @@ namespace internal {
 // the call's deadline has a timer already, it has none, or `sc` has no live
 // call. Safe from any thread; never throws.
 void HoldingServerCall(const grpc::ServerContextBase* sc);
+
+// For code that refuses a call before its handler runs (reqctx::policy's
+// minimum budget and load shedder): ends the Context of the live call under
+// `sc` now with `cause` (Cause(); Err() says kCancelled), so the call's
+// metric, log and ledger say why. A no-op if `cause` is OK, the Context is
+// done already or `sc` has no live call. Safe from any thread; never throws.
+void CancelServerCall(const grpc::ServerContextBase* sc,
+                      const absl::Status& cause);
 
 // Runs `f` once the call under `sc` is really over -- its status sent (the
 // handler returned, or its reactor called Finish), or the call gone without

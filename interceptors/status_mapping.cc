@@ -2,6 +2,8 @@
 
 #include <string>
 
+#include "ledger/causes.h"
+
 namespace reqctx {
 namespace {
 
@@ -65,6 +67,13 @@ absl::Status FromGrpcStatus(const grpc::Status& status) {
   const std::string& msg = status.error_message();
   return absl::Status(FromGrpcCode(status.error_code()),
                       absl::string_view(msg.data(), msg.size()));
+}
+
+grpc::Status ContextEndStatus(const Context& ctx) {
+  const absl::Status& err = ctx.Err();
+  std::string why = CauseDescription(Cause(ctx));
+  if (why.empty()) return ToGrpcStatus(err);
+  return grpc::Status(ToGrpcCode(err.code()), std::move(why));
 }
 
 }  // namespace reqctx

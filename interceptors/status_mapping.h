@@ -12,11 +12,20 @@
 #include <grpcpp/support/status.h>
 
 #include "absl/status/status.h"
+#include "context/core.h"
 
 namespace reqctx {
 
 grpc::Status ToGrpcStatus(const absl::Status& status);
 absl::Status FromGrpcStatus(const grpc::Status& status);
+
+// The status of a call that `ctx` ended (ctx must be done): ctx.Err()'s
+// code, and a message naming Cause(ctx) when it is one of ledger/causes.h
+// (CauseDescription: "canceled: server shutting down", "deadline exceeded:
+// caller's deadline"), else Err()'s message. What reqctx's client glue
+// answers for an outbound call its Context ended (as Go's context.Cause
+// lets a Go service say why); allocates only for a cause's message.
+grpc::Status ContextEndStatus(const Context& ctx);
 
 }  // namespace reqctx
 

@@ -30,7 +30,7 @@ constexpr std::array<CauseEntry, kCauseKinds> kCauses = {{
     {"DEADLINE_POLICY", "server's deadline policy",
      absl::StatusCode::kDeadlineExceeded},
     {"MIN_BUDGET", "below the minimum budget",
-     absl::StatusCode::kResourceExhausted},
+     absl::StatusCode::kDeadlineExceeded},
 }};
 
 // Debian's abseil has its own string_view.
@@ -80,16 +80,51 @@ std::string CauseMessage(CauseKind kind, std::string_view hop) {
   if (kind == CauseKind::kNone) return "";
   std::string out =
       absl::StrCat(Sv(CodeWord(CauseCode(kind))), ": ", Sv(CausePhrase(kind)));
-  if (!hop.empty()) absl::StrAppend(&out, " (set by ", Sv(hop), ")");
+  if (!hop.empty()) {
+    absl::StrAppend(&out, kind == CauseKind::kGroupSibling ? " (" : " (set by ",
+                    Sv(hop), ")");
+  }
+  return out;
+}
+
+std::string CauseDescription(const absl::Status& cause) {
+  const CauseKind kind = CauseOf(cause);
+  if (kind == CauseKind::kNone) return "";
+  std::string out = CauseMessage(kind, CauseHop(cause));
+  const std::string_view message(cause.message().data(),
+                                 cause.message().size());
+  if (!message.empty() && message != out && message != CausePhrase(kind)) {
+    absl::StrAppend(&out, ": ", Sv(message));
+  }
   return out;
 }
 
 absl::Status MakeCause(CauseKind kind, std::string_view hop) {
   if (kind == CauseKind::kNone) return absl::OkStatus();
-  absl::Status s(CauseCode(kind), CauseMessage(kind, hop));
-  s.SetPayload(Sv(kCausePayloadUrl), absl::Cord(Sv(CauseName(kind))));
-  if (!hop.empty()) s.SetPayload(Sv(kCauseHopPayloadUrl), absl::Cord(Sv(hop)));
-  return s;
+  return MarkCause(absl::Status(CauseCode(kind), CauseMessage(kind, hop)),
+                   kind, hop);
+}
+
+absl::Status MarkCause(absl::Status status, CauseKind kind,
+                       std::string_view hop) {
+  if (status.ok() || kind == CauseKind::kNone) return status;
+  status.SetPayload(Sv(kCausePayloadUrl), absl::Cord(Sv(CauseName(kind))));
+  if (!hop.empty()) {
+    status.SetPayload(Sv(kCauseHopPayloadUrl), absl::Cord(Sv(hop)));
+  }
+  return status;
+}
+
+const absl::Status& CauseStatus(CauseKind kind) {
+  static const std::array<absl::Status, kCauseKinds>* const statuses = [] {
+    auto* out = new std::array<absl::Status, kCauseKinds>();
+    for (int i = 0; i < kCauseKinds; ++i) {
+      (*out)[i] = MakeCause(static_cast<CauseKind>(i));
+    }
+    return out;
+  }();
+  size_t i = static_cast<size_t>(kind);
+  return (*statuses)[i < statuses->size() ? i : 0];
 }
 
 CauseKind CauseOf(const absl::Status& status) {
@@ -102,6 +137,17 @@ CauseKind CauseOf(const absl::Status& status) {
 std::string CauseHop(const absl::Status& status) {
   absl::optional<absl::Cord> p = status.GetPayload(Sv(kCauseHopPayloadUrl));
   return p.has_value() ? std::string(*p) : std::string();
+}
+
+std::string_view CodeName(int code) {
+  static constexpr std::string_view kNames[kStatusCodes] = {
+      "OK",           "CANCELLED",        "UNKNOWN",
+      "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
+      "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
+      "FAILED_PRECONDITION", "ABORTED",    "OUT_OF_RANGE",
+      "UNIMPLEMENTED", "INTERNAL",         "UNAVAILABLE",
+      "DATA_LOSS",    "UNAUTHENTICATED"};
+  return code >= 0 && code < kStatusCodes ? kNames[code] : "UNKNOWN";
 }
 
 }  // namespace reqctx

@@ -14,7 +14,7 @@
 namespace reqctx {
 namespace {
 
-constexpr int kMaxGrpcCode = 16;
+constexpr int kMaxGrpcCode = kStatusCodes - 1;
 constexpr size_t kMessageCap = 1024;
 // Durations beyond ~11.6 days are not a real call's; the decoder refuses them.
 constexpr int64_t kMaxMicros = int64_t{1000000} * 1000000;
@@ -327,15 +327,9 @@ std::string Spent(absl::Duration d) {
   return absl::StrFormat("%.1f ms", absl::ToDoubleMilliseconds(d));
 }
 
-std::string CodeName(int code) {
-  static constexpr std::string_view kNames[] = {
-      "OK",           "CANCELLED",          "UNKNOWN",
-      "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
-      "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
-      "FAILED_PRECONDITION", "ABORTED",     "OUT_OF_RANGE",
-      "UNIMPLEMENTED", "INTERNAL",          "UNAVAILABLE",
-      "DATA_LOSS",     "UNAUTHENTICATED"};
-  if (code >= 0 && code <= kMaxGrpcCode) return std::string(kNames[code]);
+// A code's name for the readable line; "code N" outside 0..16.
+std::string CodeText(int code) {
+  if (code >= 0 && code < kStatusCodes) return std::string(CodeName(code));
   return absl::StrCat("code ", code);
 }
 
@@ -378,7 +372,7 @@ void AppendHop(const LedgerHop& h, bool root, int depth, std::string& out) {
     } else if (h.cause != CauseKind::kNone) {
       absl::StrAppend(&out, ", ended here: ", Sv(CausePhrase(h.cause)));
     } else {
-      absl::StrAppend(&out, ", ended here: ", CodeName(h.code));
+      absl::StrAppend(&out, ", ended here: ", CodeText(h.code));
     }
   }
   if (next == nullptr) return;
@@ -389,7 +383,7 @@ void AppendHop(const LedgerHop& h, bool root, int depth, std::string& out) {
     AppendHop(next->ledger.front(), false, depth + 1, out);
   } else {
     absl::StrAppend(&out, Clean(next->method), " ", Spent(next->took), ", ",
-                    CodeName(next->code));
+                    CodeText(next->code));
     if (next->summarised_hops > 0) {
       absl::StrAppend(&out, " (", next->summarised_hops, " hops summarised)");
     } else {

@@ -70,6 +70,8 @@ std::string FormatCallLogJson(const CallLogRecord& r) {
   AppendSeconds(r.duration, out);
   out += ",\"orphaned_s\":";
   AppendSeconds(r.orphaned, out);
+  out += ",\"cause\":";
+  AppendJsonString(r.cause, out);
   out.push_back('}');
   return out;
 }

@@ -38,6 +38,10 @@ struct CallLogRecord {
   // Server: time from its Context being done to the handler returning (0 if
   // the handler returned first).
   absl::Duration orphaned;
+  // Why the call's Context ended: a CauseName of ledger/causes.h
+  // ("CALLER_DEADLINE", "CLIENT_CANCEL", ...), "NONE" if it was live when
+  // the call ended or ended with no reqctx cause.
+  std::string_view cause = "NONE";
 };
 
 class CallLogSink {
@@ -51,7 +55,7 @@ class CallLogSink {
 // One JSON object (no newline) for `r`:
 // {"side":"server","method":"/echo.Echo/Echo","code":"OK","trace_id":"...",
 //  "span_id":"...","parent_span_id":"...","deadline_at_arrival_s":0.25,
-//  "duration_s":0.0012,"orphaned_s":0}
+//  "duration_s":0.0012,"orphaned_s":0,"cause":"NONE"}
 // deadline_at_arrival_s is null without a deadline; strings are escaped.
 std::string FormatCallLogJson(const CallLogRecord& r);
 

@@ -67,8 +67,9 @@ struct ServerFamilies {
       MethodFamilyCap(1)));
   CounterFamily* handled = Must(R().AddCounter(
       "reqctx_server_handled_total",
-      "Incoming calls finished, by final status code.", {"method", "code"},
-      MethodFamilyCap(kCodes)));
+      "Incoming calls finished, by final status code and the cause that "
+      "ended the call's Context (NONE: it was live).",
+      {"method", "code", "cause"}, MethodFamilyCap(kCodes * kCauseKinds)));
   GaugeFamily* active = Must(R().AddGauge(
       "reqctx_server_active_calls", "Incoming calls in progress.", {"method"},
       MethodFamilyCap(1)));
@@ -212,15 +213,27 @@ std::string_view MethodLabel(std::string_view method) {
 
 void DeclareMethod(std::string_view method) { Declared().Add(method); }
 
-std::string_view CodeName(int code) {
-  static constexpr std::string_view kNames[kCodes] = {
-      "OK",           "CANCELLED",        "UNKNOWN",
-      "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
-      "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
-      "FAILED_PRECONDITION", "ABORTED",    "OUT_OF_RANGE",
-      "UNIMPLEMENTED", "INTERNAL",         "UNAVAILABLE",
-      "DATA_LOSS",    "UNAUTHENTICATED"};
-  return code >= 0 && code < kCodes ? kNames[code] : "UNKNOWN";
+HandledByCause::HandledByCause(CounterFamily* family, std::string method)
+    : family_(family), method_(std::move(method)) {
+  for (int c = 0; c < kCodes; ++c) {
+    none_[c] = &family_->WithLabels(
+        {method_, CodeName(c), CauseName(CauseKind::kNone)});
+  }
+}
+
+Counter& HandledByCause::Get(int code, CauseKind cause) {
+  if (code < 0 || code >= kCodes) code = 2;  // UNKNOWN
+  const int k = static_cast<int>(cause);
+  if (k <= 0 || k >= kCauseKinds) return *none_[code];
+  std::atomic<Counter*>& slot = others_[code * kCauseKinds + k];
+  Counter* c = slot.load(std::memory_order_acquire);
+  if (c == nullptr) {
+    // WithLabels returns the same child for the same labels: racing
+    // threads store the same pointer.
+    c = &family_->WithLabels({method_, CodeName(code), CauseName(cause)});
+    slot.store(c, std::memory_order_release);
+  }
+  return *c;
 }
 
 const ServerMethodMetrics& ServerMethod(std::string_view method) {
@@ -233,10 +246,7 @@ const ServerMethodMetrics& ServerMethod(std::string_view method) {
                             &f.no_deadline->WithLabels({m}),
                             &f.handling->WithLabels({m}),
                             &f.orphaned->WithLabels({m}),
-                            {}};
-    for (int c = 0; c < kCodes; ++c) {
-      out.handled[c] = &f.handled->WithLabels({m, CodeName(c)});
-    }
+                            new HandledByCause(f.handled, m)};
     return out;
   });
 }

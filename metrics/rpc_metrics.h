@@ -3,7 +3,7 @@
 //
 // Families (labels; see docs/observability.md for meaning and PromQL):
 //   reqctx_server_started_total{method}
-//   reqctx_server_handled_total{method,code}
+//   reqctx_server_handled_total{method,code,cause}
 //   reqctx_server_active_calls{method}
 //   reqctx_server_deadline_at_arrival_seconds{method}   histogram
 //   reqctx_server_no_deadline_total{method}
@@ -51,19 +51,45 @@
 #define REQCTX_METRICS_RPC_METRICS_H_
 
 #include <array>
+#include <atomic>
+#include <string>
 #include <string_view>
 
 #include "absl/status/status.h"
+#include "ledger/causes.h"
 #include "metrics/metrics.h"
 
 namespace reqctx::metrics {
 
 // Status codes 0..16 (gRPC's and absl's canonical codes, same numbers).
-inline constexpr int kCodes = 17;
+inline constexpr int kCodes = kStatusCodes;
 
 // The Prometheus label value for `code`: its canonical name ("OK",
-// "DEADLINE_EXCEEDED", ...); "UNKNOWN" outside 0..16.
-std::string_view CodeName(int code);
+// "DEADLINE_EXCEEDED", ...); "UNKNOWN" outside 0..16 (ledger/causes.h).
+using ::reqctx::CodeName;
+
+// The children of reqctx_server_handled_total{method,code,cause} for one
+// method. `cause` is CauseName(CauseOf(Cause(ctx))) of the call's Context
+// when the call ended: "NONE" for a call whose Context was still live (it
+// ended normally, or with an error of the handler's own) or ended with no
+// cause of reqctx's vocabulary, else one of ledger/causes.h's 10 names
+// ("CALLER_DEADLINE", "CLIENT_CANCEL", ...): a bounded set. The NONE
+// children exist from the method's first call (as before the label was
+// added); the others are made on first use (the family's lock, once per
+// code and cause), so a server never shows 17 x 11 zero series per method.
+class HandledByCause {
+ public:
+  HandledByCause(CounterFamily* family, std::string method);
+  // The counter for (`code`, `cause`); `code` outside 0..16 counts as
+  // UNKNOWN. Lock-free after the first use of a combination.
+  Counter& Get(int code, CauseKind cause);
+
+ private:
+  CounterFamily* const family_;
+  const std::string method_;
+  std::array<Counter*, kCodes> none_;
+  std::array<std::atomic<Counter*>, kCodes * kCauseKinds> others_{};
+};
 
 struct ServerMethodMetrics {
   Counter* started;
@@ -72,7 +98,7 @@ struct ServerMethodMetrics {
   Counter* no_deadline;
   Histogram* handling;
   Histogram* orphaned;
-  std::array<Counter*, kCodes> handled;
+  HandledByCause* handled;  // Lives for the process.
 };
 
 struct ClientMethodMetrics {

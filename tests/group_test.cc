@@ -11,6 +11,7 @@
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "context/context.h"
+#include "ledger/causes.h"
 #include "gtest/gtest.h"
 #include "tests/process_probe.h"
 
@@ -45,7 +46,42 @@ TEST(GroupTest, FirstErrorCancelsOthersAndIsReturned) {
   }
   g.Go([](const Context&) { return absl::NotFoundError("first"); });
   EXPECT_EQ(g.Wait(), absl::NotFoundError("first"));
-  EXPECT_EQ(Cause(g.context()), absl::NotFoundError("first"));
+  // The cause is that error (as Go's errgroup), marked with which sibling
+  // failed: the fifth task given to Go().
+  const absl::Status cause = Cause(g.context());
+  EXPECT_EQ(cause.code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(cause.message(), "first");
+  EXPECT_EQ(CauseOf(cause), CauseKind::kGroupSibling);
+  EXPECT_EQ(CauseHop(cause), "task #5");
+  EXPECT_EQ(CauseDescription(cause),
+            "canceled: a sibling in the group failed (task #5): first");
+}
+
+TEST(GroupTest, SiblingsSeeWhichTaskFailed) {
+  Group g(Background());
+  std::latch first_started(1);
+  absl::Status seen_by_sibling;
+  g.Go([&](const Context& ctx) {
+    first_started.count_down();
+    if (!ctx.Done().WaitFor(kLongWait)) return absl::InternalError("stuck");
+    // Derived Contexts report the same cause.
+    auto [child, cancel] = WithCancel(ctx);
+    seen_by_sibling = Cause(child);
+    return absl::OkStatus();
+  });
+  first_started.wait();
+  g.Go([](const Context&) { return absl::UnavailableError("backend down"); });
+  EXPECT_EQ(g.Wait(), absl::UnavailableError("backend down"));
+  EXPECT_EQ(CauseOf(seen_by_sibling), CauseKind::kGroupSibling);
+  EXPECT_EQ(CauseHop(seen_by_sibling), "task #2");
+  EXPECT_EQ(seen_by_sibling.code(), absl::StatusCode::kUnavailable);
+}
+
+TEST(GroupTest, AllOkLeavesNoCauseKind) {
+  Group g(Background());
+  g.Go([](const Context&) { return absl::OkStatus(); });
+  EXPECT_TRUE(g.Wait().ok());
+  EXPECT_EQ(CauseOf(Cause(g.context())), CauseKind::kNone);
 }
 
 TEST(GroupTest, FirstErrorInTimeWins) {

@@ -97,6 +97,51 @@ int DepthOf(const LedgerHop& h) {
   return d;
 }
 
+TEST(CausesTest, MarkKeepsTheStatusAndAddsTheKind) {
+  const absl::Status marked = MarkCause(absl::NotFoundError("no row"),
+                                        CauseKind::kGroupSibling, "task #3");
+  EXPECT_EQ(marked.code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(marked.message(), "no row");
+  EXPECT_EQ(CauseOf(marked), CauseKind::kGroupSibling);
+  EXPECT_EQ(CauseHop(marked), "task #3");
+  EXPECT_EQ(CauseDescription(marked),
+            "canceled: a sibling in the group failed (task #3): no row");
+  EXPECT_TRUE(MarkCause(absl::OkStatus(), CauseKind::kShed).ok());
+  EXPECT_EQ(CauseOf(MarkCause(absl::InternalError("x"), CauseKind::kNone)),
+            CauseKind::kNone);
+}
+
+TEST(CausesTest, PrebuiltStatusesEqualMakeCause) {
+  for (int i = 0; i < kCauseKinds; ++i) {
+    const auto kind = static_cast<CauseKind>(i);
+    EXPECT_EQ(CauseStatus(kind), MakeCause(kind)) << CauseName(kind);
+    EXPECT_EQ(CauseOf(CauseStatus(kind)), kind);
+    // The prebuilt message is what the outbound status says.
+    EXPECT_EQ(CauseDescription(CauseStatus(kind)), CauseMessage(kind));
+  }
+  EXPECT_EQ(&CauseStatus(CauseKind::kShed), &CauseStatus(CauseKind::kShed));
+  EXPECT_EQ(CauseDescription(MakeCause(CauseKind::kCallerDeadline, "frontend")),
+            "deadline exceeded: caller's deadline (set by frontend)");
+  EXPECT_EQ(CauseDescription(absl::CancelledError("context canceled")), "");
+  // A marked status whose message is the phrase says it once.
+  EXPECT_EQ(CauseDescription(MarkCause(absl::UnavailableError(
+                                           "server shutting down"),
+                                       CauseKind::kServerShutdown)),
+            "canceled: server shutting down");
+}
+
+TEST(CausesTest, CodeNamesAreTheCanonicalOnes) {
+  EXPECT_EQ(CodeName(0), "OK");
+  EXPECT_EQ(CodeName(4), "DEADLINE_EXCEEDED");
+  EXPECT_EQ(CodeName(16), "UNAUTHENTICATED");
+  EXPECT_EQ(CodeName(-1), "UNKNOWN");
+  EXPECT_EQ(CodeName(17), "UNKNOWN");
+  for (int c = 0; c < kStatusCodes; ++c) {
+    EXPECT_EQ(CodeName(c),
+              absl::StatusCodeToString(static_cast<absl::StatusCode>(c)));
+  }
+}
+
 TEST(LedgerLineTest, TheIssuesExample) {
   EXPECT_EQ(LedgerLine(ExampleLedger()),
             "deadline 250 ms: frontend 0.4 ms queued, 50.1 ms work -> middle "

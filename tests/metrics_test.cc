@@ -21,6 +21,7 @@ namespace reqctx::metrics {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 TEST(Metrics, CounterFamilyExposesExactText) {
   Registry r;
@@ -180,14 +181,20 @@ TEST(RpcMetrics, FamiliesRegisterAndMethodHandlesAreShared) {
   const ServerMethodMetrics* other_thread = nullptr;
   std::thread([&] { other_thread = &ServerMethod("/t.S/A"); }).join();
   EXPECT_EQ(other_thread, &a);  // And shared across threads.
-  a.handled[4]->Increment();
+  a.handled->Get(4, CauseKind::kNone).Increment();
+  a.handled->Get(1, CauseKind::kServerShutdown).Increment(3);
+  a.handled->Get(99, CauseKind::kShed).Increment();  // UNKNOWN code.
   a.deadline_at_arrival->Observe(0.3);
   ClientMethod("/t.S/A").started->Increment(2);
   Policy().retries->WithLabels({"/t.S/A"}).Increment();
   RegisterProcessGauges();
   RegisterProcessGauges();  // Idempotent.
   const std::string page = Registry::Default().Expose();
-  EXPECT_THAT(page, HasSubstr("reqctx_server_handled_total{method=\"/t.S/A\",code=\"DEADLINE_EXCEEDED\"} 1\n"));
+  EXPECT_THAT(page, HasSubstr("reqctx_server_handled_total{method=\"/t.S/A\",code=\"DEADLINE_EXCEEDED\",cause=\"NONE\"} 1\n"));
+  EXPECT_THAT(page, HasSubstr("reqctx_server_handled_total{method=\"/t.S/A\",code=\"CANCELLED\",cause=\"SERVER_SHUTDOWN\"} 3\n"));
+  EXPECT_THAT(page, HasSubstr("reqctx_server_handled_total{method=\"/t.S/A\",code=\"UNKNOWN\",cause=\"SHED\"} 1\n"));
+  // Only the combinations used: no zero series for the other causes.
+  EXPECT_THAT(page, Not(HasSubstr("code=\"OK\",cause=\"HEDGE_LOST\"")));
   EXPECT_THAT(page, HasSubstr("reqctx_server_deadline_at_arrival_seconds_bucket{method=\"/t.S/A\",le=\"0.5\"} 1\n"));
   EXPECT_THAT(page, HasSubstr("reqctx_client_started_total{method=\"/t.S/A\"} 2\n"));
   EXPECT_THAT(page, HasSubstr("reqctx_client_retries_total{method=\"/t.S/A\"} 1\n"));
@@ -227,14 +234,14 @@ TEST(RpcMetrics, MultiLabelFamiliesKeepEveryAdmittedMethodsSeries) {
   for (int i = 0; i < 300; ++i) {
     const std::string invented = absl::StrCat("/inv.S/M", i);
     EXPECT_EQ(MethodLabel(invented), kUnknownMethod);
-    ServerMethod(invented).handled[12]->Increment();  // UNIMPLEMENTED.
+    ServerMethod(invented).handled->Get(12, CauseKind::kNone).Increment();  // UNIMPLEMENTED.
     ClientMethod(invented).handled[12]->Increment();
     PolicyMethod(invented).rejected[2][1]->Increment();
   }
   EXPECT_EQ(&ServerMethod("/inv.S/M1"), &ServerMethod("/inv.S/M2"));
   // The real method after the invented ones: every series its own.
   for (int c = 0; c < kCodes; ++c) {
-    ServerMethod(real).handled[c]->Increment(c + 1);
+    ServerMethod(real).handled->Get(c, CauseKind::kNone).Increment(c + 1);
   }
   for (int reason = 0; reason < kPolicyRejectReasons; ++reason) {
     for (int crit = 0; crit < kCriticalities; ++crit) {
@@ -246,7 +253,7 @@ TEST(RpcMetrics, MultiLabelFamiliesKeepEveryAdmittedMethodsSeries) {
   for (size_t i = 0; i < kMaxMethods + 20; ++i) {
     const std::string known = absl::StrCat("/k.S/M", i);
     DeclareMethod(known);
-    ServerMethod(known).handled[0]->Increment();
+    ServerMethod(known).handled->Get(0, CauseKind::kNone).Increment();
     for (int reason = 0; reason < kPolicyRejectReasons; ++reason) {
       for (int crit = 0; crit < kCriticalities; ++crit) {
         PolicyMethod(known).rejected[reason][crit]->Increment();
@@ -272,7 +279,8 @@ TEST(RpcMetrics, MultiLabelFamiliesKeepEveryAdmittedMethodsSeries) {
   };
   for (int c = 0; c < kCodes; ++c) {
     EXPECT_EQ(sample(absl::StrCat("reqctx_server_handled_total{method=\"", real,
-                                  "\",code=\"", std::string(CodeName(c)), "\"}")),
+                                  "\",code=\"", std::string(CodeName(c)),
+                                  "\",cause=\"NONE\"}")),
               c + 1)
         << CodeName(c);
   }
@@ -286,7 +294,7 @@ TEST(RpcMetrics, MultiLabelFamiliesKeepEveryAdmittedMethodsSeries) {
     }
   }
   EXPECT_EQ(sample("reqctx_server_handled_total{method=\"_unknown\","
-                   "code=\"UNIMPLEMENTED\"}"),
+                   "code=\"UNIMPLEMENTED\",cause=\"NONE\"}"),
             300);
   EXPECT_EQ(sample("reqctx_client_handled_total{method=\"_unknown\","
                    "code=\"UNIMPLEMENTED\"}"),
@@ -300,7 +308,7 @@ TEST(RpcMetrics, MultiLabelFamiliesKeepEveryAdmittedMethodsSeries) {
   for (size_t i = 0; i < kMaxMethods + 20; ++i) {
     const std::string known = absl::StrCat("/k.S/M", i);
     if (sample(absl::StrCat("reqctx_server_handled_total{method=\"", known,
-                            "\",code=\"OK\"}")) == 1) {
+                            "\",code=\"OK\",cause=\"NONE\"}")) == 1) {
       ++own_server;
     }
     const double first = sample(absl::StrCat(
@@ -323,7 +331,8 @@ TEST(RpcMetrics, MultiLabelFamiliesKeepEveryAdmittedMethodsSeries) {
   EXPECT_LT(own_server, static_cast<int>(kMaxMethods));
   EXPECT_GE(own_policy, static_cast<int>(kMaxMethods) - 5);
   EXPECT_LT(own_policy, static_cast<int>(kMaxMethods));
-  EXPECT_EQ(sample("reqctx_server_handled_total{method=\"_other\",code=\"OK\"}"),
+  EXPECT_EQ(sample("reqctx_server_handled_total{method=\"_other\",code=\"OK\","
+                   "cause=\"NONE\"}"),
             static_cast<double>(kMaxMethods + 20 - own_server));
   EXPECT_EQ(sample("reqctx_policy_rejected_total{method=\"_other\","
                    "reason=\"evicted\",criticality=\"sheddable\"}"),
@@ -348,7 +357,9 @@ TEST(CallLog, JsonLineHasEveryFieldEscaped) {
             "{\"side\":\"server\",\"method\":\"/a\\\"b\\u000a\",\"code\":\"CANCELLED\","
             "\"trace_id\":\"4bf92f3577b34da6a3ce929d0e0e4736\",\"span_id\":\"00f067aa0ba902b7\","
             "\"parent_span_id\":\"\",\"deadline_at_arrival_s\":0.25,\"duration_s\":0.0015,"
-            "\"orphaned_s\":0}");
+            "\"orphaned_s\":0,\"cause\":\"NONE\"}");
+  r.cause = CauseName(CauseKind::kClientCancel);
+  EXPECT_THAT(FormatCallLogJson(r), HasSubstr(",\"cause\":\"CLIENT_CANCEL\"}"));
   r.deadline_at_arrival.reset();
   EXPECT_THAT(FormatCallLogJson(r), HasSubstr("\"deadline_at_arrival_s\":null"));
 }

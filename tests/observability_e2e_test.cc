@@ -22,6 +22,7 @@
 #include "gtest/gtest.h"
 #include "interceptors/interceptors.h"
 #include "interceptors/observability.h"
+#include "ledger/causes.h"
 #include "metrics/metrics_server.h"
 #include "proto/echo.grpc.pb.h"
 #include "tests/http_client.h"
@@ -236,10 +237,17 @@ TEST_F(ObservabilityTest, KnownTrafficGivesExactCountsAndBuckets) {
   };
   auto code = [](const char* c) { return absl::StrCat(",code=\"", c, "\""); };
   EXPECT_EQ(delta(M("reqctx_server_started_total")), 13);
-  EXPECT_EQ(delta(M("reqctx_server_handled_total", code("OK"))), 7);
-  EXPECT_EQ(delta(M("reqctx_server_handled_total", code("DEADLINE_EXCEEDED"))), 3);
-  EXPECT_EQ(delta(M("reqctx_server_handled_total", code("CANCELLED"))), 2);
-  EXPECT_EQ(delta(M("reqctx_server_handled_total", code("INVALID_ARGUMENT"))), 1);
+  // The server's series say why each call's Context ended (its `cause`).
+  auto ended = [&](const char* c, const char* cause) {
+    return absl::StrCat(code(c), ",cause=\"", cause, "\"");
+  };
+  EXPECT_EQ(delta(M("reqctx_server_handled_total", ended("OK", "NONE"))), 7);
+  EXPECT_EQ(delta(M("reqctx_server_handled_total",
+                    ended("DEADLINE_EXCEEDED", "CALLER_DEADLINE"))), 3);
+  EXPECT_EQ(delta(M("reqctx_server_handled_total",
+                    ended("CANCELLED", "CLIENT_CANCEL"))), 2);
+  EXPECT_EQ(delta(M("reqctx_server_handled_total",
+                    ended("INVALID_ARGUMENT", "NONE"))), 1);
   EXPECT_EQ(Sample(after, M("reqctx_server_active_calls")), 0);
   // Deadlines at arrival: 3 x 400 ms and 6 x 8 s; 4 calls had none. (400 ms,
   // not less: under TSan on 2 loaded cores a 40 ms call once expired before
@@ -389,14 +397,23 @@ class CollectingSink final : public CallLogSink {
                           std::string(r.trace_id), std::string(r.span_id),
                           std::string(r.parent_span_id), FormatCallLogJson(r),
                           r.code, r.deadline_at_arrival});
+    cv_.notify_all();
   }
   std::vector<Line> lines() {
     std::lock_guard<std::mutex> lock(mu_);
     return lines_;
   }
+  // Waits (bounded) until `n` lines are in; the lines.
+  std::vector<Line> WaitLines(size_t n) {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait_for(lock, absl::ToChronoNanoseconds(kBound),
+                 [&] { return lines_.size() >= n; });
+    return lines_;
+  }
 
  private:
   std::mutex mu_;
+  std::condition_variable cv_;
   std::vector<Line> lines_;
 };
 
@@ -440,6 +457,34 @@ TEST_F(ObservabilityTest, CallLogHasBothSidesOfACallWithTheirSpans) {
   EXPECT_NE(server_line.span_id, caller.span_id);  // A fresh span per hop.
   EXPECT_THAT(server_line.json,
               HasSubstr("\"code\":\"INVALID_ARGUMENT\",\"trace_id\":\"4bf92f35"));
+}
+
+// Both sides' lines say why the call's Context ended: the server's, its
+// caller's deadline; the client's, the cause its own Context carried.
+TEST_F(ObservabilityTest, CallLogNamesTheCause) {
+  TestServer server("backend");
+  ASSERT_NE(server.server, nullptr);
+  auto stub = ::echo::v1::Echo::NewStub(server.Channel());
+  static CollectingSink* const sink = new CollectingSink();  // Outlives calls.
+  SetCallLogSink(sink);
+  auto [ctx, cancel] = WithTimeoutCause(
+      Background(), absl::Milliseconds(300),
+      MakeCause(CauseKind::kCallerDeadline, "frontend"));
+  std::unique_ptr<grpc::ClientContext> cc = NewClientContext(ctx);
+  EchoRequest req;
+  req.set_message("sleep");
+  req.set_work_ms(60000);
+  EchoResponse resp;
+  const grpc::Status status = stub->Echo(cc.get(), req, &resp);
+  EXPECT_EQ(status.error_code(), grpc::DEADLINE_EXCEEDED);
+  EXPECT_EQ(status.error_message(),
+            "deadline exceeded: caller's deadline (set by frontend)");
+  std::vector<CollectingSink::Line> lines = sink->WaitLines(2);
+  SetCallLogSink(nullptr);
+  ASSERT_EQ(lines.size(), 2u);
+  for (const auto& l : lines) {
+    EXPECT_THAT(l.json, HasSubstr(",\"cause\":\"CALLER_DEADLINE\"}")) << l.side;
+  }
 }
 
 }  // namespace

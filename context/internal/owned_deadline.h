@@ -18,6 +18,7 @@
 
 #include <utility>
 
+#include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "context/core.h"
 
@@ -29,17 +30,34 @@ namespace reqctx::internal {
 // WithCancel -- except that no timer is armed for this deadline: nothing
 // ends the context when it passes but ArmOwnedDeadline (or the CancelFunc,
 // or the parent). The caller must make sure something reports the deadline.
-std::pair<Context, CancelFunc> WithOwnedTimeout(const Context& parent,
-                                                absl::Duration timeout);
+// `cause`: what Cause() reports once the deadline ends it (OK: no cause),
+// as WithTimeoutCause's.
+std::pair<Context, CancelFunc> WithOwnedTimeout(
+    const Context& parent, absl::Duration timeout,
+    absl::Status cause = absl::OkStatus());
 
 // Arms the deadline of a context made by WithOwnedTimeout, through its
 // CancelFunc: it then ends with kDeadlineExceeded "context deadline exceeded"
 // at its deadline, as WithTimeout's would (at once if the deadline has
-// passed). For a CancelFunc of any other context (one without an owned
-// deadline of its own): ends it with kDeadlineExceeded now. If memory for
+// passed), with the cause given to WithOwnedTimeout. For a CancelFunc of any
+// other context (one without an owned deadline of its own): ends it with
+// kDeadlineExceeded now (a timer layer's deadline cause, if it is one). If memory for
 // the timer cannot be had, also ends it now. A no-op if it is done, armed
 // already or `cancel` cancels nothing. Never throws.
 void ArmOwnedDeadline(const CancelFunc& cancel);
+
+// Cancels the context of `cancel` (kCancelled, as calling it would) with
+// `cause` (OK: none), as a CancelCauseFunc would: for glue that holds a
+// plain CancelFunc (a deadline's) but knows why it cancels. A no-op if it is
+// done or `cancel` cancels nothing. Never throws.
+void CancelWithCause(const CancelFunc& cancel, const absl::Status& cause);
+
+// The cause the deadline that bounds `ctx` (its nearest timer layer) ends
+// it with: the status given to WithDeadlineCause / WithTimeoutCause /
+// WithOwnedTimeout, OK if none or `ctx` has no deadline. For glue that sees
+// the deadline pass before the Context's own timer fires (an outbound call's
+// gRPC deadline, set a little earlier). A reference valid while `ctx` is.
+const absl::Status& DeadlineCause(const Context& ctx);
 
 // Whether the deadline that bounds `ctx` (its nearest timer layer) has a
 // timer armed. False if it has no deadline. For tests.

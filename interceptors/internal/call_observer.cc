@@ -5,6 +5,7 @@
 #include <string>
 
 #include "context/after_func.h"
+#include "ledger/causes.h"
 #include "interceptors/internal/observability_state.h"
 #include "w3c/trace_propagation.h"
 #include "metrics/call_log.h"
@@ -62,7 +63,9 @@ void ServerCallObserver::Finish(int code, const Context& ctx,
   // Orphaned: how long the handler ran on after its Context was done. Done
   // by the deadline: at arrival + remaining; by a cancel: when it was seen.
   absl::Duration orphaned = absl::ZeroDuration();
+  CauseKind cause = CauseKind::kNone;
   if (ctx.IsDone()) {
+    cause = CauseOf(Cause(ctx));
     int64_t done_ns = cancel_seen_ns;
     if (ctx.Err().code() == absl::StatusCode::kDeadlineExceeded &&
         remaining_.has_value()) {
@@ -72,7 +75,7 @@ void ServerCallObserver::Finish(int code, const Context& ctx,
   }
   const absl::Duration duration = absl::Nanoseconds(now - start_ns_);
   if (m_ != nullptr) {
-    m_->handled[code >= 0 && code < metrics::kCodes ? code : 2]->Increment();
+    m_->handled->Get(code, cause).Increment();
     m_->active->Decrement();
     m_->handling->ObserveDuration(duration);
     if (orphaned > absl::ZeroDuration()) m_->orphaned->ObserveDuration(orphaned);
@@ -94,6 +97,7 @@ void ServerCallObserver::Finish(int code, const Context& ctx,
       r.deadline_at_arrival = remaining_;
       r.duration = duration;
       r.orphaned = orphaned;
+      r.cause = CauseName(cause);
       sink->Write(r);
     }
   }
@@ -113,7 +117,7 @@ void ClientCallObserver::Start(const char* method, const Context* ctx) {
   m_->active->Increment();
 }
 
-void ClientCallObserver::Finish(int code) {
+void ClientCallObserver::Finish(int code, CauseKind cause) {
   if (!started_) return;
   started_ = false;
   if (m_ != nullptr) {
@@ -139,6 +143,7 @@ void ClientCallObserver::Finish(int code) {
   }
   r.duration = duration;
   r.orphaned = absl::ZeroDuration();
+  r.cause = CauseName(cause);
   sink->Write(r);
 }
 

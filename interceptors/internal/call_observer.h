@@ -19,6 +19,7 @@
 
 #include "absl/time/time.h"
 #include "context/core.h"
+#include "ledger/causes.h"
 #include "context/orphans.h"
 #include "metrics/rpc_metrics.h"
 
@@ -58,7 +59,9 @@ class ClientCallObserver {
   // NewClientContext, or nullptr for a call made without one.
   void Start(const char* method, const Context* ctx);
   // When the call's status `code` is received. Idempotent.
-  void Finish(int code);
+  // `cause`: why the caller's Context ended the call (kNone: it did not),
+  // for the log line.
+  void Finish(int code, CauseKind cause = CauseKind::kNone);
   // The method's handles once Start ran with metrics on, else nullptr.
   const metrics::ClientMethodMetrics* metrics() const { return m_; }
   // In the AfterFunc that cancels the call once its Context is done, right

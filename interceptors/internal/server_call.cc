@@ -52,7 +52,7 @@ void ServerCall::OnClosed() {
   }
 }
 
-void ServerCall::OnCancelled() {
+void ServerCall::OnCancelled(CauseKind cause) {
   if (!begun_.load(std::memory_order_acquire)) return;
   if (deadline_.has_value() && deadline_->CancelIsCallersDeadline()) {
     // The caller's deadline (or gRPC's own, at ours): the Context ends with
@@ -62,8 +62,12 @@ void ServerCall::OnCancelled() {
   } else {
     int64_t unset = 0;
     cancel_seen_ns_.compare_exchange_strong(unset, MonoNowNs());
-    cancel_();
+    CancelWithCause(cancel_, CauseStatus(cause));
   }
+}
+
+void ServerCall::CancelWith(const absl::Status& cause) {
+  if (begun_.load(std::memory_order_acquire)) CancelWithCause(cancel_, cause);
 }
 
 void ServerCall::ArmDeadline() {

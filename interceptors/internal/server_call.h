@@ -51,6 +51,7 @@
 
 #include "context/core.h"
 #include "interceptors/internal/call_observer.h"
+#include "ledger/causes.h"
 #include "interceptors/internal/incoming_deadline.h"
 
 namespace grpc {
@@ -102,10 +103,14 @@ class ServerCall : public std::enable_shared_from_this<ServerCall> {
   // The call was closed or canceled before the server sent its status:
   // client cancel, deadline (gRPC's, or the caller's cancel at it), server
   // shutdown or a server-side TryCancel. Ends the Context with CANCELLED
-  // now, or with DEADLINE_EXCEEDED at its deadline (IncomingDeadline
-  // decides; see above). Does not end the call: FromServerContext still
-  // finds it.
-  void OnCancelled();
+  // now, with cause `cause` (kNone: no cause), or with DEADLINE_EXCEEDED at
+  // its deadline and that deadline's cause (IncomingDeadline decides; see
+  // above). Does not end the call: FromServerContext still finds it.
+  void OnCancelled(CauseKind cause = CauseKind::kClientCancel);
+  // Ends the Context now with `cause` (CancelServerCall in
+  // server_interceptor.h): a refusal before the handler. A no-op before
+  // Begin or once the Context is done.
+  void CancelWith(const absl::Status& cause);
   // The call is held before its handler starts (see
   // HoldingServerCall in server_interceptor.h): an owned deadline is armed
   // now, so the Context ends at it without gRPC's close. A no-op if the

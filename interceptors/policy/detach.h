@@ -7,7 +7,8 @@
 // The returned Context is WithoutCancel(call_ctx) -- it keeps the call's
 // values (trace, criticality, ...), is not canceled when the call ends or
 // its deadline passes -- with a deadline of its own `grace` from now, so the
-// work cannot run forever. Keep the CancelFunc with the work and call it when
+// work cannot run forever; when it runs out, Cause() of the Context is
+// CauseKind::kDetachedBound's (ledger/causes.h). Keep the CancelFunc with the work and call it when
 // done (dropping its last copy cancels the follow-up).
 // Each call counts one in reqctx_policy_detached_total{method}: the method
 // of the call whose Context was detached when it is served under a

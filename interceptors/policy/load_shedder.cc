@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/time/clock.h"
+#include "ledger/causes.h"
 #include "limits/fixed_limit.h"
 
 namespace reqctx::policy {
@@ -104,7 +105,7 @@ size_t Index(Criticality c) { return static_cast<size_t>(c); }
 ShedDecision Shed(absl::Duration pushback, ShedReason reason,
                   const char* why) {
   ShedDecision d;
-  d.status = absl::ResourceExhaustedError(why);
+  d.status = MarkCause(absl::ResourceExhaustedError(why), CauseKind::kShed);
   d.pushback = std::max(pushback, absl::Milliseconds(1));
   d.reason = reason;
   return d;
@@ -198,8 +199,9 @@ LoadShedder::~LoadShedder() {
       h = std::move(e->on_done);
     }
     h = AfterFuncHandle();  // Stops it, or waits for it.
-    e->decide(AfterQueue(NotAdmitted(absl::UnavailableError(
-                                         "server shutting down"),
+    e->decide(AfterQueue(NotAdmitted(MarkCause(absl::UnavailableError(
+                                                   "server shutting down"),
+                                               CauseKind::kServerShutdown),
                                      ShedReason::kShutdown),
                          e->enqueued, now));
   }

@@ -11,12 +11,14 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "context/after_func.h"
+#include "context/internal/owned_deadline.h"
 #include "context/sleep.h"
 #include "interceptors/client_interceptor.h"
 #include "interceptors/internal/trace_propagation.h"
 #include "interceptors/policy/criticality.h"
 #include "interceptors/status_mapping.h"
 #include "interceptors/trace_context.h"
+#include "ledger/causes.h"
 #include "w3c/baggage_context.h"
 
 namespace reqctx::policy {
@@ -334,7 +336,7 @@ class Retrier {
     return plan;
   }
 
-  grpc::Status CtxStatus() const { return ToGrpcStatus(ctx_.Err()); }
+  grpc::Status CtxStatus() const { return ContextEndStatus(ctx_); }
 
   // The call ended by ctx: its error, no winner.
   RetryResult EndedByContext(RetryResult r) const {
@@ -498,9 +500,15 @@ class Retrier {
       }
     }
     lock.unlock();
-    // Cancel every other attempt at once.
+    // Cancel every other attempt at once: a loser's Context says it lost
+    // (its call's status then names the cause: "canceled: hedge lost").
     for (size_t i = 0; i < attempts.size(); ++i) {
-      if (static_cast<int>(i) != r.winner || by_context) attempts[i].cancel();
+      if (by_context) {
+        attempts[i].cancel();
+      } else if (static_cast<int>(i) != r.winner) {
+        internal::CancelWithCause(attempts[i].cancel,
+                                  CauseStatus(CauseKind::kHedgeLost));
+      }
     }
     if (!by_context) {
       for (int i = 0; i < running; ++i) {

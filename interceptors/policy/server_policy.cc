@@ -21,6 +21,7 @@
 #include "interceptors/policy/policy_metrics.h"
 #include "interceptors/server_interceptor.h"
 #include "interceptors/status_mapping.h"
+#include "ledger/causes.h"
 
 namespace reqctx::policy {
 
@@ -162,9 +163,11 @@ absl::Status ServerPolicy::MethodState::CheckArrival(
   }
   counters.Add(PolicyCounter::kMinBudgetRejected);
   RecordMinBudgetRejected(metrics, c);
-  return absl::DeadlineExceededError(absl::StrCat(
-      "remaining budget ", absl::FormatDuration(budget), " is below ", name,
-      "'s minimum of ", absl::FormatDuration(min)));
+  return MarkCause(
+      absl::DeadlineExceededError(absl::StrCat(
+          "remaining budget ", absl::FormatDuration(budget), " is below ",
+          name, "'s minimum of ", absl::FormatDuration(min))),
+      CauseKind::kMinBudget);
 }
 
 namespace {
@@ -211,6 +214,7 @@ class PolicyHandler final : public MethodHandler {
       absl::Status refused =
           state_->CheckArrival(sc, crit, policy_->counters());
       if (!refused.ok()) {
+        internal::CancelServerCall(&sc, refused);
         Reject(param, ToGrpcStatus(refused), std::nullopt);
         return;
       }
@@ -259,6 +263,9 @@ class PolicyHandler final : public MethodHandler {
       Run(param, deadline, std::move(d.slot));
       return;
     }
+    // Its Context says why (SHED, SERVER_SHUTDOWN; a Context that ended in
+    // the queue keeps its own cause).
+    internal::CancelServerCall(param.server_context, d.status);
     std::optional<absl::Duration> pushback;
     if (d.status.code() == absl::StatusCode::kResourceExhausted) {
       pushback = d.pushback;
@@ -546,15 +553,18 @@ ServerCallRules ServerPolicy::CallRules() const {
   rules.behind_envoy = options_.behind_envoy;
   rules.deadline = [this](std::string_view method,
                           std::optional<absl::Duration> remaining)
-      -> std::optional<absl::Duration> {
+      -> HandlerBudget {
     const MethodPolicy& p = PolicyFor(method);
     const absl::Time now = absl::Now();
     std::optional<absl::Time> incoming;
     if (remaining.has_value()) incoming = now + *remaining;
-    std::optional<absl::Time> d = HandlerDeadline(
-        p, EffectiveDeadline(p, incoming, now, nullptr, nullptr), now);
-    if (!d.has_value()) return std::nullopt;
-    return *d - now;
+    const std::optional<absl::Time> effective =
+        EffectiveDeadline(p, incoming, now, nullptr, nullptr);
+    std::optional<absl::Time> d = HandlerDeadline(p, effective, now);
+    if (!d.has_value()) return HandlerBudget();
+    // Earlier than the (capped or defaulted) deadline: the reply margin's.
+    return {*d - now, d != effective ? CauseKind::kReplyMargin
+                                     : CauseKind::kDeadlinePolicy};
   };
   // The glue puts the call's baggage (every `baggage` header, joined) in its
   // Context, where CriticalityOf finds it; this rule runs after that, and
@@ -679,6 +689,7 @@ grpc::Status AsyncAdmission::Refusal(grpc::ServerContext* sc) const {
   if (pushback_.has_value()) {
     sc->AddTrailingMetadata(kRetryPushbackHeader, PushbackValue(*pushback_));
   }
+  internal::CancelServerCall(sc, status_);
   return ToGrpcStatus(status_);
 }
 
