@@ -13,10 +13,10 @@
 //   reqctx_policy_inflight{method}              slots held
 //   reqctx_policy_queue_length{method}          calls queued
 //   reqctx_policy_enforcement{method,mode}      1 for the mode in force
-//   reqctx_policy_limit_min_rtt_seconds{method}  \
-//   reqctx_policy_limit_long_rtt_seconds{method}  > the algorithm's inputs
-//   reqctx_policy_limit_last_rtt_seconds{method}  |  (0 if it has none)
-//   reqctx_policy_limit_queue_estimate{method}   /
+//   reqctx_policy_limit_min_rtt_seconds{method}   the algorithm's inputs
+//   reqctx_policy_limit_long_rtt_seconds{method}  (0 if it has none):
+//   reqctx_policy_limit_last_rtt_seconds{method}  minimum, long-term and
+//   reqctx_policy_limit_queue_estimate{method}    last handling time, queue
 // Each recording is one relaxed add on the recording CPU's own cache line
 // (metrics::Counter/Histogram); the per-method handles are looked up once per
 // method and kept (ServerPolicy keeps them with each method's state).
