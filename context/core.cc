@@ -303,6 +303,13 @@ void ArmOwnedDeadline(const CancelFunc& cancel) {
             /*remove_from_parent=*/true);
 }
 
+const void* ContextRoot(const Context& ctx) {
+  const Node* n = ContextAccess::NodeOf(ctx);
+  if (n == nullptr) return nullptr;
+  while (n->parent() != nullptr) n = n->parent();
+  return n;
+}
+
 bool HasArmedDeadlineForTesting(const Context& ctx) {
   const TimerNode* t = NearestTimer(ContextAccess::NodeOf(ctx));
   return t != nullptr && const_cast<TimerNode*>(t)->IsArmedForTesting();

@@ -15,11 +15,14 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "context/after_func.h"
+#include "interceptors/internal/call_ledger.h"
 #include "interceptors/internal/call_observer.h"
 #include "interceptors/internal/client_binding_registry.h"
 #include "interceptors/internal/grpc_timeout.h"
 #include "interceptors/internal/outbound_headers.h"
+#include "interceptors/internal/server_call.h"
 #include "interceptors/status_mapping.h"
+#include "ledger/grpc_ledger.h"
 #include "w3c/baggage_context.h"
 #include "w3c/trace_propagation.h"
 
@@ -53,7 +56,7 @@ class ClientCallInterceptor final : public grpc::experimental::Interceptor {
     // ClientContext released after OnDone): taking mu_ orders what that
     // hook wrote under it before the members are destroyed.
     { std::lock_guard<std::mutex> lock(mu_); }
-    FinishCall(nullptr);
+    FinishCall(nullptr, nullptr);
   }
 
   void Intercept(InterceptorBatchMethods* methods) override {
@@ -84,7 +87,8 @@ class ClientCallInterceptor final : public grpc::experimental::Interceptor {
     }
     if (methods->QueryInterceptionHookPoint(
             InterceptionHookPoints::POST_RECV_STATUS)) {
-      FinishCall(methods->GetRecvStatus());
+      FinishCall(methods->GetRecvStatus(),
+                 methods->GetRecvTrailingMetadata());
     }
     if (hijack) {
       methods->Hijack();
@@ -95,7 +99,7 @@ class ClientCallInterceptor final : public grpc::experimental::Interceptor {
 
  private:
   // Returns true if the call must be hijacked (failed without the network).
-  bool StartCall(const std::multimap<std::string, std::string>& metadata) {
+  bool StartCall(std::multimap<std::string, std::string>& metadata) {
     std::optional<Context> ctx;
     auto it = metadata.find(internal::kTraceparentHeader);
     if (it != metadata.end()) {  // Else not from NewClientContext.
@@ -109,10 +113,23 @@ class ClientCallInterceptor final : public grpc::experimental::Interceptor {
       std::lock_guard<std::mutex> lock(mu_);
       return false;
     }
+    // Made under a server call's Context: recorded in that call's ledger.
+    std::shared_ptr<internal::CallLedger> ledger =
+        internal::ServerCall::LedgerOf(*ctx);
+    LedgerRecorder::OutboundId ledger_id = -1;
+    if (ledger != nullptr) {
+      ledger_id = ledger->OutboundStarted(method_, BudgetGiven());
+      if (ledger->forward()) {
+        metadata.emplace(internal::kLedgerRequestHeader,
+                         internal::kLedgerRequestAlways);
+      }
+    }
     if (ctx->IsDone()) {
       std::lock_guard<std::mutex> lock(mu_);
       failure_ = ToGrpcStatus(ctx->Err());
       failed_.store(true, std::memory_order_release);
+      ledger_ = std::move(ledger);
+      ledger_id_ = ledger_id;
       return true;
     }
     grpc::ClientContext* cc = cc_;
@@ -124,23 +141,68 @@ class ClientCallInterceptor final : public grpc::experimental::Interceptor {
     std::lock_guard<std::mutex> lock(mu_);
     ctx_ = std::move(ctx);
     cancel_on_done_ = std::move(cancel_on_done);
+    ledger_ = std::move(ledger);
+    ledger_id_ = ledger_id;
     return false;
+  }
+
+  // The budget this call was given: its deadline from now (nullopt: none).
+  std::optional<absl::Duration> BudgetGiven() const {
+    const std::chrono::system_clock::time_point d = cc_->deadline();
+    if (d == std::chrono::system_clock::time_point::max()) return std::nullopt;
+    return absl::FromChrono(d) - absl::Now();
+  }
+
+  // Records the call's end in the server call's ledger: its code, whether it
+  // was sent, and the ledger the callee returned (its status's details, or
+  // for an OK status asked to return one, the trailer), validated and
+  // bounded by DecodeLedgerDetails; anything it rejects is ignored.
+  static void RecordOutbound(
+      internal::CallLedger& ledger, LedgerRecorder::OutboundId id, int code,
+      bool sent, const grpc::Status* status,
+      const std::multimap<grpc::string_ref, grpc::string_ref>* trailers) {
+    std::optional<LedgerHop> child;
+    // grpc::Status::error_details() returns a copy: kept here.
+    const std::string status_details =
+        status != nullptr ? status->error_details() : std::string();
+    std::string_view details = status_details;
+    if (details.empty() && code == 0 && ledger.forward() && trailers != nullptr) {
+      auto it = trailers->find(grpc::string_ref(kStatusDetailsKey.data(),
+                                                kStatusDetailsKey.size()));
+      if (it != trailers->end()) {
+        details = std::string_view(it->second.data(), it->second.size());
+      }
+    }
+    if (sent && !details.empty()) {
+      if (absl::StatusOr<Ledger> l = DecodeLedgerDetails(details); l.ok()) {
+        child = std::move(l->root);
+      }
+    }
+    ledger.OutboundEnded(id, code, sent, std::move(child));
   }
 
   // Drops the cancel registration (waiting for a TryCancel in progress) and
   // reports a cancel caused by ctx's deadline as DEADLINE_EXCEEDED.
   // Runs once (the status hook, or the destructor of a call whose status
   // was never received); one lock.
-  void FinishCall(grpc::Status* status) {
+  void FinishCall(
+      grpc::Status* status,
+      const std::multimap<grpc::string_ref, grpc::string_ref>* trailers) {
     // The destructor after the status hook (as gRPC orders them): nothing
     // left, no lock.
     if (finished_.exchange(true, std::memory_order_acq_rel)) return;
     std::optional<Context> ctx;
     AfterFuncHandle cancel_on_done;
+    std::shared_ptr<internal::CallLedger> ledger;
+    LedgerRecorder::OutboundId ledger_id = -1;
+    bool sent = true;
     {
       std::lock_guard<std::mutex> lock(mu_);
       ctx = std::exchange(ctx_, std::nullopt);
       cancel_on_done = std::move(cancel_on_done_);
+      ledger = std::move(ledger_);
+      ledger_id = ledger_id_;
+      sent = !failure_.has_value();
       if (status != nullptr && ctx.has_value() &&
           status->error_code() == grpc::StatusCode::CANCELLED &&
           ctx->Err().code() == absl::StatusCode::kDeadlineExceeded) {
@@ -153,6 +215,12 @@ class ClientCallInterceptor final : public grpc::experimental::Interceptor {
     }
     // Outside the lock: stops f, or waits for a TryCancel in progress.
     cancel_on_done = AfterFuncHandle();
+    if (ledger != nullptr) {
+      RecordOutbound(*ledger, ledger_id,
+                     status != nullptr ? static_cast<int>(status->error_code())
+                                       : static_cast<int>(grpc::CANCELLED),
+                     sent, status, trailers);
+    }
   }
 
   // Set if the call was hijacked: the status it fails with.
@@ -176,6 +244,10 @@ class ClientCallInterceptor final : public grpc::experimental::Interceptor {
   std::atomic<bool> finished_{false};    // FinishCall has run.
   std::optional<Context> ctx_;      // Guarded by mu_.
   AfterFuncHandle cancel_on_done_;  // Guarded by mu_.
+  // The ledger of the server call this call was made under, if any, and
+  // this call's entry in it. Guarded by mu_.
+  std::shared_ptr<internal::CallLedger> ledger_;
+  LedgerRecorder::OutboundId ledger_id_ = -1;
   internal::ClientCallObserver observer_;  // Guarded by mu_.
 };
 

@@ -38,6 +38,11 @@ struct CallLogRecord {
   // Server: time from its Context being done to the handler returning (0 if
   // the handler returned first).
   absl::Duration orphaned;
+  // Server: this hop's own share of the call's budget -- time queued in a
+  // load shedder plus the handler's own work, without the time it waited
+  // on outbound calls (the budget ledger's, ledger/ledger.h); nullopt when
+  // not known (client lines).
+  std::optional<absl::Duration> budget_consumed;
 };
 
 class CallLogSink {
@@ -51,8 +56,9 @@ class CallLogSink {
 // One JSON object (no newline) for `r`:
 // {"side":"server","method":"/echo.Echo/Echo","code":"OK","trace_id":"...",
 //  "span_id":"...","parent_span_id":"...","deadline_at_arrival_s":0.25,
-//  "duration_s":0.0012,"orphaned_s":0}
-// deadline_at_arrival_s is null without a deadline; strings are escaped.
+//  "duration_s":0.0012,"orphaned_s":0,"budget_consumed_s":0.0009}
+// deadline_at_arrival_s is null without a deadline; budget_consumed_s is
+// present only when known (server lines); strings are escaped.
 std::string FormatCallLogJson(const CallLogRecord& r);
 
 // Installs `sink` (nullptr: off).

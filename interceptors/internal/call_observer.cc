@@ -5,6 +5,7 @@
 #include <string>
 
 #include "context/after_func.h"
+#include "interceptors/internal/call_ledger.h"
 #include "interceptors/internal/observability_state.h"
 #include "w3c/trace_propagation.h"
 #include "metrics/call_log.h"
@@ -55,7 +56,7 @@ void ServerCallObserver::Start(const char* method, const Context& ctx,
 }
 
 void ServerCallObserver::Finish(int code, const Context& ctx,
-                                int64_t cancel_seen_ns) {
+                                int64_t cancel_seen_ns, CallLedger* ledger) {
   watch_.reset();
   if (m_ == nullptr && !log_) return;
   const int64_t now = MonoNowNs();
@@ -71,7 +72,10 @@ void ServerCallObserver::Finish(int code, const Context& ctx,
     if (done_ns > 0 && done_ns < now) orphaned = absl::Nanoseconds(now - done_ns);
   }
   const absl::Duration duration = absl::Nanoseconds(now - start_ns_);
+  std::optional<absl::Duration> own;
+  if (ledger != nullptr) own = ledger->OwnShare(absl::FromUnixNanos(now));
   if (m_ != nullptr) {
+    if (own.has_value()) m_->budget_consumed->ObserveDuration(*own);
     m_->handled[code >= 0 && code < metrics::kCodes ? code : 2]->Increment();
     m_->active->Decrement();
     m_->handling->ObserveDuration(duration);
@@ -94,6 +98,7 @@ void ServerCallObserver::Finish(int code, const Context& ctx,
       r.deadline_at_arrival = remaining_;
       r.duration = duration;
       r.orphaned = orphaned;
+      r.budget_consumed = own;
       sink->Write(r);
     }
   }
