@@ -209,10 +209,12 @@ void BeginCall(ServerCall& call, ServerApi api, const char* method,
   if (rules.values) {
     ctx = rules.values(method, ctx, metadata, *call.server_context());
   }
+  const bool asked = headers.ledger_always &&
+                     rules.ledger_return != LedgerReturn::kNever;
   call.ledger().Begin(method, rules.ledger_host,
                       absl::FromUnixNanos(arrival_ns), remaining,
-                      rules.always_return_ledger || headers.ledger_always,
-                      headers.ledger_always);
+                      asked ? LedgerReturn::kAlways : rules.ledger_return,
+                      /*forward=*/asked);
   call.observer().Start(method, ctx, arrival_ns, remaining,
                         {traceparents.data(), traceparents.size()});
   std::optional<internal::IncomingDeadline> deadline;

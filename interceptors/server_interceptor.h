@@ -100,6 +100,24 @@
 
 namespace reqctx {
 
+// When a server call returns its budget ledger (ServerCallRules::
+// ledger_return). Every call records one either way (it feeds
+// reqctx_budget_consumed_seconds and the call log).
+enum class LedgerReturn {
+  // With DEADLINE_EXCEEDED, CANCELLED, RESOURCE_EXHAUSTED and UNAVAILABLE;
+  // with every status when the request carries the header
+  // `reqctx-ledger: always` (which the glue then forwards on the outbound
+  // calls made under the call's Context, so the whole tree comes back).
+  kOnFailure,
+  // With every status, OK included (OK's is in the grpc-status-details-bin
+  // trailer: LedgerFromTrailers; gRPC's client drops OK's details from the
+  // Status).
+  kAlways,
+  // Never, whatever the request asks: for an edge whose clients should not
+  // see the hops, methods and timings behind it.
+  kNever,
+};
+
 // Optional per-call rules a server adds to the glue (reqctx::policy's
 // ServerPolicy installs its deadline policies and criticality this way).
 // `deadline` and `values` run once per call, when its metadata arrives,
@@ -158,12 +176,8 @@ struct ServerCallRules {
   // value (other bytes show as '?'); at most kLedgerMaxString bytes are
   // sent.
   std::string ledger_host;
-  // Return the ledger with every status, OK included (OK's is in the
-  // grpc-status-details-bin trailer: LedgerFromTrailers). A caller can ask
-  // for the same per call with the request header `reqctx-ledger: always`,
-  // which the glue then forwards on the outbound calls made under the
-  // call's Context.
-  bool always_return_ledger = false;
+  // When the ledger is returned (LedgerReturn above).
+  LedgerReturn ledger_return = LedgerReturn::kOnFailure;
 };
 
 // Sets `builder`'s interceptor list to reqctx's server interceptor. (To

@@ -389,17 +389,41 @@ TEST(LedgerE2eTest, HostilePeerDetailsAreBoundedAndIgnored) {
   }
 }
 
-// A reqctx server whose handler returns its own details.
-class OwnDetailsEcho final : public ::echo::v1::Echo::Service {
+// A reqctx server whose handler returns a fixed status.
+class FixedStatusEcho final : public ::echo::v1::Echo::Service {
  public:
-  explicit OwnDetailsEcho(std::string details) : details_(std::move(details)) {}
+  explicit FixedStatusEcho(grpc::Status status) : status_(std::move(status)) {}
   grpc::Status Echo(grpc::ServerContext*, const EchoRequest*,
                     EchoResponse*) override {
-    return grpc::Status(grpc::StatusCode::UNAVAILABLE, "mine", details_);
+    return status_;
   }
 
  private:
-  const std::string details_;
+  const grpc::Status status_;
+};
+
+// `service` served with reqctx's interceptors and `rules` on 127.0.0.1.
+struct RulesServer {
+  RulesServer(grpc::Service* service, ServerCallRules rules) {
+    grpc::ServerBuilder b;
+    b.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+    b.RegisterService(service);
+    InstallServerInterceptorsWithRules(b, std::move(rules));
+    server = b.BuildAndStart();
+    stub = ::echo::v1::Echo::NewStub(reqctx::CreateChannel(
+        absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials()));
+  }
+  ~RulesServer() {
+    if (server) server->Shutdown();
+  }
+  grpc::Status Call(grpc::ClientContext* cc) {
+    EchoRequest req;
+    EchoResponse resp;
+    return stub->Echo(cc, req, &resp);
+  }
+  int port = 0;
+  std::unique_ptr<grpc::Server> server;
+  std::unique_ptr<::echo::v1::Echo::Stub> stub;
 };
 
 TEST(LedgerE2eTest, AnApplicationsOwnDetailsAreNotOverwritten) {
@@ -413,22 +437,14 @@ TEST(LedgerE2eTest, AnApplicationsOwnDetailsAreNotOverwritten) {
   const std::string rich = theirs.SerializeAsString();
   const std::string opaque = "not a google.rpc.Status \xff\xfe";
   for (const std::string& details : {rich, opaque}) {
-    OwnDetailsEcho service(details);
-    grpc::ServerBuilder b;
-    int port = 0;
-    b.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
-    b.RegisterService(&service);
+    FixedStatusEcho service(
+        grpc::Status(grpc::StatusCode::UNAVAILABLE, "mine", details));
     ServerCallRules rules;
     rules.ledger_host = "app";
-    InstallServerInterceptorsWithRules(b, std::move(rules));
-    std::unique_ptr<grpc::Server> server = b.BuildAndStart();
-    ASSERT_NE(server, nullptr);
-    auto stub = ::echo::v1::Echo::NewStub(reqctx::CreateChannel(
-        absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials()));
+    RulesServer server(&service, std::move(rules));
+    ASSERT_NE(server.server, nullptr);
     grpc::ClientContext cc;
-    EchoRequest req;
-    EchoResponse resp;
-    const grpc::Status s = stub->Echo(&cc, req, &resp);
+    const grpc::Status s = server.Call(&cc);
     EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE);
     if (details == opaque) {
       EXPECT_EQ(s.error_details(), opaque);  // Sent unchanged, no ledger.
@@ -444,7 +460,53 @@ TEST(LedgerE2eTest, AnApplicationsOwnDetailsAreNotOverwritten) {
       ASSERT_TRUE(l.ok()) << l.status();  // Ours appended.
       EXPECT_EQ(l->root.host, "app");
     }
-    server->Shutdown();
+  }
+}
+
+// kNever: no ledger, even when the request header asks (an edge).
+TEST(LedgerE2eTest, NeverReturnsNoLedgerEvenWhenAsked) {
+  FixedStatusEcho service(grpc::Status(grpc::StatusCode::UNAVAILABLE, "down"));
+  ServerCallRules rules;
+  rules.ledger_return = LedgerReturn::kNever;
+  RulesServer server(&service, std::move(rules));
+  ASSERT_NE(server.server, nullptr);
+  for (bool ask : {false, true}) {
+    grpc::ClientContext cc;
+    if (ask) cc.AddMetadata("reqctx-ledger", "always");
+    const grpc::Status s = server.Call(&cc);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE);
+    EXPECT_TRUE(s.error_details().empty());
+  }
+}
+
+// kAlways: OK calls return it too, in the trailer.
+TEST(LedgerE2eTest, AlwaysReturnsTheLedgerOnOk) {
+  FixedStatusEcho service(grpc::Status::OK);
+  ServerCallRules rules;
+  rules.ledger_host = "always";
+  rules.ledger_return = LedgerReturn::kAlways;
+  RulesServer server(&service, std::move(rules));
+  ASSERT_NE(server.server, nullptr);
+  grpc::ClientContext cc;
+  ASSERT_TRUE(server.Call(&cc).ok());
+  absl::StatusOr<Ledger> l = LedgerFromTrailers(cc);
+  ASSERT_TRUE(l.ok()) << l.status();
+  EXPECT_EQ(l->root.host, "always");
+  EXPECT_EQ(l->root.code, 0);
+}
+
+// A header value other than "always" asks for nothing.
+TEST(LedgerE2eTest, OtherHeaderValuesAskForNothing) {
+  FixedStatusEcho service(grpc::Status::OK);
+  RulesServer server(&service, ServerCallRules());
+  ASSERT_NE(server.server, nullptr);
+  for (const char* v : {"Always", "1", "always ", ""}) {
+    grpc::ClientContext cc;
+    cc.AddMetadata("reqctx-ledger", v);
+    ASSERT_TRUE(server.Call(&cc).ok());
+    EXPECT_EQ(cc.GetServerTrailingMetadata().count("grpc-status-details-bin"),
+              0u)
+        << v;
   }
 }
 
@@ -459,12 +521,48 @@ TEST(LedgerE2eTest, SuccessSendsNoLedger) {
             0u);
 }
 
-// The hop's own share reaches reqctx_budget_consumed_seconds.
+// Keeps the call log's JSON lines.
+class CapturingSink final : public CallLogSink {
+ public:
+  void Write(const CallLogRecord& r) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (r.side == "server") ++server_;
+    lines_.push_back(FormatCallLogJson(r));
+    cv_.notify_all();
+  }
+  // Waits (bounded) for `n` server lines; all lines so far.
+  std::vector<std::string> WaitServerLines(int n) {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait_for(lock, absl::ToChronoNanoseconds(kWaitBound),
+                 [&] { return server_ >= n; });
+    return lines_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  int server_ = 0;
+  std::vector<std::string> lines_;
+};
+
+// The hop's own share reaches reqctx_budget_consumed_seconds and the
+// server's call log line.
 TEST(LedgerE2eTest, OwnShareIsAMetric) {
   EnableRpcMetrics();
+  static CapturingSink* const sink = new CapturingSink();  // Outlives calls.
+  SetCallLogSink(sink);
   Chain chain({"frontend", "backend"}, {});
   ASSERT_TRUE(chain.status().ok()) << chain.status();
   ASSERT_TRUE(CallChain(chain.at(0), kWaitBound).ok());
+  const std::vector<std::string> lines = sink->WaitServerLines(2);
+  SetCallLogSink(nullptr);
+  int server_lines = 0;
+  for (const std::string& line : lines) {
+    if (line.find("\"side\":\"server\"") == std::string::npos) continue;
+    ++server_lines;
+    EXPECT_NE(line.find("\"budget_consumed_s\":"), std::string::npos) << line;
+  }
+  EXPECT_EQ(server_lines, 2);
   const std::string text = metrics::Registry::Default().Expose();
   EXPECT_NE(text.find("reqctx_budget_consumed_seconds_count{method=\"/echo.v1.Echo/Echo\"} 2"),
             std::string::npos)

@@ -12,11 +12,11 @@ absl::Time LedgerNow() { return absl::FromUnixNanos(MonoNowNs()); }
 
 void CallLedger::Begin(std::string_view method, std::string_view host,
                        absl::Time arrival, std::optional<absl::Duration> budget,
-                       bool always, bool forward) {
+                       LedgerReturn send, bool forward) {
   std::lock_guard<std::mutex> lock(mu_);
   rec_.emplace(method, host, arrival, budget);
   rec_->HandlerStarted(arrival);
-  always_ = always;
+  send_ = send;
   forward_ = forward;
 }
 
@@ -74,7 +74,11 @@ std::optional<grpc::Status> CallLedger::StatusToSend(
     if (!rec_.has_value() || ended_) return std::nullopt;
     ended_ = true;
     rec_->HandlerEnded(now);
-    if (!always_ && !LedgerRecorder::ShouldReturn(code)) return std::nullopt;
+    if (send_ == LedgerReturn::kNever ||
+        (send_ == LedgerReturn::kOnFailure &&
+         !LedgerRecorder::ShouldReturn(code))) {
+      return std::nullopt;
+    }
     if (trailers != nullptr &&
         trailers->count(std::string(kStatusDetailsKey)) > 0) {
       return std::nullopt;  // The application's own details: never replaced.

@@ -41,6 +41,7 @@
 
 #include "absl/time/time.h"
 #include "context/core.h"
+#include "interceptors/server_interceptor.h"
 #include "ledger/ledger.h"
 
 namespace reqctx::internal {
@@ -62,12 +63,13 @@ class CallLedger {
 
   // The call arrived at `arrival` (LedgerNow's clock) with `budget` left
   // (nullopt: no deadline). `method` and `host` must outlive the ledger.
-  // `always`: return the ledger whatever the status (server option or
-  // request header); `forward`: ask the next hops for theirs too (the
-  // request header). Once, before the call is published.
+  // `send`: when StatusToSend returns it (the server's option, or kAlways
+  // when the request header asked); `forward`: ask the next hops for
+  // theirs on every status too (the request header). Once, before the
+  // call is published.
   void Begin(std::string_view method, std::string_view host,
              absl::Time arrival, std::optional<absl::Duration> budget,
-             bool always, bool forward);
+             LedgerReturn send, bool forward);
 
   // reqctx::policy's decisions for the call and its reply margin (if any).
   void NotePolicy(const LedgerPolicy& policy,
@@ -92,7 +94,8 @@ class CallLedger {
   bool forward() const { return forward_; }
 
   // At PRE_SEND_STATUS: the handler ended now. If `status` returns the
-  // ledger (LedgerRecorder::ShouldReturn, or `always`), the status to send
+  // ledger (LedgerRecorder::ShouldReturn under kOnFailure; any status under
+  // kAlways; none under kNever), the status to send
   // instead: `status` with this hop's ledger in its details (WithLedger's
   // rule: a status's own details are kept, foreign ones never replaced),
   // or, for OK, OK with the ledger as details (sent in the
@@ -117,7 +120,7 @@ class CallLedger {
  private:
   std::mutex mu_;
   std::optional<LedgerRecorder> rec_;  // Emplaced by Begin.
-  bool always_ = false;                // Written by Begin.
+  LedgerReturn send_ = LedgerReturn::kOnFailure;  // Written by Begin.
   bool forward_ = false;               // Written by Begin.
   LedgerPolicy policy_;                 // Guarded by mu_.
   CauseKind refused_ = CauseKind::kNone;  // Guarded by mu_.
