@@ -320,6 +320,13 @@ const absl::Status& DeadlineCause(const Context& ctx) {
   return t != nullptr ? t->deadline_cause() : *ok;
 }
 
+const void* ContextRoot(const Context& ctx) {
+  const Node* n = ContextAccess::NodeOf(ctx);
+  if (n == nullptr) return nullptr;
+  while (n->parent() != nullptr) n = n->parent();
+  return n;
+}
+
 bool HasArmedDeadlineForTesting(const Context& ctx) {
   const TimerNode* t = NearestTimer(ContextAccess::NodeOf(ctx));
   return t != nullptr && const_cast<TimerNode*>(t)->IsArmedForTesting();

@@ -16,12 +16,15 @@
 #include "absl/time/time.h"
 #include "context/after_func.h"
 #include "context/internal/owned_deadline.h"
+#include "interceptors/internal/call_ledger.h"
 #include "interceptors/internal/call_observer.h"
 #include "interceptors/internal/client_binding_registry.h"
 #include "interceptors/internal/grpc_timeout.h"
 #include "interceptors/internal/outbound_headers.h"
+#include "interceptors/internal/server_call.h"
 #include "interceptors/status_mapping.h"
 #include "ledger/causes.h"
+#include "ledger/grpc_ledger.h"
 #include "w3c/baggage_context.h"
 #include "w3c/trace_propagation.h"
 
@@ -55,7 +58,7 @@ class ClientCallInterceptor final : public grpc::experimental::Interceptor {
     // ClientContext released after OnDone): FinishCall's acquire of
     // finish_done_ orders what that hook wrote before the members are
     // destroyed.
-    FinishCall(nullptr);
+    FinishCall(nullptr, nullptr);
   }
 
   void Intercept(InterceptorBatchMethods* methods) override {
@@ -86,7 +89,8 @@ class ClientCallInterceptor final : public grpc::experimental::Interceptor {
     }
     if (methods->QueryInterceptionHookPoint(
             InterceptionHookPoints::POST_RECV_STATUS)) {
-      FinishCall(methods->GetRecvStatus());
+      FinishCall(methods->GetRecvStatus(),
+                 methods->GetRecvTrailingMetadata());
     }
     if (hijack) {
       methods->Hijack();
@@ -97,7 +101,7 @@ class ClientCallInterceptor final : public grpc::experimental::Interceptor {
 
  private:
   // Returns true if the call must be hijacked (failed without the network).
-  bool StartCall(const std::multimap<std::string, std::string>& metadata) {
+  bool StartCall(std::multimap<std::string, std::string>& metadata) {
     std::optional<Context> ctx;
     auto it = metadata.find(internal::kTraceparentHeader);
     if (it != metadata.end()) {  // Else not from NewClientContext.
@@ -111,9 +115,22 @@ class ClientCallInterceptor final : public grpc::experimental::Interceptor {
       started_.store(true, std::memory_order_release);
       return false;
     }
+    // Made under a server call's Context: recorded in that call's ledger.
+    std::shared_ptr<internal::CallLedger> ledger =
+        internal::ServerCall::LedgerOf(*ctx);
+    LedgerRecorder::OutboundId ledger_id = -1;
+    if (ledger != nullptr) {
+      ledger_id = ledger->OutboundStarted(method_, BudgetGiven());
+      if (ledger->forward()) {
+        metadata.emplace(internal::kLedgerRequestHeader,
+                         internal::kLedgerRequestAlways);
+      }
+    }
     if (ctx->IsDone()) {
       failure_ = ContextEndStatus(*ctx);
       failed_.store(true, std::memory_order_release);
+      ledger_ = std::move(ledger);
+      ledger_id_ = ledger_id;
       started_.store(true, std::memory_order_release);
       return true;
     }
@@ -126,8 +143,45 @@ class ClientCallInterceptor final : public grpc::experimental::Interceptor {
       internal::ClientCallObserver::CancelSent(m);
     });
     ctx_ = std::move(ctx);
+    ledger_ = std::move(ledger);
+    ledger_id_ = ledger_id;
     started_.store(true, std::memory_order_release);
     return false;
+  }
+
+  // The budget this call was given: its deadline from now (nullopt: none).
+  std::optional<absl::Duration> BudgetGiven() const {
+    const std::chrono::system_clock::time_point d = cc_->deadline();
+    if (d == std::chrono::system_clock::time_point::max()) return std::nullopt;
+    return absl::FromChrono(d) - absl::Now();
+  }
+
+  // Records the call's end in the server call's ledger: its code, whether it
+  // was sent, and the ledger the callee returned (its status's details, or
+  // for an OK status asked to return one, the trailer), validated and
+  // bounded by DecodeLedgerDetails; anything it rejects is ignored.
+  static void RecordOutbound(
+      internal::CallLedger& ledger, LedgerRecorder::OutboundId id, int code,
+      bool sent, const grpc::Status* status,
+      const std::multimap<grpc::string_ref, grpc::string_ref>* trailers) {
+    std::optional<LedgerHop> child;
+    // grpc::Status::error_details() returns a copy: kept here.
+    const std::string status_details =
+        status != nullptr ? status->error_details() : std::string();
+    std::string_view details = status_details;
+    if (details.empty() && code == 0 && ledger.forward() && trailers != nullptr) {
+      auto it = trailers->find(grpc::string_ref(kStatusDetailsKey.data(),
+                                                kStatusDetailsKey.size()));
+      if (it != trailers->end()) {
+        details = std::string_view(it->second.data(), it->second.size());
+      }
+    }
+    if (sent && !details.empty()) {
+      if (absl::StatusOr<Ledger> l = DecodeLedgerDetails(details); l.ok()) {
+        child = std::move(l->root);
+      }
+    }
+    ledger.OutboundEnded(id, code, sent, std::move(child));
   }
 
   // Drops the cancel registration (waiting for a TryCancel in progress) and
@@ -135,7 +189,9 @@ class ClientCallInterceptor final : public grpc::experimental::Interceptor {
   // ctx's deadline as DEADLINE_EXCEEDED, the message naming ctx's cause.
   // Runs once (the status hook, or the destructor of a call whose status
   // was never received); no lock.
-  void FinishCall(grpc::Status* status) {
+  void FinishCall(
+      grpc::Status* status,
+      const std::multimap<grpc::string_ref, grpc::string_ref>* trailers) {
     // The destructor after the status hook (as gRPC orders them): nothing
     // left; the acquire orders that hook's writes before the destruction.
     if (finished_.exchange(true, std::memory_order_acq_rel)) {
@@ -158,6 +214,14 @@ class ClientCallInterceptor final : public grpc::experimental::Interceptor {
     // Stops f, or waits for a TryCancel in progress (a no-op if StartCall
     // never armed it).
     cancel_on_done_.StopAndWait();
+    // In the ledger of the server call it was made under, with what the
+    // callee returned.
+    if (std::shared_ptr<internal::CallLedger> ledger = std::move(ledger_)) {
+      RecordOutbound(*ledger, ledger_id_,
+                     status != nullptr ? static_cast<int>(status->error_code())
+                                       : static_cast<int>(grpc::CANCELLED),
+                     /*sent=*/!failure_.has_value(), status, trailers);
+    }
     finish_done_.store(true, std::memory_order_release);
   }
 
@@ -220,6 +284,7 @@ class ClientCallInterceptor final : public grpc::experimental::Interceptor {
   // once, so no lock: each hand-over is an atomic TSan can see. StartCall
   // (the first hook) writes failure_, ctx_, cancel_on_done_ and observer_,
   // then sets started_ (release); failure_ is also published by failed_.
+  // (StartCall also writes ledger_ and ledger_id_.)
   // FinishCall (once: finished_) acquires started_, then sets finish_done_
   // (release) when done, which the destructor acquires.
   std::optional<grpc::Status> failure_;  // Set before failed_.
@@ -230,6 +295,10 @@ class ClientCallInterceptor final : public grpc::experimental::Interceptor {
   std::optional<Context> ctx_;      // Written by StartCall only.
   // Armed by StartCall, stopped by FinishCall (thread-safe itself).
   internal::AfterFuncCore cancel_on_done_;
+  // The ledger of the server call this call was made under, if any, and
+  // this call's entry in it: written by StartCall, taken by FinishCall.
+  std::shared_ptr<internal::CallLedger> ledger_;
+  LedgerRecorder::OutboundId ledger_id_ = -1;
   internal::ClientCallObserver observer_;  // Started by StartCall.
 };
 

@@ -22,6 +22,7 @@
 #include "absl/time/time.h"
 #include "context/current.h"
 #include "context/internal/owned_deadline.h"
+#include "interceptors/internal/call_ledger.h"
 #include "interceptors/internal/call_observer.h"
 #include "interceptors/internal/incoming_deadline.h"
 #include "interceptors/internal/server_call.h"
@@ -54,9 +55,11 @@ Context WithIncomingBaggage(const Context& parent, const HeaderList& values) {
   return WithBaggageHeader(parent, joined);
 }
 
-// The values of the three headers the glue reads, in arrival order.
+// The values of the three headers the glue reads, in arrival order, and
+// whether the call asks for its ledger whatever its status.
 struct TraceHeaders {
   HeaderList traceparents, tracestates, baggages;
+  bool ledger_always = false;
 };
 
 // One pass over the call's metadata (a handful of entries) instead of one
@@ -67,12 +70,21 @@ TraceHeaders TraceHeadersOf(
   static constexpr std::string_view kTraceparent = internal::kTraceparentHeader;
   static constexpr std::string_view kTracestate = internal::kTracestateHeader;
   static constexpr std::string_view kBaggage = kBaggageHeader;
+  static constexpr std::string_view kLedger = internal::kLedgerRequestHeader;
   static_assert(kTraceparent.size() != kTracestate.size() &&
                 kTraceparent.size() != kBaggage.size() &&
-                kTracestate.size() != kBaggage.size());
+                kTracestate.size() != kBaggage.size() &&
+                kLedger.size() != kTraceparent.size() &&
+                kLedger.size() != kTracestate.size() &&
+                kLedger.size() != kBaggage.size());
   TraceHeaders h;
   for (const auto& [key, value] : metadata) {
     const std::string_view k(key.data(), key.size());
+    if (k.size() == kLedger.size() && k == kLedger) {
+      h.ledger_always = std::string_view(value.data(), value.size()) ==
+                        internal::kLedgerRequestAlways;
+      continue;
+    }
     HeaderList* list = k.size() == kTraceparent.size() && k == kTraceparent
                            ? &h.traceparents
                        : k.size() == kTracestate.size() && k == kTracestate
@@ -206,6 +218,12 @@ void BeginCall(ServerCall& call, ServerApi api, const char* method,
   if (rules.values) {
     ctx = rules.values(method, ctx, metadata, *call.server_context());
   }
+  const bool asked = headers.ledger_always &&
+                     rules.ledger_return != LedgerReturn::kNever;
+  call.ledger().Begin(method, rules.ledger_host,
+                      absl::FromUnixNanos(arrival_ns), remaining,
+                      asked ? LedgerReturn::kAlways : rules.ledger_return,
+                      /*forward=*/asked);
   call.observer().Start(method, ctx, arrival_ns, remaining,
                         {traceparents.data(), traceparents.size()});
   std::optional<internal::IncomingDeadline> deadline;
@@ -272,10 +290,16 @@ class ServerCallInterceptor final : public grpc::experimental::Interceptor {
     if (methods->QueryInterceptionHookPoint(
             InterceptionHookPoints::PRE_SEND_STATUS)) {
       const grpc::Status status = methods->GetSendStatus();
-      if (rules_->trailers) {
-        rules_->trailers(method_, status, methods->GetSendTrailingMetadata());
+      std::multimap<std::string, std::string>* trailers =
+          methods->GetSendTrailingMetadata();
+      if (rules_->trailers) rules_->trailers(method_, status, trailers);
+      ServerCall* c = call();
+      // The ledger, when this status returns it (call_ledger.h).
+      if (std::optional<grpc::Status> with =
+              c->LedgerStatus(status, trailers)) {
+        methods->ModifySendStatus(*with);
       }
-      call()->OnStatusSending(status.error_code());
+      c->OnStatusSending(status.error_code());
     }
     if (methods->QueryInterceptionHookPoint(
             InterceptionHookPoints::POST_RECV_CLOSE)) {
@@ -405,6 +429,33 @@ void CancelServerCall(const grpc::ServerContextBase* sc,
   if (cause.ok()) return;
   if (std::shared_ptr<ServerCall> call = ServerCallRegistry::Get().Find(sc)) {
     call->CancelWith(cause);
+  }
+}
+
+// The live call under `sc`, or null.
+std::shared_ptr<ServerCall> LiveCall(const grpc::ServerContextBase* sc) {
+  return ServerCallRegistry::Get().Find(sc);
+}
+
+void NoteServerCallPolicy(const grpc::ServerContextBase* sc,
+                          const LedgerPolicy& policy,
+                          std::optional<absl::Duration> reply_margin) {
+  if (std::shared_ptr<ServerCall> call = LiveCall(sc)) {
+    call->ledger().NotePolicy(policy, reply_margin);
+  }
+}
+
+void NoteServerCallRefused(const grpc::ServerContextBase* sc,
+                           CauseKind cause) {
+  if (std::shared_ptr<ServerCall> call = LiveCall(sc)) {
+    call->ledger().NoteRefused(cause);
+  }
+}
+
+void NoteServerCallQueued(const grpc::ServerContextBase* sc,
+                          absl::Duration queued, bool shed) {
+  if (std::shared_ptr<ServerCall> call = LiveCall(sc)) {
+    call->ledger().NoteQueued(queued, shed);
   }
 }
 

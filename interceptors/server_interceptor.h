@@ -107,6 +107,7 @@
 #include "absl/time/time.h"
 #include "context/core.h"
 #include "ledger/causes.h"
+#include "ledger/ledger.h"
 
 namespace reqctx {
 
@@ -121,6 +122,24 @@ struct HandlerBudget {
       : remaining(r), cause(c) {}
   std::optional<absl::Duration> remaining;
   CauseKind cause;
+};
+
+// When a server call returns its budget ledger (ServerCallRules::
+// ledger_return). Every call records one either way (it feeds
+// reqctx_budget_consumed_seconds and the call log).
+enum class LedgerReturn {
+  // With DEADLINE_EXCEEDED, CANCELLED, RESOURCE_EXHAUSTED and UNAVAILABLE;
+  // with every status when the request carries the header
+  // `reqctx-ledger: always` (which the glue then forwards on the outbound
+  // calls made under the call's Context, so the whole tree comes back).
+  kOnFailure,
+  // With every status, OK included (OK's is in the grpc-status-details-bin
+  // trailer: LedgerFromTrailers; gRPC's client drops OK's details from the
+  // Status).
+  kAlways,
+  // Never, whatever the request asks: for an edge whose clients should not
+  // see the hops, methods and timings behind it.
+  kNever,
 };
 
 // Optional per-call rules a server adds to the glue (reqctx::policy's
@@ -169,6 +188,21 @@ struct ServerCallRules {
   // own); a client reaching the server directly could only shorten its own
   // deadline with it.
   bool behind_envoy = false;
+  // The budget ledger (ledger/ledger.h). Every call records one; a call
+  // that ends DEADLINE_EXCEEDED, CANCELLED, RESOURCE_EXHAUSTED or
+  // UNAVAILABLE returns it (with the ledgers its outbound calls returned
+  // nested inside) in grpc-status-details-bin, as a google.rpc.Status
+  // whose details keep any the status already had (a peer's or the
+  // handler's own are never replaced; details the handler put in the
+  // trailing metadata itself are left alone, with no ledger). The call's
+  // cause (ledger/causes.h, CauseOf(Cause(ctx))) is recorded with it.
+  // `ledger_host`: this server's name in the ledger and its readable line
+  // ("frontend"); empty: the method names the hop. Must be a legal header
+  // value (other bytes show as '?'); at most kLedgerMaxString bytes are
+  // sent.
+  std::string ledger_host;
+  // When the ledger is returned (LedgerReturn above).
+  LedgerReturn ledger_return = LedgerReturn::kOnFailure;
 };
 
 // Sets `builder`'s interceptor list to reqctx's server interceptor. (To
@@ -220,6 +254,23 @@ void CancelServerCall(const grpc::ServerContextBase* sc,
 // must not block. Safe from any thread; never throws.
 void AtServerCallEnd(const grpc::ServerContextBase* sc,
                      std::function<void()> f);
+
+// For reqctx::policy, into the budget ledger of the live call under `sc`
+// (ServerCallRules' ledger): what its policy decided (minimum budget,
+// capped or defaulted deadline, shed) and the reply margin it applied
+// (nullopt: none). A no-op if `sc` has no live call. Safe from any thread;
+// never throws.
+void NoteServerCallPolicy(const grpc::ServerContextBase* sc,
+                          const LedgerPolicy& policy,
+                          std::optional<absl::Duration> reply_margin);
+// The same for a call the policy refuses before its handler, for `cause`
+// (ledger/causes.h: kMinBudget), recorded as the call's cause when its
+// Context has none of its own.
+void NoteServerCallRefused(const grpc::ServerContextBase* sc, CauseKind cause);
+// The same for the time the call waited in a load shedder's queue, and
+// whether the shedder refused it (`shed`); its handler's time starts now.
+void NoteServerCallQueued(const grpc::ServerContextBase* sc,
+                          absl::Duration queued, bool shed);
 
 }  // namespace internal
 

@@ -488,6 +488,21 @@ Ledger LedgerRecorder::Snapshot() const {
   return l;
 }
 
+absl::Duration LedgerRecorder::OwnShare(absl::Time now) const {
+  if (handler_start_ == absl::InfinitePast()) return queued_;
+  const absl::Time end =
+      handler_end_ != absl::InfinitePast() ? handler_end_ : now;
+  const absl::Duration handler =
+      std::max(end - handler_start_, absl::ZeroDuration());
+  absl::Duration busy;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    busy = busy_;
+    if (in_flight_ > 0) busy += std::max(end - busy_since_, absl::ZeroDuration());
+  }
+  return queued_ + handler - std::min(busy, handler);
+}
+
 // ---- free functions --------------------------------------------------------
 
 std::string LedgerLine(const Ledger& ledger) {

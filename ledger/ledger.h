@@ -175,6 +175,12 @@ class LedgerRecorder {
              std::optional<absl::Duration> reply_margin);
   // The ledger so far (allocates: call it only to return or log it).
   Ledger Snapshot() const;
+  // The hop's own share of its budget so far, without allocating: the time
+  // queued plus its own work (the handler's time during which no outbound
+  // call was in flight), the handler taken to run until `now` if
+  // HandlerEnded was not called; what reqctx_budget_consumed_seconds
+  // records. Thread-safe with the outbound calls (as Snapshot).
+  absl::Duration OwnShare(absl::Time now) const;
 
  private:
   struct Record {

@@ -70,6 +70,10 @@ std::string FormatCallLogJson(const CallLogRecord& r) {
   AppendSeconds(r.duration, out);
   out += ",\"orphaned_s\":";
   AppendSeconds(r.orphaned, out);
+  if (r.budget_consumed.has_value()) {
+    out += ",\"budget_consumed_s\":";
+    AppendSeconds(*r.budget_consumed, out);
+  }
   out += ",\"cause\":";
   AppendJsonString(r.cause, out);
   out.push_back('}');

@@ -42,6 +42,11 @@ struct CallLogRecord {
   // ("CALLER_DEADLINE", "CLIENT_CANCEL", ...), "NONE" if it was live when
   // the call ended or ended with no reqctx cause.
   std::string_view cause = "NONE";
+  // Server: this hop's own share of the call's budget -- time queued in a
+  // load shedder plus the handler's own work, without the time it waited
+  // on outbound calls (the budget ledger's, ledger/ledger.h); nullopt when
+  // not known (client lines).
+  std::optional<absl::Duration> budget_consumed;
 };
 
 class CallLogSink {
@@ -55,8 +60,10 @@ class CallLogSink {
 // One JSON object (no newline) for `r`:
 // {"side":"server","method":"/echo.Echo/Echo","code":"OK","trace_id":"...",
 //  "span_id":"...","parent_span_id":"...","deadline_at_arrival_s":0.25,
-//  "duration_s":0.0012,"orphaned_s":0,"cause":"NONE"}
-// deadline_at_arrival_s is null without a deadline; strings are escaped.
+//  "duration_s":0.0012,"orphaned_s":0,"budget_consumed_s":0.0009,
+//  "cause":"NONE"}
+// deadline_at_arrival_s is null without a deadline; budget_consumed_s is
+// present only when known (server lines); strings are escaped.
 std::string FormatCallLogJson(const CallLogRecord& r);
 
 // Installs `sink` (nullptr: off).

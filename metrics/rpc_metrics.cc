@@ -90,6 +90,12 @@ struct ServerFamilies {
       "Time from a call's Context being done to its handler returning "
       "(calls whose Context was done first only).",
       {"method"}, LatencyBuckets(), MethodFamilyCap(1)));
+  HistogramFamily* budget_consumed = Must(R().AddHistogram(
+      "reqctx_budget_consumed_seconds",
+      "This hop's own share of a call's budget: time queued in the load "
+      "shedder plus the handler's own work, without the time it waited on "
+      "outbound calls.",
+      {"method"}, LatencyBuckets(), MethodFamilyCap(1)));
 };
 
 struct ClientFamilies {
@@ -246,6 +252,7 @@ const ServerMethodMetrics& ServerMethod(std::string_view method) {
                             &f.no_deadline->WithLabels({m}),
                             &f.handling->WithLabels({m}),
                             &f.orphaned->WithLabels({m}),
+                            &f.budget_consumed->WithLabels({m}),
                             new HandledByCause(f.handled, m)};
     return out;
   });

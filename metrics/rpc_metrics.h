@@ -9,6 +9,7 @@
 //   reqctx_server_no_deadline_total{method}
 //   reqctx_server_handling_seconds{method}              histogram
 //   reqctx_server_orphaned_seconds{method}              histogram
+//   reqctx_budget_consumed_seconds{method}              histogram
 //   reqctx_client_started_total{method}
 //   reqctx_client_handled_total{method,code}
 //   reqctx_client_active_calls{method}
@@ -98,6 +99,9 @@ struct ServerMethodMetrics {
   Counter* no_deadline;
   Histogram* handling;
   Histogram* orphaned;
+  // This hop's own share of each call's budget (queued + own work; the
+  // budget ledger's, ledger/ledger.h).
+  Histogram* budget_consumed;
   HandledByCause* handled;  // Lives for the process.
 };
 

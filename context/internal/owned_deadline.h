@@ -63,6 +63,14 @@ const absl::Status& DeadlineCause(const Context& ctx);
 // timer armed. False if it has no deadline. For tests.
 bool HasArmedDeadlineForTesting(const Context& ctx);
 
+// The identity of `ctx`'s outermost layer (the one made on Background, of
+// which every context derived from `ctx` -- WithoutCancel included -- is a
+// descendant), or nullptr for Background itself. The glue keys a server
+// call by the root of its Context, so an outbound call finds the call its
+// Context came from. The address stays unique while any context of the
+// chain is alive. Walks the chain (as Value does); writes nothing.
+const void* ContextRoot(const Context& ctx);
+
 }  // namespace reqctx::internal
 
 #endif  // REQCTX_CONTEXT_INTERNAL_OWNED_DEADLINE_H_

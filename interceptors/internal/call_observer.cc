@@ -6,6 +6,7 @@
 
 #include "context/after_func.h"
 #include "ledger/causes.h"
+#include "interceptors/internal/call_ledger.h"
 #include "interceptors/internal/observability_state.h"
 #include "w3c/trace_propagation.h"
 #include "metrics/call_log.h"
@@ -56,7 +57,7 @@ void ServerCallObserver::Start(const char* method, const Context& ctx,
 }
 
 void ServerCallObserver::Finish(int code, const Context& ctx,
-                                int64_t cancel_seen_ns) {
+                                int64_t cancel_seen_ns, CallLedger* ledger) {
   watch_.reset();
   if (m_ == nullptr && !log_) return;
   const int64_t now = MonoNowNs();
@@ -74,8 +75,11 @@ void ServerCallObserver::Finish(int code, const Context& ctx,
     if (done_ns > 0 && done_ns < now) orphaned = absl::Nanoseconds(now - done_ns);
   }
   const absl::Duration duration = absl::Nanoseconds(now - start_ns_);
+  std::optional<absl::Duration> own;
+  if (ledger != nullptr) own = ledger->OwnShare(absl::FromUnixNanos(now));
   if (m_ != nullptr) {
     m_->handled->Get(code, cause).Increment();
+    if (own.has_value()) m_->budget_consumed->ObserveDuration(*own);
     m_->active->Decrement();
     m_->handling->ObserveDuration(duration);
     if (orphaned > absl::ZeroDuration()) m_->orphaned->ObserveDuration(orphaned);
@@ -98,6 +102,7 @@ void ServerCallObserver::Finish(int code, const Context& ctx,
       r.duration = duration;
       r.orphaned = orphaned;
       r.cause = CauseName(cause);
+      r.budget_consumed = own;
       sink->Write(r);
     }
   }

@@ -25,6 +25,8 @@
 
 namespace reqctx::internal {
 
+class CallLedger;
+
 // The monotonic clock in ns (the clock every observer time is on).
 int64_t MonoNowNs();
 
@@ -40,7 +42,11 @@ class ServerCallObserver {
              std::span<const std::string_view> traceparents);
   // When the status `code` is sent (the handler returned). `cancel_seen_ns`:
   // when the glue saw the call canceled (MonoNowNs clock), 0 if never.
-  void Finish(int code, const Context& ctx, int64_t cancel_seen_ns);
+  // `ledger` (may be null): the call's, whose own share of the budget
+  // (CallLedger::OwnShare) goes to reqctx_budget_consumed_seconds and the
+  // call log's budget_consumed_s.
+  void Finish(int code, const Context& ctx, int64_t cancel_seen_ns,
+              CallLedger* ledger = nullptr);
 
  private:
   const metrics::ServerMethodMetrics* m_ = nullptr;

@@ -27,11 +27,31 @@ void ServerCall::Begin(ServerApi api, Context ctx, CancelFunc cancel,
   cancel_ = std::move(cancel);
   deadline_ = std::move(deadline);
   deadline_owned_ = deadline_owned;
+  ctx_root_ = ContextRoot(ctx_);
   begun_.store(true, std::memory_order_release);
   ServerCallRegistry::Get().Add(sc_, shared_from_this());
+  if (ctx_root_ != nullptr) {
+    ServerCallRegistry::ByContextRoot().Add(ctx_root_, shared_from_this());
+  }
   // Sync: polled from now on (IsCancelled() is safe at any time on the sync
   // API), so Current() alone sees a cancel, FromServerContext or not.
   if (api == ServerApi::kSync) StartWatching();
+}
+
+std::shared_ptr<CallLedger> ServerCall::LedgerOf(const Context& ctx) {
+  const void* root = ContextRoot(ctx);
+  if (root == nullptr) return nullptr;
+  std::shared_ptr<ServerCall> call = ServerCallRegistry::ByContextRoot().Find(root);
+  if (call == nullptr) return nullptr;
+  CallLedger* ledger = &call->ledger_;
+  return std::shared_ptr<CallLedger>(std::move(call), ledger);
+}
+
+std::optional<grpc::Status> ServerCall::LedgerStatus(
+    const grpc::Status& status,
+    const std::multimap<std::string, std::string>* trailers) {
+  if (!begun_.load(std::memory_order_acquire)) return std::nullopt;
+  return ledger_.StatusToSend(status, trailers, ctx_);
 }
 
 void ServerCall::OnStatusSending(int code) {
@@ -87,6 +107,9 @@ void ServerCall::End() {
     return;
   }
   ServerCallRegistry::Get().Remove(sc_, this);
+  if (ctx_root_ != nullptr) {
+    ServerCallRegistry::ByContextRoot().Remove(ctx_root_, this);
+  }
   StopWatching();
   // Ended past its deadline before the close reported it (an owned deadline
   // on the sync API is seen at the watcher's next poll): the deadline ended
@@ -97,7 +120,7 @@ void ServerCall::End() {
   observer_.Finish(status_sent_.load(std::memory_order_acquire)
                        ? sent_code_.load(std::memory_order_relaxed)
                        : grpc::StatusCode::CANCELLED,
-                   ctx_, cancel_seen_ns_.load());
+                   ctx_, cancel_seen_ns_.load(), &ledger_);
   cancel_();
   std::vector<std::function<void()>> at_end;
   {

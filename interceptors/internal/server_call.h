@@ -44,12 +44,15 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <map>
+#include <string>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <vector>
 
 #include "context/core.h"
+#include "interceptors/internal/call_ledger.h"
 #include "interceptors/internal/call_observer.h"
 #include "ledger/causes.h"
 #include "interceptors/internal/incoming_deadline.h"
@@ -93,7 +96,21 @@ class ServerCall : public std::enable_shared_from_this<ServerCall> {
   // The call's observer: started by the interceptor's first hook (on that
   // hook's thread, before Begin publishes the call), finished by End.
   ServerCallObserver& observer() { return observer_; }
+  // The call's budget ledger: begun by the interceptor's first hook (before
+  // Begin publishes the call), returned at PRE_SEND_STATUS
+  // (call_ledger.h).
+  CallLedger& ledger() { return ledger_; }
+  // The ledger of the live server call whose Context `ctx` was derived
+  // from (ContextRoot), sharing that call's ownership; null if there is
+  // none (a Context not from a server call, or the call has ended).
+  static std::shared_ptr<CallLedger> LedgerOf(const Context& ctx);
 
+  // PRE_SEND_STATUS, before OnStatusSending: the status to send instead of
+  // `status` (CallLedger::StatusToSend with the call's Context), or nullopt
+  // to send it unchanged (always before Begin).
+  std::optional<grpc::Status> LedgerStatus(
+      const grpc::Status& status,
+      const std::multimap<std::string, std::string>* trailers);
   // PRE_SEND_STATUS with status `code` (a grpc::StatusCode): the call ends
   // (End()).
   void OnStatusSending(int code);
@@ -158,9 +175,11 @@ class ServerCall : public std::enable_shared_from_this<ServerCall> {
   CancelFunc cancel_;
   std::optional<IncomingDeadline> deadline_;
   bool deadline_owned_ = false;
+  const void* ctx_root_ = nullptr;  // ContextRoot(ctx_).
 
   // Started before begun_ is set; finished by the one End.
   ServerCallObserver observer_;
+  CallLedger ledger_;
 
   std::atomic<bool> begun_{false};
   std::atomic<bool> status_sent_{false};

@@ -9,12 +9,16 @@ ServerCallRegistry& ServerCallRegistry::Get() {
   return *registry;
 }
 
-ServerCallRegistry::Shard& ServerCallRegistry::ShardFor(
-    const grpc::ServerContextBase* sc) {
+ServerCallRegistry& ServerCallRegistry::ByContextRoot() {
+  static ServerCallRegistry* const registry = new ServerCallRegistry();
+  return *registry;
+}
+
+ServerCallRegistry::Shard& ServerCallRegistry::ShardFor(const void* sc) {
   return shards_[PointerShard(sc)];
 }
 
-void ServerCallRegistry::Add(const grpc::ServerContextBase* sc,
+void ServerCallRegistry::Add(const void* sc,
                              std::shared_ptr<ServerCall> call) {
   std::shared_ptr<ServerCall> replaced;  // Released outside the lock.
   Shard& shard = ShardFor(sc);
@@ -23,7 +27,7 @@ void ServerCallRegistry::Add(const grpc::ServerContextBase* sc,
   replaced = std::exchange(slot, std::move(call));
 }
 
-void ServerCallRegistry::Remove(const grpc::ServerContextBase* sc,
+void ServerCallRegistry::Remove(const void* sc,
                                 const ServerCall* owner) {
   std::shared_ptr<ServerCall> removed;  // Released outside the lock.
   Shard& shard = ShardFor(sc);
@@ -34,8 +38,7 @@ void ServerCallRegistry::Remove(const grpc::ServerContextBase* sc,
   shard.calls.erase(it);
 }
 
-std::shared_ptr<ServerCall> ServerCallRegistry::Find(
-    const grpc::ServerContextBase* sc) {
+std::shared_ptr<ServerCall> ServerCallRegistry::Find(const void* sc) {
   Shard& shard = ShardFor(sc);
   std::lock_guard<std::mutex> lock(shard.mu);
   auto it = shard.calls.find(sc);

@@ -1,6 +1,8 @@
-// ServerCallRegistry: finds the ServerCall of a live incoming call by its
-// grpc::ServerContextBase (internal to //interceptors; backs
-// FromServerContext).
+// ServerCallRegistry: finds the ServerCall of a live incoming call by a key
+// (internal to //interceptors): Get() by its grpc::ServerContextBase (backs
+// FromServerContext), ByContextRoot() by the root of its Context
+// (ContextRoot, context/internal/owned_deadline.h: backs the budget
+// ledger's outbound records, call_ledger.h).
 //
 // Entries are added when a call's metadata arrives and removed when the call
 // ends. Removal names the owner, so a late removal by a finished call cannot
@@ -31,23 +33,23 @@ namespace reqctx::internal {
 class ServerCallRegistry {
  public:
   static ServerCallRegistry& Get();
+  static ServerCallRegistry& ByContextRoot();
 
-  void Add(const grpc::ServerContextBase* sc, std::shared_ptr<ServerCall> call);
-  // Removes the entry for `sc` if it is still `owner`'s.
-  void Remove(const grpc::ServerContextBase* sc, const ServerCall* owner);
-  std::shared_ptr<ServerCall> Find(const grpc::ServerContextBase* sc);
+  void Add(const void* key, std::shared_ptr<ServerCall> call);
+  // Removes the entry for `key` if it is still `owner`'s.
+  void Remove(const void* key, const ServerCall* owner);
+  std::shared_ptr<ServerCall> Find(const void* key);
   size_t Size();
 
  private:
   struct alignas(64) Shard {  // One cache line each: no false sharing.
     std::mutex mu;
-    absl::flat_hash_map<const grpc::ServerContextBase*,
-                        std::shared_ptr<ServerCall>>
+    absl::flat_hash_map<const void*, std::shared_ptr<ServerCall>>
         calls;  // Guarded by mu.
   };
 
   ServerCallRegistry() = default;
-  Shard& ShardFor(const grpc::ServerContextBase* sc);
+  Shard& ShardFor(const void* key);
 
   Shard shards_[kPointerShards];
 };

@@ -136,14 +136,31 @@ absl::Status ServerPolicy::MethodState::CheckArrival(
     counters.Add(PolicyCounter::kDeadlineCapped);
     metrics.deadline_capped->Increment();
   }
-  if (!deadline.has_value()) return absl::OkStatus();
+  // What the policy did, for the call's budget ledger.
+  LedgerPolicy noted;
+  noted.deadline_change = defaulted ? LedgerPolicy::DeadlineChange::kDefaulted
+                          : capped  ? LedgerPolicy::DeadlineChange::kCapped
+                                    : LedgerPolicy::DeadlineChange::kKept;
+  if ((defaulted || capped) && deadline.has_value()) {
+    noted.policy_budget = *deadline - now;
+  }
+  if (!deadline.has_value()) {
+    if (defaulted || capped) internal::NoteServerCallPolicy(&sc, noted, std::nullopt);
+    return absl::OkStatus();
+  }
+  std::optional<absl::Duration> margin;
   if (p.reply_margin > absl::ZeroDuration()) {
     counters.Add(PolicyCounter::kReplyMarginApplied);
+    margin = p.reply_margin;
   }
   const absl::Duration min = MinimumBudget(
       p, p.learned_min_budget_quantile > 0
              ? window.Quantile(p.learned_min_budget_quantile)
              : std::nullopt);
+  noted.min_budget = min;
+  if (defaulted || capped || margin.has_value() || min > absl::ZeroDuration()) {
+    internal::NoteServerCallPolicy(&sc, noted, margin);
+  }
   const absl::Duration budget = *deadline - now;
   if (budget >= min) return absl::OkStatus();
   switch (ps->mode.load(std::memory_order_relaxed)) {
@@ -182,6 +199,14 @@ std::string PushbackValue(absl::Duration pushback) {
   return FormatPushback(pushback);
 }
 
+// Into the call's budget ledger: the time it waited in the shedder's queue
+// and whether it was shed (only for calls that waited or were shed: the
+// usual admitted call pays nothing).
+void NoteShedDecision(const grpc::ServerContextBase* sc, const ShedDecision& d) {
+  const bool shed = d.status.code() == absl::StatusCode::kResourceExhausted;
+  if (d.queued || shed) internal::NoteServerCallQueued(sc, d.waited, shed);
+}
+
 class PolicyHandler final : public MethodHandler {
  public:
   PolicyHandler(ServerPolicy* policy,
@@ -214,6 +239,7 @@ class PolicyHandler final : public MethodHandler {
       absl::Status refused =
           state_->CheckArrival(sc, crit, policy_->counters());
       if (!refused.ok()) {
+        internal::NoteServerCallRefused(&sc, CauseKind::kMinBudget);
         internal::CancelServerCall(&sc, refused);
         Reject(param, ToGrpcStatus(refused), std::nullopt);
         return;
@@ -259,6 +285,7 @@ class PolicyHandler final : public MethodHandler {
   void Decided(const HandlerParameter& param, Criticality crit,
                std::optional<absl::Time> deadline, ShedDecision d) {
     RecordShedDecision(state_->metrics, d, crit);
+    NoteShedDecision(param.server_context, d);
     if (d.status.ok()) {
       Run(param, deadline, std::move(d.slot));
       return;
@@ -622,6 +649,7 @@ void ServerPolicy::AdmitAsync(std::string_view full_method,
   const Criticality crit = CriticalityOf(call_ctx);
   absl::Status refused = state->CheckArrival(*sc, crit, *counters_);
   LoadShedder* shedder = state->ps->shedder.get();
+  if (!refused.ok()) internal::NoteServerCallRefused(sc, CauseKind::kMinBudget);
   if (!refused.ok() || shedder == nullptr) {
     ShedDecision d;
     d.status = std::move(refused);
@@ -634,8 +662,9 @@ void ServerPolicy::AdmitAsync(std::string_view full_method,
     admission->deadline_ = call_ctx.Deadline();
   }
   shedder->Acquire(call_ctx, crit, expected,
-                   [admission, state, crit, cq, tag](ShedDecision d) {
+                   [admission, state, crit, cq, tag, sc](ShedDecision d) {
                      RecordShedDecision(state->metrics, d, crit);
+                     NoteShedDecision(sc, d);
                      admission->Decide(state, std::move(d), cq, tag);
                    });
 }

@@ -27,6 +27,7 @@
 #include "absl/time/time.h"
 #include "context/core.h"
 #include "interceptors/interceptors.h"
+#include "ledger/grpc_ledger.h"
 #include "proto/echo.grpc.pb.h"
 
 ABSL_FLAG(std::string, target, "127.0.0.1:50051", "server host:port");
@@ -38,6 +39,9 @@ ABSL_FLAG(std::string, trace, "",
 ABSL_FLAG(std::string, method, "echo",
           "echo, stream (EchoStream), collect (Collect) or chat (Chat)");
 ABSL_FLAG(int, count, 3, "streamed messages to send or read");
+ABSL_FLAG(bool, ledger, false,
+          "ask every hop for its budget ledger (request header "
+          "reqctx-ledger: always) and print it for a successful echo too");
 ABSL_FLAG(int64_t, pause_ms, 0,
           "pause before each streamed request after the first, in ms");
 
@@ -60,6 +64,10 @@ void PrintHops(const echo::v1::EchoResponse& response) {
 
 int Failed(const grpc::Status& status) {
   absl::PrintF("error: %s\n", reqctx::FromGrpcStatus(status).ToString());
+  // Where the deadline went, when the hops returned their ledger.
+  if (std::string line = reqctx::LedgerLineOf(status); !line.empty()) {
+    absl::PrintF("ledger:   %s\n", line);
+  }
   return 1;
 }
 
@@ -168,10 +176,17 @@ int main(int argc, char** argv) {
   request.set_work_ms(absl::GetFlag(FLAGS_work_ms));
   echo::v1::EchoResponse response;
   std::unique_ptr<grpc::ClientContext> cc = reqctx::NewClientContext(ctx);
+  if (absl::GetFlag(FLAGS_ledger)) cc->AddMetadata("reqctx-ledger", "always");
   grpc::Status status = stub->Echo(cc.get(), request, &response);
   if (!status.ok()) return Failed(status);
   absl::PrintF("message:  %s\ntrace id: %s\n", response.message(),
                response.trace_id());
   PrintHops(response);
+  if (absl::GetFlag(FLAGS_ledger)) {
+    if (absl::StatusOr<reqctx::Ledger> l = reqctx::LedgerFromTrailers(*cc);
+        l.ok()) {
+      absl::PrintF("ledger:   %s\n", reqctx::LedgerLine(*l));
+    }
+  }
   return 0;
 }

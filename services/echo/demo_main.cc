@@ -33,6 +33,7 @@
 #include "context/core.h"
 #include "context/sleep.h"
 #include "interceptors/interceptors.h"
+#include "ledger/grpc_ledger.h"
 #include "interceptors/policy/detach.h"
 #include "limits/limit_options.h"
 #include "proto/echo.grpc.pb.h"
@@ -62,6 +63,10 @@ absl::StatusOr<std::unique_ptr<EchoServer>> StartHop(const std::string& name,
   options.name = name;
   options.next = next;
   options.workers = kWorkers;
+  // Each handler's Context ends 10 ms before its call's deadline, so a hop
+  // whose deadline runs out still answers itself -- with its budget ledger
+  // (scene 2) -- before gRPC ends the call for it.
+  options.server_policy.defaults.reply_margin = absl::Milliseconds(10);
   if (name == "frontend") {
     reqctx::streams::StreamOptions streams;
     streams.message_wait = kMessageWait;
@@ -127,6 +132,12 @@ void DeadlineInMiddle(echo::v1::Echo::Stub& stub, const Chain& chain) {
   grpc::Status status = stub.Echo(cc.get(), request, &response);
   absl::PrintF("   client: %s after %d ms\n", CodeName(status),
                absl::ToInt64Milliseconds(absl::Now() - start));
+  // Where the deadline went: the ledger the hops returned with the status.
+  if (std::string line = reqctx::LedgerLineOf(status); !line.empty()) {
+    absl::PrintF("   ledger: %s\n", line);
+  } else {
+    absl::PrintF("   ledger: none returned\n");
+  }
   absl::PrintF("   stats once every hop is idle:\n");
   PrintStats(chain);
 }

@@ -245,9 +245,11 @@ absl::StatusOr<std::unique_ptr<EchoServer>> EchoServer::Start(
   // handler's Context, so it travels on to the next hop.
   // Each call's method goes in its Context for log lines
   // (logging/log_context.h).
-  InstallServerInterceptorsWithRules(
-      builder,
-      logging::WithLogMethodRule(service->server_policy().CallRules()));
+  // The server's name labels its hop in the budget ledger.
+  ServerCallRules rules =
+      logging::WithLogMethodRule(service->server_policy().CallRules());
+  rules.ledger_host = options.name;
+  InstallServerInterceptorsWithRules(builder, std::move(rules));
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) {
     return absl::UnavailableError(
