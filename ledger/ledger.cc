@@ -333,9 +333,12 @@ std::string CodeText(int code) {
   return absl::StrCat("code ", code);
 }
 
+// A cause that is a deadline running out: the caller's, or one the hop set
+// for itself (a reply margin before the caller's, a capped or defaulted
+// one, a detached call's bound).
 bool IsDeadlineCause(CauseKind c) {
   return c == CauseKind::kCallerDeadline || c == CauseKind::kDeadlinePolicy ||
-         c == CauseKind::kDetachedBound;
+         c == CauseKind::kReplyMargin || c == CauseKind::kDetachedBound;
 }
 
 void AppendHop(const LedgerHop& h, bool root, int depth, std::string& out) {
@@ -368,6 +371,9 @@ void AppendHop(const LedgerHop& h, bool root, int depth, std::string& out) {
       absl::StrAppend(&out, ", deadline ran out here");
       if (!h.deadline_set_by.empty()) {
         absl::StrAppend(&out, " (set by ", Clean(h.deadline_set_by), ")");
+      } else if (h.cause != CauseKind::kNone &&
+                 h.cause != CauseKind::kCallerDeadline) {
+        absl::StrAppend(&out, " (", Sv(CausePhrase(h.cause)), ")");
       }
     } else if (h.cause != CauseKind::kNone) {
       absl::StrAppend(&out, ", ended here: ", Sv(CausePhrase(h.cause)));

@@ -173,6 +173,21 @@ TEST(LedgerLineTest, NoLedgerShedAndCause) {
             "shedder");
 }
 
+TEST(LedgerLineTest, AHopsOwnDeadlineSaysWhichOne) {
+  Ledger l;
+  l.root.host = "middle";
+  l.root.budget = Milliseconds(100);
+  l.root.work = Milliseconds(90);
+  l.root.code = 4;
+  l.root.cause = CauseKind::kReplyMargin;
+  const std::string line = LedgerLine(l);
+  EXPECT_NE(line.find(", deadline ran out here ("), std::string::npos) << line;
+  EXPECT_EQ(line.find("ended here"), std::string::npos) << line;
+  l.root.cause = CauseKind::kCallerDeadline;
+  EXPECT_EQ(LedgerLine(l), "deadline 100 ms: middle 90.0 ms work, deadline "
+                           "ran out here");
+}
+
 TEST(LedgerRecorderTest, SplitsWorkFromOverlappingOutboundCalls) {
   LedgerRecorder rec("/a.B/C", "frontend", kT0, Milliseconds(250));
   rec.SetQueued(Microseconds(400));
