@@ -59,7 +59,7 @@ void BM_ServerCallRecording(benchmark::State& state) {
     m.started->Increment();
     m.active->Increment();
     m.deadline_at_arrival->ObserveDuration(absl::Milliseconds(250));
-    m.handled[0]->Increment();
+    m.handled->Get(0, CauseKind::kNone).Increment();
     m.active->Decrement();
     m.handling->ObserveDuration(absl::Microseconds(120));
   }
