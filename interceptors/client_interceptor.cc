@@ -85,6 +85,10 @@ class ClientCallInterceptor final : public grpc::experimental::Interceptor {
       if (methods->QueryInterceptionHookPoint(
               InterceptionHookPoints::PRE_RECV_STATUS)) {
         *methods->GetRecvStatus() = *failure;
+        // POST_RECV_STATUS may run on another thread (ordered by gRPC core,
+        // which TSan cannot see): FinishCall's acquire orders this write
+        // before its read of the status.
+        hijack_status_set_.store(true, std::memory_order_release);
       }
     }
     if (methods->QueryInterceptionHookPoint(
@@ -198,8 +202,10 @@ class ClientCallInterceptor final : public grpc::experimental::Interceptor {
       (void)finish_done_.load(std::memory_order_acquire);
       return;
     }
-    // What StartCall wrote (if it ran: else the state is as constructed).
+    // What StartCall wrote (if it ran: else the state is as constructed),
+    // and a hijacked call's status, written by the PRE_RECV_STATUS hook.
     (void)started_.load(std::memory_order_acquire);
+    (void)hijack_status_set_.load(std::memory_order_acquire);
     std::optional<Context> ctx = std::exchange(ctx_, std::nullopt);
     // Ended by ctx (its cancel sent, or the deadline gRPC enforced for it):
     // ctx's code, the message naming its cause.
@@ -292,6 +298,8 @@ class ClientCallInterceptor final : public grpc::experimental::Interceptor {
   std::atomic<bool> started_{false};     // StartCall has run.
   std::atomic<bool> finished_{false};    // FinishCall has started.
   std::atomic<bool> finish_done_{false};  // FinishCall has returned.
+  // A hijacked call's status is written (PRE_RECV_STATUS).
+  std::atomic<bool> hijack_status_set_{false};
   std::optional<Context> ctx_;      // Written by StartCall only.
   // Armed by StartCall, stopped by FinishCall (thread-safe itself).
   internal::AfterFuncCore cancel_on_done_;

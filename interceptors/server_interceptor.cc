@@ -265,6 +265,10 @@ class ServerCallInterceptor final : public grpc::experimental::Interceptor {
   // holds it, last (that may free the block, and *p with it).
   static void operator delete(ServerCallInterceptor* p,
                               std::destroying_delete_t) {
+    // gRPC may delete it on another thread than the one that made it
+    // (ordered by its core, which TSan cannot see): call()'s acquire orders
+    // the construction before the read of owner_.
+    (void)p->call();
     std::shared_ptr<ServerCall> block = std::move(p->owner_);
     p->~ServerCallInterceptor();
   }
