@@ -35,6 +35,8 @@ PACKAGES=(
   libgoogle-glog-dev       # glog 0.6: trace-carrying log lines (//logging:glog)
   python3-grpcio           # Python gRPC 1.51 peer: stalled and non-reading stream clients
   python3-protobuf         # the Python peer's messages
+  golang-google-grpc-dev   # grpc-go 1.33: the Go middle hop and client of the ledger interop test
+  golang-google-genproto-dev  # google.rpc errdetails for the Go client
 )
 
 missing=()
