@@ -111,16 +111,18 @@ struct Peer {
 
 class LedgerInteropTest : public ::testing::Test {
  protected:
-  // The backend echo server, with kMinBudget (calls arriving with less are
-  // refused at arrival) or kMargin (work that outlasts the deadline ends
-  // kMargin early).
-  enum class Backend { kMinBudget, kMargin };
+  // The backend echo server: no policy (kPlain), kMinBudget (calls
+  // arriving with less are refused at arrival) or kMargin (work that
+  // outlasts the deadline ends kMargin early).
+  enum class Backend { kPlain, kMinBudget, kMargin };
   void StartBackend(Backend kind) {
-    const std::string flag =
-        kind == Backend::kMinBudget
-            ? absl::StrCat("--min_budget_ms=", Ms(kMinBudget))
-            : absl::StrCat("--reply_margin_ms=", Ms(kMargin));
-    ASSERT_TRUE(backend_.Start({"--name=backend", flag})) << backend_.output();
+    std::vector<std::string> flags = {"--name=backend"};
+    if (kind == Backend::kMinBudget) {
+      flags.push_back(absl::StrCat("--min_budget_ms=", Ms(kMinBudget)));
+    } else if (kind == Backend::kMargin) {
+      flags.push_back(absl::StrCat("--reply_margin_ms=", Ms(kMargin)));
+    }
+    ASSERT_TRUE(backend_.Start(flags)) << backend_.output();
   }
 
   // Starts a Go hop in front of the backend; GTEST_SKIP()s the caller when
@@ -231,7 +233,7 @@ TEST_F(LedgerInteropTest, PythonClientDecodesTheLedgerOfAThreeHopChain) {
 
 TEST_F(LedgerInteropTest, GoHopPassesOkCallsThroughWithDeadlineAndTrace) {
   Peer hop;
-  StartBackend(Backend::kMargin);
+  StartBackend(Backend::kPlain);
   StartGoHop(hop, "pass");
   if (IsSkipped() || HasFatalFailure()) return;
   // Under 1 s: gRPC C++ sends grpc-timeout exactly (in ms) only below 1 s.
