@@ -386,6 +386,32 @@ TEST_F(LedgerInteropTest, GoHopsOwnDetailsAreKeptNextToTheLedger) {
   EXPECT_NE(s.error_details().find("PROXIED"), std::string::npos);
 }
 
+TEST_F(LedgerInteropTest, FrontendFindsTheLedgerPastTheGoHopsOwnDetails) {
+  // frontend -> Go hop (appends its ErrorInfo) -> backend: the frontend's
+  // outbound record still decodes the backend's ledger (the first
+  // BudgetLedger detail), whatever else the status carries.
+  Peer hop;
+  StartBackend(Backend::kMinBudget);
+  StartGoHop(hop, "add");
+  if (IsSkipped() || HasFatalFailure()) return;
+  ServerProcess frontend;
+  StartFrontend(frontend, "frontend", Address(hop));
+  if (HasFatalFailure()) return;
+  auto [ctx, cancel] = WithTimeout(Background(), kMinBudget / 2);
+  EchoResponse resp;
+  std::unique_ptr<grpc::ClientContext> cc;
+  const grpc::Status s = Call(frontend.address(), ctx, 0, &resp, &cc);
+  ASSERT_EQ(s.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED)
+      << s.error_message();
+  absl::StatusOr<Ledger> l = LedgerFromStatus(s);
+  ASSERT_TRUE(l.ok()) << l.status();
+  SCOPED_TRACE(LedgerLine(*l));
+  ASSERT_EQ(l->root.outbound.size(), 1u);
+  ASSERT_EQ(l->root.outbound[0].ledger.size(), 1u);
+  EXPECT_EQ(l->root.outbound[0].ledger.front().host, "backend");
+  EXPECT_EQ(l->root.outbound[0].ledger.front().cause, CauseKind::kMinBudget);
+}
+
 TEST_F(LedgerInteropTest, CancelCrossesTheGoHop) {
   Peer hop;
   StartBackend(Backend::kMinBudget);
@@ -438,7 +464,7 @@ TEST_F(LedgerInteropTest, GoClientDecodesTheDetailsWithTheStandardPackages) {
       &skipped);
   if (skipped) GTEST_SKIP() << "Go's gRPC packages are missing";
   ASSERT_FALSE(out.empty());
-  SCOPED_TRACE(out);
+  std::cout << out;
   EXPECT_NE(out.find("status DeadlineExceeded"), std::string::npos);
   // The three details in order; the ledger stays an opaque Any in Go.
   EXPECT_NE(out.find("detail type.googleapis.com/reqctx.v1.BudgetLedger\n"
