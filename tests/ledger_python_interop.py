@@ -147,7 +147,11 @@ def deadline_runs_out_in_backend(args, schema, stub):
         assert call.code() == grpc.StatusCode.DEADLINE_EXCEEDED, \
             (call.code(), call.details())
         st, details = schema.status(call)
+        message = call.details()
+    # Code and message agree with grpc-status / grpc-message (grpc-go's
+    # client takes them from the details when they are there).
     assert st.code == 4, st.code
+    assert st.message == message, (st.message, message)
     urls = [d.type_url for d in st.details]
     assert urls == [LEDGER_URL, "type.googleapis.com/google.rpc.ErrorInfo",
                     "type.googleapis.com/google.rpc.DebugInfo"], urls
