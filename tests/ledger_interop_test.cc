@@ -13,7 +13,9 @@
 #include <grpcpp/grpcpp.h>
 #include <signal.h>
 
+#include <chrono>
 #include <cstdlib>
+#include <functional>
 #include <iostream>
 #include <memory>
 #include <string>
@@ -148,8 +150,9 @@ class LedgerInteropTest : public ::testing::Test {
         << server.output();
   }
 
-  // Echo through reqctx's client glue on `ctx`; `edit` adds to the
-  // ClientContext before the call.
+  // Echo to `target` through reqctx's client glue on `ctx` (with
+  // `reqctx-ledger: always` if `ask_ledger`); *cc_out is the finished call's
+  // ClientContext (its trailers).
   static grpc::Status Call(
       const std::string& target, const Context& ctx, int64_t work_ms,
       EchoResponse* response, std::unique_ptr<grpc::ClientContext>* cc_out,
@@ -166,31 +169,34 @@ class LedgerInteropTest : public ::testing::Test {
     return s;
   }
 
-  // The backend's counters once no call is active, or an empty message.
-  ::echo::v1::StatsResponse IdleBackendStats() {
-    auto stub = ::echo::v1::Echo::NewStub(
-        grpc::CreateChannel(backend_.address(),
-                            grpc::InsecureChannelCredentials()));
+  // Polls the backend's counters (bounded: Eventually, and a deadline per
+  // Stats call) until `done` holds for them; the last counters read.
+  ::echo::v1::StatsResponse BackendStatsOnce(
+      const std::function<bool(const ::echo::v1::StatsResponse&)>& done) {
+    auto stub = ::echo::v1::Echo::NewStub(grpc::CreateChannel(
+        backend_.address(), grpc::InsecureChannelCredentials()));
     ::echo::v1::StatsResponse stats;
     Eventually([&] {
       grpc::ClientContext cc;
+      cc.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
       return stub->Stats(&cc, ::echo::v1::StatsRequest(), &stats).ok() &&
-             stats.active_requests() == 0;
+             done(stats);
     });
     return stats;
   }
 
+  // The backend's counters once it serves no call.
+  ::echo::v1::StatsResponse IdleBackendStats() {
+    return BackendStatsOnce([](const ::echo::v1::StatsResponse& s) {
+      return s.active_requests() == 0;
+    });
+  }
+
   // True once the backend serves `n` calls.
   bool BackendActive(int64_t n) {
-    auto stub = ::echo::v1::Echo::NewStub(
-        grpc::CreateChannel(backend_.address(),
-                            grpc::InsecureChannelCredentials()));
-    return Eventually([&] {
-      grpc::ClientContext cc;
-      ::echo::v1::StatsResponse stats;
-      return stub->Stats(&cc, ::echo::v1::StatsRequest(), &stats).ok() &&
-             stats.active_requests() == n;
-    });
+    return BackendStatsOnce([n](const ::echo::v1::StatsResponse& s) {
+             return s.active_requests() == n;
+           }).active_requests() == n;
   }
 
   ServerProcess backend_;
