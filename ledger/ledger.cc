@@ -548,9 +548,10 @@ std::optional<std::string> MergeLedgerDetails(std::string_view existing,
                              static_cast<int>(existing.size()))) {
     return std::nullopt;
   }
-  google::rpc::Status base;
-  base.set_code(theirs.code());
-  base.set_message(theirs.message());
+  // Theirs whole (fields this schema does not know included), but for
+  // reqctx's own details.
+  google::rpc::Status base = theirs;
+  base.clear_details();
   for (const google::protobuf::Any& any : theirs.details()) {
     if (!IsOurs(any)) *base.add_details() = any;
   }

@@ -232,8 +232,8 @@ std::string EncodeLedgerStatus(int code, std::string_view message,
 // What a hop sends in grpc-status-details-bin when its call already carries
 // `existing` details (the handler's, or a peer's it passed on). The rule:
 //   * none: EncodeLedgerStatus(code, message, ledger);
-//   * a google.rpc.Status: its code, message and every detail are kept as
-//     they are, except reqctx's own (a BudgetLedger, an ErrorInfo of domain
+//   * a google.rpc.Status: its code, message, every detail and any field
+//     this schema does not know are kept as they are, except reqctx's own (a BudgetLedger, an ErrorInfo of domain
 //     reqctx.dev, a DebugInfo marked reqctx.dev/ledger: a child hop's, which
 //     this hop's ledger contains), and this hop's three are appended, if the
 //     result stays within kLedgerDetailsCap (summarising this ledger as
