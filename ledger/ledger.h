@@ -32,7 +32,10 @@
 // kLedgerMaxHops hops or kLedgerMaxOutbound calls, have a string over
 // kLedgerMaxString bytes or with a byte gRPC refuses in a text header
 // (w3c/header_rules.h), a negative duration (but budgets and margins), a
-// code outside 0-16 are rejected whole (kInvalidArgument). A cause number
+// code outside 0-16 are rejected whole (kInvalidArgument); so are details
+// with a string field (of google.rpc.Status, its Any's type URL, or the
+// ledger) that is not UTF-8 -- found on the wire before protobuf parses, so
+// hostile details write no protobuf ERROR line to the log. A cause number
 // this version does not know decodes as CauseKind::kNone.
 //
 // Thread-safety: LedgerRecorder's OutboundStarted/OutboundEnded may be called

@@ -16,6 +16,7 @@
 #include <grpcpp/grpcpp.h>
 #include <sys/resource.h>
 
+#include <atomic>
 #include <cstdio>
 
 #include <memory>
@@ -24,6 +25,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "google/protobuf/stubs/logging.h"
 #include "google/rpc/error_details.pb.h"
 #include "google/rpc/status.pb.h"
 #include "gtest/gtest.h"
@@ -277,6 +279,58 @@ TEST(LedgerAttackTest, MergeKeepsAPeersStatusWhole) {
   // The peer's unknown field is still there.
   EXPECT_NE(merged->find(std::string("\x78\x07", 2)), std::string::npos);
   EXPECT_TRUE(DecodeLedgerDetails(*merged).ok());
+}
+
+// ---- not UTF-8: refused without a log line --------------------------------
+
+std::atomic<int> protobuf_errors{0};
+
+void CountProtobufErrors(google::protobuf::LogLevel level, const char*, int,
+                         const std::string&) {
+  if (level >= google::protobuf::LOGLEVEL_ERROR) protobuf_errors.fetch_add(1);
+}
+
+// protobuf's parser logs an ERROR line for each proto3 string that is not
+// UTF-8: from a hostile peer, one line per call on the relay (and on any
+// client decoding). The ledger's decoder and merge refuse such details
+// first, quietly.
+TEST(LedgerAttackTest, NonUtf8DetailsAreRefusedWithoutALogLine) {
+  google::protobuf::LogHandler* previous =
+      google::protobuf::SetLogHandler(&CountProtobufErrors);
+  protobuf_errors.store(0);
+  // google.rpc.Status{code: 4, message: "bad \xff\xfe"}.
+  const std::string bad_message("\x08\x04\x12\x06" "bad \xff\xfe", 10);
+  // google.rpc.Status{details: [Any{type_url: "\xff"}]}.
+  const std::string bad_url("\x1a\x03\x0a\x01\xff", 5);
+  // BudgetLedger{version: 1, root: Hop{host: "\xff\xfe"}}.
+  const std::string bad_host = StatusWith(
+      std::string(kLedgerTypeUrl),
+      std::string("\x08\x01\x12\x04\x12\x02\xff\xfe", 8));
+  // BudgetLedger{version: 1, root: Hop{outbound: [{ledger: Hop{method:
+  // "\xff"}}]}}: deeper.
+  const std::string bad_deep = StatusWith(
+      std::string(kLedgerTypeUrl),
+      std::string("\x08\x01\x12\x07\x62\x05\x32\x03\x0a\x01\xff", 11));
+  for (const std::string& d : {bad_message, bad_url, bad_host, bad_deep}) {
+    EXPECT_EQ(DecodeLedgerDetails(d).status().code(),
+              absl::StatusCode::kInvalidArgument);
+  }
+  Ledger ledger;
+  ledger.root.host = "relay";
+  ledger.root.code = 4;
+  EXPECT_FALSE(MergeLedgerDetails(bad_message, 4, "m", ledger).has_value());
+  EXPECT_FALSE(MergeLedgerDetails(bad_url, 4, "m", ledger).has_value());
+  // A peer's ErrorInfo whose reason is not UTF-8: the peer's (kept as it
+  // is), not reqctx's; the hop's own details are added.
+  const std::string bad_info =
+      StatusWith(std::string(kErrorInfoTypeUrl), std::string("\x0a\x02\xff\xfe", 4));
+  std::optional<std::string> merged =
+      MergeLedgerDetails(bad_info, 4, "m", ledger);
+  ASSERT_TRUE(merged.has_value());
+  EXPECT_NE(merged->find(std::string("\x0a\x02\xff\xfe", 4)), std::string::npos);
+  EXPECT_TRUE(DecodeLedgerDetails(*merged).ok());
+  EXPECT_EQ(protobuf_errors.load(), 0);
+  google::protobuf::SetLogHandler(previous);
 }
 
 // ---- who may ask for the ledger on every call -----------------------------
