@@ -217,9 +217,10 @@ TEST_P(AdmissionFloodTest, CheapFloodsNeitherCollapseTheLimitNorLeak) {
 // calls a second must not hold the limit near its minimum.
 //
 // DISABLED: fails on main for aimd and vegas (gradient holds). Measured
-// (plain build, 2 loaded cores): ~20-40 such calls a second for 3 s took
-// aimd from 20 to 6 and vegas from 20 to 1 while the real callers' calls
-// all succeeded -- the server was never slow. The fix is in the limits'
+// (plain build, 2 loaded cores): ~20 such calls a second (each with a
+// 30 ms grpc-timeout) for 3 s took aimd from 20 to 6 and vegas from 20 to 1
+// while the real callers' calls all succeeded -- the server was never
+// slow. The fix is in the limits'
 // design, not here: a window should count as dropped only when a share of
 // its calls were (WindowOptions, e.g. a drop_share), or a drop should need
 // the call's handling to have been slowed (its queue/peer latency), not
