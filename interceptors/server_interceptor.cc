@@ -219,7 +219,9 @@ void BeginCall(ServerCall& call, ServerApi api, const char* method,
     ctx = rules.values(method, ctx, metadata, *call.server_context());
   }
   const bool asked = headers.ledger_always &&
-                     rules.ledger_return != LedgerReturn::kNever;
+                     rules.ledger_return != LedgerReturn::kNever &&
+                     (!rules.ledger_header_trusted ||
+                      rules.ledger_header_trusted(*call.server_context()));
   call.ledger().Begin(method, rules.ledger_host,
                       absl::FromUnixNanos(arrival_ns), remaining,
                       asked ? LedgerReturn::kAlways : rules.ledger_return,

@@ -203,6 +203,16 @@ struct ServerCallRules {
   std::string ledger_host;
   // When the ledger is returned (LedgerReturn above).
   LedgerReturn ledger_return = LedgerReturn::kOnFailure;
+  // Whose `reqctx-ledger: always` is honoured, given the call's context (its
+  // peer(), auth_context()); runs once per call that carries the header,
+  // when its metadata arrives. The header makes every hop serialise and
+  // send its ledger on every call, OK included, and reveals the hops behind
+  // this one: a caller it returns false for is treated as if it had not
+  // sent it (the header is not forwarded; failed calls still return the
+  // ledger under kOnFailure). Empty: everyone's. ServerPolicy::CallRules
+  // sets it from its criticality trust (a caller whose criticality is not
+  // believed is not believed here either).
+  std::function<bool(const grpc::ServerContextBase& sc)> ledger_header_trusted;
 };
 
 // Sets `builder`'s interceptor list to reqctx's server interceptor. (To

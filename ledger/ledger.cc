@@ -1,11 +1,14 @@
 #include "ledger/ledger.h"
 
 #include <algorithm>
+#include <array>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "google/protobuf/io/coded_stream.h"
+#include "google/protobuf/stubs/common.h"
+#include "google/protobuf/wire_format_lite.h"
 #include "google/rpc/error_details.pb.h"
 #include "google/rpc/status.pb.h"
 #include "reqctx/v1/ledger.pb.h"
@@ -162,6 +165,73 @@ absl::Status FromProto(const reqctx::v1::Hop& p, int depth, DecodeBudget& b,
   return absl::OkStatus();
 }
 
+// ---- UTF-8, before protobuf parses ------------------------------------------
+
+// protobuf's generated parser logs an ERROR line for every proto3 string
+// field holding invalid UTF-8 (then fails): hostile details would write one
+// log line per call. So the bytes are walked on the wire first, by the
+// schema of the messages reqctx parses (which fields are strings, which are
+// messages), and refused quietly.
+struct WireSchema {
+  std::array<int, 3> strings;  // Field numbers; 0: none.
+  int message_field;           // 0: none.
+  const WireSchema* message;
+};
+
+extern const WireSchema kHopWire;
+constexpr WireSchema kOutboundWire{{1, 0, 0}, 6, &kHopWire};
+constexpr WireSchema kHopWire{{1, 2, 11}, 12, &kOutboundWire};
+constexpr WireSchema kBudgetLedgerWire{{0, 0, 0}, 2, &kHopWire};
+constexpr WireSchema kMapEntryWire{{1, 2, 0}, 0, nullptr};
+constexpr WireSchema kErrorInfoWire{{1, 2, 0}, 3, &kMapEntryWire};
+constexpr WireSchema kDebugInfoWire{{1, 2, 0}, 0, nullptr};
+constexpr WireSchema kAnyWire{{1, 0, 0}, 0, nullptr};  // value: bytes.
+constexpr WireSchema kStatusWire{{2, 0, 0}, 3, &kAnyWire};
+
+// False only if a string field of `schema` (at any depth up to `depth`
+// levels) holds invalid UTF-8; malformed bytes are left to the parser.
+bool Utf8Clean(google::protobuf::io::CodedInputStream& in,
+               const WireSchema& schema, int depth) {
+  using Wire = google::protobuf::internal::WireFormatLite;
+  for (;;) {
+    const uint32_t tag = in.ReadTag();
+    if (tag == 0) return true;
+    const int field = static_cast<int>(tag >> 3);
+    if (Wire::GetTagWireType(tag) == Wire::WIRETYPE_LENGTH_DELIMITED) {
+      const bool is_string =
+          std::find(schema.strings.begin(), schema.strings.end(), field) !=
+          schema.strings.end();
+      const bool is_message =
+          schema.message != nullptr && field == schema.message_field;
+      if (is_string || is_message) {
+        uint32_t len = 0;
+        if (!in.ReadVarint32(&len)) return true;
+        if (is_string) {
+          std::string v;
+          if (!in.ReadString(&v, static_cast<int>(len))) return true;
+          if (!google::protobuf::internal::IsStructurallyValidUTF8(v)) {
+            return false;
+          }
+          continue;
+        }
+        if (depth <= 0) return true;  // The parser's depth bound refuses it.
+        const auto limit = in.PushLimit(static_cast<int>(len));
+        if (!Utf8Clean(in, *schema.message, depth - 1)) return false;
+        in.PopLimit(limit);
+        continue;
+      }
+    }
+    if (!Wire::SkipField(&in, tag)) return true;
+  }
+}
+
+bool Utf8Clean(std::string_view bytes, const WireSchema& schema, int depth) {
+  google::protobuf::io::CodedInputStream in(
+      reinterpret_cast<const uint8_t*>(bytes.data()),
+      static_cast<int>(bytes.size()));
+  return Utf8Clean(in, schema, depth);
+}
+
 // ---- summarising -----------------------------------------------------------
 
 int Depth(const reqctx::v1::Hop& h) {
@@ -250,11 +320,14 @@ void AddAny(google::rpc::Status* st, std::string_view type_url,
 
 bool IsOurs(const google::protobuf::Any& any) {
   if (any.type_url() == kLedgerTypeUrl) return true;
+  // (Not UTF-8: not reqctx's, and not parsed.)
   if (any.type_url() == kErrorInfoTypeUrl) {
+    if (!Utf8Clean(any.value(), kErrorInfoWire, 2)) return false;
     google::rpc::ErrorInfo e;
     return e.ParseFromString(any.value()) && e.domain() == kLedgerDomain;
   }
   if (any.type_url() == kDebugInfoTypeUrl) {
+    if (!Utf8Clean(any.value(), kDebugInfoWire, 1)) return false;
     google::rpc::DebugInfo d;
     return d.ParseFromString(any.value()) && d.stack_entries_size() == 1 &&
            d.stack_entries(0) == kLedgerDebugMarker;
@@ -544,13 +617,15 @@ std::optional<std::string> MergeLedgerDetails(std::string_view existing,
   if (existing.empty()) return EncodeLedgerStatus(code, message, ledger);
   if (existing.size() > kLedgerDetailsCap) return std::nullopt;
   google::rpc::Status theirs;
-  if (!theirs.ParseFromArray(existing.data(),
+  if (!Utf8Clean(existing, kStatusWire, 2) ||
+      !theirs.ParseFromArray(existing.data(),
                              static_cast<int>(existing.size()))) {
     return std::nullopt;
   }
-  google::rpc::Status base;
-  base.set_code(theirs.code());
-  base.set_message(theirs.message());
+  // Theirs whole (fields this schema does not know included), but for
+  // reqctx's own details.
+  google::rpc::Status base = theirs;
+  base.clear_details();
   for (const google::protobuf::Any& any : theirs.details()) {
     if (!IsOurs(any)) *base.add_details() = any;
   }
@@ -563,11 +638,18 @@ absl::StatusOr<Ledger> DecodeLedgerDetails(std::string_view details) {
     return Bad("status details over the decode limit");
   }
   google::rpc::Status st;
+  if (!Utf8Clean(details, kStatusWire, 2)) {
+    return Bad("status details hold a string that is not UTF-8");
+  }
   if (!st.ParseFromArray(details.data(), static_cast<int>(details.size()))) {
     return Bad("status details are not a google.rpc.Status");
   }
   for (const google::protobuf::Any& any : st.details()) {
     if (any.type_url() != kLedgerTypeUrl) continue;
+    // Each hop is two message levels (Hop, Outbound) deep.
+    if (!Utf8Clean(any.value(), kBudgetLedgerWire, 2 * kLedgerMaxDepth + 2)) {
+      return Bad("a ledger string is not UTF-8");
+    }
     google::protobuf::io::CodedInputStream in(
         reinterpret_cast<const uint8_t*>(any.value().data()),
         static_cast<int>(any.value().size()));

@@ -32,7 +32,10 @@
 // kLedgerMaxHops hops or kLedgerMaxOutbound calls, have a string over
 // kLedgerMaxString bytes or with a byte gRPC refuses in a text header
 // (w3c/header_rules.h), a negative duration (but budgets and margins), a
-// code outside 0-16 are rejected whole (kInvalidArgument). A cause number
+// code outside 0-16 are rejected whole (kInvalidArgument); so are details
+// with a string field (of google.rpc.Status, its Any's type URL, or the
+// ledger) that is not UTF-8 -- found on the wire before protobuf parses, so
+// hostile details write no protobuf ERROR line to the log. A cause number
 // this version does not know decodes as CauseKind::kNone.
 //
 // Thread-safety: LedgerRecorder's OutboundStarted/OutboundEnded may be called
@@ -232,8 +235,8 @@ std::string EncodeLedgerStatus(int code, std::string_view message,
 // What a hop sends in grpc-status-details-bin when its call already carries
 // `existing` details (the handler's, or a peer's it passed on). The rule:
 //   * none: EncodeLedgerStatus(code, message, ledger);
-//   * a google.rpc.Status: its code, message and every detail are kept as
-//     they are, except reqctx's own (a BudgetLedger, an ErrorInfo of domain
+//   * a google.rpc.Status: its code, message, every detail and any field
+//     this schema does not know are kept as they are, except reqctx's own (a BudgetLedger, an ErrorInfo of domain
 //     reqctx.dev, a DebugInfo marked reqctx.dev/ledger: a child hop's, which
 //     this hop's ledger contains), and this hop's three are appended, if the
 //     result stays within kLedgerDetailsCap (summarising this ledger as

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <string_view>
 
 #include "absl/time/clock.h"
 
@@ -72,6 +73,110 @@ bool SendAll(int fd, const std::string& bytes) {
   return true;
 }
 
+constexpr char kPreface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+// A TCP connection to 127.0.0.1:`port` (TCP_NODELAY), or -1.
+int ConnectLoopback(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return -1;
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    close(fd);
+    return -1;
+  }
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  return fd;
+}
+
+// The request's header block: the standard gRPC headers, then `extra`.
+std::string RequestBlock(
+    int port, const std::string& path,
+    const std::vector<std::pair<std::string, std::string>>& extra) {
+  std::string block;
+  AppendHeader(block, ":method", "POST");
+  AppendHeader(block, ":scheme", "http");
+  AppendHeader(block, ":path", path);
+  AppendHeader(block, ":authority", "127.0.0.1:" + std::to_string(port));
+  AppendHeader(block, "content-type", "application/grpc");
+  AppendHeader(block, "te", "trailers");
+  for (const auto& [name, value] : extra) AppendHeader(block, name, value);
+  return block;
+}
+
+// `block` on `stream` as HEADERS (+ CONTINUATION when larger than a frame).
+std::string HeaderFrames(uint32_t stream, const std::string& block) {
+  std::string out;
+  for (size_t at = 0; at < block.size() || at == 0; at += kMaxFrame) {
+    const bool first = at == 0;
+    const bool last = at + kMaxFrame >= block.size();
+    out += Frame(first ? kHeaders : kContinuation, last ? kEndHeaders : 0,
+                 stream, block.substr(at, kMaxFrame));
+  }
+  return out;
+}
+
+// gRPC's length-prefixed message (uncompressed).
+std::string GrpcMessage(const std::string& message) {
+  std::string out(5, '\0');
+  const uint32_t n = static_cast<uint32_t>(message.size());
+  for (int i = 0; i < 4; ++i) out[1 + i] = static_cast<char>(n >> (24 - 8 * i));
+  return out + message;
+}
+
+uint32_t Uint32(std::string_view b) {
+  return (static_cast<uint32_t>(static_cast<unsigned char>(b[0])) << 24) |
+         (static_cast<uint32_t>(static_cast<unsigned char>(b[1])) << 16) |
+         (static_cast<uint32_t>(static_cast<unsigned char>(b[2])) << 8) |
+         static_cast<uint32_t>(static_cast<unsigned char>(b[3]));
+}
+
+struct RawFrame {
+  uint8_t type;
+  uint8_t flags;
+  uint32_t stream;
+  std::string payload;
+};
+
+// The next complete frame in `in` (taken out of it), or nullopt. SETTINGS
+// and PING are acknowledged on `fd` here.
+std::optional<RawFrame> PopFrame(int fd, std::string& in) {
+  if (in.size() < 9) return std::nullopt;
+  const size_t len = (static_cast<unsigned char>(in[0]) << 16) |
+                     (static_cast<unsigned char>(in[1]) << 8) |
+                     static_cast<unsigned char>(in[2]);
+  if (in.size() < 9 + len) return std::nullopt;
+  RawFrame f{static_cast<uint8_t>(in[3]), static_cast<uint8_t>(in[4]),
+             Uint32(std::string_view(in).substr(5, 4)) & 0x7fffffffu,
+             in.substr(9, len)};
+  in.erase(0, 9 + len);
+  if (f.type == kSettings && (f.flags & kAck) == 0) {
+    SendAll(fd, Frame(kSettings, kAck, 0, ""));
+  } else if (f.type == kPing && (f.flags & kAck) == 0) {
+    SendAll(fd, Frame(kPing, kAck, 0, f.payload));
+  }
+  return f;
+}
+
+enum class ReadResult { kRead, kTimedOut, kClosed };
+
+// Waits until `end` for bytes on `fd` and appends them to `in`.
+ReadResult ReadSome(int fd, std::string& in, absl::Time end) {
+  const int64_t ms = absl::ToInt64Milliseconds(end - absl::Now());
+  pollfd p{fd, POLLIN, 0};
+  if (ms <= 0 || poll(&p, 1, static_cast<int>(ms)) <= 0) {
+    return ReadResult::kTimedOut;
+  }
+  char buf[16384];
+  ssize_t got = recv(fd, buf, sizeof(buf), 0);
+  if (got <= 0) return ReadResult::kClosed;
+  in.append(buf, static_cast<size_t>(got));
+  return ReadResult::kRead;
+}
+
 // Finds a plain-literal "grpc-status" in an HPACK block and reads its value.
 std::optional<int> FindGrpcStatus(const std::string& block) {
   const std::string key = "grpc-status";
@@ -101,42 +206,14 @@ RawCallResult RawUnaryCall(
   RawCallResult result;
   const absl::Time start = absl::Now();
   const absl::Time end = start + bound;
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  const int fd = ConnectLoopback(port);
   if (fd < 0) return result;
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    close(fd);
-    return result;
-  }
   result.connected = true;
-  int one = 1;
-  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 
-  std::string block;
-  AppendHeader(block, ":method", "POST");
-  AppendHeader(block, ":scheme", "http");
-  AppendHeader(block, ":path", path);
-  AppendHeader(block, ":authority", "127.0.0.1:" + std::to_string(port));
-  AppendHeader(block, "content-type", "application/grpc");
-  AppendHeader(block, "te", "trailers");
-  for (const auto& [name, value] : extra_headers) AppendHeader(block, name, value);
-
-  std::string out = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+  std::string out = kPreface;
   out += Frame(kSettings, 0, 0, "");
-  // A header block larger than one frame continues in CONTINUATION frames.
-  for (size_t at = 0; at < block.size() || at == 0; at += kMaxFrame) {
-    const bool first = at == 0;
-    const bool last = at + kMaxFrame >= block.size();
-    out += Frame(first ? kHeaders : kContinuation, last ? kEndHeaders : 0, 1,
-                 block.substr(at, kMaxFrame));
-  }
-  std::string grpc_message(5, '\0');
-  const uint32_t n = static_cast<uint32_t>(message.size());
-  for (int i = 0; i < 4; ++i) grpc_message[1 + i] = static_cast<char>(n >> (24 - 8 * i));
-  out += Frame(kData, kEndStream, 1, grpc_message + message);
+  out += HeaderFrames(1, RequestBlock(port, path, extra_headers));
+  out += Frame(kData, kEndStream, 1, GrpcMessage(message));
   // The server may answer (even close) before reading everything: a failed
   // send is not an error by itself; what comes back says what happened.
   SendAll(fd, out);
@@ -147,50 +224,26 @@ RawCallResult RawUnaryCall(
   bool stream_done = false;
   while (!stream_done && !result.goaway) {
     // Handle every complete frame received so far.
-    while (in.size() >= 9) {
-      const size_t len = (static_cast<unsigned char>(in[0]) << 16) |
-                         (static_cast<unsigned char>(in[1]) << 8) |
-                         static_cast<unsigned char>(in[2]);
-      if (in.size() < 9 + len) break;
-      const uint8_t type = static_cast<uint8_t>(in[3]);
-      const uint8_t flags = static_cast<uint8_t>(in[4]);
-      const uint32_t stream = ((static_cast<unsigned char>(in[5]) & 0x7f) << 24) |
-                              (static_cast<unsigned char>(in[6]) << 16) |
-                              (static_cast<unsigned char>(in[7]) << 8) |
-                              static_cast<unsigned char>(in[8]);
-      const std::string payload = in.substr(9, len);
-      in.erase(0, 9 + len);
-      if (type == kSettings && (flags & kAck) == 0) {
-        SendAll(fd, Frame(kSettings, kAck, 0, ""));
-      } else if (type == kPing && (flags & kAck) == 0) {
-        SendAll(fd, Frame(kPing, kAck, 0, payload));
-      } else if (type == kGoaway) {
+    while (std::optional<RawFrame> f = PopFrame(fd, in)) {
+      if (f->type == kGoaway) {
         result.goaway = true;
-      } else if (stream == 1 && type == kRstStream && payload.size() == 4) {
-        result.rst_stream_error = (static_cast<unsigned char>(payload[0]) << 24) |
-                                  (static_cast<unsigned char>(payload[1]) << 16) |
-                                  (static_cast<unsigned char>(payload[2]) << 8) |
-                                  static_cast<unsigned char>(payload[3]);
+      } else if (f->stream == 1 && f->type == kRstStream &&
+                 f->payload.size() == 4) {
+        result.rst_stream_error = Uint32(f->payload);
         stream_done = true;
-      } else if (stream == 1 && (type == kHeaders || type == kContinuation)) {
-        headers += payload;  // (gRPC sends no padding or priority here.)
-        if ((flags & kEndStream) != 0) stream_done = true;
-      } else if (stream == 1 && type == kData) {
-        data += payload;
-        if ((flags & kEndStream) != 0) stream_done = true;
+      } else if (f->stream == 1 &&
+                 (f->type == kHeaders || f->type == kContinuation)) {
+        headers += f->payload;  // (gRPC sends no padding or priority here.)
+        if ((f->flags & kEndStream) != 0) stream_done = true;
+      } else if (f->stream == 1 && f->type == kData) {
+        data += f->payload;
+        if ((f->flags & kEndStream) != 0) stream_done = true;
       }
     }
     if (stream_done || result.goaway) break;
-    const int64_t ms = absl::ToInt64Milliseconds(end - absl::Now());
-    pollfd p{fd, POLLIN, 0};
-    if (ms <= 0 || poll(&p, 1, static_cast<int>(ms)) <= 0) {
-      result.timed_out = true;
-      break;
-    }
-    char buf[16384];
-    ssize_t got = recv(fd, buf, sizeof(buf), 0);
-    if (got <= 0) break;  // Closed.
-    in.append(buf, static_cast<size_t>(got));
+    const ReadResult r = ReadSome(fd, in, end);
+    if (r == ReadResult::kTimedOut) result.timed_out = true;
+    if (r != ReadResult::kRead) break;
   }
   close(fd);
   result.took = absl::Now() - start;
@@ -202,6 +255,66 @@ RawCallResult RawUnaryCall(
                        static_cast<unsigned char>(data[4]);
     if (data.size() >= 5 + len) result.message = data.substr(5, len);
   }
+  return result;
+}
+
+RawFloodResult RawStreamFlood(
+    int port, const std::string& path, const std::string& message,
+    const std::vector<std::pair<std::string, std::string>>& extra_headers,
+    int streams, RawStreamEnd end_as, absl::Duration hold,
+    absl::Duration bound) {
+  RawFloodResult result;
+  const absl::Time start = absl::Now();
+  const absl::Time end = start + bound;
+  const absl::Time hold_end = std::min(start + hold, end);
+  const int fd = ConnectLoopback(port);
+  if (fd < 0) return result;
+  result.connected = true;
+  const std::string block = RequestBlock(port, path, extra_headers);
+  const std::string payload = GrpcMessage(message);
+  const std::string cancel("\0\0\0\x08", 4);  // CANCEL
+  std::string out = kPreface;
+  out += Frame(kSettings, 0, 0, "");
+  // Room for every answer: the connection's receive window, widened.
+  out += Frame(0x8 /* WINDOW_UPDATE */, 0, 0, std::string("\x3f\xff\0\0", 4));
+  for (int i = 0; i < streams; ++i) {
+    const uint32_t id = 1 + 2 * static_cast<uint32_t>(i);
+    out += HeaderFrames(id, block);
+    switch (end_as) {
+      case RawStreamEnd::kComplete:
+        out += Frame(kData, kEndStream, id, payload);
+        break;
+      case RawStreamEnd::kResetAfterHeaders:
+        out += Frame(kRstStream, 0, id, cancel);
+        break;
+      case RawStreamEnd::kResetAfterMessage:
+        out += Frame(kData, kEndStream, id, payload);
+        out += Frame(kRstStream, 0, id, cancel);
+        break;
+      case RawStreamEnd::kHeadersOnly:
+        break;
+    }
+  }
+  SendAll(fd, out);
+  const bool wait_all = end_as == RawStreamEnd::kComplete;
+  std::string in;
+  std::vector<bool> ended(static_cast<size_t>(streams), false);
+  for (;;) {
+    while (std::optional<RawFrame> f = PopFrame(fd, in)) {
+      if (f->type == kGoaway) result.goaway = true;
+      const size_t i = (f->stream - 1) / 2;
+      if (f->stream % 2 == 1 && i < ended.size() && !ended[i] &&
+          (f->type == kRstStream ||
+           ((f->type == kHeaders || f->type == kData) &&
+            (f->flags & kEndStream) != 0))) {
+        ended[i] = true;
+        ++result.answered;
+      }
+    }
+    if (result.goaway || (wait_all && result.answered >= streams)) break;
+    if (ReadSome(fd, in, wait_all ? end : hold_end) != ReadResult::kRead) break;
+  }
+  close(fd);
   return result;
 }
 

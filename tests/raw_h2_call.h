@@ -46,6 +46,32 @@ RawCallResult RawUnaryCall(
     const std::vector<std::pair<std::string, std::string>>& extra_headers,
     absl::Duration bound);
 
+// How each stream of RawStreamFlood ends on the client's side.
+enum class RawStreamEnd {
+  kComplete,           // HEADERS, then the request message with END_STREAM.
+  kResetAfterHeaders,  // HEADERS, then at once RST_STREAM(CANCEL).
+  kResetAfterMessage,  // HEADERS, the message (END_STREAM), RST_STREAM.
+  kHeadersOnly,        // HEADERS only: no message, never half-closed.
+};
+
+struct RawFloodResult {
+  bool connected = false;
+  int answered = 0;  // streams the server ended (END_STREAM or RST_STREAM)
+  bool goaway = false;
+};
+
+// One connection to 127.0.0.1:`port` carrying `streams` concurrent calls to
+// `path` (written back to back, headers as RawUnaryCall's plus
+// `extra_headers`), each ended as `end` says. Then reads what comes back
+// until every stream was ended by the server (kComplete: answered;
+// kResetAfterMessage: answered or reset) or, for the others, until `hold`
+// passed, and closes the socket (which ends whatever is left). Waits at
+// most `bound` in all.
+RawFloodResult RawStreamFlood(
+    int port, const std::string& path, const std::string& message,
+    const std::vector<std::pair<std::string, std::string>>& extra_headers,
+    int streams, RawStreamEnd end, absl::Duration hold, absl::Duration bound);
+
 }  // namespace reqctx::testing
 
 #endif  // REQCTX_TESTS_RAW_H2_CALL_H_

@@ -608,6 +608,15 @@ ServerCallRules ServerPolicy::CallRules() const {
         }
         return WithTrustedCriticality(c, sc.peer());
       };
+  // `reqctx-ledger: always` is believed from the callers whose criticality
+  // is (an edge that trusts nobody's lets no client make every hop return
+  // its ledger on every call).
+  if (options_.criticality.trust != CriticalityTrust::kEveryone) {
+    rules.ledger_header_trusted = [this](const grpc::ServerContextBase& sc) {
+      return options_.criticality.trust == CriticalityTrust::kListedPeers &&
+             trusted_peers_.Contains(sc.peer());
+    };
+  }
   // gRPC's own refusal when its synchronous server has no thread left
   // (grpc::ResourceQuota::SetMaxThreads) carries no pushback: add one, so
   // every RESOURCE_EXHAUSTED this server sends for overload tells the client

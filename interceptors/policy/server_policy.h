@@ -158,7 +158,8 @@ struct ServerPolicyOptions {
   // with its own shedder.
   std::map<std::string, MethodPolicy> methods;
   // Whose criticality is believed (server-wide: trust is about the caller,
-  // not the method).
+  // not the method); the same callers' `reqctx-ledger: always` is honoured
+  // (ServerCallRules::ledger_header_trusted, which CallRules sets).
   CriticalityTrustOptions criticality;
   // Envoy is in front: the incoming deadline is the smaller of grpc-timeout
   // and x-envoy-expected-rq-timeout-ms (ServerCallRules::behind_envoy, which
