@@ -348,8 +348,16 @@ bool IsDeadlineCause(CauseKind c) {
          c == CauseKind::kReplyMargin || c == CauseKind::kDetachedBound;
 }
 
-void AppendHop(const LedgerHop& h, bool root, int depth, std::string& out) {
-  absl::StrAppend(&out, Clean(h.host.empty() ? h.method : h.host));
+// `setter`: the nearest hop above `h` (or `h` itself) whose deadline policy
+// capped or defaulted the deadline `h` inherits; "" when it is the top
+// caller's own.
+void AppendHop(const LedgerHop& h, bool root, int depth, std::string_view setter,
+               std::string& out) {
+  const std::string name = Clean(h.host.empty() ? h.method : h.host);
+  if (h.policy.deadline_change != LedgerPolicy::DeadlineChange::kKept) {
+    setter = name;
+  }
+  absl::StrAppend(&out, name);
   if (!root && h.budget.has_value()) {
     absl::StrAppend(&out, " (", Ms(*h.budget), " left)");
   }
@@ -381,6 +389,9 @@ void AppendHop(const LedgerHop& h, bool root, int depth, std::string& out) {
       } else if (h.cause != CauseKind::kNone &&
                  h.cause != CauseKind::kCallerDeadline) {
         absl::StrAppend(&out, " (", Sv(CausePhrase(h.cause)), ")");
+      } else if (!setter.empty() && !root) {
+        // The caller's deadline, inherited from the hop above that set it.
+        absl::StrAppend(&out, " (set by ", Sv(setter), ")");
       }
     } else if (h.cause != CauseKind::kNone) {
       absl::StrAppend(&out, ", ended here: ", Sv(CausePhrase(h.cause)));
@@ -397,7 +408,7 @@ void AppendHop(const LedgerHop& h, bool root, int depth, std::string& out) {
         net.has_value() && *net >= kShownNetwork) {
       absl::StrAppend(&out, "network ", Spent(*net), " -> ");
     }
-    AppendHop(next->ledger.front(), false, depth + 1, out);
+    AppendHop(next->ledger.front(), false, depth + 1, setter, out);
   } else if (next->code == 4 && next->ledger.empty() &&
              next->summarised_hops == 0) {
     // Sent, and the caller's deadline for it ran out with no answer: the
@@ -553,7 +564,7 @@ std::string LedgerLine(const Ledger& ledger) {
   } else {
     absl::StrAppend(&out, "no deadline: ");
   }
-  AppendHop(root, true, 0, out);
+  AppendHop(root, true, 0, "", out);
   if (ledger.summarised_hops > 0) {
     absl::StrAppend(&out, " [", ledger.summarised_hops, " hops summarised]");
   }

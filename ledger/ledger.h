@@ -233,7 +233,12 @@ class LedgerRecorder {
 // /echo.Echo/Call never called". A hop is named by its host label, else its
 // method. From each hop the line follows its last failed outbound call (a
 // nested ledger, "never called", or "<time>, <CODE> (no ledger)"); a hop
-// ended by a failure whose path goes no deeper is marked "... here". A
+// ended by a failure whose path goes no deeper is marked "... here", with
+// who set that deadline when known: the hop's own deadline_set_by, else
+// its own policy's cause ("(reply margin)"), else -- for the caller's
+// deadline -- the nearest hop above it whose policy capped or defaulted the
+// deadline it inherits ("(set by frontend)"; nothing when it is the top
+// caller's own deadline). A
 // nested ledger's transit (LedgerNetworkTime) of 1 ms or more shows as
 // "-> network 100.2 ms -> middle ..."; a call that was sent and ran out of
 // deadline without returning a ledger as "-> network 37.0 ms to

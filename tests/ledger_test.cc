@@ -251,6 +251,22 @@ TEST(LedgerLineTest, NetworkTimeBetweenHops) {
             std::string::npos);
 }
 
+// The caller's deadline ran out at the middle: the line names the hop above
+// that set it (its policy capped it), none when it is the top caller's.
+TEST(LedgerLineTest, TheCallersDeadlineNamesTheHopThatSetIt) {
+  Ledger l = ExampleLedger();
+  EXPECT_EQ(LedgerLine(l).find("set by"), std::string::npos);
+  l.root.policy.deadline_change = LedgerPolicy::DeadlineChange::kCapped;
+  l.root.policy.policy_budget = Milliseconds(250);
+  EXPECT_NE(LedgerLine(l).find("150.2 ms work, deadline ran out here (set by "
+                               "frontend) -> "),
+            std::string::npos)
+      << LedgerLine(l);
+  // A hop's own deadline_set_by wins.
+  l.root.outbound[0].ledger[0].deadline_set_by = "edge";
+  EXPECT_NE(LedgerLine(l).find("(set by edge)"), std::string::npos);
+}
+
 TEST(LedgerRecorderTest, KeepsThePeerOnlyForAFailedCallWithoutALedger) {
   LedgerRecorder rec("/a.B/C", "frontend", kT0, Milliseconds(250));
   rec.HandlerStarted(kT0);
