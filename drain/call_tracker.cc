@@ -49,6 +49,8 @@ CallTracker::Call CallTracker::Track(const Context& call_ctx) {
 }
 
 size_t CallTracker::CancelAll() {
+  // Before any Context ends: the glue reads it when they do.
+  if (signal_ != nullptr) signal_->CancelsNow();
   std::vector<CancelCauseFunc> cancels;
   {
     std::lock_guard<std::mutex> lock(mu_);

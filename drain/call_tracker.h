@@ -31,12 +31,14 @@
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <mutex>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "context/core.h"
+#include "drain/shutdown_signal.h"
 
 namespace reqctx::drain {
 
@@ -75,6 +77,12 @@ class CallTracker {
   };
 
   CallTracker() = default;
+  // With the server's shutdown signal (drain/shutdown_signal.h, also given
+  // to the glue as ServerCallRules::shutdown): CancelAll tells it first, so
+  // the server calls themselves -- not only the tracked Contexts -- end
+  // with SERVER_SHUTDOWN in the ledger, the call log and the metric.
+  explicit CallTracker(std::shared_ptr<ShutdownSignal> signal)
+      : signal_(std::move(signal)) {}
   CallTracker(const CallTracker&) = delete;
   CallTracker& operator=(const CallTracker&) = delete;
 
@@ -83,7 +91,8 @@ class CallTracker {
   Call Track(const Context& call_ctx);
 
   // Cancels every tracked call's Context with ShuttingDownError(), and
-  // every call tracked from now on. Returns how many were in flight.
+  // every call tracked from now on (after telling the signal, if any:
+  // CancelsNow()). Returns how many were in flight.
   // Idempotent (later calls return 0).
   size_t CancelAll();
 
@@ -96,6 +105,7 @@ class CallTracker {
  private:
   void Untrack(uint64_t id);
 
+  const std::shared_ptr<ShutdownSignal> signal_;  // May be null.
   mutable std::mutex mu_;
   std::condition_variable idle_;
   absl::flat_hash_map<uint64_t, CancelCauseFunc> calls_;  // Under mu_.

@@ -163,10 +163,12 @@ class ClientCallInterceptor final : public grpc::experimental::Interceptor {
   // Records the call's end in the server call's ledger: its code, whether it
   // was sent, and the ledger the callee returned (its status's details, or
   // for an OK status asked to return one, the trailer), validated and
-  // bounded by DecodeLedgerDetails; anything it rejects is ignored.
+  // bounded by DecodeLedgerDetails; anything it rejects is ignored. A sent,
+  // failed call that returned none records its callee's address (`cc`'s
+  // peer), so the caller's ledger can name the link its time went on.
   static void RecordOutbound(
       internal::CallLedger& ledger, LedgerRecorder::OutboundId id, int code,
-      bool sent, const grpc::Status* status,
+      bool sent, const grpc::ClientContext& cc, const grpc::Status* status,
       const std::multimap<grpc::string_ref, grpc::string_ref>* trailers) {
     std::optional<LedgerHop> child;
     // grpc::Status::error_details() returns a copy: kept here.
@@ -185,7 +187,13 @@ class ClientCallInterceptor final : public grpc::experimental::Interceptor {
         child = std::move(l->root);
       }
     }
-    ledger.OutboundEnded(id, code, sent, std::move(child));
+    std::string peer;
+    // Only at the status hook (status set): the destructor's call may run
+    // inside the ClientContext's own destruction.
+    if (status != nullptr && sent && code != 0 && !child.has_value()) {
+      peer = cc.peer();
+    }
+    ledger.OutboundEnded(id, code, sent, std::move(child), peer);
   }
 
   // Drops the cancel registration (waiting for a TryCancel in progress) and
@@ -226,7 +234,7 @@ class ClientCallInterceptor final : public grpc::experimental::Interceptor {
       RecordOutbound(*ledger, ledger_id_,
                      status != nullptr ? static_cast<int>(status->error_code())
                                        : static_cast<int>(grpc::CANCELLED),
-                     /*sent=*/!failure_.has_value(), status, trailers);
+                     /*sent=*/!failure_.has_value(), *cc_, status, trailers);
     }
     finish_done_.store(true, std::memory_order_release);
   }

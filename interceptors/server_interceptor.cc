@@ -226,6 +226,7 @@ void BeginCall(ServerCall& call, ServerApi api, const char* method,
                       absl::FromUnixNanos(arrival_ns), remaining,
                       asked ? LedgerReturn::kAlways : rules.ledger_return,
                       /*forward=*/asked);
+  call.SetShutdownSignal(rules.shutdown.get());
   call.observer().Start(method, ctx, arrival_ns, remaining,
                         {traceparents.data(), traceparents.size()});
   std::optional<internal::IncomingDeadline> deadline;

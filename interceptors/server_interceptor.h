@@ -34,7 +34,9 @@
 //     the call closed before its status (a client cancel or reset, a lost
 //     connection, or gRPC's own Server::Shutdown cancel: gRPC does not say
 //     which; drain::CallTracker gives SERVER_SHUTDOWN to the Contexts it
-//     tracks); none when the handler's own TryCancel or the call's end
+//     tracks), SERVER_SHUTDOWN for the call itself when the server's
+//     shutdown signal (ServerCallRules::shutdown, drain/shutdown_signal.h)
+//     says its calls are being canceled by then; none when the handler's own TryCancel or the call's end
 //     canceled it. The metric reqctx_server_handled_total and the call log
 //     carry that cause's name;
 //   * it carries the call's TraceContext: a valid incoming W3C `traceparent`
@@ -106,6 +108,7 @@
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "context/core.h"
+#include "drain/shutdown_signal.h"
 #include "ledger/causes.h"
 #include "ledger/ledger.h"
 
@@ -213,6 +216,12 @@ struct ServerCallRules {
   // sets it from its criticality trust (a caller whose criticality is not
   // believed is not believed here either).
   std::function<bool(const grpc::ServerContextBase& sc)> ledger_header_trusted;
+  // This server's shutdown signal (drain/shutdown_signal.h), or null: when
+  // set, a call the server's shutdown cancels (gRPC's Server::Shutdown
+  // deadline, told through drain::ShutdownServer, or a drain::CallTracker
+  // given the signal) ends with the cause SERVER_SHUTDOWN rather than
+  // CLIENT_CANCEL (or none). Shared: the glue keeps it while it may read it.
+  std::shared_ptr<drain::ShutdownSignal> shutdown;
 };
 
 // Sets `builder`'s interceptor list to reqctx's server interceptor. (To

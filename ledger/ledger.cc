@@ -49,6 +49,7 @@ void ToProto(const LedgerOutbound& o, reqctx::v1::Outbound* p) {
   p->set_sent(o.sent);
   if (!o.ledger.empty()) ToProto(o.ledger.front(), p->mutable_ledger());
   p->set_summarised_hops(o.summarised_hops);
+  if (!o.peer.empty()) p->set_peer(Clean(o.peer));
 }
 
 void ToProto(const LedgerHop& h, reqctx::v1::Hop* p) {
@@ -103,6 +104,7 @@ absl::Status FromProto(const reqctx::v1::Outbound& p, int depth,
                        DecodeBudget& b, LedgerOutbound& o) {
   if (++b.outbound > kLedgerMaxOutbound) return Bad("too many outbound calls");
   if (!ValidString(p.method())) return Bad("bad outbound method");
+  if (!ValidString(p.peer())) return Bad("bad outbound peer");
   if (p.has_budget_us() && !ValidSigned(p.budget_us())) return Bad("bad budget");
   if (!ValidSpan(p.took_us())) return Bad("bad outbound time");
   if (!ValidCode(p.code())) return Bad("bad outbound code");
@@ -112,6 +114,7 @@ absl::Status FromProto(const reqctx::v1::Outbound& p, int depth,
   o.code = p.code();
   o.sent = p.sent();
   o.summarised_hops = p.summarised_hops();
+  o.peer = p.peer();
   if (p.has_ledger()) {
     o.ledger.emplace_back();
     absl::Status s = FromProto(p.ledger(), depth + 1, b, o.ledger.back());
@@ -406,6 +409,10 @@ std::string CodeText(int code) {
   return absl::StrCat("code ", code);
 }
 
+// A nested ledger's transit is shown from this much on (loopback's is a
+// fraction of a millisecond).
+constexpr absl::Duration kShownNetwork = absl::Milliseconds(1);
+
 // A cause that is a deadline running out: the caller's, or one the hop set
 // for itself (a reply margin before the caller's, a capped or defaulted
 // one, a detached call's bound).
@@ -414,8 +421,16 @@ bool IsDeadlineCause(CauseKind c) {
          c == CauseKind::kReplyMargin || c == CauseKind::kDetachedBound;
 }
 
-void AppendHop(const LedgerHop& h, bool root, int depth, std::string& out) {
-  absl::StrAppend(&out, Clean(h.host.empty() ? h.method : h.host));
+// `setter`: the nearest hop above `h` (or `h` itself) whose deadline policy
+// capped or defaulted the deadline `h` inherits; "" when it is the top
+// caller's own.
+void AppendHop(const LedgerHop& h, bool root, int depth, std::string_view setter,
+               std::string& out) {
+  const std::string name = Clean(h.host.empty() ? h.method : h.host);
+  if (h.policy.deadline_change != LedgerPolicy::DeadlineChange::kKept) {
+    setter = name;
+  }
+  absl::StrAppend(&out, name);
   if (!root && h.budget.has_value()) {
     absl::StrAppend(&out, " (", Ms(*h.budget), " left)");
   }
@@ -447,6 +462,9 @@ void AppendHop(const LedgerHop& h, bool root, int depth, std::string& out) {
       } else if (h.cause != CauseKind::kNone &&
                  h.cause != CauseKind::kCallerDeadline) {
         absl::StrAppend(&out, " (", Sv(CausePhrase(h.cause)), ")");
+      } else if (!setter.empty() && !root) {
+        // The caller's deadline, inherited from the hop above that set it.
+        absl::StrAppend(&out, " (set by ", Sv(setter), ")");
       }
     } else if (h.cause != CauseKind::kNone) {
       absl::StrAppend(&out, ", ended here: ", Sv(CausePhrase(h.cause)));
@@ -459,7 +477,21 @@ void AppendHop(const LedgerHop& h, bool root, int depth, std::string& out) {
   if (!next->sent) {
     absl::StrAppend(&out, Clean(next->method), " never called");
   } else if (deeper) {
-    AppendHop(next->ledger.front(), false, depth + 1, out);
+    if (std::optional<absl::Duration> net = LedgerNetworkTime(*next);
+        net.has_value() && *net >= kShownNetwork) {
+      absl::StrAppend(&out, "network ", Spent(*net), " -> ");
+    }
+    AppendHop(next->ledger.front(), false, depth + 1, setter, out);
+  } else if (next->code == 4 && next->ledger.empty() &&
+             next->summarised_hops == 0) {
+    // Sent, and the caller's deadline for it ran out with no answer: the
+    // time went on the link (or at a callee that keeps no ledger), not in
+    // this hop's work.
+    absl::StrAppend(&out, "network ", Spent(next->took), " to ",
+                    Clean(next->peer.empty() ? next->method : next->peer));
+    if (!next->peer.empty()) absl::StrAppend(&out, " (", Clean(next->method), ")");
+    absl::StrAppend(&out, ", DEADLINE_EXCEEDED: deadline ran out in transit, "
+                          "no ledger came back");
   } else {
     absl::StrAppend(&out, Clean(next->method), " ", Spent(next->took), ", ",
                     CodeText(next->code));
@@ -509,7 +541,8 @@ LedgerRecorder::OutboundId LedgerRecorder::OutboundStarted(
 }
 
 void LedgerRecorder::OutboundEnded(OutboundId id, absl::Time now, int code,
-                                   bool sent, std::optional<LedgerHop> child) {
+                                   bool sent, std::optional<LedgerHop> child,
+                                   std::string_view peer) {
   std::lock_guard<std::mutex> lock(mu_);
   if (in_flight_ > 0 && --in_flight_ == 0) {
     busy_ += std::max(now - busy_since_, absl::ZeroDuration());
@@ -521,7 +554,11 @@ void LedgerRecorder::OutboundEnded(OutboundId id, absl::Time now, int code,
   r.took = std::max(now - r.start, absl::ZeroDuration());
   r.code = code;
   r.sent = sent;
-  if (child.has_value()) r.child = std::make_unique<LedgerHop>(*std::move(child));
+  if (child.has_value()) {
+    r.child = std::make_unique<LedgerHop>(*std::move(child));
+  } else if (sent && code != 0) {
+    r.peer.assign(peer.substr(0, kLedgerMaxString));
+  }
 }
 
 void LedgerRecorder::Ended(int code, CauseKind cause,
@@ -563,6 +600,7 @@ Ledger LedgerRecorder::Snapshot() const {
     o.sent = r.sent;
     // The callee's summarised hops stay counted where they were lost.
     if (r.child != nullptr) o.ledger.push_back(*r.child);
+    o.peer = r.peer;
   }
   return l;
 }
@@ -584,6 +622,13 @@ absl::Duration LedgerRecorder::OwnShare(absl::Time now) const {
 
 // ---- free functions --------------------------------------------------------
 
+std::optional<absl::Duration> LedgerNetworkTime(const LedgerOutbound& o) {
+  if (o.ledger.empty()) return std::nullopt;
+  const LedgerHop& callee = o.ledger.front();
+  return std::max(o.took - (callee.queued + callee.work + callee.outbound_wait),
+                  absl::ZeroDuration());
+}
+
 std::string LedgerLine(const Ledger& ledger) {
   std::string out;
   const LedgerHop& root = ledger.root;
@@ -592,7 +637,7 @@ std::string LedgerLine(const Ledger& ledger) {
   } else {
     absl::StrAppend(&out, "no deadline: ");
   }
-  AppendHop(root, true, 0, out);
+  AppendHop(root, true, 0, "", out);
   if (ledger.summarised_hops > 0) {
     absl::StrAppend(&out, " [", ledger.summarised_hops, " hops summarised]");
   }

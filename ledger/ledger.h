@@ -126,7 +126,16 @@ struct LedgerOutbound {
   bool sent = true;
   std::vector<LedgerHop> ledger;  // Empty, or the one hop the callee returned.
   uint32_t summarised_hops = 0;
+  // The callee's address (gRPC's peer string); set only for a call that was
+  // sent, failed and returned no ledger.
+  std::string peer;
 };
+
+// The time `o` spent in transit: its `took` less the callee's own recorded
+// time (queued + work + outbound wait of the ledger it returned), at least
+// zero; nullopt when the callee returned no ledger (then the split between
+// the network and the callee is not known).
+std::optional<absl::Duration> LedgerNetworkTime(const LedgerOutbound& o);
 
 // The whole tree (reqctx.v1.BudgetLedger).
 struct Ledger {
@@ -169,10 +178,13 @@ class LedgerRecorder {
                              absl::Time now);
   // It ended with `code`; `sent` false if it ended before it was sent;
   // `child` the ledger the callee returned (kept only when the id was
-  // recorded). Thread-safe. Each id ends once; an unknown id is ignored
-  // (but still ends the in-flight interval).
+  // recorded); `peer` the callee's address (gRPC's peer string), kept only
+  // for a sent, failed call without `child` (LedgerOutbound::peer).
+  // Thread-safe. Each id ends once; an unknown id is ignored (but still
+  // ends the in-flight interval).
   void OutboundEnded(OutboundId id, absl::Time now, int code, bool sent,
-                     std::optional<LedgerHop> child = std::nullopt);
+                     std::optional<LedgerHop> child = std::nullopt,
+                     std::string_view peer = {});
   // How the call ended.
   void Ended(int code, CauseKind cause, std::string_view deadline_set_by,
              std::optional<absl::Duration> reply_margin);
@@ -195,6 +207,7 @@ class LedgerRecorder {
     bool sent = true;
     bool ended = false;
     std::unique_ptr<LedgerHop> child;  // Only when the callee returned one.
+    std::string peer;                  // Only for a failed call without one.
   };
 
   const std::string_view method_;
@@ -223,7 +236,18 @@ class LedgerRecorder {
 // /echo.Echo/Call never called". A hop is named by its host label, else its
 // method. From each hop the line follows its last failed outbound call (a
 // nested ledger, "never called", or "<time>, <CODE> (no ledger)"); a hop
-// ended by a failure whose path goes no deeper is marked "... here".
+// ended by a failure whose path goes no deeper is marked "... here", with
+// who set that deadline when known: the hop's own deadline_set_by, else
+// its own policy's cause ("(reply margin)"), else -- for the caller's
+// deadline -- the nearest hop above it whose policy capped or defaulted the
+// deadline it inherits ("(set by frontend)"; nothing when it is the top
+// caller's own deadline). A
+// nested ledger's transit (LedgerNetworkTime) of 1 ms or more shows as
+// "-> network 100.2 ms -> middle ..."; a call that was sent and ran out of
+// deadline without returning a ledger as "-> network 37.0 ms to
+// ipv4:10.0.0.2:443 (/echo.Echo/Call), DEADLINE_EXCEEDED: deadline ran out in
+// transit, no ledger came back" (the callee's address when known, else its
+// method): the caller's time, not its work, went waiting on that link.
 std::string LedgerLine(const Ledger& ledger);
 
 // The serialised google.rpc.Status for a failed call: code, message (cut to

@@ -19,12 +19,15 @@
 #include "context/context.h"
 #include "context/internal/owned_deadline.h"
 #include "drain/call_tracker.h"
+#include "drain/shutdown_signal.h"
 #include "gtest/gtest.h"
 #include "interceptors/interceptors.h"
 #include "interceptors/observability.h"
 #include "interceptors/policy/detach.h"
 #include "interceptors/policy/retry.h"
 #include "ledger/causes.h"
+#include "ledger/grpc_ledger.h"
+#include "ledger/ledger.h"
 #include "metrics/metrics.h"
 #include "proto/echo.grpc.pb.h"
 #include "tests/http_client.h"
@@ -198,6 +201,87 @@ TEST_P(RefusalCauseTest, MinimumBudgetRefusalsAreCountedWithTheirCause) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Apis, RefusalCauseTest,
+                         ::testing::Values(Api::kSync, Api::kCallback,
+                                           Api::kAsync),
+                         ApiName);
+
+// The server shutting down: gRPC's own Server::Shutdown cancel, and
+// drain::CallTracker's, read SERVER_SHUTDOWN (not CLIENT_CANCEL or none) in
+// the call's Context, the metric and the ledger, given the server's
+// shutdown signal (drain/shutdown_signal.h).
+class ShutdownCauseTest : public ::testing::TestWithParam<Api> {
+ protected:
+  void SetUp() override { EnableRpcMetrics(); }
+};
+
+// Waits (bounded) until Handled(code, cause) reaches `value`: the metric is
+// counted when the call ends, which a shutdown's cancel does on gRPC's
+// threads after the handler returned.
+bool WaitForHandled(const char* code, const char* cause, double value) {
+  const absl::Time end = absl::Now() + kBound;
+  while (Handled(code, cause) < value) {
+    if (absl::Now() > end) return false;
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  return true;
+}
+
+TEST_P(ShutdownCauseTest, GrpcShutdownCancelIsTheServerShuttingDown) {
+  CauseLog log;
+  ServerCallRules rules;
+  rules.shutdown = std::make_shared<drain::ShutdownSignal>();
+  PolicyTestServer server(GetParam(), WaitAndLog(&log), rules);
+  ASSERT_TRUE(server.ok());
+  auto stub = server.NewStub();
+  const double before = Handled("CANCELLED", "SERVER_SHUTDOWN");
+  const double client_cancels = Handled("CANCELLED", "CLIENT_CANCEL");
+  BackgroundCall call(*stub, kBound, 0);
+  ASSERT_TRUE(server.WaitHandled(1, kBound));
+  // drain::ShutdownServer(server, signal, now): gRPC cancels the call.
+  server.Shutdown();
+  EXPECT_EQ(log.Kind(0), CauseKind::kServerShutdown);
+  EXPECT_EQ(log.Status(0).message(), "canceled: server shutting down");
+  call.Join();
+  EXPECT_TRUE(WaitForHandled("CANCELLED", "SERVER_SHUTDOWN", before + 1));
+  EXPECT_EQ(Handled("CANCELLED", "CLIENT_CANCEL"), client_cancels);
+}
+
+TEST_P(ShutdownCauseTest, CallTrackerCancelIsTheServerShuttingDown) {
+  auto signal = std::make_shared<drain::ShutdownSignal>();
+  drain::CallTracker tracker(signal);
+  ServerCallRules rules;
+  rules.shutdown = signal;
+  CauseLog log;
+  PolicyTestServer server(
+      GetParam(),
+      [&](int, const Context& ctx, const EchoRequest&) {
+        drain::CallTracker::Call tracked = tracker.Track(ctx);
+        const Context& c = tracked.context();
+        if (!c.Done().WaitFor(kBound)) return grpc::Status::OK;
+        log.Add(Cause(c));
+        return ToGrpcStatus(drain::ShutdownStatusOr(c, c.Err()));
+      },
+      rules);
+  ASSERT_TRUE(server.ok());
+  auto stub = server.NewStub();
+  const double before = Handled("UNAVAILABLE", "SERVER_SHUTDOWN");
+  BackgroundCall call(*stub, kBound, 0);
+  ASSERT_TRUE(server.WaitHandled(1, kBound));
+  // A call tracked after this is canceled at once, so the order of the two
+  // does not matter.
+  tracker.CancelAll();
+  CallResult r = call.Join();
+  EXPECT_EQ(r.status.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(log.Kind(0), CauseKind::kServerShutdown);
+  // The server call itself, not only the tracked Context: its ledger and
+  // its metric (counted before the status went out).
+  absl::StatusOr<Ledger> l = LedgerFromStatus(r.status);
+  ASSERT_TRUE(l.ok()) << l.status();
+  EXPECT_EQ(l->root.cause, CauseKind::kServerShutdown);
+  EXPECT_EQ(Handled("UNAVAILABLE", "SERVER_SHUTDOWN"), before + 1);
+}
+
+INSTANTIATE_TEST_SUITE_P(Apis, ShutdownCauseTest,
                          ::testing::Values(Api::kSync, Api::kCallback,
                                            Api::kAsync),
                          ApiName);

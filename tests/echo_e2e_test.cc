@@ -15,7 +15,6 @@
 
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
-#include "context/after_func.h"
 #include "context/core.h"
 #include "gtest/gtest.h"
 #include "interceptors/debug.h"
@@ -23,6 +22,7 @@
 #include "interceptors/interceptors.h"
 #include "proto/echo.grpc.pb.h"
 #include "tests/echo_chain.h"
+#include "tests/work_gate.h"
 
 namespace reqctx {
 namespace {
@@ -228,39 +228,9 @@ TEST_F(EchoE2ETest, StreamingEndsAtDeadline) {
   EXPECT_EQ(chain_.backend().stats().Get().deadline_exceeded_total, 1);
 }
 
-// Holds every Echo call of a server at the start of its work until Open()
-// (EchoServerOptions::before_work): calls overlap for certain, however
-// loaded the machine. Each wait is bounded by the call's Context and
-// kWaitBound.
-class WorkGate {
- public:
-  std::function<void(const Context&)> Hook() {
-    return [this](const Context& ctx) {
-      // Wakes the wait below when the call's Context ends.
-      AfterFuncHandle wake = AfterFunc(ctx, [this] {
-        std::lock_guard<std::mutex> lock(mu_);
-        cv_.notify_all();
-      });
-      std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait_for(lock, absl::ToChronoNanoseconds(kWaitBound),
-                   [&] { return open_ || ctx.IsDone(); });
-    };
-  }
-  void Open() {
-    std::lock_guard<std::mutex> lock(mu_);
-    open_ = true;
-    cv_.notify_all();
-  }
-
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool open_ = false;  // Guarded by mu_.
-};
-
 TEST(EchoE2EConcurrencyTest, HundredConcurrentCallsAndCountersReturnToZero) {
   constexpr int kCalls = 100;
-  WorkGate gate;
+  testing::WorkGate gate(kWaitBound);
   // The frontend holds every call until all 100 are in it, so they overlap
   // for certain; its concurrency limit is above 100 (the default, 64, would
   // queue 36 of them).

@@ -16,7 +16,6 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
-#include "context/after_func.h"
 #include "context/core.h"
 #include "context/sleep.h"
 #include "google/rpc/error_details.pb.h"
@@ -32,6 +31,7 @@
 #include "services/echo/echo_server.h"
 #include "tests/echo_chain.h"
 #include "tests/test_timing.h"
+#include "tests/work_gate.h"
 
 namespace reqctx {
 namespace {
@@ -94,43 +94,6 @@ class Chain {
   std::vector<std::unique_ptr<echo::EchoServer>> servers_;
 };
 
-// Blocks a hop's work until the test releases it (bounded by the call's
-// Context and kWaitBound).
-class Gate {
- public:
-  void Wait(const Context& ctx) {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      ++waiting_;
-      cv_.notify_all();
-    }
-    // Woken when the Context ends, too.
-    AfterFuncHandle wake = AfterFunc(ctx, [this] {
-      std::lock_guard<std::mutex> lock(mu_);
-      cv_.notify_all();
-    });
-    std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait_for(lock, absl::ToChronoNanoseconds(kWaitBound),
-                 [&] { return open_ || ctx.IsDone(); });
-  }
-  bool WaitForWaiter() {
-    std::unique_lock<std::mutex> lock(mu_);
-    return cv_.wait_for(lock, absl::ToChronoNanoseconds(kWaitBound),
-                        [&] { return waiting_ > 0; });
-  }
-  void Open() {
-    std::lock_guard<std::mutex> lock(mu_);
-    open_ = true;
-    cv_.notify_all();
-  }
-
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  int waiting_ = 0;
-  bool open_ = false;
-};
-
 // Calls the first hop with kBudget; returns the status.
 grpc::Status CallChain(echo::EchoServer& first, absl::Duration budget,
                        grpc::ClientContext* cc = nullptr) {
@@ -143,11 +106,6 @@ grpc::Status CallChain(echo::EchoServer& first, absl::Duration budget,
   req.set_message("ledger");
   EchoResponse resp;
   return stub->Echo(cc, req, &resp);
-}
-
-// The hop's total: what it spent from its arrival to its reply.
-absl::Duration Total(const LedgerHop& h) {
-  return h.queued + h.work + h.outbound_wait;
 }
 
 // The hop where the call ended: follows the failed outbound call with a
@@ -168,15 +126,37 @@ absl::Duration PathSum(const LedgerHop& h) {
       sum += o.took;
       continue;
     }
-    const LedgerHop& child = o.ledger.front();
-    sum += std::max(o.took - Total(child), absl::ZeroDuration());
-    sum += PathSum(child);
+    sum += *LedgerNetworkTime(o);
+    sum += PathSum(o.ledger.front());
   }
   return sum;
 }
 
+// The ledger a call that ran out of deadline returned, and its line.
+struct DeadlineLedger {
+  Ledger ledger;
+  std::string line;
+};
+
+// Calls `first` with kBudget, then opens `gate` (so the held hops end): the
+// call's ledger, or an error if the call did not end DEADLINE_EXCEEDED with
+// one.
+absl::StatusOr<DeadlineLedger> CallUntilDeadline(echo::EchoServer& first,
+                                                 testing::WorkGate& gate) {
+  const grpc::Status s = CallChain(first, kBudget);
+  gate.Open();
+  if (s.error_code() != grpc::StatusCode::DEADLINE_EXCEEDED) {
+    return absl::InternalError(absl::StrCat("status ", s.error_code(), ": ",
+                                            s.error_message()));
+  }
+  absl::StatusOr<Ledger> l = LedgerFromStatus(s);
+  if (!l.ok()) return l.status();
+  std::string line = LedgerLine(*l);
+  return DeadlineLedger{*std::move(l), std::move(line)};
+}
+
 TEST(LedgerE2eTest, DeadlineRunsOutInTheMiddleHopsWork) {
-  Gate gate;
+  testing::WorkGate gate(kWaitBound);
   Chain chain({"frontend", "middle", "backend"},
               [&](size_t i, echo::EchoServerOptions& o) {
                 if (i != 1) return;
@@ -184,16 +164,13 @@ TEST(LedgerE2eTest, DeadlineRunsOutInTheMiddleHopsWork) {
                 o.before_work = [&](const Context& ctx) { gate.Wait(ctx); };
               });
   ASSERT_TRUE(chain.status().ok()) << chain.status();
-  const grpc::Status s = CallChain(chain.at(0), kBudget);
-  gate.Open();
-  ASSERT_EQ(s.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED)
-      << s.error_message();
-  absl::StatusOr<Ledger> l = LedgerFromStatus(s);
-  ASSERT_TRUE(l.ok()) << l.status();
-  const std::string line = LedgerLine(*l);
+  absl::StatusOr<DeadlineLedger> d = CallUntilDeadline(chain.at(0), gate);
+  ASSERT_TRUE(d.ok()) << d.status();
+  const Ledger& l = d->ledger;
+  const std::string& line = d->line;
   SCOPED_TRACE(line);
-  EXPECT_EQ(l->root.host, "frontend");
-  const LedgerHop& end = EndHop(l->root);
+  EXPECT_EQ(l.root.host, "frontend");
+  const LedgerHop& end = EndHop(l.root);
   EXPECT_EQ(end.host, "middle");
   EXPECT_EQ(end.code, 4);
   ASSERT_TRUE(end.reply_margin.has_value());
@@ -206,15 +183,15 @@ TEST(LedgerE2eTest, DeadlineRunsOutInTheMiddleHopsWork) {
   // The middle hop's own work is most of the budget.
   EXPECT_GT(end.work, kBudget - kTolerance);
   // The shares add up to the budget, within the tolerance.
-  ASSERT_TRUE(l->root.budget.has_value());
-  EXPECT_LE(*l->root.budget, kBudget);
-  const absl::Duration sum = PathSum(l->root);
+  ASSERT_TRUE(l.root.budget.has_value());
+  EXPECT_LE(*l.root.budget, kBudget);
+  const absl::Duration sum = PathSum(l.root);
   EXPECT_LE(sum, kBudget + absl::Milliseconds(5));
   EXPECT_GE(sum, kBudget - kTolerance);
 }
 
 TEST(LedgerE2eTest, DeadlineRunsOutInTheBackendsShedderQueue) {
-  Gate gate;
+  testing::WorkGate gate(kWaitBound);
   std::atomic<bool> block_first{true};
   Chain chain({"frontend", "middle", "backend"},
               [&](size_t i, echo::EchoServerOptions& o) {
@@ -231,16 +208,13 @@ TEST(LedgerE2eTest, DeadlineRunsOutInTheBackendsShedderQueue) {
   // A call straight to the backend holds its one slot.
   std::thread holder([&] { (void)CallChain(chain.at(2), 2 * kWaitBound); });
   ASSERT_TRUE(gate.WaitForWaiter());
-  const grpc::Status s = CallChain(chain.at(0), kBudget);
-  gate.Open();
+  absl::StatusOr<DeadlineLedger> d = CallUntilDeadline(chain.at(0), gate);
   holder.join();
-  ASSERT_EQ(s.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED)
-      << s.error_message();
-  absl::StatusOr<Ledger> l = LedgerFromStatus(s);
-  ASSERT_TRUE(l.ok()) << l.status();
-  const std::string line = LedgerLine(*l);
+  ASSERT_TRUE(d.ok()) << d.status();
+  const Ledger& l = d->ledger;
+  const std::string& line = d->line;
   SCOPED_TRACE(line);
-  const LedgerHop& end = EndHop(l->root);
+  const LedgerHop& end = EndHop(l.root);
   EXPECT_EQ(end.host, "backend");
   EXPECT_EQ(end.code, 4);
   EXPECT_GT(end.queued, kBudget - 2 * kTolerance);
@@ -248,7 +222,7 @@ TEST(LedgerE2eTest, DeadlineRunsOutInTheBackendsShedderQueue) {
   EXPECT_NE(line.find("backend ("), std::string::npos);
   EXPECT_NE(line.find("queued"), std::string::npos);
   EXPECT_NE(line.find("deadline ran out here"), std::string::npos);
-  const absl::Duration sum = PathSum(l->root);
+  const absl::Duration sum = PathSum(l.root);
   EXPECT_LE(sum, kBudget + absl::Milliseconds(5));
   EXPECT_GE(sum, kBudget - kTolerance);
 }

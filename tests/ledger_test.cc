@@ -53,7 +53,8 @@ Ledger ExampleLedger() {
   LedgerOutbound call;
   call.method = "/echo.v1.Echo/Echo";
   call.budget = Milliseconds(199);
-  call.took = Milliseconds(199);
+  // The middle hop's own 150.2 ms and a transit under 1 ms (not shown).
+  call.took = Microseconds(150600);
   call.code = 4;
   call.ledger.push_back(middle);
   l.root.outbound.push_back(call);
@@ -186,6 +187,103 @@ TEST(LedgerLineTest, AHopsOwnDeadlineSaysWhichOne) {
   l.root.cause = CauseKind::kCallerDeadline;
   EXPECT_EQ(LedgerLine(l), "deadline 100 ms: middle 90.0 ms work, deadline "
                            "ran out here");
+}
+
+// The network between two hops: a nested ledger's transit (the caller's
+// time less the callee's own), shown from 1 ms on; a deadline that ran out
+// with no ledger back is the link's, named by its two ends.
+TEST(LedgerLineTest, NetworkTimeBetweenHops) {
+  LedgerHop middle;
+  middle.host = "middle";
+  middle.budget = Milliseconds(150);
+  middle.queued = Milliseconds(10);
+  middle.work = Milliseconds(80);
+  middle.outbound_wait = Milliseconds(10);
+  middle.code = 4;
+  middle.cause = CauseKind::kReplyMargin;
+  LedgerOutbound call;
+  call.method = "/echo.v1.Echo/Echo";
+  call.budget = Milliseconds(150);
+  call.took = Milliseconds(200);
+  call.code = 4;
+  call.ledger.push_back(middle);
+  EXPECT_EQ(LedgerNetworkTime(call), Milliseconds(100));
+  Ledger l;
+  l.root.host = "frontend";
+  l.root.budget = Milliseconds(250);
+  l.root.work = Milliseconds(30);
+  l.root.outbound_wait = Milliseconds(200);
+  l.root.code = 4;
+  l.root.outbound.push_back(call);
+  EXPECT_EQ(LedgerLine(l),
+            "deadline 250 ms: frontend 30.0 ms work -> network 100.0 ms -> "
+            "middle (150 ms left) 10.0 ms queued, 80.0 ms work, deadline ran "
+            "out here (reply margin)");
+  // A callee that recorded more than the caller waited (clocks tick
+  // apart): no negative transit.
+  l.root.outbound[0].took = Milliseconds(50);
+  EXPECT_EQ(LedgerNetworkTime(l.root.outbound[0]), absl::ZeroDuration());
+  EXPECT_EQ(LedgerLine(l).find("network"), std::string::npos);
+
+  // Ran out in transit: sent, DEADLINE_EXCEEDED, no ledger back.
+  LedgerOutbound lost;
+  lost.method = "/echo.v1.Echo/Echo";
+  lost.budget = Milliseconds(37);
+  lost.took = Milliseconds(37);
+  lost.code = 4;
+  lost.peer = "ipv4:10.231.1.2:7201";
+  EXPECT_EQ(LedgerNetworkTime(lost), std::nullopt);
+  l.root.work = Microseconds(200);
+  l.root.outbound = {lost};
+  EXPECT_EQ(LedgerLine(l),
+            "deadline 250 ms: frontend 0.2 ms work -> network 37.0 ms to "
+            "ipv4:10.231.1.2:7201 (/echo.v1.Echo/Echo), DEADLINE_EXCEEDED: "
+            "deadline ran out in transit, no ledger came back");
+  // The peer crosses the wire.
+  absl::StatusOr<Ledger> out =
+      DecodeLedgerDetails(EncodeLedgerStatus(4, "", l));
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(out->root.outbound.at(0).peer, "ipv4:10.231.1.2:7201");
+  EXPECT_EQ(LedgerLine(*out), LedgerLine(l));
+  // Without a peer, the method names the callee.
+  l.root.outbound[0].peer.clear();
+  EXPECT_NE(LedgerLine(l).find("network 37.0 ms to /echo.v1.Echo/Echo, "),
+            std::string::npos);
+}
+
+// The caller's deadline ran out at the middle: the line names the hop above
+// that set it (its policy capped it), none when it is the top caller's.
+TEST(LedgerLineTest, TheCallersDeadlineNamesTheHopThatSetIt) {
+  Ledger l = ExampleLedger();
+  EXPECT_EQ(LedgerLine(l).find("set by"), std::string::npos);
+  l.root.policy.deadline_change = LedgerPolicy::DeadlineChange::kCapped;
+  l.root.policy.policy_budget = Milliseconds(250);
+  EXPECT_NE(LedgerLine(l).find("150.2 ms work, deadline ran out here (set by "
+                               "frontend) -> "),
+            std::string::npos)
+      << LedgerLine(l);
+  // A hop's own deadline_set_by wins.
+  l.root.outbound[0].ledger[0].deadline_set_by = "edge";
+  EXPECT_NE(LedgerLine(l).find("(set by edge)"), std::string::npos);
+}
+
+TEST(LedgerRecorderTest, KeepsThePeerOnlyForAFailedCallWithoutALedger) {
+  LedgerRecorder rec("/a.B/C", "frontend", kT0, Milliseconds(250));
+  rec.HandlerStarted(kT0);
+  auto ok = rec.OutboundStarted("/x.Y/A", Milliseconds(200), kT0);
+  auto lost = rec.OutboundStarted("/x.Y/B", Milliseconds(200), kT0);
+  auto back = rec.OutboundStarted("/x.Y/C", Milliseconds(200), kT0);
+  rec.OutboundEnded(ok, kT0 + Milliseconds(1), 0, true, std::nullopt, "ipv4:a");
+  rec.OutboundEnded(lost, kT0 + Milliseconds(2), 4, true, std::nullopt,
+                    "ipv4:b");
+  LedgerHop child;
+  child.host = "c";
+  rec.OutboundEnded(back, kT0 + Milliseconds(3), 4, true, child, "ipv4:c");
+  const Ledger l = rec.Snapshot();
+  ASSERT_EQ(l.root.outbound.size(), 3u);
+  EXPECT_EQ(l.root.outbound[0].peer, "");
+  EXPECT_EQ(l.root.outbound[1].peer, "ipv4:b");
+  EXPECT_EQ(l.root.outbound[2].peer, "");
 }
 
 TEST(LedgerRecorderTest, SplitsWorkFromOverlappingOutboundCalls) {
@@ -495,6 +593,12 @@ TEST(LedgerDecodeTest, RejectsBadFields) {
   }));
   EXPECT_TRUE(rejected([](reqctx::v1::Hop* h) {
     h->add_outbound()->set_method(std::string("\x7f", 1));
+  }));
+  EXPECT_TRUE(rejected([](reqctx::v1::Hop* h) {
+    h->add_outbound()->set_peer("ipv4:10.0.0.1:1\r\nx: y");
+  }));
+  EXPECT_TRUE(rejected([](reqctx::v1::Hop* h) {
+    h->add_outbound()->set_peer(std::string(kLedgerMaxString + 1, 'p'));
   }));
   EXPECT_TRUE(rejected([](reqctx::v1::Hop* h) {
     for (int i = 0; i < kLedgerMaxOutbound + 1; ++i) h->add_outbound();

@@ -72,6 +72,19 @@ struct PolicyTestServer::AsyncCall {
 PolicyTestServer::PolicyTestServer(Api api, Behavior behavior,
                                    policy::ServerPolicy* policy)
     : behavior_(std::move(behavior)), policy_(policy) {
+  Start(api, nullptr);
+}
+
+PolicyTestServer::PolicyTestServer(Api api, Behavior behavior,
+                                   ServerCallRules rules)
+    : behavior_(std::move(behavior)),
+      policy_(nullptr),
+      shutdown_(rules.shutdown) {
+  Start(api, &rules);
+}
+
+void PolicyTestServer::Start(Api api, const ServerCallRules* rules) {
+  policy::ServerPolicy* const policy = policy_;
   if (api == Api::kSync) {
     service_ = std::make_unique<SyncImpl>(this);
   } else if (api == Api::kCallback) {
@@ -90,6 +103,8 @@ PolicyTestServer::PolicyTestServer(Api api, Behavior behavior,
   builder.RegisterService(service_.get());
   if (policy != nullptr) {
     policy->InstallInterceptors(builder);
+  } else if (rules != nullptr) {
+    InstallServerInterceptorsWithRules(builder, *rules);
   } else {
     InstallServerInterceptors(builder);
   }
@@ -167,7 +182,11 @@ PolicyTestServer::~PolicyTestServer() { Shutdown(); }
 void PolicyTestServer::Shutdown() {
   std::call_once(shutdown_once_, [this] {
     if (server_ == nullptr) return;
-    server_->Shutdown(std::chrono::system_clock::now());
+    if (shutdown_ != nullptr) {
+      drain::ShutdownServer(*server_, *shutdown_, absl::Now());
+    } else {
+      server_->Shutdown(std::chrono::system_clock::now());
+    }
     server_->Wait();
     // Callback and async handlers run on detached threads: wait for them,
     // and for every async call to be over (queued ones are decided when the

@@ -30,6 +30,8 @@
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
 #include "context/core.h"
+#include "drain/shutdown_signal.h"
+#include "interceptors/server_interceptor.h"
 #include "interceptors/policy/criticality.h"
 #include "interceptors/policy/server_policy.h"
 #include "proto/echo.grpc.pb.h"
@@ -60,6 +62,9 @@ class PolicyTestServer {
   // `policy` may be null (no policy); it must outlive the server.
   PolicyTestServer(Api api, Behavior behavior,
                    policy::ServerPolicy* policy = nullptr);
+  // With the glue's `rules` (no policy). If rules.shutdown is set,
+  // Shutdown() goes through drain::ShutdownServer with that signal.
+  PolicyTestServer(Api api, Behavior behavior, ServerCallRules rules);
   ~PolicyTestServer();
 
   bool ok() const { return server_ != nullptr; }
@@ -77,6 +82,8 @@ class PolicyTestServer {
   void Shutdown();
 
  private:
+  // The constructors' common part: `rules` when no policy (null: none).
+  void Start(Api api, const ServerCallRules* rules);
   class SyncImpl;
   class CallbackImpl;
   struct AsyncCall;
@@ -89,6 +96,7 @@ class PolicyTestServer {
 
   Behavior behavior_;
   policy::ServerPolicy* const policy_;
+  std::shared_ptr<drain::ShutdownSignal> shutdown_;  // From the rules.
   std::unique_ptr<grpc::Service> service_;
   ::echo::v1::Echo::AsyncService* async_service_ = nullptr;  // In service_.
   std::unique_ptr<grpc::ServerCompletionQueue> cq_;  // Async API only.

@@ -57,9 +57,10 @@ LedgerRecorder::OutboundId CallLedger::OutboundStarted(
 }
 
 void CallLedger::OutboundEnded(LedgerRecorder::OutboundId id, int code,
-                               bool sent, std::optional<LedgerHop> child) {
+                               bool sent, std::optional<LedgerHop> child,
+                               std::string_view peer) {
   if (!rec_.has_value()) return;
-  rec_->OutboundEnded(id, LedgerNow(), code, sent, std::move(child));
+  rec_->OutboundEnded(id, LedgerNow(), code, sent, std::move(child), peer);
 }
 
 std::optional<grpc::Status> CallLedger::StatusToSend(

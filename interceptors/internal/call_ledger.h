@@ -87,9 +87,11 @@ class CallLedger {
   // interceptor); -1 after the call's end or before Begin.
   LedgerRecorder::OutboundId OutboundStarted(
       std::string_view method, std::optional<absl::Duration> budget);
-  // It ended (see LedgerRecorder::OutboundEnded).
+  // It ended (see LedgerRecorder::OutboundEnded; `peer`: the callee's
+  // address, kept for a sent, failed call without `child`).
   void OutboundEnded(LedgerRecorder::OutboundId id, int code, bool sent,
-                     std::optional<LedgerHop> child);
+                     std::optional<LedgerHop> child,
+                     std::string_view peer = {});
   // Whether outbound calls ask their hops for the ledger on every status.
   bool forward() const { return forward_; }
 

@@ -5,6 +5,7 @@
 
 #include <utility>
 
+#include "absl/time/clock.h"
 #include "context/internal/owned_deadline.h"
 #include "interceptors/internal/server_call_registry.h"
 #include "interceptors/internal/sync_cancel_watcher.h"
@@ -51,6 +52,14 @@ std::optional<grpc::Status> ServerCall::LedgerStatus(
     const grpc::Status& status,
     const std::multimap<std::string, std::string>* trailers) {
   if (!begun_.load(std::memory_order_acquire)) return std::nullopt;
+  // A handler answering the shutdown (drain::CallTracker ended only the
+  // Context it tracked): the call itself ended by it.
+  const grpc::StatusCode code = status.error_code();
+  if ((code == grpc::StatusCode::CANCELLED ||
+       code == grpc::StatusCode::UNAVAILABLE) &&
+      IsShutdownCancel() && !ctx_.IsDone()) {
+    CancelWithCause(cancel_, CauseStatus(CauseKind::kServerShutdown));
+  }
   return ledger_.StatusToSend(status, trailers, ctx_);
 }
 
@@ -82,8 +91,16 @@ void ServerCall::OnCancelled(CauseKind cause) {
   } else {
     int64_t unset = 0;
     cancel_seen_ns_.compare_exchange_strong(unset, MonoNowNs());
+    // gRPC's Server::Shutdown cancel reads as a client's: the signal tells.
+    if (cause == CauseKind::kClientCancel && IsShutdownCancel()) {
+      cause = CauseKind::kServerShutdown;
+    }
     CancelWithCause(cancel_, CauseStatus(cause));
   }
+}
+
+bool ServerCall::IsShutdownCancel() const {
+  return shutdown_ != nullptr && shutdown_->Canceling(absl::Now());
 }
 
 void ServerCall::CancelWith(const absl::Status& cause) {

@@ -52,6 +52,7 @@
 #include <vector>
 
 #include "context/core.h"
+#include "drain/shutdown_signal.h"
 #include "interceptors/internal/call_ledger.h"
 #include "interceptors/internal/call_observer.h"
 #include "ledger/causes.h"
@@ -87,6 +88,15 @@ class ServerCall : public std::enable_shared_from_this<ServerCall> {
   // before it.
   void Begin(ServerApi api, Context ctx, CancelFunc cancel,
              std::optional<IncomingDeadline> deadline, bool deadline_owned);
+  // The server's shutdown signal (ServerCallRules::shutdown; null: none),
+  // before Begin (which publishes it): a close or cancel it says is the
+  // shutdown's ends the Context with SERVER_SHUTDOWN instead of
+  // CLIENT_CANCEL, and a CANCELLED or UNAVAILABLE status sent once it does
+  // ends a Context not yet done with SERVER_SHUTDOWN (LedgerStatus). The
+  // signal must outlive the call (the rules' factory holds it).
+  void SetShutdownSignal(const drain::ShutdownSignal* signal) {
+    shutdown_ = signal;
+  }
 
   // The Context; valid once Begin has run, on any thread that learned of
   // the call after it (the registry, or the thread that ran Begin).
@@ -107,7 +117,8 @@ class ServerCall : public std::enable_shared_from_this<ServerCall> {
 
   // PRE_SEND_STATUS, before OnStatusSending: the status to send instead of
   // `status` (CallLedger::StatusToSend with the call's Context), or nullopt
-  // to send it unchanged (always before Begin).
+  // to send it unchanged (always before Begin). First ends the Context with
+  // SERVER_SHUTDOWN if the shutdown signal says so (SetShutdownSignal).
   std::optional<grpc::Status> LedgerStatus(
       const grpc::Status& status,
       const std::multimap<std::string, std::string>* trailers);
@@ -167,6 +178,8 @@ class ServerCall : public std::enable_shared_from_this<ServerCall> {
  private:
   // After this returns, PollCancelled no longer touches the ServerContext.
   void StopWatching();
+  // True if the shutdown signal says the server cancels its calls now.
+  bool IsShutdownCancel() const;
 
   const grpc::ServerContextBase* const sc_;
   // Written once by Begin, before begun_ is set; immutable afterwards.
@@ -176,6 +189,7 @@ class ServerCall : public std::enable_shared_from_this<ServerCall> {
   std::optional<IncomingDeadline> deadline_;
   bool deadline_owned_ = false;
   const void* ctx_root_ = nullptr;  // ContextRoot(ctx_).
+  const drain::ShutdownSignal* shutdown_ = nullptr;  // May be null.
 
   // Started before begun_ is set; finished by the one End.
   ServerCallObserver observer_;

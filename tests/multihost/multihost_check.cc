@@ -14,6 +14,13 @@
 //             frontend before the client's own deadline, by about the
 //             margin: every hop's Context ends `margin` early, and a margin
 //             covering the round trip gets each answer back in time;
+//   transit   a deadline that runs out on the frontend -> middle link (what
+//             the frontend has left for the call is less than the relay's
+//             one-way latency): the client's budget ledger blames the
+//             network between the frontend and the middle's address, not
+//             the frontend's work, and the frontend's shares (queued, work,
+//             the link's time, its reply margin) add up to the client's
+//             deadline within 5 ms + 10%;
 //   trace     one trace id on every hop;
 //   cancel    a client cancel reaches the backend's workers (its Stats show
 //             the call canceled and no worker left);
@@ -37,6 +44,8 @@
 #include "context/context.h"
 #include "interceptors/interceptors.h"
 #include "interceptors/internal/grpc_timeout.h"
+#include "ledger/grpc_ledger.h"
+#include "ledger/ledger.h"
 #include "proto/echo.grpc.pb.h"
 
 ABSL_FLAG(std::string, frontend, "", "frontend address");
@@ -187,6 +196,59 @@ int main(int argc, char** argv) {
                            r.status.error_code(),
                            absl::FormatDuration(r.elapsed),
                            absl::FormatDuration(deadline), margin));
+  }
+
+  // transit: the frontend's handler has 80% of one link's latency left (the
+  // client's deadline less its reply margin): its call to the middle runs
+  // out on the link, the request reaching the middle after the frontend's
+  // deadline for it (gRPC's relative grpc-timeout does not say so), and no
+  // answer, so no ledger, gets back in time.
+  {
+    const absl::Duration deadline = absl::Milliseconds(margin + latency * 4 / 5);
+    auto [ctx, cancel] = reqctx::WithTimeout(reqctx::Background(), deadline);
+    CallResult r = Call(*front, ctx, 0);
+    absl::StatusOr<reqctx::Ledger> l = reqctx::LedgerFromStatus(r.status);
+    std::string detail = absl::StrFormat(
+        "status %d after %s of a %s deadline; ", r.status.error_code(),
+        absl::FormatDuration(r.elapsed), absl::FormatDuration(deadline));
+    bool ok = r.status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED &&
+              l.ok();
+    if (!l.ok()) {
+      detail += "no ledger: " + l.status().ToString();
+    } else {
+      const reqctx::LedgerHop& root = l->root;
+      const std::string line = reqctx::LedgerLine(*l);
+      const std::string middle_address = absl::GetFlag(FLAGS_middle_stats);
+      const reqctx::LedgerOutbound* link =
+          root.outbound.empty() ? nullptr : &root.outbound.back();
+      ok = ok && root.host == "frontend" && link != nullptr && link->sent &&
+           link->code == 4 && link->ledger.empty() &&
+           link->peer.find(middle_address) != std::string::npos &&
+           line.find("network") != std::string::npos &&
+           line.find("to " + link->peer) != std::string::npos &&
+           line.find("ran out in transit") != std::string::npos &&
+           line.find("ran out here") == std::string::npos;
+      if (ok) {
+        // The link's time, not the frontend's work, took the budget; the
+        // frontend's shares add up to the client's deadline.
+        const absl::Duration own = root.queued + root.work;
+        const absl::Duration sum =
+            own + link->took + root.reply_margin.value_or(absl::ZeroDuration());
+        const absl::Duration tolerance =
+            absl::Milliseconds(5) + deadline / 10;
+        ok = own < link->took && sum <= deadline + tolerance &&
+             sum >= deadline - tolerance;
+        detail += absl::StrFormat(
+            "frontend own %s, link %s, reply margin %s: sum %s ~ %s (+-%s); ",
+            absl::FormatDuration(own), absl::FormatDuration(link->took),
+            absl::FormatDuration(
+                root.reply_margin.value_or(absl::ZeroDuration())),
+            absl::FormatDuration(sum), absl::FormatDuration(deadline),
+            absl::FormatDuration(tolerance));
+      }
+      detail += "ledger: " + line;
+    }
+    Report(ok, "transit", detail);
   }
 
   // cancel: canceled while the backend's workers run.
