@@ -20,6 +20,9 @@
 #include "interceptors/debug.h"
 #include "interceptors/internal/grpc_timeout.h"
 #include "interceptors/interceptors.h"
+#include "ledger/causes.h"
+#include "ledger/grpc_ledger.h"
+#include "ledger/ledger.h"
 #include "proto/echo.grpc.pb.h"
 #include "tests/echo_chain.h"
 #include "tests/work_gate.h"
@@ -348,7 +351,14 @@ TEST(EchoServerTest, ShutdownCancelsInFlightCalls) {
   (*server)->Shutdown();  // Returns once every handler has returned.
   EXPECT_LT(absl::Now() - start, absl::Seconds(2));
   caller.join();
-  EXPECT_FALSE(status.ok());
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(status.error_message(), "server shutting down");
+  // The ledger it returns says why: the server's shutdown (its glue shares
+  // the drain's signal), not a client cancel or no cause.
+  absl::StatusOr<Ledger> l = LedgerFromStatus(status);
+  ASSERT_TRUE(l.ok()) << l.status();
+  EXPECT_EQ(l->root.host, "solo");
+  EXPECT_EQ(l->root.cause, CauseKind::kServerShutdown);
   EchoStats::Snapshot st = (*server)->stats().Get();
   EXPECT_TRUE(testing::IsIdle(st));
   EXPECT_EQ(st.canceled_total, 1);

@@ -21,6 +21,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/strings/str_split.h"
+#include "drain/shutdown_signal.h"
 #include "interceptors/interceptors.h"
 #include "logging/log_context.h"
 
@@ -245,10 +246,12 @@ absl::StatusOr<std::unique_ptr<EchoServer>> EchoServer::Start(
   // handler's Context, so it travels on to the next hop.
   // Each call's method goes in its Context for log lines
   // (logging/log_context.h).
-  // The server's name labels its hop in the budget ledger.
+  // The server's name labels its hop in the budget ledger; its shutdown
+  // signal makes the calls its drain ends say SERVER_SHUTDOWN.
   ServerCallRules rules =
       logging::WithLogMethodRule(service->server_policy().CallRules());
   rules.ledger_host = options.name;
+  rules.shutdown = service->shutdown_signal();
   InstallServerInterceptorsWithRules(builder, std::move(rules));
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) {
@@ -306,7 +309,8 @@ void EchoServer::Shutdown() {
                      service_->calls().in_flight(), " in flight, grace ",
                      absl::FormatDuration(shutdown_grace_)));
     std::thread stopper([this, grace_end] {
-      server_->Shutdown(absl::ToChronoTime(grace_end + kShutdownBackstop));
+      drain::ShutdownServer(*server_, *service_->shutdown_signal(),
+                            grace_end + kShutdownBackstop);
     });
     // 3. Then end the Echo calls (unary and streams) still running, with
     // the cause.

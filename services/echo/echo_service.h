@@ -46,6 +46,7 @@
 #include "absl/time/time.h"
 #include "context/core.h"
 #include "drain/call_tracker.h"
+#include "drain/shutdown_signal.h"
 #include "integrations/postgres/postgres.h"
 #include "interceptors/client_interceptor.h"
 #include "interceptors/policy/retry.h"
@@ -154,6 +155,12 @@ class EchoService final : public ::echo::v1::Echo::Service {
   // The Echo calls in flight, for ending them with the shutdown cause
   // (EchoServer's drain; drain/call_tracker.h).
   drain::CallTracker& calls() { return calls_; }
+  // This server's shutdown signal, shared with its glue
+  // (ServerCallRules::shutdown) and calls(): a call the shutdown ends says
+  // SERVER_SHUTDOWN, not CLIENT_CANCEL (drain/shutdown_signal.h).
+  const std::shared_ptr<drain::ShutdownSignal>& shutdown_signal() const {
+    return shutdown_;
+  }
 
  private:
   ::echo::v1::Hop ArrivalHop(const Context& ctx) const;
@@ -197,7 +204,9 @@ class EchoService final : public ::echo::v1::Echo::Service {
   policy::ServerPolicy server_policy_;
   policy::RetryChannelState retry_state_;
   EchoStats stats_;
-  drain::CallTracker calls_;
+  const std::shared_ptr<drain::ShutdownSignal> shutdown_ =
+      std::make_shared<drain::ShutdownSignal>();
+  drain::CallTracker calls_{shutdown_};
 };
 
 }  // namespace reqctx::echo
