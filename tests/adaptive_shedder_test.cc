@@ -73,6 +73,8 @@ TEST(AdaptiveShedderTest, AdaptiveLimitLearnsFromReleasedSlots) {
   o.limit.window.min_time = absl::Milliseconds(10);
   o.limit.window.min_samples = 1;
   o.limit.aimd.timeout = absl::Milliseconds(50);
+  // AIMD's own rule (its slowdown check: limits_test's SlowdownCheck).
+  o.limit.aimd.slowdown.cut = 0;
   ASSERT_TRUE(ValidateLoadShedderOptions(o, "shedder").ok());
   LoadShedder s(o, nullptr);
   EXPECT_EQ(s.limit(), 4);
@@ -223,6 +225,40 @@ TEST(AdaptiveShedderTest, CodelRefusesOnceTheQueueStands) {
   s.Acquire(Background(), Criticality::kDefault, absl::Milliseconds(2),
             calls.Slot(5));
   EXPECT_TRUE(calls.Admitted(5));
+}
+
+// A queued call whose turn comes with less of its deadline left than its
+// expected handling time is refused then, and the slot goes to the next one
+// that can still finish (a slot spent on it would be wasted, and its end
+// read as a drop).
+TEST(AdaptiveShedderTest, RefusesAtItsTurnACallThatCanNoLongerFinish) {
+  FakeClock clock;
+  PolicyCounters counters;
+  LoadShedder s(Fixed(1, 10, clock), &counters);
+  Calls calls;
+  const absl::Duration expected = absl::Milliseconds(200);
+  s.Acquire(Background(), Criticality::kDefault, expected, calls.Slot(0));
+  ASSERT_TRUE(calls.Admitted(0));
+  // Deadlines far in real time (the Context's timers never fire here).
+  auto [short_ctx, cancel_short] =
+      WithDeadline(Background(), clock.t + absl::Minutes(10));
+  auto [long_ctx, cancel_long] =
+      WithDeadline(Background(), clock.t + absl::Minutes(20));
+  s.Acquire(short_ctx, Criticality::kDefault, expected, calls.Slot(1));
+  s.Acquire(long_ctx, Criticality::kDefault, expected, calls.Slot(2));
+  EXPECT_EQ(s.queued(), 2);
+  // Call 1's turn comes with 100 ms of its deadline left: refused.
+  clock.t += absl::Minutes(10) - absl::Milliseconds(100);
+  calls[0].slot.Release();
+  ASSERT_TRUE(calls.Decided(1));
+  EXPECT_EQ(calls[1].status.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(calls[1].reason, ShedReason::kShedAtArrival);
+  EXPECT_TRUE(calls[1].queued);
+  EXPECT_TRUE(calls.Admitted(2));
+  EXPECT_EQ(counters.Get(PolicyCounter::kShedAtArrival), 1);
+  EXPECT_EQ(s.queued(), 0);
+  cancel_short();
+  cancel_long();
 }
 
 TEST(AdaptiveShedderTest, DarkModeDecidesCountsAndNeverRefuses) {

@@ -18,6 +18,7 @@ struct LoadShedder::Entry {
   Context ctx;
   Criticality criticality;
   absl::Time enqueued;
+  absl::Duration expected;  // its expected handling time
   std::function<void(ShedDecision)> decide;
   AfterFuncHandle on_done;  // Set under mu_ right after queueing.
   bool in_queue = false;    // Guarded by mu_.
@@ -101,6 +102,18 @@ limits::Outcome ClassifyEnd(absl::Time admitted, absl::Time end,
 namespace {
 
 size_t Index(Criticality c) { return static_cast<size_t>(c); }
+
+// The counter of a refusal for `reason` (RESOURCE_EXHAUSTED ones).
+PolicyCounter RefusalCounter(ShedReason reason) {
+  switch (reason) {
+    case ShedReason::kShedAtArrival:
+      return PolicyCounter::kShedAtArrival;
+    case ShedReason::kQueueDelay:
+      return PolicyCounter::kShedQueueDelay;
+    default:
+      return PolicyCounter::kShedQueueFull;
+  }
+}
 
 ShedDecision Shed(absl::Duration pushback, ShedReason reason,
                   const char* why) {
@@ -346,6 +359,7 @@ void LoadShedder::Acquire(const Context& ctx, Criticality c,
         e->ctx = ctx;
         e->criticality = c;
         e->enqueued = now;
+        e->expected = expected_handling;
         e->decide = std::move(decide);
         Queue& q = queues_[Index(c)];
         e->pos = q.insert(q.end(), e);
@@ -366,14 +380,8 @@ void LoadShedder::Acquire(const Context& ctx, Criticality c,
           }
         }
         break;
-      case ShedReason::kShedAtArrival:
-        Count(PolicyCounter::kShedAtArrival, c);
-        break;
-      case ShedReason::kQueueDelay:
-        Count(PolicyCounter::kShedQueueDelay, c);
-        break;
       default:
-        Count(PolicyCounter::kShedQueueFull, c);
+        Count(RefusalCounter(now_decided->reason), c);
         break;
     }
     decide(*std::move(now_decided));
@@ -418,6 +426,18 @@ void LoadShedder::DrainLocked(absl::Time now, Batch& b) {
                                                           : q.front();
       RemoveLocked(e);
       b.handles.push_back(std::move(e->on_done));
+      // Its turn came too late to finish by its deadline: a slot spent on it
+      // would be wasted (and its end read as a drop).
+      const std::optional<absl::Time> deadline = e->ctx.Deadline();
+      if (enforce && deadline.has_value() && now + e->expected > *deadline &&
+          MayRefuseLocked(now)) {
+        b.decided.emplace_back(
+            e, AfterQueue(Shed(e->expected, ShedReason::kShedAtArrival,
+                               "overloaded: too little of its deadline left "
+                               "when its turn came"),
+                          e->enqueued, now));
+        continue;
+      }
       if (enforce && now - e->enqueued > bound && MayRefuseLocked(now)) {
         b.decided.emplace_back(
             e, AfterQueue(Shed(now - e->enqueued, ShedReason::kQueueDelay,
@@ -440,7 +460,7 @@ void LoadShedder::Deliver(Batch& b) {
     if (d.status.ok()) {
       if (counters_ != nullptr) counters_->Add(PolicyCounter::kAdmitted);
     } else {
-      Count(PolicyCounter::kShedQueueDelay, e->criticality);
+      Count(RefusalCounter(d.reason), e->criticality);
     }
     e->decide(std::move(d));
   }

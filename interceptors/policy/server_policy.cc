@@ -54,9 +54,15 @@ struct ServerPolicy::MethodState {
   // A call's safety valves apply (mode, refusal cap).
   absl::Status CheckArrival(const grpc::ServerContextBase& sc, Criticality c,
                             PolicyCounters& counters);
-  // The handling time the shedder assumes for the next call.
+  // The handling time the shedder assumes for the next call: the mean of
+  // the last kExpectedHandlingSamples handling times, so that it follows a
+  // slower (or faster) handler within that many calls -- the queue then
+  // stops admitting calls that can no longer finish in time -- instead of
+  // over the whole learned window.
+  static constexpr size_t kExpectedHandlingSamples = 64;
   absl::Duration ExpectedHandling() const {
-    return window.Mean().value_or(ps->policy.expected_handling);
+    return window.Mean(kExpectedHandlingSamples)
+        .value_or(ps->policy.expected_handling);
   }
 };
 
