@@ -357,6 +357,20 @@ std::vector<PhaseResult> Run(const std::string& config,
   }
   server->Shutdown(std::chrono::system_clock::now());
   server->Wait();
+  if (o.has_value()) {
+    // The policy's counters of the whole run, on stderr (why calls were
+    // refused).
+    const policy::PolicyCountersSnapshot c = policy.Counters();
+    std::string line;
+    for (size_t i = 0; i < policy::kPolicyCounterCount; ++i) {
+      const auto counter = static_cast<policy::PolicyCounter>(i);
+      if (c[counter] == 0) continue;
+      absl::StrAppend(&line, " ", std::string(policy::PolicyCounterName(counter)), "=",
+                      c[counter]);
+    }
+    std::fprintf(stderr, "overload_bench: %s counters:%s\n", config.c_str(),
+                 line.c_str());
+  }
   return results;
 }
 

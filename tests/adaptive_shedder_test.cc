@@ -119,7 +119,8 @@ TEST(AdaptiveShedderTest, AdaptiveLimitLearnsFromReleasedSlots) {
 TEST(AdaptiveShedderTest, ClassifyEndDropsOnlyCallsThatHadRoomToFinish) {
   const absl::Time t = absl::UnixEpoch();
   const absl::Duration ms = absl::Milliseconds(1);
-  // Ran into a deadline that left room for the expected 50 ms: a drop.
+  // Ran into a deadline that left room for twice the expected 50 ms: a
+  // drop.
   EXPECT_EQ(ClassifyEnd(t, t + 200 * ms, t + 200 * ms, 50 * ms, false),
             limits::Outcome::kDropped);
   // Its budget at admission (20 ms) was below the expected handling: its
@@ -128,6 +129,12 @@ TEST(AdaptiveShedderTest, ClassifyEndDropsOnlyCallsThatHadRoomToFinish) {
             limits::Outcome::kIgnore);
   EXPECT_EQ(ClassifyEnd(t, t + 30 * ms, t + 20 * ms, 50 * ms, true),
             limits::Outcome::kIgnore);
+  // Admitted with its expected handling and a little more (80 ms): a miss
+  // by the handling time's spread, not a slow server -- no sample.
+  EXPECT_EQ(ClassifyEnd(t, t + 80 * ms, t + 80 * ms, 50 * ms, false),
+            limits::Outcome::kIgnore);
+  EXPECT_EQ(ClassifyEnd(t, t + 100 * ms, t + 100 * ms, 50 * ms, false),
+            limits::Outcome::kDropped);
   // Canceled by its client before its deadline: no sample.
   EXPECT_EQ(ClassifyEnd(t, t + 10 * ms, t + 200 * ms, 50 * ms, true),
             limits::Outcome::kIgnore);
@@ -259,6 +266,53 @@ TEST(AdaptiveShedderTest, RefusesAtItsTurnACallThatCanNoLongerFinish) {
   EXPECT_EQ(s.queued(), 0);
   cancel_short();
   cancel_long();
+}
+
+// The queue's bound follows an adaptive limit (4 x the limit): when the
+// limit falls below what is queued, a critical arrival evicts as many
+// sheddable calls as it takes to make room, instead of being refused for
+// calls a higher limit queued.
+TEST(AdaptiveShedderTest, CriticalArrivalMakesRoomWhenTheQueueBoundFell) {
+  FakeClock clock;
+  PolicyCounters counters;
+  LoadShedderOptions o = Fixed(1, -1, clock);  // queue: 4 x the limit
+  o.limit.algorithm = limits::Algorithm::kAimd;
+  o.limit.aimd.bounds = {/*initial=*/10, /*min=*/1, /*max=*/100,
+                         /*warmup_samples=*/0};
+  o.limit.aimd.backoff_ratio = 0.5;
+  o.limit.window.min_time = absl::Milliseconds(1);
+  o.limit.window.min_samples = 1;
+  ASSERT_TRUE(ValidateLoadShedderOptions(o, "shedder").ok());
+  LoadShedder s(o, &counters);
+  Calls calls;
+  for (int i = 0; i < 10; ++i) {
+    s.Acquire(Background(), Criticality::kDefault, absl::Milliseconds(1),
+              calls.Slot(i));
+    ASSERT_TRUE(calls.Admitted(i));
+  }
+  for (int i = 10; i < 50; ++i) {
+    s.Acquire(Background(), Criticality::kSheddable, absl::Milliseconds(1),
+              calls.Slot(i));
+    ASSERT_FALSE(calls.Decided(i)) << i;
+  }
+  ASSERT_EQ(s.queued(), 40);
+  // A drop halves the limit (its window closes with the next sample); the
+  // slots given back admitted two sheddable calls.
+  clock.t += absl::Milliseconds(2);
+  calls[0].slot.Release(limits::Outcome::kDropped);
+  clock.t += absl::Milliseconds(2);
+  calls[1].slot.Release(limits::Outcome::kSuccess);
+  const int limit = s.limit();
+  ASSERT_LT(limit, 10);
+  const int queued = s.queued();
+  ASSERT_GT(queued, 4 * limit);
+  s.Acquire(Background(), Criticality::kCritical, absl::Milliseconds(1),
+            calls.Slot(100));
+  EXPECT_FALSE(calls.Decided(100));  // queued, not refused
+  EXPECT_EQ(s.queued(), 4 * limit);
+  EXPECT_EQ(counters.Get(PolicyCounter::kShedEvicted),
+            queued - (4 * limit - 1));
+  EXPECT_EQ(counters.Get(PolicyCounter::kShedQueueFull), 0);
 }
 
 TEST(AdaptiveShedderTest, DarkModeDecidesCountsAndNeverRefuses) {

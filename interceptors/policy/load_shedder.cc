@@ -93,8 +93,8 @@ limits::Outcome ClassifyEnd(absl::Time admitted, absl::Time end,
                             std::optional<absl::Time> deadline,
                             absl::Duration expected, bool canceled) {
   if (deadline.has_value() && end >= *deadline) {
-    return *deadline - admitted >= expected ? limits::Outcome::kDropped
-                                            : limits::Outcome::kIgnore;
+    return *deadline - admitted >= 2 * expected ? limits::Outcome::kDropped
+                                                : limits::Outcome::kIgnore;
   }
   return canceled ? limits::Outcome::kIgnore : limits::Outcome::kSuccess;
 }
@@ -274,8 +274,8 @@ void LoadShedder::Acquire(const Context& ctx, Criticality c,
   expected_handling = std::max(expected_handling, absl::ZeroDuration());
   std::optional<ShedDecision> now_decided;
   std::shared_ptr<Entry> e;
-  std::shared_ptr<Entry> evicted;
-  AfterFuncHandle evicted_on_done;
+  // Evicted calls and their drop-on-done handles (dropped outside the lock).
+  std::vector<std::pair<std::shared_ptr<Entry>, AfterFuncHandle>> evicted;
   {
     std::lock_guard<std::mutex> lock(mu_);
     const int limit = limit_->Current();
@@ -307,20 +307,23 @@ void LoadShedder::Acquire(const Context& ctx, Criticality c,
       } else if (mode_ == ShedMode::kDark) {
         queue = true;  // what it would do; dark mode runs it instead
       } else {
-        if (queued_ >= max_queue) {
-          // Evict the oldest of the least critical queued calls, if less
-          // critical than this one (a refusal of that call: capped too).
-          for (size_t i = 0; i < Index(c); ++i) {
-            if (queues_[i].empty()) continue;
-            if (MayRefuseLocked(now)) {
-              evicted = queues_[i].front();
-              RemoveLocked(evicted);
-              evicted_on_done = std::move(evicted->on_done);
-            } else {
-              cap_blocked = true;  // no refusal left: this call will run
-            }
+        // Evict the oldest of the least critical queued calls, if less
+        // critical than this one, until there is room (a refusal of each:
+        // capped too). More than one when the queue's bound fell with an
+        // adaptive limit: a critical call must not be refused for the
+        // sheddable calls a higher limit queued.
+        while (queued_ >= max_queue && !cap_blocked) {
+          size_t i = 0;
+          while (i < Index(c) && queues_[i].empty()) ++i;
+          if (i >= Index(c)) break;  // nothing less critical queued
+          if (!MayRefuseLocked(now)) {
+            cap_blocked = true;  // no refusal left: this call will run
             break;
           }
+          std::shared_ptr<Entry> victim = queues_[i].front();
+          RemoveLocked(victim);
+          AfterFuncHandle h = std::move(victim->on_done);
+          evicted.emplace_back(std::move(victim), std::move(h));
         }
         if (queued_ >= max_queue) {
           refuse = ShedReason::kQueueFull;
@@ -395,13 +398,13 @@ void LoadShedder::Acquire(const Context& ctx, Criticality c,
     std::lock_guard<std::mutex> lock(mu_);
     if (e->in_queue) e->on_done = std::move(h);
   }
-  if (evicted != nullptr) {
-    evicted_on_done = AfterFuncHandle();  // Stops it, or waits for it.
-    Count(PolicyCounter::kShedEvicted, evicted->criticality);
-    evicted->decide(AfterQueue(
+  for (auto& [victim, on_done] : evicted) {
+    on_done = AfterFuncHandle();  // Stops it, or waits for it.
+    Count(PolicyCounter::kShedEvicted, victim->criticality);
+    victim->decide(AfterQueue(
         Shed(expected_handling, ShedReason::kEvicted,
              "overloaded: evicted by a more critical call"),
-        evicted->enqueued, now));
+        victim->enqueued, now));
   }
 }
 
