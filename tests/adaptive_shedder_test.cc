@@ -119,8 +119,7 @@ TEST(AdaptiveShedderTest, AdaptiveLimitLearnsFromReleasedSlots) {
 TEST(AdaptiveShedderTest, ClassifyEndDropsOnlyCallsThatHadRoomToFinish) {
   const absl::Time t = absl::UnixEpoch();
   const absl::Duration ms = absl::Milliseconds(1);
-  // Ran into a deadline that left room for twice the expected 50 ms: a
-  // drop.
+  // Ran into a deadline that left room for the expected 50 ms: a drop.
   EXPECT_EQ(ClassifyEnd(t, t + 200 * ms, t + 200 * ms, 50 * ms, false),
             limits::Outcome::kDropped);
   // Its budget at admission (20 ms) was below the expected handling: its
@@ -129,12 +128,6 @@ TEST(AdaptiveShedderTest, ClassifyEndDropsOnlyCallsThatHadRoomToFinish) {
             limits::Outcome::kIgnore);
   EXPECT_EQ(ClassifyEnd(t, t + 30 * ms, t + 20 * ms, 50 * ms, true),
             limits::Outcome::kIgnore);
-  // Admitted with its expected handling and a little more (80 ms): a miss
-  // by the handling time's spread, not a slow server -- no sample.
-  EXPECT_EQ(ClassifyEnd(t, t + 80 * ms, t + 80 * ms, 50 * ms, false),
-            limits::Outcome::kIgnore);
-  EXPECT_EQ(ClassifyEnd(t, t + 100 * ms, t + 100 * ms, 50 * ms, false),
-            limits::Outcome::kDropped);
   // Canceled by its client before its deadline: no sample.
   EXPECT_EQ(ClassifyEnd(t, t + 10 * ms, t + 200 * ms, 50 * ms, true),
             limits::Outcome::kIgnore);

@@ -93,8 +93,8 @@ limits::Outcome ClassifyEnd(absl::Time admitted, absl::Time end,
                             std::optional<absl::Time> deadline,
                             absl::Duration expected, bool canceled) {
   if (deadline.has_value() && end >= *deadline) {
-    return *deadline - admitted >= 2 * expected ? limits::Outcome::kDropped
-                                                : limits::Outcome::kIgnore;
+    return *deadline - admitted >= expected ? limits::Outcome::kDropped
+                                            : limits::Outcome::kIgnore;
   }
   return canceled ? limits::Outcome::kIgnore : limits::Outcome::kSuccess;
 }

@@ -146,14 +146,10 @@ struct ShedderStats {
 // handling time expected of it at admission, and whether its client
 // canceled it:
 //   * still being handled at its deadline: kDropped if the budget it had at
-//     admission covered twice `expected` (it should have fit with room to
-//     spare: the server was slow); else kIgnore -- its own short deadline
-//     ended it, which says nothing of the server (a flood of calls whose
-//     deadlines are shorter than the handling time must not drive the limit
-//     to its minimum; nor must calls served from an overloaded queue with
-//     barely their expected handling time left, which miss by the handling
-//     time's own spread: each such miss read as a loss cut AIMD's limit to
-//     half the capacity in overload_bench's mixed scenario);
+//     admission covered `expected` (it should have fit: the server was
+//     slow); else kIgnore -- its own short deadline ended it, which says
+//     nothing of the server (a flood of calls whose deadlines are shorter
+//     than the handling time must not drive the limit to its minimum);
 //   * canceled by its client before its deadline: kIgnore (Netflix's gRPC
 //     interceptor ignores cancels);
 //   * otherwise kSuccess.
