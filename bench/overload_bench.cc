@@ -218,6 +218,8 @@ struct PhaseResult {
   int64_t late = 0;     // DEADLINE_EXCEEDED, or OK after the deadline
   int64_t critical_sent = 0;
   int64_t critical_good = 0;
+  int64_t critical_refused = 0;
+  int64_t critical_late = 0;
   std::vector<absl::Duration> good_latency;
   // The limit read every 100 ms: (time since the phase began, limit).
   std::vector<std::pair<absl::Duration, int>> limits;
@@ -334,8 +336,10 @@ std::vector<PhaseResult> Run(const std::string& config,
             } else if (s.error_code() ==
                        grpc::StatusCode::RESOURCE_EXHAUSTED) {
               ++r.refused;
+              if (call->critical) ++r.critical_refused;
             } else {
               ++r.late;
+              if (call->critical) ++r.critical_late;
             }
             --outstanding;
             cv.notify_all();
@@ -353,6 +357,20 @@ std::vector<PhaseResult> Run(const std::string& config,
   }
   server->Shutdown(std::chrono::system_clock::now());
   server->Wait();
+  if (o.has_value()) {
+    // The policy's counters of the whole run, on stderr (why calls were
+    // refused).
+    const policy::PolicyCountersSnapshot c = policy.Counters();
+    std::string line;
+    for (size_t i = 0; i < policy::kPolicyCounterCount; ++i) {
+      const auto counter = static_cast<policy::PolicyCounter>(i);
+      if (c[counter] == 0) continue;
+      absl::StrAppend(&line, " ", std::string(policy::PolicyCounterName(counter)), "=",
+                      c[counter]);
+    }
+    std::fprintf(stderr, "overload_bench: %s counters:%s\n", config.c_str(),
+                 line.c_str());
+  }
   return results;
 }
 
@@ -453,8 +471,9 @@ int main(int argc, char** argv) {
       std::printf(
           "\n### %s (2x load, %.0f s phases; phase 2: %s)\n\n"
           "| config | phase | capacity/s | goodput/s | goodput / capacity | "
-          "p99 good ms | limit (2nd half) | settled within 20%% of %s after "
-          "s |\n|---|---|---:|---:|---:|---:|---|---:|\n",
+          "p99 good ms | refused | late | limit (2nd half) | settled within "
+          "20%% of %s after s |\n|---|---|---:|---:|---:|---:|---:|---:|---|"
+          "---:|\n",
           cap ? "2. Capacity change" : "3. Dependency slowdown", phase_s,
           cap ? "workers halved" : "handling time x5",
           cap ? "the workers" : "the workers (unchanged)");
@@ -467,10 +486,13 @@ int main(int argc, char** argv) {
               phases[i].workers * 1000.0 /
               (absl::GetFlag(FLAGS_work_ms) * phases[i].slowdown);
           const double goodput = rs[i].good / rs[i].seconds;
-          std::printf("| %s | %zu | %.0f | %.0f | %.2f | %s | %s | %s |\n",
-                      config.c_str(), i + 1, phase_capacity, goodput,
-                      goodput / phase_capacity,
-                      Ms(P99(rs[i].good_latency)).c_str(),
+          std::printf(
+              "| %s | %zu | %.0f | %.0f | %.2f | %s | %lld | %lld | %s | %s "
+              "|\n",
+              config.c_str(), i + 1, phase_capacity, goodput,
+              goodput / phase_capacity, Ms(P99(rs[i].good_latency)).c_str(),
+              static_cast<long long>(rs[i].refused),
+              static_cast<long long>(rs[i].late),
                       LimitRange(rs[i], phase_s).c_str(),
                       SettleTime(rs[i], phases[i].workers).c_str());
         }
@@ -481,9 +503,10 @@ int main(int argc, char** argv) {
       std::printf(
           "\n### 4. Mixed criticality at 4x (%.0f%% critical = %.1fx "
           "capacity, the rest sheddable; shares: critical 90%%)\n\n"
-          "| config | critical goodput | sheddable goodput/s | "
-          "goodput / capacity | refused | late |\n"
-          "|---|---:|---:|---:|---:|---:|\n",
+          "| config | critical goodput | critical refused | critical late | "
+          "sheddable goodput/s | goodput / capacity | p99 good ms | refused | "
+          "late | limit (2nd half) |\n"
+          "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
           100 * share, 4 * share);
       for (const std::string& config : configs) {
         std::fprintf(stderr, "overload_bench: mixed, %s\n", config.c_str());
@@ -494,12 +517,16 @@ int main(int argc, char** argv) {
             r.critical_sent > 0
                 ? static_cast<double>(r.critical_good) / r.critical_sent
                 : 0;
-        std::printf("| %s | %.1f%% | %.0f | %.2f | %lld | %lld |\n",
-                    config.c_str(), 100 * critical,
-                    (r.good - r.critical_good) / r.seconds,
-                    r.good / r.seconds / capacity,
-                    static_cast<long long>(r.refused),
-                    static_cast<long long>(r.late));
+        std::printf(
+            "| %s | %.1f%% | %lld | %lld | %.0f | %.2f | %s | %lld | %lld | "
+            "%s |\n",
+            config.c_str(), 100 * critical,
+            static_cast<long long>(r.critical_refused),
+            static_cast<long long>(r.critical_late),
+            (r.good - r.critical_good) / r.seconds,
+            r.good / r.seconds / capacity, Ms(P99(r.good_latency)).c_str(),
+            static_cast<long long>(r.refused), static_cast<long long>(r.late),
+            LimitRange(r, s).c_str());
         std::fflush(stdout);
       }
     }

@@ -1,5 +1,6 @@
 #include "limits/aimd_limit.h"
 
+#include <algorithm>
 #include <string>
 
 namespace reqctx::limits {
@@ -15,17 +16,38 @@ absl::Status AimdOptions::Validate(std::string_view prefix) const {
   if (timeout < absl::ZeroDuration()) {
     return BadOption(prefix, "timeout", "must be >= 0");
   }
-  return absl::OkStatus();
+  return slowdown.Validate(std::string(prefix) + ".slowdown");
 }
 
 AimdLimit::AimdLimit(const AimdOptions& options)
-    : options_(options), limit_(options.bounds.initial) {}
+    : options_(options),
+      check_(options.slowdown),
+      limit_(options.bounds.initial) {}
 
 void AimdLimit::OnSample(const Sample& s) {
   inputs_.last_rtt = s.rtt;
+  const double rtt = std::max(1.0, absl::ToDoubleNanoseconds(s.rtt));
+  fastest_ns_ = fastest_ns_ == 0 ? rtt : std::min(fastest_ns_, rtt);
+  // Within the timeout itself: the server is not slower.
+  if (s.rtt <= options_.timeout) scale_ = 1;
   if (++inputs_.samples <= options_.bounds.warmup_samples) return;
-  const bool over = options_.timeout > absl::ZeroDuration() &&
-                    s.rtt > options_.timeout;
+  const absl::Duration timeout = options_.timeout * scale_;
+  if (timeout > absl::ZeroDuration()) {
+    const CheckStep step = check_.OnSample(s, limit_, timeout);
+    switch (step.kind) {
+      case CheckStep::Kind::kHold:
+        limit_ = options_.bounds.Clamp(step.limit);
+        return;
+      case CheckStep::Kind::kRebaseline:
+        scale_ = std::max(
+            1.0, absl::ToDoubleNanoseconds(step.rtt) / fastest_ns_);
+        limit_ = options_.bounds.Clamp(step.limit);
+        return;
+      case CheckStep::Kind::kPass:
+        break;
+    }
+  }
+  const bool over = timeout > absl::ZeroDuration() && s.rtt > timeout;
   if (s.dropped || over) {
     // One decrease per round trip (TCP's rule): a sample holding calls
     // admitted before the last decrease shows the old limit's queue.

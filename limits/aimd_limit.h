@@ -17,12 +17,22 @@
 // capacity C with handling time S, set `timeout` to 1.1 x S: the limit
 // then saw-tooths in about [1.1 x C x backoff_ratio, 1.1 x C + 1], inside
 // [0.8 C, 1.2 C] (limits_test.cc checks that band).
+// A slower dependency (handling time x5, same workers) would put every call
+// over the timeout and cut the limit to min, once per round trip. So a
+// handling time above slowdown.rise x the timeout is first checked
+// (slowdown_check.h): on a kRebaseline verdict the timeout is scaled by how much
+// slower the server got (the verdict's handling time over the fastest window
+// seen) and the limit goes back to where it was; when windows get twice as
+// fast as the scaled timeout, the check re-measures the handling time
+// without a queue and scales to it (1 at the first window within `timeout`
+// itself).
 //
 // Thread-safety and lifetime: as every Limit (limit.h).
 #ifndef REQCTX_LIMITS_AIMD_LIMIT_H_
 #define REQCTX_LIMITS_AIMD_LIMIT_H_
 
 #include "limits/limit.h"
+#include "limits/slowdown_check.h"
 
 namespace reqctx::limits {
 
@@ -33,6 +43,8 @@ struct AimdOptions {
   // A handling time above this counts as a drop; zero: only real drops
   // (deadlines hit) count. >= 0.
   absl::Duration timeout = absl::ZeroDuration();
+  // A slower server vs a longer queue (slowdown_check.h; with a timeout).
+  SlowdownCheckOptions slowdown;
 
   // InvalidArgument naming "<prefix>.<field>".
   absl::Status Validate(std::string_view prefix) const;
@@ -49,8 +61,11 @@ class AimdLimit final : public Limit {
 
  private:
   const AimdOptions options_;
+  SlowdownCheck check_;
   double limit_;
   absl::Time backed_off_at_ = absl::InfinitePast();  // last decrease
+  double fastest_ns_ = 0;  // fastest sample seen (0: none yet)
+  double scale_ = 1;       // the timeout's scale (>= 1)
   LimitInputs inputs_;
 };
 

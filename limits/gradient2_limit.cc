@@ -23,11 +23,13 @@ absl::Status Gradient2Options::Validate(std::string_view prefix) const {
     return bad("queue_share", "must be in [0, 1)");
   }
   if (!(max_long_ratio >= 1)) return bad("max_long_ratio", "must be >= 1");
-  return absl::OkStatus();
+  return slowdown.Validate(std::string(prefix) + ".slowdown");
 }
 
 Gradient2Limit::Gradient2Limit(const Gradient2Options& options)
-    : options_(options), limit_(options.bounds.initial) {}
+    : options_(options),
+      check_(options.slowdown),
+      limit_(options.bounds.initial) {}
 
 void Gradient2Limit::OnSample(const Sample& s) {
   // A zero handling time would make the ratio infinite: count it as 1 ns.
@@ -42,8 +44,22 @@ void Gradient2Limit::OnSample(const Sample& s) {
     long_ns_ = long_ns_ * (1 - factor) + rtt * factor;
   }
   if (samples_ <= warmup) return;
+  const double baseline = long_ns_;
   long_ns_ = std::min(long_ns_, rtt * options_.max_long_ratio);
   if (s.inflight < limit_ / 2) return;
+  const CheckStep step =
+      check_.OnSample(s, limit_, absl::Nanoseconds(baseline));
+  switch (step.kind) {
+    case CheckStep::Kind::kHold:
+      limit_ = options_.bounds.Clamp(step.limit);
+      return;
+    case CheckStep::Kind::kRebaseline:
+      long_ns_ = std::max(1.0, absl::ToDoubleNanoseconds(step.rtt));
+      limit_ = options_.bounds.Clamp(step.limit);
+      return;
+    case CheckStep::Kind::kPass:
+      break;
+  }
   const double gradient = std::clamp(long_ns_ / rtt, 0.5, 1.0);
   const double target = limit_ * gradient + Allowance();
   // Smoothing damps decreases (its purpose in Netflix's Gradient2); while

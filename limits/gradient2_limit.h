@@ -29,15 +29,18 @@
 // the long average learns the queueing (~0.1 per second with 100 ms
 // windows); when capacity falls, short jumps while long lags, and the limit
 // falls by up to 10% (smoothing x 0.5) per sample. The limit stays at
-// bounds.initial during warm-up. A slower dependency looks like queueing:
-// the limit shrinks until the long average has learned the new handling
-// time (a static limit set right does better there; docs/production.md).
+// bounds.initial during warm-up. A slower dependency looks like queueing
+// until the slowdown check (slowdown_check.h, `slowdown`) has cut the limit
+// by 30% and seen the handling time stay: the long average then takes the
+// new handling time at once and the limit returns to where it was, instead
+// of shrinking until a 600-sample average has learned it.
 //
 // Thread-safety and lifetime: as every Limit (limit.h).
 #ifndef REQCTX_LIMITS_GRADIENT2_LIMIT_H_
 #define REQCTX_LIMITS_GRADIENT2_LIMIT_H_
 
 #include "limits/limit.h"
+#include "limits/slowdown_check.h"
 
 namespace reqctx::limits {
 
@@ -53,6 +56,9 @@ struct Gradient2Options {
   double queue_share = 0.03;
   // The long average is kept <= short x max_long_ratio; >= 1.
   double max_long_ratio = 1.05;
+  // A slower server vs a longer queue (slowdown_check.h): on a kRebaseline
+  // verdict the long average becomes the new handling time.
+  SlowdownCheckOptions slowdown;
 
   // InvalidArgument naming "<prefix>.<field>".
   absl::Status Validate(std::string_view prefix) const;
@@ -70,6 +76,7 @@ class Gradient2Limit final : public Limit {
  private:
   double Allowance() const;
   const Gradient2Options options_;
+  SlowdownCheck check_;
   double limit_;
   double long_ns_ = 0;
   double last_ns_ = 0;

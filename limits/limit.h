@@ -16,8 +16,10 @@
 //                  smoothing and a queue-size allowance (Netflix Gradient2);
 //   vegas_limit.h  queue estimate from the minimum handling time (TCP Vegas).
 // windowed_limit.h aggregates the samples of a time window into one before
-// they reach an algorithm (as Netflix's WindowedLimit), and limit_config.h
-// names, validates and builds them from one options value.
+// they reach an algorithm (as Netflix's WindowedLimit), slowdown_check.h
+// tells a slower server from a longer queue before an algorithm cuts for a
+// rise in handling time, and limit_options.h names, validates and builds
+// them from one options value.
 //
 // What the enforcer reports (Outcome), as the literature does: a call that
 // completed is a kSuccess sample; a call that ended by its caller's cancel

@@ -25,11 +25,13 @@ absl::Status VegasOptions::Validate(std::string_view prefix) const {
   if (!(probe_after_fall >= 0 && probe_after_fall < 1)) {
     return bad("probe_after_fall", "must be in [0, 1)");
   }
-  return absl::OkStatus();
+  return slowdown.Validate(std::string(prefix) + ".slowdown");
 }
 
 VegasLimit::VegasLimit(const VegasOptions& options)
-    : options_(options), limit_(options.bounds.initial) {}
+    : options_(options),
+      check_(options.slowdown),
+      limit_(options.bounds.initial) {}
 
 void VegasLimit::StartProbe(absl::Time at) {
   since_probe_ = 0;
@@ -37,6 +39,7 @@ void VegasLimit::StartProbe(absl::Time at) {
   probe_began_ = at;
   probe_left_ = kProbeSamples;
   probe_min_ns_ = 0;
+  check_.Reset();
   limit_ = options_.bounds.Clamp(std::floor(limit_ / 2));
 }
 
@@ -79,6 +82,22 @@ void VegasLimit::OnSample(const Sample& s) {
       std::max(1.0, std::floor(std::log10(std::max(limit_, 1.0))));
   double next;
   if (!s.dropped && s.inflight * 2 < limit_) return;
+  const CheckStep step =
+      check_.OnSample(s, limit_, absl::Nanoseconds(no_load_ns_));
+  switch (step.kind) {
+    case CheckStep::Kind::kHold:
+      // The check's cut is no run of decreases (no probe for it).
+      limit_ = options_.bounds.Clamp(step.limit);
+      decreases_ = 0;
+      return;
+    case CheckStep::Kind::kRebaseline:
+      no_load_ns_ = std::max(1.0, absl::ToDoubleNanoseconds(step.rtt));
+      limit_ = options_.bounds.Clamp(step.limit);
+      decreases_ = 0;
+      return;
+    case CheckStep::Kind::kPass:
+      break;
+  }
   if (s.dropped || queue_ > options_.beta * log) {
     if (decreases_++ == 0) fall_from_ = limit_;
     next = limit_ - log;

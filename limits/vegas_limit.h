@@ -13,12 +13,15 @@
 //             still hold a queue): the limit halves,
 //             and the smallest of the next 2 samples holding only calls
 //             admitted after the halving becomes no_load; the limit then
-//             grows back from the half by the rules below. A slower
-//             dependency (handling time x5, same workers) looks like a queue
-//             until a probe, drained below the server's concurrency, sees
-//             the new handling time without queueing: the limit is back
-//             within seconds instead of shrinking to min. Samples of calls
-//             admitted before the halving are ignored;
+//             grows back from the half by the rules below. Samples of
+//             calls admitted before the halving are ignored;
+//   slowdown = before a rise of the handling time above slowdown.rise x
+//             no_load is cut, the slowdown check (slowdown_check.h) cuts
+//             the limit by 30% and looks: a slower dependency (handling time
+//             x5, same workers) keeps its handling time, which becomes
+//             no_load at once, and the limit goes back to where it was --
+//             no halving, no shrinking to min; a queue shrinks, and the
+//             rules below cut on;
 //   queue   = ceil(limit x (1 - no_load / rtt)): calls beyond those the
 //             server runs without waiting;
 //   with L = max(1, floor(log10(limit))):
@@ -43,6 +46,7 @@
 #define REQCTX_LIMITS_VEGAS_LIMIT_H_
 
 #include "limits/limit.h"
+#include "limits/slowdown_check.h"
 
 namespace reqctx::limits {
 
@@ -59,6 +63,10 @@ struct VegasOptions {
   // A probe once decreases in a row cut the limit by this share; 0: never;
   // in [0, 1).
   double probe_after_fall = 0.25;
+  // A slower server vs a longer queue (slowdown_check.h), judged before a
+  // rise is cut: on a kRebaseline verdict no_load becomes the new handling time
+  // without a probe's halving.
+  SlowdownCheckOptions slowdown;
 
   // InvalidArgument naming "<prefix>.<field>".
   absl::Status Validate(std::string_view prefix) const;
@@ -75,6 +83,7 @@ class VegasLimit final : public Limit {
 
  private:
   const VegasOptions options_;
+  SlowdownCheck check_;
   double limit_;
   static constexpr int kProbeSamples = 2;
   // Halves the limit and starts learning no_load from calls admitted from

@@ -1,10 +1,13 @@
 // ServerPolicy's issue-23 admission on real servers, on each API (sync,
-// callback, async): an adaptive limit fed by the calls it admits,
-// criticality shares, dark mode, the run-time kill switch and the refusal
-// cap. The shedder's own rules are pinned down on a fake clock in
-// adaptive_shedder_test.cc; this file checks they reach every API.
+// callback, async): an adaptive limit fed by the calls it admits (a client
+// cancel is no sample), criticality shares, dark mode, the run-time kill
+// switch and the refusal cap. The shedder's own rules are pinned down on a
+// fake clock in adaptive_shedder_test.cc; this file checks they reach every
+// API.
 #include <grpcpp/grpcpp.h>
 
+#include <chrono>
+#include <future>
 #include <memory>
 #include <string>
 
@@ -82,6 +85,51 @@ TEST_P(AdaptivePolicyServerTest, ShortDeadlineFloodDoesNotCollapseTheLimit) {
   s = policy().LimiterStats("/echo.v1.Echo/Echo");
   EXPECT_GE(s->inputs.samples, 1);
   EXPECT_GE(s->limit, 8);
+}
+
+// A call its client cancels is no sample of the limit on every API (the
+// handler returns as soon as its Context ends: a fast "success" otherwise,
+// which would pull the limit's latency estimates down), while the calls that
+// complete still are.
+TEST_P(AdaptivePolicyServerTest, ClientCancelIsNoSample) {
+  ServerPolicyOptions o;
+  o.defaults.limit.algorithm = limits::Algorithm::kGradient;
+  o.defaults.limit.gradient.bounds = {/*initial=*/8, /*min=*/1, /*max=*/64,
+                                      /*warmup_samples=*/0};
+  o.defaults.limit.window.min_time = absl::Milliseconds(1);
+  o.defaults.limit.window.min_samples = 1;
+  ASSERT_TRUE(Start(o));
+  constexpr int kCanceled = 4;
+  for (int i = 0; i < kCanceled; ++i) {
+    grpc::ClientContext cc;
+    cc.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(60)));
+    ::echo::v1::EchoRequest request;
+    request.set_work_ms(60000);
+    ::echo::v1::EchoResponse response;
+    std::promise<grpc::Status> done;
+    std::future<grpc::Status> status = done.get_future();
+    stub().async()->Echo(&cc, &request, &response,
+                         [&done](grpc::Status s) { done.set_value(s); });
+    ASSERT_TRUE(server().WaitHandled(i + 1, kBound));
+    cc.TryCancel();
+    // Bounded: the client's cancel ends the call at once.
+    ASSERT_EQ(status.wait_for(absl::ToChronoSeconds(kBound)),
+              std::future_status::ready);
+    EXPECT_EQ(status.get().error_code(), grpc::StatusCode::CANCELLED);
+    // The handler returns once its Context ends; then its slot comes back.
+    ASSERT_TRUE(server().WaitFinished(i + 1, kBound));
+    ASSERT_TRUE(PollUntil([&] { return policy().Running() == 0; }));
+  }
+  std::optional<ShedderStats> s = policy().LimiterStats("/echo.v1.Echo/Echo");
+  ASSERT_TRUE(s.has_value());
+  EXPECT_EQ(s->inputs.samples, 0);
+  // Calls that complete are samples (the first opens a window, the next
+  // closes it).
+  ASSERT_TRUE(CallEcho(stub(), absl::Seconds(5), 1).status.ok());
+  ASSERT_TRUE(CallEcho(stub(), absl::Seconds(5), 2).status.ok());
+  ASSERT_TRUE(PollUntil([&] { return policy().Running() == 0; }));
+  s = policy().LimiterStats("/echo.v1.Echo/Echo");
+  EXPECT_GE(s->inputs.samples, 1);
 }
 
 TEST_P(AdaptivePolicyServerTest, CriticalShareRunsPastSheddableCalls) {

@@ -73,6 +73,8 @@ TEST(AdaptiveShedderTest, AdaptiveLimitLearnsFromReleasedSlots) {
   o.limit.window.min_time = absl::Milliseconds(10);
   o.limit.window.min_samples = 1;
   o.limit.aimd.timeout = absl::Milliseconds(50);
+  // AIMD's own rule (its slowdown check: limits_test's SlowdownCheck).
+  o.limit.aimd.slowdown.cut = 0;
   ASSERT_TRUE(ValidateLoadShedderOptions(o, "shedder").ok());
   LoadShedder s(o, nullptr);
   EXPECT_EQ(s.limit(), 4);
@@ -223,6 +225,87 @@ TEST(AdaptiveShedderTest, CodelRefusesOnceTheQueueStands) {
   s.Acquire(Background(), Criticality::kDefault, absl::Milliseconds(2),
             calls.Slot(5));
   EXPECT_TRUE(calls.Admitted(5));
+}
+
+// A queued call whose turn comes with less of its deadline left than its
+// expected handling time is refused then, and the slot goes to the next one
+// that can still finish (a slot spent on it would be wasted, and its end
+// read as a drop).
+TEST(AdaptiveShedderTest, RefusesAtItsTurnACallThatCanNoLongerFinish) {
+  FakeClock clock;
+  PolicyCounters counters;
+  LoadShedder s(Fixed(1, 10, clock), &counters);
+  Calls calls;
+  const absl::Duration expected = absl::Milliseconds(200);
+  s.Acquire(Background(), Criticality::kDefault, expected, calls.Slot(0));
+  ASSERT_TRUE(calls.Admitted(0));
+  // Deadlines far in real time (the Context's timers never fire here).
+  auto [short_ctx, cancel_short] =
+      WithDeadline(Background(), clock.t + absl::Minutes(10));
+  auto [long_ctx, cancel_long] =
+      WithDeadline(Background(), clock.t + absl::Minutes(20));
+  s.Acquire(short_ctx, Criticality::kDefault, expected, calls.Slot(1));
+  s.Acquire(long_ctx, Criticality::kDefault, expected, calls.Slot(2));
+  EXPECT_EQ(s.queued(), 2);
+  // Call 1's turn comes with 100 ms of its deadline left: refused.
+  clock.t += absl::Minutes(10) - absl::Milliseconds(100);
+  calls[0].slot.Release();
+  ASSERT_TRUE(calls.Decided(1));
+  EXPECT_EQ(calls[1].status.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(calls[1].reason, ShedReason::kShedAtArrival);
+  EXPECT_TRUE(calls[1].queued);
+  EXPECT_TRUE(calls.Admitted(2));
+  EXPECT_EQ(counters.Get(PolicyCounter::kShedAtArrival), 1);
+  EXPECT_EQ(s.queued(), 0);
+  cancel_short();
+  cancel_long();
+}
+
+// The queue's bound follows an adaptive limit (4 x the limit): when the
+// limit falls below what is queued, a critical arrival evicts as many
+// sheddable calls as it takes to make room, instead of being refused for
+// calls a higher limit queued.
+TEST(AdaptiveShedderTest, CriticalArrivalMakesRoomWhenTheQueueBoundFell) {
+  FakeClock clock;
+  PolicyCounters counters;
+  LoadShedderOptions o = Fixed(1, -1, clock);  // queue: 4 x the limit
+  o.limit.algorithm = limits::Algorithm::kAimd;
+  o.limit.aimd.bounds = {/*initial=*/10, /*min=*/1, /*max=*/100,
+                         /*warmup_samples=*/0};
+  o.limit.aimd.backoff_ratio = 0.5;
+  o.limit.window.min_time = absl::Milliseconds(1);
+  o.limit.window.min_samples = 1;
+  ASSERT_TRUE(ValidateLoadShedderOptions(o, "shedder").ok());
+  LoadShedder s(o, &counters);
+  Calls calls;
+  for (int i = 0; i < 10; ++i) {
+    s.Acquire(Background(), Criticality::kDefault, absl::Milliseconds(1),
+              calls.Slot(i));
+    ASSERT_TRUE(calls.Admitted(i));
+  }
+  for (int i = 10; i < 50; ++i) {
+    s.Acquire(Background(), Criticality::kSheddable, absl::Milliseconds(1),
+              calls.Slot(i));
+    ASSERT_FALSE(calls.Decided(i)) << i;
+  }
+  ASSERT_EQ(s.queued(), 40);
+  // A drop halves the limit (its window closes with the next sample); the
+  // slots given back admitted two sheddable calls.
+  clock.t += absl::Milliseconds(2);
+  calls[0].slot.Release(limits::Outcome::kDropped);
+  clock.t += absl::Milliseconds(2);
+  calls[1].slot.Release(limits::Outcome::kSuccess);
+  const int limit = s.limit();
+  ASSERT_LT(limit, 10);
+  const int queued = s.queued();
+  ASSERT_GT(queued, 4 * limit);
+  s.Acquire(Background(), Criticality::kCritical, absl::Milliseconds(1),
+            calls.Slot(100));
+  EXPECT_FALSE(calls.Decided(100));  // queued, not refused
+  EXPECT_EQ(s.queued(), 4 * limit);
+  EXPECT_EQ(counters.Get(PolicyCounter::kShedEvicted),
+            queued - (4 * limit - 1));
+  EXPECT_EQ(counters.Get(PolicyCounter::kShedQueueFull), 0);
 }
 
 TEST(AdaptiveShedderTest, DarkModeDecidesCountsAndNeverRefuses) {

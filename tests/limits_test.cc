@@ -10,8 +10,10 @@
 // 100 ms window) is checked for the target -- after a change of
 // capacity the limit is within 20% of the new capacity within 5 s and stays
 // in that band (the oscillation band: [0.8 C, 1.2 C]) -- going up from its
-// initial limit, down when capacity halves, up when it is restored; and for
-// its bounds, its warm-up and an application-limited load.
+// initial limit, down when capacity halves, up when it is restored, through
+// a slower dependency (handling time x5, same workers: the limit stays in
+// the band of the workers); and for its bounds, its warm-up and an
+// application-limited load.
 #include <algorithm>
 #include <cmath>
 #include <functional>
@@ -26,6 +28,7 @@
 #include "limits/fixed_limit.h"
 #include "limits/gradient2_limit.h"
 #include "limits/limit_options.h"
+#include "limits/slowdown_check.h"
 #include "limits/vegas_limit.h"
 #include "limits/windowed_limit.h"
 
@@ -173,49 +176,53 @@ void ExpectSettles(Algorithm a, const std::vector<Point>& trace,
   EXPECT_LE(hi, Hi(capacity)) << AlgorithmName(a) << " " << what;
 }
 
-TEST_P(AdaptiveTest, SettlesWithin20PercentOfCapacityWithin5s) {
-  const Algorithm a = GetParam();
+// One phase of a run: the server's workers and slowdown from its start.
+struct Phase {
+  const char* what;
+  int capacity;
+  double slowdown = 1;
+};
+
+// Runs `phases` (20 s each) back to back on one server and one limit, from
+// the first phase's capacity: after each change the limit is within 20% of
+// the capacity (the workers: a slower handler does not change it) within
+// 5 s, and stays in that band to the phase's end (ExpectSettles).
+void ExpectPhasesSettle(Algorithm a, const std::vector<Phase>& phases) {
   auto limit = Make(Options(a));
-  Server server(*limit, 32, kService, absl::UnixEpoch());
-  // Up from 10 to capacity 32 (warm-up included).
-  absl::Time changed = server.now();
-  ExpectSettles(a, server.Run(absl::Seconds(20)), changed, 32, "up");
-  // Capacity halves.
-  changed = server.now();
-  server.SetCapacity(16);
-  ExpectSettles(a, server.Run(absl::Seconds(20)), changed, 16, "halved");
-  // Restored.
-  changed = server.now();
-  server.SetCapacity(32);
-  ExpectSettles(a, server.Run(absl::Seconds(20)), changed, 32, "restored");
-  // Doubled, and halved again. (Steps of 2x: AIMD climbs by one call per
-  // window and backs off once per round trip, so a 5x step takes it
-  // longer than 5 s; Gradient2's long average learns the queue of a 5x
-  // drop and settles up to 25% above.)
-  changed = server.now();
-  server.SetCapacity(64);
-  ExpectSettles(a, server.Run(absl::Seconds(20)), changed, 64, "doubled");
-  changed = server.now();
-  server.SetCapacity(32);
-  ExpectSettles(a, server.Run(absl::Seconds(20)), changed, 32, "halved again");
+  Server server(*limit, phases.front().capacity, kService, absl::UnixEpoch());
+  for (const Phase& p : phases) {
+    const absl::Time changed = server.now();
+    server.SetCapacity(p.capacity);
+    server.SetSlowdown(p.slowdown);
+    ExpectSettles(a, server.Run(absl::Seconds(20)), changed, p.capacity,
+                  p.what);
+  }
 }
 
-// A slower dependency (handling time x5, same workers) is read as queueing
-// by every algorithm: the limit shrinks (the documented case where a static
-// limit set right wins). Once it ends, the limit is back within 20% of the
-// capacity within 5 s -- the baseline does not keep the slow phase.
-TEST_P(AdaptiveTest, RecoversWithin5sAfterASlowDependency) {
-  const Algorithm a = GetParam();
-  auto limit = Make(Options(a));
-  Server server(*limit, 32, kService, absl::UnixEpoch());
-  server.Run(absl::Seconds(20));
-  const absl::Time changed_at_slow = server.now();
-  server.SetSlowdown(5);
-  std::vector<Point> slow = server.Run(absl::Seconds(10));
-  EXPECT_GE(Range(slow, changed_at_slow).first, 2) << AlgorithmName(a);
-  const absl::Time changed = server.now();
-  server.SetSlowdown(1);
-  ExpectSettles(a, server.Run(absl::Seconds(20)), changed, 32, "after");
+// Up from the initial 10 (warm-up included), capacity halved, restored,
+// doubled and halved again. (Steps of 2x: AIMD climbs by one call per window
+// and backs off once per round trip, so a 5x step of capacity takes it
+// longer than 5 s; Gradient2's long average learns the queue of a 5x drop
+// and settles up to 25% above.)
+TEST_P(AdaptiveTest, SettlesWithin20PercentOfCapacityWithin5s) {
+  ExpectPhasesSettle(GetParam(), {{"up", 32},
+                                  {"halved", 16},
+                                  {"restored", 32},
+                                  {"doubled", 64},
+                                  {"halved again", 32}});
+}
+
+// A slower dependency (handling time x5, same workers) is not a queue: the
+// slowdown check (slowdown_check.h) cuts the limit by 30%, sees the handling
+// time stay and takes it as the new baseline, so the limit stays within 20%
+// of the workers during it (instead of shrinking to its minimum) and after
+// it.
+TEST_P(AdaptiveTest, RidesOutASlowDependency) {
+  ExpectPhasesSettle(GetParam(), {{"before", 32},
+                                  {"handling x5", 32, 5},
+                                  {"after", 32},
+                                  {"handling x5 again", 32, 5},
+                                  {"after again", 32}});
 }
 
 TEST_P(AdaptiveTest, StaysWithinMinAndMax) {
@@ -316,6 +323,8 @@ TEST(AimdLimit, BacksOffOncePerRoundTrip) {
   o.bounds.initial = 100;
   o.bounds.warmup_samples = 0;
   o.timeout = absl::Milliseconds(100);
+  // The algorithm's own rule (the slowdown check: SlowdownCheck's test).
+  o.slowdown.cut = 0;
   AimdLimit limit(o);
   const absl::Time t0 = absl::UnixEpoch();
   // Admitted at t0, slow: back off (decided at t0 + 200 ms).
@@ -329,6 +338,79 @@ TEST(AimdLimit, BacksOffOncePerRoundTrip) {
   limit.OnSample({t0 + absl::Milliseconds(200), absl::Milliseconds(150), 90,
                   false});
   EXPECT_EQ(limit.Current(), 81);
+}
+
+// The check's three steps on synthetic samples: a rise holds the limit,
+// then the cut; a handling time that stays is a slower server, one that
+// falls with the cut is a queue.
+TEST(SlowdownCheck, TellsASlowerServerFromAQueue) {
+  SlowdownCheckOptions o;  // cut 30%, rise 1.25
+  const absl::Duration base = absl::Milliseconds(100);
+  const absl::Time t0 = absl::UnixEpoch();
+  auto sample = [](absl::Time start, absl::Duration rtt) {
+    Sample s;
+    s.start = start;
+    s.rtt = rtt;
+    s.inflight = 40;
+    return s;
+  };
+  for (bool slower : {true, false}) {
+    SlowdownCheck check(o);
+    // No rise: the algorithm's own rule.
+    EXPECT_EQ(check.OnSample(sample(t0, base * 1.2), 40, base).kind,
+              CheckStep::Kind::kPass);
+    // A rise (ends at t0 + 300 ms): hold 40.
+    CheckStep st = check.OnSample(sample(t0, base * 3), 40, base);
+    EXPECT_EQ(st.kind, CheckStep::Kind::kHold);
+    EXPECT_EQ(st.limit, 40);
+    EXPECT_TRUE(check.checking());
+    // Admitted before the rise was seen: still held at 40.
+    st = check.OnSample(sample(t0 + absl::Milliseconds(100), base * 3), 40,
+                        base);
+    EXPECT_EQ(st.kind, CheckStep::Kind::kHold);
+    EXPECT_EQ(st.limit, 40);
+    // Admitted after it: r0 = 400 ms; cut to 28 (ends at t0 + 700 ms).
+    st = check.OnSample(sample(t0 + absl::Milliseconds(300), base * 4), 40,
+                        base);
+    EXPECT_EQ(st.kind, CheckStep::Kind::kHold);
+    EXPECT_DOUBLE_EQ(st.limit, 28);
+    // Admitted after the cut: a slower server that queued a little at 40
+    // (concurrency 35) gets 400 x 35 / 40 = 350 ms (>= 0.775 x 400); a
+    // queue falls with the limit (0.7 x 400 = 280 ms).
+    const absl::Duration r1 = slower ? base * 3.5 : base * 2.8;
+    st = check.OnSample(sample(t0 + absl::Milliseconds(700), r1), 28, base);
+    EXPECT_FALSE(check.checking());
+    if (slower) {
+      EXPECT_EQ(st.kind, CheckStep::Kind::kRebaseline);
+      EXPECT_EQ(st.limit, 40);  // back where it was
+      EXPECT_EQ(st.rtt, r1);    // the new baseline
+    } else {
+      EXPECT_EQ(st.kind, CheckStep::Kind::kPass);
+      // A confirmed queue is cut by the algorithm, with no new check until
+      // a sample without a rise.
+      EXPECT_EQ(check.OnSample(sample(t0 + absl::Seconds(1), base * 3), 30,
+                               base)
+                    .kind,
+                CheckStep::Kind::kPass);
+      EXPECT_EQ(check.OnSample(sample(t0 + absl::Seconds(2), base), 20, base)
+                    .kind,
+                CheckStep::Kind::kPass);
+      EXPECT_EQ(check.OnSample(sample(t0 + absl::Seconds(3), base * 3), 20,
+                               base)
+                    .kind,
+                CheckStep::Kind::kHold);
+    }
+  }
+  // Off (cut 0) or no baseline yet: never a check.
+  SlowdownCheckOptions off;
+  off.cut = 0;
+  SlowdownCheck none(off);
+  EXPECT_EQ(none.OnSample(sample(t0, base * 5), 40, base).kind,
+            CheckStep::Kind::kPass);
+  SlowdownCheck fresh(o);
+  EXPECT_EQ(fresh.OnSample(sample(t0, base * 5), 40, absl::ZeroDuration())
+                .kind,
+            CheckStep::Kind::kPass);
 }
 
 TEST(Gradient2Limit, GrowsByTheWholeAllowanceWithoutQueueing) {
@@ -364,6 +446,8 @@ TEST(VegasLimit, DropsDecreaseAndProbeRelearnsTheBaseline) {
   o.bounds.initial = 20;
   o.bounds.warmup_samples = 0;
   o.probe_multiplier = 1;  // a probe every `limit` samples
+  // The algorithm's own rule (the slowdown check: SlowdownCheck's test).
+  o.slowdown.cut = 0;
   VegasLimit limit(o);
   absl::Time now = absl::UnixEpoch();
   const absl::Duration ms = absl::Milliseconds(1);
@@ -398,6 +482,8 @@ TEST(VegasLimit, ProbesWhenDecreasesInARowCutAQuarter) {
   VegasOptions o;
   o.bounds.initial = 40;
   o.bounds.warmup_samples = 0;
+  // The algorithm's own rule (the slowdown check: SlowdownCheck's test).
+  o.slowdown.cut = 0;
   VegasLimit limit(o);
   absl::Time now = absl::UnixEpoch();
   const absl::Duration ms = absl::Milliseconds(1);
@@ -447,6 +533,8 @@ TEST(Gradient2Limit, ShrinksWhenLatencyRisesAndRecoversLongRtt) {
   Gradient2Options o;
   o.bounds.initial = 50;
   o.bounds.warmup_samples = 10;
+  // The algorithm's own rule (the slowdown check: SlowdownCheck's test).
+  o.slowdown.cut = 0;
   Gradient2Limit limit(o);
   absl::Time now = absl::UnixEpoch();
   for (int i = 0; i < 10; ++i) {
@@ -560,6 +648,12 @@ TEST(LimitOptions, ValidationNamesTheBadField) {
   o.aimd.bounds.max = 0;
   EXPECT_EQ(error(o), "limit.aimd.bounds.max: must be >= min");
   o.aimd.bounds.max = 100;
+  o.aimd.slowdown.cut = 0.6;
+  EXPECT_EQ(error(o), "limit.aimd.slowdown.cut: must be in [0, 0.5]");
+  o.aimd.slowdown.cut = 0.15;
+  o.aimd.slowdown.rise = 1;
+  EXPECT_EQ(error(o), "limit.aimd.slowdown.rise: must be > 1");
+  o.aimd.slowdown.rise = 1.25;
   o.window.min_samples = 0;
   EXPECT_EQ(error(o), "limit.window.min_samples: must be >= 1");
   EXPECT_FALSE(MakeLimit(o).ok());

@@ -219,6 +219,21 @@ TEST(LatencyWindowTest, KeepsOnlyTheRecentSamples) {
   EXPECT_EQ(w.Quantile(0.0), absl::ZeroDuration());
 }
 
+TEST(LatencyWindowTest, RecentMeanFollowsAChangeAtOnce) {
+  LatencyWindow w(10, 2);
+  w.Add(absl::Milliseconds(100));
+  EXPECT_EQ(w.Mean(4), std::nullopt);  // before warm-up
+  w.Add(absl::Milliseconds(100));
+  EXPECT_EQ(w.Mean(4), absl::Milliseconds(100));  // fewer kept than asked
+  for (int i = 0; i < 20; ++i) w.Add(absl::Milliseconds(10));  // wraps
+  w.Add(absl::Milliseconds(50));
+  w.Add(absl::Milliseconds(50));
+  EXPECT_EQ(w.Mean(2), absl::Milliseconds(50));
+  EXPECT_EQ(w.Mean(4), absl::Milliseconds(30));
+  EXPECT_EQ(w.Mean(0), absl::Milliseconds(50));  // at least one
+  EXPECT_EQ(w.Mean(100), absl::Milliseconds(18));  // all 10 kept
+}
+
 // What a test reads of a decision (ShedDecision is move-only: it carries
 // the slot, which Decisions keeps).
 struct Seen {

@@ -46,6 +46,18 @@ std::optional<absl::Duration> LatencyWindow::Mean() const {
   return absl::Nanoseconds(static_cast<int64_t>(sum / ring_ns_.size()));
 }
 
+std::optional<absl::Duration> LatencyWindow::Mean(size_t recent) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (count_ < static_cast<int64_t>(warmup_)) return std::nullopt;
+  const size_t n = std::clamp<size_t>(recent, 1, ring_ns_.size());
+  long double sum = 0;
+  // The newest sample is just before next_ (the ring wraps at its size).
+  for (size_t i = 1; i <= n; ++i) {
+    sum += ring_ns_[(next_ + ring_ns_.size() - i) % ring_ns_.size()];
+  }
+  return absl::Nanoseconds(static_cast<int64_t>(sum / n));
+}
+
 int64_t LatencyWindow::count() const {
   std::lock_guard<std::mutex> lock(mu_);
   return count_;

@@ -36,6 +36,10 @@ class LatencyWindow {
   std::optional<absl::Duration> Quantile(double q) const;
   // Mean of the recent samples, or nullopt before `warmup` samples.
   std::optional<absl::Duration> Mean() const;
+  // Mean of the `recent` most recent samples (all kept ones if fewer; at
+  // least 1), or nullopt before `warmup` samples: follows a change of the
+  // handling time within `recent` calls, where Mean() takes `capacity`.
+  std::optional<absl::Duration> Mean(size_t recent) const;
   // Samples recorded so far (not capped by capacity).
   int64_t count() const;
 

@@ -18,6 +18,7 @@ struct LoadShedder::Entry {
   Context ctx;
   Criticality criticality;
   absl::Time enqueued;
+  absl::Duration expected;  // its expected handling time
   std::function<void(ShedDecision)> decide;
   AfterFuncHandle on_done;  // Set under mu_ right after queueing.
   bool in_queue = false;    // Guarded by mu_.
@@ -101,6 +102,18 @@ limits::Outcome ClassifyEnd(absl::Time admitted, absl::Time end,
 namespace {
 
 size_t Index(Criticality c) { return static_cast<size_t>(c); }
+
+// The counter of a refusal for `reason` (RESOURCE_EXHAUSTED ones).
+PolicyCounter RefusalCounter(ShedReason reason) {
+  switch (reason) {
+    case ShedReason::kShedAtArrival:
+      return PolicyCounter::kShedAtArrival;
+    case ShedReason::kQueueDelay:
+      return PolicyCounter::kShedQueueDelay;
+    default:
+      return PolicyCounter::kShedQueueFull;
+  }
+}
 
 ShedDecision Shed(absl::Duration pushback, ShedReason reason,
                   const char* why) {
@@ -261,8 +274,8 @@ void LoadShedder::Acquire(const Context& ctx, Criticality c,
   expected_handling = std::max(expected_handling, absl::ZeroDuration());
   std::optional<ShedDecision> now_decided;
   std::shared_ptr<Entry> e;
-  std::shared_ptr<Entry> evicted;
-  AfterFuncHandle evicted_on_done;
+  // Evicted calls and their drop-on-done handles (dropped outside the lock).
+  std::vector<std::pair<std::shared_ptr<Entry>, AfterFuncHandle>> evicted;
   {
     std::lock_guard<std::mutex> lock(mu_);
     const int limit = limit_->Current();
@@ -294,20 +307,23 @@ void LoadShedder::Acquire(const Context& ctx, Criticality c,
       } else if (mode_ == ShedMode::kDark) {
         queue = true;  // what it would do; dark mode runs it instead
       } else {
-        if (queued_ >= max_queue) {
-          // Evict the oldest of the least critical queued calls, if less
-          // critical than this one (a refusal of that call: capped too).
-          for (size_t i = 0; i < Index(c); ++i) {
-            if (queues_[i].empty()) continue;
-            if (MayRefuseLocked(now)) {
-              evicted = queues_[i].front();
-              RemoveLocked(evicted);
-              evicted_on_done = std::move(evicted->on_done);
-            } else {
-              cap_blocked = true;  // no refusal left: this call will run
-            }
+        // Evict the oldest of the least critical queued calls, if less
+        // critical than this one, until there is room (a refusal of each:
+        // capped too). More than one when the queue's bound fell with an
+        // adaptive limit: a critical call must not be refused for the
+        // sheddable calls a higher limit queued.
+        while (queued_ >= max_queue && !cap_blocked) {
+          size_t i = 0;
+          while (i < Index(c) && queues_[i].empty()) ++i;
+          if (i >= Index(c)) break;  // nothing less critical queued
+          if (!MayRefuseLocked(now)) {
+            cap_blocked = true;  // no refusal left: this call will run
             break;
           }
+          std::shared_ptr<Entry> victim = queues_[i].front();
+          RemoveLocked(victim);
+          AfterFuncHandle h = std::move(victim->on_done);
+          evicted.emplace_back(std::move(victim), std::move(h));
         }
         if (queued_ >= max_queue) {
           refuse = ShedReason::kQueueFull;
@@ -346,6 +362,7 @@ void LoadShedder::Acquire(const Context& ctx, Criticality c,
         e->ctx = ctx;
         e->criticality = c;
         e->enqueued = now;
+        e->expected = expected_handling;
         e->decide = std::move(decide);
         Queue& q = queues_[Index(c)];
         e->pos = q.insert(q.end(), e);
@@ -366,14 +383,8 @@ void LoadShedder::Acquire(const Context& ctx, Criticality c,
           }
         }
         break;
-      case ShedReason::kShedAtArrival:
-        Count(PolicyCounter::kShedAtArrival, c);
-        break;
-      case ShedReason::kQueueDelay:
-        Count(PolicyCounter::kShedQueueDelay, c);
-        break;
       default:
-        Count(PolicyCounter::kShedQueueFull, c);
+        Count(RefusalCounter(now_decided->reason), c);
         break;
     }
     decide(*std::move(now_decided));
@@ -387,13 +398,13 @@ void LoadShedder::Acquire(const Context& ctx, Criticality c,
     std::lock_guard<std::mutex> lock(mu_);
     if (e->in_queue) e->on_done = std::move(h);
   }
-  if (evicted != nullptr) {
-    evicted_on_done = AfterFuncHandle();  // Stops it, or waits for it.
-    Count(PolicyCounter::kShedEvicted, evicted->criticality);
-    evicted->decide(AfterQueue(
+  for (auto& [victim, on_done] : evicted) {
+    on_done = AfterFuncHandle();  // Stops it, or waits for it.
+    Count(PolicyCounter::kShedEvicted, victim->criticality);
+    victim->decide(AfterQueue(
         Shed(expected_handling, ShedReason::kEvicted,
              "overloaded: evicted by a more critical call"),
-        evicted->enqueued, now));
+        victim->enqueued, now));
   }
 }
 
@@ -418,6 +429,18 @@ void LoadShedder::DrainLocked(absl::Time now, Batch& b) {
                                                           : q.front();
       RemoveLocked(e);
       b.handles.push_back(std::move(e->on_done));
+      // Its turn came too late to finish by its deadline: a slot spent on it
+      // would be wasted (and its end read as a drop).
+      const std::optional<absl::Time> deadline = e->ctx.Deadline();
+      if (enforce && deadline.has_value() && now + e->expected > *deadline &&
+          MayRefuseLocked(now)) {
+        b.decided.emplace_back(
+            e, AfterQueue(Shed(e->expected, ShedReason::kShedAtArrival,
+                               "overloaded: too little of its deadline left "
+                               "when its turn came"),
+                          e->enqueued, now));
+        continue;
+      }
       if (enforce && now - e->enqueued > bound && MayRefuseLocked(now)) {
         b.decided.emplace_back(
             e, AfterQueue(Shed(now - e->enqueued, ShedReason::kQueueDelay,
@@ -440,7 +463,7 @@ void LoadShedder::Deliver(Batch& b) {
     if (d.status.ok()) {
       if (counters_ != nullptr) counters_->Add(PolicyCounter::kAdmitted);
     } else {
-      Count(PolicyCounter::kShedQueueDelay, e->criticality);
+      Count(RefusalCounter(d.reason), e->criticality);
     }
     e->decide(std::move(d));
   }

@@ -18,7 +18,9 @@
 //     RESOURCE_EXHAUSTED and a pushback (how long until a slot is likely to
 //     be free), which the server sends as `grpc-retry-pushback-ms`.
 //   * A queued call whose Context is done (deadline passed, client canceled)
-//     is dropped before it runs, with that Context's error.
+//     is dropped before it runs, with that Context's error; one whose turn
+//     comes with less of its deadline left than its expected handling time
+//     is refused then (kShedAtArrival), not run to miss its deadline.
 //   * When the queue is full, a more critical arrival evicts the least
 //     critical queued call (sheddable first); otherwise the arrival is
 //     refused.
@@ -159,6 +161,7 @@ limits::Outcome ClassifyEnd(absl::Time admitted, absl::Time end,
 enum class ShedReason {
   kNone,
   kShedAtArrival,  // expected wait + handling exceeds the remaining budget
+                   // (on arrival, or when its turn in the queue came)
   kQueueFull,      // queue full, nothing less critical to evict
   kEvicted,        // queued, then evicted by a more critical arrival
   kExpired,        // its deadline passed before it could run

@@ -25,7 +25,8 @@ enum class PolicyCounter : size_t {
   // Server, load shedding.
   kAdmitted,          // ran at once or after queueing
   kQueued,            // waited in the queue (then admitted or dropped)
-  kShedAtArrival,     // RESOURCE_EXHAUSTED at once: could not finish in time
+  kShedAtArrival,     // RESOURCE_EXHAUSTED: could not finish in time (at
+                      // arrival, or when its turn in the queue came)
   kShedQueueFull,     // RESOURCE_EXHAUSTED at once: queue full, nothing less
                       // critical to evict
   kShedEvicted,       // RESOURCE_EXHAUSTED: evicted by a more critical call

@@ -54,13 +54,28 @@ struct ServerPolicy::MethodState {
   // A call's safety valves apply (mode, refusal cap).
   absl::Status CheckArrival(const grpc::ServerContextBase& sc, Criticality c,
                             PolicyCounters& counters);
-  // The handling time the shedder assumes for the next call.
+  // The handling time the shedder assumes for the next call: the mean of
+  // the last kExpectedHandlingSamples handling times, so that it follows a
+  // slower (or faster) handler within that many calls -- the queue then
+  // stops admitting calls that can no longer finish in time -- instead of
+  // over the whole learned window.
+  static constexpr size_t kExpectedHandlingSamples = 64;
   absl::Duration ExpectedHandling() const {
-    return window.Mean().value_or(ps->policy.expected_handling);
+    return window.Mean(kExpectedHandlingSamples)
+        .value_or(ps->policy.expected_handling);
   }
 };
 
 namespace {
+
+// Whether the call whose Context is `call_ctx` was canceled by its client
+// (or its client went away) before its status went out: the glue ends the
+// Context with that cause (CauseKind::kClientCancel) on every API -- pushed
+// on the callback API, when the completion queue delivers the close on the
+// async API, at the watcher's poll on the sync API.
+bool ClientCanceled(const Context& call_ctx) {
+  return CauseOf(Cause(call_ctx)) == CauseKind::kClientCancel;
+}
 
 // A call admitted at `start` is over now: its handling time is learned
 // (LatencyWindow) and its slot given back with its outcome (ClassifyEnd).
@@ -248,7 +263,7 @@ class PolicyHandler final : public MethodHandler {
     // 2. Load shedding.
     LoadShedder* shedder = state_->ps->shedder.get();
     if (shedder == nullptr || !param.status.ok()) {
-      Run(param, call_ctx.Deadline(), ShedSlot());
+      Run(param, call_ctx, ShedSlot());
       return;
     }
     const absl::Duration expected = state_->ExpectedHandling();
@@ -258,9 +273,8 @@ class PolicyHandler final : public MethodHandler {
       internal::HoldingServerCall(&sc);
       HandlerParameter copy = param;
       shedder->Acquire(call_ctx, crit, expected,
-                       [this, copy, crit,
-                        deadline = call_ctx.Deadline()](ShedDecision d) {
-                         Decided(copy, crit, deadline, std::move(d));
+                       [this, copy, crit, call_ctx](ShedDecision d) {
+                         Decided(copy, crit, call_ctx, std::move(d));
                        });
       return;
     }
@@ -278,16 +292,16 @@ class PolicyHandler final : public MethodHandler {
       // is done (deadline, cancel, end of the call).
       cv.wait(lock, [&] { return decision.has_value(); });
     }
-    Decided(param, crit, call_ctx.Deadline(), std::move(*decision));
+    Decided(param, crit, call_ctx, std::move(*decision));
   }
 
  private:
   void Decided(const HandlerParameter& param, Criticality crit,
-               std::optional<absl::Time> deadline, ShedDecision d) {
+               const Context& call_ctx, ShedDecision d) {
     RecordShedDecision(state_->metrics, d, crit);
     NoteShedDecision(param.server_context, d);
     if (d.status.ok()) {
-      Run(param, deadline, std::move(d.slot));
+      Run(param, call_ctx, std::move(d.slot));
       return;
     }
     // Its Context says why (SHED, SERVER_SHUTDOWN; a Context that ended in
@@ -305,32 +319,34 @@ class PolicyHandler final : public MethodHandler {
 
   // Passes the call to the original handler, timing it; `slot` (if held)
   // is given back when the call is over, with its outcome against the
-  // call's `deadline` (the callback API cannot tell a client cancel after
-  // the call: such a call counts as a success or, past its deadline, a
-  // drop).
-  void Run(const HandlerParameter& param, std::optional<absl::Time> deadline,
+  // deadline of the call's Context `call_ctx` and whether its client
+  // canceled it (ClientCanceled).
+  void Run(const HandlerParameter& param, const Context& call_ctx,
            ShedSlot slot) {
     const absl::Time start = absl::Now();
     std::shared_ptr<ServerPolicy::MethodState> state = state_;
     const absl::Duration expected = state->ExpectedHandling();
+    const std::optional<absl::Time> deadline = call_ctx.Deadline();
     if (callback_) {
       // The handler only starts the call; it ends when its reactor finishes
       // (the status is sent) -- not when its Context is done: a handler
       // that ignores its Context keeps working past a deadline or a cancel,
       // and keeps its slot until then.
       auto held = std::make_shared<ShedSlot>(std::move(slot));
-      internal::AtServerCallEnd(param.server_context,
-                                [state, held, start, deadline, expected] {
-                                  Ended(*state, *held, start, deadline,
-                                        expected, /*canceled=*/false);
-                                });
+      internal::AtServerCallEnd(
+          param.server_context,
+          [state, held, start, deadline, expected, call_ctx] {
+            Ended(*state, *held, start, deadline, expected,
+                  ClientCanceled(call_ctx));
+          });
       inner_->RunHandler(param);
       return;
     }
     inner_->RunHandler(param);
-    // IsCancelled is safe at any time on the sync API.
+    // IsCancelled is safe at any time on the sync API (the watcher may not
+    // have polled the call yet).
     Ended(*state, slot, start, deadline, expected,
-          param.server_context->IsCancelled());
+          param.server_context->IsCancelled() || ClientCanceled(call_ctx));
   }
 
   // Destroys the request the original handler deserialized (it would have
@@ -669,6 +685,7 @@ void ServerPolicy::AdmitAsync(std::string_view full_method,
   {
     std::lock_guard<std::mutex> lock(admission->mu_);
     admission->deadline_ = call_ctx.Deadline();
+    admission->ctx_ = call_ctx;
   }
   shedder->Acquire(call_ctx, crit, expected,
                    [admission, state, crit, cq, tag, sc](ShedDecision d) {
@@ -737,9 +754,11 @@ void AsyncAdmission::Done() {
   absl::Time start;
   std::optional<absl::Time> deadline;
   absl::Duration expected;
+  Context ctx;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (!decided_ || done_ || !status_.ok()) return;
+    ctx = ctx_;
     done_ = true;
     state = state_;
     slot = std::move(slot_);
@@ -747,7 +766,7 @@ void AsyncAdmission::Done() {
     deadline = deadline_;
     expected = expected_;
   }
-  Ended(*state, slot, start, deadline, expected, /*canceled=*/false);
+  Ended(*state, slot, start, deadline, expected, ClientCanceled(ctx));
 }
 
 }  // namespace reqctx::policy

@@ -34,9 +34,11 @@
 // The limit may be fixed (max_concurrency) or adaptive (MethodPolicy::limit:
 // AIMD, Gradient2, Vegas from //limits), learning from each admitted call's
 // handling time when its slot is given back: a call still handled when its
-// deadline passed is reported as a drop, a sync call its client canceled as
-// no sample (the callback and async APIs cannot tell a client cancel after
-// the fact: such a call is a success, or a drop past its deadline). With
+// deadline passed is reported as a drop (if its budget covered the expected
+// handling time), a call its client canceled (on any API: the Context's
+// cause, CauseKind::kClientCancel) as no sample -- its handling time says
+// nothing of the server, and a fast cancel must not pull the learned
+// latency down. With
 // criticality shares, queue-delay admission and the refusal cap as in
 // load_shedder.h and refusal_cap.h; SetMode is the run-time dark mode and
 // kill switch; LimiterStats and the reqctx_policy_limit... gauges show each
@@ -326,6 +328,8 @@ class AsyncAdmission {
   // The method's expected handling time at admission. Guarded by mu_.
   absl::Duration expected_ = absl::ZeroDuration();
   std::optional<absl::Time> deadline_;  // The call's. Guarded by mu_.
+  // The call's Context (whether its client canceled it). Guarded by mu_.
+  Context ctx_;
   bool decided_ = false;            // Guarded by mu_.
   bool done_ = false;               // Guarded by mu_.
   grpc::Alarm alarm_;  // Delivers the tag.

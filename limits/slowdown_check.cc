@@ -1,0 +1,60 @@
+#include "limits/slowdown_check.h"
+
+namespace reqctx::limits {
+
+absl::Status SlowdownCheckOptions::Validate(std::string_view prefix) const {
+  if (!(cut >= 0 && cut <= 0.5)) {
+    return BadOption(prefix, "cut", "must be in [0, 0.5]");
+  }
+  if (!(rise > 1)) return BadOption(prefix, "rise", "must be > 1");
+  return absl::OkStatus();
+}
+
+CheckStep SlowdownCheck::OnSample(const Sample& s, double limit,
+                                  absl::Duration baseline) {
+  const bool rising = options_.cut > 0 && baseline > absl::ZeroDuration() &&
+                      s.rtt > baseline * options_.rise;
+  const bool falling = options_.cut > 0 && s.rtt * 2 < baseline;
+  switch (state_) {
+    case State::kIdle:
+      if (falling) {
+        state_ = State::kFastCut;
+        l0_ = limit;
+        since_ = s.end();
+        return Hold(l0_ * (1 - options_.cut));
+      }
+      if (!rising) return {};
+      state_ = State::kMeasuring;
+      l0_ = limit;
+      since_ = s.end();
+      return Hold(l0_);
+    case State::kFastCut:
+      if (s.start < since_) return Hold(l0_ * (1 - options_.cut));
+      state_ = State::kIdle;
+      return {CheckStep::Kind::kRebaseline, l0_, s.rtt};
+    case State::kMeasuring:
+      if (s.start < since_) return Hold(l0_);  // admitted before the rise
+      if (!rising) {
+        state_ = State::kIdle;  // it passed
+        return {};
+      }
+      r0_ = s.rtt;
+      since_ = s.end();
+      state_ = State::kCut;
+      return Hold(l0_ * (1 - options_.cut));
+    case State::kCut:
+      if (s.start < since_) return Hold(l0_ * (1 - options_.cut));
+      if (s.rtt < r0_ * (1 - 0.75 * options_.cut)) {
+        state_ = State::kQueueing;  // it fell with the limit: a queue
+        return {};
+      }
+      state_ = State::kIdle;
+      return {CheckStep::Kind::kRebaseline, l0_, s.rtt};
+    case State::kQueueing:
+      if (!rising) state_ = State::kIdle;
+      return {};
+  }
+  return {};
+}
+
+}  // namespace reqctx::limits

@@ -1,0 +1,109 @@
+// SlowdownCheck: tells a slower server from a longer queue before a limit
+// shrinks for it (issue 23, section 2, scenario 3).
+//
+// A latency-based limit reads any rise in handling time as queueing and
+// cuts the limit. When a dependency gets slower (handling time x5, the same
+// workers) that is wrong: the server's concurrency is unchanged, and a limit
+// cut to a fraction of it throws away the capacity left. The two differ in
+// one way only: cutting the limit shortens a queue, not a slower handler.
+// So, as TCP Vegas and BBR re-measure their base RTT, the check cuts a
+// little and looks:
+//   1. rise: a sample whose handling time exceeds `rise` x the algorithm's
+//      baseline (its no-queue estimate) starts a check; the limit L0 is held
+//      (no decrease) until a sample holding only calls admitted after that
+//      (Sample::start) gives the handling time r0 at L0;
+//   2. cut: the limit is set to (1 - cut) x L0 and held until a sample holding
+//      only calls admitted after the cut gives r1;
+//   3. verdict: while the cut limit still queues (L1 = (1 - cut) x L0 above
+//      the server's concurrency C) handling time falls in proportion, r1 =
+//      (1 - cut) x r0; a server that got slower and was at L0 <= C keeps r1
+//      = r0, and one at L0 a little above C (an algorithm's band above
+//      capacity) gets r1 = r0 x C / L0. So r1 >= (1 - 3 cut / 4) x r0 (for
+//      the default cut, 0.775: any L0 up to 1.29 C) says the server got
+//      slower (kRebaseline: the algorithm takes r1, measured without a queue,
+//      as its new baseline, and the limit goes back to L0). Otherwise it is a
+//      queue (kPass from then on: the algorithm cuts as it would have) until
+//      a sample shows no rise.
+// The other way, a handling time under half the baseline (a slow phase
+// ended) may still hold the queue of a limit learned on the slow server: the
+// limit is cut to (1 - cut) x L0 for one round trip, and the first sample
+// holding only calls admitted after the cut is the new baseline
+// (kRebaseline, the limit back to L0) -- not a baseline that keeps that
+// queue and lets the limit settle above capacity.
+// The cost: one round trip at L0 and one at (1 - cut) x L0 before a real
+// queue is cut further, and, for a slower server, one round trip at
+// (1 - cut) x L0. The cut is deep enough that L1 falls below C when L0 is in
+// an algorithm's usual band (up to 1.2 C): a shallower one cannot tell a
+// small queue of a slower server from a big one. A slower server that also
+// lost workers is read as slower only if the cut left no queue; what remains
+// is the algorithm's to find.
+//
+// Thread-safety: not safe for concurrent use (its owner, a Limit, is not).
+// Lifetime: a plain value owned by its algorithm.
+#ifndef REQCTX_LIMITS_SLOWDOWN_CHECK_H_
+#define REQCTX_LIMITS_SLOWDOWN_CHECK_H_
+
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "limits/limit.h"
+
+namespace reqctx::limits {
+
+struct SlowdownCheckOptions {
+  // Share of the limit cut to look; in [0, 0.5]; 0: no check (every rise is
+  // queueing, the algorithm's literature behaviour).
+  double cut = 0.3;
+  // A handling time above rise x the baseline starts a check; > 1.
+  double rise = 1.25;
+
+  // InvalidArgument naming "<prefix>.<field>".
+  absl::Status Validate(std::string_view prefix) const;
+};
+
+// What the algorithm does with one sample (a value: SlowdownCheck::OnSample).
+struct CheckStep {
+  enum class Kind {
+    kPass,    // no check, or a queue confirmed: the algorithm's own rule
+    kHold,    // a check is under way: the limit is `limit`, nothing else
+    // the server's own handling time changed: baseline = `rtt`, limit =
+    // `limit`
+    kRebaseline,
+  };
+  Kind kind = Kind::kPass;
+  double limit = 0;
+  absl::Duration rtt = absl::ZeroDuration();
+};
+
+class SlowdownCheck {
+ public:
+  // `options` must be valid (Validate).
+  explicit SlowdownCheck(const SlowdownCheckOptions& options)
+      : options_(options) {}
+  // One sample `s` of an algorithm whose limit is `limit` and whose baseline
+  // (no-queue handling time) is `baseline` (zero: none yet; no check).
+  CheckStep OnSample(const Sample& s, double limit, absl::Duration baseline);
+  // Forgets a check under way (the algorithm moved the limit on its own,
+  // e.g. a Vegas probe).
+  void Reset() { state_ = State::kIdle; }
+  // Whether a check is under way (holding the limit).
+  bool checking() const {
+    return state_ == State::kMeasuring || state_ == State::kCut ||
+           state_ == State::kFastCut;
+  }
+
+ private:
+  enum class State { kIdle, kMeasuring, kCut, kQueueing, kFastCut };
+  CheckStep Hold(double limit) const {
+    return {CheckStep::Kind::kHold, limit, absl::ZeroDuration()};
+  }
+  const SlowdownCheckOptions options_;
+  State state_ = State::kIdle;
+  double l0_ = 0;                  // the limit when the rise was seen
+  absl::Time since_;               // calls admitted from then on count
+  absl::Duration r0_;              // handling time at l0_
+};
+
+}  // namespace reqctx::limits
+
+#endif  // REQCTX_LIMITS_SLOWDOWN_CHECK_H_
