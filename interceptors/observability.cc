@@ -67,7 +67,9 @@ absl::Status EnableOrphanReports(
     log(absl::StrCat(
         "reqctx: orphaned ", absl::string_view(r.kind.data(), r.kind.size()),
         " method=", absl::string_view(r.name.data(), r.name.size()),
-        " trace_id=", tc != nullptr ? tc->trace_id : "-",
+        " trace_id=",
+        tc != nullptr ? absl::string_view(tc->trace_id.data(), tc->trace_id.size())
+                      : absl::string_view("-"),
         " done_for=", absl::FormatDuration(r.done_for),
         " context=", r.ctx.DebugString()));
     // Work outside a call has no name; a call's method is labelled as

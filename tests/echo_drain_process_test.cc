@@ -414,7 +414,7 @@ TEST(EchoServerLogProcessTest, LinesInACallCarryItsTraceMethodAndBudget) {
   const size_t at = out.find("subprocess: database:");
   const size_t begin = out.rfind('\n', at) + 1;
   const std::string line = out.substr(begin, at - begin);
-  EXPECT_NE(line.find(absl::StrCat("trace_id=", trace.trace_id, " span_id=")),
+  EXPECT_NE(line.find(absl::StrCat("trace_id=", trace.trace_id.str(), " span_id=")),
             std::string::npos)
       << line;
   EXPECT_NE(line.find(" method=/echo.v1.Echo/Echo budget_ms="),

@@ -113,7 +113,7 @@ TEST_F(EchoE2ETest, TraceIdCarriedAndSpanIdsFresh) {
   ASSERT_TRUE(s.ok()) << s.error_message();
   EXPECT_EQ(response.trace_id(), caller.trace_id);
   ASSERT_EQ(response.hops_size(), 3);
-  std::set<std::string> spans = {caller.span_id};
+  std::set<std::string> spans = {caller.span_id.str()};
   for (const Hop& hop : response.hops()) {
     EXPECT_EQ(hop.trace_id(), caller.trace_id) << hop.service();
     EXPECT_TRUE(ParseTraceparent(FormatTraceparent(

@@ -19,8 +19,8 @@ namespace {
 static_assert(REQCTX_VERSION_MAJOR == 0 && REQCTX_VERSION_MINOR == 1,
               "signatures pinned for reqctx 0.1");
 
-static_assert(std::is_same_v<decltype(TraceContext::trace_id), std::string>);
-static_assert(std::is_same_v<decltype(TraceContext::span_id), std::string>);
+static_assert(std::is_same_v<decltype(TraceContext::trace_id), TraceId>);
+static_assert(std::is_same_v<decltype(TraceContext::span_id), SpanId>);
 static_assert(std::is_same_v<decltype(TraceContext::sampled), bool>);
 static_assert(std::is_same_v<decltype(&GetTraceContext),
                              std::optional<TraceContext> (*)(const Context&)>);

@@ -126,7 +126,7 @@ class SyncProbe final : public ::echo::v1::Echo::Service {
     bool same = mine && current && mine->span_id == current->span_id &&
                 ctx.Deadline() == Current().Deadline();
     response->set_message(same ? "current is the call's context" : "different");
-    response->set_trace_id(mine ? mine->trace_id : "");
+    response->set_trace_id(mine ? mine->trace_id.str() : "");
     std::lock_guard<std::mutex> lock(mu_);
     last_ = ctx;
     return grpc::Status::OK;

@@ -5,6 +5,7 @@
 
 #include <string>
 #include <string_view>
+#include <type_traits>
 
 #include "context/core.h"
 #include "gtest/gtest.h"
@@ -207,8 +208,39 @@ TEST(ContinueTrace, BoundsTracestate) {
   EXPECT_EQ(*halves, k + ",z=1");
 }
 
+// The ids are held inline: a TraceContext is a trivially copyable value
+// (no allocation to parse, copy or store one), reads as a string, and keeps
+// what it was given, cut to 32 / 16 characters.
+TEST(TraceContextIds, InlineValuesThatReadAsStrings) {
+  static_assert(std::is_trivially_copyable_v<TraceContext>);
+  static_assert(std::is_trivially_destructible_v<TraceContext>);
+  const TraceContext tc{"4bf92f3577b34da6a3ce929d0e0e4736",
+                        std::string("00f067aa0ba902b7"), false};
+  const std::string_view trace = tc.trace_id;
+  EXPECT_EQ(trace, "4bf92f3577b34da6a3ce929d0e0e4736");
+  EXPECT_EQ(tc.span_id, std::string("00f067aa0ba902b7"));
+  EXPECT_EQ(std::string("00f067aa0ba902b7"), tc.span_id);
+  EXPECT_EQ(tc.span_id.str(), "00f067aa0ba902b7");
+  EXPECT_EQ(std::string(tc.trace_id), "4bf92f3577b34da6a3ce929d0e0e4736");
+  EXPECT_EQ(tc.trace_id, TraceId("4bf92f3577b34da6a3ce929d0e0e4736"));
+  EXPECT_NE(tc.trace_id, TraceId("4bf92f3577b34da6a3ce929d0e0e4737"));
+  EXPECT_LT(SpanId("0a"), SpanId("0b"));
+  EXPECT_TRUE(TraceId().empty());
+  EXPECT_EQ(SpanId("abc").size(), 3u);  // Not validated, as before.
+  EXPECT_EQ(SpanId(std::string(40, 'b')), std::string(16, 'b'));
+  EXPECT_NE(SpanId(std::string(16, 'b')), std::string(40, 'b'));  // No cut.
+  EXPECT_EQ(TraceId(std::string(40, 'a')).size(), 32u);
+  std::string s;
+  s = tc.span_id;  // std::string takes it as a string_view.
+  EXPECT_EQ(s, "00f067aa0ba902b7");
+  EXPECT_EQ(FormatTraceparent(tc),
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00");
+}
+
 TEST(NewIds, AreValidAndDistinct) {
-  std::string a = internal::NewTraceId(), b = internal::NewTraceId();
+  const TraceId a = internal::NewTraceId(), b = internal::NewTraceId();
+  EXPECT_EQ(a.size(), 32u);
+  EXPECT_EQ(internal::NewSpanId().size(), 16u);
   EXPECT_NE(a, b);
   EXPECT_NE(internal::NewSpanId(), internal::NewSpanId());
   EXPECT_TRUE(ParseTraceparent(
@@ -227,14 +259,16 @@ TEST(NewIds, ForkedChildDrawsDifferentIds) {
   ASSERT_GE(pid, 0);
   if (pid == 0) {
     close(fds[0]);
-    const std::string ids = internal::NewTraceId() + internal::NewSpanId();
+    const std::string ids =
+        internal::NewTraceId().str() + internal::NewSpanId().str();
     _exit(write(fds[1], ids.data(), ids.size()) ==
                   static_cast<ssize_t>(ids.size())
               ? 0
               : 1);
   }
   close(fds[1]);
-  const std::string parent = internal::NewTraceId() + internal::NewSpanId();
+  const std::string parent =
+      internal::NewTraceId().str() + internal::NewSpanId().str();
   std::string child;
   char buf[64];
   pollfd p{fds[0], POLLIN, 0};

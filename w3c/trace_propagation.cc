@@ -102,16 +102,16 @@ void WriteNewTraceId(char* out) {
 
 }  // namespace
 
-std::string NewTraceId() {
-  std::string id(32, '0');
-  WriteNewTraceId(id.data());
-  return id;
+TraceId NewTraceId() {
+  char id[32];
+  WriteNewTraceId(id);
+  return std::string_view(id, sizeof(id));
 }
 
-std::string NewSpanId() {
-  std::string id(16, '0');
-  WriteHex16(RandomNonZero(), id.data());
-  return id;
+SpanId NewSpanId() {
+  char id[16];
+  WriteHex16(RandomNonZero(), id);
+  return std::string_view(id, sizeof(id));
 }
 
 IncomingTrace ContinueTrace(const std::vector<std::string_view>& traceparents,
@@ -133,12 +133,8 @@ IncomingTrace ContinueTraceOf(std::span<const std::string_view> traceparents,
     in.trace.sampled = true;
     return in;  // tracestate is meaningless without a valid traceparent.
   }
-  in.trace.trace_id = std::move(parent->trace_id);
-  // The parent's span id (16 digits, as parsed) is overwritten in place with
-  // this hop's: one allocation fewer than a new string.
-  in.trace.span_id = std::move(parent->span_id);
-  in.trace.span_id.resize(16);
-  WriteHex16(RandomNonZero(), in.trace.span_id.data());
+  in.trace.trace_id = parent->trace_id;
+  in.trace.span_id = NewSpanId();  // This hop's own span.
   in.trace.sampled = parent->sampled;
   if (tracestates.empty()) return in;
   // Repeated tracestate headers form one comma-separated list (RFC 9110).

@@ -40,8 +40,8 @@ inline constexpr char kTracestateHeader[] = "tracestate";
 inline constexpr size_t kMaxTracestateSize = kMaxTracestateBytes;
 
 // 32 / 16 random lowercase hex digits, never all zeros.
-std::string NewTraceId();
-std::string NewSpanId();
+TraceId NewTraceId();
+SpanId NewSpanId();
 
 // The trace of an incoming call, given every value of its traceparent and
 // tracestate headers (in arrival order).

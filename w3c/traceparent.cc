@@ -18,7 +18,7 @@ constexpr size_t kSpanIdSize = 16;
 constexpr size_t kFlagsOffset = 53;
 
 // The parse runs on every incoming call: no branch per byte, no allocation
-// but the two ids' strings.
+// (the ids are held inline).
 //
 // Per byte: its value for a lowercase hex digit (0..15), kNotHex for any
 // other byte. OR-ing the entries of a field tells whether any byte was not
@@ -108,8 +108,8 @@ std::optional<TraceContext> ParseTraceparent(std::string_view header) {
     return std::nullopt;
   }
   TraceContext tc;
-  tc.trace_id.assign(h + kTraceIdOffset, kTraceIdSize);
-  tc.span_id.assign(h + kSpanIdOffset, kSpanIdSize);
+  tc.trace_id = std::string_view(h + kTraceIdOffset, kTraceIdSize);
+  tc.span_id = std::string_view(h + kSpanIdOffset, kSpanIdSize);
   tc.sampled = (kHexTable[static_cast<unsigned char>(h[kFlagsOffset + 1])] &
                 0x1) != 0;
   return tc;

@@ -24,17 +24,91 @@
 #ifndef REQCTX_W3C_TRACEPARENT_H_
 #define REQCTX_W3C_TRACEPARENT_H_
 
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
 #include <optional>
+#include <ostream>
 #include <string>
 #include <string_view>
+#include <type_traits>
 
 namespace reqctx {
 
+// An id of a trace (N = 32) or span (N = 16), held inline: up to N
+// characters, never an allocation (a std::string of 32 or 16 characters
+// allocates, once per id and copy, on every call). A valid W3C id is exactly
+// N lowercase hex digits, not all zeros; HexId itself does not check (as a
+// string did not): it holds whatever it was given, cut to its first N
+// characters (no valid id is longer). Reads as a std::string_view (implicit
+// conversion, view()); compares with another HexId or any string;
+// std::string(id) or id.str() makes a string. A plain value: copyable,
+// trivially destructible; not thread-safe for concurrent writes (like any
+// value).
+template <size_t N>
+class HexId {
+ public:
+  static_assert(N > 0 && N < 256);
+  static constexpr size_t kMaxSize = N;
+
+  // Empty.
+  constexpr HexId() = default;
+  // The first N characters of `s` (all of it if shorter).
+  constexpr HexId(std::string_view s)  // NOLINT: implicit, as std::string's.
+      : size_(static_cast<uint8_t>(std::min(s.size(), N))) {
+    std::copy_n(s.data(), size_, digits_);
+  }
+  // From anything that reads as a string_view (a std::string, a literal, a
+  // char pointer): the same.
+  template <typename S>
+    requires(std::is_convertible_v<const S&, std::string_view> &&
+             !std::is_same_v<std::remove_cvref_t<S>, HexId> &&
+             !std::is_same_v<std::remove_cvref_t<S>, std::string_view>)
+  constexpr HexId(const S& s)  // NOLINT: implicit, as std::string's.
+      : HexId(std::string_view(s)) {}
+
+  constexpr std::string_view view() const { return {digits_, size_}; }
+  constexpr operator std::string_view() const { return view(); }  // NOLINT
+  std::string str() const { return std::string(view()); }
+  constexpr const char* data() const { return digits_; }
+  constexpr size_t size() const { return size_; }
+  constexpr bool empty() const { return size_ == 0; }
+  constexpr const char* begin() const { return digits_; }
+  constexpr const char* end() const { return digits_ + size_; }
+
+  // With another HexId (a template so that only a HexId itself matches:
+  // a string compares as a string, never converted, so never cut to N).
+  template <typename T>
+    requires std::is_same_v<T, HexId>
+  friend constexpr bool operator==(const HexId& a, const T& b) {
+    return a.view() == b.view();
+  }
+  friend constexpr bool operator==(const HexId& a, std::string_view b) {
+    return a.view() == b;
+  }
+  template <typename T>
+    requires std::is_same_v<T, HexId>
+  friend constexpr auto operator<=>(const HexId& a, const T& b) {
+    return a.view() <=> b.view();
+  }
+  friend std::ostream& operator<<(std::ostream& os, const HexId& id) {
+    return os << id.view();
+  }
+
+ private:
+  char digits_[N] = {};
+  uint8_t size_ = 0;
+};
+
+using TraceId = HexId<32>;  // 32 lowercase hex digits when valid.
+using SpanId = HexId<16>;   // 16 lowercase hex digits when valid.
+
 // One hop of a trace. `trace_id` is 32 and `span_id` 16 lowercase hex digits,
 // neither all zeros; `sampled` is the W3C "sampled" flag (bit 0 of flags).
+// The ids are held inline (HexId): a TraceContext never allocates.
 struct TraceContext {
-  std::string trace_id;
-  std::string span_id;
+  TraceId trace_id;
+  SpanId span_id;
   bool sampled = true;
 };
 

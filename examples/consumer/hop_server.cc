@@ -25,7 +25,7 @@ class HopService final : public hop::v1::Hop::Service {
     std::optional<absl::Time> deadline = ctx.Deadline();
     reply->set_deadline_remaining_ms(
         deadline ? absl::ToInt64Milliseconds(*deadline - absl::Now()) : -1);
-    if (auto tc = reqctx::GetTraceContext(ctx)) reply->set_trace_id(tc->trace_id);
+    if (auto tc = reqctx::GetTraceContext(ctx)) reply->set_trace_id(tc->trace_id.str());
     // Work that the caller's deadline or cancel cuts short.
     absl::Status s =
         reqctx::SleepFor(ctx, absl::Milliseconds(request->work_ms()));

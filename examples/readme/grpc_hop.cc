@@ -24,7 +24,7 @@ class Hop final : public Echo::Service {
     reqctx::Context ctx = reqctx::FromServerContext(sc);  // deadline, cancel, trace
     echo::v1::Hop* hop = resp->add_hops();
     hop->set_service(name_);
-    if (auto trace = reqctx::GetTraceContext(ctx)) hop->set_trace_id(trace->trace_id);
+    if (auto trace = reqctx::GetTraceContext(ctx)) hop->set_trace_id(trace->trace_id.str());
     std::optional<absl::Duration> left = ctx.TimeLeft();  // nullopt: no deadline
     hop->set_deadline_remaining_ms(left ? absl::ToInt64Milliseconds(*left) : -1);
     if (next_ == nullptr) {  // the backend: work that the deadline cuts short

@@ -526,7 +526,7 @@ class Retrier {
   RetryChannelState* const channel_;
   LearnedHedgingDelay* const learner_;  // May be null.
   const int max_attempts_;
-  std::string trace_id_;
+  TraceId trace_id_;
   bool sampled_ = true;
   std::mt19937_64 rng_;
 };

@@ -203,8 +203,8 @@ Hop EchoService::ArrivalHop(const Context& ctx) const {
   Hop hop;
   hop.set_service(options_.name);
   if (std::optional<TraceContext> tc = GetTraceContext(ctx)) {
-    hop.set_trace_id(tc->trace_id);
-    hop.set_span_id(tc->span_id);
+    hop.set_trace_id(tc->trace_id.str());
+    hop.set_span_id(tc->span_id.str());
   }
   int64_t remaining_ms = -1;
   if (std::optional<absl::Time> deadline = ctx.Deadline()) {
