@@ -290,9 +290,18 @@ INSTANTIATE_TEST_SUITE_P(Apis, ShutdownCauseTest,
 // says so; the server saw its caller cancel.
 TEST(HedgeCauseTest, TheLoserSaysItLost) {
   CauseLog server_log;
+  // The first attempt (message "first") waits for its Context to end and
+  // logs why; the hedge answers once the first attempt has reached the
+  // server. Told apart by the request, not the order of arrival: under a
+  // loaded sanitizer run the hedge may arrive first.
+  const std::pair<Context, CancelFunc> first_arrived = WithCancel(Background());
   PolicyTestServer server(
       Api::kSync, [&](int index, const Context& ctx, const EchoRequest& r) {
-        if (index == 0) return WaitAndLog(&server_log)(index, ctx, r);
+        if (r.message() == "first") {
+          first_arrived.second();
+          return WaitAndLog(&server_log)(index, ctx, r);
+        }
+        first_arrived.first.Done().WaitFor(kBound);
         return grpc::Status::OK;
       });
   ASSERT_TRUE(server.ok());
@@ -306,6 +315,7 @@ TEST(HedgeCauseTest, TheLoserSaysItLost) {
   policy::RetryResult result = policy::CallWithRetry(
       ctx, p, nullptr, [&](grpc::ClientContext* cc, int attempt) {
         EchoRequest req;
+        req.set_message(attempt == 0 ? "first" : "hedge");
         EchoResponse resp;
         grpc::Status s = stub->Echo(cc, req, &resp);
         std::lock_guard<std::mutex> lock(mu);
