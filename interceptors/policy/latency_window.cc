@@ -39,11 +39,7 @@ std::optional<absl::Duration> LatencyWindow::Quantile(double q) const {
 }
 
 std::optional<absl::Duration> LatencyWindow::Mean() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  if (count_ < static_cast<int64_t>(warmup_)) return std::nullopt;
-  long double sum = 0;
-  for (int64_t ns : ring_ns_) sum += ns;
-  return absl::Nanoseconds(static_cast<int64_t>(sum / ring_ns_.size()));
+  return Mean(capacity_);  // Every kept sample.
 }
 
 std::optional<absl::Duration> LatencyWindow::Mean(size_t recent) const {
