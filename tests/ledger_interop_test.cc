@@ -180,6 +180,33 @@ class LedgerInteropTest : public ::testing::Test {
     ASSERT_TRUE(s.ok()) << s.error_message();
   }
 
+  // The backend (Backend::kMinBudget) behind the Go hop in `mode` behind a
+  // reqctx frontend, warmed up; then one call to the frontend with half the
+  // backend's minimum budget (refused there, at arrival): its status in *s
+  // and its decoded ledger in *l (DEADLINE_EXCEEDED and a ledger asserted).
+  // Callers return when IsSkipped() or HasFatalFailure().
+  void CallRefusedThroughGoHop(const std::string& mode, grpc::Status* s,
+                               Ledger* l) {
+    Peer hop;
+    StartBackend(Backend::kMinBudget);
+    StartGoHop(hop, mode);
+    if (IsSkipped() || HasFatalFailure()) return;
+    ServerProcess frontend;
+    StartFrontend(frontend, "frontend", Address(hop));
+    if (HasFatalFailure()) return;
+    WarmUp(frontend.address());
+    if (HasFatalFailure()) return;
+    auto [ctx, cancel] = WithTimeout(Background(), kMinBudget / 2);
+    EchoResponse resp;
+    std::unique_ptr<grpc::ClientContext> cc;
+    *s = Call(frontend.address(), ctx, 0, &resp, &cc);
+    ASSERT_EQ(s->error_code(), grpc::StatusCode::DEADLINE_EXCEEDED)
+        << s->error_message();
+    absl::StatusOr<Ledger> decoded = LedgerFromStatus(*s);
+    ASSERT_TRUE(decoded.ok()) << decoded.status();
+    *l = *std::move(decoded);
+  }
+
   // Polls the backend's counters (bounded: Eventually, and a deadline per
   // Stats call) until `done` holds for them; the last counters read.
   ::echo::v1::StatsResponse BackendStatsOnce(
@@ -326,25 +353,11 @@ TEST_F(LedgerInteropTest, BackendsLedgerCrossesTheGoHopIntact) {
 }
 
 TEST_F(LedgerInteropTest, ReqctxFrontendSeesTheBackendThroughTheGoHop) {
-  Peer hop;
-  StartBackend(Backend::kMinBudget);
-  StartGoHop(hop, "pass");
+  grpc::Status s;
+  Ledger ledger;
+  CallRefusedThroughGoHop("pass", &s, &ledger);
   if (IsSkipped() || HasFatalFailure()) return;
-  ServerProcess frontend;
-  StartFrontend(frontend, "frontend", Address(hop));
-  if (HasFatalFailure()) return;
-  WarmUp(frontend.address());
-  if (HasFatalFailure()) return;
-  // Less than the backend's minimum: refused there, at arrival.
-  const absl::Duration budget = kMinBudget / 2;
-  auto [ctx, cancel] = WithTimeout(Background(), budget);
-  EchoResponse resp;
-  std::unique_ptr<grpc::ClientContext> cc;
-  const grpc::Status s = Call(frontend.address(), ctx, 0, &resp, &cc);
-  ASSERT_EQ(s.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED)
-      << s.error_message();
-  absl::StatusOr<Ledger> l = LedgerFromStatus(s);
-  ASSERT_TRUE(l.ok()) << l.status();
+  const Ledger* l = &ledger;
   const std::string line = LedgerLine(*l);
   SCOPED_TRACE(line);
   EXPECT_EQ(l->root.host, "frontend");
@@ -370,23 +383,11 @@ TEST_F(LedgerInteropTest, ReqctxFrontendSeesTheBackendThroughTheGoHop) {
 }
 
 TEST_F(LedgerInteropTest, GoHopThatDropsDetailsLeavesTheFrontendsOwnLedger) {
-  Peer hop;
-  StartBackend(Backend::kMinBudget);
-  StartGoHop(hop, "drop");
+  grpc::Status s;
+  Ledger ledger;
+  CallRefusedThroughGoHop("drop", &s, &ledger);
   if (IsSkipped() || HasFatalFailure()) return;
-  ServerProcess frontend;
-  StartFrontend(frontend, "frontend", Address(hop));
-  if (HasFatalFailure()) return;
-  WarmUp(frontend.address());
-  if (HasFatalFailure()) return;
-  auto [ctx, cancel] = WithTimeout(Background(), kMinBudget / 2);
-  EchoResponse resp;
-  std::unique_ptr<grpc::ClientContext> cc;
-  const grpc::Status s = Call(frontend.address(), ctx, 0, &resp, &cc);
-  ASSERT_EQ(s.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED)
-      << s.error_message();
-  absl::StatusOr<Ledger> l = LedgerFromStatus(s);
-  ASSERT_TRUE(l.ok()) << l.status();
+  const Ledger* l = &ledger;
   const std::string line = LedgerLine(*l);
   SCOPED_TRACE(line);
   EXPECT_EQ(l->root.host, "frontend");
@@ -423,23 +424,11 @@ TEST_F(LedgerInteropTest, FrontendFindsTheLedgerPastTheGoHopsOwnDetails) {
   // frontend -> Go hop (appends its ErrorInfo) -> backend: the frontend's
   // outbound record still decodes the backend's ledger (the first
   // BudgetLedger detail), whatever else the status carries.
-  Peer hop;
-  StartBackend(Backend::kMinBudget);
-  StartGoHop(hop, "add");
+  grpc::Status s;
+  Ledger ledger;
+  CallRefusedThroughGoHop("add", &s, &ledger);
   if (IsSkipped() || HasFatalFailure()) return;
-  ServerProcess frontend;
-  StartFrontend(frontend, "frontend", Address(hop));
-  if (HasFatalFailure()) return;
-  WarmUp(frontend.address());
-  if (HasFatalFailure()) return;
-  auto [ctx, cancel] = WithTimeout(Background(), kMinBudget / 2);
-  EchoResponse resp;
-  std::unique_ptr<grpc::ClientContext> cc;
-  const grpc::Status s = Call(frontend.address(), ctx, 0, &resp, &cc);
-  ASSERT_EQ(s.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED)
-      << s.error_message();
-  absl::StatusOr<Ledger> l = LedgerFromStatus(s);
-  ASSERT_TRUE(l.ok()) << l.status();
+  const Ledger* l = &ledger;
   SCOPED_TRACE(LedgerLine(*l));
   ASSERT_EQ(l->root.outbound.size(), 1u);
   ASSERT_EQ(l->root.outbound[0].ledger.size(), 1u);
