@@ -36,6 +36,7 @@
 #include "interceptors/debug.h"
 #include "interceptors/interceptors.h"
 #include "interceptors/internal/grpc_timeout.h"
+#include "interceptors/policy/policy_counters.h"
 #include "proto/echo.grpc.pb.h"
 #include "services/echo/echo_server.h"
 #include "services/echo/echo_stats.h"
@@ -466,12 +467,26 @@ TEST(RandomFaultsTest, TenThousandCallsAcrossThreeHopsAllEndAndBalance) {
 
   // Every call ended, and on time: none outlived its 50 ms deadline by more
   // than the slack.
+  // RESOURCE_EXHAUSTED is a hop's load shedder refusing a call that could
+  // not finish in time (on a loaded machine the middle's slots are still
+  // held by calls whose cancel is on its way); each such refusal must be
+  // one the hops counted.
+  int64_t shed = 0;
+  for (EchoServer* hop : {&chain.frontend(), &chain.middle(), &chain.backend()}) {
+    const policy::PolicyCountersSnapshot c = hop->policy_counts();
+    shed += c[policy::PolicyCounter::kShedAtArrival] +
+            c[policy::PolicyCounter::kShedQueueFull] +
+            c[policy::PolicyCounter::kShedEvicted] +
+            c[policy::PolicyCounter::kShedQueueDelay];
+  }
+  EXPECT_LE(codes[grpc::StatusCode::RESOURCE_EXHAUSTED], shed);
   int ended = 0;
   for (const auto& [code, n] : codes) {
     ended += n;
     EXPECT_TRUE(code == grpc::StatusCode::OK ||
                 code == grpc::StatusCode::CANCELLED ||
-                code == grpc::StatusCode::DEADLINE_EXCEEDED)
+                code == grpc::StatusCode::DEADLINE_EXCEEDED ||
+                code == grpc::StatusCode::RESOURCE_EXHAUSTED)
         << n << " calls ended with code " << code;
   }
   EXPECT_EQ(ended, kCalls);
@@ -503,9 +518,12 @@ TEST(RandomFaultsTest, TenThousandCallsAcrossThreeHopsAllEndAndBalance) {
     EXPECT_GT(codes[grpc::StatusCode::OK], 0);
     EXPECT_GT(chain.backend().stats().Get().started_total, 0);
   }
-  std::printf("client: OK %d, CANCELLED %d, DEADLINE_EXCEEDED %d; slowest %s\n",
+  std::printf("client: OK %d, CANCELLED %d, DEADLINE_EXCEEDED %d, "
+              "RESOURCE_EXHAUSTED %d (hops shed %lld); slowest %s\n",
               codes[grpc::StatusCode::OK], codes[grpc::StatusCode::CANCELLED],
               codes[grpc::StatusCode::DEADLINE_EXCEEDED],
+              codes[grpc::StatusCode::RESOURCE_EXHAUSTED],
+              static_cast<long long>(shed),
               absl::FormatDuration(slowest).c_str());
 
   EXPECT_TRUE(Eventually([] { return debug::LiveServerCallCount() == 0; }));
