@@ -215,6 +215,7 @@ TEST(EchoDrainProcessTest, SigtermDrainsAsALoadBalancerAndClientsExpect) {
   // A client calling all along, each call bounded by its deadline.
   struct Outcome {
     absl::Time start;
+    absl::Time end;
     grpc::StatusCode code;
     std::string message;
   };
@@ -227,7 +228,8 @@ TEST(EchoDrainProcessTest, SigtermDrainsAsALoadBalancerAndClientsExpect) {
     for (int i = 0; i < 100000 && !stop.load(); ++i) {
       const absl::Time start = absl::Now();
       grpc::Status s = Call(*stub, NewTrace('c'), 20, call_timeout);
-      outcomes.push_back({start, s.error_code(), s.error_message()});
+      outcomes.push_back({start, absl::Now(), s.error_code(),
+                          s.error_message()});
       calls_done.fetch_add(1);
       if (s.error_code() == grpc::StatusCode::UNAVAILABLE) {
         unavailable.fetch_add(1);
@@ -286,12 +288,26 @@ TEST(EchoDrainProcessTest, SigtermDrainsAsALoadBalancerAndClientsExpect) {
 
   // Every call of the client got OK or UNAVAILABLE (retryable): none hung
   // (DEADLINE_EXCEEDED) and none was lost as CANCELLED or UNKNOWN; some
-  // started after the signal were still served.
-  int ok_after_signal = 0;
+  // started after the signal were still served. One exception, gRPC's and
+  // not the drain's: once the grace is over the server calls gRPC's own
+  // Server::Shutdown, and a call that reached the transport just as it
+  // began is killed by gRPC 1.51 core with a bare CANCELLED "CANCELLED"
+  // (seen once in ~1,200 calls under TSan). Such a call ends after the
+  // stuck call's UNAVAILABLE was sent (same connection, sent first); the
+  // client cannot see the shutdown's start, so the bound is the stuck
+  // call's end less a scheduling slack.
+  const absl::Time grace_over = long_done - absl::Milliseconds(100);
+  int ok_after_signal = 0, canceled_by_grpc_shutdown = 0;
   for (const Outcome& o : outcomes) {
+    if (o.code == grpc::StatusCode::CANCELLED && o.message == "CANCELLED" &&
+        o.end >= grace_over) {
+      ++canceled_by_grpc_shutdown;
+      continue;
+    }
     EXPECT_TRUE(o.code == grpc::StatusCode::OK ||
                 o.code == grpc::StatusCode::UNAVAILABLE)
-        << o.code << " " << o.message;
+        << o.code << " " << o.message << ", ended "
+        << absl::FormatDuration(o.end - signaled) << " after the signal";
     if (o.code == grpc::StatusCode::OK && o.start > signaled) {
       ++ok_after_signal;
     }
@@ -300,11 +316,12 @@ TEST(EchoDrainProcessTest, SigtermDrainsAsALoadBalancerAndClientsExpect) {
   std::printf(
       "drain %s, grace %s: new calls refused %s after SIGTERM, long call "
       "ended %s after it; client: %zu calls, %d OK after the signal, %d "
-      "UNAVAILABLE\n",
+      "UNAVAILABLE, %d canceled by gRPC's final shutdown\n",
       absl::FormatDuration(drain).c_str(), absl::FormatDuration(grace).c_str(),
       absl::FormatDuration(refused_after).c_str(),
       absl::FormatDuration(long_done - signaled).c_str(), outcomes.size(),
-      ok_after_signal, unavailable.load());
+      ok_after_signal, unavailable.load(), canceled_by_grpc_shutdown);
+  EXPECT_LE(canceled_by_grpc_shutdown, 2);
   // The drain is logged (through spdlog, outside any call).
   EXPECT_NE(front.output().find("trace_id=- span_id=- method=- "
                                 "budget_ms=none subprocess: draining"),
