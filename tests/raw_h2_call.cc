@@ -293,10 +293,18 @@ RawFloodResult RawStreamFlood(
         break;
       case RawStreamEnd::kHeadersOnly:
         break;
+      case RawStreamEnd::kStallMidMessage:
+        out += Frame(kData, 0, id, payload.substr(0, payload.size() / 2));
+        break;
+      case RawStreamEnd::kResetMidMessage:
+        out += Frame(kData, 0, id, payload.substr(0, payload.size() / 2));
+        out += Frame(kRstStream, 0, id, cancel);
+        break;
     }
   }
   SendAll(fd, out);
-  const bool wait_all = end_as == RawStreamEnd::kComplete;
+  const bool wait_all = end_as == RawStreamEnd::kComplete ||
+                        end_as == RawStreamEnd::kStallMidMessage;
   std::string in;
   std::vector<bool> ended(static_cast<size_t>(streams), false);
   for (;;) {

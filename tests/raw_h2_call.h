@@ -52,6 +52,11 @@ enum class RawStreamEnd {
   kResetAfterHeaders,  // HEADERS, then at once RST_STREAM(CANCEL).
   kResetAfterMessage,  // HEADERS, the message (END_STREAM), RST_STREAM.
   kHeadersOnly,        // HEADERS only: no message, never half-closed.
+  // HEADERS, then the first half of the length-prefixed message (its 5-byte
+  // prefix announces the whole), never the rest, never half-closed.
+  kStallMidMessage,
+  // The same half message, then RST_STREAM(CANCEL).
+  kResetMidMessage,
 };
 
 struct RawFloodResult {
@@ -64,9 +69,9 @@ struct RawFloodResult {
 // `path` (written back to back, headers as RawUnaryCall's plus
 // `extra_headers`), each ended as `end` says. Then reads what comes back
 // until every stream was ended by the server (kComplete: answered;
-// kResetAfterMessage: answered or reset) or, for the others, until `hold`
-// passed, and closes the socket (which ends whatever is left). Waits at
-// most `bound` in all.
+// kStallMidMessage: answered or reset, e.g. by a stream timeout) or, for the
+// others, until `hold` passed, and closes the socket (which ends whatever is
+// left). Waits at most `bound` in all.
 RawFloodResult RawStreamFlood(
     int port, const std::string& path, const std::string& message,
     const std::vector<std::pair<std::string, std::string>>& extra_headers,
