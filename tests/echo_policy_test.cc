@@ -54,10 +54,13 @@ struct Result {
   ::echo::v1::EchoResponse response;
 };
 
-Result Call(const EchoServer& server, absl::Duration timeout, int64_t work_ms,
-            policy::Criticality c = policy::Criticality::kDefault) {
+// One Echo call to `server` under `parent`, with a deadline `timeout` from
+// now (none if infinite), `work_ms` of work and criticality `c`.
+Result CallIn(const Context& parent, const EchoServer& server,
+              absl::Duration timeout, int64_t work_ms,
+              policy::Criticality c = policy::Criticality::kDefault) {
   auto stub = NewStub(server);
-  Context ctx = policy::WithCriticality(Background(), c);
+  Context ctx = policy::WithCriticality(parent, c);
   CancelFunc cancel;
   if (timeout != absl::InfiniteDuration()) {
     std::tie(ctx, cancel) = WithTimeout(ctx, timeout);
@@ -70,6 +73,11 @@ Result Call(const EchoServer& server, absl::Duration timeout, int64_t work_ms,
   policy::PropagateCriticality(ctx, cc.get());
   r.status = stub->Echo(cc.get(), request, &r.response);
   return r;
+}
+
+Result Call(const EchoServer& server, absl::Duration timeout, int64_t work_ms,
+            policy::Criticality c = policy::Criticality::kDefault) {
+  return CallIn(Background(), server, timeout, work_ms, c);
 }
 
 // The server's policy counts, read through its Stats RPC.
@@ -154,22 +162,34 @@ TEST(EchoPolicyTest, CriticalityTravelsToTheBackendsShedder) {
   back.server_policy.defaults.max_queue = 1;
   PolicyChain chain;
   ASSERT_TRUE(StartChain(back, {}, {}, &chain));
-  // Occupy the backend's only slot.
-  std::thread busy([&] { Call(*chain.backend, absl::Seconds(10), 500); });
+  // Occupy the backend's only slot until the test lets it go (no timing
+  // window: on a loaded machine the calls below may take long to arrive).
+  auto [busy_ctx, stop_busy] = WithCancel(Background());
+  std::thread busy([&, busy_ctx = busy_ctx] {
+    CallIn(busy_ctx, *chain.backend, kWaitBound, 60'000);
+  });
   ASSERT_TRUE(chain.backend->stats().WaitUntil(
       [](const echo::EchoStats::Snapshot& s) { return s.active_requests == 1; },
       kWaitBound));
   // A sheddable call through the chain waits in the backend's queue...
   Result sheddable;
   std::thread queued([&] {
-    sheddable = Call(*chain.frontend, absl::Seconds(10), 0,
+    sheddable = Call(*chain.frontend, kWaitBound, 0,
                      policy::Criticality::kSheddable);
   });
-  ASSERT_TRUE(PollUntil([&] { return Count(*chain.backend, "queued") == 1; }));
+  EXPECT_TRUE(PollUntil([&] { return Count(*chain.backend, "queued") == 1; }));
   // ...until a critical one evicts it: the backend saw "sheddable" two hops
-  // away from the client that set it.
-  Result critical =
-      Call(*chain.backend, absl::Seconds(10), 0, policy::Criticality::kCritical);
+  // away from the client that set it. The critical call then waits for the
+  // slot, which the busy call gives back once the eviction happened.
+  Result critical;
+  std::thread critical_call([&] {
+    critical = Call(*chain.backend, kWaitBound, 0,
+                    policy::Criticality::kCritical);
+  });
+  EXPECT_TRUE(
+      PollUntil([&] { return Count(*chain.backend, "shed_evicted") == 1; }));
+  stop_busy();
+  critical_call.join();
   queued.join();
   busy.join();
   EXPECT_TRUE(critical.status.ok()) << critical.status.error_message();

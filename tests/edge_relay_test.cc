@@ -40,6 +40,7 @@
 #include "services/echo/echo_server.h"
 #include "tests/echo_chain.h"
 #include "tests/raw_h2_call.h"
+#include "tests/test_timing.h"
 #include "w3c/baggage_context.h"
 #include "w3c/header_rules.h"
 #include "w3c/trace_propagation.h"
@@ -127,11 +128,14 @@ std::optional<EchoResponse> RawEcho(int port, const Headers& headers,
   return std::nullopt;
 }
 
-// A raw EchoStream to `port` with `headers` and a 150 ms deadline (the
-// stream ends by it); its first message, if any.
+// A raw EchoStream to `port` with `headers` and a 150 ms deadline (400 ms
+// under sanitizers, where two hops on a loaded machine can take longer than
+// 150 ms to the first message); the stream ends by it. Its first message,
+// if any.
 std::optional<EchoResponse> RawStream(int port, Headers headers,
                                       testing::RawCallResult* raw) {
-  headers.push_back({"grpc-timeout", "150m"});
+  headers.push_back(
+      {"grpc-timeout", testing::PlainOrSanitized("150m", "400m")});
   *raw = testing::RawUnaryCall(port, "/echo.v1.Echo/EchoStream",
                                Serialized(20), headers, kWaitBound);
   EchoResponse response;

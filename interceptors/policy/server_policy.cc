@@ -10,6 +10,7 @@
 #include <grpcpp/support/byte_buffer.h>
 #include <grpcpp/support/server_callback.h>
 
+#include <algorithm>
 #include <condition_variable>
 #include <mutex>
 #include <utility>
@@ -85,10 +86,19 @@ bool ClientCanceled(const Context& call_ctx) {
 // and kept working shows its real cost; a flood of calls with tiny
 // deadlines or instant cancels must not pull the expected handling down to
 // their budget -- and then count as drops).
+// `call_ctx` is the call's Context: when its own timer ended it, the call
+// ended at its deadline even if the wall clock reads a little earlier than
+// Deadline() (the timer runs on the monotonic clock; the two are read a
+// moment apart when the deadline is set, and a preempted thread makes that
+// moment milliseconds long).
 void Ended(ServerPolicy::MethodState& state, ShedSlot& slot, absl::Time start,
            std::optional<absl::Time> deadline, absl::Duration expected,
-           bool canceled) {
-  const absl::Time end = absl::Now();
+           bool canceled, const Context& call_ctx) {
+  absl::Time end = absl::Now();
+  if (deadline.has_value() &&
+      call_ctx.Err().code() == absl::StatusCode::kDeadlineExceeded) {
+    end = std::max(end, *deadline);
+  }
   const limits::Outcome outcome =
       ClassifyEnd(start, end, deadline, expected, canceled);
   const bool cut_short = canceled || (deadline.has_value() && end >= *deadline);
@@ -337,7 +347,7 @@ class PolicyHandler final : public MethodHandler {
           param.server_context,
           [state, held, start, deadline, expected, call_ctx] {
             Ended(*state, *held, start, deadline, expected,
-                  ClientCanceled(call_ctx));
+                  ClientCanceled(call_ctx), call_ctx);
           });
       inner_->RunHandler(param);
       return;
@@ -346,7 +356,8 @@ class PolicyHandler final : public MethodHandler {
     // IsCancelled is safe at any time on the sync API (the watcher may not
     // have polled the call yet).
     Ended(*state, slot, start, deadline, expected,
-          param.server_context->IsCancelled() || ClientCanceled(call_ctx));
+          param.server_context->IsCancelled() || ClientCanceled(call_ctx),
+          call_ctx);
   }
 
   // Destroys the request the original handler deserialized (it would have
@@ -766,7 +777,7 @@ void AsyncAdmission::Done() {
     deadline = deadline_;
     expected = expected_;
   }
-  Ended(*state, slot, start, deadline, expected, ClientCanceled(ctx));
+  Ended(*state, slot, start, deadline, expected, ClientCanceled(ctx), ctx);
 }
 
 }  // namespace reqctx::policy
