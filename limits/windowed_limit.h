@@ -10,7 +10,16 @@
 // earliest admission among its calls (so an algorithm can tell a window
 // holding calls admitted before its last change: aimd_limit.h), taken = the
 // close, rtt = the mean handling time, inflight = the most calls in flight
-// seen, dropped = whether any call was dropped.
+// seen, dropped = whether more than `drop_share` of its calls were dropped.
+//
+// Why a share and not any drop: a call still running at its own deadline is
+// reported dropped (limit.h), and a few callers that send expensive requests
+// with short deadlines make such calls on a server that is not slow; with
+// "any drop" each of them marks a whole window dropped and a handful a
+// second hold AIMD and Vegas near their minimum. A slow server (a queue, a
+// slower dependency) drops a large share of a window's calls; a few
+// doomed requests drop a small one. The handling time of every call,
+// dropped or not, still goes into the window's mean.
 //
 // Thread-safety and lifetime: as every Limit (limit.h).
 #ifndef REQCTX_LIMITS_WINDOWED_LIMIT_H_
@@ -26,6 +35,9 @@ struct WindowOptions {
   absl::Duration min_time = absl::Milliseconds(100);  // > 0
   absl::Duration max_time = absl::Seconds(1);         // >= min_time
   int min_samples = 10;                               // >= 1
+  // A window is dropped when more than this share of its calls were; in
+  // [0, 1); 0: any drop (Netflix's WindowedLimit).
+  double drop_share = 0.1;
 
   // InvalidArgument naming "<prefix>.<field>".
   absl::Status Validate(std::string_view prefix) const;
@@ -49,7 +61,7 @@ class WindowedLimit final : public Limit {
   absl::Duration sum_ = absl::ZeroDuration();
   int count_ = 0;
   int max_inflight_ = 0;
-  bool dropped_ = false;
+  int dropped_ = 0;  // dropped calls in the open window
 };
 
 }  // namespace reqctx::limits

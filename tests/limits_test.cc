@@ -606,6 +606,62 @@ TEST(WindowedLimit, WindowStartsAtItsEarliestAdmission) {
   EXPECT_EQ(got[0].inflight, 5);
 }
 
+// A window is dropped only when more than drop_share of its calls were: a
+// few calls past their own deadline among many served ones are no loss;
+// drop_share 0 is "any drop" (Netflix).
+TEST(WindowedLimit, DroppedOnlyAboveTheDropShare) {
+  WindowOptions w;
+  w.min_time = absl::Milliseconds(100);
+  w.min_samples = 2;
+  w.drop_share = 0.1;
+  // One window of 20 calls, the first `drops` of them dropped.
+  auto window = [](const WindowOptions& w, int drops) {
+    std::vector<Sample> got;
+    WindowedLimit limit(std::make_unique<Recorder>(&got), w);
+    const absl::Time t = absl::UnixEpoch();
+    for (int i = 0; i < 20; ++i) {
+      limit.OnSample({t + absl::Milliseconds(5 * i), absl::Milliseconds(10),
+                      4, i < drops});
+    }
+    limit.OnSample({t + absl::Milliseconds(200), absl::Milliseconds(10), 4,
+                    false});  // closes the window: 21 calls
+    return got.size() == 1 && got[0].dropped;
+  };
+  EXPECT_FALSE(window(w, 0));
+  EXPECT_FALSE(window(w, 1));
+  EXPECT_FALSE(window(w, 2));  // 2 of 21: under 10%
+  EXPECT_TRUE(window(w, 3));   // 3 of 21: over
+  EXPECT_TRUE(window(w, 20));
+  w.drop_share = 0;
+  EXPECT_FALSE(window(w, 0));
+  EXPECT_TRUE(window(w, 1));
+}
+
+// AIMD behind the window: a drop in 26 calls leaves it growing; 8 of them
+// dropped back it off.
+TEST(WindowedLimit, AimdIgnoresAFewDropsButNotMany) {
+  WindowOptions w;
+  w.min_time = absl::Milliseconds(100);
+  w.min_samples = 5;
+  AimdOptions o;
+  o.bounds.initial = 20;
+  o.bounds.warmup_samples = 0;
+  o.timeout = absl::ZeroDuration();
+  WindowedLimit limit(std::make_unique<AimdLimit>(o), w);
+  absl::Time t = absl::UnixEpoch();
+  auto window = [&](int drops) {
+    for (int i = 0; i < 26; ++i) {  // closes at the 26th (100 ms)
+      limit.OnSample({t + absl::Milliseconds(4 * i), absl::Milliseconds(2),
+                      20, i < drops});
+    }
+    t += absl::Seconds(1);
+  };
+  window(1);
+  EXPECT_EQ(limit.Current(), 21);
+  window(8);
+  EXPECT_EQ(limit.Current(), 18);  // 21 x 0.9 = 18.9
+}
+
 TEST(FixedLimit, NeverMoves) {
   FixedLimit limit(7);
   limit.OnSample({absl::UnixEpoch(), absl::Seconds(9), 7, true});
@@ -656,6 +712,11 @@ TEST(LimitOptions, ValidationNamesTheBadField) {
   o.aimd.slowdown.rise = 1.25;
   o.window.min_samples = 0;
   EXPECT_EQ(error(o), "limit.window.min_samples: must be >= 1");
+  o.window.min_samples = 10;
+  o.window.drop_share = 1;
+  EXPECT_EQ(error(o), "limit.window.drop_share: must be in [0, 1)");
+  o.window.drop_share = 0.1;
+  o.window.min_samples = 0;
   EXPECT_FALSE(MakeLimit(o).ok());
   EXPECT_EQ(ParseAlgorithm("gradient"), Algorithm::kGradient);
   EXPECT_EQ(ParseAlgorithm("Gradient"), std::nullopt);
