@@ -46,7 +46,11 @@ void WindowedLimit::OnSample(const Sample& s) {
     w.taken = end;
     w.rtt = sum_ / count_;
     w.inflight = max_inflight_;
-    w.dropped = dropped_ > options_.drop_share * count_;
+    // Application-limited: under half the limit in flight (the rule AIMD
+    // and Vegas grow by), so the limit did not make its calls late.
+    const bool app_limited = max_inflight_ * 2 < inner_->Current();
+    w.dropped = dropped_ > options_.drop_share * count_ ||
+                (dropped_ > 0 && !app_limited);
     inner_->OnSample(w);
   }
   open_ = false;

@@ -10,16 +10,20 @@
 // earliest admission among its calls (so an algorithm can tell a window
 // holding calls admitted before its last change: aimd_limit.h), taken = the
 // close, rtt = the mean handling time, inflight = the most calls in flight
-// seen, dropped = whether more than `drop_share` of its calls were dropped.
+// seen, dropped = whether any call was dropped while the limit was in use
+// (at least half of it in flight), or, when it was not, whether more than
+// `drop_share` of its calls were.
 //
-// Why a share and not any drop: a call still running at its own deadline is
-// reported dropped (limit.h), and a few callers that send expensive requests
-// with short deadlines make such calls on a server that is not slow; with
-// "any drop" each of them marks a whole window dropped and a handful a
-// second hold AIMD and Vegas near their minimum. A slow server (a queue, a
-// slower dependency) drops a large share of a window's calls; a few
-// doomed requests drop a small one. The handling time of every call,
-// dropped or not, still goes into the window's mean.
+// Why not any drop: a call still running at its own deadline is reported
+// dropped (limit.h), and a few callers that send expensive requests with
+// short deadlines make such calls on a server that is neither slow nor
+// full; with "any drop" each of them marks a whole window dropped and a
+// handful a second hold AIMD and Vegas near their minimum, although the
+// limit (far above the calls in flight) made no call late and lowering it
+// frees nothing. A server at its limit keeps "any drop" (the brake that
+// holds AIMD and Vegas near capacity); one below it needs a share of its
+// calls dropped. The handling time of every call, dropped or not, goes
+// into the window's mean.
 //
 // Thread-safety and lifetime: as every Limit (limit.h).
 #ifndef REQCTX_LIMITS_WINDOWED_LIMIT_H_
@@ -35,8 +39,9 @@ struct WindowOptions {
   absl::Duration min_time = absl::Milliseconds(100);  // > 0
   absl::Duration max_time = absl::Seconds(1);         // >= min_time
   int min_samples = 10;                               // >= 1
-  // A window is dropped when more than this share of its calls were; in
-  // [0, 1); 0: any drop (Netflix's WindowedLimit).
+  // Below half its limit in flight, a window is dropped only when more than
+  // this share of its calls were; in [0, 1); 0: any drop (Netflix's
+  // WindowedLimit).
   double drop_share = 0.1;
 
   // InvalidArgument naming "<prefix>.<field>".
