@@ -218,8 +218,9 @@ TEST_P(AdmissionFloodTest, CheapFloodsNeitherCollapseTheLimitNorLeak) {
 // Measured before WindowOptions::drop_share (plain build, 2 loaded cores):
 // ~20 such calls a second (each with a 30 ms grpc-timeout) for 3 s took
 // aimd from 20 to 6 and vegas from 20 to 5 while the real callers' calls
-// all succeeded -- the server was never slow. Now a window is dropped only
-// when more than drop_share (10%) of its calls were: 20, 20 and 20 after.
+// all succeeded -- the server was never slow nor full. Now a window below
+// its limit (under half of it in flight) is dropped only when more than
+// WindowOptions::drop_share (10%) of its calls were: 20, 20 and 20 after.
 TEST_P(AdmissionFloodTest,
        FewCallsPastTheirDeadlineDoNotCollapseTheLimit) {
   echo::EchoServerOptions o{.name = "flooded", .workers = 1};
