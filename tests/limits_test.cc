@@ -577,14 +577,16 @@ TEST(WindowedLimit, OneSamplePerWindowAndThinWindowsDiscarded) {
 // Records the samples it gets.
 class Recorder final : public Limit {
  public:
-  explicit Recorder(std::vector<Sample>* out) : out_(out) {}
-  int Current() const override { return 1; }
+  explicit Recorder(std::vector<Sample>* out, int current = 1)
+      : out_(out), current_(current) {}
+  int Current() const override { return current_; }
   void OnSample(const Sample& s) override { out_->push_back(s); }
   LimitInputs Inputs() const override { return {}; }
   std::string_view Name() const override { return "recorder"; }
 
  private:
   std::vector<Sample>* const out_;
+  const int current_;
 };
 
 TEST(WindowedLimit, WindowStartsAtItsEarliestAdmission) {
@@ -604,6 +606,68 @@ TEST(WindowedLimit, WindowStartsAtItsEarliestAdmission) {
   EXPECT_EQ(got[0].end(), t + absl::Milliseconds(160));
   EXPECT_EQ(got[0].rtt, absl::Milliseconds(85));
   EXPECT_EQ(got[0].inflight, 5);
+}
+
+// A window at its limit (half of it in flight or more) is dropped by any
+// drop; one below it only when more than drop_share of its calls were: a
+// few calls past their own deadline on a server that is not full are no
+// loss. drop_share 0 is "any drop" (Netflix).
+TEST(WindowedLimit, BelowTheLimitDroppedOnlyAboveTheDropShare) {
+  WindowOptions w;
+  w.min_time = absl::Milliseconds(100);
+  w.min_samples = 2;
+  w.drop_share = 0.1;
+  // One window of 21 calls behind a limit of 10, the first `drops` of them
+  // dropped, each admitted with `inflight` in flight.
+  auto window = [](const WindowOptions& w, int drops, int inflight) {
+    std::vector<Sample> got;
+    WindowedLimit limit(std::make_unique<Recorder>(&got, 10), w);
+    const absl::Time t = absl::UnixEpoch();
+    for (int i = 0; i < 20; ++i) {
+      limit.OnSample({t + absl::Milliseconds(5 * i), absl::Milliseconds(10),
+                      inflight, i < drops});
+    }
+    limit.OnSample({t + absl::Milliseconds(200), absl::Milliseconds(10),
+                    inflight, false});  // closes the window
+    return got.size() == 1 && got[0].dropped;
+  };
+  EXPECT_FALSE(window(w, 0, 4));
+  EXPECT_FALSE(window(w, 1, 4));
+  EXPECT_FALSE(window(w, 2, 4));  // 2 of 21: under 10%
+  EXPECT_TRUE(window(w, 3, 4));   // 3 of 21: over
+  EXPECT_TRUE(window(w, 20, 4));
+  EXPECT_FALSE(window(w, 0, 5));
+  EXPECT_TRUE(window(w, 1, 5));  // at the limit: any drop
+  w.drop_share = 0;
+  EXPECT_FALSE(window(w, 0, 4));
+  EXPECT_TRUE(window(w, 1, 4));
+}
+
+// AIMD behind the window: a drop in 26 calls with few in flight leaves it
+// where it is; 8 of them back it off; so does one drop at the limit.
+TEST(WindowedLimit, AimdIgnoresAFewDropsOnlyBelowItsLimit) {
+  WindowOptions w;
+  w.min_time = absl::Milliseconds(100);
+  w.min_samples = 5;
+  AimdOptions o;
+  o.bounds.initial = 20;
+  o.bounds.warmup_samples = 0;
+  o.timeout = absl::ZeroDuration();
+  WindowedLimit limit(std::make_unique<AimdLimit>(o), w);
+  absl::Time t = absl::UnixEpoch();
+  auto window = [&](int drops, int inflight) {
+    for (int i = 0; i < 26; ++i) {  // closes at the 26th (100 ms)
+      limit.OnSample({t + absl::Milliseconds(4 * i), absl::Milliseconds(2),
+                      inflight, i < drops});
+    }
+    t += absl::Seconds(1);
+  };
+  window(1, 4);
+  EXPECT_EQ(limit.Current(), 20);
+  window(8, 4);
+  EXPECT_EQ(limit.Current(), 18);  // 20 x 0.9
+  window(1, 18);
+  EXPECT_EQ(limit.Current(), 16);  // 18 x 0.9 = 16.2
 }
 
 TEST(FixedLimit, NeverMoves) {
@@ -656,6 +720,11 @@ TEST(LimitOptions, ValidationNamesTheBadField) {
   o.aimd.slowdown.rise = 1.25;
   o.window.min_samples = 0;
   EXPECT_EQ(error(o), "limit.window.min_samples: must be >= 1");
+  o.window.min_samples = 10;
+  o.window.drop_share = 1;
+  EXPECT_EQ(error(o), "limit.window.drop_share: must be in [0, 1)");
+  o.window.drop_share = 0.1;
+  o.window.min_samples = 0;
   EXPECT_FALSE(MakeLimit(o).ok());
   EXPECT_EQ(ParseAlgorithm("gradient"), Algorithm::kGradient);
   EXPECT_EQ(ParseAlgorithm("Gradient"), std::nullopt);
