@@ -308,7 +308,9 @@ TEST_P(AdmissionFloodTest,
   EXPECT_EQ(sent, kDrops) << "the real callers were too slow to pace them";
   EXPECT_EQ(served, ended);
   EXPECT_GE(after, std::max(2, before / 2));
-  if (GetParam() != limits::Algorithm::kVegas) EXPECT_EQ(after, before);
+  if (GetParam() != limits::Algorithm::kVegas) {
+    EXPECT_EQ(after, before);
+  }
 }
 
 // The refusal cap (max_refused_share) counts minimum-budget refusals and
