@@ -10,6 +10,22 @@ absl::Status SlowdownCheckOptions::Validate(std::string_view prefix) const {
   return absl::OkStatus();
 }
 
+bool ApplyCheckStep(const CheckStep& step, const LimitBounds& bounds,
+                    double& limit,
+                    absl::FunctionRef<void(absl::Duration)> rebaseline) {
+  switch (step.kind) {
+    case CheckStep::Kind::kPass:
+      return false;
+    case CheckStep::Kind::kRebaseline:
+      rebaseline(step.rtt);
+      break;
+    case CheckStep::Kind::kHold:
+      break;
+  }
+  limit = bounds.Clamp(step.limit);
+  return true;
+}
+
 CheckStep SlowdownCheck::OnSample(const Sample& s, double limit,
                                   absl::Duration baseline) {
   const bool rising = options_.cut > 0 && baseline > absl::ZeroDuration() &&

@@ -45,6 +45,7 @@
 
 #include <string_view>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "limits/limit.h"
 
@@ -74,6 +75,16 @@ struct CheckStep {
   double limit = 0;
   absl::Duration rtt = absl::ZeroDuration();
 };
+
+// What every algorithm does with a step (one place for it): kPass returns
+// false (the algorithm's own rule goes on with the sample); kRebaseline
+// calls `rebaseline(step.rtt)` (the algorithm takes the new handling time
+// as its baseline); then kHold and kRebaseline set `limit` to step.limit,
+// clamped to `bounds`, and return true (the sample is used up).
+// `rebaseline` must not throw.
+bool ApplyCheckStep(const CheckStep& step, const LimitBounds& bounds,
+                    double& limit,
+                    absl::FunctionRef<void(absl::Duration)> rebaseline);
 
 class SlowdownCheck {
  public:
