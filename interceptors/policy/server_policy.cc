@@ -10,6 +10,7 @@
 #include <grpcpp/support/byte_buffer.h>
 #include <grpcpp/support/server_callback.h>
 
+#include <algorithm>
 #include <condition_variable>
 #include <mutex>
 #include <utility>
@@ -77,18 +78,33 @@ bool ClientCanceled(const Context& call_ctx) {
   return CauseOf(Cause(call_ctx)) == CauseKind::kClientCancel;
 }
 
-// A call admitted at `start` is over now: its handling time is learned
-// (LatencyWindow) and its slot given back with its outcome (ClassifyEnd).
-// A call that ended at its deadline or after its client's cancel may have
-// been cut short: its handling time is only a lower bound, learned only if
-// it is at least the expected handling (a handler that ignored its Context
-// and kept working shows its real cost; a flood of calls with tiny
-// deadlines or instant cancels must not pull the expected handling down to
-// their budget -- and then count as drops).
+// Whether the Context `call_ctx` ended by its deadline (the caller's, or
+// the handler's earlier one: reply_margin).
+bool DeadlineEnded(const Context& call_ctx) {
+  const CauseKind k = CauseOf(Cause(call_ctx));
+  return k == CauseKind::kCallerDeadline || k == CauseKind::kReplyMargin;
+}
+
+// A call admitted at `start`, bound to `call_ctx`, is over now: its
+// handling time is learned (LatencyWindow) and its slot given back with its
+// outcome (ClassifyEnd). `canceled`: its client canceled it (or, on the sync
+// API, gRPC reports the call cancelled). A call that ended at its deadline
+// or after its client's cancel may have been cut short: its handling time
+// is only a lower bound, learned only if it is at least the expected
+// handling (a handler that ignored its Context and kept working shows its
+// real cost; a flood of calls with tiny deadlines or instant cancels must
+// not pull the expected handling down to their budget -- and then count as
+// drops). A call whose Context ended by its deadline is at its deadline even
+// when the clock read here is a little earlier: gRPC's deadline timer may
+// end the call just before `deadline` (converted between clocks) passes,
+// and such a call must not be learned as a fast success.
 void Ended(ServerPolicy::MethodState& state, ShedSlot& slot, absl::Time start,
            std::optional<absl::Time> deadline, absl::Duration expected,
-           bool canceled) {
-  const absl::Time end = absl::Now();
+           const Context& call_ctx, bool canceled) {
+  absl::Time end = absl::Now();
+  if (deadline.has_value() && DeadlineEnded(call_ctx)) {
+    end = std::max(end, *deadline);
+  }
   const limits::Outcome outcome =
       ClassifyEnd(start, end, deadline, expected, canceled);
   const bool cut_short = canceled || (deadline.has_value() && end >= *deadline);
@@ -336,7 +352,7 @@ class PolicyHandler final : public MethodHandler {
       internal::AtServerCallEnd(
           param.server_context,
           [state, held, start, deadline, expected, call_ctx] {
-            Ended(*state, *held, start, deadline, expected,
+            Ended(*state, *held, start, deadline, expected, call_ctx,
                   ClientCanceled(call_ctx));
           });
       inner_->RunHandler(param);
@@ -345,7 +361,7 @@ class PolicyHandler final : public MethodHandler {
     inner_->RunHandler(param);
     // IsCancelled is safe at any time on the sync API (the watcher may not
     // have polled the call yet).
-    Ended(*state, slot, start, deadline, expected,
+    Ended(*state, slot, start, deadline, expected, call_ctx,
           param.server_context->IsCancelled() || ClientCanceled(call_ctx));
   }
 
@@ -766,7 +782,7 @@ void AsyncAdmission::Done() {
     deadline = deadline_;
     expected = expected_;
   }
-  Ended(*state, slot, start, deadline, expected, ClientCanceled(ctx));
+  Ended(*state, slot, start, deadline, expected, ctx, ClientCanceled(ctx));
 }
 
 }  // namespace reqctx::policy
