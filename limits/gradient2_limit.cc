@@ -56,9 +56,11 @@ void Gradient2Limit::OnSample(const Sample& s) {
   }
   const double gradient = std::clamp(long_ns_ / rtt, 0.5, 1.0);
   const double target = limit_ * gradient + Allowance();
-  // Smoothing damps decreases (its purpose in Netflix's Gradient2); while
-  // no queueing is seen the limit takes the whole allowance.
-  const double smoothing = gradient < 1 ? options_.smoothing : 1.0;
+  // Smoothing damps decreases (its purpose in Netflix's Gradient2); an
+  // increase is taken whole (the target's fixed point is the same either
+  // way): a gradient a hair under 1 (window means a few % apart) would
+  // otherwise grow the limit by a fifth of the allowance per window.
+  const double smoothing = target < limit_ ? options_.smoothing : 1.0;
   limit_ = options_.bounds.Clamp(limit_ * (1 - smoothing) +
                                  target * smoothing);
 }

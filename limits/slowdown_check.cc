@@ -60,8 +60,9 @@ CheckStep SlowdownCheck::OnSample(const Sample& s, double limit,
       return Hold(l0_ * (1 - options_.cut));
     case State::kCut:
       if (s.start < since_) return Hold(l0_ * (1 - options_.cut));
-      if (s.rtt < r0_ * (1 - 0.75 * options_.cut)) {
-        state_ = State::kQueueing;  // it fell with the limit: a queue
+      // It fell with the limit, or back under the rise: a queue.
+      if (s.rtt < r0_ * (1 - 0.75 * options_.cut) || !rising) {
+        state_ = State::kQueueing;
         return {};
       }
       state_ = State::kIdle;

@@ -401,6 +401,25 @@ TEST(SlowdownCheck, TellsASlowerServerFromAQueue) {
                 CheckStep::Kind::kHold);
     }
   }
+  // A small queue (a rise to 130 ms at L0 = 40, C = 32) that the cut took
+  // away (r1 = 105 ms at 28: under rise x base = 125 ms, although above
+  // 0.775 x r0): a queue, not a slower server; the limit stays cut.
+  {
+    SlowdownCheck check(o);
+    EXPECT_EQ(check.OnSample(sample(t0, base * 1.3), 40, base).kind,
+              CheckStep::Kind::kHold);
+    EXPECT_DOUBLE_EQ(
+        check.OnSample(sample(t0 + absl::Milliseconds(130), base * 1.3), 40,
+                       base)
+            .limit,
+        28);
+    EXPECT_EQ(check.OnSample(sample(t0 + absl::Milliseconds(260),
+                                    absl::Milliseconds(105)),
+                             28, base)
+                  .kind,
+              CheckStep::Kind::kPass);
+    EXPECT_FALSE(check.checking());
+  }
   // Off (cut 0) or no baseline yet: never a check.
   SlowdownCheckOptions off;
   off.cut = 0;
@@ -424,6 +443,23 @@ TEST(Gradient2Limit, GrowsByTheWholeAllowanceWithoutQueueing) {
   EXPECT_EQ(limit.Current(), 21);  // 21.1
   limit.OnSample({now, absl::Milliseconds(10), 21, false});
   EXPECT_EQ(limit.Current(), 22);  // 22.23
+}
+
+// Window means a few % apart (80 vs 81 ms) put the gradient a hair under 1
+// while nothing queues: the increase it still asks for (20 x 80 / 81 + 1.1
+// = 20.85) is taken whole, not a fifth of it (20.17: smoothing damps
+// decreases only). Five such windows: 20 -> 24, not 20 -> 20.9.
+TEST(Gradient2Limit, IncreasesAreNotSmoothed) {
+  Gradient2Options o;
+  o.bounds.initial = 20;
+  o.bounds.warmup_samples = 1;
+  Gradient2Limit limit(o);
+  const absl::Time now = absl::UnixEpoch();
+  limit.OnSample({now, absl::Milliseconds(80), 20, false});  // long = 80
+  for (int i = 0; i < 5; ++i) {
+    limit.OnSample({now, absl::Milliseconds(81), limit.Current(), false});
+  }
+  EXPECT_EQ(limit.Current(), 24);
 }
 
 TEST(Gradient2Limit, BaselineFollowsFasterHandlingAtOnce) {
