@@ -89,8 +89,19 @@ struct Flood {
 class AdmissionFloodTest
     : public ::testing::TestWithParam<limits::Algorithm> {};
 
-// Real callers: `callers` threads x `calls` unary calls of 2 ms work with a
-// 2 s deadline; how many succeeded.
+// One real caller's call: 2 ms of work with a 2 s deadline; whether it
+// succeeded.
+bool RealCall(::echo::v1::Echo::Stub& stub) {
+  grpc::ClientContext cc;
+  cc.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  EchoRequest req;
+  req.set_message("real");
+  req.set_work_ms(2);
+  EchoResponse resp;
+  return stub.Echo(&cc, req, &resp).ok();
+}
+
+// Real callers: `callers` threads x `calls` RealCall()s; how many succeeded.
 int RealCalls(echo::EchoServer& server, int callers, int calls) {
   std::atomic<int> ok{0};
   std::vector<std::thread> threads;
@@ -98,14 +109,7 @@ int RealCalls(echo::EchoServer& server, int callers, int calls) {
     threads.emplace_back([&] {
       auto stub = testing::NewStub(server);
       for (int i = 0; i < calls; ++i) {
-        grpc::ClientContext cc;
-        cc.set_deadline(std::chrono::system_clock::now() +
-                        std::chrono::seconds(2));
-        EchoRequest req;
-        req.set_message("real");
-        req.set_work_ms(2);
-        EchoResponse resp;
-        if (stub->Echo(&cc, req, &resp).ok()) ok.fetch_add(1);
+        if (RealCall(*stub)) ok.fetch_add(1);
       }
     });
   }
@@ -257,14 +261,7 @@ TEST_P(AdmissionFloodTest,
           std::lock_guard<std::mutex> l(mu);
           if (stop) return;
         }
-        grpc::ClientContext cc;
-        cc.set_deadline(std::chrono::system_clock::now() +
-                        std::chrono::seconds(2));
-        EchoRequest req;
-        req.set_message("real");
-        req.set_work_ms(2);
-        EchoResponse resp;
-        const bool ok = stub->Echo(&cc, req, &resp).ok();
+        const bool ok = RealCall(*stub);
         std::lock_guard<std::mutex> l(mu);
         ++ended;
         if (ok) ++served;
