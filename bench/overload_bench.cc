@@ -86,6 +86,10 @@ ABSL_FLAG(double, critical_share, 0.2,
           "share of critical calls in the mixed scenario");
 ABSL_FLAG(double, aimd_timeout_factor, 1.1,
           "AIMD's latency threshold, in multiples of work_ms");
+ABSL_FLAG(bool, trace, false,
+          "print every 100 ms reading of the limit to stderr: config, phase, "
+          "seconds into the phase, limit, in flight, queued, the "
+          "algorithm's min/long/last handling time (ms) and queue estimate");
 
 namespace {
 
@@ -294,6 +298,19 @@ std::vector<PhaseResult> Run(const std::string& config,
       if (now >= next_read && o.has_value()) {
         std::optional<policy::ShedderStats> s =
             policy.LimiterStats("/echo.v1.Echo/Echo");
+        if (s.has_value() && absl::GetFlag(FLAGS_trace)) {
+          const limits::LimitInputs& in = s->inputs;
+          std::fprintf(stderr,
+                       "trace %s %zu %.1f limit=%d running=%d queued=%d "
+                       "min=%.0f long=%.0f last=%.0f queue=%.1f\n",
+                       config.c_str(), ph + 1,
+                       absl::ToDoubleSeconds(now - begin), s->limit,
+                       s->running, s->queued,
+                       absl::ToDoubleMilliseconds(in.min_rtt),
+                       absl::ToDoubleMilliseconds(in.long_rtt),
+                       absl::ToDoubleMilliseconds(in.last_rtt),
+                       in.queue_estimate);
+        }
         std::lock_guard<std::mutex> lock(mu);
         results[ph].limits.emplace_back(now - begin, s ? s->limit : 0);
         next_read += absl::Milliseconds(100);

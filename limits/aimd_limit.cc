@@ -33,18 +33,12 @@ void AimdLimit::OnSample(const Sample& s) {
   if (++inputs_.samples <= options_.bounds.warmup_samples) return;
   const absl::Duration timeout = options_.timeout * scale_;
   if (timeout > absl::ZeroDuration()) {
-    const CheckStep step = check_.OnSample(s, limit_, timeout);
-    switch (step.kind) {
-      case CheckStep::Kind::kHold:
-        limit_ = options_.bounds.Clamp(step.limit);
-        return;
-      case CheckStep::Kind::kRebaseline:
-        scale_ = std::max(
-            1.0, absl::ToDoubleNanoseconds(step.rtt) / fastest_ns_);
-        limit_ = options_.bounds.Clamp(step.limit);
-        return;
-      case CheckStep::Kind::kPass:
-        break;
+    if (ApplyCheckStep(check_.OnSample(s, limit_, timeout), options_.bounds,
+                       limit_, [&](absl::Duration rtt) {
+                         scale_ = std::max(
+                             1.0, absl::ToDoubleNanoseconds(rtt) / fastest_ns_);
+                       })) {
+      return;
     }
   }
   const bool over = timeout > absl::ZeroDuration() && s.rtt > timeout;

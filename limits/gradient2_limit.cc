@@ -47,24 +47,20 @@ void Gradient2Limit::OnSample(const Sample& s) {
   const double baseline = long_ns_;
   long_ns_ = std::min(long_ns_, rtt * options_.max_long_ratio);
   if (s.inflight < limit_ / 2) return;
-  const CheckStep step =
-      check_.OnSample(s, limit_, absl::Nanoseconds(baseline));
-  switch (step.kind) {
-    case CheckStep::Kind::kHold:
-      limit_ = options_.bounds.Clamp(step.limit);
-      return;
-    case CheckStep::Kind::kRebaseline:
-      long_ns_ = std::max(1.0, absl::ToDoubleNanoseconds(step.rtt));
-      limit_ = options_.bounds.Clamp(step.limit);
-      return;
-    case CheckStep::Kind::kPass:
-      break;
+  if (ApplyCheckStep(check_.OnSample(s, limit_, absl::Nanoseconds(baseline)),
+                     options_.bounds, limit_, [&](absl::Duration rtt) {
+                       long_ns_ =
+                           std::max(1.0, absl::ToDoubleNanoseconds(rtt));
+                     })) {
+    return;
   }
   const double gradient = std::clamp(long_ns_ / rtt, 0.5, 1.0);
   const double target = limit_ * gradient + Allowance();
-  // Smoothing damps decreases (its purpose in Netflix's Gradient2); while
-  // no queueing is seen the limit takes the whole allowance.
-  const double smoothing = gradient < 1 ? options_.smoothing : 1.0;
+  // Smoothing damps decreases (its purpose in Netflix's Gradient2); an
+  // increase is taken whole (the target's fixed point is the same either
+  // way): a gradient a hair under 1 (window means a few % apart) would
+  // otherwise grow the limit by a fifth of the allowance per window.
+  const double smoothing = target < limit_ ? options_.smoothing : 1.0;
   limit_ = options_.bounds.Clamp(limit_ * (1 - smoothing) +
                                  target * smoothing);
 }

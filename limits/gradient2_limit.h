@@ -17,11 +17,13 @@
 //           function of the limit: it lets the limit grow while latency
 //           stays flat, probing for more capacity, in proportion to it)
 //   target = limit x gradient + allowance
-//   limit = limit x (1 - smoothing) + target x smoothing, clamped to bounds
+//   limit = target when target >= limit, else
+//           limit x (1 - smoothing) + target x smoothing; clamped to bounds
 //           -- smoothing damps decreases (what Netflix documents it for):
-//           at gradient 1 (no queueing seen) the limit takes the whole
-//           allowance per sample, so it climbs back from a low limit in
-//           seconds, not tens of seconds.
+//           an increase is taken whole (up to the allowance per sample), so
+//           the limit climbs back from a low limit in seconds, not tens of
+//           seconds, even when window means a few % apart put the gradient
+//           a hair under 1.
 // At equilibrium behind a saturated server of concurrency C, gradient =
 // 1 - allowance / limit: the limit settles near (C + queue_size) / (1 -
 // queue_share) (17-18 for C = 16, 33-35 for C = 32 with the defaults,

@@ -84,8 +84,11 @@ struct LimitBounds {
   int min = 1;       // >= 1
   int max = 1000;    // >= min
   // Samples the algorithm only learns from (its baseline RTT) before it
-  // moves the limit away from `initial`; >= 0.
-  int warmup_samples = 10;
+  // moves the limit away from `initial`; >= 0. Each is usually a window of
+  // >= 100 ms (windowed_limit.h), up to ~2 round trips when the calls end in
+  // batches: 5 is about a second at the initial limit (10 held a server of
+  // 32 workers at 20 for 1.6 s, 6% of overload_bench's first 10 s).
+  int warmup_samples = 5;
 
   // InvalidArgument naming "<prefix>.<field>" if out of range.
   absl::Status Validate(std::string_view prefix) const;

@@ -10,6 +10,22 @@ absl::Status SlowdownCheckOptions::Validate(std::string_view prefix) const {
   return absl::OkStatus();
 }
 
+bool ApplyCheckStep(const CheckStep& step, const LimitBounds& bounds,
+                    double& limit,
+                    absl::FunctionRef<void(absl::Duration)> rebaseline) {
+  switch (step.kind) {
+    case CheckStep::Kind::kPass:
+      return false;
+    case CheckStep::Kind::kRebaseline:
+      rebaseline(step.rtt);
+      break;
+    case CheckStep::Kind::kHold:
+      break;
+  }
+  limit = bounds.Clamp(step.limit);
+  return true;
+}
+
 CheckStep SlowdownCheck::OnSample(const Sample& s, double limit,
                                   absl::Duration baseline) {
   const bool rising = options_.cut > 0 && baseline > absl::ZeroDuration() &&
@@ -44,8 +60,9 @@ CheckStep SlowdownCheck::OnSample(const Sample& s, double limit,
       return Hold(l0_ * (1 - options_.cut));
     case State::kCut:
       if (s.start < since_) return Hold(l0_ * (1 - options_.cut));
-      if (s.rtt < r0_ * (1 - 0.75 * options_.cut)) {
-        state_ = State::kQueueing;  // it fell with the limit: a queue
+      // It fell with the limit, or back under the rise: a queue.
+      if (s.rtt < r0_ * (1 - 0.75 * options_.cut) || !rising) {
+        state_ = State::kQueueing;
         return {};
       }
       state_ = State::kIdle;

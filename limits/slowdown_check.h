@@ -19,11 +19,17 @@
 //      (1 - cut) x r0; a server that got slower and was at L0 <= C keeps r1
 //      = r0, and one at L0 a little above C (an algorithm's band above
 //      capacity) gets r1 = r0 x C / L0. So r1 >= (1 - 3 cut / 4) x r0 (for
-//      the default cut, 0.775: any L0 up to 1.29 C) says the server got
-//      slower (kRebaseline: the algorithm takes r1, measured without a queue,
-//      as its new baseline, and the limit goes back to L0). Otherwise it is a
-//      queue (kPass from then on: the algorithm cuts as it would have) until
-//      a sample shows no rise.
+//      the default cut, 0.775: any L0 up to 1.29 C) with r1 still a rise
+//      (above rise x the baseline) says the server got slower (kRebaseline:
+//      the algorithm takes r1, measured without a queue, as its new
+//      baseline, and the limit goes back to L0). Otherwise it is a queue
+//      (kPass from then on: the algorithm cuts as it would have) until a
+//      sample shows no rise -- in particular when the cut took r1 back under
+//      the rise: a queue of up to 29% (L0 up to 1.29 C, e.g. Vegas
+//      regrowing past C after a probe) that the cut removed, not a slower
+//      server (read as one, the limit went back to L0 and the check ran
+//      again every few round trips: Vegas hovered in [0.9 C, 1.4 C] after
+//      overload_bench's capacity halving).
 // The other way, a handling time under half the baseline (a slow phase
 // ended) may still hold the queue of a limit learned on the slow server: the
 // limit is cut to (1 - cut) x L0 for one round trip, and the first sample
@@ -45,6 +51,7 @@
 
 #include <string_view>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "limits/limit.h"
 
@@ -74,6 +81,16 @@ struct CheckStep {
   double limit = 0;
   absl::Duration rtt = absl::ZeroDuration();
 };
+
+// What every algorithm does with a step (one place for it): kPass returns
+// false (the algorithm's own rule goes on with the sample); kRebaseline
+// calls `rebaseline(step.rtt)` (the algorithm takes the new handling time
+// as its baseline); then kHold and kRebaseline set `limit` to step.limit,
+// clamped to `bounds`, and return true (the sample is used up).
+// `rebaseline` must not throw.
+bool ApplyCheckStep(const CheckStep& step, const LimitBounds& bounds,
+                    double& limit,
+                    absl::FunctionRef<void(absl::Duration)> rebaseline);
 
 class SlowdownCheck {
  public:

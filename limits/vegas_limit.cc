@@ -82,21 +82,14 @@ void VegasLimit::OnSample(const Sample& s) {
       std::max(1.0, std::floor(std::log10(std::max(limit_, 1.0))));
   double next;
   if (!s.dropped && s.inflight * 2 < limit_) return;
-  const CheckStep step =
-      check_.OnSample(s, limit_, absl::Nanoseconds(no_load_ns_));
-  switch (step.kind) {
-    case CheckStep::Kind::kHold:
-      // The check's cut is no run of decreases (no probe for it).
-      limit_ = options_.bounds.Clamp(step.limit);
-      decreases_ = 0;
-      return;
-    case CheckStep::Kind::kRebaseline:
-      no_load_ns_ = std::max(1.0, absl::ToDoubleNanoseconds(step.rtt));
-      limit_ = options_.bounds.Clamp(step.limit);
-      decreases_ = 0;
-      return;
-    case CheckStep::Kind::kPass:
-      break;
+  if (ApplyCheckStep(check_.OnSample(s, limit_, absl::Nanoseconds(no_load_ns_)),
+                     options_.bounds, limit_, [&](absl::Duration rtt) {
+                       no_load_ns_ =
+                           std::max(1.0, absl::ToDoubleNanoseconds(rtt));
+                     })) {
+    // The check's cut is no run of decreases (no probe for it).
+    decreases_ = 0;
+    return;
   }
   if (s.dropped || queue_ > options_.beta * log) {
     if (decreases_++ == 0) fall_from_ = limit_;

@@ -13,6 +13,9 @@ absl::Status WindowOptions::Validate(std::string_view prefix) const {
   if (min_time <= absl::ZeroDuration()) return bad("min_time", "must be > 0");
   if (max_time < min_time) return bad("max_time", "must be >= min_time");
   if (min_samples < 1) return bad("min_samples", "must be >= 1");
+  if (!(drop_share >= 0 && drop_share < 1)) {
+    return bad("drop_share", "must be in [0, 1)");
+  }
   return absl::OkStatus();
 }
 
@@ -31,7 +34,7 @@ void WindowedLimit::OnSample(const Sample& s) {
   sum_ += s.rtt;
   ++count_;
   max_inflight_ = std::max(max_inflight_, s.inflight);
-  dropped_ = dropped_ || s.dropped;
+  if (s.dropped) ++dropped_;
   const absl::Duration age = end - opened_;
   const bool enough = count_ >= options_.min_samples;
   if (!((age >= options_.min_time && enough) || age >= options_.max_time)) {
@@ -43,14 +46,18 @@ void WindowedLimit::OnSample(const Sample& s) {
     w.taken = end;
     w.rtt = sum_ / count_;
     w.inflight = max_inflight_;
-    w.dropped = dropped_;
+    // Application-limited: under half the limit in flight (the rule AIMD
+    // and Vegas grow by), so the limit did not make its calls late.
+    const bool app_limited = max_inflight_ * 2 < inner_->Current();
+    w.dropped = dropped_ > options_.drop_share * count_ ||
+                (dropped_ > 0 && !app_limited);
     inner_->OnSample(w);
   }
   open_ = false;
   sum_ = absl::ZeroDuration();
   count_ = 0;
   max_inflight_ = 0;
-  dropped_ = false;
+  dropped_ = 0;
 }
 
 }  // namespace reqctx::limits

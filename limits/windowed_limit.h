@@ -10,7 +10,20 @@
 // earliest admission among its calls (so an algorithm can tell a window
 // holding calls admitted before its last change: aimd_limit.h), taken = the
 // close, rtt = the mean handling time, inflight = the most calls in flight
-// seen, dropped = whether any call was dropped.
+// seen, dropped = whether any call was dropped while the limit was in use
+// (at least half of it in flight), or, when it was not, whether more than
+// `drop_share` of its calls were.
+//
+// Why not any drop: a call still running at its own deadline is reported
+// dropped (limit.h), and a few callers that send expensive requests with
+// short deadlines make such calls on a server that is neither slow nor
+// full; with "any drop" each of them marks a whole window dropped and a
+// handful a second hold AIMD and Vegas near their minimum, although the
+// limit (far above the calls in flight) made no call late and lowering it
+// frees nothing. A server at its limit keeps "any drop" (the brake that
+// holds AIMD and Vegas near capacity); one below it needs a share of its
+// calls dropped. The handling time of every call, dropped or not, goes
+// into the window's mean.
 //
 // Thread-safety and lifetime: as every Limit (limit.h).
 #ifndef REQCTX_LIMITS_WINDOWED_LIMIT_H_
@@ -26,6 +39,10 @@ struct WindowOptions {
   absl::Duration min_time = absl::Milliseconds(100);  // > 0
   absl::Duration max_time = absl::Seconds(1);         // >= min_time
   int min_samples = 10;                               // >= 1
+  // Below half its limit in flight, a window is dropped only when more than
+  // this share of its calls were; in [0, 1); 0: any drop (Netflix's
+  // WindowedLimit).
+  double drop_share = 0.1;
 
   // InvalidArgument naming "<prefix>.<field>".
   absl::Status Validate(std::string_view prefix) const;
@@ -49,7 +66,7 @@ class WindowedLimit final : public Limit {
   absl::Duration sum_ = absl::ZeroDuration();
   int count_ = 0;
   int max_inflight_ = 0;
-  bool dropped_ = false;
+  int dropped_ = 0;  // dropped calls in the open window
 };
 
 }  // namespace reqctx::limits

@@ -401,6 +401,25 @@ TEST(SlowdownCheck, TellsASlowerServerFromAQueue) {
                 CheckStep::Kind::kHold);
     }
   }
+  // A small queue (a rise to 130 ms at L0 = 40, C = 32) that the cut took
+  // away (r1 = 105 ms at 28: under rise x base = 125 ms, although above
+  // 0.775 x r0): a queue, not a slower server; the limit stays cut.
+  {
+    SlowdownCheck check(o);
+    EXPECT_EQ(check.OnSample(sample(t0, base * 1.3), 40, base).kind,
+              CheckStep::Kind::kHold);
+    EXPECT_DOUBLE_EQ(
+        check.OnSample(sample(t0 + absl::Milliseconds(130), base * 1.3), 40,
+                       base)
+            .limit,
+        28);
+    EXPECT_EQ(check.OnSample(sample(t0 + absl::Milliseconds(260),
+                                    absl::Milliseconds(105)),
+                             28, base)
+                  .kind,
+              CheckStep::Kind::kPass);
+    EXPECT_FALSE(check.checking());
+  }
   // Off (cut 0) or no baseline yet: never a check.
   SlowdownCheckOptions off;
   off.cut = 0;
@@ -424,6 +443,23 @@ TEST(Gradient2Limit, GrowsByTheWholeAllowanceWithoutQueueing) {
   EXPECT_EQ(limit.Current(), 21);  // 21.1
   limit.OnSample({now, absl::Milliseconds(10), 21, false});
   EXPECT_EQ(limit.Current(), 22);  // 22.23
+}
+
+// Window means a few % apart (80 vs 81 ms) put the gradient a hair under 1
+// while nothing queues: the increase it still asks for (20 x 80 / 81 + 1.1
+// = 20.85) is taken whole, not a fifth of it (20.17: smoothing damps
+// decreases only). Five such windows: 20 -> 24, not 20 -> 20.9.
+TEST(Gradient2Limit, IncreasesAreNotSmoothed) {
+  Gradient2Options o;
+  o.bounds.initial = 20;
+  o.bounds.warmup_samples = 1;
+  Gradient2Limit limit(o);
+  const absl::Time now = absl::UnixEpoch();
+  limit.OnSample({now, absl::Milliseconds(80), 20, false});  // long = 80
+  for (int i = 0; i < 5; ++i) {
+    limit.OnSample({now, absl::Milliseconds(81), limit.Current(), false});
+  }
+  EXPECT_EQ(limit.Current(), 24);
 }
 
 TEST(Gradient2Limit, BaselineFollowsFasterHandlingAtOnce) {
@@ -577,14 +613,16 @@ TEST(WindowedLimit, OneSamplePerWindowAndThinWindowsDiscarded) {
 // Records the samples it gets.
 class Recorder final : public Limit {
  public:
-  explicit Recorder(std::vector<Sample>* out) : out_(out) {}
-  int Current() const override { return 1; }
+  explicit Recorder(std::vector<Sample>* out, int current = 1)
+      : out_(out), current_(current) {}
+  int Current() const override { return current_; }
   void OnSample(const Sample& s) override { out_->push_back(s); }
   LimitInputs Inputs() const override { return {}; }
   std::string_view Name() const override { return "recorder"; }
 
  private:
   std::vector<Sample>* const out_;
+  const int current_;
 };
 
 TEST(WindowedLimit, WindowStartsAtItsEarliestAdmission) {
@@ -604,6 +642,68 @@ TEST(WindowedLimit, WindowStartsAtItsEarliestAdmission) {
   EXPECT_EQ(got[0].end(), t + absl::Milliseconds(160));
   EXPECT_EQ(got[0].rtt, absl::Milliseconds(85));
   EXPECT_EQ(got[0].inflight, 5);
+}
+
+// A window at its limit (half of it in flight or more) is dropped by any
+// drop; one below it only when more than drop_share of its calls were: a
+// few calls past their own deadline on a server that is not full are no
+// loss. drop_share 0 is "any drop" (Netflix).
+TEST(WindowedLimit, BelowTheLimitDroppedOnlyAboveTheDropShare) {
+  WindowOptions w;
+  w.min_time = absl::Milliseconds(100);
+  w.min_samples = 2;
+  w.drop_share = 0.1;
+  // One window of 21 calls behind a limit of 10, the first `drops` of them
+  // dropped, each admitted with `inflight` in flight.
+  auto window = [](const WindowOptions& w, int drops, int inflight) {
+    std::vector<Sample> got;
+    WindowedLimit limit(std::make_unique<Recorder>(&got, 10), w);
+    const absl::Time t = absl::UnixEpoch();
+    for (int i = 0; i < 20; ++i) {
+      limit.OnSample({t + absl::Milliseconds(5 * i), absl::Milliseconds(10),
+                      inflight, i < drops});
+    }
+    limit.OnSample({t + absl::Milliseconds(200), absl::Milliseconds(10),
+                    inflight, false});  // closes the window
+    return got.size() == 1 && got[0].dropped;
+  };
+  EXPECT_FALSE(window(w, 0, 4));
+  EXPECT_FALSE(window(w, 1, 4));
+  EXPECT_FALSE(window(w, 2, 4));  // 2 of 21: under 10%
+  EXPECT_TRUE(window(w, 3, 4));   // 3 of 21: over
+  EXPECT_TRUE(window(w, 20, 4));
+  EXPECT_FALSE(window(w, 0, 5));
+  EXPECT_TRUE(window(w, 1, 5));  // at the limit: any drop
+  w.drop_share = 0;
+  EXPECT_FALSE(window(w, 0, 4));
+  EXPECT_TRUE(window(w, 1, 4));
+}
+
+// AIMD behind the window: a drop in 26 calls with few in flight leaves it
+// where it is; 8 of them back it off; so does one drop at the limit.
+TEST(WindowedLimit, AimdIgnoresAFewDropsOnlyBelowItsLimit) {
+  WindowOptions w;
+  w.min_time = absl::Milliseconds(100);
+  w.min_samples = 5;
+  AimdOptions o;
+  o.bounds.initial = 20;
+  o.bounds.warmup_samples = 0;
+  o.timeout = absl::ZeroDuration();
+  WindowedLimit limit(std::make_unique<AimdLimit>(o), w);
+  absl::Time t = absl::UnixEpoch();
+  auto window = [&](int drops, int inflight) {
+    for (int i = 0; i < 26; ++i) {  // closes at the 26th (100 ms)
+      limit.OnSample({t + absl::Milliseconds(4 * i), absl::Milliseconds(2),
+                      inflight, i < drops});
+    }
+    t += absl::Seconds(1);
+  };
+  window(1, 4);
+  EXPECT_EQ(limit.Current(), 20);
+  window(8, 4);
+  EXPECT_EQ(limit.Current(), 18);  // 20 x 0.9
+  window(1, 18);
+  EXPECT_EQ(limit.Current(), 16);  // 18 x 0.9 = 16.2
 }
 
 TEST(FixedLimit, NeverMoves) {
@@ -656,6 +756,11 @@ TEST(LimitOptions, ValidationNamesTheBadField) {
   o.aimd.slowdown.rise = 1.25;
   o.window.min_samples = 0;
   EXPECT_EQ(error(o), "limit.window.min_samples: must be >= 1");
+  o.window.min_samples = 10;
+  o.window.drop_share = 1;
+  EXPECT_EQ(error(o), "limit.window.drop_share: must be in [0, 1)");
+  o.window.drop_share = 0.1;
+  o.window.min_samples = 0;
   EXPECT_FALSE(MakeLimit(o).ok());
   EXPECT_EQ(ParseAlgorithm("gradient"), Algorithm::kGradient);
   EXPECT_EQ(ParseAlgorithm("Gradient"), std::nullopt);

@@ -78,25 +78,30 @@ bool ClientCanceled(const Context& call_ctx) {
   return CauseOf(Cause(call_ctx)) == CauseKind::kClientCancel;
 }
 
-// A call admitted at `start` is over now: its handling time is learned
-// (LatencyWindow) and its slot given back with its outcome (ClassifyEnd).
-// A call that ended at its deadline or after its client's cancel may have
-// been cut short: its handling time is only a lower bound, learned only if
-// it is at least the expected handling (a handler that ignored its Context
-// and kept working shows its real cost; a flood of calls with tiny
-// deadlines or instant cancels must not pull the expected handling down to
-// their budget -- and then count as drops).
-// `call_ctx` is the call's Context: when its own timer ended it, the call
-// ended at its deadline even if the wall clock reads a little earlier than
-// Deadline() (the timer runs on the monotonic clock; the two are read a
-// moment apart when the deadline is set, and a preempted thread makes that
-// moment milliseconds long).
+// Whether the Context `call_ctx` ended by a deadline (the caller's, one a
+// policy defaulted or capped, or the handler's earlier one: reply_margin).
+bool DeadlineEnded(const Context& call_ctx) {
+  return call_ctx.Err().code() == absl::StatusCode::kDeadlineExceeded;
+}
+
+// A call admitted at `start`, bound to `call_ctx`, is over now: its
+// handling time is learned (LatencyWindow) and its slot given back with its
+// outcome (ClassifyEnd). `canceled`: its client canceled it (or, on the sync
+// API, gRPC reports the call cancelled). A call that ended at its deadline
+// or after its client's cancel may have been cut short: its handling time
+// is only a lower bound, learned only if it is at least the expected
+// handling (a handler that ignored its Context and kept working shows its
+// real cost; a flood of calls with tiny deadlines or instant cancels must
+// not pull the expected handling down to their budget -- and then count as
+// drops). A call whose Context ended by its deadline is at its deadline even
+// when the clock read here is a little earlier: gRPC's deadline timer may
+// end the call just before `deadline` (converted between clocks) passes,
+// and such a call must not be learned as a fast success.
 void Ended(ServerPolicy::MethodState& state, ShedSlot& slot, absl::Time start,
            std::optional<absl::Time> deadline, absl::Duration expected,
-           bool canceled, const Context& call_ctx) {
+           const Context& call_ctx, bool canceled) {
   absl::Time end = absl::Now();
-  if (deadline.has_value() &&
-      call_ctx.Err().code() == absl::StatusCode::kDeadlineExceeded) {
+  if (deadline.has_value() && DeadlineEnded(call_ctx)) {
     end = std::max(end, *deadline);
   }
   const limits::Outcome outcome =
@@ -346,8 +351,8 @@ class PolicyHandler final : public MethodHandler {
       internal::AtServerCallEnd(
           param.server_context,
           [state, held, start, deadline, expected, call_ctx] {
-            Ended(*state, *held, start, deadline, expected,
-                  ClientCanceled(call_ctx), call_ctx);
+            Ended(*state, *held, start, deadline, expected, call_ctx,
+                  ClientCanceled(call_ctx));
           });
       inner_->RunHandler(param);
       return;
@@ -355,9 +360,8 @@ class PolicyHandler final : public MethodHandler {
     inner_->RunHandler(param);
     // IsCancelled is safe at any time on the sync API (the watcher may not
     // have polled the call yet).
-    Ended(*state, slot, start, deadline, expected,
-          param.server_context->IsCancelled() || ClientCanceled(call_ctx),
-          call_ctx);
+    Ended(*state, slot, start, deadline, expected, call_ctx,
+          param.server_context->IsCancelled() || ClientCanceled(call_ctx));
   }
 
   // Destroys the request the original handler deserialized (it would have
@@ -777,7 +781,7 @@ void AsyncAdmission::Done() {
     deadline = deadline_;
     expected = expected_;
   }
-  Ended(*state, slot, start, deadline, expected, ClientCanceled(ctx), ctx);
+  Ended(*state, slot, start, deadline, expected, ctx, ClientCanceled(ctx));
 }
 
 }  // namespace reqctx::policy

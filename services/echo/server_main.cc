@@ -232,7 +232,7 @@ ABSL_FLAG(std::string, limit, "fixed",
 ABSL_FLAG(int, limit_initial, 20, "adaptive limit before warm-up ends");
 ABSL_FLAG(int, limit_min, 1, "smallest adaptive limit");
 ABSL_FLAG(int, limit_max, 1000, "largest adaptive limit");
-ABSL_FLAG(int, limit_warmup, 10,
+ABSL_FLAG(int, limit_warmup, 5,
           "samples (windows) an adaptive limit only learns from");
 ABSL_FLAG(int64_t, limit_window_ms, 100,
           "an adaptive limit takes one sample per window of at least this");
