@@ -89,7 +89,8 @@ ABSL_FLAG(double, aimd_timeout_factor, 1.1,
 ABSL_FLAG(bool, trace, false,
           "print every 100 ms reading of the limit to stderr: config, phase, "
           "seconds into the phase, limit, in flight, queued, the "
-          "algorithm's min/long/last handling time (ms) and queue estimate");
+          "algorithm's min/long/last handling time (ms), queue estimate and queue "
+          "share");
 
 namespace {
 
@@ -302,14 +303,14 @@ std::vector<PhaseResult> Run(const std::string& config,
           const limits::LimitInputs& in = s->inputs;
           std::fprintf(stderr,
                        "trace %s %zu %.1f limit=%d running=%d queued=%d "
-                       "min=%.0f long=%.0f last=%.0f queue=%.1f\n",
+                       "min=%.0f long=%.0f last=%.0f queue=%.1f share=%.2f\n",
                        config.c_str(), ph + 1,
                        absl::ToDoubleSeconds(now - begin), s->limit,
                        s->running, s->queued,
                        absl::ToDoubleMilliseconds(in.min_rtt),
                        absl::ToDoubleMilliseconds(in.long_rtt),
                        absl::ToDoubleMilliseconds(in.last_rtt),
-                       in.queue_estimate);
+                       in.queue_estimate, in.queue_share);
         }
         std::lock_guard<std::mutex> lock(mu);
         results[ph].limits.emplace_back(now - begin, s ? s->limit : 0);

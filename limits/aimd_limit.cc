@@ -30,6 +30,8 @@ void AimdLimit::OnSample(const Sample& s) {
   fastest_ns_ = fastest_ns_ == 0 ? rtt : std::min(fastest_ns_, rtt);
   // Within the timeout itself: the server is not slower.
   if (s.rtt <= options_.timeout) scale_ = 1;
+  inputs_.queue_share =
+      QueueShare(s.budget, absl::Nanoseconds(fastest_ns_ * scale_));
   if (++inputs_.samples <= options_.bounds.warmup_samples) return;
   const absl::Duration timeout = options_.timeout * scale_;
   if (timeout > absl::ZeroDuration()) {
@@ -46,10 +48,14 @@ void AimdLimit::OnSample(const Sample& s) {
     // One decrease per round trip (TCP's rule): a sample holding calls
     // admitted before the last decrease shows the old limit's queue.
     if (s.start < backed_off_at_) return;
+    recover_to_ = limit_ - 1;
     limit_ = options_.bounds.Clamp(limit_ * options_.backoff_ratio);
     backed_off_at_ = s.end();
   } else if (s.inflight * 2 >= limit_) {
-    limit_ = options_.bounds.Clamp(limit_ + 1);
+    // Back to just under where it last backed off, a whole call per sample
+    // (the server ran those); probing past that, the share.
+    const double step = limit_ + 1 <= recover_to_ ? 1 : inputs_.queue_share;
+    limit_ = options_.bounds.Clamp(limit_ + step);
   }
 }
 

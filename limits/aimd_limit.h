@@ -9,7 +9,13 @@
 //     the last decrease changes nothing (its latency shows the queue of the
 //     old, higher limit; backing off again for it undershoots);
 //   * else, if the server is using at least half the limit
-//     (inflight x 2 >= limit): limit = limit + 1;
+//     (inflight x 2 >= limit): limit = limit + 1 up to one call under the
+//     limit it last backed off from (the server ran those), and limit +
+//     share past it, share = QueueShare(the sample's budget, the fastest
+//     window x the timeout's scale) (limit.h: 1 unless the calls' deadlines
+//     are too tight to wait for a worker: each step above capacity then
+//     makes calls late until a drop shows it, a round trip later; as TCP
+//     CUBIC, quick back to the last loss, careful beyond it);
 //   * else (application-limited: too few calls to tell): unchanged.
 // Then clamped to [bounds.min, bounds.max].
 // Its steady state is a saw-tooth: it grows until calls start to exceed the
@@ -66,6 +72,7 @@ class AimdLimit final : public Limit {
   absl::Time backed_off_at_ = absl::InfinitePast();  // last decrease
   double fastest_ns_ = 0;  // fastest sample seen (0: none yet)
   double scale_ = 1;       // the timeout's scale (>= 1)
+  double recover_to_ = 0;  // one under the limit last backed off from
   LimitInputs inputs_;
 };
 

@@ -26,6 +26,14 @@ absl::Status LimitBounds::Validate(std::string_view prefix) const {
   return absl::OkStatus();
 }
 
+double QueueShare(absl::Duration budget, absl::Duration baseline) {
+  if (budget == absl::InfiniteDuration() || baseline <= absl::ZeroDuration()) {
+    return 1;
+  }
+  return std::clamp(absl::FDivDuration(budget - baseline, baseline),
+                    kMinQueueShare, 1.0);
+}
+
 double LimitBounds::Clamp(double v) const {
   return std::clamp(v, static_cast<double>(min), static_cast<double>(max));
 }

@@ -60,6 +60,12 @@ struct Sample {
   int inflight = 0;      // calls holding a slot when it was admitted (itself
                          // included; a window: the most)
   bool dropped = false;  // Outcome::kDropped
+  // What its deadline left the call when it reached the enforcer (before
+  // any wait in the enforcer's own queue: the workload's budget);
+  // InfiniteDuration: no deadline (a window: the mean over its calls that
+  // had one, or InfiniteDuration if none did). Tight budgets shrink an
+  // algorithm's queue allowance (QueueShare).
+  absl::Duration budget = absl::InfiniteDuration();
   // When the sample was taken: a window's close; InfinitePast: start + rtt
   // (one call).
   absl::Time taken = absl::InfinitePast();
@@ -75,6 +81,7 @@ struct LimitInputs {
   absl::Duration long_rtt = absl::ZeroDuration();  // Gradient2's baseline
   absl::Duration last_rtt = absl::ZeroDuration();  // latest (window) RTT
   double queue_estimate = 0;  // Vegas' queue / Gradient2's allowance
+  double queue_share = 1;     // QueueShare of the latest sample
   int64_t samples = 0;        // samples taken (warm-up included)
 };
 
@@ -96,6 +103,25 @@ struct LimitBounds {
   // of options: options are validated).
   double Clamp(double v) const;
 };
+
+// The share of its queue allowance (the calls an algorithm lets wait above
+// the server's concurrency while it probes for more: Gradient2's queue_size,
+// Vegas' alpha/beta band, AIMD's additive step) the calls' deadlines can
+// afford. A call admitted behind a full server waits for a worker, and when
+// calls end in batches (a slow dependency answering every worker at about
+// the same time) that wait is up to one whole handling time: a queue costs
+// nothing while the calls' budget (Sample::budget) covers twice the
+// no-queue handling time `baseline`, and makes every call in it late once
+// the budget covers only the handling itself. So:
+//   share = (budget - baseline) / baseline, clamped to [kMinQueueShare, 1];
+// 1 when `budget` is infinite (no deadline) or `baseline` is zero (not
+// learned yet). The floor keeps a limit able to grow (to find capacity
+// that came back) under the tightest budgets, more slowly. The budgets come
+// from the calls the server admitted -- a caller can only shrink the
+// allowance (never the limit itself) by sending deadlines just long enough
+// to be admitted; the limit then probes in smaller steps.
+inline constexpr double kMinQueueShare = 0.1;
+double QueueShare(absl::Duration budget, absl::Duration baseline);
 
 // InvalidArgument "<prefix>.<field>: <why>": how every option check here
 // names the bad field.

@@ -1,5 +1,7 @@
 #include "limits/slowdown_check.h"
 
+#include <algorithm>
+
 namespace reqctx::limits {
 
 absl::Status SlowdownCheckOptions::Validate(std::string_view prefix) const {
@@ -66,7 +68,10 @@ CheckStep SlowdownCheck::OnSample(const Sample& s, double limit,
         return {};
       }
       state_ = State::kIdle;
-      return {CheckStep::Kind::kRebaseline, l0_, s.rtt};
+      // Back to L0, less the queue L0 had over the server's concurrency:
+      // r1 = r0 x C / L0 when L0 > C (none when L0 <= C: r1 = r0).
+      return {CheckStep::Kind::kRebaseline,
+              l0_ * std::min(1.0, absl::FDivDuration(s.rtt, r0_)), s.rtt};
     case State::kQueueing:
       if (!rising) state_ = State::kIdle;
       return {};

@@ -22,7 +22,10 @@
 //      the default cut, 0.775: any L0 up to 1.29 C) with r1 still a rise
 //      (above rise x the baseline) says the server got slower (kRebaseline:
 //      the algorithm takes r1, measured without a queue, as its new
-//      baseline, and the limit goes back to L0). Otherwise it is a queue
+//      baseline, and the limit goes back to L0 x min(1, r1 / r0): L0 when
+//      it was within the server's concurrency, about C when it was above
+//      -- the queue it had would make calls late that can no longer afford
+//      to wait). Otherwise it is a queue
 //      (kPass from then on: the algorithm cuts as it would have) until a
 //      sample shows no rise -- in particular when the cut took r1 back under
 //      the rise: a queue of up to 29% (L0 up to 1.29 C, e.g. Vegas

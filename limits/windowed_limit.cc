@@ -35,6 +35,10 @@ void WindowedLimit::OnSample(const Sample& s) {
   ++count_;
   max_inflight_ = std::max(max_inflight_, s.inflight);
   if (s.dropped) ++dropped_;
+  if (s.budget != absl::InfiniteDuration()) {
+    budget_sum_ += s.budget;
+    ++budgeted_;
+  }
   const absl::Duration age = end - opened_;
   const bool enough = count_ >= options_.min_samples;
   if (!((age >= options_.min_time && enough) || age >= options_.max_time)) {
@@ -46,6 +50,7 @@ void WindowedLimit::OnSample(const Sample& s) {
     w.taken = end;
     w.rtt = sum_ / count_;
     w.inflight = max_inflight_;
+    if (budgeted_ > 0) w.budget = budget_sum_ / budgeted_;
     // Application-limited: under half the limit in flight (the rule AIMD
     // and Vegas grow by), so the limit did not make its calls late.
     const bool app_limited = max_inflight_ * 2 < inner_->Current();
@@ -58,6 +63,8 @@ void WindowedLimit::OnSample(const Sample& s) {
   count_ = 0;
   max_inflight_ = 0;
   dropped_ = 0;
+  budget_sum_ = absl::ZeroDuration();
+  budgeted_ = 0;
 }
 
 }  // namespace reqctx::limits

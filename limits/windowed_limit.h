@@ -10,7 +10,7 @@
 // earliest admission among its calls (so an algorithm can tell a window
 // holding calls admitted before its last change: aimd_limit.h), taken = the
 // close, rtt = the mean handling time, inflight = the most calls in flight
-// seen, dropped = whether any call was dropped while the limit was in use
+// seen, budget = the mean budget of its calls that had a deadline, dropped = whether any call was dropped while the limit was in use
 // (at least half of it in flight), or, when it was not, whether more than
 // `drop_share` of its calls were.
 //
@@ -67,6 +67,8 @@ class WindowedLimit final : public Limit {
   int count_ = 0;
   int max_inflight_ = 0;
   int dropped_ = 0;  // dropped calls in the open window
+  absl::Duration budget_sum_ = absl::ZeroDuration();  // finite budgets
+  int budgeted_ = 0;  // calls with a finite budget in the open window
 };
 
 }  // namespace reqctx::limits

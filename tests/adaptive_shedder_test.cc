@@ -3,6 +3,7 @@
 // switch, the refusal cap -- on a fake clock: every decision here is made
 // inside Acquire, Release or SetMode, on this thread, so the tests need no
 // sleeps and no waits.
+#include <cstdio>
 #include <deque>
 #include <functional>
 #include <map>
@@ -114,6 +115,64 @@ TEST(AdaptiveShedderTest, AdaptiveLimitLearnsFromReleasedSlots) {
   EXPECT_EQ(s.limit(), before);
   EXPECT_EQ(s.Stats().inputs.samples, samples);
   EXPECT_EQ(s.Stats().algorithm, "aimd");
+}
+
+// How far AIMD grows in 40 saturated windows of 11 ms calls, each call
+// admitted with `budget` left by its deadline (InfiniteDuration: none); its
+// last queue share in `share`.
+int AimdGrowth(absl::Duration budget, double* share) {
+  FakeClock clock;
+  // The fake clock runs an hour ahead: the deadlines' real timers never
+  // fire during the test.
+  clock.t = absl::Now() + absl::Hours(1);
+  LoadShedderOptions o = Fixed(1, 0, clock);
+  o.limit.algorithm = limits::Algorithm::kAimd;
+  o.limit.aimd.bounds = {/*initial=*/4, /*min=*/1, /*max=*/100,
+                         /*warmup_samples=*/0};
+  o.limit.window.min_time = absl::Milliseconds(10);
+  o.limit.window.min_samples = 1;
+  LoadShedder s(o, nullptr);
+  Calls calls;
+  std::vector<CancelFunc> cancels;
+  for (int i = 0; i < 40; ++i) {
+    Context ctx = Background();
+    if (budget != absl::InfiniteDuration()) {
+      auto [c, cancel] = WithDeadline(Background(), clock.t + budget);
+      ctx = c;
+      cancels.push_back(std::move(cancel));
+    }
+    s.Acquire(ctx, Criticality::kDefault, absl::Milliseconds(1),
+              calls.Slot(i));
+    EXPECT_TRUE(calls.Admitted(i)) << i;
+    if (!calls.Admitted(i)) break;
+    clock.t += absl::Milliseconds(11);
+    if (s.running() >= s.limit() - 1) {
+      calls[i].slot.Release(limits::Outcome::kSuccess);
+    }
+  }
+  *share = s.Stats().inputs.queue_share;
+  for (CancelFunc& c : cancels) c();
+  return s.limit() - 4;
+}
+
+// The shedder passes each call's budget at admission to its limit
+// (limits::Sample::budget): calls whose deadlines leave them a quarter of
+// their 11 ms handling time to wait grow AIMD by a quarter of a call per
+// window instead of one (limits::QueueShare).
+TEST(AdaptiveShedderTest, TightDeadlinesShrinkTheLimitsProbing) {
+  double share = 0;
+  const int loose = AimdGrowth(absl::InfiniteDuration(), &share);
+  EXPECT_EQ(share, 1);
+  EXPECT_GE(loose, 8);
+  const int tight = AimdGrowth(absl::Microseconds(13750), &share);
+  std::printf("AIMD grew by %d without deadlines, by %d with tight ones\n",
+              loose, tight);
+  EXPECT_NEAR(share, 0.25, 0.01);
+  EXPECT_GE(tight, 1);
+  EXPECT_LE(tight, loose / 3);
+  // A deadline far away is no pressure.
+  EXPECT_EQ(AimdGrowth(absl::Hours(1), &share), loose);
+  EXPECT_EQ(share, 1);
 }
 
 TEST(AdaptiveShedderTest, ClassifyEndDropsOnlyCallsThatHadRoomToFinish) {

@@ -164,9 +164,8 @@ std::optional<absl::Time> LoggedAt(const std::string& output,
                                    const std::string& text) {
   const size_t at = output.find(text);
   if (at == std::string::npos) return std::nullopt;
-  const size_t line = output.rfind('\n', at) == std::string::npos
-                          ? 0
-                          : output.rfind('\n', at) + 1;
+  const size_t newline = output.rfind('\n', at);
+  const size_t line = newline == std::string::npos ? 0 : newline + 1;
   if (output.compare(line, 1, "[") != 0) return std::nullopt;
   const size_t close = output.find(']', line);
   if (close == std::string::npos || close > at) return std::nullopt;

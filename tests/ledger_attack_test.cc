@@ -142,11 +142,9 @@ class HostileBackend final : public ::echo::v1::Echo::Service {
  public:
   grpc::Status Echo(grpc::ServerContext* sc, const EchoRequest* req,
                     EchoResponse* resp) override {
-    if (req->message() == "wide") {
-      return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "hostile",
-                          WideDetails());
-    }
-    for (const auto& [name, details] : HostileDetails()) {
+    std::vector<std::pair<std::string, std::string>> all = HostileDetails();
+    all.emplace_back("wide", WideDetails());
+    for (const auto& [name, details] : all) {
       if (req->message() != name) continue;
       if (name == "twice") sc->AddTrailingMetadata("grpc-status-details-bin", details);
       return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "hostile",

@@ -16,9 +16,11 @@
 // application-limited load.
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <functional>
 #include <memory>
 #include <queue>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -65,6 +67,9 @@ class Server {
     for (absl::Time t : free) workers_.push(t);
   }
   void SetSlowdown(double x) { slowdown_ = x; }
+  // What each call's deadline leaves it at admission (Sample::budget) from
+  // now on; InfiniteDuration: no deadline. The model enforces none.
+  void SetBudget(absl::Duration b) { budget_ = b; }
   // Runs for `d` of fake time; the limit after each sample.
   std::vector<Point> Run(absl::Duration d) {
     std::vector<Point> trace;
@@ -78,6 +83,7 @@ class Server {
       s.start = c.start;
       s.rtt = c.end - c.start;
       s.inflight = c.inflight;
+      s.budget = budget_;
       limit_.OnSample(s);
       Admit();
       trace.push_back({now_, limit_.Current()});
@@ -104,6 +110,7 @@ class Server {
   const absl::Duration service_;
   absl::Time now_;
   double slowdown_ = 1;
+  absl::Duration budget_ = absl::InfiniteDuration();
   std::priority_queue<absl::Time, std::vector<absl::Time>,
                       std::greater<absl::Time>>
       workers_;  // when each worker is next free
@@ -225,6 +232,40 @@ TEST_P(AdaptiveTest, RidesOutASlowDependency) {
                                   {"after again", 32}});
 }
 
+// The limit's mean over the second half of a 20 s slow phase (handling time
+// x5 on a server of 32 workers), with each call admitted with `budget`.
+double SlowPhaseMean(Algorithm a, absl::Duration budget) {
+  auto limit = Make(Options(a));
+  Server server(*limit, 32, kService, absl::UnixEpoch());
+  server.Run(absl::Seconds(20));
+  server.SetSlowdown(5);
+  server.SetBudget(budget);
+  const absl::Time half = server.now() + absl::Seconds(10);
+  double sum = 0;
+  int n = 0;
+  for (const Point& p : server.Run(absl::Seconds(20))) {
+    if (p.t < half) continue;
+    sum += p.limit;
+    ++n;
+  }
+  return n > 0 ? sum / n : 0;
+}
+
+// Deadlines that leave a call a quarter of its handling time to wait
+// (500 ms for 400 ms, overload_bench's slowdown) cannot afford the queue an
+// algorithm keeps above the workers while it probes (limits::QueueShare):
+// its allowance shrinks to a quarter, and the limit sits closer to the 32
+// workers than with no deadline -- never under them by more than the
+// band's 20%.
+TEST_P(AdaptiveTest, TightBudgetsKeepTheLimitNearerTheWorkers) {
+  const double loose = SlowPhaseMean(GetParam(), absl::InfiniteDuration());
+  const double tight = SlowPhaseMean(GetParam(), absl::Milliseconds(500));
+  std::printf("%s: mean limit %.2f without deadlines, %.2f with 500 ms\n",
+              std::string(AlgorithmName(GetParam())).c_str(), loose, tight);
+  EXPECT_LT(tight, loose) << AlgorithmName(GetParam());
+  EXPECT_GE(tight, Lo(32)) << AlgorithmName(GetParam());
+}
+
 TEST_P(AdaptiveTest, StaysWithinMinAndMax) {
   LimitOptions o = Options(GetParam());
   for (LimitBounds* b : {&o.aimd.bounds, &o.gradient.bounds, &o.vegas.bounds}) {
@@ -340,6 +381,32 @@ TEST(AimdLimit, BacksOffOncePerRoundTrip) {
   EXPECT_EQ(limit.Current(), 81);
 }
 
+// A slower server that did not queue at L0 (the same handling time after
+// the cut) gets L0 back whole.
+TEST(SlowdownCheck, ASlowerServerWithoutAQueueGetsItsLimitBack) {
+  SlowdownCheck check(SlowdownCheckOptions{});
+  const absl::Duration base = absl::Milliseconds(100);
+  const absl::Time t0 = absl::UnixEpoch();
+  auto sample = [](absl::Time start, absl::Duration rtt) {
+    Sample s;
+    s.start = start;
+    s.rtt = rtt;
+    s.inflight = 30;
+    return s;
+  };
+  EXPECT_EQ(check.OnSample(sample(t0, base * 5), 30, base).kind,
+            CheckStep::Kind::kHold);
+  EXPECT_DOUBLE_EQ(
+      check.OnSample(sample(t0 + absl::Milliseconds(500), base * 5), 30, base)
+          .limit,
+      21);  // the cut
+  const CheckStep st =
+      check.OnSample(sample(t0 + absl::Seconds(1), base * 5), 21, base);
+  EXPECT_EQ(st.kind, CheckStep::Kind::kRebaseline);
+  EXPECT_DOUBLE_EQ(st.limit, 30);
+  EXPECT_EQ(st.rtt, base * 5);
+}
+
 // The check's three steps on synthetic samples: a rise holds the limit,
 // then the cut; a handling time that stays is a slower server, one that
 // falls with the cut is a queue.
@@ -382,8 +449,10 @@ TEST(SlowdownCheck, TellsASlowerServerFromAQueue) {
     EXPECT_FALSE(check.checking());
     if (slower) {
       EXPECT_EQ(st.kind, CheckStep::Kind::kRebaseline);
-      EXPECT_EQ(st.limit, 40);  // back where it was
-      EXPECT_EQ(st.rtt, r1);    // the new baseline
+      // Back where it was, less the queue it had over the 35 workers
+      // (40 x 350 / 400).
+      EXPECT_DOUBLE_EQ(st.limit, 35);
+      EXPECT_EQ(st.rtt, r1);  // the new baseline
     } else {
       EXPECT_EQ(st.kind, CheckStep::Kind::kPass);
       // A confirmed queue is cut by the algorithm, with no new check until
@@ -704,6 +773,42 @@ TEST(WindowedLimit, AimdIgnoresAFewDropsOnlyBelowItsLimit) {
   EXPECT_EQ(limit.Current(), 18);  // 20 x 0.9
   window(1, 18);
   EXPECT_EQ(limit.Current(), 16);  // 18 x 0.9 = 16.2
+}
+
+TEST(QueueShare, WhatTheBudgetLeavesToWaitOverTheHandlingTime) {
+  const absl::Duration ms = absl::Milliseconds(1);
+  EXPECT_EQ(QueueShare(absl::InfiniteDuration(), 400 * ms), 1);
+  EXPECT_EQ(QueueShare(500 * ms, absl::ZeroDuration()), 1);  // not learned
+  EXPECT_DOUBLE_EQ(QueueShare(500 * ms, 400 * ms), 0.25);
+  EXPECT_DOUBLE_EQ(QueueShare(800 * ms, 400 * ms), 1);
+  EXPECT_DOUBLE_EQ(QueueShare(10 * 1000 * ms, 80 * ms), 1);
+  EXPECT_DOUBLE_EQ(QueueShare(400 * ms, 400 * ms), kMinQueueShare);
+  EXPECT_DOUBLE_EQ(QueueShare(-5 * ms, 400 * ms), kMinQueueShare);
+}
+
+// A window's budget is the mean of its calls that had a deadline.
+TEST(WindowedLimit, BudgetIsTheMeanOfTheCallsWithADeadline) {
+  WindowOptions w;
+  w.min_time = absl::Milliseconds(100);
+  w.min_samples = 3;
+  std::vector<Sample> got;
+  WindowedLimit limit(std::make_unique<Recorder>(&got), w);
+  const absl::Time t = absl::UnixEpoch();
+  const absl::Duration ms = absl::Milliseconds(1);
+  Sample a{t, 10 * ms, 1, false};
+  a.budget = 300 * ms;
+  Sample b{t, 50 * ms, 1, false};  // no deadline
+  Sample c{t, 150 * ms, 1, false};
+  c.budget = 500 * ms;
+  for (const Sample& s : {a, b, c}) limit.OnSample(s);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].budget, 400 * ms);
+  // A window of calls without deadlines has none.
+  for (const Sample& s : {b, b}) limit.OnSample(s);
+  Sample d{t, 200 * ms, 1, false};
+  limit.OnSample(d);
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[1].budget, absl::InfiniteDuration());
 }
 
 TEST(FixedLimit, NeverMoves) {

@@ -163,7 +163,8 @@ ShedSlot::ShedSlot(ShedSlot&& other) noexcept
     : shedder_(std::exchange(other.shedder_, nullptr)),
       start_(other.start_),
       inflight_(other.inflight_),
-      crit_(other.crit_) {}
+      crit_(other.crit_),
+      budget_(other.budget_) {}
 
 ShedSlot& ShedSlot::operator=(ShedSlot&& other) noexcept {
   if (this != &other) {
@@ -172,6 +173,7 @@ ShedSlot& ShedSlot::operator=(ShedSlot&& other) noexcept {
     start_ = other.start_;
     inflight_ = other.inflight_;
     crit_ = other.crit_;
+    budget_ = other.budget_;
   }
   return *this;
 }
@@ -254,11 +256,15 @@ bool LoadShedder::MayRefuseLocked(absl::Time now) {
   return false;
 }
 
-ShedDecision LoadShedder::AdmitLocked(absl::Time now, Criticality c) {
+ShedDecision LoadShedder::AdmitLocked(absl::Time now, Criticality c,
+                                      std::optional<absl::Time> deadline,
+                                      absl::Time arrived) {
   ++running_;
   ++running_by_[Index(c)];
   ShedDecision d;
-  d.slot = ShedSlot(this, now, running_, c);
+  d.slot = ShedSlot(this, now, running_, c,
+                    deadline.has_value() ? *deadline - arrived
+                                         : absl::InfiniteDuration());
   return d;
 }
 
@@ -280,7 +286,7 @@ void LoadShedder::Acquire(const Context& ctx, Criticality c,
     std::lock_guard<std::mutex> lock(mu_);
     const int limit = limit_->Current();
     if (mode_ == ShedMode::kOff) {
-      now_decided = AdmitLocked(now, c);
+      now_decided = AdmitLocked(now, c, ctx.Deadline(), now);
     } else {
       // Calls served before this one: every queued call at least as
       // critical (a newest-first queue may serve this one earlier; this errs
@@ -332,7 +338,7 @@ void LoadShedder::Acquire(const Context& ctx, Criticality c,
         }
       }
       if (mode_ == ShedMode::kDark) {
-        now_decided = AdmitLocked(now, c);
+        now_decided = AdmitLocked(now, c, deadline, now);
         now_decided->dark = refuse;
         now_decided->would_queue = queue;
       } else if (refuse.has_value()) {
@@ -354,7 +360,7 @@ void LoadShedder::Acquire(const Context& ctx, Criticality c,
               break;
           }
         } else {
-          now_decided = AdmitLocked(now, c);
+          now_decided = AdmitLocked(now, c, deadline, now);
           now_decided->capped = refuse;
         }
       } else if (queue) {
@@ -369,7 +375,7 @@ void LoadShedder::Acquire(const Context& ctx, Criticality c,
         e->in_queue = true;
         ++queued_;
       } else {
-        now_decided = AdmitLocked(now, c);
+        now_decided = AdmitLocked(now, c, deadline, now);
       }
     }
   }
@@ -449,8 +455,9 @@ void LoadShedder::DrainLocked(absl::Time now, Batch& b) {
                           e->enqueued, now));
         continue;
       }
-      b.decided.emplace_back(e, AfterQueue(AdmitLocked(now, c), e->enqueued,
-                                           now));
+      b.decided.emplace_back(
+          e, AfterQueue(AdmitLocked(now, c, deadline, e->enqueued),
+                        e->enqueued, now));
     }
   }
   if (queued_ == 0) last_empty_ = now;
@@ -485,6 +492,7 @@ void LoadShedder::Release(const ShedSlot& slot, limits::Outcome outcome) {
       s.rtt = std::max(now - slot.start_, absl::ZeroDuration());
       s.inflight = slot.inflight_;
       s.dropped = outcome == limits::Outcome::kDropped;
+      s.budget = slot.budget_;
       limit_->OnSample(s);
     }
     DrainLocked(now, b);

@@ -197,12 +197,22 @@ class ShedSlot {
 
  private:
   friend class LoadShedder;
-  ShedSlot(LoadShedder* shedder, absl::Time start, int inflight, Criticality c)
-      : shedder_(shedder), start_(start), inflight_(inflight), crit_(c) {}
+  ShedSlot(LoadShedder* shedder, absl::Time start, int inflight, Criticality c,
+           absl::Duration budget)
+      : shedder_(shedder),
+        start_(start),
+        inflight_(inflight),
+        crit_(c),
+        budget_(budget) {}
   LoadShedder* shedder_ = nullptr;
   absl::Time start_;       // when admitted
   int inflight_ = 0;       // slots held at admission, this one included
   Criticality crit_ = Criticality::kDefault;
+  // What the call's deadline left it when it reached the shedder
+  // (limits::Sample::budget): the workload's budget, not what the
+  // shedder's own queue left of it -- a queue that a too-low limit makes
+  // must not slow the limit's growth.
+  absl::Duration budget_ = absl::InfiniteDuration();
 };
 
 // What the shedder decided for one call. Move-only (it may carry a slot).
@@ -286,7 +296,11 @@ class LoadShedder {
   // A refusal the cap allows (true; counted) or turns into an admission.
   bool MayRefuseLocked(absl::Time now);
   // An OK decision holding a new slot; counts it in running_.
-  ShedDecision AdmitLocked(absl::Time now, Criticality c);
+  // Admits a call of criticality `c` now; `deadline` (its Context's) and
+  // `arrived` (when it reached the shedder) give its sample's budget.
+  ShedDecision AdmitLocked(absl::Time now, Criticality c,
+                           std::optional<absl::Time> deadline,
+                           absl::Time arrived);
   void OnEntryDone(const std::shared_ptr<Entry>& e);
   void Count(PolicyCounter c, Criticality crit);
   // Gives back one admitted call's slot (ShedSlot::Release, once per

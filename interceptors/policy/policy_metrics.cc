@@ -121,6 +121,11 @@ constexpr LimiterGauge kLimiterGauges[] = {
      "The limit algorithm's queue estimate (Vegas) or allowance "
      "(Gradient2).",
      [](const ShedderStats& s) { return s.inputs.queue_estimate; }},
+    {"reqctx_policy_limit_queue_share",
+     "The share of its queue allowance the limit algorithm keeps for the "
+     "calls' deadlines (1: budgets loose enough to wait; limits/limit.h "
+     "QueueShare).",
+     [](const ShedderStats& s) { return s.inputs.queue_share; }},
 };
 
 void RegisterLimiterGauges() {

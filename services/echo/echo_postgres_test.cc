@@ -13,6 +13,8 @@
 #include <thread>
 #include <vector>
 
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -178,15 +180,19 @@ TEST_F(EchoPostgresTest, ConcurrentCallsShareABoundedPool) {
       postgres::Connection::Connect(ctx, db_->conninfo());
   ASSERT_TRUE(admin.ok()) << admin.status();
   int64_t most = 0;
-  // Counts the server's connections of the pool into `most`.
-  auto count = [&] {
+  // Counts the server's connections of the pool into `most`; an error if
+  // the count could not be read.
+  auto count = [&]() -> absl::Status {
     absl::StatusOr<postgres::Result> r = (*admin)->Query(
         Background(),
         "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'echo_a5'");
-    ASSERT_TRUE(r.ok()) << r.status();
+    if (!r.ok()) return r.status();
     int64_t n = 0;
-    ASSERT_TRUE(absl::SimpleAtoi(r->at(0, 0).value_or(""), &n));
+    if (!absl::SimpleAtoi(r->at(0, 0).value_or(""), &n)) {
+      return absl::InternalError("count(*) is not a number");
+    }
     most = std::max(most, n);
+    return absl::OkStatus();
   };
   constexpr int kCalls = 20;
   std::atomic<int> running{kCalls}, failed{0};
@@ -202,12 +208,17 @@ TEST_F(EchoPostgresTest, ConcurrentCallsShareABoundedPool) {
     });
   }
   const absl::Time end = absl::Now() + absl::Seconds(60);
-  while (running.load() > 0 && absl::Now() < end) count();
+  absl::Status counted = absl::OkStatus();
+  while (counted.ok() && running.load() > 0 && absl::Now() < end) {
+    counted = count();
+  }
   for (auto& t : calls) t.join();
+  ASSERT_TRUE(counted.ok()) << counted;
   // The pool keeps what it opened as idle connections: counted once more
   // after the calls, so the bound is checked even if every call ended
   // between two counts.
-  count();
+  counted = count();
+  ASSERT_TRUE(counted.ok()) << counted;
   EXPECT_EQ(failed.load(), 0);
   EXPECT_GE(most, 1);
   EXPECT_LE(most, static_cast<int64_t>(kMax));
