@@ -16,8 +16,10 @@
 // application-limited load.
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <queue>
 #include <string>
@@ -809,6 +811,53 @@ TEST(WindowedLimit, BudgetIsTheMeanOfTheCallsWithADeadline) {
   limit.OnSample(d);
   ASSERT_EQ(got.size(), 2u);
   EXPECT_EQ(got[1].budget, absl::InfiniteDuration());
+}
+
+// Attack review (#23): one call with a far deadline (grpc-timeout
+// 99999999H) among nine whose budgets only cover their 80 ms of handling
+// made the window's mean budget about 3.6e10 s -- QueueShare 1, the whole
+// queue allowance, for calls that cannot wait. Each budget counts up to
+// twice the previous window's mean handling time: the mean is 88 ms (share
+// 0.1 on an 80 ms baseline). Budgets so large that their sum saturates
+// (absl::Duration's infinity) in a first, uncapped window read as no
+// deadline, never as a crash or a NaN share.
+TEST(WindowedLimit, AFarDeadlineDoesNotOutweighTheWindow) {
+  WindowOptions w;
+  w.min_time = absl::Milliseconds(100);
+  w.min_samples = 10;
+  std::vector<Sample> got;
+  WindowedLimit limit(std::make_unique<Recorder>(&got), w);
+  const absl::Duration ms = absl::Milliseconds(1);
+  absl::Time t = absl::UnixEpoch();
+  // A window of calls far in the future, first: uncapped, saturating.
+  for (int i = 0; i < 10; ++i) {
+    Sample s{t + i * 20 * ms, 80 * ms, 10, false};
+    s.budget = absl::Seconds(std::numeric_limits<int64_t>::max() / 2);
+    limit.OnSample(s);
+  }
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].budget, absl::InfiniteDuration());
+  EXPECT_EQ(QueueShare(got[0].budget, 80 * ms), 1);
+  // Then one 99999999H call among nine tight ones.
+  t += absl::Seconds(1);
+  for (int i = 0; i < 10; ++i) {
+    Sample s{t + i * 20 * ms, 80 * ms, 10, false};
+    s.budget = i == 0 ? absl::Hours(99999999) : 80 * ms;
+    limit.OnSample(s);
+  }
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[1].budget, 88 * ms);
+  EXPECT_DOUBLE_EQ(QueueShare(got[1].budget, 80 * ms), kMinQueueShare);
+  // Half the calls loose (1 s), half tight: about half the allowance.
+  t += absl::Seconds(1);
+  for (int i = 0; i < 10; ++i) {
+    Sample s{t + i * 20 * ms, 80 * ms, 10, false};
+    s.budget = i % 2 == 0 ? absl::Seconds(1) : 80 * ms;
+    limit.OnSample(s);
+  }
+  ASSERT_EQ(got.size(), 3u);
+  EXPECT_EQ(got[2].budget, 120 * ms);
+  EXPECT_DOUBLE_EQ(QueueShare(got[2].budget, 80 * ms), 0.5);
 }
 
 TEST(FixedLimit, NeverMoves) {
