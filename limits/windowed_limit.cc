@@ -38,6 +38,10 @@ void WindowedLimit::OnSample(const Sample& s) {
   if (s.budget != absl::InfiniteDuration()) {
     budget_sum_ += std::min(s.budget, budget_cap_);
     ++budgeted_;
+    ++deadlined_;
+  } else if (budget_cap_ != absl::InfiniteDuration()) {
+    budget_sum_ += budget_cap_;  // can wait as long as any call can
+    ++budgeted_;
   }
   const absl::Duration age = end - opened_;
   const bool enough = count_ >= options_.min_samples;
@@ -50,7 +54,7 @@ void WindowedLimit::OnSample(const Sample& s) {
     w.taken = end;
     w.rtt = sum_ / count_;
     w.inflight = max_inflight_;
-    if (budgeted_ > 0) w.budget = budget_sum_ / budgeted_;
+    if (deadlined_ > 0) w.budget = budget_sum_ / budgeted_;
     budget_cap_ =
         w.rtt > absl::ZeroDuration() ? 2 * w.rtt : absl::InfiniteDuration();
     // Application-limited: under half the limit in flight (the rule AIMD
@@ -67,6 +71,7 @@ void WindowedLimit::OnSample(const Sample& s) {
   dropped_ = 0;
   budget_sum_ = absl::ZeroDuration();
   budgeted_ = 0;
+  deadlined_ = 0;
 }
 
 }  // namespace reqctx::limits
