@@ -80,6 +80,8 @@ class Server {
   // Each call's handling time from now on is service x slowdown x (1 + j x
   // u), u uniform in [-1, 1] from a fixed-seed generator (deterministic).
   void SetJitter(double j) { jitter_ = j; }
+  // The jitter generator's seed (from now on); 1 at first.
+  void SetSeed(uint32_t seed) { seed_ = seed; }
   // From now on a call that ends after its budget is reported dropped when
   // the budget covered the mean handling time (LoadShedder's ClassifyEnd,
   // expected = service x slowdown).
@@ -345,6 +347,45 @@ TEST_P(AdaptiveTest, DISABLED_AFewJustAdmittedCallsDoNotCollapseTheLimit) {
   budgets[0] = kService * 1.01;
   ExpectPhasesSettle(GetParam(), {{"up", 32}, {"steady", 32}},
                      {.budgets = budgets, .jitter = 0.1, .drops = true});
+}
+
+// Attack review of cb6a074 (#23): RidesOutASlowDependency with the
+// handling time's spread (+-20% per call) over 20 generator seeds, without
+// deadlines and with 500 ms budgets (QueueShare 0.25 in the slow phases);
+// the lowest limit 5 s or more into any phase must stay in the band of the
+// 32 workers. Measured, runs of 20 under 0.8 C (mean of each run's lowest
+// limit):        no deadline    500 ms
+//   aimd          0 (30.7)       0 (30.9)
+//   gradient     15 (10.2)      17 (19.9)
+//   vegas        19 (19.8)      20 (5.5)
+// (+-10%: gradient 14 and 13, vegas 5 and 20; +-30%: aimd 1 and 4). Not
+// all new: Gradient2 and Vegas lose the slowdown under noise without
+// deadlines (one noisy verdict of the slowdown check -- r1 under
+// 0.775 r0, e.g. when the queue at L0 makes r0 a batch late -- reads the
+// slower server as a queue for the whole slow phase); the share makes Vegas
+// fall to its minimum. Disabled until fixed;
+// --gtest_also_run_disabled_tests runs it.
+TEST_P(AdaptiveTest, DISABLED_RidesOutASlowDependencyWithJitter) {
+  for (absl::Duration budget :
+       {absl::InfiniteDuration(), absl::Milliseconds(500)}) {
+    int under = 0;
+    for (uint32_t seed = 1; seed <= 20; ++seed) {
+      auto limit = Make(Options(GetParam()));
+      Server server(*limit, 32, kService, absl::UnixEpoch());
+      server.SetBudget(budget);
+      server.SetJitter(0.2);
+      server.SetSeed(seed);
+      int lowest = 1 << 30;
+      for (double x : {1.0, 5.0, 1.0, 5.0}) {
+        server.SetSlowdown(x);
+        const std::vector<Point> t = server.Run(absl::Seconds(20));
+        lowest = std::min(lowest,
+                          Range(t, t.front().t + absl::Seconds(5)).first);
+      }
+      if (lowest < Lo(32)) ++under;
+    }
+    EXPECT_EQ(under, 0) << AlgorithmName(GetParam()) << " budget " << budget;
+  }
 }
 
 // The limit's mean over the second half of a 20 s slow phase (handling time
