@@ -62,9 +62,10 @@ struct Sample {
   bool dropped = false;  // Outcome::kDropped
   // What its deadline left the call when it reached the enforcer (before
   // any wait in the enforcer's own queue: the workload's budget);
-  // InfiniteDuration: no deadline (a window: the mean over its calls that
-  // had one, or InfiniteDuration if none did). Tight budgets shrink an
-  // algorithm's queue allowance (QueueShare).
+  // InfiniteDuration: no deadline (a window: the mean over its calls, each
+  // capped, a call without a deadline counting as the cap, or
+  // InfiniteDuration if none had one: windowed_limit.h). Tight budgets
+  // shrink an algorithm's queue allowance (QueueShare).
   absl::Duration budget = absl::InfiniteDuration();
   // When the sample was taken: a window's close; InfinitePast: start + rtt
   // (one call).
@@ -119,7 +120,10 @@ struct LimitBounds {
 // that came back) under the tightest budgets, more slowly. The budgets come
 // from the calls the server admitted -- a caller can only shrink the
 // allowance (never the limit itself) by sending deadlines just long enough
-// to be admitted; the limit then probes in smaller steps.
+// to be admitted, in proportion to its share of the calls (windowed_limit.h);
+// the limit then probes in smaller steps (limits_test.cc's disabled tests
+// measure what that costs: settling 3-10x slower at the floor, and under
+// a spread of handling times gradient and vegas sink far below capacity).
 inline constexpr double kMinQueueShare = 0.1;
 double QueueShare(absl::Duration budget, absl::Duration baseline);
 

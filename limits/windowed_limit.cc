@@ -36,7 +36,11 @@ void WindowedLimit::OnSample(const Sample& s) {
   max_inflight_ = std::max(max_inflight_, s.inflight);
   if (s.dropped) ++dropped_;
   if (s.budget != absl::InfiniteDuration()) {
-    budget_sum_ += s.budget;
+    budget_sum_ += std::min(s.budget, budget_cap_);
+    ++budgeted_;
+    ++deadlined_;
+  } else if (budget_cap_ != absl::InfiniteDuration()) {
+    budget_sum_ += budget_cap_;  // can wait as long as any call can
     ++budgeted_;
   }
   const absl::Duration age = end - opened_;
@@ -50,7 +54,9 @@ void WindowedLimit::OnSample(const Sample& s) {
     w.taken = end;
     w.rtt = sum_ / count_;
     w.inflight = max_inflight_;
-    if (budgeted_ > 0) w.budget = budget_sum_ / budgeted_;
+    if (deadlined_ > 0) w.budget = budget_sum_ / budgeted_;
+    budget_cap_ =
+        w.rtt > absl::ZeroDuration() ? 2 * w.rtt : absl::InfiniteDuration();
     // Application-limited: under half the limit in flight (the rule AIMD
     // and Vegas grow by), so the limit did not make its calls late.
     const bool app_limited = max_inflight_ * 2 < inner_->Current();
@@ -65,6 +71,7 @@ void WindowedLimit::OnSample(const Sample& s) {
   dropped_ = 0;
   budget_sum_ = absl::ZeroDuration();
   budgeted_ = 0;
+  deadlined_ = 0;
 }
 
 }  // namespace reqctx::limits

@@ -10,9 +10,28 @@
 // earliest admission among its calls (so an algorithm can tell a window
 // holding calls admitted before its last change: aimd_limit.h), taken = the
 // close, rtt = the mean handling time, inflight = the most calls in flight
-// seen, budget = the mean budget of its calls that had a deadline, dropped = whether any call was dropped while the limit was in use
-// (at least half of it in flight), or, when it was not, whether more than
+// seen, budget = the mean budget of its calls (below; InfiniteDuration if
+// none had a deadline),
+// dropped = whether any call was dropped while the limit was in use (at
+// least half of it in flight), or, when it was not, whether more than
 // `drop_share` of its calls were.
+//
+// The budget's mean counts each call's budget up to a cap, twice the
+// previous window's mean handling time, and a call without a deadline as
+// the cap. QueueShare (limit.h) is 1 from a budget of twice the no-queue
+// handling time on, so a longer budget affords no more waiting. Uncapped,
+// one call with a far deadline (a batch job's hour, or a `grpc-timeout` of
+// 99999999H: 11,400 years) outweighed every other call of its window, and
+// the calls whose deadlines could not afford a queue got the whole
+// allowance's queue (mean 1 h / 100 calls = 36 s: share 1 for 99 calls of
+// 100 ms budgets on 80 ms of handling); and with the calls without a
+// deadline left out, a tenth of the calls with tight deadlines (a hostile
+// caller's, among callers that set none) made the share 0.1 for all. So
+// the window's share falls with the fraction of its calls that cannot wait
+// (half of them: about half), whatever the others' deadlines. The first
+// window (no cap yet, or a previous mean of zero) takes the plain mean of
+// the calls that had a deadline; a sum that saturates there (absl::
+// Duration's infinity) reads as no deadline: share 1.
 //
 // Why not any drop: a call still running at its own deadline is reported
 // dropped (limit.h), and a few callers that send expensive requests with
@@ -67,8 +86,13 @@ class WindowedLimit final : public Limit {
   int count_ = 0;
   int max_inflight_ = 0;
   int dropped_ = 0;  // dropped calls in the open window
-  absl::Duration budget_sum_ = absl::ZeroDuration();  // finite budgets
-  int budgeted_ = 0;  // calls with a finite budget in the open window
+  absl::Duration budget_sum_ = absl::ZeroDuration();  // finite budgets,
+                                                      // capped
+  int budgeted_ = 0;   // calls counted in budget_sum_ (open window)
+  int deadlined_ = 0;  // calls with a finite budget in the open window
+  // Cap of each budget in the open window: 2 x the last closed window's
+  // mean handling time (InfiniteDuration: none yet).
+  absl::Duration budget_cap_ = absl::InfiniteDuration();
 };
 
 }  // namespace reqctx::limits

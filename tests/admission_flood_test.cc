@@ -191,12 +191,20 @@ TEST_P(AdmissionFloodTest, CheapFloodsNeitherCollapseTheLimitNorLeak) {
     ASSERT_TRUE(s.has_value());
     std::printf(
         "[%s] %-18s %d streams in %.0f ms, %d ended by the server; after: "
-        "limit %d, running %d, queued %d, threads %d, rss %.1f MiB\n",
+        "limit %d, queue share %.2f, running %d, queued %d, threads %d, "
+        "rss %.1f MiB\n",
         std::string(s->algorithm).c_str(), f.name.c_str(),
         kRounds * kConnections * kStreams,
         absl::ToDoubleMilliseconds(absl::Now() - start), answered.load(),
-        s->limit, s->running, s->queued, ThreadCount(), RssMiB());
+        s->limit, s->inputs.queue_share, s->running, s->queued,
+        ThreadCount(), RssMiB());
     EXPECT_TRUE(drained) << f.name << ": slots still held";
+    // Whatever the flood's grpc-timeout (1n ... 99999999H: budgets from
+    // nothing to 11,400 years), the share of its queue allowance the limit
+    // keeps for the deadlines (limits::QueueShare, the window's budget
+    // mean) is a number in [kMinQueueShare, 1]: a NaN fails both.
+    EXPECT_GE(s->inputs.queue_share, limits::kMinQueueShare) << f.name;
+    EXPECT_LE(s->inputs.queue_share, 1.0) << f.name;
     // Not driven down by a flood that cost the attacker nothing.
     if (f.cheap) {
       EXPECT_GE(s->limit, before->limit) << f.name;

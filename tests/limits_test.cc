@@ -16,12 +16,15 @@
 // application-limited load.
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <queue>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "absl/time/time.h"
@@ -69,7 +72,20 @@ class Server {
   void SetSlowdown(double x) { slowdown_ = x; }
   // What each call's deadline leaves it at admission (Sample::budget) from
   // now on; InfiniteDuration: no deadline. The model enforces none.
-  void SetBudget(absl::Duration b) { budget_ = b; }
+  void SetBudget(absl::Duration b) { budgets_ = {b}; }
+  // As SetBudget, the calls taking `budgets` in turn (a mix of callers).
+  void SetBudgets(std::vector<absl::Duration> budgets) {
+    budgets_ = std::move(budgets);
+  }
+  // Each call's handling time from now on is service x slowdown x (1 + j x
+  // u), u uniform in [-1, 1] from a fixed-seed generator (deterministic).
+  void SetJitter(double j) { jitter_ = j; }
+  // The jitter generator's seed (from now on); 1 at first.
+  void SetSeed(uint32_t seed) { seed_ = seed; }
+  // From now on a call that ends after its budget is reported dropped when
+  // the budget covered the mean handling time (LoadShedder's ClassifyEnd,
+  // expected = service x slowdown).
+  void SetDrops(bool on) { drops_ = on; }
   // Runs for `d` of fake time; the limit after each sample.
   std::vector<Point> Run(absl::Duration d) {
     std::vector<Point> trace;
@@ -83,7 +99,9 @@ class Server {
       s.start = c.start;
       s.rtt = c.end - c.start;
       s.inflight = c.inflight;
-      s.budget = budget_;
+      s.budget = c.budget;
+      s.dropped = drops_ && s.rtt > c.budget &&
+                  c.budget >= service_ * slowdown_;
       limit_.OnSample(s);
       Admit();
       trace.push_back({now_, limit_.Current()});
@@ -95,22 +113,32 @@ class Server {
   struct Call {
     absl::Time start, end;
     int inflight;
+    absl::Duration budget;
     bool operator>(const Call& o) const { return end > o.end; }
   };
   void Admit() {
     while (static_cast<int>(calls_.size()) < limit_.Current()) {
       const absl::Time free = workers_.top();
       workers_.pop();
-      const absl::Time end = std::max(now_, free) + service_ * slowdown_;
+      // A 31-bit LCG (glibc's constants): u in [-1, 1].
+      seed_ = (seed_ * 1103515245u + 12345u) & 0x7fffffffu;
+      const double u = seed_ / static_cast<double>(0x3fffffff) - 1;
+      const absl::Time end = std::max(now_, free) +
+                             service_ * (slowdown_ * (1 + jitter_ * u));
       workers_.push(end);
-      calls_.push({now_, end, static_cast<int>(calls_.size()) + 1});
+      const absl::Duration budget = budgets_[next_budget_++ % budgets_.size()];
+      calls_.push({now_, end, static_cast<int>(calls_.size()) + 1, budget});
     }
   }
   Limit& limit_;
   const absl::Duration service_;
   absl::Time now_;
   double slowdown_ = 1;
-  absl::Duration budget_ = absl::InfiniteDuration();
+  std::vector<absl::Duration> budgets_ = {absl::InfiniteDuration()};
+  size_t next_budget_ = 0;
+  double jitter_ = 0;
+  uint32_t seed_ = 1;
+  bool drops_ = false;
   std::priority_queue<absl::Time, std::vector<absl::Time>,
                       std::greater<absl::Time>>
       workers_;  // when each worker is next free
@@ -194,9 +222,20 @@ struct Phase {
 // the first phase's capacity: after each change the limit is within 20% of
 // the capacity (the workers: a slower handler does not change it) within
 // 5 s, and stays in that band to the phase's end (ExpectSettles).
-void ExpectPhasesSettle(Algorithm a, const std::vector<Phase>& phases) {
+// What the callers send (the Server model's budgets, jitter and drops).
+struct Workload {
+  std::vector<absl::Duration> budgets = {absl::InfiniteDuration()};
+  double jitter = 0;
+  bool drops = false;
+};
+
+void ExpectPhasesSettle(Algorithm a, const std::vector<Phase>& phases,
+                        const Workload& w = {}) {
   auto limit = Make(Options(a));
   Server server(*limit, phases.front().capacity, kService, absl::UnixEpoch());
+  server.SetBudgets(w.budgets);
+  server.SetJitter(w.jitter);
+  server.SetDrops(w.drops);
   for (const Phase& p : phases) {
     const absl::Time changed = server.now();
     server.SetCapacity(p.capacity);
@@ -230,6 +269,123 @@ TEST_P(AdaptiveTest, RidesOutASlowDependency) {
                                   {"after", 32},
                                   {"handling x5 again", 32, 5},
                                   {"after again", 32}});
+}
+
+// The model's handling time spread: each call +-10% (uniform) around
+// 80 ms, no deadlines. Every algorithm holds the band of 32 workers. (With
+// +-30%, vegas drifts under it in the second 20 s: 27 at the end.)
+TEST_P(AdaptiveTest, HoldsTheBandWithHandlingTimeJitter) {
+  ExpectPhasesSettle(GetParam(), {{"up", 32}, {"steady", 32}},
+                     {.jitter = 0.1});
+}
+
+// Attack review of cb6a074 (#23): a tenth of the calls carry deadlines that
+// leave them only their handling time (a hostile caller's "just enough to
+// be admitted"), the rest none. The window's budget counted only the calls
+// with a deadline: QueueShare's floor (0.1) for every caller, and the
+// limits found capacity 3-10x slower (aimd never reached 32 from 10 in
+// 20 s, nor 64 from 32). Calls without a deadline count as able to wait
+// (windowed_limit.h): share 0.9, and the usual settling.
+TEST_P(AdaptiveTest, ATenthOfTightBudgetsDoesNotSlowTheLimitForAll) {
+  std::vector<absl::Duration> budgets(10, absl::InfiniteDuration());
+  budgets[0] = kService;
+  ExpectPhasesSettle(GetParam(),
+                     {{"up", 32}, {"halved", 16}, {"restored", 32},
+                      {"doubled", 64}, {"halved again", 32}},
+                     {.budgets = budgets});
+}
+
+// Attack review of cb6a074 (#23, limits::QueueShare): every call's deadline
+// leaves it only its own handling time (budget 80 ms for 80 ms: the share's
+// 0.1 floor; what a caller sending deadlines "just long enough to be
+// admitted" makes of the window's mean budget). The limits must still find
+// capacity within 5 s (the issue's target). They do not; measured on this
+// model (settle time into [0.8 C, 1.2 C], then the band after 5 s):
+//                 up to 32    32 -> 16   16 -> 32   32 -> 64    32 -> 128
+//   aimd          never (21)  0.2 s      15.3 s     never (41)  never (47)
+//   gradient      never (21)  0.9 s      13.0 s     18.5 s      never (55)
+//   vegas         9.5 s       5.0 s      5.2 s      10.2 s      never (70)
+// (no deadlines: every one <= 4.4 s, but aimd's 4x step, 11.3 s). The share
+// scales each algorithm's whole upward step, so a limit below capacity
+// climbs 10x slower although no call waits there. Disabled until the share
+// applies to the queue above capacity only;
+// --gtest_also_run_disabled_tests runs it.
+TEST_P(AdaptiveTest, DISABLED_TightBudgetsStillFindCapacityWithin5s) {
+  ExpectPhasesSettle(GetParam(),
+                     {{"up", 32}, {"halved", 16}, {"restored", 32},
+                      {"doubled", 64}, {"halved again", 32}},
+                     {.budgets = {kService}});
+}
+
+// As HoldsTheBandWithHandlingTimeJitter, with every call's budget its own
+// handling time (the share's floor). Measured: gradient falls to its
+// minimum (2) and vegas to [2, 8] within 20 s, at every capacity (32, 64,
+// 128); aimd reaches 29 of 32 after 17 s. With +-10% jitter vegas stays in
+// [13, 33] with 64 workers. The share shrinks the one force that holds a
+// latency-based limit up against noise (Gradient2's allowance, Vegas'
+// band): window means a few % apart then cut the limit more than the
+// allowance regrows it. A floor of 0.25 or 0.5 does not save gradient or
+// vegas (measured: gradient 3 and [11, 14], vegas [4, 14] and [6, 23]).
+// Disabled until fixed; --gtest_also_run_disabled_tests runs it.
+TEST_P(AdaptiveTest, DISABLED_TightBudgetsWithJitterHoldTheBand) {
+  ExpectPhasesSettle(GetParam(), {{"up", 32}, {"steady", 32}},
+                     {.budgets = {kService}, .jitter = 0.3});
+}
+
+// A hostile tenth of the calls: budgets 1% over the mean handling time
+// (admitted: they cover the expected handling), so that with +-10% jitter
+// about half of them run into their deadlines -- drops (LoadShedder's
+// ClassifyEnd: the budget covered the expected handling). A busy server's
+// window is dropped for any drop (windowed_limit.h): measured, aimd ends
+// the 20 s phases at 12 and 9 of 32 workers, vegas at 2 and 20 (with the
+// share at its floor, as before the windows counted calls without a
+// deadline: both at their minimum, 2); gradient does not read drops. Not
+// new in cb6a074 (the drop rule predates the budgets). Disabled until
+// fixed; --gtest_also_run_disabled_tests runs it.
+TEST_P(AdaptiveTest, DISABLED_AFewJustAdmittedCallsDoNotCollapseTheLimit) {
+  std::vector<absl::Duration> budgets(10, absl::InfiniteDuration());
+  budgets[0] = kService * 1.01;
+  ExpectPhasesSettle(GetParam(), {{"up", 32}, {"steady", 32}},
+                     {.budgets = budgets, .jitter = 0.1, .drops = true});
+}
+
+// Attack review of cb6a074 (#23): RidesOutASlowDependency with the
+// handling time's spread (+-20% per call) over 20 generator seeds, without
+// deadlines and with 500 ms budgets (QueueShare 0.25 in the slow phases);
+// the lowest limit 5 s or more into any phase must stay in the band of the
+// 32 workers. Measured, runs of 20 under 0.8 C (mean of each run's lowest
+// limit):        no deadline    500 ms
+//   aimd          0 (30.7)       0 (30.9)
+//   gradient     15 (10.2)      17 (19.9)
+//   vegas        19 (19.8)      20 (5.5)
+// (+-10%: gradient 14 and 13, vegas 5 and 20; +-30%: aimd 1 and 4). Not
+// all new: Gradient2 and Vegas lose the slowdown under noise without
+// deadlines (one noisy verdict of the slowdown check -- r1 under
+// 0.775 r0, e.g. when the queue at L0 makes r0 a batch late -- reads the
+// slower server as a queue for the whole slow phase); the share makes Vegas
+// fall to its minimum. Disabled until fixed;
+// --gtest_also_run_disabled_tests runs it.
+TEST_P(AdaptiveTest, DISABLED_RidesOutASlowDependencyWithJitter) {
+  for (absl::Duration budget :
+       {absl::InfiniteDuration(), absl::Milliseconds(500)}) {
+    int under = 0;
+    for (uint32_t seed = 1; seed <= 20; ++seed) {
+      auto limit = Make(Options(GetParam()));
+      Server server(*limit, 32, kService, absl::UnixEpoch());
+      server.SetBudget(budget);
+      server.SetJitter(0.2);
+      server.SetSeed(seed);
+      int lowest = 1 << 30;
+      for (double x : {1.0, 5.0, 1.0, 5.0}) {
+        server.SetSlowdown(x);
+        const std::vector<Point> t = server.Run(absl::Seconds(20));
+        lowest = std::min(lowest,
+                          Range(t, t.front().t + absl::Seconds(5)).first);
+      }
+      if (lowest < Lo(32)) ++under;
+    }
+    EXPECT_EQ(under, 0) << AlgorithmName(GetParam()) << " budget " << budget;
+  }
 }
 
 // The limit's mean over the second half of a 20 s slow phase (handling time
@@ -809,6 +965,66 @@ TEST(WindowedLimit, BudgetIsTheMeanOfTheCallsWithADeadline) {
   limit.OnSample(d);
   ASSERT_EQ(got.size(), 2u);
   EXPECT_EQ(got[1].budget, absl::InfiniteDuration());
+}
+
+// Attack review (#23): one call with a far deadline (grpc-timeout
+// 99999999H) among nine whose budgets only cover their 80 ms of handling
+// made the window's mean budget about 3.6e10 s -- QueueShare 1, the whole
+// queue allowance, for calls that cannot wait; and one tight call among
+// nine without deadlines made it 0.1 for all. Each budget counts up to
+// twice the previous window's mean handling time, a call without a
+// deadline as that cap: 88 ms (share 0.1 on an 80 ms baseline) and 152 ms
+// (0.9). Budgets so large that their sum saturates
+// (absl::Duration's infinity) in a first, uncapped window read as no
+// deadline, never as a crash or a NaN share.
+TEST(WindowedLimit, AFarDeadlineDoesNotOutweighTheWindow) {
+  WindowOptions w;
+  w.min_time = absl::Milliseconds(100);
+  w.min_samples = 10;
+  std::vector<Sample> got;
+  WindowedLimit limit(std::make_unique<Recorder>(&got), w);
+  const absl::Duration ms = absl::Milliseconds(1);
+  absl::Time t = absl::UnixEpoch();
+  // A window of calls far in the future, first: uncapped, saturating.
+  for (int i = 0; i < 10; ++i) {
+    Sample s{t + i * 20 * ms, 80 * ms, 10, false};
+    s.budget = absl::Seconds(std::numeric_limits<int64_t>::max() / 2);
+    limit.OnSample(s);
+  }
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].budget, absl::InfiniteDuration());
+  EXPECT_EQ(QueueShare(got[0].budget, 80 * ms), 1);
+  // Then one 99999999H call among nine tight ones.
+  t += absl::Seconds(1);
+  for (int i = 0; i < 10; ++i) {
+    Sample s{t + i * 20 * ms, 80 * ms, 10, false};
+    s.budget = i == 0 ? absl::Hours(99999999) : 80 * ms;
+    limit.OnSample(s);
+  }
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[1].budget, 88 * ms);
+  EXPECT_DOUBLE_EQ(QueueShare(got[1].budget, 80 * ms), kMinQueueShare);
+  // Half the calls loose (1 s), half tight: about half the allowance.
+  t += absl::Seconds(1);
+  for (int i = 0; i < 10; ++i) {
+    Sample s{t + i * 20 * ms, 80 * ms, 10, false};
+    s.budget = i % 2 == 0 ? absl::Seconds(1) : 80 * ms;
+    limit.OnSample(s);
+  }
+  ASSERT_EQ(got.size(), 3u);
+  EXPECT_EQ(got[2].budget, 120 * ms);
+  EXPECT_DOUBLE_EQ(QueueShare(got[2].budget, 80 * ms), 0.5);
+  // One tight call among nine without a deadline: they can wait (the cap),
+  // 0.9 of the allowance -- not 0.1 for all of them.
+  t += absl::Seconds(1);
+  for (int i = 0; i < 10; ++i) {
+    Sample s{t + i * 20 * ms, 80 * ms, 10, false};
+    if (i == 0) s.budget = 80 * ms;
+    limit.OnSample(s);
+  }
+  ASSERT_EQ(got.size(), 4u);
+  EXPECT_EQ(got[3].budget, 152 * ms);
+  EXPECT_DOUBLE_EQ(QueueShare(got[3].budget, 80 * ms), 0.9);
 }
 
 TEST(FixedLimit, NeverMoves) {
