@@ -52,9 +52,13 @@ void AimdLimit::OnSample(const Sample& s) {
     limit_ = options_.bounds.Clamp(limit_ * options_.backoff_ratio);
     backed_off_at_ = s.end();
   } else if (s.inflight * 2 >= limit_) {
-    // Back to just under where it last backed off, a whole call per sample
-    // (the server ran those); probing past that, the share.
-    const double step = limit_ + 1 <= recover_to_ ? 1 : inputs_.queue_share;
+    // Back to just under where it last backed off, or while no queue
+    // shows, a whole call per sample (no call waits); past that, the share.
+    const absl::Duration quiet =
+        (absl::Nanoseconds(fastest_ns_ * scale_) + timeout) / 2;
+    const bool no_queue = timeout > absl::ZeroDuration() && s.rtt <= quiet;
+    const double step =
+        limit_ + 1 <= recover_to_ || no_queue ? 1 : inputs_.queue_share;
     limit_ = options_.bounds.Clamp(limit_ + step);
   }
 }

@@ -10,12 +10,18 @@
 //     old, higher limit; backing off again for it undershoots);
 //   * else, if the server is using at least half the limit
 //     (inflight x 2 >= limit): limit = limit + 1 up to one call under the
-//     limit it last backed off from (the server ran those), and limit +
-//     share past it, share = QueueShare(the sample's budget, the fastest
-//     window x the timeout's scale) (limit.h: 1 unless the calls' deadlines
-//     are too tight to wait for a worker: each step above capacity then
-//     makes calls late until a drop shows it, a round trip later; as TCP
-//     CUBIC, quick back to the last loss, careful beyond it);
+//     limit it last backed off from (the server ran those), or while the
+//     handling time shows no queue (with a timeout: at most halfway from
+//     the fastest window x the timeout's scale to the scaled timeout), and
+//     limit + share otherwise, share = QueueShare(the sample's budget, the
+//     fastest window x the timeout's scale) (limit.h: 1 unless the calls'
+//     deadlines are too tight to wait for a worker: each step above
+//     capacity then makes calls late until a drop shows it, a round trip
+//     later; as TCP CUBIC, quick back to the last loss, careful beyond it).
+//     Below capacity no call waits, so the share does not slow the climb
+//     there: with the share's floor for every call it found doubled
+//     capacity in > 20 s (1 call per second), and now as fast as without
+//     deadlines (limits_test.cc);
 //   * else (application-limited: too few calls to tell): unchanged.
 // Then clamped to [bounds.min, bounds.max].
 // Its steady state is a saw-tooth: it grows until calls start to exceed the
