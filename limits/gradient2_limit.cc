@@ -45,7 +45,6 @@ void Gradient2Limit::OnSample(const Sample& s) {
   }
   if (samples_ <= warmup) return;
   const double baseline = long_ns_;
-  share_ = QueueShare(s.budget, absl::Nanoseconds(baseline));
   long_ns_ = std::min(long_ns_, rtt * options_.max_long_ratio);
   if (s.inflight < limit_ / 2) return;
   if (ApplyCheckStep(check_.OnSample(s, limit_, absl::Nanoseconds(baseline)),
@@ -67,7 +66,7 @@ void Gradient2Limit::OnSample(const Sample& s) {
 }
 
 double Gradient2Limit::Allowance() const {
-  return (options_.queue_size + options_.queue_share * limit_) * share_;
+  return options_.queue_size + options_.queue_share * limit_;
 }
 
 LimitInputs Gradient2Limit::Inputs() const {
@@ -75,7 +74,6 @@ LimitInputs Gradient2Limit::Inputs() const {
   in.long_rtt = absl::Nanoseconds(long_ns_);
   in.last_rtt = absl::Nanoseconds(last_ns_);
   in.queue_estimate = Allowance();
-  in.queue_share = share_;
   in.samples = samples_;
   return in;
 }

@@ -13,11 +13,9 @@
 //   if inflight < limit / 2: unchanged (application-limited: too few calls
 //           to tell whether more would queue);
 //   gradient = clamp(long / short, 0.5, 1)   (1: no queueing seen)
-//   allowance = (queue_size + queue_share x limit) x share  (Netflix's
-//           queueSize as a function of the limit: it lets the limit grow
-//           while latency stays flat, probing for more capacity, in
-//           proportion to it; share = QueueShare(the sample's budget, long),
-//           limit.h: 1 unless the calls' deadlines are too tight to wait)
+//   allowance = queue_size + queue_share x limit  (Netflix's queueSize as a
+//           function of the limit: it lets the limit grow while latency
+//           stays flat, probing for more capacity, in proportion to it)
 //   target = limit x gradient + allowance
 //   limit = target when target >= limit, else
 //           limit x (1 - smoothing) + target x smoothing; clamped to bounds
@@ -84,7 +82,6 @@ class Gradient2Limit final : public Limit {
   double limit_;
   double long_ns_ = 0;
   double last_ns_ = 0;
-  double share_ = 1;  // QueueShare of the latest sample
   int64_t samples_ = 0;
 };
 

@@ -105,9 +105,8 @@ struct LimitBounds {
   double Clamp(double v) const;
 };
 
-// The share of its queue allowance (the calls an algorithm lets wait above
-// the server's concurrency while it probes for more: Gradient2's queue_size,
-// Vegas' alpha/beta band, AIMD's additive step) the calls' deadlines can
+// The share of its probing step (the calls an algorithm adds above the
+// server's concurrency while it looks for more) the calls' deadlines can
 // afford. A call admitted behind a full server waits for a worker, and when
 // calls end in batches (a slow dependency answering every worker at about
 // the same time) that wait is up to one whole handling time: a queue costs
@@ -116,14 +115,15 @@ struct LimitBounds {
 // the budget covers only the handling itself. So:
 //   share = (budget - baseline) / baseline, clamped to [kMinQueueShare, 1];
 // 1 when `budget` is infinite (no deadline) or `baseline` is zero (not
-// learned yet). The floor keeps a limit able to grow (to find capacity
-// that came back) under the tightest budgets, more slowly. The budgets come
-// from the calls the server admitted -- a caller can only shrink the
-// allowance (never the limit itself) by sending deadlines just long enough
-// to be admitted, in proportion to its share of the calls (windowed_limit.h);
-// the limit then probes in smaller steps (limits_test.cc's disabled tests
-// measure what that costs: settling 3-10x slower at the floor, and under
-// a spread of handling times gradient and vegas sink far below capacity).
+// learned yet). The budgets come from the calls the server admitted -- a
+// caller can only shrink the step (never the limit itself) by sending
+// deadlines just long enough to be admitted, in proportion to its share of
+// the calls (windowed_limit.h).
+// Only AIMD uses it (aimd_limit.h: past the point where a queue shows; a
+// whole call per sample below it). Gradient2's allowance and Vegas' band
+// also hold the limit up against the handling time's noise: shrunk by the
+// share, a +-30% spread of handling times took them to their minimum in
+// limits_test.cc's model (its disabled tests keep the repro).
 inline constexpr double kMinQueueShare = 0.1;
 double QueueShare(absl::Duration budget, absl::Duration baseline);
 

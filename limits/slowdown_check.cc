@@ -73,7 +73,20 @@ CheckStep SlowdownCheck::OnSample(const Sample& s, double limit,
       return {CheckStep::Kind::kRebaseline,
               l0_ * std::min(1.0, absl::FDivDuration(s.rtt, r0_)), s.rtt};
     case State::kQueueing:
-      if (!rising) state_ = State::kIdle;
+      if (!rising) {
+        state_ = State::kIdle;
+        return {};
+      }
+      // The algorithm's own cuts halved the limit and the rise stays: look
+      // again (a real queue is confirmed again at half the limit; a slower
+      // server misread as a queue -- a verdict taken at L0 above 1.29 C,
+      // where even the cut queued -- is seen at last).
+      if (limit <= l0_ / 2) {
+        state_ = State::kMeasuring;
+        l0_ = limit;
+        since_ = s.end();
+        return Hold(l0_);
+      }
       return {};
   }
   return {};

@@ -33,6 +33,14 @@
 //      server (read as one, the limit went back to L0 and the check ran
 //      again every few round trips: Vegas hovered in [0.9 C, 1.4 C] after
 //      overload_bench's capacity halving).
+//      While a confirmed queue lasts, once the algorithm's own cuts have
+//      halved the limit and the rise is still there, the check runs again
+//      from that limit: a verdict taken on a noisy window, or at an L0 so
+//      far above C that the cut still queued, read a slower server as a
+//      queue and let the limit sink to its minimum for the whole slow
+//      phase (gradient 44 -> 3 under a +-20% spread of handling times in
+//      limits_test.cc's model); a real queue is confirmed again, at the
+//      cost of two round trips per halving.
 // The other way, a handling time under half the baseline (a slow phase
 // ended) may still hold the queue of a limit learned on the slow server: the
 // limit is cut to (1 - cut) x L0 for one round trip, and the first sample

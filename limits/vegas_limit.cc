@@ -77,7 +77,6 @@ void VegasLimit::OnSample(const Sample& s) {
     return;
   }
   queue_ = std::ceil(limit_ * (1 - no_load_ns_ / rtt));
-  share_ = QueueShare(s.budget, absl::Nanoseconds(no_load_ns_));
   if (samples_ <= options_.bounds.warmup_samples) return;
   const double log =
       std::max(1.0, std::floor(std::log10(std::max(limit_, 1.0))));
@@ -92,18 +91,14 @@ void VegasLimit::OnSample(const Sample& s) {
     decreases_ = 0;
     return;
   }
-  // The band and the increases shrink with the budgets (a decrease does
-  // not); the queue is counted in whole calls (ceil: any rise reads as at
-  // least one), so the thresholds stay at least one call.
-  const double band = log * share_;
-  if (s.dropped || queue_ > std::max(1.0, options_.beta * band)) {
+  if (s.dropped || queue_ > options_.beta * log) {
     if (decreases_++ == 0) fall_from_ = limit_;
     next = limit_ - log;
-  } else if (queue_ <= std::max(1.0, options_.threshold * band)) {
-    next = limit_ + options_.beta * band;
+  } else if (queue_ <= options_.threshold * log) {
+    next = limit_ + options_.beta * log;
     decreases_ = 0;
-  } else if (queue_ < options_.alpha * band) {
-    next = limit_ + band;
+  } else if (queue_ < options_.alpha * log) {
+    next = limit_ + log;
     decreases_ = 0;
   } else {
     decreases_ = 0;
@@ -119,7 +114,6 @@ LimitInputs VegasLimit::Inputs() const {
   in.min_rtt = absl::Nanoseconds(no_load_ns_);
   in.last_rtt = absl::Nanoseconds(last_ns_);
   in.queue_estimate = queue_;
-  in.queue_share = share_;
   in.samples = samples_;
   return in;
 }

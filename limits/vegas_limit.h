@@ -24,9 +24,7 @@
 //             rules below cut on;
 //   queue   = ceil(limit x (1 - no_load / rtt)): calls beyond those the
 //             server runs without waiting;
-//   with L = max(1, floor(log10(limit))) x share, share = QueueShare(the
-//   sample's budget, no_load) (limit.h: 1 unless the calls' deadlines are
-//   too tight to wait; the decreases use the whole L):
+//   with L = max(1, floor(log10(limit))):
 //     dropped (deadline hit)       -> limit - L
 //     inflight x 2 < limit          -> unchanged (application-limited)
 //     queue >  beta x L             -> limit - L
@@ -95,7 +93,6 @@ class VegasLimit final : public Limit {
   double no_load_ns_ = 0;  // 0: not known yet
   double last_ns_ = 0;
   double queue_ = 0;
-  double share_ = 1;  // QueueShare of the latest sample
   int64_t samples_ = 0;
   int64_t since_probe_ = 0;
   int decreases_ = 0;         // in a row
