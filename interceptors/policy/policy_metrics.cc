@@ -122,9 +122,9 @@ constexpr LimiterGauge kLimiterGauges[] = {
      "(Gradient2).",
      [](const ShedderStats& s) { return s.inputs.queue_estimate; }},
     {"reqctx_policy_limit_queue_share",
-     "The share of its queue allowance the limit algorithm keeps for the "
-     "calls' deadlines (1: budgets loose enough to wait; limits/limit.h "
-     "QueueShare).",
+     "The share of a call AIMD probes by per window past a queue, for the "
+     "calls' deadlines (1: budgets loose enough to wait, and always 1 for "
+     "the other algorithms; limits/limit.h QueueShare).",
      [](const ShedderStats& s) { return s.inputs.queue_share; }},
 };
 

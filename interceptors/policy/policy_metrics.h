@@ -18,8 +18,8 @@
 //   reqctx_policy_limit_last_rtt_seconds{method}  minimum, long-term and
 //   reqctx_policy_limit_queue_estimate{method}    last handling time, queue
 //   reqctx_policy_limit_queue_share{method}       estimate/allowance, and
-//                                                 the allowance's share
-//                                                 the deadlines afford
+//                                                 AIMD's probing share the
+//                                                 deadlines afford
 // Each recording is one relaxed add on the recording CPU's own cache line
 // (metrics::Counter/Histogram); the per-method handles are looked up once per
 // method and kept (ServerPolicy keeps them with each method's state).
