@@ -559,6 +559,16 @@ TEST(AimdLimit, BacksOffOncePerRoundTrip) {
   EXPECT_EQ(limit.Current(), 81);
 }
 
+// One call's sample: admitted at `start`, handled for `rtt`, with
+// `inflight` calls in flight.
+Sample CallSample(absl::Time start, absl::Duration rtt, int inflight) {
+  Sample s;
+  s.start = start;
+  s.rtt = rtt;
+  s.inflight = inflight;
+  return s;
+}
+
 // A slower server that did not queue at L0 (the same handling time after
 // the cut) gets L0 back whole.
 TEST(SlowdownCheck, ASlowerServerWithoutAQueueGetsItsLimitBack) {
@@ -566,11 +576,7 @@ TEST(SlowdownCheck, ASlowerServerWithoutAQueueGetsItsLimitBack) {
   const absl::Duration base = absl::Milliseconds(100);
   const absl::Time t0 = absl::UnixEpoch();
   auto sample = [](absl::Time start, absl::Duration rtt) {
-    Sample s;
-    s.start = start;
-    s.rtt = rtt;
-    s.inflight = 30;
-    return s;
+    return CallSample(start, rtt, 30);
   };
   EXPECT_EQ(check.OnSample(sample(t0, base * 5), 30, base).kind,
             CheckStep::Kind::kHold);
@@ -593,11 +599,7 @@ TEST(SlowdownCheck, TellsASlowerServerFromAQueue) {
   const absl::Duration base = absl::Milliseconds(100);
   const absl::Time t0 = absl::UnixEpoch();
   auto sample = [](absl::Time start, absl::Duration rtt) {
-    Sample s;
-    s.start = start;
-    s.rtt = rtt;
-    s.inflight = 40;
-    return s;
+    return CallSample(start, rtt, 40);
   };
   for (bool slower : {true, false}) {
     SlowdownCheck check(o);
