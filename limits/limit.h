@@ -65,7 +65,7 @@ struct Sample {
   // InfiniteDuration: no deadline (a window: the mean over its calls, each
   // capped, a call without a deadline counting as the cap, or
   // InfiniteDuration if none had one: windowed_limit.h). Tight budgets
-  // shrink an algorithm's queue allowance (QueueShare).
+  // shrink AIMD's probing step (QueueShare).
   absl::Duration budget = absl::InfiniteDuration();
   // When the sample was taken: a window's close; InfinitePast: start + rtt
   // (one call).
