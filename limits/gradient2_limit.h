@@ -5,11 +5,15 @@
 //   short = the sample's handling time;
 //   long  = exponential average of the samples over `long_window` samples
 //           (a plain mean over the first bounds.warmup_samples);
-//   long  = min(long, short x max_long_ratio): when handling gets faster (an
-//           overload or a slow dependency ended) the baseline follows at
-//           once instead of over long_window samples (Netflix decays it by
-//           0.9 per sample past 2x; with that rule the limit settled 1.5 C
-//           after a 5x slow phase in limits_test.cc's model);
+//   long  = min(long, max(short, the sample before) x max_long_ratio):
+//           when handling gets faster (an overload or a slow dependency
+//           ended) the baseline follows within two samples instead of over
+//           long_window samples (Netflix decays it by 0.9 per sample past
+//           2x; with that rule the limit settled 1.5 C after a 5x slow phase
+//           in limits_test.cc's model); two in a row, not one, as one
+//           window's mean under a spread of handling times is often low
+//           enough to hold long a few % under the real handling time, and
+//           the limit's climb with it;
 //   if inflight < limit / 2: unchanged (application-limited: too few calls
 //           to tell whether more would queue);
 //   gradient = clamp(long / short, 0.5, 1)   (1: no queueing seen)
@@ -82,6 +86,7 @@ class Gradient2Limit final : public Limit {
   double limit_;
   double long_ns_ = 0;
   double last_ns_ = 0;
+  double prev_ns_ = 0;  // the sample before, for the long <= short rule
   int64_t samples_ = 0;
 };
 

@@ -1,6 +1,7 @@
 #include "limits/slowdown_check.h"
 
 #include <algorithm>
+#include <optional>
 
 namespace reqctx::limits {
 
@@ -28,11 +29,26 @@ bool ApplyCheckStep(const CheckStep& step, const LimitBounds& bounds,
   return true;
 }
 
+std::optional<absl::Duration> SlowdownCheck::Reading::Add(absl::Duration rtt) {
+  sum += rtt;
+  if (++n < kReadingSamples) return std::nullopt;
+  const absl::Duration mean = sum / n;
+  *this = {};
+  return mean;
+}
+
 CheckStep SlowdownCheck::OnSample(const Sample& s, double limit,
                                   absl::Duration baseline) {
   const bool rising = options_.cut > 0 && baseline > absl::ZeroDuration() &&
                       s.rtt > baseline * options_.rise;
-  const bool falling = options_.cut > 0 && s.rtt * 2 < baseline;
+  // A fall is read against the baseline and against the handling time of
+  // the last slower-server verdict: a slow phase that ends gradually (a
+  // spread of handling times) walks an algorithm's baseline down window by
+  // window (Gradient2's min(long, 1.05 x short)), and no sample is ever
+  // under half of it, although the server is back to its old speed and the
+  // baseline may hold the queue of the slow phase's limit.
+  const bool falling =
+      options_.cut > 0 && s.rtt * 2 < std::max(baseline, slow_);
   switch (state_) {
     case State::kIdle:
       if (falling) {
@@ -43,35 +59,60 @@ CheckStep SlowdownCheck::OnSample(const Sample& s, double limit,
       }
       if (!rising) return {};
       state_ = State::kMeasuring;
-      l0_ = limit;
+      l0_ = first_l0_ = limit;
+      first_r0_ = absl::ZeroDuration();
+      reading_ = {};
       since_ = s.end();
       return Hold(l0_);
     case State::kFastCut:
       if (s.start < since_) return Hold(l0_ * (1 - options_.cut));
       state_ = State::kIdle;
+      slow_ = absl::ZeroDuration();  // the server's speed is learned again
       return {CheckStep::Kind::kRebaseline, l0_, s.rtt};
-    case State::kMeasuring:
+    case State::kMeasuring: {
       if (s.start < since_) return Hold(l0_);  // admitted before the rise
-      if (!rising) {
-        state_ = State::kIdle;  // it passed
+      const std::optional<absl::Duration> r0 = reading_.Add(s.rtt);
+      if (!r0.has_value()) return Hold(l0_);
+      if (!(*r0 > baseline * options_.rise)) {
+        state_ = State::kIdle;  // it passed (or one noisy window)
         return {};
       }
-      r0_ = s.rtt;
+      r0_ = *r0;
+      if (first_r0_ == absl::ZeroDuration()) first_r0_ = r0_;
       since_ = s.end();
       state_ = State::kCut;
       return Hold(l0_ * (1 - options_.cut));
-    case State::kCut:
+    }
+    case State::kCut: {
       if (s.start < since_) return Hold(l0_ * (1 - options_.cut));
-      // It fell with the limit, or back under the rise: a queue.
-      if (s.rtt < r0_ * (1 - 0.75 * options_.cut) || !rising) {
+      const std::optional<absl::Duration> r1 = reading_.Add(s.rtt);
+      if (!r1.has_value()) return Hold(l0_ * (1 - options_.cut));
+      // It fell with the limit: a queue; the algorithm cuts on.
+      if (*r1 < r0_ * (1 - 0.75 * options_.cut)) {
         state_ = State::kQueueing;
         return {};
       }
+      // Back under the rise: a small queue (L0 up to 1.29 C) that the cut
+      // removed. The limit goes to the server's concurrency, C = L0 x r1 /
+      // r0 (Little's law), not to L0 (the queue again) nor the cut (0.7 L0:
+      // a third of the server idle until the algorithm climbs back).
+      if (!(*r1 > baseline * options_.rise)) {
+        state_ = State::kIdle;
+        return Hold(l0_ * std::min(1.0, absl::FDivDuration(*r1, r0_)));
+      }
       state_ = State::kIdle;
-      // Back to L0, less the queue L0 had over the server's concurrency:
-      // r1 = r0 x C / L0 when L0 > C (none when L0 <= C: r1 = r0).
-      return {CheckStep::Kind::kRebaseline,
-              l0_ * std::min(1.0, absl::FDivDuration(s.rtt, r0_)), s.rtt};
+      slow_ = *r1;
+      // Back to the limit of the first check of this rise, less the queue it
+      // had over the server's concurrency: C = L x r1 / r at a limit L > C
+      // whose handling time was r (Little's law; r1 = r when L <= C). For a
+      // first check that is L0 x min(1, r1 / r0); after a re-check (a first
+      // verdict misread the slower server as a queue and the limit sank) it
+      // is the first check's limit and reading, not the sunk limit's.
+      const double back = std::max(
+          l0_ * std::min(1.0, absl::FDivDuration(*r1, r0_)),
+          first_l0_ * std::min(1.0, absl::FDivDuration(*r1, first_r0_)));
+      return {CheckStep::Kind::kRebaseline, back, *r1};
+    }
     case State::kQueueing:
       if (!rising) {
         state_ = State::kIdle;
@@ -84,6 +125,7 @@ CheckStep SlowdownCheck::OnSample(const Sample& s, double limit,
       if (limit <= l0_ / 2) {
         state_ = State::kMeasuring;
         l0_ = limit;
+        reading_ = {};
         since_ = s.end();
         return Hold(l0_);
       }

@@ -10,10 +10,12 @@
 // little and looks:
 //   1. rise: a sample whose handling time exceeds `rise` x the algorithm's
 //      baseline (its no-queue estimate) starts a check; the limit L0 is held
-//      (no decrease) until a sample holding only calls admitted after that
-//      (Sample::start) gives the handling time r0 at L0;
-//   2. cut: the limit is set to (1 - cut) x L0 and held until a sample holding
-//      only calls admitted after the cut gives r1;
+//      (no decrease) until kReadingSamples samples holding only calls
+//      admitted after that (Sample::start) give the handling time r0 at L0
+//      (their mean); if r0 is no rise, the check ends there (one noisy
+//      window: a check costs a cut);
+//   2. cut: the limit is set to (1 - cut) x L0 and held until kReadingSamples
+//      samples holding only calls admitted after the cut give r1;
 //   3. verdict: while the cut limit still queues (L1 = (1 - cut) x L0 above
 //      the server's concurrency C) handling time falls in proportion, r1 =
 //      (1 - cut) x r0; a server that got slower and was at L0 <= C keeps r1
@@ -25,14 +27,17 @@
 //      baseline, and the limit goes back to L0 x min(1, r1 / r0): L0 when
 //      it was within the server's concurrency, about C when it was above
 //      -- the queue it had would make calls late that can no longer afford
-//      to wait). Otherwise it is a queue
-//      (kPass from then on: the algorithm cuts as it would have) until a
-//      sample shows no rise -- in particular when the cut took r1 back under
-//      the rise: a queue of up to 29% (L0 up to 1.29 C, e.g. Vegas
-//      regrowing past C after a probe) that the cut removed, not a slower
-//      server (read as one, the limit went back to L0 and the check ran
-//      again every few round trips: Vegas hovered in [0.9 C, 1.4 C] after
-//      overload_bench's capacity halving).
+//      to wait). When the cut took r1 back under the rise (not a slower
+//      server: a queue of up to 29%, L0 up to 1.29 C, e.g. Vegas regrowing
+//      past C after a probe, that the cut removed) the limit goes to
+//      L0 x r1 / r0, the server's concurrency by Little's law (kHold, the
+//      check over; read as a slower server, the limit went back to L0 and
+//      the check ran again every few round trips: Vegas hovered in
+//      [0.9 C, 1.4 C] after overload_bench's capacity halving; left at the
+//      cut, a third of the server idled until the algorithm climbed back).
+//      Otherwise (r1 fell with the limit) it is a queue (kPass from then
+//      on: the algorithm cuts as it would have) until a sample shows no
+//      rise.
 //      While a confirmed queue lasts, once the algorithm's own cuts have
 //      halved the limit and the rise is still there, the check runs again
 //      from that limit: a verdict taken on a noisy window, or at an L0 so
@@ -40,13 +45,21 @@
 //      queue and let the limit sink to its minimum for the whole slow
 //      phase (gradient 44 -> 3 under a +-20% spread of handling times in
 //      limits_test.cc's model); a real queue is confirmed again, at the
-//      cost of two round trips per halving.
+//      cost of two round trips per halving. A slower-server verdict of such
+//      a re-check returns the limit to the first check's L0 x r1 / r0 (its
+//      estimate of C), not to the sunk limit it started from.
 // The other way, a handling time under half the baseline (a slow phase
 // ended) may still hold the queue of a limit learned on the slow server: the
 // limit is cut to (1 - cut) x L0 for one round trip, and the first sample
 // holding only calls admitted after the cut is the new baseline
 // (kRebaseline, the limit back to L0) -- not a baseline that keeps that
-// queue and lets the limit settle above capacity.
+// queue and lets the limit settle above capacity. "Half" is also read
+// against the handling time of the last slower-server verdict: a slow phase
+// that ends over a few windows (handling times spread) walks Gradient2's
+// baseline down with it, no sample is ever under half the baseline, and the
+// limit kept the slow phase's queue (1.35-1.5 C for 32 workers in
+// limits_test.cc's model, and the next slowdown's check, at L0 > 1.29 C,
+// then read a queue).
 // The cost: one round trip at L0 and one at (1 - cut) x L0 before a real
 // queue is cut further, and, for a slower server, one round trip at
 // (1 - cut) x L0. The cut is deep enough that L1 falls below C when L0 is in
@@ -60,6 +73,7 @@
 #ifndef REQCTX_LIMITS_SLOWDOWN_CHECK_H_
 #define REQCTX_LIMITS_SLOWDOWN_CHECK_H_
 
+#include <optional>
 #include <string_view>
 
 #include "absl/functional/function_ref.h"
@@ -83,7 +97,8 @@ struct SlowdownCheckOptions {
 struct CheckStep {
   enum class Kind {
     kPass,    // no check, or a queue confirmed: the algorithm's own rule
-    kHold,    // a check is under way: the limit is `limit`, nothing else
+    kHold,    // a check is under way, or ended setting the limit: the limit
+              // is `limit`, nothing else
     // the server's own handling time changed: baseline = `rtt`, limit =
     // `limit`
     kRebaseline,
@@ -105,6 +120,12 @@ bool ApplyCheckStep(const CheckStep& step, const LimitBounds& bounds,
 
 class SlowdownCheck {
  public:
+  // r0 and r1 are each the mean of this many samples (windows, each
+  // holding only calls admitted after the step before): one window's mean
+  // of ~10 calls spread +-20% is off by ~4%, enough to read a slower server
+  // at 1.1 C as a queue (r1 / r0 under 0.775) in 1 run of 4 in
+  // limits_test.cc's model.
+  static constexpr int kReadingSamples = 2;
   // `options` must be valid (Validate).
   explicit SlowdownCheck(const SlowdownCheckOptions& options)
       : options_(options) {}
@@ -125,11 +146,25 @@ class SlowdownCheck {
   CheckStep Hold(double limit) const {
     return {CheckStep::Kind::kHold, limit, absl::ZeroDuration()};
   }
+  struct Reading {
+    absl::Duration sum = absl::ZeroDuration();
+    int n = 0;
+    // Adds `rtt`; the mean once kReadingSamples are in (and starts over).
+    std::optional<absl::Duration> Add(absl::Duration rtt);
+  };
   const SlowdownCheckOptions options_;
   State state_ = State::kIdle;
+  Reading reading_;                // r0 or r1 being read
   double l0_ = 0;                  // the limit when the rise was seen
   absl::Time since_;               // calls admitted from then on count
   absl::Duration r0_;              // handling time at l0_
+  // The limit and r0 of the first check of this rise (a re-check keeps
+  // them): where a slower-server verdict returns the limit to.
+  double first_l0_ = 0;
+  absl::Duration first_r0_ = absl::ZeroDuration();
+  // The handling time of the last slower-server verdict (kCut's
+  // kRebaseline); zero: none since the last fall.
+  absl::Duration slow_ = absl::ZeroDuration();
 };
 
 }  // namespace reqctx::limits

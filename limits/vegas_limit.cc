@@ -43,6 +43,11 @@ void VegasLimit::StartProbe(absl::Time at) {
   limit_ = options_.bounds.Clamp(std::floor(limit_ / 2));
 }
 
+void VegasLimit::SetNoLoad(double ns) {
+  no_load_ns_ = ns;
+  recent_.fill(ns);  // the next minimum takes a whole run again
+}
+
 void VegasLimit::OnSample(const Sample& s) {
   const double rtt = std::max(1.0, absl::ToDoubleNanoseconds(s.rtt));
   last_ns_ = rtt;
@@ -52,7 +57,7 @@ void VegasLimit::OnSample(const Sample& s) {
     // handling time.
     if (s.start < probe_began_) return;
     probe_min_ns_ = probe_min_ns_ == 0 ? rtt : std::min(probe_min_ns_, rtt);
-    if (--probe_left_ == 0) no_load_ns_ = probe_min_ns_;
+    if (--probe_left_ == 0) SetNoLoad(probe_min_ns_);
     return;
   }
   if (samples_ > options_.bounds.warmup_samples &&
@@ -62,6 +67,13 @@ void VegasLimit::OnSample(const Sample& s) {
     StartProbe(s.end());
     return;
   }
+  // A new minimum needs kNoLoadRun samples in a row under the old one: the
+  // minimum of single window means drifts to the low tail of their spread
+  // (9% under the handling time in a slow phase of +-20% per call: a queue
+  // estimate of 3 calls at 32, and the limit walked down to 22-26 of 32
+  // workers in limits_test.cc's model; with runs of 3: 28-37).
+  recent_[next_recent_++ % kNoLoadRun] = rtt;
+  const double run = *std::max_element(recent_.begin(), recent_.end());
   if (no_load_ns_ == 0 || rtt < no_load_ns_) {
     // Under half the baseline: the server changed (a slow phase ended), and
     // this sample may still hold a queue: probe it. (Half, not less: a mix
@@ -73,7 +85,11 @@ void VegasLimit::OnSample(const Sample& s) {
       StartProbe(s.end());
       return;
     }
-    no_load_ns_ = rtt;
+    if (no_load_ns_ == 0) {
+      SetNoLoad(rtt);
+    } else {
+      no_load_ns_ = std::min(no_load_ns_, run);
+    }
     return;
   }
   queue_ = std::ceil(limit_ * (1 - no_load_ns_ / rtt));
@@ -84,8 +100,7 @@ void VegasLimit::OnSample(const Sample& s) {
   if (!s.dropped && s.inflight * 2 < limit_) return;
   if (ApplyCheckStep(check_.OnSample(s, limit_, absl::Nanoseconds(no_load_ns_)),
                      options_.bounds, limit_, [&](absl::Duration rtt) {
-                       no_load_ns_ =
-                           std::max(1.0, absl::ToDoubleNanoseconds(rtt));
+                       SetNoLoad(std::max(1.0, absl::ToDoubleNanoseconds(rtt)));
                      })) {
     // The check's cut is no run of decreases (no probe for it).
     decreases_ = 0;
@@ -94,12 +109,16 @@ void VegasLimit::OnSample(const Sample& s) {
   if (s.dropped || queue_ > options_.beta * log) {
     if (decreases_++ == 0) fall_from_ = limit_;
     next = limit_ - log;
-  } else if (queue_ <= options_.threshold * log) {
-    next = limit_ + options_.beta * log;
-    decreases_ = 0;
   } else if (queue_ < options_.alpha * log) {
-    next = limit_ + log;
     decreases_ = 0;
+    // One increase per round trip: a sample holding calls admitted before
+    // the last increase cannot show its queue yet (with handling times of
+    // several windows, +3 a window overshot by 9 calls and the limit swung
+    // between 0.8 C and 1.3 C in limits_test.cc's model).
+    if (s.start < grew_at_) return;
+    grew_at_ = s.end();
+    next = limit_ + (queue_ <= options_.threshold * log ? options_.beta * log
+                                                        : log);
   } else {
     decreases_ = 0;
     return;

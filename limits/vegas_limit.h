@@ -3,7 +3,12 @@
 // Netflix's VegasLimit).
 //
 // Per sample (each sample is usually one window's average, windowed_limit.h):
-//   no_load = the smallest handling time seen, re-learned by a probe;
+//   no_load = the smallest handling time seen over kNoLoadRun samples in a
+//             row (the largest of the run, when under no_load), re-learned
+//             by a probe (the minimum of single window means sits in the
+//             low tail of their spread: 9% under the handling time in a
+//             slow phase of +-20% per call, a phantom queue of 3 calls at a
+//             limit of 32 that walked the limit down to 0.7 C);
 //   probe   = (BBR's ProbeRTT, triggered as Netflix's Vegas probes) every
 //             probe_multiplier x limit samples, and once a run of
 //             decreases in a row has cut the limit by probe_after_fall
@@ -31,6 +36,9 @@
 //     queue <= threshold x L        -> limit + beta x L   (far below: grow fast)
 //     queue <  alpha x L            -> limit + L
 //     otherwise                     -> unchanged (the target band)
+//   an increase waits for a sample holding only calls admitted after the
+//   last increase (one per round trip: with handling times of several
+//   windows, +3 a window overshot by 9 calls before the queue showed);
 //   limit = limit x (1 - smoothing) + new x smoothing, clamped to bounds.
 // It settles where alpha x L <= queue <= beta x L: behind a saturated server
 // of concurrency C, at C + 2..3 calls for limits under 100 with the
@@ -44,6 +52,9 @@
 // Thread-safety and lifetime: as every Limit (limit.h).
 #ifndef REQCTX_LIMITS_VEGAS_LIMIT_H_
 #define REQCTX_LIMITS_VEGAS_LIMIT_H_
+
+#include <array>
+#include <cstdint>
 
 #include "limits/limit.h"
 #include "limits/slowdown_check.h"
@@ -92,6 +103,14 @@ class VegasLimit final : public Limit {
 
   double no_load_ns_ = 0;  // 0: not known yet
   double last_ns_ = 0;
+  // The last kNoLoadRun samples (ring): a new no_load is the largest of
+  // them, when it is under the old one.
+  static constexpr int kNoLoadRun = 3;
+  std::array<double, kNoLoadRun> recent_{};
+  int64_t next_recent_ = 0;
+  // Sets no_load (a probe's or the slowdown check's reading).
+  void SetNoLoad(double ns);
+  absl::Time grew_at_ = absl::InfinitePast();  // the last increase
   double queue_ = 0;
   int64_t samples_ = 0;
   int64_t since_probe_ = 0;
