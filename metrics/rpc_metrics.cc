@@ -316,6 +316,14 @@ const PolicyFamilies& Policy() {
           "in the window, by the reason they would have been refused for.",
           {"method", "reason", "criticality"},
           MethodFamilyCap(kPolicyValveDecisions * kCriticalities))),
+      Must(R().AddCounter(
+          "reqctx_policy_limit_samples_total",
+          "Admitted calls given back to the concurrency limit, by what the "
+          "limit learned of them: success (a sample), ignored (no sample: "
+          "canceled, or a deadline shorter than the longest recent "
+          "handling time), dropped (still running at a deadline that "
+          "covered it: an overload sign).",
+          {"method", "outcome"}, MethodFamilyCap(kLimitOutcomes))),
       Must(R().AddCounter("reqctx_client_retries_total",
                           "Retry attempts sent.", {"method"},
                           MethodFamilyCap(1))),
@@ -344,6 +352,13 @@ std::string_view PolicyValveDecisionName(int decision) {
       "min_budget", "shed_at_arrival", "queue_full", "queue_delay", "queued"};
   return decision >= 0 && decision < kPolicyValveDecisions ? kNames[decision]
                                                            : "unknown";
+}
+
+std::string_view LimitOutcomeName(int outcome) {
+  static constexpr std::string_view kNames[kLimitOutcomes] = {
+      "success", "ignored", "dropped"};
+  return outcome >= 0 && outcome < kLimitOutcomes ? kNames[outcome]
+                                                  : "unknown";
 }
 
 std::string_view CriticalityLabel(int criticality) {
@@ -412,7 +427,12 @@ const PolicyMethodMetrics& PolicyMethod(std::string_view method) {
                             &f.queue_wait->WithLabels({m}),
                             &f.deadline_defaulted->WithLabels({m}),
                             &f.deadline_capped->WithLabels({m}),
-                            &f.detached->WithLabels({m})};
+                            &f.detached->WithLabels({m}),
+                            {}};
+    for (int o = 0; o < kLimitOutcomes; ++o) {
+      out.limit_samples[o] =
+          &f.limit_samples->WithLabels({m, LimitOutcomeName(o)});
+    }
     for (int c = 0; c < kCriticalities; ++c) {
       for (int r = 0; r < kPolicyRejectReasons; ++r) {
         out.rejected[r][c] = &f.rejected->WithLabels(

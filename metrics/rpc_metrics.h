@@ -21,6 +21,7 @@
 //   reqctx_policy_deadline_defaulted_total{method}      (policies)
 //   reqctx_policy_deadline_capped_total{method}         (policies)
 //   reqctx_policy_detached_total{method}                (policies)
+//   reqctx_policy_limit_samples_total{method,outcome}   (policies)
 //   reqctx_client_retries_total{method}                 (policies)
 //   reqctx_client_hedges_total{method}                  (policies)
 //   reqctx_client_retry_budget_exhausted_total{method}  (policies)
@@ -154,6 +155,16 @@ std::string_view CriticalityLabel(int criticality);
 inline constexpr int kPolicyValveDecisions = 5;
 std::string_view PolicyValveDecisionName(int decision);
 
+// How an admitted call's slot went back to its concurrency limit (issue
+// 23): the `outcome` label of reqctx_policy_limit_samples_total, by index
+// (limits::Outcome's values): "success" (a sample), "ignored" (no sample:
+// canceled by its client, or its own deadline was shorter than the longest
+// recent handling time), "dropped" (a sample the limit reads as an
+// overload: still running at a deadline that covered it); "unknown"
+// outside 0..2.
+inline constexpr int kLimitOutcomes = 3;
+std::string_view LimitOutcomeName(int outcome);
+
 // One method's server-policy handles (//interceptors/policy records them).
 struct PolicyMethodMetrics {
   // [reason][criticality], indices as above.
@@ -169,6 +180,8 @@ struct PolicyMethodMetrics {
   Counter* deadline_defaulted;
   Counter* deadline_capped;
   Counter* detached;
+  // [outcome], indices as LimitOutcomeName's.
+  std::array<Counter*, kLimitOutcomes> limit_samples;
 };
 // The handles for `method`, like ServerMethod's (same cache and bound).
 const PolicyMethodMetrics& PolicyMethod(std::string_view method);
@@ -184,6 +197,7 @@ struct PolicyFamilies {
   CounterFamily* detached;                // {method}
   CounterFamily* dark;                    // {method, decision, criticality}
   CounterFamily* capped;                  // {method, reason, criticality}
+  CounterFamily* limit_samples;           // {method, outcome}
   CounterFamily* retries;                 // {method}
   CounterFamily* hedges;                  // {method}
   CounterFamily* retry_budget_exhausted;  // {method}

@@ -6,7 +6,9 @@
 // API.
 #include <grpcpp/grpcpp.h>
 
+#include <array>
 #include <chrono>
+#include <cstdint>
 #include <future>
 #include <memory>
 #include <string>
@@ -15,6 +17,7 @@
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
 #include "interceptors/policy/server_policy.h"
+#include "metrics/rpc_metrics.h"
 #include "tests/policy_test_server.h"
 
 namespace reqctx::policy {
@@ -100,6 +103,51 @@ TEST_P(AdaptivePolicyServerTest, ShortDeadlineFloodDoesNotCollapseTheLimit) {
   s = policy().LimiterStats("/echo.v1.Echo/Echo");
   EXPECT_GE(s->inputs.samples, 1);
   EXPECT_GE(s->limit, 8);
+}
+
+// A call that runs into its deadline is an overload sign (a drop) only when
+// its budget covered the longest recent handling time, not just the mean
+// (ServerPolicy's DropBar): a caller sending deadlines "just long enough to
+// be admitted" otherwise makes drops out of the handling time's own spread
+// (in limits_test.cc's model they held AIMD at a third of capacity). Each
+// outcome is counted in reqctx_policy_limit_samples_total and a drop in
+// PolicyCounter::kLimitDropped.
+TEST_P(AdaptivePolicyServerTest, ADeadlineThatCoversOnlyTheMeanIsNoDrop) {
+  ServerPolicyOptions o;
+  o.defaults.learned_warmup = 1;
+  o.defaults.limit.algorithm = limits::Algorithm::kAimd;
+  o.defaults.limit.aimd.bounds = {/*initial=*/8, /*min=*/1, /*max=*/64,
+                                  /*warmup_samples=*/0};
+  ASSERT_TRUE(Start(o));
+  const std::string method = "/echo.v1.Echo/Echo";
+  const metrics::PolicyMethodMetrics& m = metrics::PolicyMethod(method);
+  auto outcomes = [&] {
+    std::array<int64_t, metrics::kLimitOutcomes> v;
+    for (int i = 0; i < metrics::kLimitOutcomes; ++i) {
+      v[i] = m.limit_samples[i]->Value();
+    }
+    return v;
+  };
+  const auto before = outcomes();
+  // Handling times of 10 and 150 ms in turn: mean ~80 ms, longest >= 150.
+  for (int i = 0; i < 8; ++i) {
+    ASSERT_TRUE(CallEcho(stub(), absl::Seconds(10), i % 2 ? 150 : 10)
+                    .status.ok());
+  }
+  // 110 ms of budget for 2 s of work: covers the mean, not the longest.
+  EXPECT_FALSE(CallEcho(stub(), absl::Milliseconds(110), 2000).status.ok());
+  ASSERT_TRUE(PollUntil([&] { return policy().Running() == 0; }));
+  EXPECT_EQ(policy().Counters()[PolicyCounter::kLimitDropped], 0);
+  // 1 s of budget for 2 s of work: covered every recent handling time.
+  EXPECT_FALSE(CallEcho(stub(), absl::Seconds(1), 2000).status.ok());
+  ASSERT_TRUE(PollUntil([&] {
+    return policy().Running() == 0 &&
+           policy().Counters()[PolicyCounter::kLimitDropped] == 1;
+  }));
+  const auto after = outcomes();
+  EXPECT_EQ(after[0] - before[0], 8);  // success
+  EXPECT_EQ(after[1] - before[1], 1);  // ignored: the 110 ms call
+  EXPECT_EQ(after[2] - before[2], 1);  // dropped: the 1 s call
 }
 
 // A call its client cancels is no sample of the limit on every API (the

@@ -11,6 +11,7 @@ std::string_view PolicyCounterName(PolicyCounter c) {
       "shed_evicted",          "shed_expired",
       "shed_sheddable",        "shed_queue_delay",
       "dark_decisions",        "refusals_capped",
+      "limit_dropped",
       "retry_calls",
       "retry_attempts",        "retries",
       "hedges",                "hedge_losers_canceled",

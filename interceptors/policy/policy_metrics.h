@@ -8,6 +8,7 @@
 //   reqctx_policy_detached_total{method}
 //   reqctx_policy_dark_total{method,decision,criticality}
 //   reqctx_policy_refusals_capped_total{method,reason,criticality}
+//   reqctx_policy_limit_samples_total{method,outcome}
 // and, read from each method's shedder at scrape (PublishLimiter):
 //   reqctx_policy_limit{method,algorithm}       the concurrency limit now
 //   reqctx_policy_inflight{method}              slots held

@@ -65,6 +65,13 @@ struct ServerPolicy::MethodState {
     return window.Mean(kExpectedHandlingSamples)
         .value_or(ps->policy.expected_handling);
   }
+  // What a call's budget must cover for its run into its deadline to be an
+  // overload sign (ClassifyEnd's `covered`): the longest of the same recent
+  // handling times, at least `expected`.
+  absl::Duration DropBar(absl::Duration expected) const {
+    return std::max(expected,
+                    window.Max(kExpectedHandlingSamples).value_or(expected));
+  }
 };
 
 namespace {
@@ -86,7 +93,12 @@ bool DeadlineEnded(const Context& call_ctx) {
 
 // A call admitted at `start`, bound to `call_ctx`, is over now: its
 // handling time is learned (LatencyWindow) and its slot given back with its
-// outcome (ClassifyEnd). `canceled`: its client canceled it (or, on the sync
+// outcome (ClassifyEnd, against the longest recent handling time: a budget
+// that covered only the mean runs out by the handling time's own spread --
+// a caller sending deadlines "just long enough to be admitted" made drops
+// that held AIMD and Vegas at a third of capacity in limits_test.cc's
+// model), counted in reqctx_policy_limit_samples_total when the slot was
+// held. `canceled`: its client canceled it (or, on the sync
 // API, gRPC reports the call cancelled). A call that ended at its deadline
 // or after its client's cancel may have been cut short: its handling time
 // is only a lower bound, learned only if it is at least the expected
@@ -104,10 +116,20 @@ void Ended(ServerPolicy::MethodState& state, ShedSlot& slot, absl::Time start,
   if (deadline.has_value() && DeadlineEnded(call_ctx)) {
     end = std::max(end, *deadline);
   }
-  const limits::Outcome outcome =
-      ClassifyEnd(start, end, deadline, expected, canceled);
-  const bool cut_short = canceled || (deadline.has_value() && end >= *deadline);
+  const bool at_deadline = deadline.has_value() && end >= *deadline;
+  const limits::Outcome outcome = ClassifyEnd(
+      start, end, deadline, at_deadline ? state.DropBar(expected) : expected,
+      canceled);
+  const bool cut_short = canceled || at_deadline;
   if (!cut_short || end - start >= expected) state.window.Add(end - start);
+  if (slot.held()) {
+    static_assert(static_cast<int>(limits::Outcome::kDropped) + 1 ==
+                  metrics::kLimitOutcomes);
+    state.metrics.limit_samples[static_cast<int>(outcome)]->Increment();
+    if (outcome == limits::Outcome::kDropped && state.ps->counters) {
+      state.ps->counters->Add(PolicyCounter::kLimitDropped);
+    }
+  }
   slot.Release(outcome);
 }
 
