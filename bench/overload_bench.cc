@@ -5,7 +5,8 @@
 // Server: a callback-API echo.v1.Echo service on 127.0.0.1 whose capacity
 // is simulated and known: `--workers` simulated cores, each call holding
 // one for `--work_ms` (a sleep, so the machine's own CPU is not what limits
-// it), served from one FIFO queue -- what a plain server does: it takes
+// it; x (1 + `--jitter` x u), u uniform in [-1, 1] per call, for a spread of
+// handling times as real handlers have), served from one FIFO queue -- what a plain server does: it takes
 // every call and works through them in order, whether or not their callers
 // still wait. Capacity = workers / work_ms calls/s, and the right
 // concurrency limit is `workers`. Every figure is relative to that
@@ -49,6 +50,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -68,6 +70,9 @@
 
 ABSL_FLAG(int, workers, 32, "simulated cores of the server");
 ABSL_FLAG(int, work_ms, 80, "time each call holds a core");
+ABSL_FLAG(double, jitter, 0,
+          "spread of each call's work: x (1 + jitter x u), u uniform in "
+          "[-1, 1] (a fixed-seed generator); in [0, 1)");
 ABSL_FLAG(int, deadline_ms, 500, "deadline of every call");
 ABSL_FLAG(double, seconds, 5.0,
           "measured seconds per load level (load, mixed)");
@@ -101,10 +106,12 @@ namespace limits = ::reqctx::limits;
 
 // `max` threads taking jobs from one FIFO queue, of which only the first
 // `active` work (the simulated capacity, changed at run time); a job holds
-// its thread for work x slowdown, then runs its completion.
+// its thread for work x slowdown x (1 + jitter x u), u uniform in [-1, 1],
+// then runs its completion.
 class CorePool {
  public:
-  CorePool(int max, absl::Duration work) : work_(work), active_(max) {
+  CorePool(int max, absl::Duration work, double jitter)
+      : work_(work), jitter_(jitter), active_(max) {
     for (int i = 0; i < max; ++i) threads_.emplace_back([this, i] { Loop(i); });
   }
   ~CorePool() {
@@ -149,14 +156,17 @@ class CorePool {
         }
         job = std::move(jobs_.front());
         jobs_.pop_front();
-        work = work_ * slowdown_;
+        work = work_ * (slowdown_ * (1 + jitter_ * spread_(random_)));
       }
       absl::SleepFor(work);
       job();
     }
   }
   const absl::Duration work_;
+  const double jitter_;
   std::mutex mu_;
+  std::mt19937 random_{1};                                // Guarded by mu_.
+  std::uniform_real_distribution<double> spread_{-1, 1};  // Guarded by mu_.
   std::condition_variable cv_;
   std::deque<std::function<void()>> jobs_;  // Guarded by mu_.
   int active_;                              // Guarded by mu_.
@@ -246,7 +256,7 @@ std::vector<PhaseResult> Run(const std::string& config,
   const absl::Duration deadline =
       absl::Milliseconds(absl::GetFlag(FLAGS_deadline_ms));
   const double capacity = workers / absl::ToDoubleSeconds(work);
-  CorePool pool(workers, work);
+  CorePool pool(workers, work, absl::GetFlag(FLAGS_jitter));
   BusyEcho service(&pool);
   std::optional<policy::ServerPolicyOptions> o = PolicyFor(config);
   policy::ServerPolicy policy(o.value_or(policy::ServerPolicyOptions()));
@@ -439,16 +449,22 @@ std::string LoadAverage() {
 
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
+  if (const double j = absl::GetFlag(FLAGS_jitter); !(j >= 0 && j < 1)) {
+    std::fprintf(stderr, "--jitter must be in [0, 1), not %g\n", j);
+    return 2;
+  }
   const int workers = absl::GetFlag(FLAGS_workers);
   const double capacity = workers * 1000.0 / absl::GetFlag(FLAGS_work_ms);
   const std::vector<std::string> configs = Split(absl::GetFlag(FLAGS_configs));
   std::printf(
       "Overload benchmark (//bench:overload_bench): simulated capacity %.0f "
       "calls/s (%d simulated cores x %d ms per call; the right concurrency "
-      "limit is %d), every call with a %d ms deadline, open-loop load. "
+      "limit is %d; each call's work spread +-%.0f%%), every call with a %d "
+      "ms deadline, open-loop load. "
       "Machine: %ld CPUs, load average %s at start.\n",
       capacity, workers, absl::GetFlag(FLAGS_work_ms), workers,
-      absl::GetFlag(FLAGS_deadline_ms), sysconf(_SC_NPROCESSORS_ONLN),
+      absl::GetFlag(FLAGS_jitter) * 100, absl::GetFlag(FLAGS_deadline_ms),
+      sysconf(_SC_NPROCESSORS_ONLN),
       LoadAverage().c_str());
   const double phase_s = absl::GetFlag(FLAGS_phase_seconds);
   const double warmup = absl::GetFlag(FLAGS_warmup_seconds);

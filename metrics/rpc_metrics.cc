@@ -320,9 +320,9 @@ const PolicyFamilies& Policy() {
           "reqctx_policy_limit_samples_total",
           "Admitted calls given back to the concurrency limit, by what the "
           "limit learned of them: success (a sample), ignored (no sample: "
-          "canceled, or a deadline shorter than the longest recent "
-          "handling time), dropped (still running at a deadline that "
-          "covered it: an overload sign).",
+          "canceled, or a deadline shorter than the expected handling "
+          "time), dropped (still running at a deadline that covered it: an "
+          "overload sign).",
           {"method", "outcome"}, MethodFamilyCap(kLimitOutcomes))),
       Must(R().AddCounter("reqctx_client_retries_total",
                           "Retry attempts sent.", {"method"},

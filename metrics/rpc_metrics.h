@@ -158,8 +158,8 @@ std::string_view PolicyValveDecisionName(int decision);
 // How an admitted call's slot went back to its concurrency limit (issue
 // 23): the `outcome` label of reqctx_policy_limit_samples_total, by index
 // (limits::Outcome's values): "success" (a sample), "ignored" (no sample:
-// canceled by its client, or its own deadline was shorter than the longest
-// recent handling time), "dropped" (a sample the limit reads as an
+// canceled by its client, or its own deadline was shorter than the
+// expected handling time), "dropped" (a sample the limit reads as an
 // overload: still running at a deadline that covered it); "unknown"
 // outside 0..2.
 inline constexpr int kLimitOutcomes = 3;

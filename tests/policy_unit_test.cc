@@ -234,21 +234,6 @@ TEST(LatencyWindowTest, RecentMeanFollowsAChangeAtOnce) {
   EXPECT_EQ(w.Mean(100), absl::Milliseconds(18));  // all 10 kept
 }
 
-TEST(LatencyWindowTest, RecentMaxIsTheTopOfTheSpread) {
-  LatencyWindow w(10, 2);
-  w.Add(absl::Milliseconds(100));
-  EXPECT_EQ(w.Max(4), std::nullopt);  // before warm-up
-  w.Add(absl::Milliseconds(30));
-  EXPECT_EQ(w.Max(4), absl::Milliseconds(100));  // fewer kept than asked
-  for (int i = 0; i < 20; ++i) w.Add(absl::Milliseconds(10));  // wraps
-  w.Add(absl::Milliseconds(70));
-  w.Add(absl::Milliseconds(20));
-  EXPECT_EQ(w.Max(1), absl::Milliseconds(20));
-  EXPECT_EQ(w.Max(2), absl::Milliseconds(70));
-  EXPECT_EQ(w.Max(0), absl::Milliseconds(20));  // at least one
-  EXPECT_EQ(w.Max(100), absl::Milliseconds(70));  // all 10 kept
-}
-
 // What a test reads of a decision (ShedDecision is move-only: it carries
 // the slot, which Decisions keeps).
 struct Seen {

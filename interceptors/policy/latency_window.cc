@@ -4,23 +4,6 @@
 #include <cmath>
 
 namespace reqctx::policy {
-namespace {
-
-// Calls f(ns) for each of the `recent` newest samples of `ring` (clamped to
-// [1, ring.size()]; ring not empty), whose next write goes to `next`;
-// returns how many.
-template <typename F>
-size_t EachRecent(const std::vector<int64_t>& ring, size_t next,
-                  size_t recent, F f) {
-  const size_t n = std::clamp<size_t>(recent, 1, ring.size());
-  // The newest sample is just before next (the ring wraps at its size).
-  for (size_t i = 1; i <= n; ++i) {
-    f(ring[(next + ring.size() - i) % ring.size()]);
-  }
-  return n;
-}
-
-}  // namespace
 
 LatencyWindow::LatencyWindow(size_t capacity, size_t warmup)
     : capacity_(std::max<size_t>(capacity, 1)),
@@ -62,19 +45,13 @@ std::optional<absl::Duration> LatencyWindow::Mean() const {
 std::optional<absl::Duration> LatencyWindow::Mean(size_t recent) const {
   std::lock_guard<std::mutex> lock(mu_);
   if (count_ < static_cast<int64_t>(warmup_)) return std::nullopt;
+  const size_t n = std::clamp<size_t>(recent, 1, ring_ns_.size());
   long double sum = 0;
-  const size_t n = EachRecent(ring_ns_, next_, recent,
-                              [&](int64_t ns) { sum += ns; });
+  // The newest sample is just before next_ (the ring wraps at its size).
+  for (size_t i = 1; i <= n; ++i) {
+    sum += ring_ns_[(next_ + ring_ns_.size() - i) % ring_ns_.size()];
+  }
   return absl::Nanoseconds(static_cast<int64_t>(sum / n));
-}
-
-std::optional<absl::Duration> LatencyWindow::Max(size_t recent) const {
-  std::lock_guard<std::mutex> lock(mu_);
-  if (count_ < static_cast<int64_t>(warmup_)) return std::nullopt;
-  int64_t max = 0;
-  EachRecent(ring_ns_, next_, recent,
-             [&](int64_t ns) { max = std::max(max, ns); });
-  return absl::Nanoseconds(max);
 }
 
 int64_t LatencyWindow::count() const {

@@ -40,10 +40,6 @@ class LatencyWindow {
   // least 1), or nullopt before `warmup` samples: follows a change of the
   // handling time within `recent` calls, where Mean() takes `capacity`.
   std::optional<absl::Duration> Mean(size_t recent) const;
-  // Longest of the `recent` most recent samples (all kept ones if fewer; at
-  // least 1), or nullopt before `warmup` samples: the top of the handling
-  // time's spread.
-  std::optional<absl::Duration> Max(size_t recent) const;
   // Samples recorded so far (not capped by capacity).
   int64_t count() const;
 

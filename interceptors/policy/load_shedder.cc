@@ -91,9 +91,9 @@ absl::Status ValidateLoadShedderOptions(const LoadShedderOptions& o,
 
 limits::Outcome ClassifyEnd(absl::Time admitted, absl::Time end,
                             std::optional<absl::Time> deadline,
-                            absl::Duration covered, bool canceled) {
+                            absl::Duration expected, bool canceled) {
   if (deadline.has_value() && end >= *deadline) {
-    return *deadline - admitted >= covered ? limits::Outcome::kDropped
+    return *deadline - admitted >= expected ? limits::Outcome::kDropped
                                             : limits::Outcome::kIgnore;
   }
   return canceled ? limits::Outcome::kIgnore : limits::Outcome::kSuccess;

@@ -143,20 +143,19 @@ struct ShedderStats {
 
 // How an admitted call ended, as its limit's sample (limits::Outcome), from
 // when it was admitted, when it ended, its deadline (nullopt: none), the
-// handling time its budget had to cover (ServerPolicy passes the longest
-// recent handling time), and whether its client canceled it:
+// handling time expected of it at admission, and whether its client
+// canceled it:
 //   * still being handled at its deadline: kDropped if the budget it had at
-//     admission covered `covered` (it should have fit: the server was
+//     admission covered `expected` (it should have fit: the server was
 //     slow); else kIgnore -- its own short deadline ended it, which says
 //     nothing of the server (a flood of calls whose deadlines are shorter
-//     than the handling time, or cover only its mean and run out by its
-//     spread, must not drive the limit to its minimum);
+//     than the handling time must not drive the limit to its minimum);
 //   * canceled by its client before its deadline: kIgnore (Netflix's gRPC
 //     interceptor ignores cancels);
 //   * otherwise kSuccess.
 limits::Outcome ClassifyEnd(absl::Time admitted, absl::Time end,
                             std::optional<absl::Time> deadline,
-                            absl::Duration covered, bool canceled);
+                            absl::Duration expected, bool canceled);
 
 // Why a call did not get a slot (kNone: it did).
 enum class ShedReason {

@@ -36,7 +36,7 @@ enum class PolicyCounter : size_t {
   kDarkDecisions,     // dark mode: would have queued or refused; ran
   kRefusalsCapped,    // refusal turned into admission by the refusal cap
   kLimitDropped,      // admitted, still running at a deadline that covered
-                      // the longest recent handling time: the limit's drop
+                      // the expected handling time: the limit's drop
   // Client, retries and hedging.
   kRetryCalls,             // calls made through the retry helper
   kRetryAttempts,          // attempts started (first ones included)
