@@ -539,6 +539,99 @@ TEST_P(AdaptiveTest, HalvedThenSlowerIsNotHeldAtTheOldConcurrency) {
   }
 }
 
+// Of 20 jitter seeds, how many runs of `phases` (20 s each, as
+// ExpectPhasesSettle) miss the target in some phase: not within
+// 20% of the capacity within 5 s, or out of that band after 5 s. A
+// `bimodal_share` of the calls take `bimodal_factor` x their handling time.
+// Prints the lowest limit after 5 s (as % of capacity) over the seeds.
+int SeedsMissingTheBand(Algorithm a, const std::vector<Phase>& phases,
+                        double jitter, double bimodal_share = 0,
+                        double bimodal_factor = 1) {
+  int missed = 0, lowest = 1 << 30;
+  for (uint32_t seed = 1; seed <= 20; ++seed) {
+    auto limit = Make(Options(a));
+    Server server(*limit, phases.front().capacity, kService,
+                  absl::UnixEpoch());
+    server.SetJitter(jitter);
+    server.SetSeed(seed);
+    server.SetBimodal(bimodal_share, bimodal_factor);
+    bool miss = false;
+    for (const Phase& p : phases) {
+      const absl::Time changed = server.now();
+      server.SetCapacity(p.capacity);
+      server.SetSlowdown(p.slowdown);
+      const std::vector<Point> t = server.Run(absl::Seconds(20));
+      auto [lo, hi] = Range(t, changed + absl::Seconds(5));
+      lowest = std::min(lowest, 100 * lo / p.capacity);
+      if (SettledAt(t, Lo(p.capacity), Hi(p.capacity)) - changed >
+              absl::Seconds(5) ||
+          lo < Lo(p.capacity) || hi > Hi(p.capacity)) {
+        miss = true;
+      }
+    }
+    if (miss) ++missed;
+  }
+  std::printf("%s: %d of 20 seeds miss the band (lowest %d%%)\n",
+              std::string(AlgorithmName(a)).c_str(), missed, lowest);
+  return missed;
+}
+
+// Attack review of 8916432 (#23): a bimodal dependency -- a share of the
+// calls take k x the handling time (a cache miss), +-10% per call, 32
+// workers (the concurrency does not change: the limit should stay in their
+// band). Every algorithm reads the slow tail as a queue. Measured, seeds of
+// 20 missing the band (lowest limit after 5 s, % of 32):
+//                   10% x5      5% x3       10% x2
+//   aimd            20 (6%)     20 (25%)    20 (21%)
+//   gradient        20 (9%)     18 (40%)    16 (50%)
+//   vegas           20 (6%)     20 (31%)     8 (56%)
+// (+-20%: the same or worse; before 8916432 the same: aimd, gradient and
+// vegas at 9%, 9% and 6% for 10% x5). Not new: a window's mean moves with
+// how many slow calls it holds (10 +-3 of 100 calls at 32 workers: +-12% at
+// x5), more than any algorithm's allowance for noise, and the slowdown
+// check never sees a rise that lasts (r0's mean is no rise). AIMD's
+// "loss" here is any window mean over 1.1 x 80 ms: every window of this
+// mix. Left open (a tail-aware baseline, e.g. a percentile, is a design
+// change). --gtest_also_run_disabled_tests runs it.
+TEST_P(AdaptiveTest, DISABLED_ABimodalDependencyKeepsTheBand) {
+  for (auto [share, factor] : {std::pair{0.1, 5.0}, std::pair{0.05, 3.0},
+                               std::pair{0.1, 2.0}}) {
+    EXPECT_EQ(SeedsMissingTheBand(GetParam(), {{"up", 32}, {"steady", 32}},
+                                  0.1, share, factor),
+              0)
+        << AlgorithmName(GetParam()) << " " << share << " x" << factor;
+  }
+}
+
+// Attack review of 8916432 (#23): Vegas' up-steps under a spread of
+// handling times. Measured, seeds of 20 missing the band (lowest limit
+// after 5 s, % of the new capacity), after 8916432 / before it:
+//                    +-10%               +-20%
+//   32 -> 64         0 (93%) / 4 (64%)   5 (56%) / 16 (39%)
+//   16 -> 32         2 (87%) / 6 (87%)  15 (81%) / 16 (68%)
+//   32 -> 128       18 (46%) /19 (32%)  20 (28%) / 20 (19%)
+// (aimd and gradient: 0 at 32 -> 64 either way.) One increase per round
+// trip did not make up-steps slower: 8916432 helps everywhere. Still open:
+// at +-20% the limit stops short of the new workers (seed 4, 32 -> 64:
+// 34-41 of 64 for 20 s, no check under way) -- Vegas' queue estimate
+// L x (1 - no_load / rtt) reads the spread of window means as a queue of
+// alpha (3) calls or more, and it stops growing. The issue's own steps
+// (SettlesWithin20PercentOfCapacityWithin5s) have no jitter.
+TEST(VegasLimit, DISABLED_UpStepsWithJitterReachTheBandWithin5s) {
+  for (double jitter : {0.1, 0.2}) {
+    EXPECT_EQ(SeedsMissingTheBand(Algorithm::kVegas, {{"before", 32},
+                                                      {"doubled", 64}},
+                                  jitter),
+              0)
+        << jitter;
+    EXPECT_EQ(SeedsMissingTheBand(Algorithm::kVegas, {{"before", 16},
+                                                      {"doubled", 32}},
+                                  jitter),
+              0)
+        << jitter;
+  }
+}
+
 TEST_P(AdaptiveTest, StaysWithinMinAndMax) {
   LimitOptions o = Options(GetParam());
   for (LimitBounds* b : {&o.aimd.bounds, &o.gradient.bounds, &o.vegas.bounds}) {
