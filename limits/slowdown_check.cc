@@ -87,6 +87,19 @@ CheckStep SlowdownCheck::OnSample(const Sample& s, double limit,
       if (s.start < since_) return Hold(l0_ * (1 - options_.cut));
       const std::optional<absl::Duration> r1 = reading_.Add(s.rtt);
       if (!r1.has_value()) return Hold(l0_ * (1 - options_.cut));
+      // The handling time rose again under the cut: the server changed
+      // during the check (lost workers, then a slower dependency), and r1 /
+      // r0 compares two servers (read as a slower server, L0 came back
+      // whole, and the new baseline held the queue of the cut: 1.5-2.2 C
+      // with 16 workers in limits_test.cc's model). Read r0 again, at L0,
+      // on the server as it is now, as a first check.
+      if (*r1 > r0_ * options_.rise) {
+        state_ = State::kMeasuring;
+        first_l0_ = l0_;
+        first_r0_ = absl::ZeroDuration();
+        since_ = s.end();
+        return Hold(l0_);
+      }
       // It fell with the limit: a queue; the algorithm cuts on.
       if (*r1 < r0_ * (1 - 0.75 * options_.cut)) {
         state_ = State::kQueueing;
@@ -108,9 +121,17 @@ CheckStep SlowdownCheck::OnSample(const Sample& s, double limit,
       // first check that is L0 x min(1, r1 / r0); after a re-check (a first
       // verdict misread the slower server as a queue and the limit sank) it
       // is the first check's limit and reading, not the sunk limit's.
-      const double back = std::max(
-          l0_ * std::min(1.0, absl::FDivDuration(*r1, r0_)),
-          first_l0_ * std::min(1.0, absl::FDivDuration(*r1, first_r0_)));
+      // The first check's reading counts only while the server is the one
+      // it read: r1, without a queue, above rise x that check's r0 (with
+      // its queue) is a server that got slower since (it lost workers, the
+      // first check saw their queue, then its dependency slowed down), and
+      // that check's L0 (2.2 C in limits_test.cc's model) says nothing of
+      // its concurrency now.
+      double back = l0_ * std::min(1.0, absl::FDivDuration(*r1, r0_));
+      if (!(*r1 > first_r0_ * options_.rise)) {
+        back = std::max(back, first_l0_ * std::min(1.0, absl::FDivDuration(
+                                                           *r1, first_r0_)));
+      }
       return {CheckStep::Kind::kRebaseline, back, *r1};
     }
     case State::kQueueing:

@@ -47,7 +47,12 @@
 //      limits_test.cc's model); a real queue is confirmed again, at the
 //      cost of two round trips per halving. A slower-server verdict of such
 //      a re-check returns the limit to the first check's L0 x r1 / r0 (its
-//      estimate of C), not to the sunk limit it started from.
+//      estimate of C), not to the sunk limit it started from -- while r1 is
+//      no rise over that check's r0 (above it, the server got slower after
+//      that check, whose L0 is then no estimate of C: 32 -> 16 workers, then
+//      handling x5, returned the limit to 2.2 C).
+//      An r1 above rise x r0 (the server changed under the cut) is no
+//      verdict: r0 is read again at L0, as a first check.
 // The other way, a handling time under half the baseline (a slow phase
 // ended) may still hold the queue of a limit learned on the slow server: the
 // limit is cut to (1 - cut) x L0 for one round trip, and the first sample

@@ -31,6 +31,7 @@
 #include "gtest/gtest.h"
 #include "interceptors/policy/server_policy.h"
 #include "limits/limit_options.h"
+#include "metrics/rpc_metrics.h"
 #include "proto/echo.grpc.pb.h"
 #include "services/echo/echo_server.h"
 #include "tests/echo_chain.h"
@@ -170,8 +171,20 @@ TEST_P(AdmissionFloodTest, CheapFloodsNeitherCollapseTheLimitNorLeak) {
   const int kConnections = 4;
   const int kStreams = testing::PlainOrSanitized(100, 25);
   const int kRounds = testing::PlainOrSanitized(3, 1);
+  // reqctx_policy_limit_samples_total{method,outcome} and kLimitDropped.
+  const metrics::PolicyMethodMetrics& m = metrics::PolicyMethod(kMethod);
+  auto outcomes = [&] {
+    std::array<int64_t, metrics::kLimitOutcomes> v;
+    for (int i = 0; i < metrics::kLimitOutcomes; ++i) {
+      v[i] = m.limit_samples[i]->Value();
+    }
+    return v;
+  };
   for (const Flood& f : floods) {
     const absl::Time start = absl::Now();
+    const auto samples_before = outcomes();
+    const int64_t dropped_before =
+        server.server_policy().Counters()[policy::PolicyCounter::kLimitDropped];
     std::atomic<int> answered{0};
     for (int round = 0; round < kRounds; ++round) {
       std::vector<std::thread> attackers;
@@ -199,6 +212,29 @@ TEST_P(AdmissionFloodTest, CheapFloodsNeitherCollapseTheLimitNorLeak) {
         s->limit, s->inputs.queue_share, s->running, s->queued,
         ThreadCount(), RssMiB());
     EXPECT_TRUE(drained) << f.name << ": slots still held";
+    // Attack review of 8916432/aa12c58: whatever the flood's grpc-timeout,
+    // each admitted call is one sample of one of the three outcomes (no
+    // more than the streams sent), and the drop counter moves with the
+    // dropped outcome.
+    const auto samples_after = outcomes();
+    int64_t counted = 0;
+    for (int i = 0; i < metrics::kLimitOutcomes; ++i) {
+      EXPECT_GE(samples_after[i], samples_before[i]) << f.name;
+      counted += samples_after[i] - samples_before[i];
+    }
+    EXPECT_LE(counted, kRounds * kConnections * kStreams) << f.name;
+    EXPECT_EQ(
+        server.server_policy()
+                .Counters()[policy::PolicyCounter::kLimitDropped] -
+            dropped_before,
+        samples_after[2] - samples_before[2])
+        << f.name;
+    std::printf("[%s] %-18s limit samples: success %lld, ignore %lld, "
+                "dropped %lld\n",
+                std::string(s->algorithm).c_str(), f.name.c_str(),
+                static_cast<long long>(samples_after[0] - samples_before[0]),
+                static_cast<long long>(samples_after[1] - samples_before[1]),
+                static_cast<long long>(samples_after[2] - samples_before[2]));
     // Whatever the flood's grpc-timeout (1n ... 99999999H: budgets from
     // nothing to 11,400 years), the share of its queue allowance the limit
     // keeps for the deadlines (limits::QueueShare, the window's budget

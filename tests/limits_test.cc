@@ -86,6 +86,12 @@ class Server {
   // the budget covered the mean handling time (LoadShedder's ClassifyEnd,
   // expected = service x slowdown).
   void SetDrops(bool on) { drops_ = on; }
+  // From now on a `share` of the calls (drawn from the jitter generator)
+  // take `factor` x their handling time (a bimodal dependency); 0: none.
+  void SetBimodal(double share, double factor) {
+    slow_share_ = share;
+    slow_factor_ = factor;
+  }
   // Runs for `d` of fake time; the limit after each sample.
   std::vector<Point> Run(absl::Duration d) {
     std::vector<Point> trace;
@@ -123,8 +129,14 @@ class Server {
       // A 31-bit LCG (glibc's constants): u in [-1, 1].
       seed_ = (seed_ * 1103515245u + 12345u) & 0x7fffffffu;
       const double u = seed_ / static_cast<double>(0x3fffffff) - 1;
-      const absl::Time end = std::max(now_, free) +
-                             service_ * (slowdown_ * (1 + jitter_ * u));
+      double x = slowdown_ * (1 + jitter_ * u);
+      if (slow_share_ > 0) {
+        seed_ = (seed_ * 1103515245u + 12345u) & 0x7fffffffu;
+        if (seed_ / static_cast<double>(0x7fffffff) < slow_share_) {
+          x *= slow_factor_;
+        }
+      }
+      const absl::Time end = std::max(now_, free) + service_ * x;
       workers_.push(end);
       const absl::Duration budget = budgets_[next_budget_++ % budgets_.size()];
       calls_.push({now_, end, static_cast<int>(calls_.size()) + 1, budget});
@@ -139,6 +151,8 @@ class Server {
   double jitter_ = 0;
   uint32_t seed_ = 1;
   bool drops_ = false;
+  double slow_share_ = 0;
+  double slow_factor_ = 1;
   std::priority_queue<absl::Time, std::vector<absl::Time>,
                       std::greater<absl::Time>>
       workers_;  // when each worker is next free
@@ -466,6 +480,158 @@ TEST_P(AdaptiveTest, TightBudgetsKeepTheLimitNearerTheWorkers) {
   EXPECT_GE(tight, Lo(32)) << AlgorithmName(GetParam());
 }
 
+// Attack review of 8916432 (#23): the server loses half its workers (32 ->
+// 16) and, `delay` later, its dependency gets 5x slower, handling times
+// spread +-`jitter` per call. Returns how many of 20 seeds had a limit
+// above 1.5 x the 16 workers from 5 s after the slowdown to 20 s after it
+// (and prints the highest).
+int SeedsOverHalvedThenSlower(Algorithm a, absl::Duration delay,
+                              double jitter) {
+  int over = 0, highest = 0;
+  for (uint32_t seed = 1; seed <= 20; ++seed) {
+    auto limit = Make(Options(a));
+    Server server(*limit, 32, kService, absl::UnixEpoch());
+    server.SetJitter(jitter);
+    server.SetSeed(seed);
+    server.Run(absl::Seconds(20));
+    server.SetCapacity(16);
+    server.Run(delay);
+    server.SetSlowdown(5);
+    const absl::Time slower = server.now();
+    const int hi =
+        Range(server.Run(absl::Seconds(20)), slower + absl::Seconds(5)).second;
+    highest = std::max(highest, hi);
+    if (hi > 24) ++over;
+  }
+  std::printf("%s, slower %s after the halving, +-%.0f%%: %d of 20 seeds "
+              "over 24 (highest %d)\n",
+              std::string(AlgorithmName(a)).c_str(),
+              absl::FormatDuration(delay).c_str(), jitter * 100, over,
+              highest);
+  return over;
+}
+
+// Measured before the fix (seeds of 20 over 24, highest limit):
+//                 +-10%: 0.5 s   1 s       2 s      +-20%: 0.5 s  1 s
+//   aimd          20 (35)       15 (38)   0 (22)         20 (35)  18 (37)
+//   gradient      20 (31)       15 (35)   0 (19)         20 (32)  20 (36)
+//   vegas         20 (29)        0 (21)   0 (21)         20 (29)   0 (21)
+// Two ways: (1) the slowdown came while a check was under way (its cut's r1
+// on the slower server above r0 on the faster one: read as a slower server
+// without a queue, L0 = 2.2 C came back whole and r1, with the cut's queue
+// in it, became the baseline: 24-27 of 16 for the whole phase); (2) the
+// first check saw the halving's queue, the re-check the slower server, and
+// its verdict returned to the first check's L0 x min(1, r1 / r0) = L0 (r1
+// on the slower server above r0 on the faster one). Fixed
+// (slowdown_check.cc): a rise under the cut reads r0 again; a re-check
+// returns to the first check's estimate only while r1 <= rise x its r0.
+// After: none over 24 but gradient +-10% at 0.5 s, seed 3 (29): the
+// restarted r0 at L0 reads 759 ms where the queue of 35 calls on 16 workers
+// should give ~875 (the cut's shorter queue still draining), r1 / r0 = 0.80
+// a slower-server verdict, and 35 x 0.8 = 28 (left open).
+TEST_P(AdaptiveTest, HalvedThenSlowerIsNotHeldAtTheOldConcurrency) {
+  for (double jitter : {0.1, 0.2}) {
+    for (absl::Duration d : {absl::Milliseconds(500), absl::Seconds(1),
+                             absl::Seconds(2)}) {
+      EXPECT_LE(SeedsOverHalvedThenSlower(GetParam(), d, jitter), 1)
+          << AlgorithmName(GetParam()) << " " << d << " +-" << jitter;
+    }
+  }
+}
+
+// Of 20 jitter seeds, how many runs of `phases` (20 s each, as
+// ExpectPhasesSettle) miss the target in some phase: not within
+// 20% of the capacity within 5 s, or out of that band after 5 s. A
+// `bimodal_share` of the calls take `bimodal_factor` x their handling time.
+// Prints the lowest limit after 5 s (as % of capacity) over the seeds.
+int SeedsMissingTheBand(Algorithm a, const std::vector<Phase>& phases,
+                        double jitter, double bimodal_share = 0,
+                        double bimodal_factor = 1) {
+  int missed = 0, lowest = 1 << 30;
+  for (uint32_t seed = 1; seed <= 20; ++seed) {
+    auto limit = Make(Options(a));
+    Server server(*limit, phases.front().capacity, kService,
+                  absl::UnixEpoch());
+    server.SetJitter(jitter);
+    server.SetSeed(seed);
+    server.SetBimodal(bimodal_share, bimodal_factor);
+    bool miss = false;
+    for (const Phase& p : phases) {
+      const absl::Time changed = server.now();
+      server.SetCapacity(p.capacity);
+      server.SetSlowdown(p.slowdown);
+      const std::vector<Point> t = server.Run(absl::Seconds(20));
+      auto [lo, hi] = Range(t, changed + absl::Seconds(5));
+      lowest = std::min(lowest, 100 * lo / p.capacity);
+      if (SettledAt(t, Lo(p.capacity), Hi(p.capacity)) - changed >
+              absl::Seconds(5) ||
+          lo < Lo(p.capacity) || hi > Hi(p.capacity)) {
+        miss = true;
+      }
+    }
+    if (miss) ++missed;
+  }
+  std::printf("%s: %d of 20 seeds miss the band (lowest %d%%)\n",
+              std::string(AlgorithmName(a)).c_str(), missed, lowest);
+  return missed;
+}
+
+// Attack review of 8916432 (#23): a bimodal dependency -- a share of the
+// calls take k x the handling time (a cache miss), +-10% per call, 32
+// workers (the concurrency does not change: the limit should stay in their
+// band). Every algorithm reads the slow tail as a queue. Measured, seeds of
+// 20 missing the band (lowest limit after 5 s, % of 32):
+//                   10% x5      5% x3       10% x2
+//   aimd            20 (6%)     20 (25%)    20 (21%)
+//   gradient        20 (9%)     18 (40%)    16 (50%)
+//   vegas           20 (6%)     20 (31%)     8 (56%)
+// (+-20%: the same or worse; before 8916432 the same: aimd, gradient and
+// vegas at 9%, 9% and 6% for 10% x5). Not new: a window's mean moves with
+// how many slow calls it holds (10 +-3 of 100 calls at 32 workers: +-12% at
+// x5), more than any algorithm's allowance for noise, and the slowdown
+// check never sees a rise that lasts (r0's mean is no rise). AIMD's
+// "loss" here is any window mean over 1.1 x 80 ms: every window of this
+// mix. Left open (a tail-aware baseline, e.g. a percentile, is a design
+// change). --gtest_also_run_disabled_tests runs it.
+TEST_P(AdaptiveTest, DISABLED_ABimodalDependencyKeepsTheBand) {
+  for (auto [share, factor] : {std::pair{0.1, 5.0}, std::pair{0.05, 3.0},
+                               std::pair{0.1, 2.0}}) {
+    EXPECT_EQ(SeedsMissingTheBand(GetParam(), {{"up", 32}, {"steady", 32}},
+                                  0.1, share, factor),
+              0)
+        << AlgorithmName(GetParam()) << " " << share << " x" << factor;
+  }
+}
+
+// Attack review of 8916432 (#23): Vegas' up-steps under a spread of
+// handling times. Measured, seeds of 20 missing the band (lowest limit
+// after 5 s, % of the new capacity), after 8916432 / before it:
+//                    +-10%               +-20%
+//   32 -> 64         0 (93%) / 4 (64%)   5 (56%) / 16 (39%)
+//   16 -> 32         2 (87%) / 6 (87%)  15 (81%) / 16 (68%)
+//   32 -> 128       18 (46%) /19 (32%)  20 (28%) / 20 (19%)
+// (aimd and gradient: 0 at 32 -> 64 either way.) One increase per round
+// trip did not make up-steps slower: 8916432 helps everywhere. Still open:
+// at +-20% the limit stops short of the new workers (seed 4, 32 -> 64:
+// 34-41 of 64 for 20 s, no check under way) -- Vegas' queue estimate
+// L x (1 - no_load / rtt) reads the spread of window means as a queue of
+// alpha (3) calls or more, and it stops growing. The issue's own steps
+// (SettlesWithin20PercentOfCapacityWithin5s) have no jitter.
+TEST(VegasLimit, DISABLED_UpStepsWithJitterReachTheBandWithin5s) {
+  for (double jitter : {0.1, 0.2}) {
+    EXPECT_EQ(SeedsMissingTheBand(Algorithm::kVegas, {{"before", 32},
+                                                      {"doubled", 64}},
+                                  jitter),
+              0)
+        << jitter;
+    EXPECT_EQ(SeedsMissingTheBand(Algorithm::kVegas, {{"before", 16},
+                                                      {"doubled", 32}},
+                                  jitter),
+              0)
+        << jitter;
+  }
+}
+
 TEST_P(AdaptiveTest, StaysWithinMinAndMax) {
   LimitOptions o = Options(GetParam());
   for (LimitBounds* b : {&o.aimd.bounds, &o.gradient.bounds, &o.vegas.bounds}) {
@@ -714,6 +880,70 @@ TEST(SlowdownCheck, TellsASlowerServerFromAQueue) {
   EXPECT_EQ(fresh.OnSample(sample(t0, base * 5), 40, absl::ZeroDuration())
                 .kind,
             CheckStep::Kind::kPass);
+}
+
+// Attack review of 8916432: the server changes under a check. (1) A rise
+// under the cut (r1 > rise x r0: the dependency slowed down after r0) is
+// no verdict: r0 is read again at L0. (2) A re-check's slower verdict
+// returns to the first check's L0 x r1 / r0 only while r1 <= rise x that
+// r0 (else the server got slower since, and L0 is no estimate of it).
+TEST(SlowdownCheck, AServerThatChangesUnderTheCheckIsReadAgain) {
+  const absl::Duration base = absl::Milliseconds(100);
+  const absl::Time t0 = absl::UnixEpoch();
+  auto sample = [](absl::Time start, absl::Duration rtt) {
+    return CallSample(start, rtt, 40);
+  };
+  {
+    SlowdownCheck check(SlowdownCheckOptions{});
+    EXPECT_EQ(check.OnSample(sample(t0, base * 2), 40, base).kind,
+              CheckStep::Kind::kHold);
+    EXPECT_DOUBLE_EQ(
+        Reading(check, sample(t0 + absl::Milliseconds(200), base * 2), 40,
+                base)
+            .limit,
+        28);
+    // r1 = 700 ms > 1.25 x 200 ms: was a slower verdict back to 40 with
+    // the baseline 700 ms; now r0 again at 40.
+    CheckStep st = Reading(
+        check, sample(t0 + absl::Milliseconds(400), base * 7), 28, base);
+    EXPECT_EQ(st.kind, CheckStep::Kind::kHold);
+    EXPECT_DOUBLE_EQ(st.limit, 40);
+    EXPECT_TRUE(check.checking());
+    // r0 = 1000 ms at 40, r1 = 700 ms at 28: a queue.
+    EXPECT_DOUBLE_EQ(
+        Reading(check, sample(t0 + absl::Seconds(2), base * 10), 40, base)
+            .limit,
+        28);
+    st = Reading(check, sample(t0 + absl::Seconds(4), base * 7), 28, base);
+    EXPECT_EQ(st.kind, CheckStep::Kind::kPass);
+    EXPECT_FALSE(check.checking());
+  }
+  {
+    SlowdownCheck check(SlowdownCheckOptions{});
+    // First check: a queue at 40 (r0 200 ms, r1 140 ms at 28).
+    check.OnSample(sample(t0, base * 2), 40, base);
+    Reading(check, sample(t0 + absl::Milliseconds(200), base * 2), 40, base);
+    EXPECT_EQ(Reading(check, sample(t0 + absl::Milliseconds(400),
+                                    base * 1.4),
+                      28, base)
+                  .kind,
+              CheckStep::Kind::kPass);
+    // The algorithm halves it to 20 with the rise still there (the
+    // dependency slowed down): a re-check at 20 reads 500 ms at 20 and 14.
+    EXPECT_EQ(check.OnSample(sample(t0 + absl::Seconds(1), base * 5), 20,
+                             base)
+                  .kind,
+              CheckStep::Kind::kHold);
+    EXPECT_DOUBLE_EQ(
+        Reading(check, sample(t0 + absl::Seconds(2), base * 5), 20, base)
+            .limit,
+        14);
+    const CheckStep st =
+        Reading(check, sample(t0 + absl::Seconds(3), base * 5), 14, base);
+    EXPECT_EQ(st.kind, CheckStep::Kind::kRebaseline);
+    // Was 40 (40 x min(1, 500 / 200)): the re-check's own L0.
+    EXPECT_DOUBLE_EQ(st.limit, 20);
+  }
 }
 
 TEST(Gradient2Limit, GrowsByTheWholeAllowanceWithoutQueueing) {
