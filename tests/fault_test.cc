@@ -68,6 +68,9 @@ constexpr absl::Duration kTimingSlack = absl::Milliseconds(500);
 #endif
 
 constexpr int kWorkers = 2;
+// Threads gRPC's pools may add under load and keep for a while (the soak's
+// thread bound; a leak per call or per stream shows as far more).
+constexpr int kPoolSlack = 4;
 
 EchoRequest Request(int64_t work_ms) {
   EchoRequest r;
@@ -588,7 +591,10 @@ TEST(SoakTest, HundredThousandCallsOnOneChannelKeepMemoryAndThreadsFlat) {
   // those at exit instead); the bound is asserted everywhere else.
   EXPECT_LE(rss_end, rss_warm + rss_warm / 10);
 #endif
-  ExpectNothingLeftBehind(threads_warm);
+  // gRPC's own pools may keep a few more threads after a loaded phase (+1
+  // to +3, measured with the machine busy with other builds and tests; they
+  // shrink lazily); a per-call leak would be thousands after 90,000 calls.
+  ExpectNothingLeftBehind(threads_warm + kPoolSlack);
 }
 
 }  // namespace
