@@ -75,13 +75,17 @@ void VegasLimit::OnSample(const Sample& s) {
   recent_[next_recent_++ % kNoLoadRun] = rtt;
   const double run = *std::max_element(recent_.begin(), recent_.end());
   if (no_load_ns_ == 0 || rtt < no_load_ns_) {
-    // Under half the baseline: the server changed (a slow phase ended), and
-    // this sample may still hold a queue: probe it. (Half, not less: a mix
-    // of fast and slow calls moves window means by less, and each probe
-    // costs the server half its limit for a few windows.)
+    // Under half the baseline, a run of kNoLoadRun samples long: the server
+    // changed (a slow phase ended), and this sample may still hold a queue:
+    // probe it. (Half, not less: a mix of fast and slow calls moves window
+    // means by less, and each probe costs the server half its limit for a
+    // few windows. A run, not one sample: with the minimum taking runs,
+    // one fast window of a noisy real server -- 2 ms handlers on a loaded
+    // machine -- set off probes that halved the limit for good in
+    // admission_flood_test.)
     if (no_load_ns_ != 0 && options_.probe_after_fall > 0 &&
         samples_ > options_.bounds.warmup_samples &&
-        rtt < no_load_ns_ / 2) {
+        run < no_load_ns_ / 2) {
       StartProbe(s.end());
       return;
     }

@@ -13,9 +13,9 @@
 //             probe_multiplier x limit samples, and once a run of
 //             decreases in a row has cut the limit by probe_after_fall
 //             (a queue that does not drain as the limit falls may be a
-//             slower server, not a longer queue), and when a sample takes
-//             under half of no_load (a slow phase ended; the sample may
-//             still hold a queue): the limit halves,
+//             slower server, not a longer queue), and when kNoLoadRun
+//             samples in a row take under half of no_load (a slow phase
+//             ended; the samples may still hold a queue): the limit halves,
 //             and the smallest of the next 2 samples holding only calls
 //             admitted after the halving becomes no_load; the limit then
 //             grows back from the half by the rules below. Samples of

@@ -1068,7 +1068,12 @@ TEST(VegasLimit, ProbesWhenHandlingGetsMuchFaster) {
   const absl::Duration ms = absl::Milliseconds(1);
   limit.OnSample({now, 100 * ms, 20, false});  // baseline 100 ms
   now += 100 * ms;
-  // 40 ms < half the baseline: a slow phase ended; probe.
+  // 40 ms < half the baseline three samples in a row: a slow phase ended;
+  // probe. (One or two such samples are noise: no probe.)
+  for (int i = 0; i < 2; ++i) {
+    limit.OnSample({now, 40 * ms, 20, false});
+    EXPECT_EQ(limit.Current(), 20);
+  }
   limit.OnSample({now, 40 * ms, 20, false});
   EXPECT_EQ(limit.Current(), 10);
   // Faster, but not by half (60 ms): only lowers the baseline, once three
