@@ -44,7 +44,21 @@ void AimdLimit::OnSample(const Sample& s) {
     }
   }
   const bool over = timeout > absl::ZeroDuration() && s.rtt > timeout;
-  if (s.dropped || over) {
+  // Halfway from the fastest window (scaled) to the timeout: above it the
+  // calls wait for a worker.
+  const absl::Duration quiet =
+      (absl::Nanoseconds(fastest_ns_ * scale_) + timeout) / 2;
+  const bool no_queue = timeout > absl::ZeroDuration() && s.rtt <= quiet;
+  // A drop is a loss when this window and the one before show a queue (a
+  // queue raises every call's handling time and lasts; a window mean above
+  // `quiet` by chance seldom comes twice in a row). Otherwise it is a
+  // call's own spread past a budget that only covered the mean (a caller's
+  // choice), not a late call the limit made. Without a timeout there is
+  // no handling time to read a queue against: every drop is a loss.
+  const bool queue_lasts = timeout == absl::ZeroDuration() ||
+                           (!no_queue && queue_before_);
+  queue_before_ = !no_queue;
+  if ((s.dropped && queue_lasts) || over) {
     // One decrease per round trip (TCP's rule): a sample holding calls
     // admitted before the last decrease shows the old limit's queue.
     if (s.start < backed_off_at_) return;
@@ -54,9 +68,6 @@ void AimdLimit::OnSample(const Sample& s) {
   } else if (s.inflight * 2 >= limit_) {
     // Back to just under where it last backed off, or while no queue
     // shows, a whole call per sample (no call waits); past that, the share.
-    const absl::Duration quiet =
-        (absl::Nanoseconds(fastest_ns_ * scale_) + timeout) / 2;
-    const bool no_queue = timeout > absl::ZeroDuration() && s.rtt <= quiet;
     const double step =
         limit_ + 1 <= recover_to_ || no_queue ? 1 : inputs_.queue_share;
     limit_ = options_.bounds.Clamp(limit_ + step);

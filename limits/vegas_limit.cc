@@ -75,6 +75,7 @@ void VegasLimit::OnSample(const Sample& s) {
   recent_[next_recent_++ % kNoLoadRun] = rtt;
   const double run = *std::max_element(recent_.begin(), recent_.end());
   if (no_load_ns_ == 0 || rtt < no_load_ns_) {
+    queued_before_ = false;
     // Under half the baseline, a run of kNoLoadRun samples long: the server
     // changed (a slow phase ended), and this sample may still hold a queue:
     // probe it. (Half, not less: a mix of fast and slow calls moves window
@@ -97,11 +98,19 @@ void VegasLimit::OnSample(const Sample& s) {
     return;
   }
   queue_ = std::ceil(limit_ * (1 - no_load_ns_ / rtt));
-  if (samples_ <= options_.bounds.warmup_samples) return;
   const double log =
       std::max(1.0, std::floor(std::log10(std::max(limit_, 1.0))));
+  // A drop is a loss when this window and the one before show at least
+  // alpha's queue (a queue raises every call's handling time and lasts; a
+  // window mean that high by chance seldom comes twice in a row).
+  // Otherwise it is a call's own spread past a budget that only covered the
+  // mean (a caller's choice), not a late call the limit made.
+  const bool queued = queue_ >= options_.alpha * log;
+  const bool loss = s.dropped && queued && queued_before_;
+  queued_before_ = queued;
+  if (samples_ <= options_.bounds.warmup_samples) return;
   double next;
-  if (!s.dropped && s.inflight * 2 < limit_) return;
+  if (!loss && s.inflight * 2 < limit_) return;
   if (ApplyCheckStep(check_.OnSample(s, limit_, absl::Nanoseconds(no_load_ns_)),
                      options_.bounds, limit_, [&](absl::Duration rtt) {
                        SetNoLoad(std::max(1.0, absl::ToDoubleNanoseconds(rtt)));
@@ -110,8 +119,15 @@ void VegasLimit::OnSample(const Sample& s) {
     decreases_ = 0;
     return;
   }
-  if (s.dropped || queue_ > options_.beta * log) {
+  if (queue_ > options_.beta * log) {
     if (decreases_++ == 0) fall_from_ = limit_;
+    next = limit_ - log;
+  } else if (loss) {
+    // Late calls behind alpha's queue: a decrease that ends a run toward
+    // a probe (the handling time does not question the baseline; counted,
+    // a few callers whose budgets only cover the mean set off probes that
+    // halved the limit to 10-12 of 32 in limits_test.cc).
+    decreases_ = 0;
     next = limit_ - log;
   } else if (queue_ < options_.alpha * log) {
     decreases_ = 0;

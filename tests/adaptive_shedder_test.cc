@@ -93,18 +93,32 @@ TEST(AdaptiveShedderTest, AdaptiveLimitLearnsFromReleasedSlots) {
   }
   const int grown = s.limit();
   EXPECT_GT(grown, 4);
-  // A call that ran into its deadline: multiplicative decrease.
-  s.Acquire(Background(), Criticality::kDefault, absl::Milliseconds(1),
-            calls.Slot(100));
-  ASSERT_TRUE(calls.Admitted(100));
-  clock.t += absl::Milliseconds(20);
-  calls[100].slot.Release(limits::Outcome::kDropped);
-  // The window it falls in closes with the next sample 11 ms later.
-  s.Acquire(Background(), Criticality::kDefault, absl::Milliseconds(1),
-            calls.Slot(102));
-  clock.t += absl::Milliseconds(11);
-  calls[102].slot.Release(limits::Outcome::kSuccess);
-  EXPECT_LT(s.limit(), grown);
+  // One call of `ms` ended with `outcome`; a window closes at every second
+  // call (10 ms).
+  int next = 200;
+  auto call = [&](int ms, limits::Outcome outcome) {
+    const int i = next++;
+    s.Acquire(Background(), Criticality::kDefault, absl::Milliseconds(1),
+              calls.Slot(i));
+    ASSERT_TRUE(calls.Admitted(i));
+    clock.t += absl::Milliseconds(ms);
+    calls[i].slot.Release(outcome);
+  };
+  // A call that ran into its deadline in a window that shows no queue
+  // (mean 15.5 ms, under halfway from the fastest 11 ms to the 50 ms
+  // timeout): its own spread past its budget, no loss.
+  call(20, limits::Outcome::kDropped);
+  call(11, limits::Outcome::kSuccess);
+  EXPECT_GE(s.limit(), grown);
+  const int held = s.limit();
+  // Two windows in a row that show a queue (40 ms), the second with a
+  // drop: multiplicative decrease.
+  call(40, limits::Outcome::kSuccess);
+  call(40, limits::Outcome::kSuccess);
+  EXPECT_GE(s.limit(), held);
+  call(40, limits::Outcome::kDropped);
+  call(40, limits::Outcome::kSuccess);
+  EXPECT_LT(s.limit(), held);
   // A canceled call is no sample.
   const int before = s.limit();
   const int64_t samples = s.Stats().inputs.samples;

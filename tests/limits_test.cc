@@ -367,22 +367,26 @@ TEST_P(AdaptiveTest, TightBudgetsWithJitterHoldTheBand) {
 // (admitted: they cover the expected handling), so that with +-10% jitter
 // about half of them run into their deadlines -- drops (LoadShedder's
 // ClassifyEnd: the budget covered the expected handling). A busy server's
-// window is dropped for any drop (windowed_limit.h): measured, aimd ends
-// the 20 s phases at 11 and 10 of 32 workers, vegas at 2 and 17 (gradient
-// does not read drops). Not new in cb6a074 (the drop rule predates the
-// budgets). Tried in session 10: a drop only when the budget covered the
-// longest of the last 64 handling times. It passes here (budgets up to
-// 1.097 x; a bar at the 90th percentile left aimd at 24-25), but on a real
-// server the late calls of a queue raise that longest time themselves, so
-// they stopped being drops and, as kIgnore, samples at all:
-// overload_bench's slowdown phase lost AIMD's and Vegas' brake and showed
-// Gradient2 only the calls that made it (goodput 0.52-0.82, limits 37-47
-// of 32 workers). Reverted; the model cannot show that (its calls never
-// end at their deadline). Next: tell a late call's own spread from a queue
-// by the window (a queue raises every call's handling time, a hostile
-// caller's spread only its own). Disabled until fixed;
-// --gtest_also_run_disabled_tests runs it.
-TEST_P(AdaptiveTest, DISABLED_AFewJustAdmittedCallsDoNotCollapseTheLimit) {
+// window is dropped for any drop (windowed_limit.h): with every drop a
+// loss, aimd ended the 20 s phases at 11 and 10 of 32 workers, vegas at 2
+// and 17 (gradient does not read drops). Tried in session 10: a drop only
+// when the budget covered the longest of the last 64 handling times; on a
+// real server a queue's late calls raise that longest time themselves
+// (overload_bench's slowdown: goodput 0.52-0.82). Fixed at the window: a
+// queue raises every call's handling time and lasts, a caller's spread
+// only its own calls', so AIMD (with a timeout) and Vegas take a drop as a
+// loss only while the sample and the one before show a queue (aimd_limit.h,
+// vegas_limit.h), and Vegas' drops are no run toward a probe. Measured over
+// 10 seeds and 20 s at 32 workers, runs whose lowest limit left the band
+// (lowest limit), for a tenth / three tenths / all of the calls with
+// budgets 1.00-1.05 x the mean:
+//              +-15% jitter                  +-20% jitter
+//   aimd       0 (28)   0 (27)   0 (27)      1 (23)  0 (27)  2 (21)
+//   vegas      1 (25)   1 (24)   1 (24)      4 (17)  3 (18)  3 (18)
+// (no such callers: 0 (31-32) for both). Real queues keep the brake:
+// overload_bench's slowdown with 500 ms budgets still reads the late calls
+// of a queue that lasts.
+TEST_P(AdaptiveTest, AFewJustAdmittedCallsDoNotCollapseTheLimit) {
   std::vector<absl::Duration> budgets(10, absl::InfiniteDuration());
   budgets[0] = kService * 1.01;
   ExpectPhasesSettle(GetParam(), {{"up", 32}, {"steady", 32}},
@@ -530,7 +534,7 @@ int SeedsOverHalvedThenSlower(Algorithm a, absl::Duration delay,
 // should give ~875 (the cut's shorter queue still draining), r1 / r0 = 0.80
 // a slower-server verdict, and 35 x 0.8 = 28 (left open).
 TEST_P(AdaptiveTest, HalvedThenSlowerIsNotHeldAtTheOldConcurrency) {
-  for (double jitter : {0.1, 0.2}) {
+  for (double jitter : {0.15, 0.2}) {
     for (absl::Duration d : {absl::Milliseconds(500), absl::Seconds(1),
                              absl::Seconds(2)}) {
       EXPECT_LE(SeedsOverHalvedThenSlower(GetParam(), d, jitter), 1)
@@ -618,7 +622,7 @@ TEST_P(AdaptiveTest, DISABLED_ABimodalDependencyKeepsTheBand) {
 // alpha (3) calls or more, and it stops growing. The issue's own steps
 // (SettlesWithin20PercentOfCapacityWithin5s) have no jitter.
 TEST(VegasLimit, DISABLED_UpStepsWithJitterReachTheBandWithin5s) {
-  for (double jitter : {0.1, 0.2}) {
+  for (double jitter : {0.15, 0.2}) {
     EXPECT_EQ(SeedsMissingTheBand(Algorithm::kVegas, {{"before", 32},
                                                       {"doubled", 64}},
                                   jitter),
@@ -1002,8 +1006,17 @@ TEST(VegasLimit, DropsDecreaseAndProbeRelearnsTheBaseline) {
   absl::Time now = absl::UnixEpoch();
   const absl::Duration ms = absl::Milliseconds(1);
   limit.OnSample({now, 10 * ms, 20, false});  // baseline
+  // A drop in a window that shows no queue (a budget that only covered the
+  // mean handling): no loss; no queue, so it grows by beta.
   limit.OnSample({now, 10 * ms, 20, true});
-  EXPECT_EQ(limit.Current(), 19);
+  EXPECT_EQ(limit.Current(), 23);
+  // A drop in a window that shows alpha's queue (ceil(23 x (1 - 10/11)) =
+  // 3 >= 2, under beta's 3 + 1) alone: no loss (one window that high by
+  // chance); the second such window in a row: a loss.
+  limit.OnSample({now + ms, 11 * ms, 23, true});
+  EXPECT_EQ(limit.Current(), 23);
+  limit.OnSample({now + 2 * ms, 11 * ms, 23, true});
+  EXPECT_EQ(limit.Current(), 22);
   EXPECT_EQ(limit.Inputs().min_rtt, 10 * ms);
   // The baseline grows x5 (a slower dependency): within `limit` samples a
   // probe halves the limit; samples admitted before the halving are
