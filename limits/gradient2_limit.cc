@@ -49,14 +49,13 @@ void Gradient2Limit::OnSample(const Sample& s) {
   // handling times is 5% low often enough (1 in 15 at +-20% per call) to
   // hold the long average a few % under the handling time, and the limit's
   // climb with it.
-  long_ns_ = std::min(long_ns_, std::max(rtt, prev_ns_) *
-                                    options_.max_long_ratio);
-  prev_ns_ = rtt;
+  recent_.Add(rtt);
+  long_ns_ = std::min(long_ns_, recent_.Max() * options_.max_long_ratio);
   if (s.inflight < limit_ / 2) return;
   if (ApplyCheckStep(check_.OnSample(s, limit_, absl::Nanoseconds(baseline)),
                      options_.bounds, limit_, [&](absl::Duration rtt) {
-                       long_ns_ = prev_ns_ =
-                           std::max(1.0, absl::ToDoubleNanoseconds(rtt));
+                       long_ns_ = std::max(1.0, absl::ToDoubleNanoseconds(rtt));
+                       recent_.Fill(long_ns_);
                      })) {
     return;
   }

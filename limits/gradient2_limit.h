@@ -46,6 +46,7 @@
 #define REQCTX_LIMITS_GRADIENT2_LIMIT_H_
 
 #include "limits/limit.h"
+#include "limits/recent_max.h"
 #include "limits/slowdown_check.h"
 
 namespace reqctx::limits {
@@ -86,7 +87,7 @@ class Gradient2Limit final : public Limit {
   double limit_;
   double long_ns_ = 0;
   double last_ns_ = 0;
-  double prev_ns_ = 0;  // the sample before, for the long <= short rule
+  RecentMax<2> recent_;  // this sample and the one before: long <= short
   int64_t samples_ = 0;
 };
 

@@ -37,6 +37,19 @@ std::optional<absl::Duration> SlowdownCheck::Reading::Add(absl::Duration rtt) {
   return mean;
 }
 
+CheckStep SlowdownCheck::StartMeasuring(double l0, absl::Time at,
+                                       bool first) {
+  state_ = State::kMeasuring;
+  l0_ = l0;
+  reading_ = {};
+  since_ = at;
+  if (first) {
+    first_l0_ = l0;
+    first_r0_ = absl::ZeroDuration();
+  }
+  return Hold(l0_);
+}
+
 CheckStep SlowdownCheck::OnSample(const Sample& s, double limit,
                                   absl::Duration baseline) {
   const bool rising = options_.cut > 0 && baseline > absl::ZeroDuration() &&
@@ -58,12 +71,7 @@ CheckStep SlowdownCheck::OnSample(const Sample& s, double limit,
         return Hold(l0_ * (1 - options_.cut));
       }
       if (!rising) return {};
-      state_ = State::kMeasuring;
-      l0_ = first_l0_ = limit;
-      first_r0_ = absl::ZeroDuration();
-      reading_ = {};
-      since_ = s.end();
-      return Hold(l0_);
+      return StartMeasuring(limit, s.end(), /*first=*/true);
     case State::kFastCut:
       if (s.start < since_) return Hold(l0_ * (1 - options_.cut));
       state_ = State::kIdle;
@@ -94,11 +102,7 @@ CheckStep SlowdownCheck::OnSample(const Sample& s, double limit,
       // with 16 workers in limits_test.cc's model). Read r0 again, at L0,
       // on the server as it is now, as a first check.
       if (*r1 > r0_ * options_.rise) {
-        state_ = State::kMeasuring;
-        first_l0_ = l0_;
-        first_r0_ = absl::ZeroDuration();
-        since_ = s.end();
-        return Hold(l0_);
+        return StartMeasuring(l0_, s.end(), /*first=*/true);
       }
       // It fell with the limit: a queue; the algorithm cuts on.
       if (*r1 < r0_ * (1 - 0.75 * options_.cut)) {
@@ -144,11 +148,7 @@ CheckStep SlowdownCheck::OnSample(const Sample& s, double limit,
       // server misread as a queue -- a verdict taken at L0 above 1.29 C,
       // where even the cut queued -- is seen at last).
       if (limit <= l0_ / 2) {
-        state_ = State::kMeasuring;
-        l0_ = limit;
-        reading_ = {};
-        since_ = s.end();
-        return Hold(l0_);
+        return StartMeasuring(limit, s.end(), /*first=*/false);
       }
       return {};
   }

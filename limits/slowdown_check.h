@@ -151,6 +151,10 @@ class SlowdownCheck {
   CheckStep Hold(double limit) const {
     return {CheckStep::Kind::kHold, limit, absl::ZeroDuration()};
   }
+  // Reads r0 at limit `l0` from calls admitted from `at` on (kMeasuring);
+  // `first`: a first check of a rise (its l0 and r0 are where a slower-
+  // server verdict returns the limit to), else a re-check that keeps them.
+  CheckStep StartMeasuring(double l0, absl::Time at, bool first);
   struct Reading {
     absl::Duration sum = absl::ZeroDuration();
     int n = 0;

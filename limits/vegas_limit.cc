@@ -45,7 +45,7 @@ void VegasLimit::StartProbe(absl::Time at) {
 
 void VegasLimit::SetNoLoad(double ns) {
   no_load_ns_ = ns;
-  recent_.fill(ns);  // the next minimum takes a whole run again
+  recent_.Fill(ns);  // the next minimum takes a whole run again
 }
 
 void VegasLimit::OnSample(const Sample& s) {
@@ -72,8 +72,8 @@ void VegasLimit::OnSample(const Sample& s) {
   // (9% under the handling time in a slow phase of +-20% per call: a queue
   // estimate of 3 calls at 32, and the limit walked down to 22-26 of 32
   // workers in limits_test.cc's model; with runs of 3: 28-37).
-  recent_[next_recent_++ % kNoLoadRun] = rtt;
-  const double run = *std::max_element(recent_.begin(), recent_.end());
+  recent_.Add(rtt);
+  const double run = recent_.Max();
   if (no_load_ns_ == 0 || rtt < no_load_ns_) {
     queued_before_ = false;
     // Under half the baseline, a run of kNoLoadRun samples long: the server

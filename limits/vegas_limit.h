@@ -62,10 +62,10 @@
 #ifndef REQCTX_LIMITS_VEGAS_LIMIT_H_
 #define REQCTX_LIMITS_VEGAS_LIMIT_H_
 
-#include <array>
 #include <cstdint>
 
 #include "limits/limit.h"
+#include "limits/recent_max.h"
 #include "limits/slowdown_check.h"
 
 namespace reqctx::limits {
@@ -112,11 +112,10 @@ class VegasLimit final : public Limit {
 
   double no_load_ns_ = 0;  // 0: not known yet
   double last_ns_ = 0;
-  // The last kNoLoadRun samples (ring): a new no_load is the largest of
-  // them, when it is under the old one.
+  // The last kNoLoadRun samples: a new no_load is the largest of them,
+  // when it is under the old one.
   static constexpr int kNoLoadRun = 3;
-  std::array<double, kNoLoadRun> recent_{};
-  int64_t next_recent_ = 0;
+  RecentMax<kNoLoadRun> recent_;
   // Sets no_load (a probe's or the slowdown check's reading).
   void SetNoLoad(double ns);
   absl::Time grew_at_ = absl::InfinitePast();  // the last increase

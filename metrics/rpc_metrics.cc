@@ -416,6 +416,13 @@ const StreamMethodMetrics& StreamMethod(bool server, std::string_view method) {
   });
 }
 
+std::array<int64_t, kLimitOutcomes> PolicyMethodMetrics::LimitSampleCounts()
+    const {
+  std::array<int64_t, kLimitOutcomes> v;
+  for (int i = 0; i < kLimitOutcomes; ++i) v[i] = limit_samples[i]->Value();
+  return v;
+}
+
 const PolicyMethodMetrics& PolicyMethod(std::string_view method) {
   static auto* const table = new MethodTable<PolicyMethodMetrics>();
   return table->Get(method, [](const std::string& m) {

@@ -54,6 +54,7 @@
 
 #include <array>
 #include <atomic>
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -182,6 +183,10 @@ struct PolicyMethodMetrics {
   Counter* detached;
   // [outcome], indices as LimitOutcomeName's.
   std::array<Counter*, kLimitOutcomes> limit_samples;
+
+  // limit_samples' values now, by outcome (each read on its own: not one
+  // snapshot of the three while calls end).
+  std::array<int64_t, kLimitOutcomes> LimitSampleCounts() const;
 };
 // The handles for `method`, like ServerMethod's (same cache and bound).
 const PolicyMethodMetrics& PolicyMethod(std::string_view method);

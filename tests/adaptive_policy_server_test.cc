@@ -119,13 +119,7 @@ TEST_P(AdaptivePolicyServerTest, EachOutcomeIsCountedAndOnlyCoveredDeadlinesDrop
   ASSERT_TRUE(Start(o));
   const std::string method = "/echo.v1.Echo/Echo";
   const metrics::PolicyMethodMetrics& m = metrics::PolicyMethod(method);
-  auto outcomes = [&] {
-    std::array<int64_t, metrics::kLimitOutcomes> v;
-    for (int i = 0; i < metrics::kLimitOutcomes; ++i) {
-      v[i] = m.limit_samples[i]->Value();
-    }
-    return v;
-  };
+  auto outcomes = [&] { return m.LimitSampleCounts(); };
   const auto before = outcomes();
   // Handling times of 100 ms: the expected handling time.
   for (int i = 0; i < 8; ++i) {

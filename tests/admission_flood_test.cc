@@ -173,13 +173,7 @@ TEST_P(AdmissionFloodTest, CheapFloodsNeitherCollapseTheLimitNorLeak) {
   const int kRounds = testing::PlainOrSanitized(3, 1);
   // reqctx_policy_limit_samples_total{method,outcome} and kLimitDropped.
   const metrics::PolicyMethodMetrics& m = metrics::PolicyMethod(kMethod);
-  auto outcomes = [&] {
-    std::array<int64_t, metrics::kLimitOutcomes> v;
-    for (int i = 0; i < metrics::kLimitOutcomes; ++i) {
-      v[i] = m.limit_samples[i]->Value();
-    }
-    return v;
-  };
+  auto outcomes = [&] { return m.LimitSampleCounts(); };
   for (const Flood& f : floods) {
     // The last real call's sample is counted as its slot is given back,
     // which may be after its client has the answer: read the counters
