@@ -551,7 +551,7 @@ TEST_P(AdaptiveTest, HalvedThenSlowerIsNotHeldAtTheOldConcurrency) {
 int SeedsMissingTheBand(Algorithm a, const std::vector<Phase>& phases,
                         double jitter, double bimodal_share = 0,
                         double bimodal_factor = 1) {
-  int missed = 0, lowest = 1 << 30;
+  int missed = 0, lowest = 1 << 30, highest = 0, late = 0;
   for (uint32_t seed = 1; seed <= 20; ++seed) {
     auto limit = Make(Options(a));
     Server server(*limit, phases.front().capacity, kService,
@@ -567,6 +567,9 @@ int SeedsMissingTheBand(Algorithm a, const std::vector<Phase>& phases,
       const std::vector<Point> t = server.Run(absl::Seconds(20));
       auto [lo, hi] = Range(t, changed + absl::Seconds(5));
       lowest = std::min(lowest, 100 * lo / p.capacity);
+      highest = std::max(highest, 100 * hi / p.capacity);
+      if (SettledAt(t, Lo(p.capacity), Hi(p.capacity)) - changed >
+          absl::Seconds(5)) ++late;
       if (SettledAt(t, Lo(p.capacity), Hi(p.capacity)) - changed >
               absl::Seconds(5) ||
           lo < Lo(p.capacity) || hi > Hi(p.capacity)) {
@@ -575,8 +578,10 @@ int SeedsMissingTheBand(Algorithm a, const std::vector<Phase>& phases,
     }
     if (miss) ++missed;
   }
-  std::printf("%s: %d of 20 seeds miss the band (lowest %d%%)\n",
-              std::string(AlgorithmName(a)).c_str(), missed, lowest);
+  std::printf(
+      "%s: %d of 20 seeds miss the band (lowest %d%%, highest %d%%, %d "
+      "phases settled after 5 s)\n",
+      std::string(AlgorithmName(a)).c_str(), missed, lowest, highest, late);
   return missed;
 }
 
