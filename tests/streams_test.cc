@@ -1106,7 +1106,9 @@ TEST_P(StreamsTest, SilentPeerCutAtMessageWait) {
   std::unique_ptr<ClientOps> c = Start(setup);
   for (int i = 0; i < 3; ++i) {
     ASSERT_TRUE(c->Write(m));
-    if (kind() == Kind::kBidi) ASSERT_TRUE(c->Read(&m));
+    if (kind() == Kind::kBidi) {
+      ASSERT_TRUE(c->Read(&m));
+    }
   }
   ServerResult r = NextResult();
   EXPECT_TRUE(HasCode(r.status, grpc::StatusCode::DEADLINE_EXCEEDED))
