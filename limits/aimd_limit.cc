@@ -27,7 +27,9 @@ AimdLimit::AimdLimit(const AimdOptions& options)
 void AimdLimit::OnSample(const Sample& s) {
   inputs_.last_rtt = s.rtt;
   const double rtt = std::max(1.0, absl::ToDoubleNanoseconds(s.rtt));
-  fastest_ns_ = fastest_ns_ == 0 ? rtt : std::min(fastest_ns_, rtt);
+  if (fastest_ns_ == 0) run_.Fill(rtt);
+  run_.Add(rtt);
+  fastest_ns_ = fastest_ns_ == 0 ? rtt : std::min(fastest_ns_, run_.Max());
   // Within the timeout itself: the server is not slower.
   if (s.rtt <= options_.timeout) scale_ = 1;
   inputs_.queue_share =
