@@ -616,7 +616,22 @@ TEST_P(AdmissionFloodTest, JustCoveredBudgetsDoNotCollapseTheLimit) {
 // budget, 62 ms) is at least the expected handling, so the mean of the last
 // 64 handling times climbs to the budget, and from then on a late call's
 // budget no longer covers the expected handling (ClassifyEnd: kIgnore,
-// no sample). The queue's late calls hide themselves.
+// no sample). The queue's late calls hide themselves. Traced (aimd, a
+// print in Ended): of 3,240 calls with a deadline, 3,086 ended by it with
+// IsCancelled() true (the sync API reports a call past its deadline as
+// cancelled, so `canceled` is set and the cut call is learned whenever it
+// is >= expected), their budgets at admission 54-62 ms, and the expected
+// handling read 79.5 ms: above every budget (the handlers end 4-16 ms past
+// their deadlines on this loaded 2-core machine, and those overruns are
+// learned too). Tried, not committed: learn a call cut at its deadline
+// only when its handler ran on >= expected / 2 past it (and a client-
+// canceled one never): aimd came down 64 -> 30 (20-38) in 3.5 s with
+// ~1,070 drops, but gradient (69) and vegas (61) did not in that time,
+// ~1,200-6,600 calls were still kIgnore (scheduling overruns >= 25 ms
+// still lifted the expected handling to 70-72 ms), and overload_bench
+// (which the lead runs) was not measured. A sounder direction: classify
+// drops against the mean of calls that completed (not cut short), kept
+// apart from the handling time the queue estimates use.
 // --gtest_also_run_disabled_tests runs it.
 TEST_P(AdmissionFloodTest, DISABLED_AQueueWithTightBudgetsStillBrakes) {
   Cores cores(kCores, kWork, 0.2);
