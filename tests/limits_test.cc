@@ -86,6 +86,11 @@ class Server {
   // the budget covered the mean handling time (LoadShedder's ClassifyEnd,
   // expected = service x slowdown).
   void SetDrops(bool on) { drops_ = on; }
+  // From now on a call whose handling would run past its budget ends at
+  // it (the server cuts it at its deadline, as a real one does): its
+  // sample's rtt is its budget, and its worker is free from then on (or
+  // never taken, when the deadline passes while it waits).
+  void SetCutAtBudget(bool on) { cut_ = on; }
   // From now on a `share` of the calls (drawn from the jitter generator)
   // take `factor` x their handling time (a bimodal dependency); 0: none.
   void SetBimodal(double share, double factor) {
@@ -106,7 +111,8 @@ class Server {
       s.rtt = c.end - c.start;
       s.inflight = c.inflight;
       s.budget = c.budget;
-      s.dropped = drops_ && s.rtt > c.budget &&
+      // (A cut call ends exactly at its budget.)
+      s.dropped = drops_ && (cut_ ? s.rtt >= c.budget : s.rtt > c.budget) &&
                   c.budget >= service_ * slowdown_;
       limit_.OnSample(s);
       Admit();
@@ -136,9 +142,10 @@ class Server {
           x *= slow_factor_;
         }
       }
-      const absl::Time end = std::max(now_, free) + service_ * x;
-      workers_.push(end);
+      absl::Time end = std::max(now_, free) + service_ * x;
       const absl::Duration budget = budgets_[next_budget_++ % budgets_.size()];
+      if (cut_ && end - now_ > budget) end = now_ + budget;
+      workers_.push(std::max(free, end));
       calls_.push({now_, end, static_cast<int>(calls_.size()) + 1, budget});
     }
   }
@@ -151,6 +158,7 @@ class Server {
   double jitter_ = 0;
   uint32_t seed_ = 1;
   bool drops_ = false;
+  bool cut_ = false;
   double slow_share_ = 0;
   double slow_factor_ = 1;
   std::priority_queue<absl::Time, std::vector<absl::Time>,
@@ -686,6 +694,81 @@ TEST_P(AdaptiveTest, DISABLED_HostileBudgetScan) {
       SeedsMissingWithHostileBudgets(
           GetParam(), {{"before", 32}, {"halved", 16}, {"restored", 32}},
           hostile, 1.01, jitter);
+    }
+  }
+}
+
+// Attack review of 62d8b53: a real queue whose late calls are cut at their
+// deadlines (SetCutAtBudget: the sample's rtt is the budget) must still
+// brake. Every caller's budget is `factor` x the service time; the
+// capacity halves (32 -> 16) under a limit set for 32. Prints, over 10
+// seeds, how many runs miss the band of 16 after the halving, and the
+// mean of the runs' highest limit 5 s or more after it.
+int HalvedWithCutCalls(Algorithm a, double factor, double jitter) {
+  int missed = 0;
+  double high_sum = 0, low_sum = 0;
+  for (uint32_t seed = 1; seed <= 10; ++seed) {
+    auto limit = Make(Options(a));
+    Server server(*limit, 32, kService, absl::UnixEpoch());
+    server.SetJitter(jitter);
+    server.SetSeed(seed);
+    server.SetBudget(kService * factor);
+    server.SetDrops(true);
+    server.SetCutAtBudget(true);
+    server.Run(absl::Seconds(20));
+    const absl::Time changed = server.now();
+    server.SetCapacity(16);
+    const std::vector<Point> t = server.Run(absl::Seconds(20));
+    auto [lo, hi] = Range(t, changed + absl::Seconds(5));
+    high_sum += hi;
+    low_sum += lo;
+    if (SettledAt(t, Lo(16), Hi(16)) - changed > absl::Seconds(5) ||
+        lo < Lo(16) || hi > Hi(16)) {
+      ++missed;
+    }
+  }
+  std::printf("%-8s budgets x%.2f jitter +-%.0f%%, cut at the deadline, "
+              "32 -> 16 workers: %d of 10 seeds miss the band (after 5 s: "
+              "mean lowest %.1f, mean highest %.1f)\n",
+              std::string(AlgorithmName(a)).c_str(), factor, 100 * jitter,
+              missed, low_sum / 10, high_sum / 10);
+  return missed;
+}
+
+// Measured, seeds of 10 missing the band of 16 (mean highest limit 5 s or
+// more after the halving), every caller's budget x1.02 / x1.05 the service:
+//                       before 62d8b53           62d8b53
+//   aimd   +-0%         0 (17)   0 (17)          10 (250)  10 (348)
+//          +-10%       10 (2.3) 10 (3.0)         10 (391)  10 (20)
+//          +-20%       10 (2.2) 10 (2.5)         10 (22)   10 (20)
+//   vegas  +-0%         0 (18)   0 (18)          10 (53)   10 (24)
+//          +-10%       10 (2.0) 10 (4.1)         10 (26)   10 (21)
+//          +-20%       10 (2.0) 10 (2.3)          9 (21)    9 (21)
+// (x1.10 and up: the two alike but for aimd at x1.50 +-20%, 5 -> 7 seeds,
+// highest 19.5 -> 59). So 62d8b53 trades the collapse for a lost brake:
+// a cut call's rtt is its budget, at or under AIMD's `quiet` ((fastest +
+// 1.1 x S) / 2 = 1.05 S) and under its timeout, and for Vegas a queue
+// estimate of ceil(L x (1 - 1/1.02)) < alpha until L is far above the
+// workers: no window ever shows a queue, so no drop is a loss, and AIMD,
+// whose rtt never passes the timeout either, climbs a call per window
+// towards bounds.max (500). The gate reads the queue from handling times
+// that the deadlines themselves cap. A direction, not tried: let the
+// window's dropped share count too (a queue makes nearly every call late:
+// +-0% here, 100%; callers whose budgets only cover the mean, about half
+// of their own calls), which needs the share in Sample. Gradient2 does not
+// read drops and runs away alike before and after (its rtt is capped
+// too: highest 500 at x1.02). --gtest_also_run_disabled_tests runs it.
+TEST_P(AdaptiveTest, DISABLED_ACutQueueWithTightBudgetsStillBrakes) {
+  for (double jitter : {0.0, 0.1}) {
+    for (double factor : {1.02, 1.05}) {
+      EXPECT_EQ(HalvedWithCutCalls(GetParam(), factor, jitter), 0)
+          << AlgorithmName(GetParam()) << " x" << factor << " +-" << jitter;
+    }
+  }
+  // The rest of the scan, printed only.
+  for (double jitter : {0.0, 0.1, 0.2}) {
+    for (double factor : {1.1, 1.25, 1.5}) {
+      HalvedWithCutCalls(GetParam(), factor, jitter);
     }
   }
 }
