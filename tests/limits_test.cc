@@ -751,13 +751,26 @@ int HalvedWithCutCalls(Algorithm a, double factor, double jitter) {
 // estimate of ceil(L x (1 - 1/1.02)) < alpha until L is far above the
 // workers: no window ever shows a queue, so no drop is a loss, and AIMD,
 // whose rtt never passes the timeout either, climbs a call per window
-// towards bounds.max (500). The gate reads the queue from handling times
-// that the deadlines themselves cap. A direction, not tried: let the
-// window's dropped share count too (a queue makes nearly every call late:
-// +-0% here, 100%; callers whose budgets only cover the mean, about half
-// of their own calls), which needs the share in Sample. Gradient2 does not
-// read drops and runs away alike before and after (its rtt is capped
-// too: highest 500 at x1.02). --gtest_also_run_disabled_tests runs it.
+// towards bounds.max (500). The gate read the queue from handling times
+// that the deadlines themselves cap. Fixed for +-0%: a window of which at
+// least kQueueDropShare (3/4) of the calls were dropped is a queue
+// whatever its handling time (Sample::dropped_share; a queue makes nearly
+// every call late, callers whose budgets only cover the mean about half
+// of their own calls): aimd 0 (18) 0 (18), vegas 0 (19) 0 (19)
+// (ACutQueueWithTightBudgetsBrakes). Left open, +-10%: aimd 9 (19.9) 10
+// (20.0), vegas 10 (21.4) 10 (21.6) -- next to the band (Hi(16) = 19), no
+// longer 391 nor 2; DISABLED_ for that. HostileBudgetScan's figures do not
+// move with the fix. Gradient2 does not read drops and runs away alike
+// before and after (its rtt is capped too: highest 500 at x1.02).
+// --gtest_also_run_disabled_tests runs it.
+TEST_P(AdaptiveTest, ACutQueueWithTightBudgetsBrakes) {
+  if (GetParam() == Algorithm::kGradient) GTEST_SKIP() << "reads no drops";
+  for (double factor : {1.02, 1.05}) {
+    EXPECT_EQ(HalvedWithCutCalls(GetParam(), factor, 0), 0)
+        << AlgorithmName(GetParam()) << " x" << factor;
+  }
+}
+
 TEST_P(AdaptiveTest, DISABLED_ACutQueueWithTightBudgetsStillBrakes) {
   for (double jitter : {0.0, 0.1}) {
     for (double factor : {1.02, 1.05}) {
