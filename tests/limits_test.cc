@@ -662,7 +662,9 @@ int SeedsMissingWithHostileBudgets(Algorithm a,
 //   +-30%    aimd   0 (93)  10 (18) 10 (6) 10 (6)  0 (93)  8 (43) 6 (40) 8 (31)
 //            vegas  2 (65)  10 (6)  10 (6) 10 (6)  2 (65)  6 (15) 7 (15) 7 (15)
 // (x1.05 and x1.10 alike, except that x1.10 at +-10% never dropped before
-// either). Bursts of hostile calls (30%, drops in some windows only) at
+// either). Every caller so (100%), 62d8b53 and with the dropped-share rule
+// alike: aimd 0 / 2 / 10 seeds at +-10 / 20 / 30% (min 93 / 75 / 25%),
+// vegas 0 / 3 / 7 (min 87-90 / 56 / 15%). Bursts of hostile calls (30%, drops in some windows only) at
 // +-20%: aimd 2 / 1 / 0 seeds (bursts of 20 / 40 / 80 calls), vegas 2 / 1
 // / 1 (before: all 10, or 7-9 for vegas at 40-80). Capacity halved and
 // restored with 30% hostile at +-20%: lowest aimd 65%, vegas 25% (93% and
@@ -674,7 +676,7 @@ int SeedsMissingWithHostileBudgets(Algorithm a,
 TEST_P(AdaptiveTest, DISABLED_HostileBudgetScan) {
   const std::vector<Phase> steady = {{"up", 32}, {"steady", 32}};
   for (double jitter : {0.1, 0.2, 0.3}) {
-    for (double hostile : {0.0, 0.1, 0.3, 0.5}) {
+    for (double hostile : {0.0, 0.1, 0.3, 0.5, 1.0}) {
       for (double factor : {1.01, 1.05, 1.1}) {
         SeedsMissingWithHostileBudgets(GetParam(), steady, hostile, factor,
                                        jitter);
