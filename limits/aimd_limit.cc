@@ -57,8 +57,13 @@ void AimdLimit::OnSample(const Sample& s) {
   // call's own spread past a budget that only covered the mean (a caller's
   // choice), not a late call the limit made. Without a timeout there is
   // no handling time to read a queue against: every drop is a loss.
+  // A window whose calls were nearly all dropped is a queue whatever its
+  // handling time: a queue's late calls are cut at their budgets, and with
+  // budgets under `quiet` no window mean would ever show it
+  // (limits_test.cc's ACutQueueWithTightBudgetsStillBrakes).
   const bool queue_lasts = timeout == absl::ZeroDuration() ||
-                           (!no_queue && queue_before_);
+                           (!no_queue && queue_before_) ||
+                           s.dropped_share >= kQueueDropShare;
   queue_before_ = !no_queue;
   if ((s.dropped && queue_lasts) || over) {
     // One decrease per round trip (TCP's rule): a sample holding calls

@@ -6,7 +6,8 @@
 //   * dropped (deadline hit while handled) -- with a timeout, only while
 //     this sample and the one before show a queue (handling time above
 //     `quiet`, halfway from the fastest window x the timeout's scale to the
-//     scaled timeout) -- or handling time >
+//     scaled timeout), or whose window had at least kQueueDropShare of its
+//     calls dropped (Sample::dropped_share) -- or handling time >
 //     `timeout` when a timeout is set: limit = limit x backoff_ratio -- once
 //     per round trip, as TCP does: a sample (window) holding a call
 //     admitted before the last decrease changes nothing (its latency shows

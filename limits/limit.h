@@ -52,6 +52,9 @@ enum class Outcome {
 };
 
 // One admitted call, reported when its slot is given back.
+// See Sample::dropped_share.
+inline constexpr double kQueueDropShare = 0.75;
+
 struct Sample {
   absl::Time start;      // when the call was admitted (got its slot); for a
                          // window (windowed_limit.h), its earliest admission
@@ -70,6 +73,13 @@ struct Sample {
   // When the sample was taken: a window's close; InfinitePast: start + rtt
   // (one call).
   absl::Time taken = absl::InfinitePast();
+  // A window: the share of its calls that were dropped (WindowedLimit);
+  // 0 when not known (one call fed directly). AIMD (with a timeout) and
+  // Vegas read a drop as a loss, whatever the handling time shows, when at
+  // least kQueueDropShare of a window's calls were dropped: a queue makes
+  // nearly every call late, and cuts its late calls' handling times at
+  // their budgets, which can hide it from the handling time.
+  double dropped_share = 0;
   absl::Time end() const {
     return taken == absl::InfinitePast() ? start + rtt : taken;
   }

@@ -106,7 +106,10 @@ void VegasLimit::OnSample(const Sample& s) {
   // Otherwise it is a call's own spread past a budget that only covered the
   // mean (a caller's choice), not a late call the limit made.
   const bool queued = queue_ >= options_.alpha * log;
-  const bool loss = s.dropped && queued && queued_before_;
+  // A window whose calls were nearly all dropped is a queue whatever its
+  // handling time (Sample::dropped_share).
+  const bool loss = s.dropped && ((queued && queued_before_) ||
+                                  s.dropped_share >= kQueueDropShare);
   queued_before_ = queued;
   if (samples_ <= options_.bounds.warmup_samples) return;
   double next;

@@ -31,7 +31,8 @@
 //             server runs without waiting;
 //   with L = max(1, floor(log10(limit))):
 //     dropped (deadline hit) while this sample and the one before show
-//     queue >= alpha x L            -> limit - L (no step of a run toward
+//     queue >= alpha x L, or with at least kQueueDropShare of the
+//     window's calls dropped        -> limit - L (no step of a run toward
 //                                      a probe: the baseline stands)
 //     inflight x 2 < limit          -> unchanged (application-limited)
 //     queue >  beta x L             -> limit - L (before the drop rule)

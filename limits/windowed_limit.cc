@@ -60,6 +60,7 @@ void WindowedLimit::OnSample(const Sample& s) {
     // Application-limited: under half the limit in flight (the rule AIMD
     // and Vegas grow by), so the limit did not make its calls late.
     const bool app_limited = max_inflight_ * 2 < inner_->Current();
+    w.dropped_share = static_cast<double>(dropped_) / count_;
     w.dropped = dropped_ > options_.drop_share * count_ ||
                 (dropped_ > 0 && !app_limited);
     inner_->OnSample(w);

@@ -20,6 +20,7 @@
 #include <condition_variable>
 #include <cstdio>
 #include <mutex>
+#include <random>
 #include <string>
 #include <thread>
 #include <utility>
@@ -424,6 +425,247 @@ TEST(RefusalCapFloodTest, BelowMinimumFloodDoesNotTurnSheddingOff) {
               static_cast<long long>(c[policy::PolicyCounter::kRefusalsCapped]));
   EXPECT_GT(alone, 0.2);
   EXPECT_GE(flooded, alone / 2);
+}
+
+// Simulated cores for the echo server's before_work hook (as
+// bench/overload_bench.cc's CorePool): `n` calls at a time hold one for
+// work x (1 + jitter x u), u uniform in [-1, 1]; the others wait for one,
+// each until its Context ends. Capacity: n / work calls per second, and the
+// right limit is n (plus the calls between cores).
+class Cores {
+ public:
+  Cores(int n, absl::Duration work, double jitter)
+      : work_(work), jitter_(jitter), free_(n) {}
+  void Work(const Context& ctx) {
+    absl::Duration d;
+    {
+      std::unique_lock<std::mutex> l(mu_);
+      while (free_ == 0) {
+        if (ctx.IsDone()) return;
+        cv_.wait_for(l, std::chrono::milliseconds(2));
+      }
+      --free_;
+      d = work_ * (1 + jitter_ * spread_(random_));
+    }
+    ctx.Done().WaitFor(d);
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      ++free_;
+    }
+    cv_.notify_one();
+  }
+
+ private:
+  const absl::Duration work_;
+  const double jitter_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  int free_;                                              // guarded by mu_
+  std::mt19937 random_{1};                                // guarded by mu_
+  std::uniform_real_distribution<double> spread_{-1, 1};  // guarded by mu_
+};
+
+// Closed-loop callers of a server: each sends calls (no work of the echo
+// service's own: the cores do it) with `budget` until `stop`, bounded by
+// `bound`; a refused call waits 5 ms before the next.
+struct CallerCounts {
+  std::atomic<int> ok{0}, late{0}, refused{0}, other{0};
+};
+std::vector<std::thread> StartCallers(echo::EchoServer& server, int n,
+                                      absl::Duration budget,
+                                      const std::atomic<bool>& stop,
+                                      absl::Time bound, CallerCounts& counts) {
+  std::vector<std::thread> threads;
+  for (int t = 0; t < n; ++t) {
+    threads.emplace_back([&server, budget, &stop, bound, &counts] {
+      auto stub = testing::NewStub(server);
+      while (!stop.load() && absl::Now() < bound) {
+        grpc::ClientContext cc;
+        cc.set_deadline(absl::ToChronoTime(absl::Now() + budget));
+        EchoRequest req;
+        req.set_message("core");
+        EchoResponse resp;
+        const grpc::Status st = stub->Echo(&cc, req, &resp);
+        if (st.ok()) {
+          counts.ok.fetch_add(1);
+        } else if (st.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+          counts.late.fetch_add(1);
+        } else if (st.error_code() ==
+                   grpc::StatusCode::RESOURCE_EXHAUSTED) {
+          counts.refused.fetch_add(1);
+          absl::SleepFor(absl::Milliseconds(5));
+        } else {
+          counts.other.fetch_add(1);
+        }
+      }
+    });
+  }
+  return threads;
+}
+
+// The limit read every 20 ms for `d`: mean and lowest.
+struct LimitReading {
+  double mean = 0;
+  int low = 0;
+  int high = 0;
+};
+LimitReading ReadLimit(echo::EchoServer& server, absl::Duration d) {
+  LimitReading r{0, 1 << 30, 0};
+  int n = 0;
+  const absl::Time end = absl::Now() + d;
+  while (absl::Now() < end) {
+    const int l = server.server_policy().LimiterStats(kMethod)->limit;
+    r.mean += l;
+    r.low = std::min(r.low, l);
+    r.high = std::max(r.high, l);
+    ++n;
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  r.mean /= std::max(1, n);
+  return r;
+}
+
+// A server of kCores simulated cores (work 50 ms +-20%), adaptive limit as
+// overload_bench configures it (AIMD's timeout 1.1 x work).
+constexpr int kCores = 8;
+constexpr absl::Duration kWork = absl::Milliseconds(50);
+echo::EchoServerOptions CoreServerOptions(limits::Algorithm a, Cores& cores) {
+  echo::EchoServerOptions o{.name = "cores", .workers = 1};
+  policy::MethodPolicy& p = o.server_policy.defaults;
+  p.limit.algorithm = a;
+  p.expected_handling = kWork;
+  p.learned_warmup = 50;
+  p.limit.aimd.timeout = kWork * 1.1;
+  o.before_work = [&cores](const Context& ctx) { cores.Work(ctx); };
+  return o;
+}
+
+// Attack review of 62d8b53 on a real server: 5 honest callers (closed
+// loop, 2 s deadlines) keep a server of 8 cores (work 50 ms +-20%) busy,
+// then 3 hostile callers add calls whose grpc-timeout is 1.05 x the work
+// (admitted: it covers the expected handling), so that about 40% of them
+// run into their deadlines by the work's own spread -- drops (60-70 in the
+// 3 s). Together they use the 8 cores: the right limit is 8 or more, and
+// the hostile calls must not take it below. Measured (plain build, limit
+// read every 20 ms for 2.5 s of the attack, mean (lowest)):
+//              before 62d8b53                       62d8b53
+//   aimd       9.7 (6), 9.3 (6), 9.2 (6), 12.8 (8)  17.6 (15), 17.1 (14),
+//                                                   16.3 (14)
+//   vegas      5.5 (2), 7.6 (3), 10.8 (7), 14.6 (6) 18.7 (16), 21.4 (20),
+//                                                   20.8 (18)
+//   gradient   20 (20) (does not read drops)        20 (20)
+// (before, up to 726 of the hostile calls were refused: the limit under
+// the 8 calls in flight).
+TEST_P(AdmissionFloodTest, JustCoveredBudgetsDoNotCollapseTheLimit) {
+  constexpr int kHonest = kCores - 3;
+  constexpr int kHostile = 3;
+  Cores cores(kCores, kWork, 0.2);
+  auto started = echo::EchoServer::Start(CoreServerOptions(GetParam(), cores));
+  ASSERT_TRUE(started.ok()) << started.status();
+  echo::EchoServer& server = **started;
+  const absl::Time bound = absl::Now() + testing::kWaitBound * 3;
+  std::atomic<bool> stop{false}, stop_hostile{false};
+  CallerCounts honest, hostile;
+  std::vector<std::thread> threads =
+      StartCallers(server, kHonest, absl::Seconds(2), stop, bound, honest);
+  absl::SleepFor(absl::Milliseconds(1500));  // settle (not synchronisation)
+  const LimitReading alone = ReadLimit(server, absl::Milliseconds(1500));
+  const int64_t dropped_before =
+      server.server_policy().Counters()[policy::PolicyCounter::kLimitDropped];
+  std::vector<std::thread> attackers = StartCallers(
+      server, kHostile, kWork * 1.05, stop_hostile, bound, hostile);
+  absl::SleepFor(absl::Milliseconds(500));
+  const LimitReading attacked = ReadLimit(server, absl::Milliseconds(2500));
+  const int64_t dropped =
+      server.server_policy().Counters()[policy::PolicyCounter::kLimitDropped] -
+      dropped_before;
+  stop_hostile.store(true);
+  for (std::thread& t : attackers) t.join();
+  stop.store(true);
+  for (std::thread& t : threads) t.join();
+  std::printf(
+      "[%s] limit alone: mean %.1f (%d-%d); with the hostile caller: mean "
+      "%.1f (%d-%d); hostile ok %d late %d refused %d; honest ok %d late %d "
+      "refused %d; drops %lld, samples %lld\n",
+      std::string(limits::AlgorithmName(GetParam())).c_str(), alone.mean,
+      alone.low, alone.high, attacked.mean, attacked.low, attacked.high,
+      hostile.ok.load(), hostile.late.load(), hostile.refused.load(),
+      honest.ok.load(), honest.late.load(), honest.refused.load(),
+      static_cast<long long>(dropped),
+      static_cast<long long>(
+          server.server_policy().LimiterStats(kMethod)->inputs.samples));
+  EXPECT_GE(attacked.mean, 1.5 * kCores);
+  EXPECT_GE(attacked.low, kCores);
+}
+
+// Attack review of 62d8b53: does a real queue still brake? 80 closed-loop
+// callers with budgets of 1.25 x the work, against 8 cores and a limit
+// started at 64: the limit should come down near the cores. It does not,
+// on any algorithm, before 62d8b53 as after (not the drop gate): measured
+// (plain build), the limit stays at 64 (57-64) for 3.5 s, about 3,500 of
+// 3,600 calls end late and ~1% succeed; only 4-7 window samples are taken
+// (the limit never leaves its 5-sample warm-up), for the outcomes are
+// ~2,700-5,600 kIgnore against 30-150 kDropped. Why: server_policy.cc's
+// Ended learns a call cut at its deadline when its handling time (= its
+// budget, 62 ms) is at least the expected handling, so the mean of the last
+// 64 handling times climbs to the budget, and from then on a late call's
+// budget no longer covers the expected handling (ClassifyEnd: kIgnore,
+// no sample). The queue's late calls hide themselves. Traced (aimd, a
+// print in Ended): of 3,240 calls with a deadline, 3,086 ended by it with
+// IsCancelled() true (the sync API reports a call past its deadline as
+// cancelled, so `canceled` is set and the cut call is learned whenever it
+// is >= expected), their budgets at admission 54-62 ms, and the expected
+// handling read 79.5 ms: above every budget (the handlers end 4-16 ms past
+// their deadlines on this loaded 2-core machine, and those overruns are
+// learned too). Tried, not committed: learn a call cut at its deadline
+// only when its handler ran on >= expected / 2 past it (and a client-
+// canceled one never): aimd came down 64 -> 30 (20-38) in 3.5 s with
+// ~1,070 drops, but gradient (69) and vegas (61) did not in that time,
+// ~1,200-6,600 calls were still kIgnore (scheduling overruns >= 25 ms
+// still lifted the expected handling to 70-72 ms), and overload_bench
+// (which the lead runs) was not measured. A sounder direction: classify
+// drops against the mean of calls that completed (not cut short), kept
+// apart from the handling time the queue estimates use.
+// --gtest_also_run_disabled_tests runs it.
+TEST_P(AdmissionFloodTest, DISABLED_AQueueWithTightBudgetsStillBrakes) {
+  Cores cores(kCores, kWork, 0.2);
+  echo::EchoServerOptions o = CoreServerOptions(GetParam(), cores);
+  limits::LimitOptions& l = o.server_policy.defaults.limit;
+  for (limits::LimitBounds* b :
+       {&l.aimd.bounds, &l.gradient.bounds, &l.vegas.bounds}) {
+    *b = {/*initial=*/8 * kCores, /*min=*/1, /*max=*/16 * kCores,
+          /*warmup_samples=*/5};
+  }
+  auto started = echo::EchoServer::Start(o);
+  ASSERT_TRUE(started.ok()) << started.status();
+  echo::EchoServer& server = **started;
+  const absl::Time bound = absl::Now() + testing::kWaitBound * 3;
+  std::atomic<bool> stop{false};
+  CallerCounts counts;
+  std::vector<std::thread> threads =
+      StartCallers(server, 10 * kCores, kWork * 1.25, stop, bound, counts);
+  const LimitReading first = ReadLimit(server, absl::Milliseconds(2000));
+  const LimitReading last = ReadLimit(server, absl::Milliseconds(1500));
+  stop.store(true);
+  for (std::thread& t : threads) t.join();
+  std::printf(
+      "[%s] queue brake: limit first 2 s mean %.1f (%d-%d), next 1.5 s mean "
+      "%.1f (%d-%d); ok %d late %d refused %d; drops %lld, samples %lld, "
+      "call outcomes: success %lld ignore %lld dropped %lld\n",
+      std::string(limits::AlgorithmName(GetParam())).c_str(), first.mean,
+      first.low, first.high, last.mean, last.low, last.high, counts.ok.load(),
+      counts.late.load(), counts.refused.load(),
+      static_cast<long long>(server.server_policy()
+                                 .Counters()[policy::PolicyCounter::kLimitDropped]),
+      static_cast<long long>(
+          server.server_policy().LimiterStats(kMethod)->inputs.samples),
+      static_cast<long long>(
+          metrics::PolicyMethod(kMethod).limit_samples[0]->Value()),
+      static_cast<long long>(
+          metrics::PolicyMethod(kMethod).limit_samples[1]->Value()),
+      static_cast<long long>(
+          metrics::PolicyMethod(kMethod).limit_samples[2]->Value()));
+  EXPECT_LE(last.mean, 3 * kCores);
 }
 
 INSTANTIATE_TEST_SUITE_P(Algorithms, AdmissionFloodTest,

@@ -86,6 +86,11 @@ class Server {
   // the budget covered the mean handling time (LoadShedder's ClassifyEnd,
   // expected = service x slowdown).
   void SetDrops(bool on) { drops_ = on; }
+  // From now on a call whose handling would run past its budget ends at
+  // it (the server cuts it at its deadline, as a real one does): its
+  // sample's rtt is its budget, and its worker is free from then on (or
+  // never taken, when the deadline passes while it waits).
+  void SetCutAtBudget(bool on) { cut_ = on; }
   // From now on a `share` of the calls (drawn from the jitter generator)
   // take `factor` x their handling time (a bimodal dependency); 0: none.
   void SetBimodal(double share, double factor) {
@@ -106,7 +111,8 @@ class Server {
       s.rtt = c.end - c.start;
       s.inflight = c.inflight;
       s.budget = c.budget;
-      s.dropped = drops_ && s.rtt > c.budget &&
+      // (A cut call ends exactly at its budget.)
+      s.dropped = drops_ && (cut_ ? s.rtt >= c.budget : s.rtt > c.budget) &&
                   c.budget >= service_ * slowdown_;
       limit_.OnSample(s);
       Admit();
@@ -136,9 +142,10 @@ class Server {
           x *= slow_factor_;
         }
       }
-      const absl::Time end = std::max(now_, free) + service_ * x;
-      workers_.push(end);
+      absl::Time end = std::max(now_, free) + service_ * x;
       const absl::Duration budget = budgets_[next_budget_++ % budgets_.size()];
+      if (cut_ && end - now_ > budget) end = now_ + budget;
+      workers_.push(std::max(free, end));
       calls_.push({now_, end, static_cast<int>(calls_.size()) + 1, budget});
     }
   }
@@ -151,6 +158,7 @@ class Server {
   double jitter_ = 0;
   uint32_t seed_ = 1;
   bool drops_ = false;
+  bool cut_ = false;
   double slow_share_ = 0;
   double slow_factor_ = 1;
   std::priority_queue<absl::Time, std::vector<absl::Time>,
@@ -585,6 +593,206 @@ int SeedsMissingTheBand(Algorithm a, const std::vector<Phase>& phases,
       "phases settled after 5 s)\n",
       std::string(AlgorithmName(a)).c_str(), missed, lowest, highest, late);
   return missed;
+}
+
+// Of `seeds` jitter seeds, how many runs of `phases` (20 s each) with
+// drops on and a `hostile` share of the calls sent with budgets of
+// `factor` x the service time miss the band (as SeedsMissingTheBand).
+// `burst` > 0: the hostile calls come in bursts, `burst` calls in a row
+// with hostile budgets, then `burst` x (1 / hostile - 1) calls without
+// (drops concentrated in some windows, none in the others). Prints the
+// mean and the lowest of the runs' lowest limits after 5 s (% of
+// capacity).
+int SeedsMissingWithHostileBudgets(Algorithm a,
+                                   const std::vector<Phase>& phases,
+                                   double hostile, double factor,
+                                   double jitter, int burst = 0,
+                                   int seeds = 10) {
+  std::vector<absl::Duration> budgets;
+  if (burst > 0) {
+    const int quiet = static_cast<int>(std::lround(burst * (1 / hostile - 1)));
+    budgets.assign(burst, kService * factor);
+    budgets.insert(budgets.end(), quiet, absl::InfiniteDuration());
+  } else {
+    budgets.assign(10, absl::InfiniteDuration());
+    for (int i = 0; i < static_cast<int>(std::lround(hostile * 10)); ++i) {
+      budgets[i] = kService * factor;
+    }
+  }
+  int missed = 0, lowest = 1 << 30;
+  double sum = 0;
+  for (uint32_t seed = 1; seed <= static_cast<uint32_t>(seeds); ++seed) {
+    auto limit = Make(Options(a));
+    Server server(*limit, phases.front().capacity, kService,
+                  absl::UnixEpoch());
+    server.SetJitter(jitter);
+    server.SetSeed(seed);
+    server.SetBudgets(budgets);
+    server.SetDrops(true);
+    bool miss = false;
+    int run_low = 1 << 30;
+    for (const Phase& p : phases) {
+      const absl::Time changed = server.now();
+      server.SetCapacity(p.capacity);
+      server.SetSlowdown(p.slowdown);
+      const std::vector<Point> t = server.Run(absl::Seconds(20));
+      auto [lo, hi] = Range(t, changed + absl::Seconds(5));
+      run_low = std::min(run_low, 100 * lo / p.capacity);
+      if (SettledAt(t, Lo(p.capacity), Hi(p.capacity)) - changed >
+              absl::Seconds(5) ||
+          lo < Lo(p.capacity) || hi > Hi(p.capacity)) {
+        miss = true;
+      }
+    }
+    lowest = std::min(lowest, run_low);
+    sum += run_low;
+    if (miss) ++missed;
+  }
+  std::printf("%-8s hostile %.0f%% x%.2f jitter +-%.0f%% burst %d: %d of %d "
+              "seeds miss the band (lowest limit after 5 s: mean %.0f%%, "
+              "min %d%%)\n",
+              std::string(AlgorithmName(a)).c_str(), 100 * hostile, factor,
+              100 * jitter, burst, missed, seeds, sum / seeds, lowest);
+  return missed;
+}
+
+// Attack review of 62d8b53: a scan (prints only) of hostile shares,
+// budgets (x the mean handling), jitter and bursts against the drop gate
+// (SeedsMissingWithHostileBudgets, 10 seeds, 32 workers). Measured, seeds
+// missing the band (min of the runs' lowest limits after 5 s, % of 32),
+// for hostile shares 0 (no such callers) / 10% / 30% / 50% at x1.01:
+//            before 62d8b53                       62d8b53
+//   +-10%    aimd   0 (100) 10 (15) 10 (6) 10 (6)  0 (100) 0 (90) 0 (90) 0 (96)
+//            vegas  0 (103) 10 (6)  10 (6) 10 (6)  0 (103) 0 (90) 0 (87) 0 (87)
+//   +-20%    aimd   0 (96)  10 (15) 10 (6) 10 (6)  0 (96)  1 (78) 2 (78) 4 (75)
+//            vegas  0 (96)  10 (6)  10 (6) 10 (6)  0 (96)  4 (56) 3 (56) 3 (56)
+//   +-30%    aimd   0 (93)  10 (18) 10 (6) 10 (6)  0 (93)  8 (43) 6 (40) 8 (31)
+//            vegas  2 (65)  10 (6)  10 (6) 10 (6)  2 (65)  6 (15) 7 (15) 7 (15)
+// (x1.05 and x1.10 alike, except that x1.10 at +-10% never dropped before
+// either). Every caller so (100%), 62d8b53 and with the dropped-share rule
+// alike: aimd 0 / 2 / 10 seeds at +-10 / 20 / 30% (min 93 / 75 / 25%),
+// vegas 0 / 3 / 7 (min 87-90 / 56 / 15%). Bursts of hostile calls (30%, drops in some windows only) at
+// +-20%: aimd 2 / 1 / 0 seeds (bursts of 20 / 40 / 80 calls), vegas 2 / 1
+// / 1 (before: all 10, or 7-9 for vegas at 40-80). Capacity halved and
+// restored with 30% hostile at +-20%: lowest aimd 65%, vegas 25% (93% and
+// 81% without hostile calls). So the gate holds at +-10%, mostly at
+// +-20%, and not at +-30%: there a window mean above `quiet` twice in a
+// row is common without any queue. Gradient2 does not read drops (its
+// misses at +-30% are the same without hostile calls).
+// --gtest_also_run_disabled_tests runs it.
+TEST_P(AdaptiveTest, DISABLED_HostileBudgetScan) {
+  const std::vector<Phase> steady = {{"up", 32}, {"steady", 32}};
+  for (double jitter : {0.1, 0.2, 0.3}) {
+    for (double hostile : {0.0, 0.1, 0.3, 0.5, 1.0}) {
+      for (double factor : {1.01, 1.05, 1.1}) {
+        SeedsMissingWithHostileBudgets(GetParam(), steady, hostile, factor,
+                                       jitter);
+      }
+    }
+  }
+  for (double jitter : {0.1, 0.2}) {
+    for (int burst : {20, 40, 80}) {
+      SeedsMissingWithHostileBudgets(GetParam(), steady, 0.3, 1.01, jitter,
+                                     burst);
+    }
+  }
+  // Capacity halved while hostile drops happen (the limit far above, then
+  // below after the restore).
+  for (double jitter : {0.1, 0.2}) {
+    for (double hostile : {0.0, 0.3}) {
+      SeedsMissingWithHostileBudgets(
+          GetParam(), {{"before", 32}, {"halved", 16}, {"restored", 32}},
+          hostile, 1.01, jitter);
+    }
+  }
+}
+
+// Attack review of 62d8b53: a real queue whose late calls are cut at their
+// deadlines (SetCutAtBudget: the sample's rtt is the budget) must still
+// brake. Every caller's budget is `factor` x the service time; the
+// capacity halves (32 -> 16) under a limit set for 32. Prints, over 10
+// seeds, how many runs miss the band of 16 after the halving, and the
+// mean of the runs' highest limit 5 s or more after it.
+int HalvedWithCutCalls(Algorithm a, double factor, double jitter) {
+  int missed = 0;
+  double high_sum = 0, low_sum = 0;
+  for (uint32_t seed = 1; seed <= 10; ++seed) {
+    auto limit = Make(Options(a));
+    Server server(*limit, 32, kService, absl::UnixEpoch());
+    server.SetJitter(jitter);
+    server.SetSeed(seed);
+    server.SetBudget(kService * factor);
+    server.SetDrops(true);
+    server.SetCutAtBudget(true);
+    server.Run(absl::Seconds(20));
+    const absl::Time changed = server.now();
+    server.SetCapacity(16);
+    const std::vector<Point> t = server.Run(absl::Seconds(20));
+    auto [lo, hi] = Range(t, changed + absl::Seconds(5));
+    high_sum += hi;
+    low_sum += lo;
+    if (SettledAt(t, Lo(16), Hi(16)) - changed > absl::Seconds(5) ||
+        lo < Lo(16) || hi > Hi(16)) {
+      ++missed;
+    }
+  }
+  std::printf("%-8s budgets x%.2f jitter +-%.0f%%, cut at the deadline, "
+              "32 -> 16 workers: %d of 10 seeds miss the band (after 5 s: "
+              "mean lowest %.1f, mean highest %.1f)\n",
+              std::string(AlgorithmName(a)).c_str(), factor, 100 * jitter,
+              missed, low_sum / 10, high_sum / 10);
+  return missed;
+}
+
+// Measured, seeds of 10 missing the band of 16 (mean highest limit 5 s or
+// more after the halving), every caller's budget x1.02 / x1.05 the service:
+//                       before 62d8b53           62d8b53
+//   aimd   +-0%         0 (17)   0 (17)          10 (250)  10 (348)
+//          +-10%       10 (2.3) 10 (3.0)         10 (391)  10 (20)
+//          +-20%       10 (2.2) 10 (2.5)         10 (22)   10 (20)
+//   vegas  +-0%         0 (18)   0 (18)          10 (53)   10 (24)
+//          +-10%       10 (2.0) 10 (4.1)         10 (26)   10 (21)
+//          +-20%       10 (2.0) 10 (2.3)          9 (21)    9 (21)
+// (x1.10 and up: the two alike but for aimd at x1.50 +-20%, 5 -> 7 seeds,
+// highest 19.5 -> 59). So 62d8b53 trades the collapse for a lost brake:
+// a cut call's rtt is its budget, at or under AIMD's `quiet` ((fastest +
+// 1.1 x S) / 2 = 1.05 S) and under its timeout, and for Vegas a queue
+// estimate of ceil(L x (1 - 1/1.02)) < alpha until L is far above the
+// workers: no window ever shows a queue, so no drop is a loss, and AIMD,
+// whose rtt never passes the timeout either, climbs a call per window
+// towards bounds.max (500). The gate read the queue from handling times
+// that the deadlines themselves cap. Fixed for +-0%: a window of which at
+// least kQueueDropShare (3/4) of the calls were dropped is a queue
+// whatever its handling time (Sample::dropped_share; a queue makes nearly
+// every call late, callers whose budgets only cover the mean about half
+// of their own calls): aimd 0 (18) 0 (18), vegas 0 (19) 0 (19)
+// (ACutQueueWithTightBudgetsBrakes). Left open, +-10%: aimd 9 (19.9) 10
+// (20.0), vegas 10 (21.4) 10 (21.6) -- next to the band (Hi(16) = 19), no
+// longer 391 nor 2; DISABLED_ for that. HostileBudgetScan's figures do not
+// move with the fix. Gradient2 does not read drops and runs away alike
+// before and after (its rtt is capped too: highest 500 at x1.02).
+// --gtest_also_run_disabled_tests runs it.
+TEST_P(AdaptiveTest, ACutQueueWithTightBudgetsBrakes) {
+  if (GetParam() == Algorithm::kGradient) GTEST_SKIP() << "reads no drops";
+  for (double factor : {1.02, 1.05}) {
+    EXPECT_EQ(HalvedWithCutCalls(GetParam(), factor, 0), 0)
+        << AlgorithmName(GetParam()) << " x" << factor;
+  }
+}
+
+TEST_P(AdaptiveTest, DISABLED_ACutQueueWithTightBudgetsStillBrakes) {
+  for (double jitter : {0.0, 0.1}) {
+    for (double factor : {1.02, 1.05}) {
+      EXPECT_EQ(HalvedWithCutCalls(GetParam(), factor, jitter), 0)
+          << AlgorithmName(GetParam()) << " x" << factor << " +-" << jitter;
+    }
+  }
+  // The rest of the scan, printed only.
+  for (double jitter : {0.0, 0.1, 0.2}) {
+    for (double factor : {1.1, 1.25, 1.5}) {
+      HalvedWithCutCalls(GetParam(), factor, jitter);
+    }
+  }
 }
 
 // Attack review of 8916432 (#23): a bimodal dependency -- a share of the
