@@ -162,7 +162,12 @@ def deadline_runs_out_in_backend(args, schema, stub):
         [h.host for h in hops]
     middle, backend = hops
     assert middle.code == 4 and backend.code == 4, (middle, backend)
-    assert middle.budget_us <= budget_us
+    # Python's grpc turns the timeout into a deadline rounded up to whole
+    # ms and writes grpc-timeout against its core's cached clock, which may
+    # lag by a few ms on a loaded machine: the middle may read a little
+    # more than the timeout (CI saw it once), never much more.
+    assert middle.budget_us <= budget_us + 5000, \
+        (middle.budget_us, budget_us)
     # The middle hop did its work; the backend got what was left.
     assert middle.work_us >= args.work_ms * 1000 * 0.95, middle.work_us
     assert backend.budget_us < middle.budget_us - middle.work_us, \
