@@ -59,7 +59,12 @@ void Gradient2Limit::OnSample(const Sample& s) {
                      })) {
     return;
   }
-  const double gradient = std::clamp(long_ns_ / rtt, 0.5, 1.0);
+  // A window whose calls were nearly all late is a queue whatever the
+  // handling times show (cut at their budgets, they hide it; a long average
+  // learned under that queue hides it too): the gradient's floor.
+  const double gradient = s.dropped_share >= kQueueDropShare
+                              ? 0.5
+                              : std::clamp(long_ns_ / rtt, 0.5, 1.0);
   const double target = limit_ * gradient + Allowance();
   // Smoothing damps decreases (its purpose in Netflix's Gradient2); an
   // increase is taken whole (the target's fixed point is the same either

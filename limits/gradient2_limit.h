@@ -16,7 +16,13 @@
 //           the limit's climb with it;
 //   if inflight < limit / 2: unchanged (application-limited: too few calls
 //           to tell whether more would queue);
-//   gradient = clamp(long / short, 0.5, 1)   (1: no queueing seen)
+//   gradient = clamp(long / short, 0.5, 1)   (1: no queueing seen);
+//           0.5 in a sample with at least kQueueDropShare of its calls
+//           dropped (limit.h): late calls cut at their deadlines cap the
+//           handling times, and a long average learned under that queue
+//           hides it too (a real queue of callers with budgets 1.25 x the
+//           work held the limit at 64 of 8 cores; limits_test.cc's cut
+//           queue ran to bounds.max);
 //   allowance = queue_size + queue_share x limit  (Netflix's queueSize as a
 //           function of the limit: it lets the limit grow while latency
 //           stays flat, probing for more capacity, in proportion to it)

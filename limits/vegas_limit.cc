@@ -39,6 +39,7 @@ void VegasLimit::StartProbe(absl::Time at) {
   probe_began_ = at;
   probe_left_ = kProbeSamples;
   probe_min_ns_ = 0;
+  slow_growth_ = false;
   check_.Reset();
   limit_ = options_.bounds.Clamp(std::floor(limit_ / 2));
 }
@@ -122,6 +123,12 @@ void VegasLimit::OnSample(const Sample& s) {
     decreases_ = 0;
     return;
   }
+  // Nearly every call late: a queue far beyond beta's that cut handling
+  // times hide; a tenth of the limit per window, not L.
+  const double step =
+      s.dropped && s.dropped_share >= kQueueDropShare
+          ? std::max(log, 0.1 * limit_)
+          : log;
   if (queue_ > options_.beta * log) {
     if (decreases_++ == 0) fall_from_ = limit_;
     next = limit_ - log;
@@ -131,7 +138,8 @@ void VegasLimit::OnSample(const Sample& s) {
     // a few callers whose budgets only cover the mean set off probes that
     // halved the limit to 10-12 of 32 in limits_test.cc).
     decreases_ = 0;
-    next = limit_ - log;
+    next = limit_ - step;
+    if (step > log) slow_growth_ = true;
   } else if (queue_ < options_.alpha * log) {
     decreases_ = 0;
     // One increase per round trip: a sample holding calls admitted before
@@ -140,8 +148,9 @@ void VegasLimit::OnSample(const Sample& s) {
     // between 0.8 C and 1.3 C in limits_test.cc's model).
     if (s.start < grew_at_) return;
     grew_at_ = s.end();
-    next = limit_ + (queue_ <= options_.threshold * log ? options_.beta * log
-                                                        : log);
+    next = limit_ + (queue_ <= options_.threshold * log && !slow_growth_
+                         ? options_.beta * log
+                         : log);
   } else {
     decreases_ = 0;
     return;

@@ -31,9 +31,18 @@
 //             server runs without waiting;
 //   with L = max(1, floor(log10(limit))):
 //     dropped (deadline hit) while this sample and the one before show
-//     queue >= alpha x L, or with at least kQueueDropShare of the
-//     window's calls dropped        -> limit - L (no step of a run toward
+//     queue >= alpha x L            -> limit - L (no step of a run toward
 //                                      a probe: the baseline stands)
+//     at least kQueueDropShare of the window's calls dropped
+//                                   -> limit - max(L, limit / 10), and from
+//                                      then to the next probe every increase
+//                                      is L, never beta x L (late calls cut
+//                                      at their deadlines hide the queue
+//                                      the fast growth reads: in limits_
+//                                      test.cc's cut queue it climbed +3 at
+//                                      a time to 20 of 16 workers; by L a
+//                                      window, a limit 8 x the cores took
+//                                      tens of seconds to come down)
 //     inflight x 2 < limit          -> unchanged (application-limited)
 //     queue >  beta x L             -> limit - L (before the drop rule)
 //     queue <= threshold x L        -> limit + beta x L   (far below: grow fast)
@@ -122,6 +131,9 @@ class VegasLimit final : public Limit {
   absl::Time grew_at_ = absl::InfinitePast();  // the last increase
   double queue_ = 0;
   bool queued_before_ = false;  // the last sample showed alpha's queue
+  // A mostly-dropped window cut the limit since the last probe: grow by L,
+  // never beta x L (cut calls hide the queue the fast growth reads).
+  bool slow_growth_ = false;
   int64_t samples_ = 0;
   int64_t since_probe_ = 0;
   int decreases_ = 0;         // in a row

@@ -600,34 +600,28 @@ TEST_P(AdmissionFloodTest, JustCoveredBudgetsDoNotCollapseTheLimit) {
 
 // Attack review of 62d8b53: does a real queue still brake? 80 closed-loop
 // callers with budgets of 1.25 x the work, against 8 cores and a limit
-// started at 64: the limit should come down near the cores. It does not,
-// on any algorithm, before 62d8b53 as after (not the drop gate): measured
-// (plain build), the limit stays at 64 (57-64) for 3.5 s, about 3,500 of
-// 3,600 calls end late and ~1% succeed; only 4-7 window samples are taken
-// (the limit never leaves its 5-sample warm-up), for the outcomes are
-// ~2,700-5,600 kIgnore against 30-150 kDropped. Why: server_policy.cc's
-// Ended learns a call cut at its deadline when its handling time (= its
-// budget, 62 ms) is at least the expected handling, so the mean of the last
-// 64 handling times climbs to the budget, and from then on a late call's
-// budget no longer covers the expected handling (ClassifyEnd: kIgnore,
-// no sample). The queue's late calls hide themselves. Traced (aimd, a
-// print in Ended): of 3,240 calls with a deadline, 3,086 ended by it with
-// IsCancelled() true (the sync API reports a call past its deadline as
-// cancelled, so `canceled` is set and the cut call is learned whenever it
-// is >= expected), their budgets at admission 54-62 ms, and the expected
-// handling read 79.5 ms: above every budget (the handlers end 4-16 ms past
-// their deadlines on this loaded 2-core machine, and those overruns are
-// learned too). Tried, not committed: learn a call cut at its deadline
-// only when its handler ran on >= expected / 2 past it (and a client-
-// canceled one never): aimd came down 64 -> 30 (20-38) in 3.5 s with
-// ~1,070 drops, but gradient (69) and vegas (61) did not in that time,
-// ~1,200-6,600 calls were still kIgnore (scheduling overruns >= 25 ms
-// still lifted the expected handling to 70-72 ms), and overload_bench
-// (which the lead runs) was not measured. A sounder direction: classify
-// drops against the mean of calls that completed (not cut short), kept
-// apart from the handling time the queue estimates use.
-// --gtest_also_run_disabled_tests runs it.
-TEST_P(AdmissionFloodTest, DISABLED_AQueueWithTightBudgetsStillBrakes) {
+// started at 64 (8 x too high): every call is late at first. Within 4 s the
+// limit must be near the cores (the issue asks for 20% of the capacity in
+// 5 s; this 2-core machine also serves the 80 callers and ~3,000 refusals a
+// second, so: the mean of the 2 s after the first 4 s at most 2 x the
+// cores), and must not collapse (its lowest at least half the cores).
+// It held 57-64 on every algorithm before session 12: server_policy.cc's
+// Ended learned a call cut at its deadline whenever it took the expected
+// handling (its budget plus the end's delay, 25-37 ms here), and so did
+// the clients' own deadline cancels a few ms before ours; the expected
+// handling climbed above every budget (79.5 ms against 54-62) and every
+// late call became kIgnore (no sample: 4-7 window samples in 3.5 s, ~95%
+// of the outcomes ignored). Now a cut call is learned only when its handler
+// ran a whole expected handling past its deadline, a cancel within
+// ClientDeadlineSlack of the deadline is a late call, Gradient2 reads a
+// mostly-dropped window as its gradient's floor and Vegas steps such a
+// window down a tenth of its limit. Measured (plain build, 3 runs each):
+// mean over 2-3.5 s aimd 22-26, gradient 11-12, vegas 17-29; over 3.5-5.5 s
+// aimd 9.7-12.1, gradient 9.1-10.5, vegas 10.0-12.6; over 3.5-7.5 s all
+// 9-10 (lowest 7). The calls stay mostly late even then (~150 late a second
+// at a limit of 9-10 of 8 cores: the refusals' load on this machine eats the
+// budgets before admission).
+TEST_P(AdmissionFloodTest, AQueueWithTightBudgetsBrakes) {
   Cores cores(kCores, kWork, 0.2);
   echo::EchoServerOptions o = CoreServerOptions(GetParam(), cores);
   limits::LimitOptions& l = o.server_policy.defaults.limit;
@@ -644,28 +638,27 @@ TEST_P(AdmissionFloodTest, DISABLED_AQueueWithTightBudgetsStillBrakes) {
   CallerCounts counts;
   std::vector<std::thread> threads =
       StartCallers(server, 10 * kCores, kWork * 1.25, stop, bound, counts);
-  const LimitReading first = ReadLimit(server, absl::Milliseconds(2000));
-  const LimitReading last = ReadLimit(server, absl::Milliseconds(1500));
+  const LimitReading first = ReadLimit(server, absl::Milliseconds(4000));
+  const int late_before = counts.late.load();
+  const LimitReading last = ReadLimit(server, absl::Milliseconds(2000));
   stop.store(true);
   for (std::thread& t : threads) t.join();
+  const auto samples = metrics::PolicyMethod(kMethod).LimitSampleCounts();
   std::printf(
-      "[%s] queue brake: limit first 2 s mean %.1f (%d-%d), next 1.5 s mean "
-      "%.1f (%d-%d); ok %d late %d refused %d; drops %lld, samples %lld, "
-      "call outcomes: success %lld ignore %lld dropped %lld\n",
+      "[%s] queue brake: limit first 4 s mean %.1f (%d-%d), next 2 s mean "
+      "%.1f (%d-%d); ok %d late %d (%d in the last 2 s) refused %d; limit "
+      "samples %lld; call outcomes (this process): success %lld ignore %lld "
+      "dropped %lld\n",
       std::string(limits::AlgorithmName(GetParam())).c_str(), first.mean,
       first.low, first.high, last.mean, last.low, last.high, counts.ok.load(),
-      counts.late.load(), counts.refused.load(),
-      static_cast<long long>(server.server_policy()
-                                 .Counters()[policy::PolicyCounter::kLimitDropped]),
+      counts.late.load(), counts.late.load() - late_before,
+      counts.refused.load(),
       static_cast<long long>(
           server.server_policy().LimiterStats(kMethod)->inputs.samples),
-      static_cast<long long>(
-          metrics::PolicyMethod(kMethod).limit_samples[0]->Value()),
-      static_cast<long long>(
-          metrics::PolicyMethod(kMethod).limit_samples[1]->Value()),
-      static_cast<long long>(
-          metrics::PolicyMethod(kMethod).limit_samples[2]->Value()));
-  EXPECT_LE(last.mean, 3 * kCores);
+      static_cast<long long>(samples[0]), static_cast<long long>(samples[1]),
+      static_cast<long long>(samples[2]));
+  EXPECT_LE(last.mean, 2 * kCores);
+  EXPECT_GE(last.low, kCores / 2);
 }
 
 INSTANTIATE_TEST_SUITE_P(Algorithms, AdmissionFloodTest,

@@ -84,25 +84,39 @@ bool DeadlineEnded(const Context& call_ctx) {
   return call_ctx.Err().code() == absl::StatusCode::kDeadlineExceeded;
 }
 
+// How long before our deadline a client's cancel is still its deadline
+// passing: the client's clock started when it wrote grpc-timeout, ours when
+// the headers arrived (its queue and the link in between), so a client
+// whose deadline ended the call cancels it a little before ours ends it.
+// A tenth of the budget at admission, at most 20 ms.
+absl::Duration ClientDeadlineSlack(absl::Duration budget) {
+  return std::clamp(budget / 10, absl::ZeroDuration(), absl::Milliseconds(20));
+}
+
 // A call admitted at `start`, bound to `call_ctx`, is over now: its
 // handling time is learned (LatencyWindow) and its slot given back with its
 // outcome (ClassifyEnd), counted in reqctx_policy_limit_samples_total when
 // the slot was held. `canceled`: its client canceled it (or, on the sync
 // API, gRPC reports the call cancelled). A call that ended at its deadline
 // or after its client's cancel may have been cut short: its handling time
-// is only a lower bound, learned only if it is at least the expected
-// handling (a handler that ignored its Context and kept working shows its
-// real cost; a flood of calls with tiny deadlines or instant cancels must
-// not pull the expected handling down to their budget -- and then count as
-// drops). A call whose Context ended by its deadline is at its deadline even
-// when the clock read here is a little earlier: gRPC's deadline timer may
-// end the call just before `deadline` (converted between clocks) passes,
-// and such a call must not be learned as a fast success.
+// is only a lower bound, learned only if its handler ran on a whole
+// expected handling past its deadline, or (canceled before it) took at
+// least the expected handling (a handler that ignored its Context and kept
+// working shows its real cost; a flood of calls with tiny deadlines or
+// instant cancels must not pull the expected handling down to their budget
+// -- and then count as drops). A call whose Context ended by its deadline
+// is at its deadline even when the clock read here is a little earlier:
+// gRPC's deadline timer may end the call just before `deadline` (converted
+// between clocks) passes, and such a call must not be learned as a fast
+// success; so is a call its client canceled within ClientDeadlineSlack of
+// the deadline (the client's own deadline ended it: a late call).
 void Ended(ServerPolicy::MethodState& state, ShedSlot& slot, absl::Time start,
            std::optional<absl::Time> deadline, absl::Duration expected,
            const Context& call_ctx, bool canceled) {
   absl::Time end = absl::Now();
-  if (deadline.has_value() && DeadlineEnded(call_ctx)) {
+  if (deadline.has_value() &&
+      (DeadlineEnded(call_ctx) ||
+       (canceled && end >= *deadline - ClientDeadlineSlack(*deadline - start)))) {
     end = std::max(end, *deadline);
   }
   const bool at_deadline = deadline.has_value() && end >= *deadline;
@@ -115,7 +129,16 @@ void Ended(ServerPolicy::MethodState& state, ShedSlot& slot, absl::Time start,
   const limits::Outcome outcome =
       ClassifyEnd(start, end, deadline, expected, canceled);
   const bool cut_short = canceled || at_deadline;
-  if (!cut_short || end - start >= expected) state.window.Add(end - start);
+  // A call cut at its deadline shows its real cost only when its handler
+  // kept working a whole expected handling past it (it ignored its
+  // Context). One that ended at it shows its budget plus the end's delay
+  // (25-37 ms on a loaded 2-core machine): learned, the late calls of a
+  // queue walked the expected handling above every budget, and from then on
+  // every late call was kIgnore -- no sample, no brake (admission_flood_
+  // test.cc's AQueueWithTightBudgetsBrakes held 64 of 8 cores).
+  const bool kept_working =
+      at_deadline ? end - *deadline >= expected : end - start >= expected;
+  if (!cut_short || kept_working) state.window.Add(end - start);
   if (slot.held()) {
     static_assert(static_cast<int>(limits::Outcome::kDropped) + 1 ==
                   metrics::kLimitOutcomes);
