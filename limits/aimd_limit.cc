@@ -51,21 +51,13 @@ void AimdLimit::OnSample(const Sample& s) {
   const absl::Duration quiet =
       (absl::Nanoseconds(fastest_ns_ * scale_) + timeout) / 2;
   const bool no_queue = timeout > absl::ZeroDuration() && s.rtt <= quiet;
-  // A drop is a loss when this window and the one before show a queue (a
-  // queue raises every call's handling time and lasts; a window mean above
-  // `quiet` by chance seldom comes twice in a row). Otherwise it is a
-  // call's own spread past a budget that only covered the mean (a caller's
-  // choice), not a late call the limit made. Without a timeout there is
-  // no handling time to read a queue against: every drop is a loss.
-  // A window whose calls were nearly all dropped is a queue whatever its
-  // handling time: a queue's late calls are cut at their budgets, and with
-  // budgets under `quiet` no window mean would ever show it
-  // (limits_test.cc's ACutQueueWithTightBudgetsStillBrakes).
-  const bool queue_lasts = timeout == absl::ZeroDuration() ||
-                           (!no_queue && queue_before_) ||
-                           s.dropped_share >= kQueueDropShare;
-  queue_before_ = !no_queue;
-  if ((s.dropped && queue_lasts) || over) {
+  // A drop is a loss by the DropGate, a queue being a window mean above
+  // `quiet`. Without a timeout there is no handling time to read a queue
+  // against: every drop is a loss.
+  const bool gate_loss = gate_.Loss(s, !no_queue);
+  const bool loss =
+      timeout == absl::ZeroDuration() ? s.dropped : gate_loss;
+  if (loss || over) {
     // One decrease per round trip (TCP's rule): a sample holding calls
     // admitted before the last decrease shows the old limit's queue.
     if (s.start < backed_off_at_) return;

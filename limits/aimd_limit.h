@@ -103,7 +103,7 @@ class AimdLimit final : public Limit {
   RecentMax<3> run_;  // the last 3 samples
   double scale_ = 1;       // the timeout's scale (>= 1)
   double recover_to_ = 0;  // one under the limit last backed off from
-  bool queue_before_ = false;  // the previous sample showed a queue
+  DropGate gate_;
   LimitInputs inputs_;
 };
 

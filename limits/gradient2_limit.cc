@@ -62,7 +62,7 @@ void Gradient2Limit::OnSample(const Sample& s) {
   // A window whose calls were nearly all late is a queue whatever the
   // handling times show (cut at their budgets, they hide it; a long average
   // learned under that queue hides it too): the gradient's floor.
-  const double gradient = s.dropped_share >= kQueueDropShare
+  const double gradient = MostlyDropped(s)
                               ? 0.5
                               : std::clamp(long_ns_ / rtt, 0.5, 1.0);
   const double target = limit_ * gradient + Allowance();

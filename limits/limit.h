@@ -85,6 +85,38 @@ struct Sample {
   }
 };
 
+// Whether at least kQueueDropShare of `s`'s calls were dropped: a queue
+// whatever the handling time shows (Sample::dropped_share).
+inline bool MostlyDropped(const Sample& s) {
+  return s.dropped_share >= kQueueDropShare;
+}
+
+// Whether a sample's drop is a loss (late calls the limit made) or a call's
+// own spread past a budget that only covered the mean (a caller's choice,
+// which a lower limit would not cure): a loss when this sample and the one
+// before show a queue by the algorithm's own reading of the handling time
+// (a queue raises every call's handling time and lasts; a window mean that
+// high by chance seldom comes twice in a row), or when the sample is
+// MostlyDropped (a queue cuts its late calls at their budgets, which can
+// hide it from the handling time). Without the gate a tenth of the calls
+// with such budgets held the limit at 2-17 of 32 workers
+// (limits_test.cc's AFewJustAdmittedCallsDoNotCollapseTheLimit).
+// One per limit, fed every sample; not thread-safe (as its Limit).
+class DropGate {
+ public:
+  // Whether `s` holds a loss; `queued`: `s` shows a queue.
+  bool Loss(const Sample& s, bool queued) {
+    const bool lasts = (queued && queued_before_) || MostlyDropped(s);
+    queued_before_ = queued;
+    return s.dropped && lasts;
+  }
+  // A sample that shows no queue and is not judged (Loss not called).
+  void NoQueue() { queued_before_ = false; }
+
+ private:
+  bool queued_before_ = false;  // the sample before showed a queue
+};
+
 // What an algorithm bases its limit on, for metrics (zero when the
 // algorithm has no such input).
 struct LimitInputs {

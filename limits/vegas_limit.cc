@@ -76,7 +76,7 @@ void VegasLimit::OnSample(const Sample& s) {
   recent_.Add(rtt);
   const double run = recent_.Max();
   if (no_load_ns_ == 0 || rtt < no_load_ns_) {
-    queued_before_ = false;
+    gate_.NoQueue();
     // Under half the baseline, a run of kNoLoadRun samples long: the server
     // changed (a slow phase ended), and this sample may still hold a queue:
     // probe it. (Half, not less: a mix of fast and slow calls moves window
@@ -101,17 +101,8 @@ void VegasLimit::OnSample(const Sample& s) {
   queue_ = std::ceil(limit_ * (1 - no_load_ns_ / rtt));
   const double log =
       std::max(1.0, std::floor(std::log10(std::max(limit_, 1.0))));
-  // A drop is a loss when this window and the one before show at least
-  // alpha's queue (a queue raises every call's handling time and lasts; a
-  // window mean that high by chance seldom comes twice in a row).
-  // Otherwise it is a call's own spread past a budget that only covered the
-  // mean (a caller's choice), not a late call the limit made.
-  const bool queued = queue_ >= options_.alpha * log;
-  // A window whose calls were nearly all dropped is a queue whatever its
-  // handling time (Sample::dropped_share).
-  const bool loss = s.dropped && ((queued && queued_before_) ||
-                                  s.dropped_share >= kQueueDropShare);
-  queued_before_ = queued;
+  // A drop is a loss by the DropGate, a queue being at least alpha's.
+  const bool loss = gate_.Loss(s, queue_ >= options_.alpha * log);
   if (samples_ <= options_.bounds.warmup_samples) return;
   double next;
   if (!loss && s.inflight * 2 < limit_) return;
@@ -126,9 +117,7 @@ void VegasLimit::OnSample(const Sample& s) {
   // Nearly every call late: a queue far beyond beta's that cut handling
   // times hide; a tenth of the limit per window, not L.
   const double step =
-      s.dropped && s.dropped_share >= kQueueDropShare
-          ? std::max(log, 0.1 * limit_)
-          : log;
+      s.dropped && MostlyDropped(s) ? std::max(log, 0.1 * limit_) : log;
   if (queue_ > options_.beta * log) {
     if (decreases_++ == 0) fall_from_ = limit_;
     next = limit_ - log;

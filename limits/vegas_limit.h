@@ -130,7 +130,7 @@ class VegasLimit final : public Limit {
   void SetNoLoad(double ns);
   absl::Time grew_at_ = absl::InfinitePast();  // the last increase
   double queue_ = 0;
-  bool queued_before_ = false;  // the last sample showed alpha's queue
+  DropGate gate_;
   // A mostly-dropped window cut the limit since the last probe: grow by L,
   // never beta x L (cut calls hide the queue the fast growth reads).
   bool slow_growth_ = false;
