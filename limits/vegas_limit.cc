@@ -137,8 +137,10 @@ void VegasLimit::OnSample(const Sample& s) {
     // between 0.8 C and 1.3 C in limits_test.cc's model).
     if (s.start < grew_at_) return;
     grew_at_ = s.end();
+    // Fast growth stops at the band's top as this sample puts it (beta x L
+    // less its queue; vegas_limit.h).
     next = limit_ + (queue_ <= options_.threshold * log && !slow_growth_
-                         ? options_.beta * log
+                         ? std::max(log, options_.beta * log - queue_)
                          : log);
   } else {
     decreases_ = 0;

@@ -45,7 +45,15 @@
 //                                      tens of seconds to come down)
 //     inflight x 2 < limit          -> unchanged (application-limited)
 //     queue >  beta x L             -> limit - L (before the drop rule)
-//     queue <= threshold x L        -> limit + beta x L   (far below: grow fast)
+//     queue <= threshold x L        -> limit + max(L, beta x L - queue)
+//                                      (far below: grow fast, to the band's
+//                                      top as this sample puts it; a whole
+//                                      beta x L from C + 1, whose rounded-up
+//                                      queue reads 1, took 16 workers' limit
+//                                      to 20 and the slowdown check cut it
+//                                      back, a cycle that kept overload_
+//                                      bench's halved phase out of the band
+//                                      for 6-10 s in some runs)
 //     queue <  alpha x L            -> limit + L
 //     otherwise                     -> unchanged (the target band)
 //   an increase waits for a sample holding only calls admitted after the
