@@ -5,6 +5,7 @@
 // tests/policy_test_server.cc and tests/policy_async_test.cc).
 #include <atomic>
 #include <condition_variable>
+#include <cstdio>
 #include <mutex>
 #include <memory>
 #include <string>
@@ -19,6 +20,7 @@
 #include "gtest/gtest.h"
 #include "interceptors/client_interceptor.h"
 #include "interceptors/policy/server_policy.h"
+#include "metrics/rpc_metrics.h"
 #include "tests/policy_test_server.h"
 #include "w3c/baggage.h"
 #include "w3c/baggage_context.h"
@@ -535,6 +537,83 @@ TEST_P(PolicyServerTest, SlotIsHeldPastTheDeadlineOfAHandlerThatIgnoresIt) {
 
 TEST_P(PolicyServerTest, SlotIsHeldPastTheCancelOfAHandlerThatIgnoresIt) {
   SlotHeldUntilTheHandlerEnds(*this, /*cancel_first=*/true);
+}
+
+// Attack review of 2026db4: how the late calls of handlers that ignore
+// their Context are classified and learned, on every API. Four slots,
+// expected handling 20 ms, learned after one call; the handler sleeps
+// request.work_ms whatever its Context. Calls one at a time:
+//   1. budget 5 s, work 40 ms: a success, learned (expected 40 ms);
+//   2. server deadline 60 ms, work 80 (1.33x): dropped (60 >= 40); not
+//      learned (only 20 ms past its deadline);
+//   3. client cancel at 190 of 200 ms (inside ClientDeadlineSlack's 20 ms),
+//      work 220: a late call, dropped; not learned (20 ms past);
+//   4. server deadline 30 ms (under the expected 40), work 45: ignored;
+//   5. client cancel at 100 of 300 ms (outside the slack), work 150:
+//      ignored (a cancel).
+// Outcomes are read from reqctx_policy_limit_samples_total (this process).
+TEST_P(PolicyServerTest, LateCallsOfAHandlerThatIgnoresItsContext) {
+  policy::ServerPolicyOptions o = OneSlot(8, absl::Milliseconds(20));
+  o.defaults.max_concurrency = 4;
+  o.defaults.learned_warmup = 1;
+  ASSERT_TRUE(Start(o, [](int, const Context&,
+                          const ::echo::v1::EchoRequest& r) {
+    absl::SleepFor(absl::Milliseconds(r.work_ms()));  // ignores its Context
+    return grpc::Status::OK;
+  }));
+  const char* const kMethodName = "/echo.v1.Echo/Echo";
+  // One call (deadline `budget`, canceled at `cancel_at` if > 0); the
+  // outcome it added, once its slot is back.
+  auto call = [&](absl::Duration budget, int64_t work_ms,
+                  absl::Duration cancel_at) -> int {
+    const auto before = metrics::PolicyMethod(kMethodName).LimitSampleCounts();
+    grpc::ClientContext cc;
+    const absl::Time began = absl::Now();
+    cc.set_deadline(absl::ToChronoTime(began + budget));
+    ::echo::v1::EchoRequest req;
+    req.set_work_ms(work_ms);
+    ::echo::v1::EchoResponse resp;
+    std::thread canceler;
+    std::mutex mu;
+    std::condition_variable cv;
+    bool done = false;
+    if (cancel_at > absl::ZeroDuration()) {
+      canceler = std::thread([&] {
+        std::unique_lock<std::mutex> l(mu);
+        if (!cv.wait_until(l, absl::ToChronoTime(began + cancel_at),
+                           [&] { return done; })) {
+          cc.TryCancel();
+        }
+      });
+    }
+    const grpc::Status st = stub().Echo(&cc, req, &resp);
+    {
+      std::lock_guard<std::mutex> l(mu);
+      done = true;
+      cv.notify_all();
+    }
+    if (canceler.joinable()) canceler.join();
+    EXPECT_TRUE(PollUntil([&] { return policy().Running() == 0; }));
+    const auto after = metrics::PolicyMethod(kMethodName).LimitSampleCounts();
+    int outcome = -1;
+    for (int i = 0; i < 3; ++i) {
+      if (after[i] != before[i]) outcome = i;
+    }
+    std::printf("[%s] budget %lld ms work %lld cancel at %lld: status %d, "
+                "outcome %d (0 success, 1 ignore, 2 dropped)\n",
+                ApiName({GetParam(), 0}).c_str(),
+                static_cast<long long>(absl::ToInt64Milliseconds(budget)),
+                static_cast<long long>(work_ms),
+                static_cast<long long>(absl::ToInt64Milliseconds(cancel_at)),
+                st.error_code(), outcome);
+    return outcome;
+  };
+  const absl::Duration kNone = absl::ZeroDuration();
+  EXPECT_EQ(call(absl::Seconds(5), 40, kNone), 0);
+  EXPECT_EQ(call(absl::Milliseconds(60), 80, kNone), 2);
+  EXPECT_EQ(call(absl::Milliseconds(200), 220, absl::Milliseconds(190)), 2);
+  EXPECT_EQ(call(absl::Milliseconds(30), 45, kNone), 1);
+  EXPECT_EQ(call(absl::Milliseconds(300), 150, absl::Milliseconds(100)), 1);
 }
 
 INSTANTIATE_TEST_SUITE_P(Apis, PolicyServerTest, kAllApis, ApiName);
