@@ -445,7 +445,7 @@ class Cores {
         cv_.wait_for(l, std::chrono::milliseconds(2));
       }
       --free_;
-      d = work_ * (1 + jitter_ * spread_(random_));
+      d = work_ * scale_ * (1 + jitter_ * spread_(random_));
     }
     ctx.Done().WaitFor(d);
     {
@@ -454,11 +454,17 @@ class Cores {
     }
     cv_.notify_one();
   }
+  // The work of later calls: `scale` x work (a slower dependency).
+  void SetScale(double scale) {
+    std::lock_guard<std::mutex> l(mu_);
+    scale_ = scale;
+  }
 
  private:
   const absl::Duration work_;
   const double jitter_;
   std::mutex mu_;
+  double scale_ = 1;                                      // guarded by mu_
   std::condition_variable cv_;
   int free_;                                              // guarded by mu_
   std::mt19937 random_{1};                                // guarded by mu_
@@ -659,6 +665,228 @@ TEST_P(AdmissionFloodTest, AQueueWithTightBudgetsBrakes) {
       static_cast<long long>(samples[2]));
   EXPECT_LE(last.mean, 2 * kCores);
   EXPECT_GE(last.low, kCores / 2);
+}
+
+// Attack review of 2026db4 (session 12): hostile callers of the 8-core
+// server. Each group: `n` closed-loop callers with budget `budget` x the
+// work; `cancel` > 0: the caller cancels its call (TryCancel) at that
+// fraction of its budget if it has not ended (a cancel inside
+// ClientDeadlineSlack reads as the deadline passing: a late call).
+struct HostileGroup {
+  int n;
+  double budget;
+  double cancel = 0;
+};
+std::vector<std::thread> StartHostile(echo::EchoServer& server,
+                                      HostileGroup g,
+                                      const std::atomic<bool>& stop,
+                                      absl::Time bound, CallerCounts& counts) {
+  std::vector<std::thread> threads;
+  for (int t = 0; t < g.n; ++t) {
+    threads.emplace_back([&server, g, &stop, bound, &counts] {
+      auto stub = testing::NewStub(server);
+      const absl::Duration budget = kWork * g.budget;
+      while (!stop.load() && absl::Now() < bound) {
+        grpc::ClientContext cc;
+        const absl::Time began = absl::Now();
+        cc.set_deadline(absl::ToChronoTime(began + budget));
+        EchoRequest req;
+        req.set_message("core");
+        EchoResponse resp;
+        std::mutex mu;
+        std::condition_variable cv;
+        bool done = false;
+        grpc::Status st;
+        stub->async()->Echo(&cc, &req, &resp, [&](grpc::Status s) {
+          std::lock_guard<std::mutex> l(mu);
+          st = std::move(s);
+          done = true;
+          cv.notify_all();
+        });
+        {
+          std::unique_lock<std::mutex> l(mu);
+          if (g.cancel > 0) {
+            cv.wait_until(l, absl::ToChronoTime(began + budget * g.cancel),
+                          [&] { return done; });
+            if (!done) cc.TryCancel();
+          }
+          // Bounded: the call's deadline ends it.
+          cv.wait(l, [&] { return done; });
+        }
+        if (st.ok()) {
+          counts.ok.fetch_add(1);
+        } else if (st.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED ||
+                   st.error_code() == grpc::StatusCode::CANCELLED) {
+          counts.late.fetch_add(1);
+        } else if (st.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) {
+          counts.refused.fetch_add(1);
+          absl::SleepFor(absl::Milliseconds(5));
+        } else {
+          counts.other.fetch_add(1);
+        }
+      }
+    });
+  }
+  return threads;
+}
+
+// `honest` callers (2 s budgets) on 8 cores, then the hostile groups join:
+// the limit's reading over 2.5 s of the attack (after 0.5 s), printed with
+// the call counts and outcomes.
+LimitReading UnderAttack(limits::Algorithm a, int honest,
+                         const std::vector<HostileGroup>& groups,
+                         const char* name) {
+  Cores cores(kCores, kWork, 0.2);
+  auto started = echo::EchoServer::Start(CoreServerOptions(a, cores));
+  if (!started.ok()) {
+    ADD_FAILURE() << started.status();
+    return {};
+  }
+  echo::EchoServer& server = **started;
+  const absl::Time bound = absl::Now() + testing::kWaitBound * 3;
+  std::atomic<bool> stop{false}, stop_hostile{false};
+  CallerCounts h, x;
+  std::vector<std::thread> threads =
+      StartCallers(server, honest, absl::Seconds(2), stop, bound, h);
+  absl::SleepFor(absl::Milliseconds(1500));  // settle (not synchronisation)
+  const auto before = metrics::PolicyMethod(kMethod).LimitSampleCounts();
+  std::vector<std::thread> attackers;
+  for (const HostileGroup& g : groups) {
+    for (std::thread& t : StartHostile(server, g, stop_hostile, bound, x)) {
+      attackers.push_back(std::move(t));
+    }
+  }
+  absl::SleepFor(absl::Milliseconds(500));
+  const int honest_ok_before = h.ok.load();
+  const LimitReading r = ReadLimit(server, absl::Milliseconds(2500));
+  const int honest_ok = h.ok.load() - honest_ok_before;
+  stop_hostile.store(true);
+  for (std::thread& t : attackers) t.join();
+  stop.store(true);
+  for (std::thread& t : threads) t.join();
+  const auto after = metrics::PolicyMethod(kMethod).LimitSampleCounts();
+  std::printf(
+      "[%s] %s: limit mean %.1f (%d-%d); honest ok %d in 2.5 s (late %d "
+      "refused %d); hostile ok %d late/cancel %d refused %d; outcomes "
+      "success %lld ignore %lld dropped %lld\n",
+      std::string(limits::AlgorithmName(a)).c_str(), name, r.mean, r.low,
+      r.high, honest_ok, h.late.load(), h.refused.load(), x.ok.load(),
+      x.late.load(), x.refused.load(),
+      static_cast<long long>(after[0] - before[0]),
+      static_cast<long long>(after[1] - before[1]),
+      static_cast<long long>(after[2] - before[2]));
+  std::fflush(stdout);
+  return r;
+}
+
+// The attacks of the review, printed. Measured (plain build, 2-core VM,
+// mean (lowest) of the limit over 2.5 s of the attack; 8 cores, limit 20
+// alone), 2026db4 vs de8c47a: no attack took the limit below the cores.
+//   5 honest + 3 at 1.05x:            aimd 19.6 (18) / 19.5 (18),
+//                                     gradient 21.0 (20) / 20.0 (20),
+//                                     vegas 19.3 (16) / 20.3 (19)
+//   5 + 3 at 1.0x cancel at 0.95:     aimd 21 (21) / 21 (21), gradient
+//                                     22 (22) / 21 (21), vegas 23 / 22.4
+//   2 + 6 at 1.0x cancel at 0.95:     aimd 23.7 (23) / 23 (23), gradient
+//                                     22.8 (22) / 22 (22), vegas 22.7 (20)
+//                                     / 22.1 (20)
+//   2 + 6 ladder 0.8/0.9/1.0x (+-cancel): 18.2-23 (lowest 17) / 20-22.6
+// The slack turns more of a hostile caller's calls into drops (3 at 1.0x:
+// 58-84 of ~190 vs ~65-78 of ~185 at 1.05x without it), but the dropped
+// share of a window stays near 1/2 with honest calls beside them: under
+// kQueueDropShare, and the queue gates hold.
+TEST_P(AdmissionFloodTest, DISABLED_HostileCancelsInTheSlack) {
+  const limits::Algorithm a = GetParam();
+  UnderAttack(a, 5, {}, "5 honest alone");
+  UnderAttack(a, 5, {{3, 1.05}}, "3 hostile at 1.05x");
+  UnderAttack(a, 5, {{3, 1.0, 0.95}}, "3 hostile 1.0x cancel at 0.95");
+  UnderAttack(a, 5, {{3, 1.25, 0.95}}, "3 hostile 1.25x cancel at 0.95");
+  UnderAttack(a, 2, {{6, 1.05}}, "6 hostile at 1.05x");
+  UnderAttack(a, 2, {{6, 1.0, 0.95}}, "6 hostile 1.0x cancel at 0.95");
+  UnderAttack(a, 2, {{2, 0.8}, {2, 0.9}, {2, 1.0}}, "6 hostile ladder");
+  UnderAttack(a, 2, {{2, 0.8, 0.95}, {2, 0.9, 0.95}, {2, 1.0, 0.95}},
+              "6 hostile ladder cancel at 0.95");
+}
+
+// A hostile majority (and a real overload by one): does the limit stay
+// near or above the cores? Measured, 2026db4 vs de8c47a, mean (lowest):
+//   1 honest + 7 at 1.0x:              aimd 20.6 (18) / 21 (21), gradient
+//                                      21.9 (21) / 21 (21), vegas 22.2 (18)
+//                                      / 22.7 (20)
+//   1 + 7 at 1.0x cancel at 0.95:      aimd 21.3 (16) / 21.8 (20), gradient
+//                                      22 (21) / 22 (21), vegas 20.5 (16) /
+//                                      22.2 (20)
+//   1 + 7 at 0.95x cancel at 0.95:     aimd 19.2 (14) / 21.8 (20), gradient
+//                                      22.7 (20) / 22.8 (20), vegas 18.6
+//                                      (11) / 21.5 (20)
+//   1 + 15 at 1.05x (real overload):   aimd 16.6 (15) / 15 (11), gradient
+//                                      14.7 (12) / 20.8 (19), vegas 18.8 /
+//                                      25
+//   1 + 15 at 1.0x cancel (overload):  aimd 16.2 / 18.8, gradient 15 /
+//                                      19.2, vegas 13.6 (13) / 17.8 (14)
+// Lower than before (the lowest by 4-9) but not under the cores.
+TEST_P(AdmissionFloodTest, DISABLED_HostileMajority) {
+  const limits::Algorithm a = GetParam();
+  UnderAttack(a, 1, {{7, 1.0}}, "7 hostile 1.0x");
+  UnderAttack(a, 1, {{7, 1.0, 0.95}}, "7 hostile 1.0x cancel at 0.95");
+  UnderAttack(a, 1, {{7, 0.95, 0.95}}, "7 hostile 0.95x cancel at 0.95");
+  UnderAttack(a, 1, {{15, 1.05}}, "15 hostile 1.05x (overload)");
+  UnderAttack(a, 1, {{15, 1.0, 0.95}}, "15 hostile 1.0x cancel (overload)");
+}
+
+// Every budget covered the work (2 x), then the work turns 3 x (a slower
+// dependency: no call can make its budget, whatever the limit), then back:
+// the limit during the slowdown and after it, and the calls served after.
+// REPRODUCES a regression of 2026db4: a call cut at its deadline is no
+// longer learned, so the expected handling stays at the old work (50 ms)
+// while every call ends at its 100 ms deadline: every call is a drop
+// (dropped share 1, over kQueueDropShare), and every algorithm brakes on a
+// slowdown the limit cannot help -- and is then below the cores when the
+// work recovers. Measured (plain build, 8 callers, 8 cores, ok ~150 a
+// second before), limit over the 4 s slowdown mean (lowest), then the
+// first second after it mean (lowest) and calls served:
+//            2026db4                        de8c47a
+//   aimd     12.3 (5); 6 (4), ok 111        19.4 (14); 18 (14), ok 137
+//   gradient 11.3 (4); 3 (3), ok 66         15.0 (14); 15 (14), ok 148
+//   vegas    14.4 (7); 6 (5), ok 116        15.1 (14); 15 (14), ok 151
+// 2026db4 takes 2-3 s to serve ~150 a second again (gradient refused 354
+// calls of honest callers); a longer slowdown takes the limit to its
+// minimum. No assertion yet (the fix is a design question: see the
+// report of the attack review of 2026db4).
+TEST_P(AdmissionFloodTest, DISABLED_SlowdownPastEveryBudget) {
+  Cores cores(kCores, kWork, 0.2);
+  auto started = echo::EchoServer::Start(CoreServerOptions(GetParam(), cores));
+  ASSERT_TRUE(started.ok()) << started.status();
+  echo::EchoServer& server = **started;
+  const absl::Time bound = absl::Now() + testing::kWaitBound * 3;
+  std::atomic<bool> stop{false};
+  CallerCounts counts;
+  std::vector<std::thread> threads =
+      StartCallers(server, kCores, kWork * 2, stop, bound, counts);
+  absl::SleepFor(absl::Milliseconds(1500));  // settle (not synchronisation)
+  const LimitReading before = ReadLimit(server, absl::Milliseconds(1000));
+  const int ok0 = counts.ok.load();
+  const LimitReading ref = ReadLimit(server, absl::Milliseconds(1000));
+  const int ok_ref = counts.ok.load() - ok0;
+  cores.SetScale(3);
+  const LimitReading slow = ReadLimit(server, absl::Milliseconds(4000));
+  cores.SetScale(1);
+  std::string after;
+  for (int s = 0; s < 4; ++s) {
+    const int ok = counts.ok.load();
+    const LimitReading r = ReadLimit(server, absl::Milliseconds(1000));
+    absl::StrAppend(&after, " ", s + 1, ": ", static_cast<int>(r.mean), " (",
+                    r.low, "-", r.high, ") ok ", counts.ok.load() - ok, ";");
+  }
+  stop.store(true);
+  for (std::thread& t : threads) t.join();
+  std::printf(
+      "[%s] slowdown x3 past every budget (2x work): limit before %.1f "
+      "(%d-%d) ok %d a second; 4 s slow %.1f (%d-%d); each second after:%s "
+      "refused %d\n",
+      std::string(limits::AlgorithmName(GetParam())).c_str(), before.mean,
+      before.low, before.high, ok_ref, slow.mean, slow.low, slow.high,
+      after.c_str(), counts.refused.load());
 }
 
 INSTANTIATE_TEST_SUITE_P(Algorithms, AdmissionFloodTest,
