@@ -103,6 +103,10 @@ void VegasLimit::OnSample(const Sample& s) {
       std::max(1.0, std::floor(std::log10(std::max(limit_, 1.0))));
   // A drop is a loss by the DropGate, a queue being at least alpha's.
   const bool loss = gate_.Loss(s, queue_ >= options_.alpha * log);
+  // kCleanWindows windows in a row without a late call: the queue that cut
+  // calls hid is gone; fast growth again.
+  clean_windows_ = s.dropped ? 0 : clean_windows_ + 1;
+  if (clean_windows_ >= kCleanWindows) slow_growth_ = false;
   if (samples_ <= options_.bounds.warmup_samples) return;
   double next;
   if (!loss && s.inflight * 2 < limit_) return;

@@ -35,8 +35,10 @@
 //                                      a probe: the baseline stands)
 //     at least kQueueDropShare of the window's calls dropped
 //                                   -> limit - max(L, limit / 10), and from
-//                                      then to the next probe every increase
-//                                      is L, never beta x L (late calls cut
+//                                      then to the next probe, or until 5
+//                                      windows in a row without a dropped
+//                                      call, every increase is L, never
+//                                      beta x L (late calls cut
 //                                      at their deadlines hide the queue
 //                                      the fast growth reads: in limits_
 //                                      test.cc's cut queue it climbed +3 at
@@ -142,6 +144,13 @@ class VegasLimit final : public Limit {
   // A mostly-dropped window cut the limit since the last probe: grow by L,
   // never beta x L (cut calls hide the queue the fast growth reads).
   bool slow_growth_ = false;
+  // Windows in a row without a dropped call; kCleanWindows of them end
+  // slow_growth_ (the queue is gone: to the next probe -- 30 x limit
+  // windows -- the limit regrew by L a window, 7-9 s from 64 to 128 in
+  // limits_test.cc's RestoredAfterACutQueue; 3 windows let the cut queue
+  // overshoot to 20 of 16).
+  static constexpr int kCleanWindows = 5;
+  int clean_windows_ = 0;
   int64_t samples_ = 0;
   int64_t since_probe_ = 0;
   int decreases_ = 0;         // in a row

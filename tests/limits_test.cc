@@ -784,6 +784,60 @@ TEST_P(AdaptiveTest, ACutQueueWithTightBudgetsBrakes) {
   }
 }
 
+// Attack review of 2026db4: after a cut queue braked (capacity `c` ->
+// c / 2 with every budget `factor` x the service, late calls cut at their
+// deadlines), the capacity comes back: how long until the limit is in the
+// band of `c` again (Vegas grows by L, not beta x L, from its mostly-dropped
+// window to its next probe)? Prints, over 10 seeds, the runs that miss
+// the band within 5 s of the restore and the mean time to settle.
+// Measured, mean settle (seeds missing), x1.02 / x1.05:
+//                 de8c47a          2026db4               fixed (below)
+//   vegas   32    0.9 / 0.6        3.8 / 1.9             2.1 / 1.1
+//           64    1.4 / 1.3        4.3 / 4.2             2.2 / 1.2
+//          128    2.6 / 2.4        9.1 (10) / 7.3 (10)   3.9 / 2.6
+//   gradient      (ran above the band: 10 of 10)         1.1-2.0
+//   aimd          0.9-4.5 alike before and after
+// Vegas' slow growth lasted to its next probe (30 x limit windows): by L
+// a window from 64 to 128. Fixed: it ends after kCleanWindows (5)
+// windows in a row without a dropped call (DISABLED_ACutQueueWithTight
+// BudgetsStillBrakes' misses unchanged: highest 19 vs 17-18 at +-0%).
+int RestoredAfterACutQueue(Algorithm a, int c, double factor) {
+  int missed = 0;
+  double settle_sum = 0;
+  for (uint32_t seed = 1; seed <= 10; ++seed) {
+    auto limit = Make(Options(a));
+    Server server(*limit, c, kService, absl::UnixEpoch());
+    server.SetSeed(seed);
+    server.SetBudget(kService * factor);
+    server.SetDrops(true);
+    server.SetCutAtBudget(true);
+    server.Run(absl::Seconds(20));
+    server.SetCapacity(c / 2);
+    server.Run(absl::Seconds(20));
+    const absl::Time changed = server.now();
+    server.SetCapacity(c);
+    const std::vector<Point> t = server.Run(absl::Seconds(20));
+    const absl::Duration took = SettledAt(t, Lo(c), Hi(c)) - changed;
+    settle_sum += absl::ToDoubleSeconds(std::min(took, absl::Seconds(20)));
+    auto [lo, hi] = Range(t, changed + absl::Seconds(5));
+    if (took > absl::Seconds(5) || lo < Lo(c) || hi > Hi(c)) ++missed;
+  }
+  std::printf("%-8s budgets x%.2f cut, %d -> %d -> %d workers: %d of 10 "
+              "seeds miss the band after the restore (mean settle %.1f s)\n",
+              std::string(AlgorithmName(a)).c_str(), factor, c, c / 2, c,
+              missed, settle_sum / 10);
+  return missed;
+}
+
+TEST_P(AdaptiveTest, RestoredAfterACutQueue) {
+  for (int c : {32, 64, 128}) {
+    for (double factor : {1.02, 1.05}) {
+      EXPECT_EQ(RestoredAfterACutQueue(GetParam(), c, factor), 0)
+          << AlgorithmName(GetParam()) << " " << c << " x" << factor;
+    }
+  }
+}
+
 TEST_P(AdaptiveTest, DISABLED_ACutQueueWithTightBudgetsStillBrakes) {
   for (double jitter : {0.0, 0.1}) {
     for (double factor : {1.02, 1.05}) {
