@@ -663,7 +663,17 @@ TEST_P(AdmissionFloodTest, AQueueWithTightBudgetsBrakes) {
           server.server_policy().LimiterStats(kMethod)->inputs.samples),
       static_cast<long long>(samples[0]), static_cast<long long>(samples[1]),
       static_cast<long long>(samples[2]));
-  EXPECT_LE(last.mean, 2 * kCores);
+  // Sanitized, the brake cannot be seen: the way from the client to
+  // admission takes more than the quarter of the work that 1.25 x leaves,
+  // so every late call had less budget at admission than the expected
+  // handling (kIgnore: no sample); under TSan the limit stayed at 64 with
+  // 0-6 window samples in 6 s. Tried: 32 callers at 2.5 x the work (a
+  // queue still, samples again): TSan last 2 s aimd 21, gradient 37, vegas
+  // 39; ASan aimd 51, gradient 75 (it grew: a dropped share under 3/4, and
+  // a long average learned under the queue from the start), vegas 42 -- no
+  // bound that says "brakes" holds for both. So sanitized: it must not
+  // run away (at most its initial 64) nor collapse.
+  EXPECT_LE(last.mean, testing::PlainOrSanitized(2, 8) * kCores);
   EXPECT_GE(last.low, kCores / 2);
 }
 
