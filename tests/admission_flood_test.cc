@@ -672,7 +672,11 @@ TEST_P(AdmissionFloodTest, AQueueWithTightBudgetsBrakes) {
   // 39; ASan aimd 51, gradient 75 (it grew: a dropped share under 3/4, and
   // a long average learned under the queue from the start), vegas 42 -- no
   // bound that says "brakes" holds for both. So sanitized: it must not
-  // run away (at most its initial 64) nor collapse.
+  // run away (at most its initial 64) nor collapse. A plain build on a
+  // busy machine is the same case: at load average 6 (overload_bench
+  // beside it, 2026-12-07 09:58) the plain run failed, aimd last 2 s mean
+  // 19.0, gradient 65.7 with 12 window samples (vegas 9.4 passed); CI runs
+  // tests in parallel.
   EXPECT_LE(last.mean, testing::PlainOrSanitized(2, 8) * kCores);
   EXPECT_GE(last.low, kCores / 2);
 }
