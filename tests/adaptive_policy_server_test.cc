@@ -160,10 +160,12 @@ TEST_P(AdaptivePolicyServerTest, ClientCancelIsNoSample) {
     ::echo::v1::EchoRequest request;
     request.set_work_ms(60000);
     ::echo::v1::EchoResponse response;
-    std::promise<grpc::Status> done;
-    std::future<grpc::Status> status = done.get_future();
+    // Shared with the callback: set_value may still touch the promise after
+    // the future is ready, and this iteration's scope may end by then.
+    auto done = std::make_shared<std::promise<grpc::Status>>();
+    std::future<grpc::Status> status = done->get_future();
     stub().async()->Echo(&cc, &request, &response,
-                         [&done](grpc::Status s) { done.set_value(s); });
+                         [done](grpc::Status s) { done->set_value(s); });
     ASSERT_TRUE(server().WaitHandled(i + 1, kBound));
     cc.TryCancel();
     // Bounded: the client's cancel ends the call at once.
