@@ -25,6 +25,7 @@ AimdLimit::AimdLimit(const AimdOptions& options)
       limit_(options.bounds.initial) {}
 
 void AimdLimit::OnSample(const Sample& s) {
+  check_.Seen(s);
   inputs_.last_rtt = s.rtt;
   const double rtt = std::max(1.0, absl::ToDoubleNanoseconds(s.rtt));
   if (fastest_ns_ == 0) run_.Fill(rtt);
@@ -36,14 +37,13 @@ void AimdLimit::OnSample(const Sample& s) {
       QueueShare(s.budget, absl::Nanoseconds(fastest_ns_ * scale_));
   if (++inputs_.samples <= options_.bounds.warmup_samples) return;
   const absl::Duration timeout = options_.timeout * scale_;
-  if (timeout > absl::ZeroDuration()) {
-    if (ApplyCheckStep(check_.OnSample(s, limit_, timeout), options_.bounds,
-                       limit_, [&](absl::Duration rtt) {
-                         scale_ = std::max(
-                             1.0, absl::ToDoubleNanoseconds(rtt) / fastest_ns_);
-                       })) {
-      return;
-    }
+  // Without a timeout (no baseline) only the check's drop check runs.
+  if (ApplyCheckStep(check_.OnSample(s, limit_, timeout), options_.bounds,
+                     limit_, [&](absl::Duration rtt) {
+                       scale_ = std::max(
+                           1.0, absl::ToDoubleNanoseconds(rtt) / fastest_ns_);
+                     })) {
+    return;
   }
   const bool over = timeout > absl::ZeroDuration() && s.rtt > timeout;
   // Halfway from the fastest window (scaled) to the timeout: above it the

@@ -76,7 +76,8 @@ struct AimdOptions {
   // A handling time above this counts as a drop; zero: only real drops
   // (deadlines hit) count. >= 0.
   absl::Duration timeout = absl::ZeroDuration();
-  // A slower server vs a longer queue (slowdown_check.h; with a timeout).
+  // A slower server vs a longer queue (slowdown_check.h: its rise check
+  // with a timeout, its drop check always).
   SlowdownCheckOptions slowdown;
 
   // InvalidArgument naming "<prefix>.<field>".

@@ -32,6 +32,7 @@ Gradient2Limit::Gradient2Limit(const Gradient2Options& options)
       limit_(options.bounds.initial) {}
 
 void Gradient2Limit::OnSample(const Sample& s) {
+  check_.Seen(s);
   // A zero handling time would make the ratio infinite: count it as 1 ns.
   const double rtt = std::max(1.0, absl::ToDoubleNanoseconds(s.rtt));
   last_ns_ = rtt;

@@ -58,6 +58,12 @@ CheckStep SlowdownCheck::OnSample(const Sample& s, double limit,
   // its timeout scaled up, held 43-61 of 8 cores in admission_flood_test's
   // AQueueWithTightBudgetsBrakes in a CI run). A check under way ends; the
   // algorithm cuts.
+  // Nearly every call late: a queue or a server slower than the budgets
+  // (drop_check.h); a hold of the drop check ends a check under way.
+  if (const std::optional<double> held = drops_.OnSample(s, limit)) {
+    state_ = State::kIdle;
+    return Hold(*held);
+  }
   if (MostlyDropped(s)) {
     state_ = State::kIdle;
     return {};

@@ -72,6 +72,10 @@
 // small queue of a slower server from a big one. A slower server that also
 // lost workers is read as slower only if the cut left no queue; what remains
 // is the algorithm's to find.
+// A window whose calls were nearly all late hides its handling time (cut at
+// the budgets): it goes to the DropCheck first (drop_check.h), which tells
+// a queue from a server slower than the budgets by the late share instead,
+// and otherwise ends a check under way (the algorithm cuts).
 //
 // Thread-safety: not safe for concurrent use (its owner, a Limit, is not).
 // Lifetime: a plain value owned by its algorithm.
@@ -83,6 +87,7 @@
 
 #include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
+#include "limits/drop_check.h"
 #include "limits/limit.h"
 
 namespace reqctx::limits {
@@ -133,17 +138,22 @@ class SlowdownCheck {
   static constexpr int kReadingSamples = 2;
   // `options` must be valid (Validate).
   explicit SlowdownCheck(const SlowdownCheckOptions& options)
-      : options_(options) {}
+      : options_(options), drops_(options.cut) {}
   // One sample `s` of an algorithm whose limit is `limit` and whose baseline
   // (no-queue handling time) is `baseline` (zero: none yet; no check).
   CheckStep OnSample(const Sample& s, double limit, absl::Duration baseline);
+  // Every sample the algorithm is given, first (DropCheck::Seen).
+  void Seen(const Sample& s) { drops_.Seen(s); }
   // Forgets a check under way (the algorithm moved the limit on its own,
   // e.g. a Vegas probe).
-  void Reset() { state_ = State::kIdle; }
+  void Reset() {
+    state_ = State::kIdle;
+    drops_.Reset();
+  }
   // Whether a check is under way (holding the limit).
   bool checking() const {
     return state_ == State::kMeasuring || state_ == State::kCut ||
-           state_ == State::kFastCut;
+           state_ == State::kFastCut || drops_.busy();
   }
 
  private:
@@ -162,6 +172,8 @@ class SlowdownCheck {
     std::optional<absl::Duration> Add(absl::Duration rtt);
   };
   const SlowdownCheckOptions options_;
+  // Nearly every call late: a queue, or a server slower than the budgets?
+  DropCheck drops_;
   State state_ = State::kIdle;
   Reading reading_;                // r0 or r1 being read
   double l0_ = 0;                  // the limit when the rise was seen

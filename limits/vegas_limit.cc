@@ -50,6 +50,7 @@ void VegasLimit::SetNoLoad(double ns) {
 }
 
 void VegasLimit::OnSample(const Sample& s) {
+  check_.Seen(s);
   const double rtt = std::max(1.0, absl::ToDoubleNanoseconds(s.rtt));
   last_ns_ = rtt;
   ++samples_;

@@ -88,6 +88,15 @@ class Server {
   // the budget covered the mean handling time (LoadShedder's ClassifyEnd,
   // expected = service x slowdown).
   void SetDrops(bool on) { drops_ = on; }
+  // From now on at most `n` calls are in flight (closed-loop callers, each
+  // sending its next call when its last ends); 0: as many as the limit
+  // admits (saturation, the default).
+  void SetClients(int n) { clients_ = n; }
+  // From now on whether the drop rule's expected handling follows the
+  // slowdown (the enforcer learned the slower handling); false: it stays
+  // the service (an enforcer whose calls are all cut at their deadlines
+  // learns no new handling time: server_policy.cc's Ended).
+  void SetLearnsSlowdown(bool on) { learns_slowdown_ = on; }
   // From now on a call whose handling would run past its budget ends at
   // it (the server cuts it at its deadline, as a real one does): its
   // sample's rtt is its budget, and its worker is free from then on (or
@@ -115,7 +124,7 @@ class Server {
       s.budget = c.budget;
       // (A cut call ends exactly at its budget.)
       s.dropped = drops_ && (cut_ ? s.rtt >= c.budget : s.rtt > c.budget) &&
-                  c.budget >= service_ * slowdown_;
+                  c.budget >= service_ * (learns_slowdown_ ? slowdown_ : 1);
       limit_.OnSample(s);
       Admit();
       trace.push_back({now_, limit_.Current()});
@@ -131,7 +140,8 @@ class Server {
     bool operator>(const Call& o) const { return end > o.end; }
   };
   void Admit() {
-    while (static_cast<int>(calls_.size()) < limit_.Current()) {
+    while (static_cast<int>(calls_.size()) < limit_.Current() &&
+           (clients_ == 0 || static_cast<int>(calls_.size()) < clients_)) {
       const absl::Time free = workers_.top();
       workers_.pop();
       // A 31-bit LCG (glibc's constants): u in [-1, 1].
@@ -161,6 +171,8 @@ class Server {
   uint32_t seed_ = 1;
   bool drops_ = false;
   bool cut_ = false;
+  int clients_ = 0;
+  bool learns_slowdown_ = true;
   double slow_share_ = 0;
   double slow_factor_ = 1;
   std::priority_queue<absl::Time, std::vector<absl::Time>,
@@ -843,6 +855,46 @@ TEST_P(AdaptiveTest, RestoredAfterACutQueue) {
           << AlgorithmName(GetParam()) << " " << c << " x" << factor;
     }
   }
+}
+
+// A dependency slower than every caller's budget (the handling x3 for
+// budgets of 2 x the service, late calls cut at their deadlines, and the
+// enforcer's expected handling the old one: every call a drop) on a server
+// with more workers than its 8 callers. No limit makes a call in time, and
+// the limit did not hold the calls back: it must hold, so that when the
+// dependency recovers every caller is served at once (limit >= 8). Before
+// the drop check (drop_check.h) AIMD and Vegas braked on the late share to
+// their minimum (2) by the slow phase's end; after it AIMD stayed under 8
+// for 1.9 s, Vegas for the whole 2 s. (Gradient2 holds here either way: 8
+// in flight is under half its limit, no sample it reads. On a real server,
+// admission_flood_test.cc's SlowdownPastEveryBudget, all three fell to 3-6
+// of 8 cores and served 66-116 calls in the second after, 137-151 before
+// 2026db4.) With it: lowest 3 (a look), back to 15-19 at the end.
+TEST_P(AdaptiveTest, HoldsThroughASlowdownPastEveryBudget) {
+  auto limit = Make(Options(GetParam()));
+  Server server(*limit, 32, kService, absl::UnixEpoch());
+  server.SetClients(8);
+  server.SetBudget(kService * 2);
+  server.SetDrops(true);
+  server.SetCutAtBudget(true);
+  server.SetLearnsSlowdown(false);
+  server.Run(absl::Seconds(10));
+  server.SetSlowdown(3);
+  const absl::Time slowed = server.now();
+  const std::vector<Point> slow = server.Run(absl::Seconds(10));
+  server.SetSlowdown(1);
+  const absl::Time recovered = server.now();
+  const std::vector<Point> after = server.Run(absl::Seconds(2));
+  // The check looks at (1 - cut) x 8, then x 0.7 again at each re-check:
+  // the limit's lowest in the slow phase is a look's, and it is back to
+  // where it was between looks.
+  auto [slow_lo, slow_hi] = Range(slow, slowed + absl::Seconds(2));
+  EXPECT_GE(slow_hi, 8) << AlgorithmName(GetParam());
+  EXPECT_GE(slow.back().limit, 8) << AlgorithmName(GetParam());
+  auto [lo, hi] = Range(after, recovered + absl::Milliseconds(500));
+  EXPECT_GE(lo, 8) << AlgorithmName(GetParam()) << " slow phase lowest "
+                   << slow_lo;
+  EXPECT_LE(hi, 500);
 }
 
 TEST_P(AdaptiveTest, DISABLED_ACutQueueWithTightBudgetsStillBrakes) {

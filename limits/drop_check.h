@@ -1,0 +1,101 @@
+// DropCheck: tells a server slower than its callers' budgets from a queue
+// when nearly every call is late (issue 23).
+//
+// A window whose calls were nearly all late (limit.h's MostlyDropped) is
+// read as a queue: cut at their budgets, late calls hide a queue from the
+// handling time, so the algorithms cut on the late share alone. But a
+// server that got slower than every caller's budget (a dependency x3 for
+// callers whose deadlines are 2 x the work) makes every call late at any
+// limit, queue or not: there the cuts refuse calls to no end, and leave the
+// limit at a fraction of the server's concurrency when the slowdown ends
+// (3-6 of 8 cores, a third to a half of the calls served in the second
+// after: admission_flood_test.cc's SlowdownPastEveryBudget). The two differ
+// in one way: fewer calls in flight shorten a queue's waits, so its late
+// share falls; a slower server's stays. So, as SlowdownCheck does for the
+// handling time, the check cuts and looks, on the late share instead:
+//   1. A mostly-dropped window whose calls were admitted at a concurrency
+//      (Sample::inflight, the window's most) the server just handled in
+//      time -- at most kInflightSpread x the in-flight of the last window
+//      with under 1 - kQueueDropShare of its calls late -- starts a check. Above that
+//      concurrency there is no question: calls the server never handled in
+//      time are a queue, the algorithm's to cut (a queue from the start,
+//      where no window was ever in time, is cut as before).
+//   2. cut: the limit L0 is held at (1 - cut) x the window's in-flight
+//      (`cut` is SlowdownCheckOptions::cut) until kReadingSamples samples
+//      holding only calls admitted after the cut give the mean late share.
+//   3. verdict: a share under kQueueDropShare is a queue the cut shortened:
+//      the limit stays at the cut, which is now the concurrency the server
+//      handles in time, and the algorithm goes on from there. Still mostly
+//      late: the server is slower than the budgets, and no limit helps; the
+//      limit goes back to L0 and is held there while windows stay mostly
+//      late. Every kRecheckSamples held samples the check looks again, each
+//      time at (1 - cut) x the cut before, down to one call: a server that
+//      lost most of its workers is a queue one cut does not clear.
+// A window not mostly late ends a hold (the algorithm's own rule again).
+// The cost: a queue at a concurrency the server just handled in time is
+// cut (1 - cut) at once, then regrown by the algorithm; a server slower than
+// the budgets serves kReadingSamples windows at the cut, and again at every
+// re-check, while no call of its could be in time anyway.
+//
+// Thread-safety: not safe for concurrent use (its owner, a Limit, is not).
+// Lifetime: a plain value owned by a SlowdownCheck.
+#ifndef REQCTX_LIMITS_DROP_CHECK_H_
+#define REQCTX_LIMITS_DROP_CHECK_H_
+
+#include <optional>
+
+#include "absl/time/time.h"
+#include "limits/limit.h"
+
+namespace reqctx::limits {
+
+// What the algorithm does with one sample: the limit to hold, or (no
+// value) the algorithm's own rule.
+class DropCheck {
+ public:
+  // Late shares are read as the mean of this many samples (windows).
+  static constexpr int kReadingSamples = 2;
+  // Held samples between two looks while the server stays slower than the
+  // budgets (about 2 s of 100 ms windows).
+  static constexpr int kRecheckSamples = 20;
+  // A late window's in-flight up to this many times the last in-time
+  // window's is a concurrency the server just handled: a late call holds
+  // its slot until its handler ends, past its client's deadline, while the
+  // client's next call is admitted (8 closed-loop callers read 9-11 in
+  // flight in late windows, 8 in time).
+  static constexpr double kInflightSpread = 1.5;
+  // `cut` in (0, 0.5]; 0: no check (every mostly-late window is the
+  // algorithm's, as before).
+  explicit DropCheck(double cut) : cut_(cut) {}
+  // Every sample `s` the algorithm is given, before any rule of its own
+  // may skip it: a window with under 1 - kQueueDropShare of its calls late
+  // is a concurrency (its in-flight) the server handles in time.
+  void Seen(const Sample& s);
+  // One sample `s` of an algorithm whose limit is `limit` (also given to
+  // Seen): the limit to hold (the sample is used up), or nullopt.
+  std::optional<double> OnSample(const Sample& s, double limit);
+  // Forgets a check or hold under way (the algorithm moved the limit on its
+  // own); keeps the concurrency last handled in time.
+  void Reset() { state_ = State::kIdle; }
+  // Whether a check or hold is under way.
+  bool busy() const { return state_ != State::kIdle; }
+
+ private:
+  enum class State { kIdle, kCut, kPastBudgets };
+  // Holds the limit at `level` (at least 1), reading calls admitted from
+  // `s`'s end on.
+  double StartCut(const Sample& s, double level);
+  const double cut_;
+  State state_ = State::kIdle;
+  int in_time_ = 0;     // in-flight of the last window mostly in time
+  double l0_ = 0;       // the limit when the late windows came
+  double level_ = 0;    // the cut being looked at
+  absl::Time since_;    // calls admitted from then on count
+  double share_sum_ = 0;
+  int shares_ = 0;
+  int held_ = 0;        // samples held since the last look
+};
+
+}  // namespace reqctx::limits
+
+#endif  // REQCTX_LIMITS_DROP_CHECK_H_
