@@ -22,28 +22,33 @@ std::optional<double> DropCheck::OnSample(const Sample& s, double limit) {
   const bool late = MostlyDropped(s);
   switch (state_) {
     case State::kIdle:
-      // Not mostly late, calls the limit held back (within a call of it),
-      // a concurrency the server did not just handle in time, or one call
-      // (no cut can shorten it): the algorithm's.
-      if (!late || s.inflight + 1 > limit ||
-          s.inflight > in_time_ * kInflightSpread || s.inflight <= 1) {
+      // Not mostly late, a concurrency the server did not just handle in
+      // time, one call (no cut can shorten it), or calls the limit held
+      // back (within a call of it) while it is above half the concurrency
+      // last handled in time: the algorithm's.
+      if (!late || s.inflight > in_time_ * kInflightSpread ||
+          s.inflight <= 1 || (s.inflight + 1 > limit && limit * 2 > in_time_)) {
         return std::nullopt;
       }
       l0_ = limit;
+      late_inflight_ = s.inflight;
       return StartCut(s, (1 - cut_) * std::min<double>(limit, s.inflight));
     case State::kCut:
       if (s.start < since_) return level_;  // admitted before the cut
       share_sum_ += s.dropped_share;
       if (++shares_ < kReadingSamples) return level_;
       if (share_sum_ / shares_ < kQueueDropShare) {
-        // A queue the cut shortened: its level was handled in time.
-        state_ = State::kIdle;
-        in_time_ = static_cast<int>(level_);
-        return level_;
+        // A queue the cut shortened: the algorithm brakes from the
+        // concurrency that was late.
+        state_ = State::kQueue;
+        return std::min<double>(l0_, late_inflight_);
       }
       state_ = State::kPastBudgets;
       held_ = 0;
       return l0_;
+    case State::kQueue:
+      if (!late) state_ = State::kIdle;
+      return std::nullopt;
     case State::kPastBudgets:
       if (!late) {
         state_ = State::kIdle;

@@ -16,26 +16,38 @@
 //   1. A mostly-dropped window whose calls were admitted at a concurrency
 //      (Sample::inflight, the window's most) the server just handled in
 //      time -- at most kInflightSpread x the in-flight of the last window
-//      with under 1 - kQueueDropShare of its calls late -- starts a check. Above that
-//      concurrency there is no question: calls the server never handled in
-//      time are a queue, the algorithm's to cut (a queue from the start,
-//      where no window was ever in time, is cut as before).
+//      with under 1 - kQueueDropShare of its calls late -- starts a check,
+//      when the limit held no call back (in-flight more than a call under
+//      it) or the algorithm's own brake has already taken it to half that
+//      concurrency. Otherwise it is the algorithm's to cut: calls the
+//      server never handled in time are a queue (a queue from the start,
+//      where no window was ever in time, is cut as before), and so are
+//      calls the limit held back above half what the server handled in
+//      time (a limit that made the queue looks the same, and a look that
+//      does not clear it -- 32 workers halved to 16 under budgets of 1.02 x
+//      the work: the look at 0.7 x 32 still queues -- would hold it).
 //   2. cut: the limit L0 is held at (1 - cut) x the window's in-flight
 //      (`cut` is SlowdownCheckOptions::cut) until kReadingSamples samples
 //      holding only calls admitted after the cut give the mean late share.
 //   3. verdict: a share under kQueueDropShare is a queue the cut shortened:
-//      the limit stays at the cut, which is now the concurrency the server
-//      handles in time, and the algorithm goes on from there. Still mostly
-//      late: the server is slower than the budgets, and no limit helps; the
-//      limit goes back to L0 and is held there while windows stay mostly
-//      late. Every kRecheckSamples held samples the check looks again, each
-//      time at (1 - cut) x the cut before, down to one call: a server that
-//      lost most of its workers is a queue one cut does not clear.
+//      the limit goes to the smaller of L0 and the late window's in-flight,
+//      and the algorithm brakes on from there while windows stay mostly
+//      late. Still mostly late: the server is slower than the budgets, and
+//      no limit helps; the limit goes back to L0 and is held there while
+//      windows stay mostly late. Every kRecheckSamples held samples the
+//      check looks again, each time at (1 - cut) x the cut before, down to
+//      one call: a server that lost most of its workers is a queue one cut
+//      does not clear.
 // A window not mostly late ends a hold (the algorithm's own rule again).
 // The cost: a queue at a concurrency the server just handled in time is
-// cut (1 - cut) at once, then regrown by the algorithm; a server slower than
-// the budgets serves kReadingSamples windows at the cut, and again at every
-// re-check, while no call of its could be in time anyway.
+// braked two windows later; a server slower than the budgets serves
+// kReadingSamples windows at the cut, and again at every re-check, while no
+// call of its could be in time anyway; a server that lost more than 1 -
+// cut of its workers with the limit not holding calls back is read as
+// slower, and braked only at a re-check. Under overload (the limit holding
+// calls back) a slowdown past every budget still brakes the limit, to half
+// the concurrency last handled in time (admission_flood_test.cc's
+// DISABLED_SlowdownPastEveryBudgetUnderOverload).
 //
 // Thread-safety: not safe for concurrent use (its owner, a Limit, is not).
 // Lifetime: a plain value owned by a SlowdownCheck.
@@ -81,7 +93,7 @@ class DropCheck {
   bool busy() const { return state_ != State::kIdle; }
 
  private:
-  enum class State { kIdle, kCut, kPastBudgets };
+  enum class State { kIdle, kCut, kQueue, kPastBudgets };
   // Holds the limit at `level` (at least 1), reading calls admitted from
   // `s`'s end on.
   double StartCut(const Sample& s, double level);
@@ -89,6 +101,7 @@ class DropCheck {
   State state_ = State::kIdle;
   int in_time_ = 0;     // in-flight of the last window mostly in time
   double l0_ = 0;       // the limit when the late windows came
+  int late_inflight_ = 0;  // their in-flight
   double level_ = 0;    // the cut being looked at
   absl::Time since_;    // calls admitted from then on count
   double share_sum_ = 0;

@@ -893,16 +893,20 @@ TEST_P(AdmissionFloodTest, DISABLED_HostileMajority) {
 // (the lowest, 4, is the check's look at (1 - cut) of the 8 in flight).
 // Asserted: the limit's mean in the first second after is at least the
 // cores.
-TEST_P(AdmissionFloodTest, SlowdownPastEveryBudget) {
+// Runs SlowdownPastEveryBudget's scenario with `callers` closed-loop
+// callers on algorithm `a`, prints its figures, and returns the limit's
+// mean over the first second after the slowdown.
+double SlowdownPastEveryBudgetRun(limits::Algorithm a, int callers) {
   Cores cores(kCores, kWork, 0.2);
-  auto started = echo::EchoServer::Start(CoreServerOptions(GetParam(), cores));
-  ASSERT_TRUE(started.ok()) << started.status();
+  auto started = echo::EchoServer::Start(CoreServerOptions(a, cores));
+  EXPECT_TRUE(started.ok()) << started.status();
+  if (!started.ok()) return 0;
   echo::EchoServer& server = **started;
   const absl::Time bound = absl::Now() + testing::kWaitBound * 3;
   std::atomic<bool> stop{false};
   CallerCounts counts;
   std::vector<std::thread> threads =
-      StartCallers(server, kCores, kWork * 2, stop, bound, counts);
+      StartCallers(server, callers, kWork * 2, stop, bound, counts);
   absl::SleepFor(absl::Milliseconds(1500));  // settle (not synchronisation)
   const LimitReading before = ReadLimit(server, absl::Milliseconds(1000));
   const int ok0 = counts.ok.load();
@@ -923,13 +927,35 @@ TEST_P(AdmissionFloodTest, SlowdownPastEveryBudget) {
   stop.store(true);
   for (std::thread& t : threads) t.join();
   std::printf(
-      "[%s] slowdown x3 past every budget (2x work): limit before %.1f "
-      "(%d-%d) ok %d a second; 4 s slow %.1f (%d-%d); each second after:%s "
-      "refused %d\n",
-      std::string(limits::AlgorithmName(GetParam())).c_str(), before.mean,
+      "[%s] %d callers, slowdown x3 past every budget (2x work): limit "
+      "before %.1f (%d-%d) ok %d a second; 4 s slow %.1f (%d-%d); each "
+      "second after:%s refused %d\n",
+      std::string(limits::AlgorithmName(a)).c_str(), callers, before.mean,
       before.low, before.high, ok_ref, slow.mean, slow.low, slow.high,
       after.c_str(), counts.refused.load());
-  EXPECT_GE(first_after, kCores) << limits::AlgorithmName(GetParam());
+  return first_after;
+}
+
+TEST_P(AdmissionFloodTest, SlowdownPastEveryBudget) {
+  EXPECT_GE(SlowdownPastEveryBudgetRun(GetParam(), kCores), kCores)
+      << limits::AlgorithmName(GetParam());
+}
+
+// The same under overload (twice the cores' callers): the limit holds
+// calls back, so the drop check leaves the late windows to the algorithm's
+// brake down to half the concurrency last handled in time, and looks
+// there. Measured (plain build), limit over the 4 s slowdown mean
+// (lowest); first second after: mean (lowest), calls served (~140 a second
+// before):
+//   drop check without the half-concurrency look: aimd 5.3 (3); 5 (3),
+//     ok 98;  vegas 3.2 (1); 1 (1), ok 19 (still 1 two seconds on: at one
+//     call in flight a window of 10 calls takes half a second)
+//   with it: aimd 5.0-6.0 (3-4); 6-7 (4-6), ok 112-133; vegas 4.4-4.5
+//     (2); 4 (4), ok 81-88; gradient (its limit 25-34 does not hold the
+//     16 callers back) 31 (9); 38, ok 115-126.
+// Printed only.
+TEST_P(AdmissionFloodTest, DISABLED_SlowdownPastEveryBudgetUnderOverload) {
+  SlowdownPastEveryBudgetRun(GetParam(), 2 * kCores);
 }
 
 INSTANTIATE_TEST_SUITE_P(Algorithms, AdmissionFloodTest,
