@@ -20,6 +20,7 @@
 #include <condition_variable>
 #include <cstdio>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <string>
 #include <thread>
@@ -490,30 +491,64 @@ class Cores {
   std::uniform_real_distribution<double> spread_{-1, 1};  // guarded by mu_
 };
 
+// The call on `cc`, cancelled (TryCancel) at `at` if it has not ended by
+// then; its status.
+grpc::Status EchoCancelledAt(::echo::v1::Echo::Stub& stub,
+                             grpc::ClientContext& cc, const EchoRequest& req,
+                             EchoResponse& resp, absl::Time at) {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+  grpc::Status st;
+  stub.async()->Echo(&cc, &req, &resp, [&](grpc::Status s) {
+    std::lock_guard<std::mutex> l(mu);
+    st = std::move(s);
+    done = true;
+    cv.notify_all();
+  });
+  std::unique_lock<std::mutex> l(mu);
+  cv.wait_until(l, absl::ToChronoTime(at), [&] { return done; });
+  if (!done) cc.TryCancel();
+  // Bounded: the call's deadline ends it.
+  cv.wait(l, [&] { return done; });
+  return st;
+}
+
 // Closed-loop callers of a server: each sends calls (no work of the echo
 // service's own: the cores do it) with `budget` until `stop`, bounded by
-// `bound`; a refused call waits 5 ms before the next.
+// `bound`; a refused call waits 5 ms before the next. `cancel` > 0: each
+// caller cancels its call (TryCancel) at that fraction of its budget if it
+// has not ended, and counts a cancelled call late (a cancel inside
+// ClientDeadlineSlack reads as the deadline passing: a late call); 0 (the
+// default): no cancel.
 struct CallerCounts {
   std::atomic<int> ok{0}, late{0}, refused{0}, other{0};
 };
 std::vector<std::thread> StartCallers(echo::EchoServer& server, int n,
                                       absl::Duration budget,
                                       const std::atomic<bool>& stop,
-                                      absl::Time bound, CallerCounts& counts) {
+                                      absl::Time bound, CallerCounts& counts,
+                                      double cancel = 0) {
   std::vector<std::thread> threads;
   for (int t = 0; t < n; ++t) {
-    threads.emplace_back([&server, budget, &stop, bound, &counts] {
+    threads.emplace_back([&server, budget, &stop, bound, &counts, cancel] {
       auto stub = testing::NewStub(server);
       while (!stop.load() && absl::Now() < bound) {
         grpc::ClientContext cc;
-        cc.set_deadline(absl::ToChronoTime(absl::Now() + budget));
+        const absl::Time began = absl::Now();
+        cc.set_deadline(absl::ToChronoTime(began + budget));
         EchoRequest req;
         req.set_message("core");
         EchoResponse resp;
-        const grpc::Status st = stub->Echo(&cc, req, &resp);
+        const grpc::Status st =
+            cancel > 0
+                ? EchoCancelledAt(*stub, cc, req, resp, began + budget * cancel)
+                : stub->Echo(&cc, req, &resp);
         if (st.ok()) {
           counts.ok.fetch_add(1);
-        } else if (st.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+        } else if (st.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED ||
+                   (cancel > 0 &&
+                    st.error_code() == grpc::StatusCode::CANCELLED)) {
           counts.late.fetch_add(1);
         } else if (st.error_code() ==
                    grpc::StatusCode::RESOURCE_EXHAUSTED) {
@@ -565,6 +600,83 @@ echo::EchoServerOptions CoreServerOptions(limits::Algorithm a, Cores& cores) {
   return o;
 }
 
+// Attack review of 2026db4 (session 12): hostile callers of the 8-core
+// server. Each group: `n` closed-loop callers with budget `budget` x the
+// work; `cancel`: as StartCallers' (0: none).
+struct HostileGroup {
+  int n;
+  double budget;
+  double cancel = 0;
+};
+
+// The limit's readings of UnderAttack.
+struct AttackReadings {
+  LimitReading alone;     // before the attack (if asked for; else zeros)
+  LimitReading attacked;  // over 2.5 s of the attack
+};
+
+// `honest` callers (2 s budgets) on 8 cores; after 1.5 s, the limit read for
+// `alone` (if not zero), then the hostile groups join: the limit's readings
+// (alone, and over 2.5 s of the attack after 0.5 s), printed under `name`
+// with the call counts, the outcomes and the limiter's samples; nullopt
+// (and a failure) if the server did not start.
+std::optional<AttackReadings> UnderAttack(
+    limits::Algorithm a, int honest, const std::vector<HostileGroup>& groups,
+    const char* name, absl::Duration alone = absl::ZeroDuration()) {
+  Cores cores(kCores, kWork, 0.2);
+  auto started = echo::EchoServer::Start(CoreServerOptions(a, cores));
+  if (!started.ok()) {
+    ADD_FAILURE() << started.status();
+    return std::nullopt;
+  }
+  echo::EchoServer& server = **started;
+  const absl::Time bound = absl::Now() + testing::kWaitBound * 3;
+  std::atomic<bool> stop{false}, stop_hostile{false};
+  CallerCounts h, x;
+  std::vector<std::thread> threads =
+      StartCallers(server, honest, absl::Seconds(2), stop, bound, h);
+  absl::SleepFor(absl::Milliseconds(1500));  // settle (not synchronisation)
+  AttackReadings r;
+  char alone_text[80] = "";
+  if (alone > absl::ZeroDuration()) {
+    r.alone = ReadLimit(server, alone);
+    std::snprintf(alone_text, sizeof(alone_text),
+                  "limit alone: mean %.1f (%d-%d); ", r.alone.mean, r.alone.low,
+                  r.alone.high);
+  }
+  const auto before = metrics::PolicyMethod(kMethod).LimitSampleCounts();
+  std::vector<std::thread> attackers;
+  for (const HostileGroup& g : groups) {
+    for (std::thread& t : StartCallers(server, g.n, kWork * g.budget,
+                                       stop_hostile, bound, x, g.cancel)) {
+      attackers.push_back(std::move(t));
+    }
+  }
+  absl::SleepFor(absl::Milliseconds(500));
+  const int honest_ok_before = h.ok.load();
+  r.attacked = ReadLimit(server, absl::Milliseconds(2500));
+  const int honest_ok = h.ok.load() - honest_ok_before;
+  stop_hostile.store(true);
+  for (std::thread& t : attackers) t.join();
+  stop.store(true);
+  for (std::thread& t : threads) t.join();
+  const auto after = metrics::PolicyMethod(kMethod).LimitSampleCounts();
+  std::printf(
+      "[%s] %s: %slimit mean %.1f (%d-%d); honest ok %d in 2.5 s (late %d "
+      "refused %d); hostile ok %d late/cancel %d refused %d; outcomes "
+      "success %lld ignore %lld dropped %lld; limiter samples %lld\n",
+      std::string(limits::AlgorithmName(a)).c_str(), name, alone_text,
+      r.attacked.mean, r.attacked.low, r.attacked.high, honest_ok,
+      h.late.load(), h.refused.load(), x.ok.load(), x.late.load(),
+      x.refused.load(), static_cast<long long>(after[0] - before[0]),
+      static_cast<long long>(after[1] - before[1]),
+      static_cast<long long>(after[2] - before[2]),
+      static_cast<long long>(
+          server.server_policy().LimiterStats(kMethod)->inputs.samples));
+  std::fflush(stdout);
+  return r;
+}
+
 // Attack review of 62d8b53 on a real server: 5 honest callers (closed
 // loop, 2 s deadlines) keep a server of 8 cores (work 50 ms +-20%) busy,
 // then 3 hostile callers add calls whose grpc-timeout is 1.05 x the work
@@ -582,45 +694,12 @@ echo::EchoServerOptions CoreServerOptions(limits::Algorithm a, Cores& cores) {
 // (before, up to 726 of the hostile calls were refused: the limit under
 // the 8 calls in flight).
 TEST_P(AdmissionFloodTest, JustCoveredBudgetsDoNotCollapseTheLimit) {
-  constexpr int kHonest = kCores - 3;
-  constexpr int kHostile = 3;
-  Cores cores(kCores, kWork, 0.2);
-  auto started = echo::EchoServer::Start(CoreServerOptions(GetParam(), cores));
-  ASSERT_TRUE(started.ok()) << started.status();
-  echo::EchoServer& server = **started;
-  const absl::Time bound = absl::Now() + testing::kWaitBound * 3;
-  std::atomic<bool> stop{false}, stop_hostile{false};
-  CallerCounts honest, hostile;
-  std::vector<std::thread> threads =
-      StartCallers(server, kHonest, absl::Seconds(2), stop, bound, honest);
-  absl::SleepFor(absl::Milliseconds(1500));  // settle (not synchronisation)
-  const LimitReading alone = ReadLimit(server, absl::Milliseconds(1500));
-  const int64_t dropped_before =
-      server.server_policy().Counters()[policy::PolicyCounter::kLimitDropped];
-  std::vector<std::thread> attackers = StartCallers(
-      server, kHostile, kWork * 1.05, stop_hostile, bound, hostile);
-  absl::SleepFor(absl::Milliseconds(500));
-  const LimitReading attacked = ReadLimit(server, absl::Milliseconds(2500));
-  const int64_t dropped =
-      server.server_policy().Counters()[policy::PolicyCounter::kLimitDropped] -
-      dropped_before;
-  stop_hostile.store(true);
-  for (std::thread& t : attackers) t.join();
-  stop.store(true);
-  for (std::thread& t : threads) t.join();
-  std::printf(
-      "[%s] limit alone: mean %.1f (%d-%d); with the hostile caller: mean "
-      "%.1f (%d-%d); hostile ok %d late %d refused %d; honest ok %d late %d "
-      "refused %d; drops %lld, samples %lld\n",
-      std::string(limits::AlgorithmName(GetParam())).c_str(), alone.mean,
-      alone.low, alone.high, attacked.mean, attacked.low, attacked.high,
-      hostile.ok.load(), hostile.late.load(), hostile.refused.load(),
-      honest.ok.load(), honest.late.load(), honest.refused.load(),
-      static_cast<long long>(dropped),
-      static_cast<long long>(
-          server.server_policy().LimiterStats(kMethod)->inputs.samples));
-  EXPECT_GE(attacked.mean, 1.5 * kCores);
-  EXPECT_GE(attacked.low, kCores);
+  const std::optional<AttackReadings> r =
+      UnderAttack(GetParam(), kCores - 3, {{3, 1.05}}, "3 hostile at 1.05x",
+                  /*alone=*/absl::Milliseconds(1500));
+  ASSERT_TRUE(r.has_value());
+  EXPECT_GE(r->attacked.mean, 1.5 * kCores);
+  EXPECT_GE(r->attacked.low, kCores);
 }
 
 // Attack review of 62d8b53: does a real queue still brake? 80 closed-loop
@@ -700,118 +779,6 @@ TEST_P(AdmissionFloodTest, AQueueWithTightBudgetsBrakes) {
   // busy machine came close to the same case (above).
   EXPECT_LE(last.mean, testing::PlainOrSanitized(4, 8) * kCores);
   EXPECT_GE(last.low, kCores / 2);
-}
-
-// Attack review of 2026db4 (session 12): hostile callers of the 8-core
-// server. Each group: `n` closed-loop callers with budget `budget` x the
-// work; `cancel` > 0: the caller cancels its call (TryCancel) at that
-// fraction of its budget if it has not ended (a cancel inside
-// ClientDeadlineSlack reads as the deadline passing: a late call).
-struct HostileGroup {
-  int n;
-  double budget;
-  double cancel = 0;
-};
-std::vector<std::thread> StartHostile(echo::EchoServer& server,
-                                      HostileGroup g,
-                                      const std::atomic<bool>& stop,
-                                      absl::Time bound, CallerCounts& counts) {
-  std::vector<std::thread> threads;
-  for (int t = 0; t < g.n; ++t) {
-    threads.emplace_back([&server, g, &stop, bound, &counts] {
-      auto stub = testing::NewStub(server);
-      const absl::Duration budget = kWork * g.budget;
-      while (!stop.load() && absl::Now() < bound) {
-        grpc::ClientContext cc;
-        const absl::Time began = absl::Now();
-        cc.set_deadline(absl::ToChronoTime(began + budget));
-        EchoRequest req;
-        req.set_message("core");
-        EchoResponse resp;
-        std::mutex mu;
-        std::condition_variable cv;
-        bool done = false;
-        grpc::Status st;
-        stub->async()->Echo(&cc, &req, &resp, [&](grpc::Status s) {
-          std::lock_guard<std::mutex> l(mu);
-          st = std::move(s);
-          done = true;
-          cv.notify_all();
-        });
-        {
-          std::unique_lock<std::mutex> l(mu);
-          if (g.cancel > 0) {
-            cv.wait_until(l, absl::ToChronoTime(began + budget * g.cancel),
-                          [&] { return done; });
-            if (!done) cc.TryCancel();
-          }
-          // Bounded: the call's deadline ends it.
-          cv.wait(l, [&] { return done; });
-        }
-        if (st.ok()) {
-          counts.ok.fetch_add(1);
-        } else if (st.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED ||
-                   st.error_code() == grpc::StatusCode::CANCELLED) {
-          counts.late.fetch_add(1);
-        } else if (st.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) {
-          counts.refused.fetch_add(1);
-          absl::SleepFor(absl::Milliseconds(5));
-        } else {
-          counts.other.fetch_add(1);
-        }
-      }
-    });
-  }
-  return threads;
-}
-
-// `honest` callers (2 s budgets) on 8 cores, then the hostile groups join:
-// the limit's reading over 2.5 s of the attack (after 0.5 s), printed with
-// the call counts and outcomes.
-LimitReading UnderAttack(limits::Algorithm a, int honest,
-                         const std::vector<HostileGroup>& groups,
-                         const char* name) {
-  Cores cores(kCores, kWork, 0.2);
-  auto started = echo::EchoServer::Start(CoreServerOptions(a, cores));
-  if (!started.ok()) {
-    ADD_FAILURE() << started.status();
-    return {};
-  }
-  echo::EchoServer& server = **started;
-  const absl::Time bound = absl::Now() + testing::kWaitBound * 3;
-  std::atomic<bool> stop{false}, stop_hostile{false};
-  CallerCounts h, x;
-  std::vector<std::thread> threads =
-      StartCallers(server, honest, absl::Seconds(2), stop, bound, h);
-  absl::SleepFor(absl::Milliseconds(1500));  // settle (not synchronisation)
-  const auto before = metrics::PolicyMethod(kMethod).LimitSampleCounts();
-  std::vector<std::thread> attackers;
-  for (const HostileGroup& g : groups) {
-    for (std::thread& t : StartHostile(server, g, stop_hostile, bound, x)) {
-      attackers.push_back(std::move(t));
-    }
-  }
-  absl::SleepFor(absl::Milliseconds(500));
-  const int honest_ok_before = h.ok.load();
-  const LimitReading r = ReadLimit(server, absl::Milliseconds(2500));
-  const int honest_ok = h.ok.load() - honest_ok_before;
-  stop_hostile.store(true);
-  for (std::thread& t : attackers) t.join();
-  stop.store(true);
-  for (std::thread& t : threads) t.join();
-  const auto after = metrics::PolicyMethod(kMethod).LimitSampleCounts();
-  std::printf(
-      "[%s] %s: limit mean %.1f (%d-%d); honest ok %d in 2.5 s (late %d "
-      "refused %d); hostile ok %d late/cancel %d refused %d; outcomes "
-      "success %lld ignore %lld dropped %lld\n",
-      std::string(limits::AlgorithmName(a)).c_str(), name, r.mean, r.low,
-      r.high, honest_ok, h.late.load(), h.refused.load(), x.ok.load(),
-      x.late.load(), x.refused.load(),
-      static_cast<long long>(after[0] - before[0]),
-      static_cast<long long>(after[1] - before[1]),
-      static_cast<long long>(after[2] - before[2]));
-  std::fflush(stdout);
-  return r;
 }
 
 // The attacks of the review, printed. Measured (plain build, 2-core VM,
