@@ -244,6 +244,22 @@ Context FromServerContext(const grpc::ServerContextBase* sc);
 
 namespace internal {
 
+// FromServerContext(sc), and in `*arrived` when the interceptor's first hook
+// (POST_RECV_INITIAL_METADATA) saw the call, on absl::Now()'s clock (read on
+// the monotonic clock then, converted now): the earliest moment reqctx
+// knows of the call. In gRPC 1.51 that hook runs after gRPC's own queues --
+// on the sync API on the thread that then runs the handler, once a sync
+// thread took the call from the server's completion queue; on the callback
+// API on gRPC's callback thread; on the async API when the application's
+// completion queue first delivered the request (the request's tag is then
+// queued once more before the application sees it). How long the call
+// waited before it, nothing in gRPC 1.51's API tells (see
+// tests/arrival_probe_test.cc). `*arrived` is left unchanged if `sc` has no
+// live call. Costs FromServerContext's lookup and two clock reads; safe
+// from any thread; never throws.
+Context FromServerContextArrived(const grpc::ServerContextBase* sc,
+                                 absl::Time* arrived);
+
 // For code that holds a call after the interceptors and before its handler
 // starts (a queue in a grpc::internal::MethodHandler wrapper, as
 // reqctx::policy's load shedder). The glue's Context learns of the caller's
