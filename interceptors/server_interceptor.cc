@@ -512,13 +512,12 @@ Context FromServerContext(const grpc::ServerContextBase* sc) {
 
 namespace internal {
 
-Context FromServerContextArrived(const grpc::ServerContextBase* sc,
-                                 absl::Time* arrived) {
+Context FromServerContextSinceHook(const grpc::ServerContextBase* sc,
+                                   absl::Duration* since_hook) {
   int64_t arrival_ns = 0;
   Context ctx = ContextAndArrival(sc, &arrival_ns);
   if (arrival_ns != 0) {
-    // From the monotonic clock the hook read to absl::Now()'s.
-    *arrived = absl::Now() - absl::Nanoseconds(MonoNowNs() - arrival_ns);
+    *since_hook = absl::Nanoseconds(std::max<int64_t>(MonoNowNs() - arrival_ns, 0));
   }
   return ctx;
 }

@@ -142,17 +142,18 @@ TEST_P(AdaptivePolicyServerTest, EachOutcomeIsCountedAndOnlyCoveredDeadlinesDrop
   EXPECT_EQ(after[2] - before[2], 1);  // dropped: the 1 s call
 }
 
-// A late call's budget is measured from when the glue's interceptor first
-// saw it, not from its admission (ClassifyEnd's `arrived`). On the async API
-// gRPC 1.51 runs that interceptor when the completion queue first delivers
-// the request, then queues the request's tag again: a busy application
-// thread (here: 250 ms of other work before AdmitAsync) eats the budget
-// after the interceptor saw the call. A call that arrived with 300 ms for an
-// expected 100 ms, admitted with ~50 ms and still running at its deadline,
-// is a drop: the server held it too long. Measured from its admission (as
-// before) it was kIgnore -- no sample, no brake. (On the sync and callback
-// APIs the interceptor runs on the thread and just before the handler
-// wrapper: nothing of gRPC's lies between them; see arrival_probe_test.)
+// A late call's budget is its budget at admission plus the time gRPC held
+// it after the glue's interceptor first saw it (ClassifyEnd's `arrived`:
+// admission minus that time). On the async API gRPC 1.51 runs that
+// interceptor when the completion queue first delivers the request, then
+// queues the request's tag again: a busy application thread (here: 250 ms
+// of other work before AdmitAsync) eats the budget after the interceptor
+// saw the call. A call that came with 300 ms for an expected 100 ms,
+// admitted with ~50 ms and still running at its deadline, is a drop: the
+// server held it too long. Measured from its admission (as before) it was
+// kIgnore -- no sample, no brake. (On the sync and callback APIs the
+// interceptor runs on the thread and just before the handler wrapper:
+// nothing of gRPC's lies between them; see arrival_probe_test.)
 TEST_P(AsyncArrivalTest, LateCallIsJudgedByTheBudgetItArrivedWith) {
   ServerPolicyOptions o;
   o.defaults.learned_warmup = 1;

@@ -142,14 +142,14 @@ struct ShedderStats {
 };
 
 // How an admitted call ended, as its limit's sample (limits::Outcome), from
-// when it arrived (the earliest moment the server knew of it; its budget is
-// measured from there), when it ended, its deadline (nullopt: none), the
-// handling time expected of it at admission, and whether its client
-// canceled it:
+// when its budget is measured (`arrived`: its admission, or earlier to
+// count a wait before it against the server -- ServerPolicy adds back the
+// time gRPC held the call after reqctx's interceptor saw it), when it
+// ended, its deadline (nullopt: none), the handling time expected of it at
+// admission, and whether its client canceled it:
 //   * still being handled at its deadline: kDropped if the budget it had at
 //     `arrived` covered `expected` (it should have fit: the server was
-//     slow, or queued it -- a wait between arrival and admission counts
-//     against the server); else kIgnore -- its own short deadline ended it,
+//     slow); else kIgnore -- its own short deadline ended it,
 //     which says nothing of the server (a flood of calls whose deadlines
 //     are shorter than the handling time must not drive the limit to its
 //     minimum);

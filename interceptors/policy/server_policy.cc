@@ -93,15 +93,20 @@ absl::Duration ClientDeadlineSlack(absl::Duration budget) {
   return std::clamp(budget / 10, absl::ZeroDuration(), absl::Milliseconds(20));
 }
 
-// A call that arrived at `arrived` (when reqctx's interceptor first saw it:
-// FromServerContextArrived; `start` if unknown) and was admitted at `start`,
-// bound to `call_ctx`, is over now: its handling time (from `start`) is
-// learned (LatencyWindow) and its slot given back with its outcome
-// (ClassifyEnd, its budget measured from `arrived`: a late call that waited
-// after the interceptor saw it -- on the async API, the completion queue's
-// second delivery of its request; on every API, the shedder's queue -- is
-// judged against the budget it came with), counted in
-// reqctx_policy_limit_samples_total when the slot was held. `canceled`: its client canceled it (or, on the sync
+// A call admitted at `start`, bound to `call_ctx`, that gRPC had held for
+// `held` (>= 0) after reqctx's interceptor first saw it and before the
+// policy first looked at it (FromServerContextSinceHook), is over now: its
+// handling time (from `start`) is learned (LatencyWindow) and its slot
+// given back with its outcome (ClassifyEnd, its budget measured from
+// `start - held`: the budget it had when the policy would have seen it had
+// gRPC not held it -- on the async API gRPC queues the request's tag again
+// after the interceptor ran, and a busy completion-queue thread eats the
+// budget there; on the sync and callback APIs `held` is ~0), counted in
+// reqctx_policy_limit_samples_total when the slot was held. The shedder's
+// own queue is not added back: a call admitted from it had its budget
+// checked when its turn came (LoadShedder refuses it then if it cannot
+// finish in time), and counting that wait would make the limit's own queue
+// a reason to lower the limit. `canceled`: its client canceled it (or, on the sync
 // API, gRPC reports the call cancelled). A call that ended at its deadline
 // or after its client's cancel may have been cut short: its handling time
 // is only a lower bound, learned only if its handler ran on a whole
@@ -116,7 +121,7 @@ absl::Duration ClientDeadlineSlack(absl::Duration budget) {
 // success; so is a call its client canceled within ClientDeadlineSlack of
 // the deadline (the client's own deadline ended it: a late call).
 void Ended(ServerPolicy::MethodState& state, ShedSlot& slot,
-           absl::Time arrived, absl::Time start,
+           absl::Duration held, absl::Time start,
            std::optional<absl::Time> deadline, absl::Duration expected,
            const Context& call_ctx, bool canceled) {
   absl::Time end = absl::Now();
@@ -133,7 +138,7 @@ void Ended(ServerPolicy::MethodState& state, ShedSlot& slot,
   // drop (overload_bench's slowdown: goodput 0.52-0.82, limits 37-47 of 32
   // workers).
   const limits::Outcome outcome =
-      ClassifyEnd(std::min(arrived, start), end, deadline, expected, canceled);
+      ClassifyEnd(start - held, end, deadline, expected, canceled);
   const bool cut_short = canceled || at_deadline;
   // A call cut at its deadline shows its real cost only when its handler
   // kept working a whole expected handling past it (it ignored its
@@ -306,10 +311,10 @@ class PolicyHandler final : public MethodHandler {
   void RunHandler(const HandlerParameter& param) override {
     grpc::ServerContextBase& sc = *param.server_context;
     // The call's Context: its criticality is the glue's (every `baggage`
-    // header, joined), after this policy's trust rule (CallRules). And when
-    // the glue first saw the call (unknown without it: then its admission).
-    absl::Time arrived = absl::InfiniteFuture();
-    Context call_ctx = internal::FromServerContextArrived(&sc, &arrived);
+    // header, joined), after this policy's trust rule (CallRules). And how
+    // long gRPC held it since the glue first saw it (0 without the glue).
+    absl::Duration held = absl::ZeroDuration();
+    Context call_ctx = internal::FromServerContextSinceHook(&sc, &held);
     const Criticality crit = CriticalityOf(call_ctx);
     // 1. Deadline rules and minimum budget.
     if (param.status.ok()) {
@@ -325,7 +330,7 @@ class PolicyHandler final : public MethodHandler {
     // 2. Load shedding.
     LoadShedder* shedder = state_->ps->shedder.get();
     if (shedder == nullptr || !param.status.ok()) {
-      Run(param, call_ctx, ShedSlot(), arrived);
+      Run(param, call_ctx, ShedSlot(), held);
       return;
     }
     const absl::Duration expected = state_->ExpectedHandling();
@@ -335,8 +340,8 @@ class PolicyHandler final : public MethodHandler {
       internal::HoldingServerCall(&sc);
       HandlerParameter copy = param;
       shedder->Acquire(call_ctx, crit, expected,
-                       [this, copy, crit, call_ctx, arrived](ShedDecision d) {
-                         Decided(copy, crit, call_ctx, std::move(d), arrived);
+                       [this, copy, crit, call_ctx, held](ShedDecision d) {
+                         Decided(copy, crit, call_ctx, std::move(d), held);
                        });
       return;
     }
@@ -354,18 +359,17 @@ class PolicyHandler final : public MethodHandler {
       // is done (deadline, cancel, end of the call).
       cv.wait(lock, [&] { return decision.has_value(); });
     }
-    Decided(param, crit, call_ctx, std::move(*decision), arrived);
+    Decided(param, crit, call_ctx, std::move(*decision), held);
   }
 
  private:
-  // The shedder's decision `d` on the call that arrived at `arrived` (see
-  // Run).
+  // The shedder's decision `d` on the call gRPC held for `held` (see Run).
   void Decided(const HandlerParameter& param, Criticality crit,
-               const Context& call_ctx, ShedDecision d, absl::Time arrived) {
+               const Context& call_ctx, ShedDecision d, absl::Duration held) {
     RecordShedDecision(state_->metrics, d, crit);
     NoteShedDecision(param.server_context, d);
     if (d.status.ok()) {
-      Run(param, call_ctx, std::move(d.slot), arrived);
+      Run(param, call_ctx, std::move(d.slot), held);
       return;
     }
     // Its Context says why (SHED, SERVER_SHUTDOWN; a Context that ended in
@@ -383,11 +387,11 @@ class PolicyHandler final : public MethodHandler {
 
   // Passes the call to the original handler, timing it; `slot` (if held)
   // is given back when the call is over, with its outcome against the
-  // deadline of the call's Context `call_ctx`, measured from `arrived` (when
-  // the glue first saw the call; InfiniteFuture: unknown, from now), and
-  // whether its client canceled it (ClientCanceled).
+  // deadline of the call's Context `call_ctx` (its budget measured from
+  // `held` before its start: the time gRPC held the call after the glue saw
+  // it; see Ended), and whether its client canceled it (ClientCanceled).
   void Run(const HandlerParameter& param, const Context& call_ctx,
-           ShedSlot slot, absl::Time arrived) {
+           ShedSlot slot, absl::Duration held) {
     const absl::Time start = absl::Now();
     std::shared_ptr<ServerPolicy::MethodState> state = state_;
     const absl::Duration expected = state->ExpectedHandling();
@@ -397,12 +401,12 @@ class PolicyHandler final : public MethodHandler {
       // (the status is sent) -- not when its Context is done: a handler
       // that ignores its Context keeps working past a deadline or a cancel,
       // and keeps its slot until then.
-      auto held = std::make_shared<ShedSlot>(std::move(slot));
+      auto held_slot = std::make_shared<ShedSlot>(std::move(slot));
       internal::AtServerCallEnd(
           param.server_context,
-          [state, held, arrived, start, deadline, expected, call_ctx] {
-            Ended(*state, *held, arrived, start, deadline, expected, call_ctx,
-                  ClientCanceled(call_ctx));
+          [state, held_slot, held, start, deadline, expected, call_ctx] {
+            Ended(*state, *held_slot, held, start, deadline, expected,
+                  call_ctx, ClientCanceled(call_ctx));
           });
       inner_->RunHandler(param);
       return;
@@ -410,7 +414,7 @@ class PolicyHandler final : public MethodHandler {
     inner_->RunHandler(param);
     // IsCancelled is safe at any time on the sync API (the watcher may not
     // have polled the call yet).
-    Ended(*state, slot, arrived, start, deadline, expected, call_ctx,
+    Ended(*state, slot, held, start, deadline, expected, call_ctx,
           param.server_context->IsCancelled() || ClientCanceled(call_ctx));
   }
 
@@ -735,8 +739,8 @@ void ServerPolicy::AdmitAsync(std::string_view full_method,
                               grpc::CompletionQueue* cq, void* tag,
                               AsyncAdmission* admission) {
   std::shared_ptr<MethodState> state = StateFor(full_method);
-  absl::Time arrived = absl::InfiniteFuture();
-  Context call_ctx = internal::FromServerContextArrived(sc, &arrived);
+  absl::Duration held = absl::ZeroDuration();
+  Context call_ctx = internal::FromServerContextSinceHook(sc, &held);
   const Criticality crit = CriticalityOf(call_ctx);
   absl::Status refused = state->CheckArrival(*sc, crit, *counters_);
   LoadShedder* shedder = state->ps->shedder.get();
@@ -751,7 +755,7 @@ void ServerPolicy::AdmitAsync(std::string_view full_method,
   {
     std::lock_guard<std::mutex> lock(admission->mu_);
     admission->deadline_ = call_ctx.Deadline();
-    admission->arrived_at_ = arrived;
+    admission->held_ = held;
     admission->ctx_ = call_ctx;
   }
   shedder->Acquire(call_ctx, crit, expected,
@@ -818,7 +822,7 @@ grpc::Status AsyncAdmission::Refusal(grpc::ServerContext* sc) const {
 void AsyncAdmission::Done() {
   std::shared_ptr<ServerPolicy::MethodState> state;
   ShedSlot slot;
-  absl::Time arrived;
+  absl::Duration held;
   absl::Time start;
   std::optional<absl::Time> deadline;
   absl::Duration expected;
@@ -830,12 +834,12 @@ void AsyncAdmission::Done() {
     done_ = true;
     state = state_;
     slot = std::move(slot_);
-    arrived = arrived_at_;
+    held = held_;
     start = admitted_at_;
     deadline = deadline_;
     expected = expected_;
   }
-  Ended(*state, slot, arrived, start, deadline, expected, ctx,
+  Ended(*state, slot, held, start, deadline, expected, ctx,
         ClientCanceled(ctx));
 }
 

@@ -34,14 +34,17 @@
 // The limit may be fixed (max_concurrency) or adaptive (MethodPolicy::limit:
 // AIMD, Gradient2, Vegas from //limits), learning from each admitted call's
 // handling time when its slot is given back: a call still handled when its
-// deadline passed is reported as a drop if the budget it arrived with
-// covered the expected handling time -- measured from when reqctx's
-// interceptor first saw it (internal::FromServerContextArrived), so a wait
-// after that (the async API's second completion-queue delivery of the
-// request, the shedder's queue) counts against the server; a wait before
-// it (gRPC's own: a sync thread's pickup, CPU contention, the first
-// delivery) is not visible in gRPC 1.51 and shrinks the budget judged
-// (tests/arrival_probe_test.cc). A call its client canceled (on any API:
+// deadline passed is reported as a drop if its budget covered the expected
+// handling time -- the budget at admission plus the time gRPC held the call
+// after reqctx's interceptor first saw it (internal::
+// FromServerContextSinceHook: on the async API gRPC queues the request's
+// tag again after the interceptor, and a busy completion-queue thread eats
+// the budget there; ~0 on the sync and callback APIs). A wait before that
+// hook (gRPC's own: a sync thread's pickup, the callback thread, the async
+// request's first delivery, CPU contention) is not visible in gRPC 1.51 and
+// still shrinks the budget judged (tests/arrival_probe_test.cc); the
+// shedder's own queue is not added back (a call admitted from it had its
+// budget checked when its turn came). A call its client canceled (on any API:
 // the Context's cause, CauseKind::kClientCancel) is no sample -- its
 // handling time says nothing of the server, and a fast cancel must not
 // pull the learned latency down. With
@@ -331,9 +334,9 @@ class AsyncAdmission {
   absl::Status status_;             // Guarded by mu_.
   std::optional<absl::Duration> pushback_;  // Guarded by mu_.
   absl::Time admitted_at_;          // Guarded by mu_.
-  // When the glue first saw the call (FromServerContextArrived;
-  // InfiniteFuture: unknown). Guarded by mu_.
-  absl::Time arrived_at_ = absl::InfiniteFuture();
+  // How long gRPC held the call after the glue first saw it, until
+  // AdmitAsync (FromServerContextSinceHook; 0: unknown). Guarded by mu_.
+  absl::Duration held_ = absl::ZeroDuration();
   // The method's expected handling time at admission. Guarded by mu_.
   absl::Duration expected_ = absl::ZeroDuration();
   std::optional<absl::Time> deadline_;  // The call's. Guarded by mu_.
