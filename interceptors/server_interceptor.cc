@@ -3,6 +3,7 @@
 #include <grpc/support/time.h>
 #include <pthread.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <map>
