@@ -518,7 +518,8 @@ Context FromServerContextSinceHook(const grpc::ServerContextBase* sc,
   int64_t arrival_ns = 0;
   Context ctx = ContextAndArrival(sc, &arrival_ns);
   if (arrival_ns != 0) {
-    *since_hook = absl::Nanoseconds(std::max<int64_t>(MonoNowNs() - arrival_ns, 0));
+    *since_hook =
+        absl::Nanoseconds(std::max<int64_t>(MonoNowNs() - arrival_ns, 0));
   }
   return ctx;
 }

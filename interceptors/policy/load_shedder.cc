@@ -94,7 +94,7 @@ limits::Outcome ClassifyEnd(absl::Time arrived, absl::Time end,
                             absl::Duration expected, bool canceled) {
   if (deadline.has_value() && end >= *deadline) {
     return *deadline - arrived >= expected ? limits::Outcome::kDropped
-                                            : limits::Outcome::kIgnore;
+                                           : limits::Outcome::kIgnore;
   }
   return canceled ? limits::Outcome::kIgnore : limits::Outcome::kSuccess;
 }

@@ -149,10 +149,9 @@ struct ShedderStats {
 // admission, and whether its client canceled it:
 //   * still being handled at its deadline: kDropped if the budget it had at
 //     `arrived` covered `expected` (it should have fit: the server was
-//     slow); else kIgnore -- its own short deadline ended it,
-//     which says nothing of the server (a flood of calls whose deadlines
-//     are shorter than the handling time must not drive the limit to its
-//     minimum);
+//     slow); else kIgnore -- its own short deadline ended it, which says
+//     nothing of the server (a flood of calls whose deadlines are shorter
+//     than the handling time must not drive the limit to its minimum);
 //   * canceled by its client before its deadline: kIgnore (Netflix's gRPC
 //     interceptor ignores cancels);
 //   * otherwise kSuccess.

@@ -106,8 +106,8 @@ absl::Duration ClientDeadlineSlack(absl::Duration budget) {
 // own queue is not added back: a call admitted from it had its budget
 // checked when its turn came (LoadShedder refuses it then if it cannot
 // finish in time), and counting that wait would make the limit's own queue
-// a reason to lower the limit. `canceled`: its client canceled it (or, on the sync
-// API, gRPC reports the call cancelled). A call that ended at its deadline
+// a reason to lower the limit. `canceled`: its client canceled it (or, on
+// the sync API, gRPC reports the call cancelled). A call that ended at its deadline
 // or after its client's cancel may have been cut short: its handling time
 // is only a lower bound, learned only if its handler ran on a whole
 // expected handling past its deadline, or (canceled before it) took at

@@ -44,8 +44,8 @@
 // request's first delivery, CPU contention) is not visible in gRPC 1.51 and
 // still shrinks the budget judged (tests/arrival_probe_test.cc); the
 // shedder's own queue is not added back (a call admitted from it had its
-// budget checked when its turn came). A call its client canceled (on any API:
-// the Context's cause, CauseKind::kClientCancel) is no sample -- its
+// budget checked when its turn came). A call its client canceled (on any
+// API: the Context's cause, CauseKind::kClientCancel) is no sample -- its
 // handling time says nothing of the server, and a fast cancel must not
 // pull the learned latency down. With
 // criticality shares, queue-delay admission and the refusal cap as in
