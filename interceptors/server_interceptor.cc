@@ -3,6 +3,7 @@
 #include <grpc/support/time.h>
 #include <pthread.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <map>
@@ -227,6 +228,7 @@ void BeginCall(ServerCall& call, ServerApi api, const char* method,
                       asked ? LedgerReturn::kAlways : rules.ledger_return,
                       /*forward=*/asked);
   call.SetShutdownSignal(rules.shutdown.get());
+  call.SetArrival(arrival_ns);
   call.observer().Start(method, ctx, arrival_ns, remaining,
                         {traceparents.data(), traceparents.size()});
   std::optional<internal::IncomingDeadline> deadline;
@@ -477,7 +479,12 @@ void AtServerCallEnd(const grpc::ServerContextBase* sc,
 
 }  // namespace internal
 
-Context FromServerContext(const grpc::ServerContextBase* sc) {
+namespace {
+
+// FromServerContext, and the call's arrival_ns() in `*arrival_ns` (left
+// unchanged if `sc` has no live call).
+Context ContextAndArrival(const grpc::ServerContextBase* sc,
+                          int64_t* arrival_ns) {
   // Asked from inside the call's own dispatch (a sync handler, the usual
   // case): that call is t_dispatching, alive (its interceptor is running
   // Dispatch) and begun (Dispatch runs after Begin) -- its Context without
@@ -486,6 +493,7 @@ Context FromServerContext(const grpc::ServerContextBase* sc) {
   if (ServerCall* dispatching = t_dispatching;
       dispatching != nullptr && dispatching->server_context() == sc) {
     dispatching->StartWatching();
+    if (arrival_ns != nullptr) *arrival_ns = dispatching->arrival_ns();
     return dispatching->context();
   }
   std::shared_ptr<ServerCall> call = ServerCallRegistry::Get().Find(sc);
@@ -493,7 +501,29 @@ Context FromServerContext(const grpc::ServerContextBase* sc) {
   // Asked from inside the call's own dispatch: a sync handler (see
   // t_dispatching). A no-op if it is already watched.
   if (t_dispatching == call.get()) call->StartWatching();
+  if (arrival_ns != nullptr) *arrival_ns = call->arrival_ns();
   return call->context();
 }
+
+}  // namespace
+
+Context FromServerContext(const grpc::ServerContextBase* sc) {
+  return ContextAndArrival(sc, nullptr);
+}
+
+namespace internal {
+
+Context FromServerContextSinceHook(const grpc::ServerContextBase* sc,
+                                   absl::Duration* since_hook) {
+  int64_t arrival_ns = 0;
+  Context ctx = ContextAndArrival(sc, &arrival_ns);
+  if (arrival_ns != 0) {
+    *since_hook =
+        absl::Nanoseconds(std::max<int64_t>(MonoNowNs() - arrival_ns, 0));
+  }
+  return ctx;
+}
+
+}  // namespace internal
 
 }  // namespace reqctx

@@ -244,6 +244,21 @@ Context FromServerContext(const grpc::ServerContextBase* sc);
 
 namespace internal {
 
+// FromServerContext(sc), and in `*since_hook` how long ago (>= 0) the
+// interceptor's first hook (POST_RECV_INITIAL_METADATA) saw the call: the
+// earliest moment reqctx knows of it. In gRPC 1.51 that hook runs after
+// gRPC's own queues -- on the sync API on the thread that then runs the
+// handler, once a sync thread took the call from the server's completion
+// queue; on the callback API on gRPC's callback thread, just before the
+// handler; on the async API when the application's completion queue first
+// delivers the request, whose tag gRPC then queues once more before the
+// application sees it. How long the call waited before the hook, nothing in
+// gRPC 1.51's API tells (tests/arrival_probe_test.cc). `*since_hook` is left
+// unchanged if `sc` has no live call. Costs FromServerContext's lookup and
+// one clock read; safe from any thread; never throws.
+Context FromServerContextSinceHook(const grpc::ServerContextBase* sc,
+                                   absl::Duration* since_hook);
+
 // For code that holds a call after the interceptors and before its handler
 // starts (a queue in a grpc::internal::MethodHandler wrapper, as
 // reqctx::policy's load shedder). The glue's Context learns of the caller's

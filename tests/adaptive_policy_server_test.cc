@@ -32,6 +32,7 @@ using testing::PollUntil;
 constexpr absl::Duration kBound = testing::kPolicyWaitBound;
 
 using AdaptivePolicyServerTest = testing::PolicedServerTest;
+using AsyncArrivalTest = testing::PolicedServerTest;
 
 TEST_P(AdaptivePolicyServerTest, AdaptiveLimitLearnsFromAdmittedCalls) {
   ServerPolicyOptions o;
@@ -139,6 +140,48 @@ TEST_P(AdaptivePolicyServerTest, EachOutcomeIsCountedAndOnlyCoveredDeadlinesDrop
   EXPECT_EQ(after[0] - before[0], 8);  // success
   EXPECT_EQ(after[1] - before[1], 1);  // ignored: the 30 ms call
   EXPECT_EQ(after[2] - before[2], 1);  // dropped: the 1 s call
+}
+
+// A late call's budget is its budget at admission plus the time gRPC held
+// it after the glue's interceptor first saw it (ClassifyEnd's `arrived`:
+// admission minus that time). On the async API gRPC 1.51 runs that
+// interceptor when the completion queue first delivers the request, then
+// queues the request's tag again: a busy application thread (here: 250 ms
+// of other work before AdmitAsync) eats the budget after the interceptor
+// saw the call. A call that came with 300 ms for an expected 100 ms,
+// admitted with ~50 ms and still running at its deadline, is a drop: the
+// server held it too long. Measured from its admission (as before) it was
+// kIgnore -- no sample, no brake. (On the sync and callback APIs the
+// interceptor runs on the thread and just before the handler wrapper:
+// nothing of gRPC's lies between them; see arrival_probe_test.)
+TEST_P(AsyncArrivalTest, LateCallIsJudgedByTheBudgetItArrivedWith) {
+  ServerPolicyOptions o;
+  o.defaults.learned_warmup = 1;
+  o.defaults.limit.algorithm = limits::Algorithm::kAimd;
+  o.defaults.limit.aimd.bounds = {/*initial=*/8, /*min=*/1, /*max=*/64,
+                                  /*warmup_samples=*/0};
+  ASSERT_TRUE(Start(o));
+  const metrics::PolicyMethodMetrics& m =
+      metrics::PolicyMethod("/echo.v1.Echo/Echo");
+  const auto before = m.LimitSampleCounts();
+  // Handling times of 100 ms: the expected handling time.
+  for (int i = 0; i < 8; ++i) {
+    ASSERT_TRUE(CallEcho(stub(), absl::Seconds(10), 100).status.ok());
+  }
+  // The loop thread works 250 ms on something else before it admits the
+  // next call (work, not a wait for an event: there is none to wait on).
+  server().BeforeNextAsyncAdmit(
+      [] { absl::SleepFor(absl::Milliseconds(250)); });
+  // 300 ms of budget for 2 s of work.
+  EXPECT_FALSE(CallEcho(stub(), absl::Milliseconds(300), 2000).status.ok());
+  ASSERT_TRUE(PollUntil([&] {
+    return policy().Running() == 0 &&
+           policy().Counters()[PolicyCounter::kLimitDropped] == 1;
+  })) << "the late call was not a drop";
+  const auto after = m.LimitSampleCounts();
+  EXPECT_EQ(after[0] - before[0], 8);  // success
+  EXPECT_EQ(after[1] - before[1], 0);  // ignored
+  EXPECT_EQ(after[2] - before[2], 1);  // dropped
 }
 
 // A call its client cancels is no sample of the limit on every API (the
@@ -275,6 +318,10 @@ TEST_P(AdaptivePolicyServerTest, RefusalCapBoundsTheShareRefused) {
 
 INSTANTIATE_TEST_SUITE_P(Apis, AdaptivePolicyServerTest, testing::kAllApis,
                          testing::ApiName);
+INSTANTIATE_TEST_SUITE_P(
+    Async, AsyncArrivalTest,
+    ::testing::Values(testing::PolicyTestServer::Api::kAsync),
+    testing::ApiName);
 
 }  // namespace
 }  // namespace reqctx::policy

@@ -6,6 +6,7 @@
 #include <grpcpp/server_builder.h>
 
 #include <chrono>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -141,6 +142,12 @@ void PolicyTestServer::AsyncEvent(AsyncCall* c, bool ok) {
       if (!ok) break;  // The server is stopping: no call.
       AsyncRequestNext();
       c->stage = AsyncCall::Stage::kAdmitting;
+      if (std::function<void()> f = [this] {
+            std::lock_guard<std::mutex> lock(mu_);
+            return std::exchange(before_admit_, nullptr);
+          }()) {
+        f();
+      }
       if (policy_ != nullptr) {
         policy_->AdmitAsync("/echo.v1.Echo/Echo", &c->ctx, cq_.get(), c,
                             &c->admission);
@@ -175,6 +182,11 @@ void PolicyTestServer::AsyncEvent(AsyncCall* c, bool ok) {
   std::lock_guard<std::mutex> lock(mu_);
   --live_async_calls_;
   cv_.notify_all();
+}
+
+void PolicyTestServer::BeforeNextAsyncAdmit(std::function<void()> f) {
+  std::lock_guard<std::mutex> lock(mu_);
+  before_admit_ = std::move(f);
 }
 
 PolicyTestServer::~PolicyTestServer() { Shutdown(); }

@@ -80,6 +80,11 @@ class PolicyTestServer {
   // Waits until `n` handlers have started.
   bool WaitHandled(int n, absl::Duration timeout) const;
   void Shutdown();
+  // Async API: `f` runs on the loop thread when the next request is
+  // delivered, before the policy's AdmitAsync -- the application's
+  // completion-queue thread busy with something else while the call waits
+  // (the glue's interceptor has seen it already). Once; null: nothing.
+  void BeforeNextAsyncAdmit(std::function<void()> f);
 
  private:
   // The constructors' common part: `rules` when no policy (null: none).
@@ -110,6 +115,7 @@ class PolicyTestServer {
   int started_ = 0;                // Guarded by mu_.
   int finished_ = 0;               // Guarded by mu_.
   int live_async_calls_ = 0;       // Guarded by mu_.
+  std::function<void()> before_admit_;  // Guarded by mu_.
   std::once_flag shutdown_once_;
 };
 

@@ -97,6 +97,10 @@ class ServerCall : public std::enable_shared_from_this<ServerCall> {
   void SetShutdownSignal(const drain::ShutdownSignal* signal) {
     shutdown_ = signal;
   }
+  // When the interceptor's first hook saw the call (MonoNowNs in
+  // call_observer.h), before Begin (which publishes it); 0 until then.
+  void SetArrival(int64_t arrival_ns) { arrival_ns_ = arrival_ns; }
+  int64_t arrival_ns() const { return arrival_ns_; }
 
   // The Context; valid once Begin has run, on any thread that learned of
   // the call after it (the registry, or the thread that ran Begin).
@@ -190,6 +194,7 @@ class ServerCall : public std::enable_shared_from_this<ServerCall> {
   bool deadline_owned_ = false;
   const void* ctx_root_ = nullptr;  // ContextRoot(ctx_).
   const drain::ShutdownSignal* shutdown_ = nullptr;  // May be null.
+  int64_t arrival_ns_ = 0;  // Written before Begin; immutable afterwards.
 
   // Started before begun_ is set; finished by the one End.
   ServerCallObserver observer_;

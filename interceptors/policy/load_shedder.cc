@@ -89,12 +89,12 @@ absl::Status ValidateLoadShedderOptions(const LoadShedderOptions& o,
   return absl::OkStatus();
 }
 
-limits::Outcome ClassifyEnd(absl::Time admitted, absl::Time end,
+limits::Outcome ClassifyEnd(absl::Time arrived, absl::Time end,
                             std::optional<absl::Time> deadline,
                             absl::Duration expected, bool canceled) {
   if (deadline.has_value() && end >= *deadline) {
-    return *deadline - admitted >= expected ? limits::Outcome::kDropped
-                                            : limits::Outcome::kIgnore;
+    return *deadline - arrived >= expected ? limits::Outcome::kDropped
+                                           : limits::Outcome::kIgnore;
   }
   return canceled ? limits::Outcome::kIgnore : limits::Outcome::kSuccess;
 }

@@ -142,18 +142,20 @@ struct ShedderStats {
 };
 
 // How an admitted call ended, as its limit's sample (limits::Outcome), from
-// when it was admitted, when it ended, its deadline (nullopt: none), the
-// handling time expected of it at admission, and whether its client
-// canceled it:
+// when its budget is measured (`arrived`: its admission, or earlier to
+// count a wait before it against the server -- ServerPolicy adds back the
+// time gRPC held the call after reqctx's interceptor saw it), when it
+// ended, its deadline (nullopt: none), the handling time expected of it at
+// admission, and whether its client canceled it:
 //   * still being handled at its deadline: kDropped if the budget it had at
-//     admission covered `expected` (it should have fit: the server was
+//     `arrived` covered `expected` (it should have fit: the server was
 //     slow); else kIgnore -- its own short deadline ended it, which says
 //     nothing of the server (a flood of calls whose deadlines are shorter
 //     than the handling time must not drive the limit to its minimum);
 //   * canceled by its client before its deadline: kIgnore (Netflix's gRPC
 //     interceptor ignores cancels);
 //   * otherwise kSuccess.
-limits::Outcome ClassifyEnd(absl::Time admitted, absl::Time end,
+limits::Outcome ClassifyEnd(absl::Time arrived, absl::Time end,
                             std::optional<absl::Time> deadline,
                             absl::Duration expected, bool canceled);
 

@@ -93,11 +93,21 @@ absl::Duration ClientDeadlineSlack(absl::Duration budget) {
   return std::clamp(budget / 10, absl::ZeroDuration(), absl::Milliseconds(20));
 }
 
-// A call admitted at `start`, bound to `call_ctx`, is over now: its
-// handling time is learned (LatencyWindow) and its slot given back with its
-// outcome (ClassifyEnd), counted in reqctx_policy_limit_samples_total when
-// the slot was held. `canceled`: its client canceled it (or, on the sync
-// API, gRPC reports the call cancelled). A call that ended at its deadline
+// A call admitted at `start`, bound to `call_ctx`, that gRPC had held for
+// `held` (>= 0) after reqctx's interceptor first saw it and before the
+// policy first looked at it (FromServerContextSinceHook), is over now: its
+// handling time (from `start`) is learned (LatencyWindow) and its slot
+// given back with its outcome (ClassifyEnd, its budget measured from
+// `start - held`: the budget it had when the policy would have seen it had
+// gRPC not held it -- on the async API gRPC queues the request's tag again
+// after the interceptor ran, and a busy completion-queue thread eats the
+// budget there; on the sync and callback APIs `held` is ~0), counted in
+// reqctx_policy_limit_samples_total when the slot was held. The shedder's
+// own queue is not added back: a call admitted from it had its budget
+// checked when its turn came (LoadShedder refuses it then if it cannot
+// finish in time), and counting that wait would make the limit's own queue
+// a reason to lower the limit. `canceled`: its client canceled it (or, on
+// the sync API, gRPC reports the call cancelled). A call that ended at its deadline
 // or after its client's cancel may have been cut short: its handling time
 // is only a lower bound, learned only if its handler ran on a whole
 // expected handling past its deadline, or (canceled before it) took at
@@ -110,7 +120,8 @@ absl::Duration ClientDeadlineSlack(absl::Duration budget) {
 // between clocks) passes, and such a call must not be learned as a fast
 // success; so is a call its client canceled within ClientDeadlineSlack of
 // the deadline (the client's own deadline ended it: a late call).
-void Ended(ServerPolicy::MethodState& state, ShedSlot& slot, absl::Time start,
+void Ended(ServerPolicy::MethodState& state, ShedSlot& slot,
+           absl::Duration held, absl::Time start,
            std::optional<absl::Time> deadline, absl::Duration expected,
            const Context& call_ctx, bool canceled) {
   absl::Time end = absl::Now();
@@ -127,7 +138,7 @@ void Ended(ServerPolicy::MethodState& state, ShedSlot& slot, absl::Time start,
   // drop (overload_bench's slowdown: goodput 0.52-0.82, limits 37-47 of 32
   // workers).
   const limits::Outcome outcome =
-      ClassifyEnd(start, end, deadline, expected, canceled);
+      ClassifyEnd(start - held, end, deadline, expected, canceled);
   const bool cut_short = canceled || at_deadline;
   // A call cut at its deadline shows its real cost only when its handler
   // kept working a whole expected handling past it (it ignored its
@@ -300,8 +311,10 @@ class PolicyHandler final : public MethodHandler {
   void RunHandler(const HandlerParameter& param) override {
     grpc::ServerContextBase& sc = *param.server_context;
     // The call's Context: its criticality is the glue's (every `baggage`
-    // header, joined), after this policy's trust rule (CallRules).
-    Context call_ctx = FromServerContext(&sc);
+    // header, joined), after this policy's trust rule (CallRules). And how
+    // long gRPC held it since the glue first saw it (0 without the glue).
+    absl::Duration held = absl::ZeroDuration();
+    Context call_ctx = internal::FromServerContextSinceHook(&sc, &held);
     const Criticality crit = CriticalityOf(call_ctx);
     // 1. Deadline rules and minimum budget.
     if (param.status.ok()) {
@@ -317,7 +330,7 @@ class PolicyHandler final : public MethodHandler {
     // 2. Load shedding.
     LoadShedder* shedder = state_->ps->shedder.get();
     if (shedder == nullptr || !param.status.ok()) {
-      Run(param, call_ctx, ShedSlot());
+      Run(param, call_ctx, ShedSlot(), held);
       return;
     }
     const absl::Duration expected = state_->ExpectedHandling();
@@ -327,8 +340,8 @@ class PolicyHandler final : public MethodHandler {
       internal::HoldingServerCall(&sc);
       HandlerParameter copy = param;
       shedder->Acquire(call_ctx, crit, expected,
-                       [this, copy, crit, call_ctx](ShedDecision d) {
-                         Decided(copy, crit, call_ctx, std::move(d));
+                       [this, copy, crit, call_ctx, held](ShedDecision d) {
+                         Decided(copy, crit, call_ctx, std::move(d), held);
                        });
       return;
     }
@@ -346,16 +359,17 @@ class PolicyHandler final : public MethodHandler {
       // is done (deadline, cancel, end of the call).
       cv.wait(lock, [&] { return decision.has_value(); });
     }
-    Decided(param, crit, call_ctx, std::move(*decision));
+    Decided(param, crit, call_ctx, std::move(*decision), held);
   }
 
  private:
+  // The shedder's decision `d` on the call gRPC held for `held` (see Run).
   void Decided(const HandlerParameter& param, Criticality crit,
-               const Context& call_ctx, ShedDecision d) {
+               const Context& call_ctx, ShedDecision d, absl::Duration held) {
     RecordShedDecision(state_->metrics, d, crit);
     NoteShedDecision(param.server_context, d);
     if (d.status.ok()) {
-      Run(param, call_ctx, std::move(d.slot));
+      Run(param, call_ctx, std::move(d.slot), held);
       return;
     }
     // Its Context says why (SHED, SERVER_SHUTDOWN; a Context that ended in
@@ -373,10 +387,11 @@ class PolicyHandler final : public MethodHandler {
 
   // Passes the call to the original handler, timing it; `slot` (if held)
   // is given back when the call is over, with its outcome against the
-  // deadline of the call's Context `call_ctx` and whether its client
-  // canceled it (ClientCanceled).
+  // deadline of the call's Context `call_ctx` (its budget measured from
+  // `held` before its start: the time gRPC held the call after the glue saw
+  // it; see Ended), and whether its client canceled it (ClientCanceled).
   void Run(const HandlerParameter& param, const Context& call_ctx,
-           ShedSlot slot) {
+           ShedSlot slot, absl::Duration held) {
     const absl::Time start = absl::Now();
     std::shared_ptr<ServerPolicy::MethodState> state = state_;
     const absl::Duration expected = state->ExpectedHandling();
@@ -386,12 +401,12 @@ class PolicyHandler final : public MethodHandler {
       // (the status is sent) -- not when its Context is done: a handler
       // that ignores its Context keeps working past a deadline or a cancel,
       // and keeps its slot until then.
-      auto held = std::make_shared<ShedSlot>(std::move(slot));
+      auto held_slot = std::make_shared<ShedSlot>(std::move(slot));
       internal::AtServerCallEnd(
           param.server_context,
-          [state, held, start, deadline, expected, call_ctx] {
-            Ended(*state, *held, start, deadline, expected, call_ctx,
-                  ClientCanceled(call_ctx));
+          [state, held_slot, held, start, deadline, expected, call_ctx] {
+            Ended(*state, *held_slot, held, start, deadline, expected,
+                  call_ctx, ClientCanceled(call_ctx));
           });
       inner_->RunHandler(param);
       return;
@@ -399,7 +414,7 @@ class PolicyHandler final : public MethodHandler {
     inner_->RunHandler(param);
     // IsCancelled is safe at any time on the sync API (the watcher may not
     // have polled the call yet).
-    Ended(*state, slot, start, deadline, expected, call_ctx,
+    Ended(*state, slot, held, start, deadline, expected, call_ctx,
           param.server_context->IsCancelled() || ClientCanceled(call_ctx));
   }
 
@@ -724,7 +739,8 @@ void ServerPolicy::AdmitAsync(std::string_view full_method,
                               grpc::CompletionQueue* cq, void* tag,
                               AsyncAdmission* admission) {
   std::shared_ptr<MethodState> state = StateFor(full_method);
-  Context call_ctx = FromServerContext(sc);
+  absl::Duration held = absl::ZeroDuration();
+  Context call_ctx = internal::FromServerContextSinceHook(sc, &held);
   const Criticality crit = CriticalityOf(call_ctx);
   absl::Status refused = state->CheckArrival(*sc, crit, *counters_);
   LoadShedder* shedder = state->ps->shedder.get();
@@ -739,6 +755,7 @@ void ServerPolicy::AdmitAsync(std::string_view full_method,
   {
     std::lock_guard<std::mutex> lock(admission->mu_);
     admission->deadline_ = call_ctx.Deadline();
+    admission->held_ = held;
     admission->ctx_ = call_ctx;
   }
   shedder->Acquire(call_ctx, crit, expected,
@@ -805,6 +822,7 @@ grpc::Status AsyncAdmission::Refusal(grpc::ServerContext* sc) const {
 void AsyncAdmission::Done() {
   std::shared_ptr<ServerPolicy::MethodState> state;
   ShedSlot slot;
+  absl::Duration held;
   absl::Time start;
   std::optional<absl::Time> deadline;
   absl::Duration expected;
@@ -816,11 +834,13 @@ void AsyncAdmission::Done() {
     done_ = true;
     state = state_;
     slot = std::move(slot_);
+    held = held_;
     start = admitted_at_;
     deadline = deadline_;
     expected = expected_;
   }
-  Ended(*state, slot, start, deadline, expected, ctx, ClientCanceled(ctx));
+  Ended(*state, slot, held, start, deadline, expected, ctx,
+        ClientCanceled(ctx));
 }
 
 }  // namespace reqctx::policy

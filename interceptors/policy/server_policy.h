@@ -34,11 +34,20 @@
 // The limit may be fixed (max_concurrency) or adaptive (MethodPolicy::limit:
 // AIMD, Gradient2, Vegas from //limits), learning from each admitted call's
 // handling time when its slot is given back: a call still handled when its
-// deadline passed is reported as a drop (if its budget covered the expected
-// handling time), a call its client canceled (on any API: the Context's
-// cause, CauseKind::kClientCancel) as no sample -- its handling time says
-// nothing of the server, and a fast cancel must not pull the learned
-// latency down. With
+// deadline passed is reported as a drop if its budget covered the expected
+// handling time -- the budget at admission plus the time gRPC held the call
+// after reqctx's interceptor first saw it (internal::
+// FromServerContextSinceHook: on the async API gRPC queues the request's
+// tag again after the interceptor, and a busy completion-queue thread eats
+// the budget there; ~0 on the sync and callback APIs). A wait before that
+// hook (gRPC's own: a sync thread's pickup, the callback thread, the async
+// request's first delivery, CPU contention) is not visible in gRPC 1.51 and
+// still shrinks the budget judged (tests/arrival_probe_test.cc); the
+// shedder's own queue is not added back (a call admitted from it had its
+// budget checked when its turn came). A call its client canceled (on any
+// API: the Context's cause, CauseKind::kClientCancel) is no sample -- its
+// handling time says nothing of the server, and a fast cancel must not
+// pull the learned latency down. With
 // criticality shares, queue-delay admission and the refusal cap as in
 // load_shedder.h and refusal_cap.h; SetMode is the run-time dark mode and
 // kill switch; LimiterStats and the reqctx_policy_limit... gauges show each
@@ -325,6 +334,9 @@ class AsyncAdmission {
   absl::Status status_;             // Guarded by mu_.
   std::optional<absl::Duration> pushback_;  // Guarded by mu_.
   absl::Time admitted_at_;          // Guarded by mu_.
+  // How long gRPC held the call after the glue first saw it, until
+  // AdmitAsync (FromServerContextSinceHook; 0: unknown). Guarded by mu_.
+  absl::Duration held_ = absl::ZeroDuration();
   // The method's expected handling time at admission. Guarded by mu_.
   absl::Duration expected_ = absl::ZeroDuration();
   std::optional<absl::Time> deadline_;  // The call's. Guarded by mu_.
