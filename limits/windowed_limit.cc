@@ -44,7 +44,15 @@ void WindowedLimit::OnSample(const Sample& s) {
     ++budgeted_;
   }
   const absl::Duration age = end - opened_;
-  const bool enough = count_ >= options_.min_samples;
+  // A window of min_samples, or at max_time one that holds at least a call
+  // per slot of a smaller limit: at a limit of L, a window holds about
+  // L x max_time / rtt calls, and with handling times near max_time / L or
+  // above, a limit of a few calls never fills min_samples -- it would take
+  // no sample again, and stay where it is for good (Vegas sank to 1 in
+  // flight in admission_flood_test.cc's slowdown under overload).
+  const bool enough =
+      count_ >= options_.min_samples ||
+      (age >= options_.max_time && count_ >= inner_->Current());
   if (!((age >= options_.min_time && enough) || age >= options_.max_time)) {
     return;
   }

@@ -5,7 +5,10 @@
 // A window opens at its first sample's end time and closes at the first
 // sample that ends at least `min_time` after it opened once it holds
 // `min_samples` samples, or at least `max_time` after (a window with fewer
-// than `min_samples` samples is then discarded: too little evidence). A
+// than `min_samples` samples is then discarded: too little evidence --
+// unless it holds at least as many samples as the current limit, a call
+// per slot: a limit of a few calls with long handling times never fills
+// `min_samples`, and would never move again). A
 // closed window becomes one sample for the wrapped limit: start = the
 // earliest admission among its calls (so an algorithm can tell a window
 // holding calls admitted before its last change: aimd_limit.h), taken = the

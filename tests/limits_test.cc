@@ -1488,6 +1488,36 @@ TEST(WindowedLimit, OneSamplePerWindowAndThinWindowsDiscarded) {
   EXPECT_EQ(limit.Inputs().samples, 1);
 }
 
+// A limit of a few calls whose handling takes long never fills
+// min_samples; a window that reaches max_time with at least a call per
+// slot is used (else the limit would stay where it is for good).
+TEST(WindowedLimit, ThinWindowsOfASmallLimitAreUsed) {
+  WindowOptions w;
+  w.min_time = absl::Milliseconds(100);
+  w.max_time = absl::Milliseconds(500);
+  w.min_samples = 5;
+  AimdOptions o;
+  o.bounds.initial = 2;
+  o.bounds.warmup_samples = 0;
+  WindowedLimit limit(std::make_unique<AimdLimit>(o), w);
+  absl::Time t = absl::UnixEpoch();
+  // 2 in flight, one call ending every 300 ms: 2 samples by max_time.
+  for (int i = 0; i < 3; ++i) {
+    limit.OnSample({t + absl::Milliseconds(300 * i), absl::ZeroDuration(), 2,
+                    false});
+  }
+  EXPECT_EQ(limit.Inputs().samples, 1);
+  EXPECT_EQ(limit.Current(), 3);
+  // At 3, fewer calls than slots by max_time: still discarded.
+  t += absl::Seconds(1);
+  for (int i = 0; i < 2; ++i) {
+    limit.OnSample({t + absl::Milliseconds(600 * i), absl::ZeroDuration(), 3,
+                    false});
+  }
+  EXPECT_EQ(limit.Inputs().samples, 1);
+  EXPECT_EQ(limit.Current(), 3);
+}
+
 // Records the samples it gets.
 class Recorder final : public Limit {
  public:
