@@ -933,7 +933,12 @@ TEST_P(AdaptiveTest, DISABLED_ACutQueueWithTightBudgetsStillBrakes) {
 // (gradient, seed 1: +1 per window from 10, 27-28 of 32 after 40 s) but no
 // settling within 5 s; Gradient2's long <= short rule over runs of 4 or 8
 // windows: no better (4), or the long average learns the queue and the
-// limit sits at 1.3-1.4 C (8). --gtest_also_run_disabled_tests runs it.
+// limit sits at 1.3-1.4 C (8). Tried in session 13: the window's median
+// handling time instead of its mean -- it hides a small queue as it hides
+// the tail (a limit a little above the workers makes only some calls
+// wait): 20 tests of this file failed (settling, slowdowns, tight
+// budgets). By any one statistic of a window, a minority of slow calls and
+// a small queue look alike. --gtest_also_run_disabled_tests runs it.
 TEST_P(AdaptiveTest, DISABLED_ABimodalDependencyKeepsTheBand) {
   for (auto [share, factor] : {std::pair{0.1, 5.0}, std::pair{0.05, 3.0},
                                std::pair{0.1, 2.0}}) {
