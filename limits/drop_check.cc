@@ -30,30 +30,14 @@ std::optional<double> DropCheck::OnSample(const Sample& s, double limit) {
           s.inflight <= 1 || (s.inflight + 1 > limit && limit * 2 > in_time_)) {
         return std::nullopt;
       }
-      // One window's share is noisy (~10 calls): it is read again, at L0,
-      // as the mean of the next kReadingSamples windows before any cut.
       l0_ = limit;
       late_inflight_ = s.inflight;
-      state_ = State::kConfirm;
-      share_sum_ = 0;
-      shares_ = 0;
-      return l0_;
-    case State::kConfirm:
-      late_inflight_ = std::max(late_inflight_, s.inflight);
-      share_sum_ += s.dropped_share;
-      if (++shares_ < kReadingSamples) return l0_;
-      if (share_sum_ / shares_ < kQueueDropShare) {
-        state_ = State::kIdle;  // not mostly late after all
-        return std::nullopt;
-      }
-      l0_share_ = share_sum_ / shares_;
-      return StartCut(s, (1 - cut_) * std::min<double>(l0_, late_inflight_));
+      return StartCut(s, (1 - cut_) * std::min<double>(limit, s.inflight));
     case State::kCut:
       if (s.start < since_) return level_;  // admitted before the cut
       share_sum_ += s.dropped_share;
       if (++shares_ < kReadingSamples) return level_;
-      if (share_sum_ / shares_ < kQueueDropShare &&
-          share_sum_ / shares_ < l0_share_ - kShareFall) {
+      if (share_sum_ / shares_ < kQueueDropShare) {
         // A queue the cut shortened: the algorithm brakes from the
         // concurrency that was late.
         state_ = State::kQueue;

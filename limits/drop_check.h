@@ -26,19 +26,10 @@
 //      time (a limit that made the queue looks the same, and a look that
 //      does not clear it -- 32 workers halved to 16 under budgets of 1.02 x
 //      the work: the look at 0.7 x 32 still queues -- would hold it).
-//   2. confirm: the limit L0 is held until the next kReadingSamples
-//      samples give the mean late share at L0; under kQueueDropShare the
-//      check ends (the algorithm's rule): one window of ~10 calls is noisy,
-//      and a server slower than the budgets with two thirds of its calls
-//      late has windows at 0.8 (without this a look then read 0.45-0.65, a
-//      "queue" by regression to the mean, and AIMD and Vegas sank to 2-4
-//      with 8 callers on 32 workers: limits_test.cc's
-//      HoldsThroughASlowdownMostlyPastTheBudgets).
-//   3. cut: the limit is held at (1 - cut) x the late windows' in-flight
+//   2. cut: the limit L0 is held at (1 - cut) x the window's in-flight
 //      (`cut` is SlowdownCheckOptions::cut) until kReadingSamples samples
 //      holding only calls admitted after the cut give the mean late share.
-//   4. verdict: a share under kQueueDropShare and at least kShareFall under
-//      the share read at L0 is a queue the cut shortened:
+//   3. verdict: a share under kQueueDropShare is a queue the cut shortened:
 //      the limit goes to the smaller of L0 and the late window's in-flight,
 //      and the algorithm brakes on from there while windows stay mostly
 //      late. Still mostly late: the server is slower than the budgets, and
@@ -49,7 +40,7 @@
 //      does not clear.
 // A window not mostly late ends a hold (the algorithm's own rule again).
 // The cost: a queue at a concurrency the server just handled in time is
-// braked four windows later; a server slower than the budgets serves
+// braked two windows later; a server slower than the budgets serves
 // kReadingSamples windows at the cut, and again at every re-check, while no
 // call of its could be in time anyway; a server that lost more than 1 -
 // cut of its workers with the limit not holding calls back is read as
@@ -85,10 +76,6 @@ class DropCheck {
   // client's next call is admitted (8 closed-loop callers read 9-11 in
   // flight in late windows, 8 in time).
   static constexpr double kInflightSpread = 1.5;
-  // A look's mean late share at least this far under the share read at L0
-  // is a queue the cut shortened (less: the windows' noise, ~0.1 for a
-  // mean of 2 windows of ~10 calls).
-  static constexpr double kShareFall = 0.2;
   // `cut` in (0, 0.5]; 0: no check (every mostly-late window is the
   // algorithm's, as before).
   explicit DropCheck(double cut) : cut_(cut) {}
@@ -106,7 +93,7 @@ class DropCheck {
   bool busy() const { return state_ != State::kIdle; }
 
  private:
-  enum class State { kIdle, kConfirm, kCut, kQueue, kPastBudgets };
+  enum class State { kIdle, kCut, kQueue, kPastBudgets };
   // Holds the limit at `level` (at least 1), reading calls admitted from
   // `s`'s end on.
   double StartCut(const Sample& s, double level);
@@ -117,7 +104,6 @@ class DropCheck {
   int late_inflight_ = 0;  // their in-flight
   double level_ = 0;    // the cut being looked at
   absl::Time since_;    // calls admitted from then on count
-  double l0_share_ = 0;  // the mean late share read at L0 (kConfirm)
   double share_sum_ = 0;
   int shares_ = 0;
   int held_ = 0;        // samples held since the last look
