@@ -897,6 +897,156 @@ TEST_P(AdaptiveTest, HoldsThroughASlowdownPastEveryBudget) {
   EXPECT_LE(hi, 500);
 }
 
+// A real queue the drop check holds (attack13): a server that loses most
+// of its workers while the limit is not binding (16 closed-loop callers,
+// the limit 33-34; budgets 2 x the service, late calls cut at their
+// deadlines). 32 -> 2 workers: 16 calls queue on 2, every call late. The
+// look at 0.7 x 16 = 11 still queues (5.5 x the service on 2 workers), so
+// the check reads a server slower than the budgets and holds the limit at
+// L0; each re-check (20 windows) looks only 0.7 x deeper (7.8, 5.5, 3.8),
+// so it takes four looks before one is in time. Measured (limits_test.cc's
+// model, time from the loss until the limit first reaches 2 x workers):
+//   workers  callers   AIMD with / without checks   Vegas with / without
+//   32 -> 2     16          11.84 s / 6.64 s           11.84 s / 3.60 s
+//     (12.16 s for both with the confirmation at L0 of cf5ec29)
+//   32 -> 2      8           5.20 s / 5.28 s            5.20 s / 3.04 s
+//   32 -> 4     16           4.00 s / 4.16 s            4.00 s / 2.72 s
+//   32 -> 4      8           0.32 s / 2.72 s            0.32 s / 1.36 s
+// ("without": SlowdownCheckOptions::cut = 0.) The header's cost, "braked
+// only at a re-check", is one re-check per 0.7 x: a loss of 94% of the
+// workers takes four (~12 s of every honest call late). Gradient2 never
+// brakes here, with or without the checks (16 of 32 in flight: its own
+// application-limited rule, not the drop check).
+TEST_P(AdaptiveTest, DISABLED_AWorkerLossUnderAnUnboundLimitBrakesSoon) {
+  if (GetParam() == Algorithm::kGradient) GTEST_SKIP() << "see comment";
+  auto limit = Make(Options(GetParam()));
+  Server server(*limit, 32, kService, absl::UnixEpoch());
+  server.SetClients(16);
+  server.SetBudget(kService * 2);
+  server.SetDrops(true);
+  server.SetCutAtBudget(true);
+  server.Run(absl::Seconds(10));
+  server.SetCapacity(2);
+  const absl::Time lost = server.now();
+  const std::vector<Point> t = server.Run(absl::Seconds(20));
+  absl::Time first = absl::InfiniteFuture();
+  for (const Point& p : t) {
+    if (p.limit <= 4) {
+      first = p.t;
+      break;
+    }
+  }
+  EXPECT_LE(first - lost, absl::Seconds(5))
+      << AlgorithmName(GetParam()) << " took "
+      << absl::ToDoubleSeconds(first - lost) << " s";
+}
+
+// A slowdown that leaves about two thirds of the calls late (handling
+// 2.2 x the service +-30%, budgets 2 x the service: 65% late on average)
+// on a server with no queue (8 callers, 32 workers): no limit helps, the
+// limit must hold. Windows of ~10 calls spread +-15% around 65%: one at
+// 0.8 starts the drop check, whose look (mean of 2 windows, unbiased)
+// reads ~0.45-0.65 < kQueueDropShare, "a queue the cut shortened", and sets
+// the limit to the late in-flight (8): the limit then binds, and the next
+// window at >= 0.75 is the algorithm's queue to cut (attack13). Measured
+// (seed 1), the limit from 5 s into the 10 s slow phase / in the 0.5 s
+// after it:
+//   AIMD   with the drop check [2, 3] / [4, 12]   without it [14, 16] / [11, 16]
+//   Vegas  with the drop check [2, 4] / [2, 2]    without it [12, 14] / [14, 16]
+// (Gradient2 holds 16 either way: 8 in flight is under half its limit.)
+// Tried on attack13-dropcheck (cf5ec29, reverted): read the late share
+// again at L0 (mean of 2 windows) before the look, and a queue only when
+// the look's share fell 0.2 under it. This test then passed (AIMD 262 of
+// 262 calls at >= 8 for seed 1, Vegas 262 of 262; limits_test and
+// admission_flood_test, also under TSan, passed), but the confirmation
+// swallows the strongest brake signals of a real queue near the 3/4 line:
+// DISABLED_DropCheckLossGrid's AIMD, +-20%, 12 callers, 32 -> 6 workers
+// braked after 12.18 s on main and not within 30 s with it (see there).
+// The look's verdict against the trigger window's share alone (no
+// confirmation) changed nothing here (0 of 76).
+TEST_P(AdaptiveTest, DISABLED_HoldsThroughASlowdownMostlyPastTheBudgets) {
+  for (uint32_t seed : {1u, 2u, 3u}) {
+    auto limit = Make(Options(GetParam()));
+    Server server(*limit, 32, kService, absl::UnixEpoch());
+    server.SetSeed(seed);
+    server.SetClients(8);
+    server.SetJitter(0.3);
+    server.SetBudget(kService * 2);
+    server.SetDrops(true);
+    server.SetCutAtBudget(true);
+    server.SetLearnsSlowdown(false);
+    server.Run(absl::Seconds(10));
+    server.SetSlowdown(2.2);
+    const absl::Time slowed = server.now();
+    const std::vector<Point> slow = server.Run(absl::Seconds(10));
+    server.SetSlowdown(1);
+    const absl::Time recovered = server.now();
+    const std::vector<Point> after = server.Run(absl::Seconds(2));
+    // Looks (at 0.7 x 8) are the check's cost; between them the limit
+    // holds the 8 callers.
+    int samples = 0, held = 0;
+    for (const Point& p : slow) {
+      if (p.t < slowed + absl::Seconds(5)) continue;
+      ++samples;
+      if (p.limit >= 8) ++held;
+    }
+    int after_half = 0;
+    for (const Point& p : after) {
+      if (p.t <= recovered + absl::Milliseconds(500)) after_half = p.limit;
+    }
+    auto [slo, shi] = Range(slow, slowed + absl::Seconds(5));
+    std::printf("%-8s seed %u: from 5 s into the slow phase [%d, %d], at >= 8 "
+                "%d of %d calls, end %d; 0.5 s after %d\n",
+                std::string(AlgorithmName(GetParam())).c_str(), seed, slo, shi,
+                held, samples, slow.back().limit, after_half);
+    EXPECT_GE(held, samples * 0.7) << AlgorithmName(GetParam()) << " seed "
+                                   << seed;
+    // (A look under way when the slow phase ends can hold the limit at
+    // 0.7 x 8 for a while after: Vegas seed 2, 5 until 1.2 s after.)
+    EXPECT_GE(after.back().limit, 8) << AlgorithmName(GetParam()) << " seed "
+                                     << seed;
+  }
+}
+
+// Measurement (attack13): a server that loses workers under an unbound
+// limit (budgets 2 x the service, late calls cut): seconds from the loss
+// until the limit first reaches 2 x the workers (honest calls in time),
+// main (6d4e2da) / with cf5ec29's confirmation at L0 (reverted):
+//   AIMD   +-0%: 12 callers 32->10 0.64/0.64  ->6 0.32/0.64  ->3 4.08/4.40
+//                24 callers 32->10 0.32/0.64  ->6 4.00/4.32  ->3 11.44/11.76
+//          +-20%: 12 callers ->10 0.38/0.38  ->6 12.18/never  ->3 3.84/3.77
+//                 24 callers ->10 0.97/1.56  ->6 3.02/3.30  ->3 8.05/14.90
+//   Vegas  +-0%: as AIMD
+//          +-20%: 12 callers ->10 never/never  ->6 12.18/17.83  ->3 3.84/1.91
+//                 24 callers ->10 0.28/1.16  ->6 1.74/2.26  ->3 12.47/19.57
+// ("never": not within the 30 s run.) Gradient2 never brakes here (its
+// application-limited rule). Deep losses take several re-checks (each
+// looks only 0.7 x deeper, every 20 windows).
+TEST_P(AdaptiveTest, DISABLED_DropCheckLossGrid) {
+  for (double jitter : {0.0, 0.2}) {
+  for (int clients : {12, 24}) {
+    for (int w : {10, 6, 3}) {
+      auto limit = Make(Options(GetParam()));
+      Server server(*limit, 32, kService, absl::UnixEpoch());
+      server.SetJitter(jitter);
+      server.SetClients(clients);
+      server.SetBudget(kService * 2);
+      server.SetDrops(true);
+      server.SetCutAtBudget(true);
+      server.Run(absl::Seconds(10));
+      server.SetCapacity(w);
+      const absl::Time lost = server.now();
+      const std::vector<Point> t = server.Run(absl::Seconds(30));
+      absl::Time first = absl::InfiniteFuture();
+      for (const Point& p : t) if (p.limit <= 2 * w) { first = p.t; break; }
+      std::printf("GRID %s j%.1f %d callers 32->%d: %.2f s\n",
+                  std::string(AlgorithmName(GetParam())).c_str(), jitter,
+                  clients, w, absl::ToDoubleSeconds(first - lost));
+    }
+  }
+  }
+}
+
 TEST_P(AdaptiveTest, DISABLED_ACutQueueWithTightBudgetsStillBrakes) {
   for (double jitter : {0.0, 0.1}) {
     for (double factor : {1.02, 1.05}) {
