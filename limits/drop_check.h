@@ -91,6 +91,10 @@ class DropCheck {
   void Reset() { state_ = State::kIdle; }
   // Whether a check or hold is under way.
   bool busy() const { return state_ != State::kIdle; }
+  // Whether it sets the limit now (a look, or a hold past the budgets).
+  bool holding() const {
+    return state_ == State::kCut || state_ == State::kPastBudgets;
+  }
 
  private:
   enum class State { kIdle, kCut, kQueue, kPastBudgets };

@@ -150,6 +150,8 @@ class SlowdownCheck {
     state_ = State::kIdle;
     drops_.Reset();
   }
+  // Whether the drop check looks or holds the limit (DropCheck::holding).
+  bool holding_drops() const { return drops_.holding(); }
   // Whether a check is under way (holding the limit).
   bool checking() const {
     return state_ == State::kMeasuring || state_ == State::kCut ||
