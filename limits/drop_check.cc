@@ -24,10 +24,9 @@ std::optional<double> DropCheck::OnSample(const Sample& s, double limit) {
     case State::kIdle:
       // Not mostly late, a concurrency the server did not just handle in
       // time, one call (no cut can shorten it), or calls the limit held
-      // back (within a call of it) while it is above half the concurrency
-      // last handled in time: the algorithm's.
+      // back (within a call of it): the algorithm's.
       if (!late || s.inflight > in_time_ * kInflightSpread ||
-          s.inflight <= 1 || (s.inflight + 1 > limit && limit * 2 > in_time_)) {
+          s.inflight <= 1 || s.inflight + 1 > limit) {
         return std::nullopt;
       }
       l0_ = limit;

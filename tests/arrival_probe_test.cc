@@ -225,7 +225,16 @@ struct AsyncCall {
   bool finishing = false;
 };
 
-void RunProbe(Api api, const char* name) {
+// What a probe run saw: calls OK, and how many of those carried
+// grpc-timeout in their client_metadata.
+struct ProbeResult {
+  int ok = 0;
+  int with_timeout = 0;
+};
+
+// Runs kCalls calls from kClients clients against `api` and prints when
+// gRPC's hooks fired (ms after each client's send).
+ProbeResult RunProbe(Api api, const char* name) {
   for (Times& t : g_times) t = Times();
   SyncEcho sync_service;
   CallbackEcho callback_service;
@@ -265,7 +274,8 @@ void RunProbe(Api api, const char* name) {
       break;
   }
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  ASSERT_NE(server, nullptr);
+  EXPECT_NE(server, nullptr);
+  if (server == nullptr) return {};
   std::thread cq_thread;
   if (api == Api::kAsync) {
     // One thread serves the queue and does the work inline: a call waits in
@@ -296,7 +306,7 @@ void RunProbe(Api api, const char* name) {
   auto channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", port),
                                      grpc::InsecureChannelCredentials());
   auto stub = Echo::NewStub(channel);
-  ASSERT_TRUE(channel->WaitForConnected(absl::ToChronoTime(absl::Now() +
+  EXPECT_TRUE(channel->WaitForConnected(absl::ToChronoTime(absl::Now() +
                                                            absl::Seconds(5))));
   std::atomic<int> next{0};
   std::vector<std::thread> clients;
@@ -361,13 +371,28 @@ void RunProbe(Api api, const char* name) {
       kSleepWork ? "sleep" : "CPU work",
       stats(anchor).c_str(), stats(factory).c_str(), stats(hook).c_str(),
       stats(handler).c_str(), stats(lost).c_str(), with_timeout);
-  EXPECT_EQ(ok, kCalls);
+  return {ok, with_timeout};
 }
 
-TEST(ArrivalProbe, DISABLED_Sync) { RunProbe(Api::kSync, "sync"); }
-TEST(ArrivalProbe, DISABLED_Callback) {
-  RunProbe(Api::kCallback, "callback");
+// What server_policy.cc's late-call rule rests on: gRPC 1.51 turns
+// grpc-timeout into an absolute deadline when it parses it and never hands
+// it to the application, so the budget a call arrived with cannot be read
+// (only the deadline, less whatever gRPC's queues took). A gRPC that starts
+// passing it fails here: then use it.
+TEST(ArrivalProbe, GrpcTimeoutIsNotInClientMetadata) {
+  const ProbeResult r = RunProbe(Api::kCallback, "callback");
+  EXPECT_GT(r.ok, 0);
+  EXPECT_EQ(r.with_timeout, 0);
 }
-TEST(ArrivalProbe, DISABLED_Async) { RunProbe(Api::kAsync, "async"); }
+
+TEST(ArrivalProbe, DISABLED_Sync) {
+  EXPECT_EQ(RunProbe(Api::kSync, "sync").ok, kCalls);
+}
+TEST(ArrivalProbe, DISABLED_Callback) {
+  EXPECT_EQ(RunProbe(Api::kCallback, "callback").ok, kCalls);
+}
+TEST(ArrivalProbe, DISABLED_Async) {
+  EXPECT_EQ(RunProbe(Api::kAsync, "async").ok, kCalls);
+}
 
 }  // namespace
