@@ -73,6 +73,7 @@
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
 #include "proto/echo.grpc.pb.h"
+#include "tests/test_timing.h"
 
 namespace {
 
@@ -380,6 +381,14 @@ ProbeResult RunProbe(Api api, const char* name) {
 // (only the deadline, less whatever gRPC's queues took). A gRPC that starts
 // passing it fails here: then use it.
 TEST(ArrivalProbe, GrpcTimeoutIsNotInClientMetadata) {
+  if (reqctx::testing::kThreadSanitizer) {
+    // A raw gRPC interceptor reads gRPC's own call objects, which Debian's
+    // uninstrumented gRPC frees and reuses out of TSan's sight (a reported
+    // race on a reused heap block inside gRPC, nothing of this file's).
+    // What it checks is gRPC's behaviour, which the plain run covers.
+    GTEST_SKIP() << "ThreadSanitizer cannot follow Debian's uninstrumented "
+                    "gRPC here; the plain and ASan runs check this";
+  }
   const ProbeResult r = RunProbe(Api::kCallback, "callback");
   EXPECT_GT(r.ok, 0);
   EXPECT_EQ(r.with_timeout, 0);
