@@ -17,7 +17,7 @@
 //      (Sample::inflight, the window's most) the server just handled in
 //      time -- at most kInflightSpread x the in-flight of the last window
 //      with under 1 - kQueueDropShare of its calls late -- starts a check,
-//      when the limit held no call back (in-flight more than a call under
+//      when the limit held no call back (in-flight at least a call under
 //      it). Otherwise it is the algorithm's to cut: calls the server never
 //      handled in time are a queue (a queue from the start, where no window
 //      was ever in time, is cut as before), and so are calls the limit held

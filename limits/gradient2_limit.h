@@ -15,7 +15,10 @@
 //           enough to hold long a few % under the real handling time, and
 //           the limit's climb with it;
 //   if inflight < limit / 2: unchanged (application-limited: too few calls
-//           to tell whether more would queue);
+//           to tell whether more would queue) -- before the slowdown and
+//           drop checks, so the drop check (drop_check.h: a limit that
+//           holds no call back) acts here only between limit / 2 and a
+//           call under the limit;
 //   gradient = clamp(long / short, 0.5, 1)   (1: no queueing seen);
 //           0.5 in a sample with at least kQueueDropShare of its calls
 //           dropped (limit.h): late calls cut at their deadlines cap the

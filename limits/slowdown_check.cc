@@ -52,14 +52,14 @@ CheckStep SlowdownCheck::StartMeasuring(double l0, absl::Time at,
 
 CheckStep SlowdownCheck::OnSample(const Sample& s, double limit,
                                   absl::Duration baseline) {
-  // A mostly-dropped window is a queue whatever its handling time (limit.h)
-  // and no reading: its late calls were cut at their deadlines, so the cut
-  // shortens no handling time and r1 / r0 read a slower server (AIMD, with
-  // its timeout scaled up, held 43-61 of 8 cores in admission_flood_test's
-  // AQueueWithTightBudgetsBrakes in a CI run). A check under way ends; the
-  // algorithm cuts.
-  // Nearly every call late: a queue or a server slower than the budgets
-  // (drop_check.h); a hold of the drop check ends a check under way.
+  // A mostly-dropped window is no reading of the handling time: its late
+  // calls were cut at their deadlines, so a cut shortens no handling time
+  // and r1 / r0 read a slower server (AIMD, with its timeout scaled up,
+  // held 43-61 of 8 cores in admission_flood_test's
+  // AQueueWithTightBudgetsBrakes in a CI run). The drop check (drop_check.h)
+  // tells a queue from a server slower than the budgets by the late share;
+  // a hold of its ends a check under way, and a window it leaves to the
+  // algorithm ends one too (the algorithm cuts: limit.h's MostlyDropped).
   if (const std::optional<double> held = drops_.OnSample(s, limit)) {
     state_ = State::kIdle;
     return Hold(*held);

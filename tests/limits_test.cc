@@ -21,6 +21,7 @@
 #include <functional>
 #include <limits>
 #include <memory>
+#include <optional>
 #include <queue>
 #include <string>
 #include <string_view>
@@ -31,6 +32,7 @@
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
 #include "limits/aimd_limit.h"
+#include "limits/drop_check.h"
 #include "limits/fixed_limit.h"
 #include "limits/gradient2_limit.h"
 #include "limits/limit_options.h"
@@ -1204,6 +1206,122 @@ TEST_P(AdaptiveTest, ApplicationLimitedDoesNotGrow) {
   EXPECT_LE(limit->Current(), 10) << AlgorithmName(GetParam());
 }
 
+// Attack review (attack14) of the drop check: hostile callers whose
+// deadlines only just cover the mean handling time (1.01 x, so each late
+// one is a drop: ClassifyEnd), cut at their deadlines, among honest callers
+// (`honest` budget each), on a server whose limit does not bind (16
+// closed-loop callers, 32 workers), +-20% handling times. `share` of the
+// calls are the hostile ones, all the time or (`burst_ms` > 0) in bursts
+// of that long every 500 ms (honest calls only in between). Returns the
+// samples from 5 s into the 20 s run at which the limit held the callers
+// back (under 16), and the lowest limit then; `checks`: the slowdown and
+// drop checks on (SlowdownCheckOptions::cut 0.3) or off (0).
+struct HostileMix {
+  int under = 0;
+  int samples = 0;
+  int lo = 1 << 30;
+};
+HostileMix RunHostileMix(Algorithm a, double share, absl::Duration honest,
+                         bool checks, uint32_t seed, int burst_ms) {
+  LimitOptions o = Options(a);
+  if (!checks) {
+    o.aimd.slowdown.cut = o.gradient.slowdown.cut = o.vegas.slowdown.cut = 0;
+  }
+  auto limit = Make(o);
+  Server server(*limit, 32, kService, absl::UnixEpoch());
+  server.SetSeed(seed);
+  server.SetClients(16);
+  server.SetJitter(0.2);
+  server.SetDrops(true);
+  server.SetCutAtBudget(true);
+  server.SetBudget(honest);
+  server.Run(absl::Seconds(10));
+  std::vector<absl::Duration> mix(20, honest);
+  for (int i = 0; i < static_cast<int>(share * 20 + 0.5); ++i) {
+    mix[i * 20 / std::max(1, static_cast<int>(share * 20 + 0.5))] =
+        kService * 1.01;
+  }
+  const absl::Time from = server.now() + absl::Seconds(5);
+  const absl::Time end = server.now() + absl::Seconds(20);
+  HostileMix r;
+  auto count = [&](const std::vector<Point>& t) {
+    for (const Point& p : t) {
+      if (p.t < from) continue;
+      ++r.samples;
+      if (p.limit < 16) ++r.under;
+      r.lo = std::min(r.lo, p.limit);
+    }
+  };
+  if (burst_ms <= 0) {
+    server.SetBudgets(mix);
+    count(server.Run(end - server.now()));
+  } else {
+    while (server.now() < end) {
+      server.SetBudgets(mix);
+      count(server.Run(absl::Milliseconds(burst_ms)));
+      server.SetBudget(honest);
+      count(server.Run(absl::Milliseconds(500 - burst_ms)));
+    }
+  }
+  return r;
+}
+
+// Up to 4 in 5 of the calls, all the time or in bursts, hold no honest
+// caller back: with +-20% handling times a hostile deadline that covers the
+// mean (the least that makes a late call a drop) is met by about half of
+// its calls, so no window is mostly late -- the drop check never looks, and
+// the limit (33-34, not binding) is cut only as far as each algorithm's own
+// rules take it (lowest 29 / 32 / 23 of AIMD / Gradient2 / Vegas; the same
+// without the checks).
+TEST_P(AdaptiveTest, AHostileShareOfJustCoveredBudgetsHoldsNoCallerBack) {
+  for (int burst : {0, 200}) {
+    for (double share : {0.1, 0.5, 0.8}) {
+      const HostileMix m = RunHostileMix(
+          GetParam(), share, absl::InfiniteDuration(), true, 1, burst);
+      EXPECT_EQ(m.under, 0) << AlgorithmName(GetParam()) << " share " << share
+                            << " burst " << burst << ": lowest " << m.lo;
+      EXPECT_GT(m.samples, 100);
+    }
+  }
+}
+
+// The measurement behind it (attack14, 5 seeds each, 20 s after 10 s;
+// budgets of the honest calls none or 2 x the service, the same figures):
+// "under 16" was 0% of the samples for every algorithm, share 0.1-0.8,
+// steady or in bursts of 100 or 200 ms every 500 ms, with and without the
+// checks. Only when every call carries such a budget (share 1.0, steady),
+// a window now and then has 3/4 of its calls late by chance and the drop
+// check looks at 0.7 x 16 = 11, which binds: AIMD 1.7%, Vegas 1.4% of the
+// samples under 16 (lowest 11), Gradient2 0% -- without the checks 0%
+// (lowest 29 / 28: their cuts of a limit that does not bind cost
+// nothing). A cost of the look that drop_check.h does not list: a late
+// share near 1/2 reaches 3/4 in single windows by chance.
+TEST_P(AdaptiveTest, DISABLED_HostileMixMeasurement) {
+  for (absl::Duration honest :
+       {absl::InfiniteDuration(), kService * 2}) {
+    for (int burst : {0, 100, 200}) {
+      for (double share : {0.1, 0.3, 0.5, 0.8, 1.0}) {
+        for (bool checks : {true, false}) {
+          int under = 0, samples = 0, lo = 1 << 30;
+          for (uint32_t seed = 1; seed <= 5; ++seed) {
+            HostileMix m =
+                RunHostileMix(GetParam(), share, honest, checks, seed, burst);
+            under += m.under;
+            samples += m.samples;
+            lo = std::min(lo, m.lo);
+          }
+          std::printf("HOSTILE %-8s honest %s burst %3d share %.1f checks %d:"
+                      " under 16 at %5.1f%% of samples, lowest %d\n",
+                      std::string(AlgorithmName(GetParam())).c_str(),
+                      honest == absl::InfiniteDuration() ? "none" : "2xS ",
+                      burst, share, checks ? 1 : 0,
+                      100.0 * under / std::max(1, samples), lo);
+        }
+      }
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(All, AdaptiveTest,
                          ::testing::Values(Algorithm::kAimd,
                                            Algorithm::kGradient,
@@ -1270,6 +1388,123 @@ CheckStep Reading(SlowdownCheck& check, const Sample& s, double limit,
 
 // A slower server that did not queue at L0 (the same handling time after
 // the cut) gets L0 back whole.
+// The drop check's state machine on its own (drop_check.h), one window
+// (100 ms, each admitted at the end of the one before) at a time: its
+// gates, its look, both verdicts and the re-checks.
+class DropCheckSteps {
+ public:
+  explicit DropCheckSteps(double cut) : check_(cut) {}
+  // A window of `inflight` calls, `late` of them late, admitted from the
+  // previous window's end (`before_cut`: from 1 ms before it), given to
+  // Seen and then OnSample with `limit`.
+  std::optional<double> Window(int inflight, double late, double limit,
+                               bool before_cut = false) {
+    Sample s;
+    s.start = before_cut ? t_ - absl::Milliseconds(1) : t_;
+    s.rtt = absl::Milliseconds(100);
+    s.inflight = inflight;
+    s.dropped = late > 0;
+    s.dropped_share = late;
+    s.taken = t_ + absl::Milliseconds(100);
+    t_ += absl::Milliseconds(100);
+    check_.Seen(s);
+    return check_.OnSample(s, limit);
+  }
+  // As Window, expecting the limit `held` to be held.
+  void ExpectHeld(double held, int inflight, double late, double limit,
+                  bool before_cut = false) {
+    const std::optional<double> r = Window(inflight, late, limit, before_cut);
+    ASSERT_TRUE(r.has_value());
+    EXPECT_DOUBLE_EQ(*r, held);
+  }
+  const DropCheck& check() const { return check_; }
+
+ private:
+  DropCheck check_;
+  absl::Time t_ = absl::UnixEpoch();
+};
+
+TEST(DropCheck, ItsGatesLeaveLateWindowsToTheAlgorithm) {
+  // No window in time yet: a late one is a queue from the start.
+  DropCheckSteps never(0.3);
+  EXPECT_EQ(never.Window(8, 1.0, 20), std::nullopt);
+  DropCheckSteps d(0.3);
+  EXPECT_EQ(d.Window(8, 0.2, 20), std::nullopt);  // in time at 8
+  // More than 1.5 x the concurrency just handled in time.
+  EXPECT_EQ(d.Window(13, 1.0, 20), std::nullopt);
+  // Calls the limit held back (within a call of it).
+  EXPECT_EQ(d.Window(8, 1.0, 8.5), std::nullopt);
+  // One call: no cut shortens it.
+  EXPECT_EQ(d.Window(1, 1.0, 20), std::nullopt);
+  // Under 3/4 late: not mostly dropped.
+  EXPECT_EQ(d.Window(8, 0.7, 20), std::nullopt);
+  EXPECT_FALSE(d.check().busy());
+  // No check at all with a cut of 0.
+  DropCheckSteps off(0);
+  EXPECT_EQ(off.Window(8, 0.0, 20), std::nullopt);
+  EXPECT_EQ(off.Window(8, 1.0, 20), std::nullopt);
+}
+
+TEST(DropCheck, AQueueTheLookShortenedGoesBackToTheLateInFlight) {
+  DropCheckSteps d(0.3);
+  ASSERT_EQ(d.Window(8, 0.0, 20), std::nullopt);
+  // Late at 10 (<= 1.5 x 8), the limit (20) holding nothing back: a look
+  // at 0.7 x 10.
+  d.ExpectHeld(7, 10, 0.9, 20);
+  EXPECT_TRUE(d.check().holding());
+  // A window of calls admitted before the cut is no reading.
+  d.ExpectHeld(7, 9, 0.9, 7, /*before_cut=*/true);
+  // Two windows after it: mean share 0.3 < 3/4, a queue the cut
+  // shortened. The limit goes to min(L0, the late in-flight).
+  d.ExpectHeld(7, 7, 0.4, 7);
+  d.ExpectHeld(10, 7, 0.2, 7);
+  EXPECT_FALSE(d.check().holding());
+  EXPECT_TRUE(d.check().busy());
+  // From there the algorithm's while windows stay late; an in-time one
+  // ends it.
+  EXPECT_EQ(d.Window(10, 0.9, 10), std::nullopt);
+  EXPECT_EQ(d.Window(9, 0.1, 9), std::nullopt);
+  EXPECT_FALSE(d.check().busy());
+}
+
+TEST(DropCheck, AServerSlowerThanEveryBudgetHoldsAndLooksDeeper) {
+  DropCheckSteps d(0.3);
+  ASSERT_EQ(d.Window(8, 0.0, 20), std::nullopt);
+  d.ExpectHeld(0.7 * 8, 8, 1.0, 20);
+  EXPECT_TRUE(d.check().holding());
+  d.ExpectHeld(0.7 * 8, 5, 1.0, 5.6);
+  // Still every call late: back to L0, held.
+  d.ExpectHeld(20, 5, 1.0, 5.6);
+  EXPECT_TRUE(d.check().holding());
+  double level = (1 - 0.3) * 8;
+  int looks = 1;
+  int held = 0;  // windows held at L0 since the last look
+  // Each re-check (every kRecheckSamples held windows) looks 0.7 x deeper,
+  // down to one call; then the hold lasts without looks.
+  for (int i = 0; i < 200; ++i) {
+    std::optional<double> r = d.Window(8, 1.0, 20);
+    ASSERT_TRUE(r.has_value()) << i;
+    if (*r == 20) {
+      ++held;
+      continue;
+    }
+    EXPECT_EQ(held, DropCheck::kRecheckSamples - 1) << i;
+    held = 0;
+    // A look: read for two windows, then back to L0.
+    level = std::max(1.0, (1 - 0.3) * level);
+    EXPECT_DOUBLE_EQ(*r, level) << i;
+    ++looks;
+    d.ExpectHeld(level, 2, 1.0, level);
+    d.ExpectHeld(20, 2, 1.0, level);
+  }
+  // 5.6 -> 3.92, 2.74, 1.92, 1.34, 1 (each max(1, 0.7 x)).
+  EXPECT_EQ(looks, 6);
+  EXPECT_TRUE(d.check().busy());
+  // A window mostly in time ends the hold.
+  EXPECT_EQ(d.Window(8, 0.5, 20), std::nullopt);
+  EXPECT_FALSE(d.check().busy());
+}
+
 TEST(SlowdownCheck, ASlowerServerWithoutAQueueGetsItsLimitBack) {
   SlowdownCheck check(SlowdownCheckOptions{});
   const absl::Duration base = absl::Milliseconds(100);

@@ -15,7 +15,9 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 
@@ -62,6 +64,56 @@ TEST(ServerPolicyAsyncTest, ShutdownDecidesQueuedCalls) {
   // first, admitted with its Context already ending).
   EXPECT_FALSE(busy.Join().status.ok());
   EXPECT_FALSE(queued.Join().status.ok());
+}
+
+// Attack review (attack14): the server shuts down while a call is held in
+// gRPC's second queue -- the glue's interceptor saw it (its arrival is
+// measured from there) and the loop, busy with other work, has not yet
+// called AdmitAsync -- with the one slot taken and more calls behind it.
+// Every call ends, nothing stays held or queued, and the server stops
+// without waiting for the calls' 30 s deadlines or the busy call's work.
+TEST(ServerPolicyAsyncTest, ShutdownWithACallHeldBeforeItsAdmission) {
+  PolicedServer served(PolicyTestServer::Api::kAsync,
+                       OneSlot(8, absl::Milliseconds(1)));
+  ASSERT_TRUE(served.server.ok());
+  BackgroundCall busy(*served.stub, absl::Seconds(30), 20000);
+  ASSERT_TRUE(served.server.WaitHandled(1, kBound));
+  // The loop's next admission waits for `release` (bounded).
+  std::mutex mu;
+  std::condition_variable cv;
+  bool entered = false, release = false;
+  served.server.BeforeNextAsyncAdmit([&] {
+    std::unique_lock<std::mutex> lock(mu);
+    entered = true;
+    cv.notify_all();
+    cv.wait_for(lock, absl::ToChronoSeconds(kBound), [&] { return release; });
+  });
+  BackgroundCall held(*served.stub, absl::Seconds(30), 0);
+  {
+    std::unique_lock<std::mutex> lock(mu);
+    ASSERT_TRUE(cv.wait_for(lock, absl::ToChronoSeconds(kBound),
+                            [&] { return entered; }));
+  }
+  // Behind it, calls whose request tags the busy loop has not taken.
+  BackgroundCall behind1(*served.stub, absl::Seconds(30), 0);
+  BackgroundCall behind2(*served.stub, absl::Seconds(30), 0);
+  const absl::Time start = absl::Now();
+  std::thread stopper([&] { served.server.Shutdown(); });
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    release = true;
+    cv.notify_all();
+  }
+  stopper.join();
+  EXPECT_LT(absl::Now() - start, absl::Seconds(10));
+  EXPECT_EQ(served.policy.Queued(), 0);
+  EXPECT_EQ(served.policy.Running(), 0);
+  EXPECT_FALSE(busy.Join().status.ok());
+  // The held call may have been admitted from the queue as the busy one's
+  // slot came free, with its Context already ending: it ends either way.
+  held.Join();
+  EXPECT_FALSE(behind1.Join().status.ok());
+  EXPECT_FALSE(behind2.Join().status.ok());
 }
 
 // The AsyncAdmission contract, driven by hand on real async calls: the

@@ -744,6 +744,16 @@ void ServerPolicy::AdmitAsync(std::string_view full_method,
   const Criticality crit = CriticalityOf(call_ctx);
   absl::Status refused = state->CheckArrival(*sc, crit, *counters_);
   LoadShedder* shedder = state->ps->shedder.get();
+  // What Done() judges the call's end by (Ended), with or without a limit:
+  // without its deadline and Context a call cut at its deadline, or
+  // canceled by its client, was learned as a handling time (a flood of
+  // short deadlines then taught the method its budget).
+  {
+    std::lock_guard<std::mutex> lock(admission->mu_);
+    admission->deadline_ = call_ctx.Deadline();
+    admission->held_ = held;
+    admission->ctx_ = call_ctx;
+  }
   if (!refused.ok()) internal::NoteServerCallRefused(sc, CauseKind::kMinBudget);
   if (!refused.ok() || shedder == nullptr) {
     ShedDecision d;
@@ -752,12 +762,6 @@ void ServerPolicy::AdmitAsync(std::string_view full_method,
     return;
   }
   const absl::Duration expected = state->ExpectedHandling();
-  {
-    std::lock_guard<std::mutex> lock(admission->mu_);
-    admission->deadline_ = call_ctx.Deadline();
-    admission->held_ = held;
-    admission->ctx_ = call_ctx;
-  }
   shedder->Acquire(call_ctx, crit, expected,
                    [admission, state, crit, cq, tag, sc](ShedDecision d) {
                      RecordShedDecision(state->metrics, d, crit);

@@ -239,6 +239,11 @@ class ServerPolicy {
   // after grpc::Server::Shutdown (a queued call is decided as soon as its
   // Context ends, which the shutdown causes). The loop serving `cq` must keep
   // calling Next() while calls are queued (their cancels come through it).
+  // Call it as soon as the request tag is delivered: the time from the
+  // glue's first hook to this call counts as time the server held the call
+  // (a late call's budget adds it back: see the file comment), so on a
+  // streaming method admit before waiting for the client's first message
+  // (a slow client's own delay would otherwise make its late calls drops).
   void AdmitAsync(std::string_view full_method, grpc::ServerContext* sc,
                   grpc::CompletionQueue* cq, void* tag,
                   AsyncAdmission* admission);
@@ -296,7 +301,9 @@ class ServerPolicy {
 };
 
 // One async call's admission (ServerPolicy::AdmitAsync): written when the
-// decision is made, read once its tag has been delivered.
+// decision is made, read once its tag has been delivered. One per call, not
+// reused: once decided and done, a second AdmitAsync with it would hold its
+// new slot until the destructor (Done() is a no-op from then on).
 // Thread-safety: safe from any thread (the decision may be made on another
 // thread than the completion queue's). Lifetime: must outlive the delivery
 // of its tag; its destructor gives an admitted call's slot back if Done()

@@ -66,7 +66,12 @@ namespace reqctx::echo {
 //     instead of starting a thread.
 // So the server runs at most about kDefaultMaxThreads + kDefaultMaxConcurrency
 // x workers threads, plus a fixed few. Set max_threads or
-// server_policy.defaults.max_concurrency to 0 to turn a bound off.
+// server_policy.defaults.max_concurrency to 0 to turn a bound off. An
+// adaptive limit (MethodPolicy::limit, echo --limit) does not read
+// max_concurrency: calls in flight are bounded by the limit's `max` (echo
+// --limit_max, 1,000) and by max_threads, so up to about kDefaultMaxThreads
+// x (1 + workers) threads (300 callers of 1 s sleeps for 20 s: limits
+// 34-50, 244-282 threads against 76 idle).
 inline constexpr int kDefaultMaxConcurrency = 64;
 inline constexpr int kDefaultMaxQueue = 64;
 inline constexpr int kDefaultMaxThreads = 200;
