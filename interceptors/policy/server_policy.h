@@ -213,14 +213,10 @@ class ServerPolicy {
   ServerCallRules CallRules() const;
 
   // For the completion-queue (async) API: decides a call that just arrived
-  // on method `full_method` (e.g. "/echo.v1.Echo/Echo") under `sc` with the
-  // same checks as the wrapped handlers: deadline rules, minimum budget,
-  // then the concurrency limit and its deadline-aware queue. Call it as
-  // soon as the call's request tag has been delivered, before reading a
-  // stream's first message: the time from the interceptor's hook to this
-  // call is taken as gRPC's own queue and added back to a late call's
-  // budget (FromServerContextSinceHook), so any wait of the application's
-  // before it would be added back too. The decision arrives as
+  // on method `full_method` (e.g. "/echo.v1.Echo/Echo") under `sc` -- call
+  // it once the call's request tag has been delivered -- with the same
+  // checks as the wrapped handlers: deadline rules, minimum budget, then the
+  // concurrency limit and its deadline-aware queue. The decision arrives as
   // `tag` on `cq` (ok = true), exactly once: through the queue's Next() at
   // once if the call is refused or runs now, later if it waits in the queue
   // (when a slot frees, or when its Context ends: deadline passed, client
