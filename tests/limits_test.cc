@@ -915,13 +915,14 @@ TEST_P(AdaptiveTest, HoldsThroughASlowdownPastEveryBudget) {
 // (20 windows) looked only 0.7 x deeper (7.8, 5.5, 3.8), and the limit
 // first reached 2 x the workers after 11.84 s (AIMD and Vegas alike; 6.64
 // s AIMD, 3.60 s Vegas with the checks off, SlowdownCheckOptions::cut =
-// 0). Now the first check searches at once (11, 5.6, 2.8): the look at 2
-// is in time, the window back at 16 is late again, and the limit goes to
-// 2 at 2.56 s; the limit first reads 4 or less at 1.60 s (the look at
-// 5.6). Asserted: at most 4 within 5 s, and at most 3 x the workers from
-// 5 s on (before: 33 between re-checks; Vegas then swings 2-5 by its own
-// rule). Gradient2 never brakes here, with or without the checks (16 of
-// 32 in flight: its own application-limited rule, not the drop check).
+// 0). Now the first check searches at once (looks at 11.2, 5.6, 2.8): the
+// look at 2 is in time, the window back at 16 is late again, and the limit
+// goes to 2 at 2.56 s; it first reads 4 or less at 1.60 s (the look at
+// 2.8 begins). Asserted: at most 4 within 5 s, and at most 3 x the
+// workers from 5 s on (before: 33 between re-checks; Vegas then swings 2-5
+// by its own rule). Gradient2 never brakes here, with or without the
+// checks (16 of 32 in flight: its own application-limited rule, not the
+// drop check).
 TEST_P(AdaptiveTest, AWorkerLossUnderAnUnboundLimitBrakesSoon) {
   if (GetParam() == Algorithm::kGradient) GTEST_SKIP() << "see comment";
   auto limit = Make(Options(GetParam()));
