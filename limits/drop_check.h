@@ -34,21 +34,50 @@
 //   3. verdict: a share under kQueueDropShare is a queue the cut shortened:
 //      the limit goes to the smaller of L0 and the late window's in-flight,
 //      and the algorithm brakes on from there while windows stay mostly
-//      late. Still mostly late: the server is slower than the budgets, and
-//      no limit helps; the limit goes back to L0 and is held there while
-//      windows stay mostly late. Every kRecheckSamples held samples the
-//      check looks again, each time at (1 - cut) x the cut before, down to
-//      one call: a server that lost most of its workers is a queue one cut
-//      does not clear.
+//      late. One window of the look mostly in time (under 1 -
+//      kQueueDropShare late) is that verdict at once: a server that
+//      recovered during a look at a few calls, whose windows take up to a
+//      second, is not held there for two of them.
+//   4. search: still mostly late, the first check looks again at once, at
+//      kSearchStep x the look before, while that is at least kSearchFloor
+//      calls: a server that lost most of its workers is a queue one cut
+//      does not clear, and where late calls hold their workers to their
+//      deadlines it stays late down to about the workers left (32 -> 2
+//      workers under 16 callers, budgets 2 x the work: every call late at
+//      16, 11, 5 and 4 in flight in limits_test.cc's model, in time at 2).
+//      A deeper look (or a re-check, below) that is in time is a deep
+//      queue, or a server that recovered during the look: the limit goes
+//      back for one window of calls admitted after -- to the smaller of L0
+//      and the late in-flight, for a re-check to L0 -- and if that window
+//      is mostly late again it is the queue, and the limit goes to the
+//      level that was in time (the algorithm moves on from there);
+//      otherwise the server recovered, and the limit stays.
+//   5. Still mostly late at the search's end: the server is slower than the
+//      budgets, and no limit helps; the limit goes back to L0 and is held
+//      there while windows stay mostly late. Every kRecheckSamples held
+//      samples the check looks again, once, each time at (1 - cut) x the
+//      first look or the re-check before, down to one call (the server may
+//      lose workers while it is held).
 // A window not mostly late ends a hold (the algorithm's own rule again).
 // The cost: a queue at a concurrency the server just handled in time is
-// braked two windows later; a server slower than the budgets serves
-// kReadingSamples windows at the cut, and again at every re-check, while no
-// call of its could be in time anyway; a server that lost more than 1 -
-// cut of its workers with the limit not holding calls back is read as
-// slower, and braked only at a re-check. Under overload (the limit holding
-// calls back) a slowdown past every budget still brakes the limit
-// (admission_flood_test.cc's DISABLED_SlowdownPastEveryBudgetUnderOverload).
+// braked two windows later (one if a window of the look is mostly in
+// time); a server slower than the budgets serves the first check's looks
+// (for 8 callers in the model: 0.8 s at 5 calls, then 2.2 s at 2) and one
+// look at every re-check, while no call of its could be in time anyway; a
+// recovery during a look waits for a window of it mostly in time (in the
+// model, over slow phases of 1 to 12 s, the limit was under the callers
+// more than 0.5 s after the recovery for 7 of 56 lengths, at most 0.88 s;
+// 9 of 56, at most 1.04 s, before the search; on a real server,
+// admission_flood_test.cc's SlowdownPastEveryBudget, the limit's mean over
+// the first second after read 16-20 in 12 runs, 17-20 before, of 20). A
+// deep queue is braked once the search reaches a level in time: 32 -> 2
+// workers under 16 callers at 2.56 s (11.84 s before the search, when only
+// the re-checks looked deeper, 0.7 x each 20 windows; 3.6-6.6 s with the
+// checks off). A queue still mostly late at the search's last look (it
+// stops at kSearchFloor calls) is read as slower, and braked only at a
+// re-check. Under overload (the limit holding calls back) a slowdown past
+// every budget still brakes the limit (admission_flood_test.cc's
+// DISABLED_SlowdownPastEveryBudgetUnderOverload).
 //
 // Thread-safety: not safe for concurrent use (its owner, a Limit, is not).
 // Lifetime: a plain value owned by a SlowdownCheck.
@@ -77,6 +106,10 @@ class DropCheck {
   // client's next call is admitted (8 closed-loop callers read 9-11 in
   // flight in late windows, 8 in time).
   static constexpr double kInflightSpread = 1.5;
+  // The first check's look still mostly late looks again at once at
+  // kSearchStep x its level, while that is at least kSearchFloor calls.
+  static constexpr double kSearchStep = 0.5;
+  static constexpr double kSearchFloor = 2;
   // `cut` in (0, 0.5]; 0: no check (every mostly-late window is the
   // algorithm's, as before).
   explicit DropCheck(double cut) : cut_(cut) {}
@@ -94,20 +127,27 @@ class DropCheck {
   bool busy() const { return state_ != State::kIdle; }
   // Whether it sets the limit now (a look, or a hold past the budgets).
   bool holding() const {
-    return state_ == State::kCut || state_ == State::kPastBudgets;
+    return state_ == State::kCut || state_ == State::kConfirm ||
+           state_ == State::kPastBudgets;
   }
 
  private:
-  enum class State { kIdle, kCut, kQueue, kPastBudgets };
-  // Holds the limit at `level` (at least 1), reading calls admitted from
-  // `s`'s end on.
-  double StartCut(const Sample& s, double level);
+  enum class State { kIdle, kCut, kConfirm, kQueue, kPastBudgets };
+  // Enters `state`, holding the limit at `level` (at least 1), reading
+  // calls admitted from `s`'s end on.
+  double StartCut(const Sample& s, State state, double level);
+  // Adds `s` to the reading; its mean late share once complete.
+  std::optional<double> Read(const Sample& s);
   const double cut_;
   State state_ = State::kIdle;
   int in_time_ = 0;     // in-flight of the last window mostly in time
   double l0_ = 0;       // the limit when the late windows came
   int late_inflight_ = 0;  // their in-flight
-  double level_ = 0;    // the cut being looked at
+  double level_ = 0;    // the level being held (a look's, or kConfirm's)
+  double look_ = 0;     // the first look's or last re-check's level
+  double deep_ = 0;     // the deeper look's level that was in time
+  bool searching_ = false;  // in the first check's search (step 4)
+  bool first_ = false;      // in the first check's first look
   absl::Time since_;    // calls admitted from then on count
   double share_sum_ = 0;
   int shares_ = 0;
