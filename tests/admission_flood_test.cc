@@ -775,9 +775,12 @@ TEST_P(AdmissionFloodTest, AQueueWithTightBudgetsBrakes) {
   // 39; ASan aimd 51, gradient 75 (it grew: a dropped share under 3/4, and
   // a long average learned under the queue from the start), vegas 42 -- no
   // bound that says "brakes" holds for both. So sanitized: it must not
-  // run away (at most its initial 64) nor collapse. A plain build on a
-  // busy machine came close to the same case (above).
-  EXPECT_LE(last.mean, testing::PlainOrSanitized(4, 8) * kCores);
+  // run away (at most its initial 64 and one step of growth: a TSan run
+  // beside another test read gradient 71 on 11 window samples, one window
+  // mostly in time growing it by its queue allowance, sqrt(64)) nor
+  // collapse. A plain build on a busy machine came close to the same case
+  // (above).
+  EXPECT_LE(last.mean, testing::PlainOrSanitized(4, 9) * kCores);
   EXPECT_GE(last.low, kCores / 2);
 }
 
