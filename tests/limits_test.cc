@@ -104,6 +104,14 @@ class Server {
   // sample's rtt is its budget, and its worker is free from then on (or
   // never taken, when the deadline passes while it waits).
   void SetCutAtBudget(bool on) { cut_ = on; }
+  // A real server's deadlines from now on: each call's budget `b`
+  // (SetBudget), a late call reported dropped (SetDrops) and cut at its
+  // budget (SetCutAtBudget).
+  void SetCutBudget(absl::Duration b) {
+    SetBudget(b);
+    SetDrops(true);
+    SetCutAtBudget(true);
+  }
   // From now on a `share` of the calls (drawn from the jitter generator)
   // take `factor` x their handling time (a bimodal dependency); 0: none.
   void SetBimodal(double share, double factor) {
@@ -736,9 +744,7 @@ int HalvedWithCutCalls(Algorithm a, double factor, double jitter) {
     Server server(*limit, 32, kService, absl::UnixEpoch());
     server.SetJitter(jitter);
     server.SetSeed(seed);
-    server.SetBudget(kService * factor);
-    server.SetDrops(true);
-    server.SetCutAtBudget(true);
+    server.SetCutBudget(kService * factor);
     server.Run(absl::Seconds(20));
     const absl::Time changed = server.now();
     server.SetCapacity(16);
@@ -827,9 +833,7 @@ int RestoredAfterACutQueue(Algorithm a, int c, double factor,
     auto limit = Make(Options(a));
     Server server(*limit, c, kService, absl::UnixEpoch());
     server.SetSeed(seed);
-    server.SetBudget(kService * factor);
-    server.SetDrops(true);
-    server.SetCutAtBudget(true);
+    server.SetCutBudget(kService * factor);
     server.Run(absl::Seconds(20));
     server.SetCapacity(c / 2);
     server.Run(absl::Seconds(20));
@@ -882,9 +886,7 @@ TEST_P(AdaptiveTest, HoldsThroughASlowdownPastEveryBudget) {
   auto limit = Make(Options(GetParam()));
   Server server(*limit, 32, kService, absl::UnixEpoch());
   server.SetClients(8);
-  server.SetBudget(kService * 2);
-  server.SetDrops(true);
-  server.SetCutAtBudget(true);
+  server.SetCutBudget(kService * 2);
   server.SetLearnsSlowdown(false);
   server.Run(absl::Seconds(10));
   server.SetSlowdown(3);
@@ -930,9 +932,7 @@ TEST_P(AdaptiveTest, AWorkerLossUnderAnUnboundLimitBrakesSoon) {
   auto limit = Make(Options(GetParam()));
   Server server(*limit, 32, kService, absl::UnixEpoch());
   server.SetClients(16);
-  server.SetBudget(kService * 2);
-  server.SetDrops(true);
-  server.SetCutAtBudget(true);
+  server.SetCutBudget(kService * 2);
   server.Run(absl::Seconds(10));
   server.SetCapacity(2);
   const absl::Time lost = server.now();
@@ -987,9 +987,7 @@ TEST_P(AdaptiveTest, DISABLED_HoldsThroughASlowdownMostlyPastTheBudgets) {
     server.SetSeed(seed);
     server.SetClients(8);
     server.SetJitter(0.3);
-    server.SetBudget(kService * 2);
-    server.SetDrops(true);
-    server.SetCutAtBudget(true);
+    server.SetCutBudget(kService * 2);
     server.SetLearnsSlowdown(false);
     server.Run(absl::Seconds(10));
     server.SetSlowdown(2.2);
@@ -1067,9 +1065,7 @@ TEST_P(AdaptiveTest, DISABLED_DropCheckLossGrid) {
       Server server(*limit, 32, kService, absl::UnixEpoch());
       server.SetJitter(jitter);
       server.SetClients(clients);
-      server.SetBudget(kService * 2);
-      server.SetDrops(true);
-      server.SetCutAtBudget(true);
+      server.SetCutBudget(kService * 2);
       server.Run(absl::Seconds(10));
       server.SetCapacity(w);
       const absl::Time lost = server.now();
@@ -1271,9 +1267,7 @@ HostileMix RunHostileMix(Algorithm a, double share, absl::Duration honest,
   server.SetSeed(seed);
   server.SetClients(16);
   server.SetJitter(0.2);
-  server.SetDrops(true);
-  server.SetCutAtBudget(true);
-  server.SetBudget(honest);
+  server.SetCutBudget(honest);
   server.Run(absl::Seconds(10));
   std::vector<absl::Duration> mix(20, honest);
   for (int i = 0; i < static_cast<int>(share * 20 + 0.5); ++i) {
@@ -1425,8 +1419,6 @@ CheckStep Reading(SlowdownCheck& check, const Sample& s, double limit,
   return check.OnSample(s, limit, base);
 }
 
-// A slower server that did not queue at L0 (the same handling time after
-// the cut) gets L0 back whole.
 // The drop check's state machine on its own (drop_check.h), one window
 // (100 ms, each admitted at the end of the one before) at a time: its
 // gates, its look, both verdicts and the re-checks.
@@ -1512,14 +1504,20 @@ TEST(DropCheck, AServerSlowerThanEveryBudgetHoldsAndLooksDeeper) {
   d.ExpectHeld(0.7 * 8, 8, 1.0, 20);
   EXPECT_TRUE(d.check().holding());
   d.ExpectHeld(0.7 * 8, 5, 1.0, 5.6);
-  // Still every call late: back to L0, held.
-  d.ExpectHeld(20, 5, 1.0, 5.6);
+  // Still every call late: the first check searches at once, at half the
+  // level (kSearchStep).
+  d.ExpectHeld(0.35 * 8, 5, 1.0, 5.6);
+  d.ExpectHeld(0.35 * 8, 3, 1.0, 2.8);
+  // Late at 2.8 too, and half of it is under kSearchFloor: back to L0,
+  // held.
+  d.ExpectHeld(20, 3, 1.0, 2.8);
   EXPECT_TRUE(d.check().holding());
   double level = (1 - 0.3) * 8;
-  int looks = 1;
+  int looks = 2;
   int held = 0;  // windows held at L0 since the last look
-  // Each re-check (every kRecheckSamples held windows) looks 0.7 x deeper,
-  // down to one call; then the hold lasts without looks.
+  // Each re-check (every kRecheckSamples held windows) looks once, 0.7 x
+  // deeper than the first look or the re-check before, down to one call;
+  // then the hold lasts without looks.
   for (int i = 0; i < 200; ++i) {
     std::optional<double> r = d.Window(8, 1.0, 20);
     ASSERT_TRUE(r.has_value()) << i;
@@ -1529,21 +1527,54 @@ TEST(DropCheck, AServerSlowerThanEveryBudgetHoldsAndLooksDeeper) {
     }
     EXPECT_EQ(held, DropCheck::kRecheckSamples - 1) << i;
     held = 0;
-    // A look: read for two windows, then back to L0.
+    // A look: read for two windows, then back to L0 (no search).
     level = std::max(1.0, (1 - 0.3) * level);
     EXPECT_DOUBLE_EQ(*r, level) << i;
     ++looks;
     d.ExpectHeld(level, 2, 1.0, level);
     d.ExpectHeld(20, 2, 1.0, level);
   }
-  // 5.6 -> 3.92, 2.74, 1.92, 1.34, 1 (each max(1, 0.7 x)).
-  EXPECT_EQ(looks, 6);
+  // The search's 2.8, then re-checks at 3.92, 2.74, 1.92, 1.34, 1 (each
+  // max(1, 0.7 x)).
+  EXPECT_EQ(looks, 7);
   EXPECT_TRUE(d.check().busy());
   // A window mostly in time ends the hold.
   EXPECT_EQ(d.Window(8, 0.5, 20), std::nullopt);
   EXPECT_FALSE(d.check().busy());
 }
 
+// A server that lost most of its workers under a limit holding nothing
+// back: the first look is still late, the search's deeper look is in time,
+// and one window back at the late in-flight tells a deep queue (late
+// again: the limit goes to the level in time) from a server that
+// recovered during the look (in time: the limit stays, the check ends).
+TEST(DropCheck, TheSearchConfirmsADeepQueueWithOneWindowBackUp) {
+  for (bool recovered : {false, true}) {
+    DropCheckSteps d(0.3);
+    ASSERT_EQ(d.Window(16, 0.0, 34), std::nullopt);
+    d.ExpectHeld(0.7 * 16, 16, 1.0, 34);
+    d.ExpectHeld(0.7 * 16, 11, 1.0, 11.2);
+    d.ExpectHeld(0.35 * 16, 11, 1.0, 11.2);  // still late: half the level
+    // One window of the deeper look mostly in time ends it at once: back
+    // to min(L0, the late in-flight) for one window.
+    d.ExpectHeld(16, 5, 0.0, 5.6);
+    EXPECT_TRUE(d.check().holding());
+    if (recovered) {
+      EXPECT_EQ(d.Window(16, 0.1, 16), std::nullopt);
+      EXPECT_FALSE(d.check().busy());
+      continue;
+    }
+    d.ExpectHeld(0.35 * 16, 16, 1.0, 16);  // late again: the deep queue
+    EXPECT_FALSE(d.check().holding());
+    // The algorithm's from there while windows stay late.
+    EXPECT_EQ(d.Window(5, 0.9, 5.6), std::nullopt);
+    EXPECT_EQ(d.Window(5, 0.1, 5.6), std::nullopt);
+    EXPECT_FALSE(d.check().busy());
+  }
+}
+
+// A slower server that did not queue at L0 (the same handling time after
+// the cut) gets L0 back whole.
 TEST(SlowdownCheck, ASlowerServerWithoutAQueueGetsItsLimitBack) {
   SlowdownCheck check(SlowdownCheckOptions{});
   const absl::Duration base = absl::Milliseconds(100);
