@@ -1084,6 +1084,172 @@ TEST_P(AdaptiveTest, DISABLED_DropCheckLossGrid) {
   }
 }
 
+// Attack review of the first check's search (53f95a8), attack 1: a
+// slowdown past every budget (x3, budgets 2 x, enforcer not learning it)
+// that ends at any moment of the slow phase (1 to 12 s in 0.2 s steps):
+// how long after the recovery is the limit under the callers (the last
+// sample under them)? Prints, per algorithm, callers and jitter over seeds
+// 1-5 x 56 lengths, how many runs are under the callers more than 0.5 s
+// after the recovery, and the longest. Measured (runs of 280 > 0.5 s,
+// longest), before the search (b0e4053's drop_check.*) / on main 8b4ed4f
+// (the search) / with Vegas reading a look's fast windows (vegas_limit.cc):
+//   AIMD   8 +-0%   45, 1.04 s   35, 0.80 s
+//          8 +-20%  42, 1.05 s   33, 0.89 s
+//         16 +-0%    5, 0.64 s   30, 0.80 s
+//         16 +-20%   5, 0.65 s   36, 0.83 s
+//         24 +-0%    0, 0.48 s   30, 0.80 s
+//         24 +-20%   0, 0.43 s   31, 0.84 s
+//   Vegas  8 +-0%   45, 1.04 s   35, 0.80 s   35, 0.80 s
+//          8 +-20%  42, 1.27 s   38, 1.22 s   33, 0.89 s
+//         16 +-0%    5, 0.64 s   30, 0.80 s   30, 0.80 s
+//         16 +-20%  10, 1.19 s   35, 1.13 s   35, 0.85 s
+//         24 +-0%    0, 0.48 s   30, 0.80 s   30, 0.80 s
+//         24 +-20%   2, 0.59 s   32, 1.59 s   30, 0.85 s
+//   Gradient2: 0 of 280 everywhere (it holds: its application-limited rule).
+// So for 16 and 24 callers the search costs a recovery during its deep look
+// up to ~0.8 s (two windows of 10 calls at 2 in flight: the window the
+// recovery splits, late, then one in time), where the single look at 0.7 x
+// 16-24 cost at most 0.65 s; Vegas returned a window faster than its
+// minimum before the drop check saw it, so with jitter the look at 2 ended
+// one or two windows later (1.1-1.6 s after the recovery).
+TEST_P(AdaptiveTest, DISABLED_SearchRecoveryGrid) {
+  for (int clients : {8, 16, 24}) {
+    for (double jitter : {0.0, 0.2}) {
+      int over = 0, runs = 0;
+      double worst = 0;
+      for (uint32_t seed = 1; seed <= 5; ++seed) {
+        for (int tenths = 10; tenths <= 120; tenths += 2) {
+          auto limit = Make(Options(GetParam()));
+          Server server(*limit, 32, kService, absl::UnixEpoch());
+          server.SetSeed(seed);
+          server.SetJitter(jitter);
+          server.SetClients(clients);
+          server.SetCutBudget(kService * 2);
+          server.SetLearnsSlowdown(false);
+          server.Run(absl::Seconds(10));
+          server.SetSlowdown(3);
+          server.Run(absl::Milliseconds(100 * tenths));
+          server.SetSlowdown(1);
+          const absl::Time recovered = server.now();
+          const std::vector<Point> after = server.Run(absl::Seconds(5));
+          absl::Time last_under = recovered;
+          for (const Point& p : after) {
+            if (p.limit < clients) last_under = p.t;
+          }
+          const double under = absl::ToDoubleSeconds(last_under - recovered);
+          ++runs;
+          if (under > 0.5) ++over;
+          worst = std::max(worst, under);
+        }
+      }
+      std::printf("RECOVERY %-8s %2d callers +-%.0f%%: %d of %d runs under "
+                  "the callers > 0.5 s after the recovery, longest %.2f s\n",
+                  std::string(AlgorithmName(GetParam())).c_str(), clients,
+                  100 * jitter, over, runs, worst);
+    }
+  }
+}
+
+// Attack 3 over more seeds: DISABLED_HoldsThroughASlowdownMostlyPastThe
+// Budgets' slowdown (2.2 x +-30%, budgets 2 x, 8 callers, 32 workers) for
+// seeds 1-10: the share of samples at >= 8 from 5 s into the slow phase,
+// summed over the seeds, and the seeds ending the slow phase under 8.
+// Measured, samples at >= 8 / seeds under 8 at the slow phase's end / 2 s
+// after it, before the search (b0e4053's drop_check.*) -> main 8b4ed4f ->
+// with Vegas reading a look's fast windows (vegas_limit.cc):
+//   AIMD   1075 of 1995, 5, 0 -> 1008 of 1967, 5, 0 -> (unchanged)
+//   Vegas   857 of 1826, 4, 3 ->  672 of 1664, 6, 5 -> 573 of 1589, 8, 5
+//   Gradient2 2619 of 2619, 0, 0 throughout.
+// The search makes this (already failing) case somewhat worse: a look's
+// window mostly late by chance searches down, and a deeper look's window in
+// time then reads a "deep queue" when the window back up is late by chance.
+TEST_P(AdaptiveTest, DISABLED_SlowdownMostlyPastTheBudgetsSeeds) {
+  int samples = 0, held = 0, low_end = 0, low_after = 0;
+  for (uint32_t seed = 1; seed <= 10; ++seed) {
+    auto limit = Make(Options(GetParam()));
+    Server server(*limit, 32, kService, absl::UnixEpoch());
+    server.SetSeed(seed);
+    server.SetClients(8);
+    server.SetJitter(0.3);
+    server.SetCutBudget(kService * 2);
+    server.SetLearnsSlowdown(false);
+    server.Run(absl::Seconds(10));
+    server.SetSlowdown(2.2);
+    const absl::Time slowed = server.now();
+    const std::vector<Point> slow = server.Run(absl::Seconds(10));
+    server.SetSlowdown(1);
+    const std::vector<Point> after = server.Run(absl::Seconds(2));
+    for (const Point& p : slow) {
+      if (p.t < slowed + absl::Seconds(5)) continue;
+      ++samples;
+      if (p.limit >= 8) ++held;
+    }
+    if (slow.back().limit < 8) ++low_end;
+    if (after.back().limit < 8) ++low_after;
+  }
+  std::printf("PARTLY %-8s seeds 1-10: %d of %d samples at >= 8, %d seeds "
+              "end the slow phase under 8, %d end 2 s after under 8\n",
+              std::string(AlgorithmName(GetParam())).c_str(), held, samples,
+              low_end, low_after);
+}
+
+// Attack 2: a steady server (nothing changes for 60 s), +-30% jitter,
+// 32 workers, budgets 1.3 / 1.5 / 2 x the service, the handling time
+// set (from the start, the enforcer not learning it) so that the budget
+// is 1.1 / 1.0 / 0.9 x the mean handling (about 1/3, 1/2, 2/3 of the calls
+// late by chance, no queue) and, as the brief asks, at the service itself
+// (ratio = the budget factor: no call late). Counts, over 20 seeds, runs
+// whose limit reached 3 or less after the first 5 s (a false "deep queue"
+// from a search, or the algorithm's own brake), and the share of samples
+// with the limit under the callers.
+// Measured (runs of 20 at <= 3), before the search (b0e4053's drop_check.*)
+// -> main 8b4ed4f: budget/handling = the budget factor (no call late): 0
+// everywhere, no sample under the callers, before and after. With calls late
+// by chance: AIMD 15-20 of 20 at every ratio 1.1-0.9, before and after
+// alike (its own loss rule: late calls are its loss; 83-100% of samples
+// under the callers). Gradient2 0 -> 1-3 at ratio 0.9 (8 and 16 callers,
+// samples under the callers 1-9%, +-2 points). Vegas, ratio 1.0, 8 callers:
+// 7 -> 11 (x1.3), 4 -> 11 (x1.5), 5 -> 10 (x2.0) (samples under: +0.5-2.5
+// points); ratio 0.9: 15-16 -> 17-19 (16 and 24 callers); ratio 1.1: same.
+// So the search adds short false "deep queue" dips to 2-3 under noise near
+// half late (mostly Vegas); the time under the callers moves little. With
+// Vegas reading a look's fast windows (vegas_limit.cc): ratio 1.0, 8
+// callers 7 / 8 / 8, the rest within one run of main.
+TEST_P(AdaptiveTest, DISABLED_SearchNoiseGrid) {
+  for (int clients : {8, 16, 24}) {
+    for (double budget : {1.3, 1.5, 2.0}) {
+      for (double ratio : {budget, 1.1, 1.0, 0.9}) {
+        int low_runs = 0;
+        long samples = 0, under = 0;
+        for (uint32_t seed = 1; seed <= 20; ++seed) {
+          auto limit = Make(Options(GetParam()));
+          Server server(*limit, 32, kService, absl::UnixEpoch());
+          server.SetSeed(seed);
+          server.SetJitter(0.3);
+          server.SetClients(clients);
+          server.SetCutBudget(kService * budget);
+          server.SetLearnsSlowdown(false);
+          server.SetSlowdown(budget / ratio);
+          const std::vector<Point> t = server.Run(absl::Seconds(60));
+          bool low = false;
+          for (const Point& p : t) {
+            if (p.t < absl::UnixEpoch() + absl::Seconds(5)) continue;
+            ++samples;
+            if (p.limit < clients) ++under;
+            if (p.limit <= 3) low = true;
+          }
+          if (low) ++low_runs;
+        }
+        std::printf("NOISE %-8s %2d callers budgets x%.1f budget/handling "
+                    "%.1f: %d of 20 runs at <= 3, %.1f%% of samples under "
+                    "the callers\n",
+                    std::string(AlgorithmName(GetParam())).c_str(), clients,
+                    budget, ratio, low_runs, 100.0 * under / samples);
+      }
+    }
+  }
+}
+
 TEST_P(AdaptiveTest, DISABLED_ACutQueueWithTightBudgetsStillBrakes) {
   for (double jitter : {0.0, 0.1}) {
     for (double factor : {1.02, 1.05}) {
