@@ -49,6 +49,19 @@ void VegasLimit::SetNoLoad(double ns) {
   recent_.Fill(ns);  // the next minimum takes a whole run again
 }
 
+bool VegasLimit::ApplyCheck(const Sample& s) {
+  if (!ApplyCheckStep(
+          check_.OnSample(s, limit_, absl::Nanoseconds(no_load_ns_)),
+          options_.bounds, limit_, [&](absl::Duration rtt) {
+            SetNoLoad(std::max(1.0, absl::ToDoubleNanoseconds(rtt)));
+          })) {
+    return false;
+  }
+  // The check's cut is no run of decreases (no probe for it).
+  decreases_ = 0;
+  return true;
+}
+
 void VegasLimit::OnSample(const Sample& s) {
   check_.Seen(s);
   const double rtt = std::max(1.0, absl::ToDoubleNanoseconds(s.rtt));
@@ -92,13 +105,7 @@ void VegasLimit::OnSample(const Sample& s) {
     // calls, whose windows come faster than the old minimum, is read here
     // too (returned before it, a look at 2 calls stayed 1.1-1.6 s after
     // the recovery with +-20% jitter in limits_test.cc's model).
-    if (check_.holding_drops() &&
-        ApplyCheckStep(
-            check_.OnSample(s, limit_, absl::Nanoseconds(no_load_ns_)),
-            options_.bounds, limit_, [&](absl::Duration rtt) {
-              SetNoLoad(std::max(1.0, absl::ToDoubleNanoseconds(rtt)));
-            })) {
-      decreases_ = 0;
+    if (check_.holding_drops() && ApplyCheck(s)) {
       no_load_ns_ = std::min(no_load_ns_, run);
       return;
     }
@@ -135,14 +142,7 @@ void VegasLimit::OnSample(const Sample& s) {
   if (samples_ <= options_.bounds.warmup_samples) return;
   double next;
   if (!loss && s.inflight * 2 < limit_) return;
-  if (ApplyCheckStep(check_.OnSample(s, limit_, absl::Nanoseconds(no_load_ns_)),
-                     options_.bounds, limit_, [&](absl::Duration rtt) {
-                       SetNoLoad(std::max(1.0, absl::ToDoubleNanoseconds(rtt)));
-                     })) {
-    // The check's cut is no run of decreases (no probe for it).
-    decreases_ = 0;
-    return;
-  }
+  if (ApplyCheck(s)) return;
   // Nearly every call late: a queue far beyond beta's that cut handling
   // times hide; a tenth of the limit per window, not L.
   const double step =

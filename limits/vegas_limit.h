@@ -138,6 +138,9 @@ class VegasLimit final : public Limit {
   RecentMax<kNoLoadRun> recent_;
   // Sets no_load (a probe's or the slowdown check's reading).
   void SetNoLoad(double ns);
+  // Gives `s` to the slowdown check; true if the check set the limit (the
+  // sample is used up; its cut counts as no run of decreases).
+  bool ApplyCheck(const Sample& s);
   absl::Time grew_at_ = absl::InfinitePast();  // the last increase
   double queue_ = 0;
   DropGate gate_;
