@@ -957,6 +957,36 @@ TEST_P(AdaptiveTest, AWorkerLossUnderAnUnboundLimitBrakesSoon) {
   EXPECT_LE(hi, 6) << AlgorithmName(GetParam());
 }
 
+// A slowdown leaving about two thirds of the calls late, no queue (8
+// callers on 32 workers, handling 2.2 x the service +-30% for 10 s after
+// 10 s at the service, budgets 2 x the service, late calls cut, the
+// enforcer not learning the slower handling), then 2 s recovered.
+struct MostlyPastTheBudgets {
+  absl::Time slowed;
+  std::vector<Point> slow;
+  absl::Time recovered;
+  std::vector<Point> after;
+};
+MostlyPastTheBudgets SlowdownMostlyPastTheBudgets(Algorithm a,
+                                                  uint32_t seed) {
+  auto limit = Make(Options(a));
+  Server server(*limit, 32, kService, absl::UnixEpoch());
+  server.SetSeed(seed);
+  server.SetClients(8);
+  server.SetJitter(0.3);
+  server.SetCutBudget(kService * 2);
+  server.SetLearnsSlowdown(false);
+  server.Run(absl::Seconds(10));
+  server.SetSlowdown(2.2);
+  MostlyPastTheBudgets r;
+  r.slowed = server.now();
+  r.slow = server.Run(absl::Seconds(10));
+  server.SetSlowdown(1);
+  r.recovered = server.now();
+  r.after = server.Run(absl::Seconds(2));
+  return r;
+}
+
 // A slowdown that leaves about two thirds of the calls late (handling
 // 2.2 x the service +-30%, budgets 2 x the service: 65% late on average)
 // on a server with no queue (8 callers, 32 workers): no limit helps, the
@@ -982,20 +1012,8 @@ TEST_P(AdaptiveTest, AWorkerLossUnderAnUnboundLimitBrakesSoon) {
 // confirmation) changed nothing here (0 of 76).
 TEST_P(AdaptiveTest, DISABLED_HoldsThroughASlowdownMostlyPastTheBudgets) {
   for (uint32_t seed : {1u, 2u, 3u}) {
-    auto limit = Make(Options(GetParam()));
-    Server server(*limit, 32, kService, absl::UnixEpoch());
-    server.SetSeed(seed);
-    server.SetClients(8);
-    server.SetJitter(0.3);
-    server.SetCutBudget(kService * 2);
-    server.SetLearnsSlowdown(false);
-    server.Run(absl::Seconds(10));
-    server.SetSlowdown(2.2);
-    const absl::Time slowed = server.now();
-    const std::vector<Point> slow = server.Run(absl::Seconds(10));
-    server.SetSlowdown(1);
-    const absl::Time recovered = server.now();
-    const std::vector<Point> after = server.Run(absl::Seconds(2));
+    const auto [slowed, slow, recovered, after] =
+        SlowdownMostlyPastTheBudgets(GetParam(), seed);
     // Looks (at 0.7 x 8) are the check's cost; between them the limit
     // holds the 8 callers.
     int samples = 0, held = 0;
@@ -1166,19 +1184,8 @@ TEST_P(AdaptiveTest, DISABLED_SearchRecoveryGrid) {
 TEST_P(AdaptiveTest, DISABLED_SlowdownMostlyPastTheBudgetsSeeds) {
   int samples = 0, held = 0, low_end = 0, low_after = 0;
   for (uint32_t seed = 1; seed <= 10; ++seed) {
-    auto limit = Make(Options(GetParam()));
-    Server server(*limit, 32, kService, absl::UnixEpoch());
-    server.SetSeed(seed);
-    server.SetClients(8);
-    server.SetJitter(0.3);
-    server.SetCutBudget(kService * 2);
-    server.SetLearnsSlowdown(false);
-    server.Run(absl::Seconds(10));
-    server.SetSlowdown(2.2);
-    const absl::Time slowed = server.now();
-    const std::vector<Point> slow = server.Run(absl::Seconds(10));
-    server.SetSlowdown(1);
-    const std::vector<Point> after = server.Run(absl::Seconds(2));
+    const auto [slowed, slow, recovered, after] =
+        SlowdownMostlyPastTheBudgets(GetParam(), seed);
     for (const Point& p : slow) {
       if (p.t < slowed + absl::Seconds(5)) continue;
       ++samples;

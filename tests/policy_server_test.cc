@@ -37,6 +37,40 @@ using Api = PolicyTestServer::Api;
 
 constexpr absl::Duration kBound = kPolicyWaitBound;
 
+// One Echo call of `work_ms` with a deadline `budget` from now, canceled by
+// its client `cancel_at` after it began (if > 0 and it has not ended).
+grpc::Status EchoCanceledAt(::echo::v1::Echo::Stub& stub,
+                            absl::Duration budget, int64_t work_ms,
+                            absl::Duration cancel_at) {
+  grpc::ClientContext cc;
+  const absl::Time began = absl::Now();
+  cc.set_deadline(absl::ToChronoTime(began + budget));
+  ::echo::v1::EchoRequest req;
+  req.set_work_ms(work_ms);
+  ::echo::v1::EchoResponse resp;
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+  std::thread canceler;
+  if (cancel_at > absl::ZeroDuration()) {
+    canceler = std::thread([&] {
+      std::unique_lock<std::mutex> l(mu);
+      if (!cv.wait_until(l, absl::ToChronoTime(began + cancel_at),
+                         [&] { return done; })) {
+        cc.TryCancel();
+      }
+    });
+  }
+  const grpc::Status st = stub.Echo(&cc, req, &resp);
+  {
+    std::lock_guard<std::mutex> l(mu);
+    done = true;
+    cv.notify_all();
+  }
+  if (canceler.joinable()) canceler.join();
+  return st;
+}
+
 // Each test serves Echo (SleepWork) on its API under a policy: Start(o),
 // then policy(), server(), stub().
 class PolicyServerTest : public PolicedServerTest {
@@ -175,35 +209,9 @@ TEST_P(PolicyServerTest, DISABLED_CutCallsOfAFastMethodTeachNoMinimumBudget) {
     std::vector<std::thread> hostile;
     for (int i = 0; i < 3; ++i) {
       hostile.emplace_back([&] {
-        grpc::ClientContext cc;
-        const absl::Time began = absl::Now();
-        cc.set_deadline(absl::ToChronoTime(
-            began + (cancel ? kBound : absl::Milliseconds(500))));
-        ::echo::v1::EchoRequest req;
-        req.set_work_ms(5000);
-        ::echo::v1::EchoResponse resp;
-        std::mutex mu;
-        std::condition_variable cv;
-        bool done = false;
-        std::thread canceler;
-        if (cancel) {
-          canceler = std::thread([&] {
-            std::unique_lock<std::mutex> l(mu);
-            if (!cv.wait_until(l,
-                               absl::ToChronoTime(
-                                   began + absl::Milliseconds(500)),
-                               [&] { return done; })) {
-              cc.TryCancel();
-            }
-          });
-        }
-        const grpc::Status st = stub().Echo(&cc, req, &resp);
-        {
-          std::lock_guard<std::mutex> l(mu);
-          done = true;
-          cv.notify_all();
-        }
-        if (canceler.joinable()) canceler.join();
+        const grpc::Status st = EchoCanceledAt(
+            stub(), cancel ? kBound : absl::Milliseconds(500), 5000,
+            cancel ? absl::Milliseconds(500) : absl::ZeroDuration());
         EXPECT_FALSE(st.ok());
       });
     }
@@ -682,32 +690,7 @@ TEST_P(PolicyServerTest, LateCallsOfAHandlerThatIgnoresItsContext) {
   auto call = [&](absl::Duration budget, int64_t work_ms,
                   absl::Duration cancel_at) -> int {
     const auto before = metrics::PolicyMethod(kMethodName).LimitSampleCounts();
-    grpc::ClientContext cc;
-    const absl::Time began = absl::Now();
-    cc.set_deadline(absl::ToChronoTime(began + budget));
-    ::echo::v1::EchoRequest req;
-    req.set_work_ms(work_ms);
-    ::echo::v1::EchoResponse resp;
-    std::thread canceler;
-    std::mutex mu;
-    std::condition_variable cv;
-    bool done = false;
-    if (cancel_at > absl::ZeroDuration()) {
-      canceler = std::thread([&] {
-        std::unique_lock<std::mutex> l(mu);
-        if (!cv.wait_until(l, absl::ToChronoTime(began + cancel_at),
-                           [&] { return done; })) {
-          cc.TryCancel();
-        }
-      });
-    }
-    const grpc::Status st = stub().Echo(&cc, req, &resp);
-    {
-      std::lock_guard<std::mutex> l(mu);
-      done = true;
-      cv.notify_all();
-    }
-    if (canceler.joinable()) canceler.join();
+    const grpc::Status st = EchoCanceledAt(stub(), budget, work_ms, cancel_at);
     EXPECT_TRUE(PollUntil([&] { return policy().Running() == 0; }));
     const auto after = metrics::PolicyMethod(kMethodName).LimitSampleCounts();
     int outcome = -1;
